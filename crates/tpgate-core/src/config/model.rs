@@ -1,0 +1,98 @@
+//! The validated config model: what the daemon and the planner consume. Built only by
+//! [`super::load`]; every value here has already been checked.
+
+use ipnet::IpNet;
+
+use crate::net::{Mark, TableId};
+use crate::rules::Rule;
+
+/// The default listener port (mihomo's `tproxy-port` convention).
+pub const DEFAULT_TPROXY_PORT: u16 = 7893;
+/// Default `routing-mark` carried by every outbound socket.
+pub const DEFAULT_ROUTING_MARK: u32 = 0xff;
+/// Default fwmark of intercepted packets.
+pub const DEFAULT_FWMARK: Mark = Mark::exact(0x1);
+/// Default policy-routing table.
+pub const DEFAULT_ROUTE_TABLE: TableId = TableId(100);
+/// Default priority of the `ip rule` entries.
+pub const DEFAULT_RULE_PRIORITY: u32 = 9000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub tproxy_port: u16,
+    /// `SO_MARK` of every outbound socket; packets with it are never intercepted.
+    pub routing_mark: u32,
+    pub ipv6: bool,
+    pub mode: Mode,
+    pub log_level: LogLevel,
+    pub intercept: Intercept,
+    /// Clash rules, first match wins.
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Rule,
+    Global,
+    Direct,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Silent,
+    Error,
+    Warning,
+    Info,
+    Debug,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Nftables,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intercept {
+    pub backend: Backend,
+    /// Interfaces whose incoming traffic is intercepted; empty: no forwarded traffic.
+    pub lan_interfaces: Vec<String>,
+    /// Intercept this machine's own traffic (OUTPUT + policy routing through `lo`).
+    pub local: bool,
+    pub udp: bool,
+    pub fwmark: Mark,
+    pub route_table: TableId,
+    /// Priority (`pref`) of the fwmark `ip rule`.
+    pub rule_priority: u32,
+    /// User bypass CIDRs, added to the built-in reserved ranges.
+    pub bypass: Vec<IpNet>,
+}
+
+impl Default for Config {
+    /// What an empty config file means.
+    fn default() -> Self {
+        Self {
+            tproxy_port: DEFAULT_TPROXY_PORT,
+            routing_mark: DEFAULT_ROUTING_MARK,
+            ipv6: true,
+            mode: Mode::Rule,
+            log_level: LogLevel::Info,
+            intercept: Intercept::default(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+impl Default for Intercept {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Nftables,
+            lan_interfaces: Vec::new(),
+            local: true,
+            udp: true,
+            fwmark: DEFAULT_FWMARK,
+            route_table: DEFAULT_ROUTE_TABLE,
+            rule_priority: DEFAULT_RULE_PRIORITY,
+            bypass: Vec::new(),
+        }
+    }
+}

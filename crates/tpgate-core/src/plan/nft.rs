@@ -1,0 +1,195 @@
+//! Plan -> one nftables script, applied as a single atomic transaction.
+//!
+//! The table carries the `owner` flag: the kernel deletes it the moment the netlink socket
+//! that created it closes, so a killed daemon leaves the network working (fail-open).
+
+use std::fmt::Write as _;
+
+use ipnet::IpNet;
+
+use super::Plan;
+use crate::net::Mark;
+
+/// Family of tpgate's table.
+pub const NFT_FAMILY: &str = "inet";
+/// Name of tpgate's table; tpgate touches no other table.
+pub const NFT_TABLE: &str = "tpgate";
+
+/// Renders the whole table. The script first creates the table empty and deletes it, so
+/// applying it replaces any previous (non-owned) copy in the same transaction.
+pub fn render_nft(plan: &Plan) -> String {
+    let mut s = String::new();
+    let w = &mut s;
+    let mark = plan.fwmark;
+    let port = plan.tproxy_port;
+    let l4 = if plan.udp { "{ tcp, udp }" } else { "tcp" };
+
+    line(w, 0, &format!("table {NFT_FAMILY} {NFT_TABLE} {{"));
+    line(w, 1, "flags owner");
+    line(w, 1, "");
+    set(w, "bypass4", "ipv4_addr", &plan.bypass_v4);
+    set(w, "bypass6", "ipv6_addr", &plan.bypass_v6);
+
+    // PREROUTING: TPROXY for LAN traffic and for this host's own traffic looped back via lo.
+    line(w, 1, "chain prerouting {");
+    line(w, 2, "type filter hook prerouting priority mangle; policy accept;");
+    let mut ifaces: Vec<String> = Vec::new();
+    if plan.local {
+        ifaces.push("\"lo\"".into());
+    }
+    ifaces.extend(plan.lan_interfaces.iter().map(|i| format!("\"{i}\"")));
+    line(
+        w,
+        2,
+        &format!(
+            "iifname != {} return comment \"only LAN interfaces and looped-back local traffic\"",
+            set_literal(&ifaces)
+        ),
+    );
+    if plan.local {
+        line(
+            w,
+            2,
+            &format!(
+                "iifname \"lo\" {} return comment \"lo: only this host's marked traffic\"",
+                mark_not(mark)
+            ),
+        );
+    }
+    common_exclusions(w, plan);
+    line(
+        w,
+        2,
+        &format!(
+            "meta l4proto tcp socket transparent 1 {} accept comment \"established: fast path\"",
+            mark_set(mark)
+        ),
+    );
+    line(
+        w,
+        2,
+        &format!(
+            "meta l4proto {l4} tproxy to :{port} {} accept",
+            mark_set(mark)
+        ),
+    );
+    line(w, 1, "}");
+    line(w, 1, "");
+
+    // OUTPUT: mark this host's own traffic so policy routing loops it back through lo.
+    if plan.local {
+        line(w, 1, "chain output {");
+        line(w, 2, "type route hook output priority mangle; policy accept;");
+        line(
+            w,
+            2,
+            &format!(
+                "meta mark {:#x} return comment \"tpgate's own outbound sockets\"",
+                plan.routing_mark
+            ),
+        );
+        line(
+            w,
+            2,
+            "meta mark != 0x0 return comment \"marked by other software: its routing, not ours\"",
+        );
+        common_exclusions(w, plan);
+        line(
+            w,
+            2,
+            &format!("meta l4proto {l4} meta mark set {:#x}", mark.value),
+        );
+        line(w, 1, "}");
+        line(w, 1, "");
+    }
+
+    // INPUT: a connection straight to the listener on one of our own addresses is refused.
+    line(w, 1, "chain input {");
+    line(w, 2, "type filter hook input priority mangle; policy accept;");
+    line(
+        w,
+        2,
+        &format!(
+            "tcp dport {port} fib daddr type local reject with tcp reset comment \"never relay to ourselves\""
+        ),
+    );
+    if plan.udp {
+        line(
+            w,
+            2,
+            &format!("udp dport {port} fib daddr type local reject"),
+        );
+    }
+    line(w, 1, "}");
+    line(w, 0, "}");
+    s
+}
+
+/// Exclusions shared by PREROUTING and OUTPUT.
+fn common_exclusions(w: &mut String, plan: &Plan) {
+    if !plan.ipv6 {
+        line(w, 2, "meta nfproto ipv6 return");
+    }
+    line(
+        w,
+        2,
+        "ct direction reply return comment \"replies of connections never intercepted (port forwards, tpgate's own replies)\"",
+    );
+    line(
+        w,
+        2,
+        "fib daddr type { local, broadcast, multicast } return comment \"this host's own addresses\"",
+    );
+    line(w, 2, "ip daddr @bypass4 return");
+    line(w, 2, "ip6 daddr @bypass6 return");
+}
+
+fn set(w: &mut String, name: &str, ty: &str, elems: &[IpNet]) {
+    line(w, 1, &format!("set {name} {{"));
+    line(w, 2, &format!("type {ty}"));
+    line(w, 2, "flags interval");
+    if !elems.is_empty() {
+        let list: Vec<String> = elems.iter().map(ToString::to_string).collect();
+        line(w, 2, &format!("elements = {{ {} }}", list.join(", ")));
+    }
+    line(w, 1, "}");
+    line(w, 1, "");
+}
+
+fn mark_not(mark: Mark) -> String {
+    if mark.mask == u32::MAX {
+        format!("meta mark != {:#x}", mark.value)
+    } else {
+        format!("meta mark & {:#x} != {:#x}", mark.mask, mark.value)
+    }
+}
+
+/// Sets the fwmark's bits, keeping the bits of the mark that are not ours.
+fn mark_set(mark: Mark) -> String {
+    if mark.mask == u32::MAX {
+        format!("meta mark set {:#x}", mark.value)
+    } else {
+        format!(
+            "meta mark set meta mark & {:#x} | {:#x}",
+            !mark.mask, mark.value
+        )
+    }
+}
+
+fn set_literal(items: &[String]) -> String {
+    match items {
+        [one] => one.clone(),
+        _ => format!("{{ {} }}", items.join(", ")),
+    }
+}
+
+fn line(w: &mut String, indent: usize, text: &str) {
+    if text.is_empty() {
+        w.push('\n');
+        return;
+    }
+    for _ in 0..indent {
+        w.push('\t');
+    }
+    let _ = writeln!(w, "{text}");
+}

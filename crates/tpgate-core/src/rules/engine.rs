@@ -1,0 +1,236 @@
+//! Matching: does a [`Matcher`] hold for a [`FlowMeta`], and which rule decides a flow.
+//! Runs once per new flow on the data path, so nothing here allocates.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::{Action, Decision, FlowMeta, Matcher, RuleEngine};
+use crate::config::Mode;
+
+impl Matcher {
+    /// Whether this matcher holds for `flow`. IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`,
+    /// as a dual-stack socket reports IPv4 peers) match IPv4 CIDRs.
+    pub fn matches(&self, flow: &FlowMeta) -> bool {
+        match self {
+            Self::IpCidr(net) => net_contains(net, flow.dst.ip()),
+            Self::SrcIpCidr(net) => net_contains(net, flow.src.ip()),
+            Self::DstPort(ranges) => ranges.iter().any(|r| r.contains(flow.dst.port())),
+            Self::SrcPort(ranges) => ranges.iter().any(|r| r.contains(flow.src.port())),
+            Self::Network(network) => *network == flow.network,
+            Self::Origin(origin) => *origin == flow.origin,
+            Self::Match => true,
+        }
+    }
+}
+
+/// The canonical form decides, but a CIDR written in mapped form (`::ffff:0:0/96`) still
+/// matches the mapped address it was written for.
+fn net_contains(net: &IpNet, addr: IpAddr) -> bool {
+    let canonical = addr.to_canonical();
+    net.contains(&canonical) || (canonical != addr && net.contains(&addr))
+}
+
+impl RuleEngine {
+    /// First match wins; no match is DIRECT. `global` and `direct` modes are DIRECT until
+    /// upstream proxies exist.
+    pub fn decide(&self, flow: &FlowMeta) -> Decision {
+        if self.mode == Mode::Rule {
+            if let Some((index, rule)) = self
+                .rules
+                .iter()
+                .enumerate()
+                .find(|(_, rule)| rule.matcher.matches(flow))
+            {
+                return Decision {
+                    action: rule.action,
+                    rule: Some(index),
+                };
+            }
+        }
+        Decision {
+            action: Action::Direct,
+            rule: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::net::{Network, Origin};
+    use crate::rules::{parse_rule, PortRange, Rule};
+
+    fn flow(src: &str, dst: &str) -> FlowMeta {
+        FlowMeta {
+            network: Network::Tcp,
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            origin: Origin::Forwarded,
+        }
+    }
+
+    fn engine(rules: &[&str], mode: Mode) -> RuleEngine {
+        let rules = rules.iter().map(|r| parse_rule(r).unwrap()).collect();
+        RuleEngine::new(rules, mode)
+    }
+
+    fn decided(action: Action, rule: Option<usize>) -> Decision {
+        Decision { action, rule }
+    }
+
+    #[test]
+    fn first_match_wins_and_default_is_direct() {
+        let e = engine(
+            &[
+                "DST-PORT,25,REJECT",
+                "IP-CIDR,192.0.2.0/24,REJECT-DROP",
+                "NETWORK,udp,REJECT",
+            ],
+            Mode::Rule,
+        );
+        let f = flow("198.51.100.2:40000", "192.0.2.9:25");
+        assert_eq!(e.decide(&f), decided(Action::Reject, Some(0)));
+        let f = flow("198.51.100.2:40000", "192.0.2.9:443");
+        assert_eq!(e.decide(&f), decided(Action::RejectDrop, Some(1)));
+        let f = flow("198.51.100.2:40000", "203.0.113.1:443");
+        assert_eq!(e.decide(&f), decided(Action::Direct, None));
+        let f = FlowMeta {
+            network: Network::Udp,
+            ..f
+        };
+        assert_eq!(e.decide(&f), decided(Action::Reject, Some(2)));
+        assert_eq!(
+            e.rule(2).map(|r| r.text.as_str()),
+            Some("NETWORK,udp,REJECT")
+        );
+    }
+
+    #[test]
+    fn global_and_direct_modes_are_direct() {
+        for mode in [Mode::Global, Mode::Direct] {
+            let e = engine(&["MATCH,REJECT"], mode);
+            let f = flow("198.51.100.2:1", "192.0.2.9:2");
+            assert_eq!(e.decide(&f), decided(Action::Direct, None));
+        }
+    }
+
+    #[test]
+    fn every_matcher() {
+        let f = FlowMeta {
+            network: Network::Udp,
+            src: "[2001:db8::5]:5353".parse().unwrap(),
+            dst: "[2001:db8:1::1]:53".parse().unwrap(),
+            origin: Origin::Local,
+        };
+        let holds = |rule: &str| parse_rule(rule).unwrap().matcher.matches(&f);
+        assert!(holds("IP-CIDR6,2001:db8:1::/48,DIRECT"));
+        assert!(!holds("IP-CIDR6,2001:db8:2::/48,DIRECT"));
+        assert!(!holds("IP-CIDR,0.0.0.0/0,DIRECT"));
+        assert!(holds("SRC-IP-CIDR,2001:db8::/64,DIRECT"));
+        assert!(holds("SRC-PORT,5000-6000,DIRECT"));
+        assert!(!holds("SRC-PORT,53,DIRECT"));
+        assert!(holds("DST-PORT,443/53,DIRECT"));
+        assert!(holds("NETWORK,udp,DIRECT"));
+        assert!(!holds("NETWORK,tcp,DIRECT"));
+        assert!(holds("ORIGIN,local,DIRECT"));
+        assert!(!holds("ORIGIN,forwarded,DIRECT"));
+        assert!(holds("MATCH,DIRECT"));
+    }
+
+    #[test]
+    fn mapped_ipv4_matches_ipv4_cidrs() {
+        let e = engine(
+            &[
+                "SRC-IP-CIDR,10.0.0.0/8,REJECT",
+                "IP-CIDR,192.0.2.0/24,REJECT-DROP",
+            ],
+            Mode::Rule,
+        );
+        let f = flow("[::ffff:10.1.2.3]:1000", "[2001:db8::1]:80");
+        assert_eq!(e.decide(&f), decided(Action::Reject, Some(0)));
+        let f = flow("[2001:db8::2]:1000", "[::ffff:192.0.2.1]:80");
+        assert_eq!(e.decide(&f), decided(Action::RejectDrop, Some(1)));
+        let mapped = engine(&["IP-CIDR6,::ffff:0:0/96,REJECT"], Mode::Rule);
+        let f = flow("[2001:db8::2]:1000", "[::ffff:192.0.2.1]:80");
+        assert_eq!(mapped.decide(&f), decided(Action::Reject, Some(0)));
+    }
+
+    fn any_net() -> impl Strategy<Value = IpNet> {
+        prop_oneof![
+            (any::<u32>(), 0u8..=32)
+                .prop_map(|(a, p)| IpNet::new(Ipv4Addr::from(a).into(), p).unwrap().trunc()),
+            (any::<u128>(), 0u8..=128)
+                .prop_map(|(a, p)| IpNet::new(Ipv6Addr::from(a).into(), p).unwrap().trunc()),
+        ]
+    }
+
+    /// Addresses near `net` as often as anywhere, so both outcomes are exercised.
+    fn any_addr_near(net: IpNet) -> impl Strategy<Value = IpAddr> {
+        let base = net.network();
+        prop_oneof![
+            any::<u128>().prop_map(move |bits| match base {
+                IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a) ^ (bits as u32 & 0xffff))),
+                IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a) ^ (bits & 0xffff_ffff))),
+            }),
+            any::<u32>().prop_map(|a| IpAddr::V4(a.into())),
+            any::<u128>().prop_map(|a| IpAddr::V6(a.into())),
+        ]
+    }
+
+    fn with_dst(addr: IpAddr, port: u16) -> FlowMeta {
+        FlowMeta {
+            network: Network::Tcp,
+            src: "192.0.2.1:1".parse().unwrap(),
+            dst: SocketAddr::new(addr, port),
+            origin: Origin::Local,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn cidr_matches_what_ipnet_contains(
+            (net, addr) in any_net().prop_flat_map(|net| (Just(net), any_addr_near(net)))
+        ) {
+            let m = Matcher::IpCidr(net);
+            prop_assert_eq!(m.matches(&with_dst(addr, 80)), net.contains(&addr));
+            if let IpAddr::V4(v4) = addr {
+                let mapped = IpAddr::V6(v4.to_ipv6_mapped());
+                prop_assert_eq!(m.matches(&with_dst(mapped, 80)), net.contains(&addr) || net.contains(&mapped));
+            }
+        }
+
+        #[test]
+        fn port_ranges_are_inclusive(a in 1u16.., b in 1u16.., port in any::<u16>()) {
+            let (start, end) = (a.min(b), a.max(b));
+            let m = Matcher::DstPort(vec![PortRange { start, end }]);
+            prop_assert_eq!(m.matches(&with_dst(IpAddr::V4(Ipv4Addr::LOCALHOST), port)), start <= port && port <= end);
+            let text = format!("DST-PORT,{start}-{end},DIRECT");
+            prop_assert_eq!(parse_rule(&text).unwrap().matcher, m);
+        }
+
+        #[test]
+        fn decision_is_the_first_matching_rule(
+            ranges in proptest::collection::vec((1u16..200, 0u16..50, 0usize..3), 0..8),
+            port in 0u16..260,
+        ) {
+            let actions = [Action::Direct, Action::Reject, Action::RejectDrop];
+            let rules: Vec<Rule> = ranges.iter().map(|&(start, len, a)| Rule {
+                matcher: Matcher::DstPort(vec![PortRange { start, end: start + len }]),
+                action: actions[a],
+                no_resolve: false,
+                text: String::new(),
+            }).collect();
+            let expected = ranges.iter().position(|&(s, len, _)| s <= port && port <= s + len);
+            let e = RuleEngine::new(rules, Mode::Rule);
+            let d = e.decide(&with_dst(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+            prop_assert_eq!(d.rule, expected);
+            let action = expected.map_or(Action::Direct, |i| actions[ranges[i].2]);
+            prop_assert_eq!(d.action, action);
+        }
+    }
+}

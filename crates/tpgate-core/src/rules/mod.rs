@@ -1,0 +1,133 @@
+//! Clash-style rules and the engine that decides what happens to a flow. Pure: never does
+//! DNS or I/O; the daemon builds a [`FlowMeta`] and asks [`RuleEngine::decide`].
+//! Parsing one rule string lives in `parse`, matching in `engine`; which rule types exist
+//! only in mihomo (and are skipped here) is decided by the parser.
+
+mod engine;
+mod parse;
+
+pub(crate) use parse::parse_cidr;
+pub use parse::{parse_rule, RuleError};
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use ipnet::IpNet;
+
+use crate::net::{Network, Origin};
+
+/// What to do with a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Direct,
+    /// TCP: reset; UDP: drop.
+    Reject,
+    /// Drop silently (TCP: hold the connection without answering, then close).
+    RejectDrop,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Direct => "DIRECT",
+            Self::Reject => "REJECT",
+            Self::RejectDrop => "REJECT-DROP",
+        })
+    }
+}
+
+/// An inclusive range of ports; a single port has `start == end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl PortRange {
+    /// Whether `port` lies in the range (both ends included).
+    pub const fn contains(self, port: u16) -> bool {
+        self.start <= port && port <= self.end
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.start == self.end {
+            write!(f, "{}", self.start)
+        } else {
+            write!(f, "{}-{}", self.start, self.end)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Matcher {
+    /// `IP-CIDR` / `IP-CIDR6`: destination address.
+    IpCidr(IpNet),
+    /// `SRC-IP-CIDR`.
+    SrcIpCidr(IpNet),
+    /// `DST-PORT`: ports and ranges, e.g. `80/443/8000-8100`.
+    DstPort(Vec<PortRange>),
+    /// `SRC-PORT`.
+    SrcPort(Vec<PortRange>),
+    /// `NETWORK,tcp|udp`.
+    Network(Network),
+    /// `ORIGIN,local|forwarded` (tpgate's own): this machine's traffic or a LAN host's.
+    Origin(Origin),
+    /// `MATCH`.
+    Match,
+}
+
+/// One rule as written, with where it was written (for logs and errors).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub matcher: Matcher,
+    pub action: Action,
+    /// `no-resolve` was given (accepted; meaningful once domains exist).
+    pub no_resolve: bool,
+    /// The rule text as written, e.g. `DST-PORT,25,REJECT`, for logs.
+    pub text: String,
+}
+
+/// What the engine knows about a flow when it decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowMeta {
+    pub network: Network,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub origin: Origin,
+}
+
+/// The outcome: the action and which rule chose it (`None`: mode or no rule matched).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub action: Action,
+    pub rule: Option<usize>,
+}
+
+/// Rules compiled for matching.
+#[derive(Debug, Clone)]
+pub struct RuleEngine {
+    rules: Vec<Rule>,
+    mode: crate::config::Mode,
+}
+
+impl RuleEngine {
+    pub fn new(rules: Vec<Rule>, mode: crate::config::Mode) -> Self {
+        Self { rules, mode }
+    }
+
+    /// The rule at `index` (as returned in a [`Decision`]).
+    pub fn rule(&self, index: usize) -> Option<&Rule> {
+        self.rules.get(index)
+    }
+
+    /// All rules, in matching order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn mode(&self) -> crate::config::Mode {
+        self.mode
+    }
+}

@@ -1,0 +1,361 @@
+//! One Clash rule string (`TYPE,ARG,TARGET[,no-resolve]`) -> [`Rule`]. Knows which rule
+//! types mihomo has that tpgate does not support yet, so callers can skip those with a
+//! warning instead of failing; it does not know the config's proxy names (the caller does).
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::{Action, Matcher, PortRange, Rule};
+use crate::net::{Network, Origin};
+
+/// Why a rule string did not become a [`Rule`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    /// A rule type mihomo has and tpgate does not support yet; the caller skips the rule.
+    #[error("{kind} rules are not supported yet")]
+    Unsupported { kind: String },
+    /// The rule is well formed but its target is none of the built-in actions: a proxy or
+    /// group name (only the caller knows which names the config defines) or a typo.
+    #[error("unknown target `{target}` (expected DIRECT, REJECT or REJECT-DROP)")]
+    UnknownTarget { target: String },
+    /// The rule cannot be read: the message says why.
+    #[error("{0}")]
+    Malformed(String),
+}
+
+/// Rule types of mihomo (and Clash Premium) that tpgate does not match on yet.
+const UNSUPPORTED: &[&str] = &[
+    "DOMAIN",
+    "DOMAIN-SUFFIX",
+    "DOMAIN-KEYWORD",
+    "DOMAIN-REGEX",
+    "DOMAIN-WILDCARD",
+    "GEOSITE",
+    "GEOIP",
+    "SRC-GEOIP",
+    "IP-ASN",
+    "SRC-IP-ASN",
+    "IP-SUFFIX",
+    "SRC-IP-SUFFIX",
+    "IN-PORT",
+    "IN-TYPE",
+    "IN-USER",
+    "IN-NAME",
+    "PROCESS-NAME",
+    "PROCESS-NAME-REGEX",
+    "PROCESS-NAME-WILDCARD",
+    "PROCESS-PATH",
+    "PROCESS-PATH-REGEX",
+    "PROCESS-PATH-WILDCARD",
+    "UID",
+    "DSCP",
+    "RULE-SET",
+    "AND",
+    "OR",
+    "NOT",
+    "SUB-RULE",
+    "SCRIPT",
+];
+
+const SUPPORTED: &str =
+    "IP-CIDR, IP-CIDR6, SRC-IP-CIDR, DST-PORT, SRC-PORT, NETWORK, ORIGIN, MATCH";
+
+/// Parses one rule as written in a Clash `rules:` list. Type, target and `no-resolve` are
+/// case-insensitive; whitespace around commas is ignored.
+pub fn parse_rule(text: &str) -> Result<Rule, RuleError> {
+    let text = text.trim();
+    let fields: Vec<&str> = text.split(',').map(str::trim).collect();
+    let kind = fields[0].to_ascii_uppercase();
+    if kind.is_empty() {
+        return Err(malformed(format!(
+            "a rule is TYPE,ARGUMENT,TARGET (or MATCH,TARGET), found `{text}`"
+        )));
+    }
+    if UNSUPPORTED.contains(&kind.as_str()) {
+        return Err(RuleError::Unsupported { kind });
+    }
+    let (matcher, rest) = if kind == "MATCH" {
+        (Matcher::Match, &fields[1..])
+    } else {
+        let arg = match fields.get(1) {
+            Some(arg) if !arg.is_empty() => *arg,
+            _ => {
+                return Err(malformed(format!(
+                    "missing argument: expected {kind},ARGUMENT,TARGET"
+                )))
+            }
+        };
+        (matcher(&kind, arg)?, &fields[2..])
+    };
+    let target = match rest.first() {
+        Some(t) if !t.is_empty() => *t,
+        _ => return Err(malformed("missing target (DIRECT, REJECT or REJECT-DROP)")),
+    };
+    let mut no_resolve = false;
+    for option in &rest[1..] {
+        if option.eq_ignore_ascii_case("no-resolve") && !no_resolve {
+            no_resolve = true;
+        } else {
+            return Err(malformed(format!(
+                "unexpected field `{option}` after the target; only `no-resolve` may follow it"
+            )));
+        }
+    }
+    let action = match target.to_ascii_uppercase().as_str() {
+        "DIRECT" => Action::Direct,
+        "REJECT" => Action::Reject,
+        "REJECT-DROP" => Action::RejectDrop,
+        _ => {
+            return Err(RuleError::UnknownTarget {
+                target: target.to_owned(),
+            })
+        }
+    };
+    Ok(Rule {
+        matcher,
+        action,
+        no_resolve,
+        text: text.to_owned(),
+    })
+}
+
+fn malformed(message: impl Into<String>) -> RuleError {
+    RuleError::Malformed(message.into())
+}
+
+fn matcher(kind: &str, arg: &str) -> Result<Matcher, RuleError> {
+    Ok(match kind {
+        "IP-CIDR" => Matcher::IpCidr(parse_cidr(arg).map_err(malformed)?),
+        "IP-CIDR6" => match parse_cidr(arg).map_err(malformed)? {
+            net @ IpNet::V6(_) => Matcher::IpCidr(net),
+            IpNet::V4(_) => {
+                return Err(malformed(format!(
+                    "IP-CIDR6 needs an IPv6 CIDR, found `{arg}`; use IP-CIDR for IPv4"
+                )))
+            }
+        },
+        "SRC-IP-CIDR" => Matcher::SrcIpCidr(parse_cidr(arg).map_err(malformed)?),
+        "DST-PORT" => Matcher::DstPort(parse_ports(arg)?),
+        "SRC-PORT" => Matcher::SrcPort(parse_ports(arg)?),
+        "NETWORK" => Matcher::Network(match arg.to_ascii_lowercase().as_str() {
+            "tcp" => Network::Tcp,
+            "udp" => Network::Udp,
+            _ => return Err(malformed(format!("NETWORK is tcp or udp, found `{arg}`"))),
+        }),
+        "ORIGIN" => Matcher::Origin(match arg.to_ascii_lowercase().as_str() {
+            "local" => Origin::Local,
+            "forwarded" => Origin::Forwarded,
+            _ => {
+                return Err(malformed(format!(
+                    "ORIGIN is local or forwarded, found `{arg}`"
+                )))
+            }
+        }),
+        _ => {
+            return Err(malformed(format!(
+                "unknown rule type `{kind}` (supported: {SUPPORTED})"
+            )))
+        }
+    })
+}
+
+/// A CIDR (`10.0.0.0/8`, `fd00::/8`) or a bare address (a /32 or /128). Host bits are
+/// cleared, as mihomo does.
+pub(crate) fn parse_cidr(text: &str) -> Result<IpNet, String> {
+    let net = match text.parse::<IpNet>() {
+        Ok(net) => net,
+        Err(_) => match text.parse::<IpAddr>() {
+            Ok(addr) => IpNet::from(addr),
+            Err(_) => {
+                return Err(format!(
+                    "`{text}` is not a CIDR (like 10.0.0.0/8 or fd00::/8) or an IP address"
+                ))
+            }
+        },
+    };
+    Ok(net.trunc())
+}
+
+/// `80`, `8000-8100`, or a `/`-separated list of those.
+fn parse_ports(text: &str) -> Result<Vec<PortRange>, RuleError> {
+    text.split('/')
+        .map(|part| {
+            let part = part.trim();
+            let (start, end) = match part.split_once('-') {
+                Some((a, b)) => (port(a.trim())?, port(b.trim())?),
+                None => {
+                    let p = port(part)?;
+                    (p, p)
+                }
+            };
+            if start > end {
+                return Err(malformed(format!(
+                    "port range `{part}` ends before it starts"
+                )));
+            }
+            Ok(PortRange { start, end })
+        })
+        .collect()
+}
+
+fn port(text: &str) -> Result<u16, RuleError> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(malformed(format!(
+            "`{text}` is not a port (1-65535), a range like 8000-8100 or a list like 80/443"
+        )));
+    }
+    match text.parse::<u16>() {
+        Ok(p) if p != 0 => Ok(p),
+        _ => Err(malformed(format!(
+            "port `{text}` is out of range (1-65535)"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(text: &str) -> Rule {
+        parse_rule(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    fn bad(text: &str) -> String {
+        match parse_rule(text) {
+            Err(RuleError::Malformed(m)) => m,
+            other => panic!("{text}: expected Malformed, got {other:?}"),
+        }
+    }
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn every_supported_type() {
+        let r = ok(" ip-cidr , 10.0.0.0/8 , direct ");
+        assert_eq!(r.matcher, Matcher::IpCidr(net("10.0.0.0/8")));
+        assert_eq!(r.action, Action::Direct);
+        assert_eq!(r.text, "ip-cidr , 10.0.0.0/8 , direct");
+        assert_eq!(
+            ok("IP-CIDR,fd00::/8,REJECT").matcher,
+            Matcher::IpCidr(net("fd00::/8"))
+        );
+        assert_eq!(ok("IP-CIDR6,2001:db8::/32,REJECT").action, Action::Reject);
+        assert_eq!(
+            ok("SRC-IP-CIDR,192.0.2.7,reject-drop").matcher,
+            Matcher::SrcIpCidr(net("192.0.2.7/32"))
+        );
+        assert_eq!(
+            ok("IP-CIDR,2001:db8::1,DIRECT").matcher,
+            Matcher::IpCidr(net("2001:db8::1/128"))
+        );
+        assert_eq!(
+            ok("IP-CIDR,10.1.2.3/8,DIRECT").matcher,
+            Matcher::IpCidr(net("10.0.0.0/8"))
+        );
+        let pr = |start, end| PortRange { start, end };
+        assert_eq!(
+            ok("DST-PORT,80/443/8000-8100,REJECT").matcher,
+            Matcher::DstPort(vec![pr(80, 80), pr(443, 443), pr(8000, 8100)])
+        );
+        assert_eq!(
+            ok("SRC-PORT, 1 - 65535 ,DIRECT").matcher,
+            Matcher::SrcPort(vec![pr(1, 65535)])
+        );
+        assert_eq!(
+            ok("NETWORK,UDP,REJECT").matcher,
+            Matcher::Network(Network::Udp)
+        );
+        assert_eq!(
+            ok("network,tcp,REJECT").matcher,
+            Matcher::Network(Network::Tcp)
+        );
+        assert_eq!(
+            ok("ORIGIN,local,DIRECT").matcher,
+            Matcher::Origin(Origin::Local)
+        );
+        assert_eq!(
+            ok("ORIGIN,Forwarded,DIRECT").matcher,
+            Matcher::Origin(Origin::Forwarded)
+        );
+        assert_eq!(ok("MATCH,DIRECT").matcher, Matcher::Match);
+        assert_eq!(ok("match , Reject-Drop").action, Action::RejectDrop);
+    }
+
+    #[test]
+    fn no_resolve() {
+        assert!(ok("IP-CIDR,10.0.0.0/8,DIRECT,no-resolve").no_resolve);
+        assert!(ok("IP-CIDR,10.0.0.0/8,DIRECT, No-Resolve ").no_resolve);
+        assert!(!ok("IP-CIDR,10.0.0.0/8,DIRECT").no_resolve);
+        assert!(bad("IP-CIDR,10.0.0.0/8,DIRECT,no-resolve,no-resolve").contains("unexpected field"));
+    }
+
+    #[test]
+    fn unsupported_types_are_recognised() {
+        for text in [
+            "DOMAIN-SUFFIX,example.com,Proxy",
+            "geoip,CN,DIRECT",
+            "AND,((DOMAIN,a),(NETWORK,UDP)),DIRECT",
+        ] {
+            assert!(
+                matches!(parse_rule(text), Err(RuleError::Unsupported { .. })),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            parse_rule("domain,example.com,DIRECT")
+                .unwrap_err()
+                .to_string(),
+            "DOMAIN rules are not supported yet"
+        );
+    }
+
+    #[test]
+    fn unknown_target() {
+        assert_eq!(
+            parse_rule("MATCH,Proxy"),
+            Err(RuleError::UnknownTarget {
+                target: "Proxy".into()
+            })
+        );
+        assert_eq!(
+            parse_rule("DST-PORT,443,🚀 Proxy "),
+            Err(RuleError::UnknownTarget {
+                target: "🚀 Proxy".into()
+            })
+        );
+    }
+
+    #[test]
+    fn malformed() {
+        assert!(bad("IP-CIDR,10.0.0.300/8,DIRECT").contains("is not a CIDR"));
+        assert!(bad("IP-CIDR,10.0.0.0/33,DIRECT").contains("is not a CIDR"));
+        assert!(bad("IP-CIDR6,10.0.0.0/8,DIRECT").contains("needs an IPv6"));
+        assert!(bad("DST-PORT,0-99999,DIRECT").contains("out of range"));
+        assert!(bad("DST-PORT,0,DIRECT").contains("out of range"));
+        assert!(bad("DST-PORT,99999,DIRECT").contains("out of range"));
+        assert!(bad("DST-PORT,100-80,DIRECT").contains("ends before"));
+        assert!(bad("DST-PORT,80//443,DIRECT").contains("is not a port"));
+        assert!(bad("DST-PORT,http,DIRECT").contains("is not a port"));
+        assert!(bad("DST-PORT,80").contains("missing target"));
+        assert!(bad("DST-PORT,80,").contains("missing target"));
+        assert!(bad("DST-PORT").contains("missing argument"));
+        assert!(bad("DST-PORT,,DIRECT").contains("missing argument"));
+        assert!(bad("MATCH").contains("missing target"));
+        assert!(bad("MATCH,DIRECT,extra").contains("unexpected field `extra`"));
+        assert!(bad("IP-CIDR,10.0.0.0/8,DIRECT,src").contains("unexpected field"));
+        assert!(bad("NETWORK,icmp,DIRECT").contains("tcp or udp"));
+        assert!(bad("ORIGIN,lan,DIRECT").contains("local or forwarded"));
+        assert!(bad("FOO,1,DIRECT").contains("unknown rule type `FOO`"));
+        assert!(bad("").contains("TYPE,ARGUMENT,TARGET"));
+        assert!(bad(" ,x,DIRECT").contains("TYPE,ARGUMENT,TARGET"));
+    }
+
+    #[test]
+    fn malformed_wins_over_unknown_target() {
+        assert!(bad("IP-CIDR,nope,Proxy").contains("is not a CIDR"));
+        assert!(bad("IP-CIDR,10.0.0.0/8,Proxy,bogus").contains("unexpected field"));
+    }
+}

@@ -1,0 +1,12 @@
+//! The one place of tpgate for `unsafe` code and raw socket options: the libnftables
+//! context that owns tpgate's table, transparent sockets (`IP_TRANSPARENT`, `SO_MARK`,
+//! non-local bind) and reading a UDP datagram's original destination. Every `unsafe` block
+//! says why it is sound. Policy lives elsewhere: these functions only do what they are told.
+
+mod nft;
+mod sockets;
+mod udp;
+
+pub use nft::{Nft, NftError};
+pub use sockets::{outbound_socket, transparent_tcp_listener, transparent_udp_socket, UdpRole};
+pub use udp::{recv_with_orig_dst, Datagram};

@@ -1,0 +1,74 @@
+//! Receiving a TPROXY'd datagram together with its original destination
+//! (`IP_ORIGDSTADDR` / `IPV6_ORIGDSTADDR` control messages).
+
+use std::io::{self, IoSliceMut};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, RawFd};
+
+use nix::sys::socket::{
+    recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage,
+};
+
+pub(crate) fn enable_orig_dst(s: &socket2::Socket, v6: bool) -> io::Result<()> {
+    if v6 {
+        setsockopt(s, sockopt::Ipv6OrigDstAddr, &true)?;
+    } else {
+        setsockopt(s, sockopt::Ipv4OrigDstAddr, &true)?;
+    }
+    Ok(())
+}
+
+/// One received datagram: its length in the buffer, who sent it and where it was going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Datagram {
+    pub len: usize,
+    pub src: SocketAddr,
+    /// `None` when the kernel attached no original destination (not a TPROXY'd packet).
+    pub orig_dst: Option<SocketAddr>,
+}
+
+/// Non-blocking receive on a socket set up by `transparent_udp_socket(.., Listener)`.
+/// Returns `WouldBlock` when nothing is queued. A datagram larger than `buf` is truncated.
+pub fn recv_with_orig_dst(fd: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Datagram> {
+    let raw: RawFd = fd.as_raw_fd();
+    let mut cmsg = nix::cmsg_space!(libc::sockaddr_in6);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<SockaddrStorage>(raw, &mut iov, Some(&mut cmsg), MsgFlags::MSG_DONTWAIT)?;
+    let src = msg
+        .address
+        .as_ref()
+        .and_then(storage_to_std)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram without source"))?;
+    let mut orig_dst = None;
+    for c in msg.cmsgs()? {
+        match c {
+            ControlMessageOwned::Ipv4OrigDstAddr(a) => {
+                let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+                orig_dst = Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(a.sin_port))));
+            }
+            ControlMessageOwned::Ipv6OrigDstAddr(a) => {
+                let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
+                orig_dst = Some(SocketAddr::V6(SocketAddrV6::new(
+                    ip,
+                    u16::from_be(a.sin6_port),
+                    a.sin6_flowinfo,
+                    a.sin6_scope_id,
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(Datagram {
+        len: msg.bytes,
+        src,
+        orig_dst,
+    })
+}
+
+fn storage_to_std(s: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = s.as_sockaddr_in() {
+        return Some(SocketAddr::V4(SocketAddrV4::new(v4.ip(), v4.port())));
+    }
+    s.as_sockaddr_in6()
+        .map(|v6| SocketAddr::V6(SocketAddrV6::new(v6.ip(), v6.port(), v6.flowinfo(), v6.scope_id())))
+}

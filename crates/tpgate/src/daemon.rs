@@ -1,0 +1,109 @@
+//! `tpgate run`: bind the listeners, install interception, serve until SIGINT/SIGTERM, and
+//! take everything back.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::signal::unix::{signal, SignalKind};
+use tpgate_core::config::Config;
+use tpgate_core::plan::Plan;
+use tpgate_core::rules::RuleEngine;
+use tpgate_sys::UdpRole;
+use tracing::{info, warn};
+
+use crate::local_addrs::LocalAddrs;
+use crate::relay::{self, Shared};
+use crate::{install, shutdown};
+
+/// Bound sockets, before any rule exists: a busy port fails here, with nothing installed.
+struct Listeners {
+    tcp: Vec<TcpListener>,
+    udp: Vec<UdpSocket>,
+}
+
+fn bind(plan: &Plan) -> Result<Listeners> {
+    let l = plan.listeners;
+    let mut addrs = vec![SocketAddr::from((Ipv4Addr::UNSPECIFIED, l.port))];
+    if l.ipv6 {
+        addrs.push(SocketAddr::from((Ipv6Addr::UNSPECIFIED, l.port)));
+    }
+    let mut out = Listeners { tcp: vec![], udp: vec![] };
+    for a in &addrs {
+        let t = tpgate_sys::transparent_tcp_listener(*a, plan.routing_mark)
+            .with_context(|| format!("binding transparent TCP listener on {a}"))?;
+        out.tcp.push(TcpListener::from_std(t)?);
+        if l.udp {
+            let u = tpgate_sys::transparent_udp_socket(*a, plan.routing_mark, UdpRole::Listener)
+                .with_context(|| format!("binding transparent UDP listener on {a}"))?;
+            out.udp.push(UdpSocket::from_std(u)?);
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) async fn run(config: Config) -> Result<()> {
+    let plan = Plan::new(&config);
+    check_sysctls(&plan);
+    let listeners = bind(&plan)?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let installed = install::install(&plan).await?;
+
+    let shared = Arc::new(Shared {
+        engine: RuleEngine::new(config.rules.clone(), config.mode),
+        routing_mark: config.routing_mark,
+        tproxy_port: config.tproxy_port,
+        local_addrs: LocalAddrs::new(),
+    });
+    let (trigger, stop) = shutdown::channel();
+    let mut tasks = tokio::task::JoinSet::new();
+    for l in listeners.tcp {
+        tasks.spawn(relay::tcp::serve(l, shared.clone(), stop.clone()));
+    }
+    let nat = relay::udp::Nat::new(shared.clone());
+    for u in listeners.udp {
+        tasks.spawn(relay::udp::serve(u, nat.clone(), stop.clone()));
+    }
+    tasks.spawn(nat.sweep(stop.clone()));
+    info!(
+        port = plan.tproxy_port,
+        local = plan.local,
+        lan = ?plan.lan_interfaces,
+        udp = plan.udp,
+        ipv6 = plan.ipv6,
+        "ready: intercepting"
+    );
+
+    tokio::select! {
+        _ = sigterm.recv() => info!("SIGTERM: stopping"),
+        _ = sigint.recv() => info!("SIGINT: stopping"),
+    }
+    trigger.fire();
+    // Interception goes first, so no new flow is sent to listeners that are closing.
+    let res = installed.teardown().await;
+    while tasks.join_next().await.is_some() {}
+    match &res {
+        Ok(()) => info!("interception removed"),
+        Err(e) => warn!("teardown incomplete: {e:#}; run `tpgate down`"),
+    }
+    res
+}
+
+fn check_sysctls(plan: &Plan) {
+    for s in &plan.sysctls {
+        let path = format!("/proc/sys/{}", s.key.replace('.', "/"));
+        match std::fs::read_to_string(&path) {
+            Ok(v) if v.trim() == s.want => {}
+            Ok(v) => warn!(
+                "sysctl {} is {} (want {}): {}; tpgate does not change it",
+                s.key,
+                v.trim(),
+                s.want,
+                s.why
+            ),
+            Err(e) => warn!("cannot read sysctl {}: {e}", s.key),
+        }
+    }
+}

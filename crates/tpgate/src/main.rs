@@ -1,0 +1,163 @@
+//! tpgate: a Linux transparent-proxy gateway. This file is the command line; the work is in
+//! `daemon` (run), `install` (kernel state) and `relay` (data plane).
+
+mod daemon;
+mod install;
+mod local_addrs;
+mod relay;
+mod shutdown;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+use tpgate_core::config::{self, Config, LogLevel};
+use tpgate_core::plan::{render_text, Plan};
+
+/// The embedded default: intercept this machine's own TCP/UDP, relay everything DIRECT.
+const DEFAULT_CONFIG: &str = include_str!("default.yaml");
+
+#[derive(Parser)]
+#[command(
+    name = "tpgate",
+    version,
+    about = "Transparent-proxy gateway: TPROXY interception for a LAN and for this machine, Clash-style rules.",
+    after_help = "Examples:
+  sudo tpgate run                     intercept this machine's own traffic, everything DIRECT
+  sudo tpgate run -c /etc/tpgate.yaml intercept as configured (e.g. a LAN on br-lan)
+  tpgate check -c config.yaml         validate a config; errors as FILE:LINE:COL
+  tpgate plan -c config.yaml          print the nftables ruleset and routing it would install
+  sudo tpgate down                    remove what a crashed instance left behind
+  sudo scripts/demo.sh                see it work in a throwaway namespace lab"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install interception and serve until SIGINT/SIGTERM, then remove everything.
+    Run(ConfigArg),
+    /// Validate a config: exit 0, or 2 with FILE:LINE:COL per problem.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Print what `run` would install; change nothing.
+    Plan(ConfigArg),
+    /// Remove whatever a tpgate instance may have left (table, rules, routes). Idempotent.
+    Down(ConfigArg),
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// Config file (YAML, Clash/mihomo keys). Without it, the embedded default.
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.command {
+        Command::Check { config } => load(Some(&config)).map(|(_, warnings)| {
+            for w in warnings {
+                eprintln!("{w}");
+            }
+            ExitCode::SUCCESS
+        }),
+        Command::Plan(c) => load(c.config.as_deref()).map(|(cfg, warnings)| {
+            for w in warnings {
+                eprintln!("{w}");
+            }
+            print!("{}", render_text(&Plan::new(&cfg)));
+            ExitCode::SUCCESS
+        }),
+        Command::Run(c) => match load(c.config.as_deref()) {
+            Ok((cfg, warnings)) => {
+                init_logging(cfg.log_level);
+                for w in warnings {
+                    tracing::warn!("{w}");
+                }
+                runtime().and_then(|rt| rt.block_on(daemon::run(cfg))).map(|()| ExitCode::SUCCESS)
+            }
+            Err(e) => Err(e),
+        },
+        Command::Down(_) => {
+            init_logging(LogLevel::Info);
+            runtime().and_then(|rt| rt.block_on(down())).map(|()| ExitCode::SUCCESS)
+        }
+    };
+    match res {
+        Ok(code) => code,
+        Err(e) => match e.downcast_ref::<ConfigErrors>() {
+            Some(ConfigErrors(lines)) => {
+                for l in lines {
+                    eprintln!("{l}");
+                }
+                ExitCode::from(2)
+            }
+            None => {
+                eprintln!("tpgate: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// Config problems, already formatted as `FILE:LINE:COL: message`.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid config")]
+struct ConfigErrors(Vec<String>);
+
+/// Loads and validates; warnings come back formatted like errors.
+fn load(path: Option<&Path>) -> Result<(Config, Vec<String>)> {
+    let (name, text) = match path {
+        Some(p) => (
+            p.display().to_string(),
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        ),
+        None => ("<default>".to_string(), DEFAULT_CONFIG.to_string()),
+    };
+    match config::load(&text) {
+        Ok(l) => Ok((
+            l.config,
+            l.warnings.iter().map(|d| format!("{name}:{d} (warning)")).collect(),
+        )),
+        Err(errs) => Err(ConfigErrors(errs.iter().map(|d| format!("{name}:{d}")).collect()).into()),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn init_logging(level: LogLevel) {
+    use tracing_subscriber::EnvFilter;
+    let default = match level {
+        LogLevel::Silent => "off",
+        LogLevel::Error => "error",
+        LogLevel::Warning => "warn",
+        LogLevel::Info => "info",
+        LogLevel::Debug => "debug",
+    };
+    let filter = EnvFilter::try_from_env("TPGATE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}
+
+async fn down() -> Result<()> {
+    let table = install::remove_table()?;
+    let routes = install::remove_tagged().await?;
+    if table || routes > 0 {
+        tracing::info!(table, routing_objects = routes, "removed tpgate leftovers");
+    } else {
+        tracing::info!("nothing to remove");
+    }
+    Ok(())
+}

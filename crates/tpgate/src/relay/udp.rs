@@ -1,0 +1,248 @@
+//! UDP: one transparent listener receives every intercepted datagram with its original
+//! destination; a bounded NAT table maps (client, original destination) to a flow with its
+//! own marked outbound socket; replies leave from a transparent socket bound to the original
+//! destination, shared by every flow to that destination. No socket is created per packet.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use socket2::{SockRef, Type};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use tpgate_core::net::Network;
+use tpgate_core::rules::Action;
+use tpgate_sys::{recv_with_orig_dst, Datagram, UdpRole};
+use tracing::{debug, info, warn};
+
+use super::tcp::canonical;
+use super::{action_name, origin_name, Shared};
+use crate::shutdown::Shutdown;
+
+/// At most this many flows; datagrams of new flows beyond it are dropped.
+const MAX_FLOWS: usize = 16_384;
+const IDLE: Duration = Duration::from_secs(60);
+/// DNS and other port-53 exchanges are one question, one answer.
+const IDLE_DNS: Duration = Duration::from_secs(10);
+const SWEEP: Duration = Duration::from_secs(2);
+const MAX_DATAGRAM: usize = 65_536;
+
+thread_local! {
+    /// One receive buffer per worker thread for replies, so an idle flow holds no buffer.
+    static REPLY_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_DATAGRAM]);
+}
+
+type Key = (SocketAddr, SocketAddr);
+
+struct Flow {
+    /// `None`: the flow is rejected; its datagrams are dropped until it goes idle.
+    out: Option<Arc<UdpSocket>>,
+    replier: Option<AbortHandle>,
+    /// Milliseconds since `Nat::start` of the last datagram either way.
+    last: Arc<AtomicU64>,
+    idle: Duration,
+}
+
+impl Drop for Flow {
+    fn drop(&mut self) {
+        if let Some(h) = &self.replier {
+            h.abort();
+        }
+    }
+}
+
+/// The NAT table and the pool of reply sockets.
+pub(crate) struct Nat {
+    shared: Arc<Shared>,
+    start: Instant,
+    flows: Mutex<HashMap<Key, Flow>>,
+    /// Reply sockets by original destination; weak so the last flow's end frees the socket.
+    replies: Mutex<HashMap<SocketAddr, Weak<UdpSocket>>>,
+}
+
+impl Nat {
+    pub(crate) fn new(shared: Arc<Shared>) -> Arc<Self> {
+        Arc::new(Self {
+            shared,
+            start: Instant::now(),
+            flows: Mutex::new(HashMap::new()),
+            replies: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Removes idle flows and dead reply sockets, every [`SWEEP`], until shutdown.
+    pub(crate) async fn sweep(self: Arc<Self>, shutdown: Shutdown) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(SWEEP) => {}
+                () = shutdown.wait() => return,
+            }
+            let now = self.now_ms();
+            if let Ok(mut flows) = self.flows.lock() {
+                flows.retain(|(src, dst), f| {
+                    let idle_ms = now.saturating_sub(f.last.load(Ordering::Relaxed));
+                    let keep = u128::from(idle_ms) < f.idle.as_millis();
+                    if !keep {
+                        debug!("udp {src} -> {dst} idle, closed");
+                    }
+                    keep
+                });
+            }
+            if let Ok(mut r) = self.replies.lock() {
+                r.retain(|_, w| w.strong_count() > 0);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn flow_count(&self) -> usize {
+        self.flows.lock().map(|f| f.len()).unwrap_or(0)
+    }
+}
+
+/// Receives on a transparent listener until shutdown.
+pub(crate) async fn serve(listener: UdpSocket, nat: Arc<Nat>, shutdown: Shutdown) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let got = tokio::select! {
+            r = listener.async_io(Interest::READABLE, || recv_with_orig_dst(&listener, &mut buf)) => r,
+            () = shutdown.wait() => return,
+        };
+        match got {
+            Ok(Datagram { len, src, orig_dst: Some(dst) }) => {
+                nat.forward(canonical(src), canonical(dst), &buf[..len]);
+            }
+            Ok(d) => debug!("udp datagram from {} without original destination dropped", d.src),
+            Err(e) => {
+                debug!(error = %e, "udp receive failed");
+            }
+        }
+    }
+}
+
+impl Nat {
+    /// Sends one client datagram on its flow, creating the flow on first sight.
+    fn forward(self: &Arc<Self>, src: SocketAddr, dst: SocketAddr, data: &[u8]) {
+        let now = self.now_ms();
+        let Ok(mut flows) = self.flows.lock() else { return };
+        if let Some(f) = flows.get(&(src, dst)) {
+            f.last.store(now, Ordering::Relaxed);
+            if let Some(out) = &f.out {
+                send_or_drop(out, data);
+            }
+            return;
+        }
+        if flows.len() >= MAX_FLOWS {
+            debug!("udp {src} -> {dst} dropped: NAT table full ({MAX_FLOWS} flows)");
+            return;
+        }
+        let idle = if dst.port() == 53 { IDLE_DNS } else { IDLE };
+        let last = Arc::new(AtomicU64::new(now));
+        let mut flow = Flow { out: None, replier: None, last: last.clone(), idle };
+        if self.shared.is_self(dst) {
+            warn!("udp {src} -> {dst} refused: that is tpgate's own listener");
+        } else {
+            let v = self.shared.decide(Network::Udp, src, dst);
+            info!(
+                "udp {src} -> {dst} origin={} rule=\"{}\" action={}",
+                origin_name(v.origin),
+                v.rule,
+                action_name(v.action)
+            );
+            if v.action == Action::Direct {
+                match self.open_direct(src, dst, last) {
+                    Ok((out, replier)) => {
+                        send_or_drop(&out, data);
+                        flow.out = Some(out);
+                        flow.replier = Some(replier);
+                    }
+                    Err(e) => info!("udp {src} -> {dst} cannot open: {e}"),
+                }
+            }
+        }
+        flows.insert((src, dst), flow);
+    }
+
+    fn open_direct(
+        self: &Arc<Self>,
+        src: SocketAddr,
+        dst: SocketAddr,
+        last: Arc<AtomicU64>,
+    ) -> io::Result<(Arc<UdpSocket>, AbortHandle)> {
+        let mark = self.shared.routing_mark;
+        let s = tpgate_sys::outbound_socket(dst.is_ipv6(), Type::DGRAM, mark)?;
+        s.connect(&dst.into())?;
+        let out = Arc::new(UdpSocket::from_std(s.into())?);
+        let reply = self.reply_socket(dst)?;
+        let nat = self.clone();
+        let task = tokio::spawn(replies(out.clone(), reply, src, dst, last, nat));
+        Ok((out, task.abort_handle()))
+    }
+
+    fn reply_socket(&self, from: SocketAddr) -> io::Result<Arc<UdpSocket>> {
+        let mut pool = self
+            .replies
+            .lock()
+            .map_err(|_| io::Error::other("reply pool poisoned"))?;
+        if let Some(s) = pool.get(&from).and_then(Weak::upgrade) {
+            return Ok(s);
+        }
+        let std = tpgate_sys::transparent_udp_socket(from, self.shared.routing_mark, UdpRole::Reply)?;
+        let s = Arc::new(UdpSocket::from_std(std)?);
+        pool.insert(from, Arc::downgrade(&s));
+        Ok(s)
+    }
+}
+
+/// Server -> client: everything the flow's socket receives goes back from `dst`.
+async fn replies(
+    out: Arc<UdpSocket>,
+    reply: Arc<UdpSocket>,
+    client: SocketAddr,
+    dst: SocketAddr,
+    last: Arc<AtomicU64>,
+    nat: Arc<Nat>,
+) {
+    loop {
+        if out.readable().await.is_err() {
+            return;
+        }
+        let r = REPLY_BUF.with(|b| {
+            let mut b = b.borrow_mut();
+            let n = out.try_recv(&mut b[..])?;
+            if let Err(e) = SockRef::from(&*reply).send_to(&b[..n], &client.into()) {
+                debug!("udp {dst} -> {client} reply dropped: {e}");
+            }
+            Ok::<_, io::Error>(n)
+        });
+        match r {
+            Ok(_) => last.store(nat.now_ms(), Ordering::Relaxed),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            // ICMP port unreachable from the server: the flow stays until idle.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+            Err(e) => {
+                debug!("udp {client} -> {dst} receive failed: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// Sends without waiting: a full socket buffer drops the datagram (UDP semantics) instead of
+/// queueing without bound. Goes straight to the socket because tokio's `try_send` refuses
+/// until the reactor has once reported the socket writable.
+fn send_or_drop(out: &UdpSocket, data: &[u8]) {
+    if let Err(e) = SockRef::from(out).send(data) {
+        debug!("udp datagram dropped: {e}");
+    }
+}

@@ -1,0 +1,361 @@
+//! Lifecycle of tpgate in a namespace lab: what `run` installs, that SIGTERM/SIGINT remove
+//! exactly that (and nothing of anyone else's), that after SIGKILL the kernel drops the
+//! owned nftables table so traffic flows uninterrupted and `down` cleans the rest, and that
+//! a bad config installs nothing. Also `check`, `plan` and `down` as one-shot commands.
+
+mod lab;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use lab::{poll, tcp_connect, tcp_echo, tpgate_oneshot, Family, Lab, TcpEchoServer, Tpgate};
+
+/// Things in the gateway that are not tpgate's and must survive it untouched.
+struct Bystanders {
+    nft: String,
+    table142_v4: String,
+    table142_v6: String,
+}
+
+fn add_bystanders(lab: &Lab) -> Bystanders {
+    let keep = "table inet tpgtest_keep {\n\
+                  chain input {\n\
+                    type filter hook input priority 10; policy accept;\n\
+                    tcp dport 9999 counter accept\n\
+                  }\n\
+                }\n";
+    let file = lab.write_file("keep.nft", keep);
+    lab.gw
+        .sh("nft", &["-f", file.to_str().expect("utf-8 path")]);
+    let g = &lab.gw;
+    g.ip(&[
+        "-4",
+        "rule",
+        "add",
+        "from",
+        "192.0.2.99",
+        "lookup",
+        "142",
+        "pref",
+        "8500",
+    ]);
+    g.ip(&[
+        "-6",
+        "rule",
+        "add",
+        "from",
+        "2001:db8:3::99",
+        "lookup",
+        "142",
+        "pref",
+        "8500",
+    ]);
+    g.ip(&[
+        "-4",
+        "route",
+        "add",
+        "192.0.2.0/25",
+        "via",
+        "203.0.113.2",
+        "table",
+        "142",
+    ]);
+    g.ip(&[
+        "-6",
+        "route",
+        "add",
+        "2001:db8:3::/80",
+        "via",
+        "2001:db8:2::2",
+        "table",
+        "142",
+    ]);
+    bystanders_now(lab)
+}
+
+fn bystanders_now(lab: &Lab) -> Bystanders {
+    Bystanders {
+        nft: lab.gw.sh("nft", &["list", "table", "inet", "tpgtest_keep"]),
+        table142_v4: lab.gw.routes_in_table(Family::V4, 142),
+        table142_v6: lab.gw.routes_in_table(Family::V6, 142),
+    }
+}
+
+fn assert_bystanders_unchanged(lab: &Lab, before: &Bystanders) {
+    let now = bystanders_now(lab);
+    assert_eq!(now.nft, before.nft, "another nftables table was changed");
+    assert_eq!(
+        now.table142_v4, before.table142_v4,
+        "another IPv4 route table was changed"
+    );
+    assert_eq!(
+        now.table142_v6, before.table142_v6,
+        "another IPv6 route table was changed"
+    );
+}
+
+fn assert_installed(lab: &Lab) {
+    let s = lab.gw_state();
+    assert!(
+        s.has_tpgate_table(),
+        "no `table inet tpgate` while running:\n{}",
+        s.tables
+    );
+    assert_eq!(
+        s.fwmark_rules(),
+        (true, true),
+        "fwmark rules (v4, v6):\n{s:#?}"
+    );
+    assert_eq!(
+        s.local_routes(),
+        (true, true),
+        "local routes in table 100 (v4, v6):\n{s:#?}"
+    );
+}
+
+fn stop_removes_everything(sig: Signal, tag: &str) {
+    let Some(lab) = Lab::new(tag) else { return };
+    let bystanders = add_bystanders(&lab);
+    let before = lab.gw_state();
+    let a = Family::V4.addrs();
+    let server = TcpEchoServer::start(&lab.server, SocketAddr::new(a.server, 80));
+
+    let mut tp = Tpgate::start(&lab, &lab.write_config());
+    assert_installed(&lab);
+    let x = tcp_echo(&lab.client, server.addr, b"before stop").expect("traffic while running");
+    assert_eq!(
+        server.wait_peers(1)[0].ip(),
+        a.gw_wan,
+        "intercepted while running"
+    );
+    drop(x);
+
+    tp.signal(sig);
+    let status = tp
+        .wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("tpgate ignored {sig} for 10 s; log:\n{}", tp.log_text()));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit after {sig}; log:\n{}",
+        tp.log_text()
+    );
+
+    let after = lab.gw_state();
+    assert!(
+        !after.has_tpgate_table(),
+        "table left after {sig}:\n{}",
+        after.tables
+    );
+    assert_eq!(
+        after, before,
+        "the gateway after {sig} differs from before start"
+    );
+    assert_bystanders_unchanged(&lab, &bystanders);
+}
+
+#[test]
+fn sigterm_removes_table_rules_and_routes_only() {
+    stop_removes_everything(Signal::SIGTERM, "sigterm");
+}
+
+#[test]
+fn sigint_removes_table_rules_and_routes_only() {
+    stop_removes_everything(Signal::SIGINT, "sigint");
+}
+
+/// An open, idle relayed connection must not keep tpgate from stopping.
+#[test]
+fn sigterm_with_open_connection_exits_promptly() {
+    let Some(lab) = Lab::new("sigtermopen") else {
+        return;
+    };
+    let before = lab.gw_state();
+    let a = Family::V4.addrs();
+    let server = TcpEchoServer::start(&lab.server, SocketAddr::new(a.server, 80));
+    let mut tp = Tpgate::start(&lab, &lab.write_config());
+    let open = tcp_connect(&lab.client, server.addr).expect("connect");
+    server.wait_peers(1);
+
+    let status = tp.terminate();
+    assert_eq!(status.code(), Some(0), "log:\n{}", tp.log_text());
+    assert_eq!(lab.gw_state(), before);
+    drop(open);
+}
+
+#[test]
+fn sigkill_drops_table_at_once_and_down_removes_the_rest() {
+    let Some(lab) = Lab::new("sigkill") else {
+        return;
+    };
+    let bystanders = add_bystanders(&lab);
+    let before = lab.gw_state();
+    let config = lab.write_config();
+    let mut tp = Tpgate::start(&lab, &config);
+    assert_installed(&lab);
+
+    tp.signal(Signal::SIGKILL);
+    assert!(
+        tp.wait_exit(Duration::from_secs(2)).is_some(),
+        "SIGKILLed tpgate still running"
+    );
+    let gone = poll(Duration::from_secs(2), || {
+        Some(()).filter(|()| !lab.gw_state().has_tpgate_table())
+    });
+    assert!(
+        gone.is_some(),
+        "`table inet tpgate` (owner flag) outlived its process by 2 s"
+    );
+
+    // Rules and routes stay, but without the table nothing is marked: traffic flows plainly.
+    let left = lab.gw_state();
+    assert_eq!(
+        left.fwmark_rules(),
+        (true, true),
+        "rules are not tied to the process"
+    );
+    assert_eq!(
+        left.local_routes(),
+        (true, true),
+        "routes are not tied to the process"
+    );
+    for family in [Family::V4, Family::V6] {
+        let a = family.addrs();
+        let server = TcpEchoServer::start(&lab.server, SocketAddr::new(a.server, 80));
+        let x = tcp_echo(&lab.client, server.addr, b"after kill").expect("traffic after kill");
+        assert_eq!(x.echoed, b"after kill");
+        assert_eq!(
+            server.wait_peers(1),
+            vec![x.local],
+            "{family:?}: not intercepted any more"
+        );
+    }
+
+    let config_arg = config.to_str().expect("utf-8 path");
+    for round in ["first", "second"] {
+        let out = tpgate_oneshot(&lab.gw, &["down", "-c", config_arg]);
+        assert!(out.success(), "{round} `tpgate down` failed: {out:#?}");
+        assert_eq!(
+            lab.gw_state(),
+            before,
+            "gateway after the {round} `tpgate down`"
+        );
+    }
+    assert_bystanders_unchanged(&lab, &bystanders);
+}
+
+#[test]
+fn down_on_a_clean_gateway_does_nothing() {
+    let Some(lab) = Lab::new("downclean") else {
+        return;
+    };
+    let bystanders = add_bystanders(&lab);
+    let before = lab.gw_state();
+    let config = lab.write_config();
+    let out = tpgate_oneshot(
+        &lab.gw,
+        &["down", "-c", config.to_str().expect("utf-8 path")],
+    );
+    assert!(
+        out.success(),
+        "`tpgate down` with nothing installed: {out:#?}"
+    );
+    assert_eq!(lab.gw_state(), before);
+    assert_bystanders_unchanged(&lab, &bystanders);
+}
+
+/// Two bad configs, each with its error on line 3.
+const BAD_CONFIGS: [(&str, &str); 2] = [
+    (
+        "unknown-key.yaml",
+        "tproxy-port: 7893\nrouting-mark: 255\nno-such-key: 1\nrules:\n  - MATCH,DIRECT\n",
+    ),
+    (
+        "bad-port.yaml",
+        "# a comment\nrouting-mark: 255\ntproxy-port: abc\nrules:\n  - MATCH,DIRECT\n",
+    ),
+];
+
+/// Whether `text` has `FILE:3:COL:` for this file.
+fn has_position(text: &str, file: &Path) -> bool {
+    let prefix = format!("{}:3:", file.display());
+    text.match_indices(&prefix).any(|(i, _)| {
+        let rest = &text[i + prefix.len()..];
+        let digits = rest.chars().take_while(char::is_ascii_digit).count();
+        digits > 0 && rest[digits..].starts_with(':')
+    })
+}
+
+#[test]
+fn run_with_bad_config_exits_2_and_installs_nothing() {
+    let Some(lab) = Lab::new("badrun") else {
+        return;
+    };
+    let before = lab.gw_state();
+    for (name, text) in BAD_CONFIGS {
+        let file = lab.write_file(name, text);
+        let out = tpgate_oneshot(&lab.gw, &["run", "-c", file.to_str().expect("utf-8 path")]);
+        assert_eq!(out.code, Some(2), "`run` with {name}: {out:#?}");
+        assert!(
+            has_position(&out.stderr, &file),
+            "no `{}:3:COL:` in stderr: {out:#?}",
+            file.display()
+        );
+        assert_eq!(
+            lab.gw_state(),
+            before,
+            "`run` with {name} changed the gateway"
+        );
+    }
+}
+
+#[test]
+fn check_accepts_good_and_reports_bad_config_positions() {
+    let Some(lab) = Lab::new("check") else { return };
+    let before = lab.gw_state();
+    let good = lab.write_config();
+    let out = tpgate_oneshot(
+        &lab.gw,
+        &["check", "-c", good.to_str().expect("utf-8 path")],
+    );
+    assert!(out.success(), "`check` of the lab config: {out:#?}");
+    for (name, text) in BAD_CONFIGS {
+        let file = lab.write_file(name, text);
+        let out = tpgate_oneshot(
+            &lab.gw,
+            &["check", "-c", file.to_str().expect("utf-8 path")],
+        );
+        assert_eq!(out.code, Some(2), "`check` of {name}: {out:#?}");
+        let both = format!("{}\n{}", out.stdout, out.stderr);
+        assert!(
+            has_position(&both, &file),
+            "no `{}:3:COL:` in output: {out:#?}",
+            file.display()
+        );
+    }
+    assert_eq!(lab.gw_state(), before, "`check` changed the gateway");
+}
+
+#[test]
+fn plan_prints_the_plan_and_changes_nothing() {
+    let Some(lab) = Lab::new("plan") else { return };
+    let before = lab.gw_state();
+    let config = lab.write_config();
+    let out = tpgate_oneshot(
+        &lab.gw,
+        &["plan", "-c", config.to_str().expect("utf-8 path")],
+    );
+    assert!(out.success(), "`plan`: {out:#?}");
+    assert!(
+        out.stdout.contains(&lab.lan_if),
+        "plan does not mention the LAN interface: {out:#?}"
+    );
+    assert!(
+        out.stdout.contains("7893"),
+        "plan does not mention the tproxy port: {out:#?}"
+    );
+    assert_eq!(lab.gw_state(), before, "`plan` changed the gateway");
+}

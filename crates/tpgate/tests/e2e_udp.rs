@@ -1,0 +1,248 @@
+//! End-to-end UDP behaviour of `tpgate run` in a namespace lab. Besides reaching the server,
+//! every reply must come back from the exact address and port the client sent to (tpgate
+//! answers from the original destination with a transparent socket), or clients drop it.
+
+mod lab;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use lab::{udp_exchange, Family, Lab, Tpgate, UdpEchoServer, UdpExchange};
+
+const REPLY_WAIT: Duration = Duration::from_secs(5);
+
+macro_rules! lab_with_tpgate {
+    ($lab:ident, $tp:ident, $tag:expr) => {
+        let Some($lab) = Lab::new($tag) else { return };
+        let $tp = Tpgate::start(&$lab, &$lab.write_config());
+    };
+}
+
+/// Unwraps the reply and checks it came from `dst` with `payload`.
+fn assert_reply_from(x: &UdpExchange, dst: SocketAddr, payload: &[u8]) {
+    let Some((from, data)) = &x.reply else {
+        panic!("no UDP reply from {dst} within {REPLY_WAIT:?}")
+    };
+    assert_eq!(
+        *from, dst,
+        "the reply must come from the address the client sent to"
+    );
+    assert_eq!(data.as_slice(), payload, "echoed payload");
+}
+
+fn lan_client_is_relayed(family: Family) {
+    lab_with_tpgate!(lab, tp, "lanudp");
+    let a = family.addrs();
+    let server = UdpEchoServer::start(&lab.server, SocketAddr::new(a.server, 7000));
+
+    let x = udp_exchange(&lab.client, family, server.addr, b"ping", REPLY_WAIT).expect("send");
+    assert_reply_from(&x, server.addr, b"ping");
+    let peers = server.peers();
+    assert_eq!(peers.len(), 1, "datagrams at the server: {peers:?}");
+    assert_eq!(
+        peers[0].ip(),
+        a.gw_wan,
+        "the server must see the gateway, not {}",
+        a.client
+    );
+    let line = tp.expect_flow(
+        "udp",
+        SocketAddr::new(a.client, x.local.port()),
+        server.addr,
+        "DIRECT",
+    );
+    assert!(line.contains("rule="), "flow line names the rule: {line}");
+}
+
+#[test]
+fn lan_udp_v4_is_intercepted_and_relayed() {
+    lan_client_is_relayed(Family::V4);
+}
+
+#[test]
+fn lan_udp_v6_is_intercepted_and_relayed() {
+    lan_client_is_relayed(Family::V6);
+}
+
+/// One client socket talking to two destinations: each reply carries its own source.
+fn replies_keep_each_destination(family: Family) {
+    lab_with_tpgate!(lab, _tp, "udp2dst");
+    let a = family.addrs();
+    let one = UdpEchoServer::start(&lab.server, SocketAddr::new(a.server, 7001));
+    let two = UdpEchoServer::start(&lab.server, SocketAddr::new(a.server, 7002));
+
+    let socket = lab
+        .client
+        .enter(|| UdpSocket::bind(family.any()))
+        .expect("bind");
+    socket.set_read_timeout(Some(REPLY_WAIT)).expect("timeout");
+    let mut buf = [0u8; 64];
+    for (round, dst) in [one.addr, two.addr, one.addr].into_iter().enumerate() {
+        let payload = format!("round {round}");
+        socket.send_to(payload.as_bytes(), dst).expect("send");
+        let (n, from) = socket
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("no reply from {dst} in round {round}: {e}"));
+        assert_eq!(
+            (from, &buf[..n]),
+            (dst, payload.as_bytes()),
+            "round {round}"
+        );
+    }
+    assert_eq!(one.peers().len(), 2);
+    assert_eq!(two.peers().len(), 1);
+    assert!(one
+        .peers()
+        .iter()
+        .chain(&two.peers())
+        .all(|p| p.ip() == a.gw_wan));
+}
+
+#[test]
+fn lan_udp_v4_replies_come_from_each_destination() {
+    replies_keep_each_destination(Family::V4);
+}
+
+#[test]
+fn lan_udp_v6_replies_come_from_each_destination() {
+    replies_keep_each_destination(Family::V6);
+}
+
+/// A process on the gateway: intercepted through OUTPUT, relayed from another socket, and
+/// the reply still comes from the server's address.
+fn gateway_process_is_relayed(family: Family) {
+    lab_with_tpgate!(lab, tp, "localudp");
+    let a = family.addrs();
+    let server = UdpEchoServer::start(&lab.server, SocketAddr::new(a.server, 7000));
+
+    let x = udp_exchange(&lab.gw, family, server.addr, b"local", REPLY_WAIT).expect("send");
+    assert_reply_from(&x, server.addr, b"local");
+    let peers = server.peers();
+    assert_eq!(peers.len(), 1, "datagrams at the server: {peers:?}");
+    assert_eq!(peers[0].ip(), a.gw_wan);
+    assert_ne!(
+        peers[0].port(),
+        x.local.port(),
+        "the server sees the gateway's own socket: the datagram was not relayed"
+    );
+    tp.expect_flow(
+        "udp",
+        SocketAddr::new(a.gw_wan, x.local.port()),
+        server.addr,
+        "DIRECT",
+    );
+}
+
+#[test]
+fn local_udp_v4_is_intercepted() {
+    gateway_process_is_relayed(Family::V4);
+}
+
+#[test]
+fn local_udp_v6_is_intercepted() {
+    gateway_process_is_relayed(Family::V6);
+}
+
+fn bypass_is_not_intercepted(family: Family) {
+    lab_with_tpgate!(lab, tp, "bypassudp");
+    let a = family.addrs();
+    let server = UdpEchoServer::start(&lab.server, SocketAddr::new(a.server_bypass, 7000));
+
+    let x = udp_exchange(&lab.client, family, server.addr, b"bypass", REPLY_WAIT).expect("send");
+    assert_reply_from(&x, server.addr, b"bypass");
+    assert_eq!(
+        server.peers(),
+        vec![SocketAddr::new(a.client, x.local.port())],
+        "a bypassed destination sees the client itself"
+    );
+    assert_eq!(
+        tp.flows_to(server.addr),
+        Vec::<String>::new(),
+        "bypass was logged as a flow"
+    );
+}
+
+#[test]
+fn bypass_udp_v4_is_not_intercepted() {
+    bypass_is_not_intercepted(Family::V4);
+}
+
+#[test]
+fn bypass_udp_v6_is_not_intercepted() {
+    bypass_is_not_intercepted(Family::V6);
+}
+
+/// The server sends to a LAN host; the LAN host's reply enters the LAN interface and must go
+/// back untouched (from the LAN host's own address).
+fn wan_to_lan_is_not_intercepted(family: Family) {
+    lab_with_tpgate!(lab, tp, "wan2lanudp");
+    let a = family.addrs();
+    let on_client = UdpEchoServer::start(&lab.client, SocketAddr::new(a.client, 7000));
+
+    let x =
+        udp_exchange(&lab.server, family, on_client.addr, b"inbound", REPLY_WAIT).expect("send");
+    assert_reply_from(&x, on_client.addr, b"inbound");
+    assert_eq!(
+        on_client.peers(),
+        vec![SocketAddr::new(a.server, x.local.port())]
+    );
+    assert!(
+        tp.lines()
+            .iter()
+            .all(|l| !l.contains(&format!("udp {} ->", on_client.addr))),
+        "the LAN host's reply was intercepted; log:\n{}",
+        tp.log_text()
+    );
+}
+
+#[test]
+fn wan_to_lan_udp_v4_is_not_intercepted() {
+    wan_to_lan_is_not_intercepted(Family::V4);
+}
+
+#[test]
+fn wan_to_lan_udp_v6_is_not_intercepted() {
+    wan_to_lan_is_not_intercepted(Family::V6);
+}
+
+/// REJECT for UDP: no reply, and nothing reaches the server.
+fn reject_is_silent(family: Family) {
+    lab_with_tpgate!(lab, tp, "rejectudp");
+    let a = family.addrs();
+    let server = UdpEchoServer::start(&lab.server, SocketAddr::new(a.server, 25));
+
+    let x = udp_exchange(
+        &lab.client,
+        family,
+        server.addr,
+        b"spam",
+        Duration::from_millis(1500),
+    )
+    .expect("send");
+    assert_eq!(x.reply, None, "a REJECTed datagram got a reply");
+    let line = tp.expect_flow(
+        "udp",
+        SocketAddr::new(a.client, x.local.port()),
+        server.addr,
+        "REJECT",
+    );
+    assert!(
+        lab::has_rule(&line, "DST-PORT,25"),
+        "REJECT line names its rule: {line}"
+    );
+    assert_eq!(
+        server.peers(),
+        vec![],
+        "the rejected datagram reached the server"
+    );
+}
+
+#[test]
+fn reject_udp_v4_gets_no_reply_and_never_reaches_server() {
+    reject_is_silent(Family::V4);
+}
+
+#[test]
+fn reject_udp_v6_gets_no_reply_and_never_reaches_server() {
+    reject_is_silent(Family::V6);
+}
