@@ -143,11 +143,11 @@ section "starting $bin run in $G"
 ip netns exec "$G" env NO_COLOR=1 "$bin" run -c "$work/tpgate.yaml" >"$work/tpgate.log" 2>&1 &
 tpgate_pid=$!
 for _ in $(seq 200); do
-  grep -q ready "$work/tpgate.log" && break
+  grep -qw ready "$work/tpgate.log" && break
   kill -0 "$tpgate_pid" 2>/dev/null || break
   sleep 0.1
 done
-if ! grep -q ready "$work/tpgate.log"; then
+if ! grep -qw ready "$work/tpgate.log"; then
   echo "tpgate did not become ready:" >&2
   cat "$work/tpgate.log" >&2
   exit 1
@@ -177,11 +177,11 @@ cat "$work/http.log"
 section "UDP from the client and from the gateway itself (socat; the connected socket"
 echo "   accepts only replies from the address it sent to)"
 printf 'client  -> 203.0.113.2:5353:     '
-echo hi | inc socat -t 3 -T 3 - UDP4:203.0.113.2:5353 || echo "(no reply)"
+echo hi | inc socat -t 2 -T 2 - UDP4:203.0.113.2:5353 || echo "(no reply)"
 printf 'client  -> [2001:db8:2::2]:5353: '
-echo hi | inc socat -t 3 -T 3 - UDP6:[2001:db8:2::2]:5353 || echo "(no reply)"
+echo hi | inc socat -t 2 -T 2 - UDP6:[2001:db8:2::2]:5353 || echo "(no reply)"
 printf 'gateway -> 203.0.113.2:5353:     '
-echo hi | ing socat -t 3 -T 3 - UDP4:203.0.113.2:5353 || echo "(no reply)"
+echo hi | ing socat -t 2 -T 2 - UDP4:203.0.113.2:5353 || echo "(no reply)"
 
 section "REJECT: TCP to port 25"
 inc curl -sS --max-time 5 http://203.0.113.2:25/ || true

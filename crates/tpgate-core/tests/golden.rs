@@ -14,12 +14,17 @@ fn plans_match_golden_files() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     let mut checked = 0;
-    let mut entries: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
-    for yaml in entries.iter().filter(|p| p.extension().is_some_and(|e| e == "yaml")) {
+    for yaml in entries
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+    {
         let text = fs::read_to_string(yaml).unwrap();
-        let loaded = config::load(&text)
-            .unwrap_or_else(|e| panic!("{}: {e:?}", yaml.display()));
+        let loaded = config::load(&text).unwrap_or_else(|e| panic!("{}: {e:?}", yaml.display()));
         let got = render_text(&Plan::new(&loaded.config));
         let golden = yaml.with_extension("plan");
         if update {
@@ -27,7 +32,13 @@ fn plans_match_golden_files() {
         }
         let want = fs::read_to_string(&golden)
             .unwrap_or_else(|_| panic!("{} missing; run with UPDATE_GOLDEN=1", golden.display()));
-        assert_eq!(got, want, "{} renders differently from {}", yaml.display(), golden.display());
+        assert_eq!(
+            got,
+            want,
+            "{} renders differently from {}",
+            yaml.display(),
+            golden.display()
+        );
         checked += 1;
     }
     assert!(checked >= 4, "expected golden samples, found {checked}");

@@ -44,7 +44,10 @@ pub fn recv_with_orig_dst(fd: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Datag
         match c {
             ControlMessageOwned::Ipv4OrigDstAddr(a) => {
                 let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-                orig_dst = Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(a.sin_port))));
+                orig_dst = Some(SocketAddr::V4(SocketAddrV4::new(
+                    ip,
+                    u16::from_be(a.sin_port),
+                )));
             }
             ControlMessageOwned::Ipv6OrigDstAddr(a) => {
                 let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
@@ -69,6 +72,12 @@ fn storage_to_std(s: &SockaddrStorage) -> Option<SocketAddr> {
     if let Some(v4) = s.as_sockaddr_in() {
         return Some(SocketAddr::V4(SocketAddrV4::new(v4.ip(), v4.port())));
     }
-    s.as_sockaddr_in6()
-        .map(|v6| SocketAddr::V6(SocketAddrV6::new(v6.ip(), v6.port(), v6.flowinfo(), v6.scope_id())))
+    s.as_sockaddr_in6().map(|v6| {
+        SocketAddr::V6(SocketAddrV6::new(
+            v6.ip(),
+            v6.port(),
+            v6.flowinfo(),
+            v6.scope_id(),
+        ))
+    })
 }

@@ -29,7 +29,10 @@ fn bind(plan: &Plan) -> Result<Listeners> {
     if l.ipv6 {
         addrs.push(SocketAddr::from((Ipv6Addr::UNSPECIFIED, l.port)));
     }
-    let mut out = Listeners { tcp: vec![], udp: vec![] };
+    let mut out = Listeners {
+        tcp: vec![],
+        udp: vec![],
+    };
     for a in &addrs {
         let t = tpgate_sys::transparent_tcp_listener(*a, plan.routing_mark)
             .with_context(|| format!("binding transparent TCP listener on {a}"))?;

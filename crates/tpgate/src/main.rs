@@ -80,13 +80,17 @@ fn main() -> ExitCode {
                 for w in warnings {
                     tracing::warn!("{w}");
                 }
-                runtime().and_then(|rt| rt.block_on(daemon::run(cfg))).map(|()| ExitCode::SUCCESS)
+                runtime()
+                    .and_then(|rt| rt.block_on(daemon::run(cfg)))
+                    .map(|()| ExitCode::SUCCESS)
             }
             Err(e) => Err(e),
         },
         Command::Down(_) => {
             init_logging(LogLevel::Info);
-            runtime().and_then(|rt| rt.block_on(down())).map(|()| ExitCode::SUCCESS)
+            runtime()
+                .and_then(|rt| rt.block_on(down()))
+                .map(|()| ExitCode::SUCCESS)
         }
     };
     match res {
@@ -123,14 +127,19 @@ fn load(path: Option<&Path>) -> Result<(Config, Vec<String>)> {
     match config::load(&text) {
         Ok(l) => Ok((
             l.config,
-            l.warnings.iter().map(|d| format!("{name}:{d} (warning)")).collect(),
+            l.warnings
+                .iter()
+                .map(|d| format!("{name}:{}:{}: warning: {}", d.line, d.col, d.message))
+                .collect(),
         )),
         Err(errs) => Err(ConfigErrors(errs.iter().map(|d| format!("{name}:{d}")).collect()).into()),
     }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn init_logging(level: LogLevel) {

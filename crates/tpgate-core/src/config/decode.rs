@@ -2,21 +2,21 @@
 //! at a problem: every error and warning is reported, and the caller keeps the config only
 //! when no error was.
 
+use super::intercept::intercept;
 use super::yaml::{Node, Pos, Value};
-use super::{keys, value, Backend, Config, Diags, Intercept, LogLevel, Mode};
-use crate::net::TableId;
+use super::{keys, value, Config, Diags, LogLevel, Mode};
 use crate::rules::{parse_rule, Rule, RuleError};
 
 /// One key of a mapping, with where the key itself was written.
-struct Entry<'a> {
-    key: &'a str,
-    key_pos: Pos,
-    value: &'a Node,
+pub(super) struct Entry<'a> {
+    pub(super) key: &'a str,
+    pub(super) key_pos: Pos,
+    pub(super) value: &'a Node,
 }
 
 /// Whether a value that a cross-field check needs was written, and where.
 #[derive(Clone, Copy)]
-enum Seen {
+pub(super) enum Seen {
     Default,
     At(Pos),
     /// Written but rejected: cross-field checks on it would only repeat the error.
@@ -127,67 +127,8 @@ pub(super) fn decode(root: Option<&Node>, d: &mut Diags) -> Config {
     config
 }
 
-fn intercept(node: &Node, d: &mut Diags, fwmark: &mut Seen) -> Intercept {
-    let mut out = Intercept::default();
-    match &node.value {
-        Value::Null | Value::Map(_) => {}
-        other => {
-            let found = other.describe();
-            d.error(
-                node.pos,
-                "intercept",
-                format!("expected a mapping, found {found}"),
-            );
-            *fwmark = Seen::Invalid;
-            return out;
-        }
-    }
-    for e in entries(node, "intercept", d) {
-        let path = format!("intercept.{}", e.key);
-        let n = e.value;
-        match e.key {
-            "backend" => {
-                if let Some(b) = check(d, n, &path, backend(n)) {
-                    out.backend = b;
-                }
-            }
-            "lan-interfaces" => out.lan_interfaces = interfaces(n, &path, d),
-            "local" => {
-                if let Some(b) = check(d, n, &path, value::boolean(n)) {
-                    out.local = b;
-                }
-            }
-            "udp" => {
-                if let Some(b) = check(d, n, &path, value::boolean(n)) {
-                    out.udp = b;
-                }
-            }
-            "fwmark" => match check(d, n, &path, value::mark(n)) {
-                Some(mark) => {
-                    out.fwmark = mark;
-                    *fwmark = Seen::At(n.pos);
-                }
-                None => *fwmark = Seen::Invalid,
-            },
-            "route-table" => {
-                if let Some(table) = check(d, n, &path, route_table(n)) {
-                    out.route_table = table;
-                }
-            }
-            "rule-priority" => {
-                if let Some(priority) = check(d, n, &path, rule_priority(n)) {
-                    out.rule_priority = priority;
-                }
-            }
-            "bypass" => out.bypass = items(n, &path, d, value::cidr),
-            _ => unknown_key(d, &e, "intercept"),
-        }
-    }
-    out
-}
-
 /// A mapping's entries with string keys, in order; reports other keys and duplicates.
-fn entries<'a>(node: &'a Node, section: &str, d: &mut Diags) -> Vec<Entry<'a>> {
+pub(super) fn entries<'a>(node: &'a Node, section: &str, d: &mut Diags) -> Vec<Entry<'a>> {
     let Value::Map(map) = &node.value else {
         return Vec::new();
     };
@@ -220,7 +161,7 @@ fn join(section: &str, key: &str) -> String {
     }
 }
 
-fn unknown_key(d: &mut Diags, e: &Entry<'_>, section: &str) {
+pub(super) fn unknown_key(d: &mut Diags, e: &Entry<'_>, section: &str) {
     let key = e.key;
     let hint = if section.is_empty() && keys::INTERCEPT.contains(&key) {
         format!("; `{key}` belongs in the `intercept` section")
@@ -250,7 +191,12 @@ fn unknown_key(d: &mut Diags, e: &Entry<'_>, section: &str) {
 }
 
 /// Reports a conversion's error at `node`.
-fn check<T>(d: &mut Diags, node: &Node, path: &str, result: Result<T, String>) -> Option<T> {
+pub(super) fn check<T>(
+    d: &mut Diags,
+    node: &Node,
+    path: &str,
+    result: Result<T, String>,
+) -> Option<T> {
     result
         .map_err(|message| d.error(node.pos, path, message))
         .ok()
@@ -264,7 +210,7 @@ fn nonzero(value: Result<u64, String>) -> Result<u64, String> {
 }
 
 /// The converted items of a list, each error reported at its item as `path[i]`.
-fn items<T>(
+pub(super) fn items<T>(
     node: &Node,
     path: &str,
     d: &mut Diags,
@@ -280,58 +226,6 @@ fn items<T>(
         }
     }
     out
-}
-
-fn interfaces(node: &Node, path: &str, d: &mut Diags) -> Vec<String> {
-    let names = items(node, path, d, value::interface);
-    if let Ok(list) = value::list(node) {
-        for (i, item) in list.iter().enumerate() {
-            let Value::Str(name) = &item.value else {
-                continue;
-            };
-            if list[..i].iter().any(|earlier| earlier.value == item.value) {
-                d.error(
-                    item.pos,
-                    &format!("{path}[{i}]"),
-                    format!("`{name}` is listed twice"),
-                );
-            }
-        }
-    }
-    names
-}
-
-fn backend(node: &Node) -> Result<Backend, String> {
-    let name = value::string(node)?.trim();
-    match name.to_ascii_lowercase().as_str() {
-        "nftables" => Ok(Backend::Nftables),
-        "iptables" | "auto" => Err(format!(
-            "backend `{name}` is not available yet; use nftables"
-        )),
-        _ => Err(format!("unknown backend `{name}`; expected nftables")),
-    }
-}
-
-fn route_table(node: &Node) -> Result<TableId, String> {
-    let id = value::uint(node, u32::MAX.into())?;
-    let reserved = match id {
-        0 => "unspec",
-        253 => "default",
-        254 => "main",
-        255 => "local",
-        _ => return Ok(TableId(u32::try_from(id).unwrap_or(u32::MAX))),
-    };
-    Err(format!(
-        "table {id} is the kernel's `{reserved}` table; choose another (e.g. 100)"
-    ))
-}
-
-fn rule_priority(node: &Node) -> Result<u32, String> {
-    match value::uint(node, u32::MAX.into())? {
-        0 => Err("priority 0 belongs to the kernel's `local` rule; choose 1-32765".to_owned()),
-        p @ 1..=32765 => Ok(u32::try_from(p).unwrap_or(u32::MAX)),
-        p => Err(format!("priority {p} is not below 32766 (the `main` table's rule), so the fwmark rule would never be reached")),
-    }
 }
 
 /// Names defined under `proxies` and `proxy-groups`, which rules may target.

@@ -7,6 +7,7 @@
 //! [`crate::rules::parse_rule`].
 
 mod decode;
+mod intercept;
 mod keys;
 mod model;
 mod value;
@@ -14,8 +15,6 @@ mod yaml;
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_fuzz;
 
 pub use model::*;
 
@@ -30,6 +29,7 @@ pub struct Diagnostic {
     pub col: usize,
     /// Path of the node, like `rules[3]` or `intercept.fwmark`; empty for the document.
     pub path: String,
+    /// Reads on its own: starts with the path when there is one (`rules[3]: ...`).
     pub message: String,
 }
 
@@ -77,6 +77,10 @@ struct Diags {
 impl Diags {
     fn error(&mut self, pos: Pos, path: &str, message: impl fmt::Display) {
         self.errors.push(diagnostic(pos, path, message));
+    }
+
+    fn has_errors(&self) -> bool {
+        !self.errors.is_empty()
     }
 
     fn warn(&mut self, pos: Pos, path: &str, message: impl fmt::Display) {

@@ -57,15 +57,20 @@ mod tests {
 
     #[test]
     fn user_ranges_are_merged_without_overlap() {
-        let user = ["10.1.0.0/16", "192.0.2.7/24", "2001:db8::1/32"]
-            .map(|s| s.parse::<IpNet>().unwrap());
+        let user =
+            ["10.1.0.0/16", "192.0.2.7/24", "2001:db8::1/32"].map(|s| s.parse::<IpNet>().unwrap());
         let (v4, v6) = merged(&user);
         // 10.1/16 is inside 10/8 and disappears; 192.0.2.7/24 is truncated to its network.
         assert!(!v4.iter().any(|n| n.to_string() == "10.1.0.0/16"));
         assert!(v4.iter().any(|n| n.to_string() == "192.0.2.0/24"));
         assert!(v6.iter().any(|n| n.to_string() == "2001:db8::/32"));
         for w in v4.windows(2).chain(v6.windows(2)) {
-            assert!(!w[0].contains(&w[1].network()), "{} overlaps {}", w[0], w[1]);
+            assert!(
+                !w[0].contains(&w[1].network()),
+                "{} overlaps {}",
+                w[0],
+                w[1]
+            );
         }
     }
 

@@ -196,6 +196,9 @@ pub(crate) mod tests {
 
     #[test]
     fn print_sample() {
-        println!("{}", render_text(&Plan::new(&sample(&["lan0", "br-lan"], true, true, true))));
+        println!(
+            "{}",
+            render_text(&Plan::new(&sample(&["lan0", "br-lan"], true, true, true)))
+        );
     }
 }

@@ -32,7 +32,11 @@ pub fn render_nft(plan: &Plan) -> String {
 
     // PREROUTING: TPROXY for LAN traffic and for this host's own traffic looped back via lo.
     line(w, 1, "chain prerouting {");
-    line(w, 2, "type filter hook prerouting priority mangle; policy accept;");
+    line(
+        w,
+        2,
+        "type filter hook prerouting priority mangle; policy accept;",
+    );
     let mut ifaces: Vec<String> = Vec::new();
     if plan.local {
         ifaces.push("\"lo\"".into());
@@ -79,7 +83,11 @@ pub fn render_nft(plan: &Plan) -> String {
     // OUTPUT: mark this host's own traffic so policy routing loops it back through lo.
     if plan.local {
         line(w, 1, "chain output {");
-        line(w, 2, "type route hook output priority mangle; policy accept;");
+        line(
+            w,
+            2,
+            "type route hook output priority mangle; policy accept;",
+        );
         line(
             w,
             2,
@@ -105,7 +113,11 @@ pub fn render_nft(plan: &Plan) -> String {
 
     // INPUT: a connection straight to the listener on one of our own addresses is refused.
     line(w, 1, "chain input {");
-    line(w, 2, "type filter hook input priority mangle; policy accept;");
+    line(
+        w,
+        2,
+        "type filter hook input priority mangle; policy accept;",
+    );
     line(
         w,
         2,

@@ -8,9 +8,15 @@ use super::{render_nft, Plan, ROUTE_PROTO};
 
 pub fn render_text(plan: &Plan) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "# nftables (one atomic transaction; table owned by the daemon)");
+    let _ = writeln!(
+        s,
+        "# nftables (one atomic transaction; table owned by the daemon)"
+    );
     s.push_str(&render_nft(plan));
-    let _ = writeln!(s, "\n# policy routing (netlink; tagged proto {ROUTE_PROTO})");
+    let _ = writeln!(
+        s,
+        "\n# policy routing (netlink; tagged proto {ROUTE_PROTO})"
+    );
     for r in &plan.rules {
         let _ = writeln!(
             s,
@@ -29,7 +35,11 @@ pub fn render_text(plan: &Plan) -> String {
             r.table
         );
     }
-    let _ = writeln!(s, "\n# listeners (IP_TRANSPARENT, SO_MARK {:#x})", plan.routing_mark);
+    let _ = writeln!(
+        s,
+        "\n# listeners (IP_TRANSPARENT, SO_MARK {:#x})",
+        plan.routing_mark
+    );
     let l = plan.listeners;
     let mut addrs = vec![format!("tcp 0.0.0.0:{}", l.port)];
     if l.ipv6 {

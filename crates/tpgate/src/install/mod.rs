@@ -19,8 +19,12 @@ pub(crate) struct Installed {
 /// Installs routing first and the nftables table last, so interception starts only when
 /// packets it marks can be delivered. On failure, what was installed is removed again.
 pub(crate) async fn install(plan: &Plan) -> Result<Installed> {
-    remove_tagged().await.context("removing stale policy routing")?;
-    routing::add(plan).await.context("installing policy routing")?;
+    remove_tagged()
+        .await
+        .context("removing stale policy routing")?;
+    routing::add(plan)
+        .await
+        .context("installing policy routing")?;
     match nft::OwnedTable::create(plan) {
         Ok(nft) => Ok(Installed { nft }),
         Err(e) => {

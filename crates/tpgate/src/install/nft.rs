@@ -42,7 +42,10 @@ pub(crate) fn remove_table() -> Result<bool> {
     }
     match nft.run(&format!("delete table {NFT_FAMILY} {NFT_TABLE}")) {
         Ok(_) => Ok(true),
-        Err(NftError::Rejected(msg)) if msg.contains("Operation not permitted") || msg.contains("Device or resource busy") => {
+        Err(NftError::Rejected(msg))
+            if msg.contains("Operation not permitted")
+                || msg.contains("Device or resource busy") =>
+        {
             bail!("table {NFT_FAMILY} {NFT_TABLE} is owned by a running tpgate; stop that process instead ({msg})")
         }
         Err(e) => Err(e.into()),

@@ -6,7 +6,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context as _, Result};
 use futures::TryStreamExt as _;
-use netlink_packet_route::route::{RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType};
+use netlink_packet_route::route::{
+    RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
 use netlink_packet_route::rule::{RuleAction, RuleAttribute};
 use rtnetlink::{Handle, IpVersion, RouteMessageBuilder};
 use tpgate_core::plan::{Family, Plan, ROUTE_PROTO};
@@ -26,14 +28,24 @@ pub(super) async fn add(plan: &Plan) -> Result<()> {
     let lo = nix::net::if_::if_nametoindex("lo").context("looking up lo")?;
     for r in &plan.routes {
         let msg = match r.family {
-            Family::V4 => local_default(RouteMessageBuilder::<Ipv4Addr>::new().build(), r.table.0, lo),
-            Family::V6 => local_default(RouteMessageBuilder::<Ipv6Addr>::new().build(), r.table.0, lo),
+            Family::V4 => local_default(
+                RouteMessageBuilder::<Ipv4Addr>::new().build(),
+                r.table.0,
+                lo,
+            ),
+            Family::V6 => local_default(
+                RouteMessageBuilder::<Ipv6Addr>::new().build(),
+                r.table.0,
+                lo,
+            ),
         };
-        h.route()
-            .add(msg)
-            .execute()
-            .await
-            .with_context(|| format!("ip {} route add local default dev lo table {}", r.family.ip_flag(), r.table))?;
+        h.route().add(msg).execute().await.with_context(|| {
+            format!(
+                "ip {} route add local default dev lo table {}",
+                r.family.ip_flag(),
+                r.table
+            )
+        })?;
     }
     for r in &plan.rules {
         let req = h
@@ -48,9 +60,9 @@ pub(super) async fn add(plan: &Plan) -> Result<()> {
             Family::V6 => {
                 let mut v6 = req.v6();
                 push_rule_attrs(v6.message_mut(), r.fwmark.mask);
-                v6.execute()
-                    .await
-                    .with_context(|| format!("ip -6 rule add fwmark {} lookup {}", r.fwmark, r.table))?;
+                v6.execute().await.with_context(|| {
+                    format!("ip -6 rule add fwmark {} lookup {}", r.fwmark, r.table)
+                })?;
                 continue;
             }
         };
@@ -91,7 +103,11 @@ pub(crate) async fn remove_tagged() -> Result<usize> {
         let rules: Vec<_> = h.rule().get(v.clone()).execute().try_collect().await?;
         for rule in rules {
             if rule.attributes.contains(&RuleAttribute::Protocol(proto())) {
-                h.rule().del(rule).execute().await.context("deleting a tpgate ip rule")?;
+                h.rule()
+                    .del(rule)
+                    .execute()
+                    .await
+                    .context("deleting a tpgate ip rule")?;
                 removed += 1;
             }
         }
@@ -102,7 +118,11 @@ pub(crate) async fn remove_tagged() -> Result<usize> {
         let routes: Vec<_> = h.route().get(filter).execute().try_collect().await?;
         for route in routes {
             if route.header.protocol == proto() {
-                h.route().del(route).execute().await.context("deleting a tpgate route")?;
+                h.route()
+                    .del(route)
+                    .execute()
+                    .await
+                    .context("deleting a tpgate route")?;
                 removed += 1;
             }
         }

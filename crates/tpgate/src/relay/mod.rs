@@ -34,7 +34,12 @@ impl Shared {
         dst.port() == self.tproxy_port && self.local_addrs.contains(dst.ip())
     }
 
-    pub(crate) fn decide(self: &Arc<Self>, network: Network, src: SocketAddr, dst: SocketAddr) -> Verdict {
+    pub(crate) fn decide(
+        self: &Arc<Self>,
+        network: Network,
+        src: SocketAddr,
+        dst: SocketAddr,
+    ) -> Verdict {
         let origin = if self.local_addrs.contains(src.ip()) {
             Origin::Local
         } else {
@@ -49,7 +54,11 @@ impl Shared {
         let rule = rule
             .and_then(|i| self.engine.rule(i))
             .map_or_else(|| "(none)".to_string(), |r| r.text.clone());
-        Verdict { action, origin, rule }
+        Verdict {
+            action,
+            origin,
+            rule,
+        }
     }
 }
 

@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::shutdown::Shutdown;
 use socket2::{SockRef, Type};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use crate::shutdown::Shutdown;
 use tpgate_core::net::Network;
 use tpgate_core::rules::Action;
 use tracing::{debug, info, warn};

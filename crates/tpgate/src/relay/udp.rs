@@ -103,11 +103,6 @@ impl Nat {
             }
         }
     }
-
-    #[cfg(test)]
-    pub(crate) fn flow_count(&self) -> usize {
-        self.flows.lock().map(|f| f.len()).unwrap_or(0)
-    }
 }
 
 /// Receives on a transparent listener until shutdown.
@@ -119,10 +114,17 @@ pub(crate) async fn serve(listener: UdpSocket, nat: Arc<Nat>, shutdown: Shutdown
             () = shutdown.wait() => return,
         };
         match got {
-            Ok(Datagram { len, src, orig_dst: Some(dst) }) => {
+            Ok(Datagram {
+                len,
+                src,
+                orig_dst: Some(dst),
+            }) => {
                 nat.forward(canonical(src), canonical(dst), &buf[..len]);
             }
-            Ok(d) => debug!("udp datagram from {} without original destination dropped", d.src),
+            Ok(d) => debug!(
+                "udp datagram from {} without original destination dropped",
+                d.src
+            ),
             Err(e) => {
                 debug!(error = %e, "udp receive failed");
             }
@@ -134,7 +136,9 @@ impl Nat {
     /// Sends one client datagram on its flow, creating the flow on first sight.
     fn forward(self: &Arc<Self>, src: SocketAddr, dst: SocketAddr, data: &[u8]) {
         let now = self.now_ms();
-        let Ok(mut flows) = self.flows.lock() else { return };
+        let Ok(mut flows) = self.flows.lock() else {
+            return;
+        };
         if let Some(f) = flows.get(&(src, dst)) {
             f.last.store(now, Ordering::Relaxed);
             if let Some(out) = &f.out {
@@ -148,7 +152,12 @@ impl Nat {
         }
         let idle = if dst.port() == 53 { IDLE_DNS } else { IDLE };
         let last = Arc::new(AtomicU64::new(now));
-        let mut flow = Flow { out: None, replier: None, last: last.clone(), idle };
+        let mut flow = Flow {
+            out: None,
+            replier: None,
+            last: last.clone(),
+            idle,
+        };
         if self.shared.is_self(dst) {
             warn!("udp {src} -> {dst} refused: that is tpgate's own listener");
         } else {
@@ -197,7 +206,8 @@ impl Nat {
         if let Some(s) = pool.get(&from).and_then(Weak::upgrade) {
             return Ok(s);
         }
-        let std = tpgate_sys::transparent_udp_socket(from, self.shared.routing_mark, UdpRole::Reply)?;
+        let std =
+            tpgate_sys::transparent_udp_socket(from, self.shared.routing_mark, UdpRole::Reply)?;
         let s = Arc::new(UdpSocket::from_std(std)?);
         pool.insert(from, Arc::downgrade(&s));
         Ok(s)

@@ -17,15 +17,16 @@ use super::{kill_and_reap, run_cmd, wait_timeout, CmdOutput, Lab, Netns, CMD_TIM
 /// How long `tpgate run` may take to say `ready`.
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The binary cargo built for this package.
-pub(crate) fn tpgate_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_tpgate")
+/// The binary under test: the one cargo built for this package, unless `TPGATE_TEST_BIN`
+/// names another (a release build, or a deliberately broken one to see the tests fail).
+pub(crate) fn tpgate_bin() -> String {
+    std::env::var("TPGATE_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tpgate").to_owned())
 }
 
 /// `ip netns exec <ns> tpgate args...` as a command (not yet started).
 fn tpgate_command(ns: &Netns, args: &[&str]) -> Command {
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &ns.name, tpgate_bin()])
+    cmd.args(["netns", "exec", &ns.name, &tpgate_bin()])
         .args(args)
         // tracing's colours would split `key=value` with escape codes.
         .env("NO_COLOR", "1");
@@ -66,7 +67,7 @@ impl<'lab> Tpgate<'lab> {
     pub(crate) fn start(lab: &'lab Lab, config: &Path) -> Self {
         let mut tp = Self::spawn(lab, config);
         if tp
-            .wait_for_line(READY_TIMEOUT, |l| l.contains("ready"))
+            .wait_for_line(READY_TIMEOUT, |l| has_word(l, "ready"))
             .is_none()
         {
             let status = tp.try_status();
@@ -262,6 +263,12 @@ fn strip_ansi(s: &str) -> String {
         }
     }
     out
+}
+
+/// Whether `line` has `word` as a whole word (`ready`, not `already`).
+pub(crate) fn has_word(line: &str, word: &str) -> bool {
+    line.split(|c: char| !c.is_alphanumeric() && c != '-' && c != '_')
+        .any(|w| w == word)
 }
 
 /// Whether a log line carries `key=value` (also accepting tracing's quoted `key="value"`).

@@ -150,7 +150,10 @@ impl Netns {
             Family::V6 => "-6",
         };
         let table = table.to_string();
-        let out = run("ip", &["-n", &self.name, flag, "route", "show", "table", &table]);
+        let out = run(
+            "ip",
+            &["-n", &self.name, flag, "route", "show", "table", &table],
+        );
         if !out.success() && out.stderr.contains("FIB table does not exist") {
             return String::new();
         }

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 
-use super::load;
+use crate::config::load;
 
 const VALID: &str = "tproxy-port: 7893
 routing-mark: 0xff
