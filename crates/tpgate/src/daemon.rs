@@ -35,7 +35,9 @@ fn bind(plan: &Plan) -> Result<Listeners> {
     };
     for a in &addrs {
         let t = tpgate_sys::transparent_tcp_listener(*a, plan.routing_mark)
-            .with_context(|| format!("binding transparent TCP listener on {a}"))?;
+            .with_context(|| {
+                format!("binding transparent TCP listener on {a} (needs root or CAP_NET_ADMIN)")
+            })?;
         out.tcp.push(TcpListener::from_std(t)?);
         if l.udp {
             let u = tpgate_sys::transparent_udp_socket(*a, plan.routing_mark, UdpRole::Listener)

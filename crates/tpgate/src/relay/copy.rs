@@ -107,20 +107,29 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    /// A connected pair of real loopback TCP sockets.
+    async fn pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = tokio::net::TcpStream::connect(l.local_addr().unwrap());
+        let (a, b) = tokio::join!(a, l.accept());
+        (a.unwrap(), b.unwrap().0)
+    }
+
     #[tokio::test]
     async fn half_close_keeps_the_other_direction_flowing() {
-        let (client, proxy_a) = tokio::io::duplex(1024);
-        let (proxy_b, server) = tokio::io::duplex(1024);
+        let (client, proxy_a) = pair().await;
+        let (proxy_b, server) = pair().await;
         let relay = tokio::spawn(relay(proxy_a, proxy_b, Duration::from_secs(5)));
-        let (mut cr, mut cw) = tokio::io::split(client);
-        let (mut sr, mut sw) = tokio::io::split(server);
-        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let (mut cr, mut cw) = client.into_split();
+        let (mut sr, mut sw) = server.into_split();
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
         let sent = data.clone();
         let writer = tokio::spawn(async move {
             cw.write_all(&sent).await.unwrap();
             cw.shutdown().await.unwrap();
+            cw
         });
-        // The server echoes everything after the client's EOF, then closes.
+        // The server reads to the client's EOF, then answers on the half-open connection.
         let mut got = Vec::new();
         sr.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, data);
@@ -129,7 +138,7 @@ mod tests {
         let mut back = Vec::new();
         cr.read_to_end(&mut back).await.unwrap();
         assert_eq!(back, data);
-        writer.await.unwrap();
+        let _cw = writer.await.unwrap();
         let (up, down) = relay.await.unwrap().unwrap();
         assert_eq!((up, down), (data.len() as u64, data.len() as u64));
     }

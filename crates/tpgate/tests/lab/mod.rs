@@ -5,6 +5,10 @@
 //! directly inside the lab's namespaces and every sysctl is written through `ip netns exec`.
 //!
 //! Deliberately not here: the tpgate process ([`daemon`]) and the echo peers ([`peers`]).
+//!
+//! Run as root: `cargo test -p tpgate --test e2e_tcp` (also `e2e_udp`, `e2e_lifecycle`,
+//! `e2e_lab`); without root every test prints `SKIPPED` and passes. Needs `ip` (iproute2)
+//! and `nft`. `TPGATE_TEST_BIN=path` tests another tpgate binary than cargo's build.
 // Each test binary uses a different part of the lab.
 #![allow(dead_code, unused_imports)]
 
