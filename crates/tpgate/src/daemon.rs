@@ -34,10 +34,9 @@ fn bind(plan: &Plan) -> Result<Listeners> {
         udp: vec![],
     };
     for a in &addrs {
-        let t = tpgate_sys::transparent_tcp_listener(*a, plan.routing_mark)
-            .with_context(|| {
-                format!("binding transparent TCP listener on {a} (needs root or CAP_NET_ADMIN)")
-            })?;
+        let t = tpgate_sys::transparent_tcp_listener(*a, plan.routing_mark).with_context(|| {
+            format!("binding transparent TCP listener on {a} (needs root or CAP_NET_ADMIN)")
+        })?;
         out.tcp.push(TcpListener::from_std(t)?);
         if l.udp {
             let u = tpgate_sys::transparent_udp_socket(*a, plan.routing_mark, UdpRole::Listener)
