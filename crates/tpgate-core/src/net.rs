@@ -78,3 +78,35 @@ pub enum Origin {
     /// A host on one of the `lan-interfaces` (caught in PREROUTING).
     Forwarded,
 }
+
+/// Where an upstream is asked to connect: an address, or a name it resolves itself
+/// (remote resolution; names come from sniffing/DNS in a later stage).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Destination {
+    Addr(SocketAddr),
+    Domain(String, u16),
+}
+
+impl Destination {
+    pub fn port(&self) -> u16 {
+        match self {
+            Self::Addr(a) => a.port(),
+            Self::Domain(_, p) => *p,
+        }
+    }
+}
+
+impl From<SocketAddr> for Destination {
+    fn from(a: SocketAddr) -> Self {
+        Self::Addr(a)
+    }
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Addr(a) => write!(f, "{a}"),
+            Self::Domain(d, p) => write!(f, "{d}:{p}"),
+        }
+    }
+}

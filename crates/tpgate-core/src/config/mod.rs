@@ -10,6 +10,7 @@ mod decode;
 mod intercept;
 mod keys;
 mod model;
+mod proxy;
 mod value;
 mod yaml;
 

@@ -6,6 +6,8 @@ use ipnet::IpNet;
 use crate::net::{Mark, TableId};
 use crate::rules::Rule;
 
+pub use super::proxy::*;
+
 /// The default listener port (mihomo's `tproxy-port` convention).
 pub const DEFAULT_TPROXY_PORT: u16 = 7893;
 /// Default `routing-mark` carried by every outbound socket.
@@ -28,6 +30,30 @@ pub struct Config {
     pub intercept: Intercept,
     /// Clash rules, first match wins.
     pub rules: Vec<Rule>,
+    /// `proxies:` that tpgate supports, in file order (unsupported types are skipped with a
+    /// warning). [`TargetId`] `i < proxies.len()` names `proxies[i]`.
+    pub proxies: Vec<ProxyDef>,
+    /// `proxy-groups:`; [`TargetId`] `proxies.len() + j` names `groups[j]`.
+    pub groups: Vec<GroupDef>,
+}
+
+impl Config {
+    /// The proxy or group a [`TargetId`] names.
+    pub fn target(&self, id: TargetId) -> Option<Target<'_>> {
+        let i = id.0 as usize;
+        match self.proxies.get(i) {
+            Some(p) => Some(Target::Proxy(p)),
+            None => self.groups.get(i - self.proxies.len()).map(Target::Group),
+        }
+    }
+
+    /// The name of a target, for logs.
+    pub fn target_name(&self, id: TargetId) -> Option<&str> {
+        self.target(id).map(|t| match t {
+            Target::Proxy(p) => p.name.as_str(),
+            Target::Group(g) => g.name.as_str(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +104,8 @@ impl Default for Config {
             log_level: LogLevel::Info,
             intercept: Intercept::default(),
             rules: Vec::new(),
+            proxies: Vec::new(),
+            groups: Vec::new(),
         }
     }
 }

@@ -180,6 +180,8 @@ pub(crate) mod tests {
                 bypass: vec!["192.0.2.0/24".parse().unwrap()],
             },
             rules: vec![],
+            proxies: vec![],
+            groups: vec![],
         }
     }
 

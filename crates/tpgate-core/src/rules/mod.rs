@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 
 use ipnet::IpNet;
 
+use crate::config::TargetId;
 use crate::net::{Network, Origin};
 
 /// What to do with a flow.
@@ -24,6 +25,8 @@ pub enum Action {
     Reject,
     /// Drop silently (TCP: hold the connection without answering, then close).
     RejectDrop,
+    /// Through a proxy or group of [`crate::config::Config`] (see `Config::target`).
+    Proxy(TargetId),
 }
 
 impl fmt::Display for Action {
@@ -32,6 +35,7 @@ impl fmt::Display for Action {
             Self::Direct => "DIRECT",
             Self::Reject => "REJECT",
             Self::RejectDrop => "REJECT-DROP",
+            Self::Proxy(id) => return write!(f, "proxy#{}", id.0),
         })
     }
 }

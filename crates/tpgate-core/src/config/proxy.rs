@@ -1,0 +1,129 @@
+//! The validated model of `proxies:` and `proxy-groups:` (mihomo field names). Rules target
+//! these by name; the loader resolves names to [`TargetId`]s so the daemon never looks a
+//! name up per connection.
+
+use std::time::Duration;
+
+/// Index of a rule target in [`super::Config::targets`]: proxies first, then groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TargetId(pub u32);
+
+/// A named upstream proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyDef {
+    pub name: String,
+    /// Host name or IP literal, as written.
+    pub server: String,
+    pub port: u16,
+    /// Relay UDP through this proxy (`udp: true`); when false UDP flows that pick it fail.
+    pub udp: bool,
+    pub kind: ProxyKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyKind {
+    /// `type: socks5`: CONNECT and UDP ASSOCIATE.
+    Socks5 {
+        auth: Option<Credentials>,
+        tls: Option<Tls>,
+    },
+    /// `type: http`: HTTP CONNECT.
+    Http {
+        auth: Option<Credentials>,
+        tls: Option<Tls>,
+    },
+    /// `type: ss`.
+    Shadowsocks { cipher: Cipher, password: String },
+    /// `type: trojan` (always TLS).
+    Trojan { password: String, tls: Tls },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Tls {
+    /// `sni` (or `servername`); `None`: the server name.
+    pub sni: Option<String>,
+    pub skip_cert_verify: bool,
+}
+
+/// Shadowsocks ciphers tpgate supports (mihomo spelling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cipher {
+    Aes128Gcm,
+    Aes256Gcm,
+    Chacha20IetfPoly1305,
+    Blake3Aes128Gcm2022,
+    Blake3Aes256Gcm2022,
+    Blake3Chacha20Poly1305_2022,
+}
+
+impl Cipher {
+    /// The name as written in configs (and as the `shadowsocks` crate spells it).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Aes128Gcm => "aes-128-gcm",
+            Self::Aes256Gcm => "aes-256-gcm",
+            Self::Chacha20IetfPoly1305 => "chacha20-ietf-poly1305",
+            Self::Blake3Aes128Gcm2022 => "2022-blake3-aes-128-gcm",
+            Self::Blake3Aes256Gcm2022 => "2022-blake3-aes-256-gcm",
+            Self::Blake3Chacha20Poly1305_2022 => "2022-blake3-chacha20-poly1305",
+        }
+    }
+}
+
+/// A named group of proxies and/or groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDef {
+    pub name: String,
+    pub kind: GroupKind,
+    /// Members in order (built-ins DIRECT/REJECT are allowed as members of select/fallback).
+    pub members: Vec<Member>,
+    /// `url`/`interval`/`lazy`/`timeout`; `None` when the group has no health check.
+    pub health: Option<HealthCheck>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Member {
+    Direct,
+    Reject,
+    Target(TargetId),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupKind {
+    Select,
+    /// Picks the lowest delay; moves only when another is better by more than `tolerance`.
+    UrlTest { tolerance: Duration },
+    Fallback,
+    LoadBalance(LbStrategy),
+    /// Chains the members, first hop first.
+    Relay,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LbStrategy {
+    ConsistentHashing,
+    RoundRobin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// An `http://` URL fetched through each member.
+    pub url: String,
+    pub interval: Duration,
+    /// Only check while the group is in use (mihomo's default: true).
+    pub lazy: bool,
+    pub timeout: Duration,
+}
+
+/// A resolved rule target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'a> {
+    Proxy(&'a ProxyDef),
+    Group(&'a GroupDef),
+}
