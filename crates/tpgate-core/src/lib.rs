@@ -7,4 +7,5 @@
 pub mod config;
 pub mod net;
 pub mod plan;
+pub mod proto;
 pub mod rules;

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::local_addrs::LocalAddrs;
 use crate::relay::{self, Shared};
+use crate::outbound::{self, Outbounds};
 use crate::{install, shutdown};
 
 /// Bound sockets, before any rule exists: a busy port fails here, with nothing installed.
@@ -51,12 +52,24 @@ pub(crate) async fn run(config: Config) -> Result<()> {
     let plan = Plan::new(&config);
     check_sysctls(&plan);
     let listeners = bind(&plan)?;
+    let api = match config.external_controller {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding external-controller on {addr}"))?;
+            info!("external controller on http://{addr}");
+            Some(l)
+        }
+        None => None,
+    };
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    let outbounds = Outbounds::new(&config)?;
     let installed = install::install(&plan).await?;
 
     let shared = Arc::new(Shared {
-        engine: RuleEngine::new(config.rules.clone(), config.mode),
+        engine: RuleEngine::from_config(&config),
+        outbounds: outbounds.clone(),
         routing_mark: config.routing_mark,
         tproxy_port: config.tproxy_port,
         local_addrs: LocalAddrs::new(),
@@ -71,6 +84,10 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         tasks.spawn(relay::udp::serve(u, nat.clone(), stop.clone()));
     }
     tasks.spawn(nat.sweep(stop.clone()));
+    outbound::spawn_health_checks(&outbounds, &stop);
+    if let Some(listener) = api {
+        tasks.spawn(crate::controller::serve(listener, outbounds.clone(), config.secret.clone(), stop.clone()));
+    }
     info!(
         port = plan.tproxy_port,
         local = plan.local,

@@ -1,9 +1,11 @@
 //! tpgate: a Linux transparent-proxy gateway. This file is the command line; the work is in
 //! `daemon` (run), `install` (kernel state) and `relay` (data plane).
 
+mod controller;
 mod daemon;
 mod install;
 mod local_addrs;
+mod outbound;
 mod relay;
 mod shutdown;
 

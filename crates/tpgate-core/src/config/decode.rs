@@ -2,10 +2,14 @@
 //! at a problem: every error and warning is reported, and the caller keeps the config only
 //! when no error was.
 
+use super::controller::settings;
+use super::groups::{groups, resolve};
 use super::intercept::intercept;
+use super::names::{Known, Names, Outcome, GLOBAL};
+use super::proxies::proxies;
+use super::rule_list::rules;
 use super::yaml::{Node, Pos, Value};
 use super::{keys, value, Config, Diags, LogLevel, Mode};
-use crate::rules::{parse_rule, Rule, RuleError};
 
 /// One key of a mapping, with where the key itself was written.
 pub(super) struct Entry<'a> {
@@ -89,17 +93,17 @@ pub(super) fn decode(root: Option<&Node>, d: &mut Diags) -> Config {
                 }
             }
             "intercept" => config.intercept = intercept(node, d, &mut fwmark),
-            // Decoded below, once every proxy name is known.
-            "rules" => {}
+            // Decoded below: groups and rules need every proxy and group name.
+            "proxies" | "proxy-groups" | "rules" => {}
+            "external-controller" | "secret" | "state-file" => {}
             _ if keys::MIHOMO_IGNORED.contains(&key) => {
                 d.warn(e.key_pos, key, "not used by tpgate yet; ignored");
             }
             _ => unknown_key(d, e, ""),
         }
     }
-    if let Some(e) = entries.iter().find(|e| e.key == "rules") {
-        config.rules = rules(e.value, &proxy_names(&entries), d);
-    }
+    settings(&entries, &mut config, d);
+    upstreams(&entries, &mut config, d);
     if config.intercept.fwmark.matches(config.routing_mark) {
         let (mark, fwmark_text) = (config.routing_mark, config.intercept.fwmark);
         let at = match (routing_mark, fwmark) {
@@ -228,74 +232,25 @@ pub(super) fn items<T>(
     out
 }
 
-/// Names defined under `proxies` and `proxy-groups`, which rules may target.
-fn proxy_names<'a>(entries: &[Entry<'a>]) -> Vec<&'a str> {
-    let mut names = Vec::new();
-    for e in entries
-        .iter()
-        .filter(|e| matches!(e.key, "proxies" | "proxy-groups"))
-    {
-        let Value::Seq(items) = &e.value.value else {
-            continue;
-        };
-        for item in items {
-            let Value::Map(fields) = &item.value else {
-                continue;
-            };
-            for (k, v) in fields {
-                if let (Value::Str(k), Value::Str(name)) = (&k.value, &v.value) {
-                    if k == "name" {
-                        names.push(name.as_str());
-                    }
-                }
-            }
-        }
-    }
-    names
-}
-
-fn rules(node: &Node, proxies: &[&str], d: &mut Diags) -> Vec<Rule> {
-    let Some(list) = check(d, node, "rules", value::list(node)) else {
-        return Vec::new();
+/// `proxies`, `proxy-groups` and the `rules` that target them.
+fn upstreams(entries: &[Entry<'_>], config: &mut Config, d: &mut Diags) {
+    let field = |key: &str| entries.iter().find(|e| e.key == key).map(|e| e.value);
+    let declared_proxies = field("proxies").map(|n| proxies(n, d)).unwrap_or_default();
+    let declared_groups = field("proxy-groups").map(|n| groups(n, d)).unwrap_or_default();
+    let names = Names::new(&declared_proxies, &declared_groups, d);
+    config.proxies = declared_proxies
+        .into_iter()
+        .filter_map(|p| match p.outcome {
+            Outcome::Ready(p) => Some(p),
+            Outcome::Skipped | Outcome::Invalid => None,
+        })
+        .collect();
+    config.groups = resolve(&declared_groups, &names, config.proxies.len(), d);
+    config.global_target = match names.get(GLOBAL) {
+        Some(Known::Target(id)) if id.0 as usize >= config.proxies.len() => Some(id),
+        _ => None,
     };
-    let mut out = Vec::with_capacity(list.len());
-    for (i, item) in list.iter().enumerate() {
-        let path = format!("rules[{i}]");
-        let Value::Str(text) = &item.value else {
-            let found = item.value.describe();
-            let message = format!("a rule is a string like `DST-PORT,25,REJECT`, found {found}");
-            d.error(item.pos, &path, message);
-            continue;
-        };
-        match parse_rule(text) {
-            Ok(rule) => out.push(rule),
-            Err(RuleError::Unsupported { kind }) => {
-                d.warn(
-                    item.pos,
-                    &path,
-                    format!("{kind} rules are not supported yet; rule skipped"),
-                );
-            }
-            Err(RuleError::UnknownTarget { target }) if proxies.contains(&target.as_str()) => {
-                let message = format!(
-                    "target `{target}` is a proxy or proxy group; proxy targets arrive with \
-                     upstream support; rule skipped"
-                );
-                d.warn(item.pos, &path, message);
-            }
-            Err(RuleError::UnknownTarget { target }) => {
-                let names = if proxies.is_empty() {
-                    ""
-                } else {
-                    " or a name from proxies/proxy-groups"
-                };
-                let message = format!(
-                    "unknown target `{target}` (expected DIRECT, REJECT, REJECT-DROP{names})"
-                );
-                d.error(item.pos, &path, message);
-            }
-            Err(e @ RuleError::Malformed(_)) => d.error(item.pos, &path, e),
-        }
+    if let Some(n) = field("rules") {
+        config.rules = rules(n, &names, d);
     }
-    out
 }

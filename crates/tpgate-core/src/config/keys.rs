@@ -1,6 +1,7 @@
 //! Which keys a config may hold: tpgate's own, and the mihomo/Clash keys it accepts but
-//! ignores for now (so an existing mihomo config loads with warnings instead of failing).
-//! Also the "did you mean" suggestion for unknown keys.
+//! ignores for now (so an existing mihomo config loads with warnings instead of failing);
+//! the same for the fields of one proxy and one proxy group. Also the "did you mean"
+//! suggestion for unknown keys and names.
 
 /// Top-level keys tpgate reads.
 pub(super) const TOP: &[&str] = &[
@@ -11,6 +12,11 @@ pub(super) const TOP: &[&str] = &[
     "log-level",
     "rules",
     "intercept",
+    "proxies",
+    "proxy-groups",
+    "external-controller",
+    "secret",
+    "state-file",
 ];
 
 /// Keys of the `intercept` section.
@@ -38,7 +44,6 @@ pub(super) const MIHOMO_IGNORED: &[&str] = &[
     "lan-disallowed-ips",
     "authentication",
     "skip-auth-prefixes",
-    "external-controller",
     "external-controller-tls",
     "external-controller-unix",
     "external-controller-pipe",
@@ -47,13 +52,10 @@ pub(super) const MIHOMO_IGNORED: &[&str] = &[
     "external-ui-name",
     "external-ui-url",
     "external-doh-server",
-    "secret",
     "interface-name",
     "keep-alive-interval",
     "keep-alive-idle",
     "disable-keep-alive",
-    "proxies",
-    "proxy-groups",
     "proxy-providers",
     "rule-providers",
     "sub-rules",
@@ -98,19 +100,130 @@ pub(super) const MIHOMO_IGNORED: &[&str] = &[
     "cfw-child-process",
 ];
 
+/// Fields every proxy has, whatever its type.
+pub(super) const PROXY_COMMON: &[&str] = &["name", "type", "server", "port"];
+
+/// The proxy types tpgate speaks.
+pub(super) const PROXY_TYPES: &[&str] = &["socks5", "http", "ss", "trojan"];
+
+/// Proxy types of mihomo that tpgate does not speak: such a proxy is skipped.
+pub(super) const PROXY_TYPES_UNSUPPORTED: &[&str] = &[
+    "vmess",
+    "vless",
+    "hysteria",
+    "hysteria2",
+    "tuic",
+    "wireguard",
+    "ssr",
+    "snell",
+    "mieru",
+    "anytls",
+    "ssh",
+    "direct",
+    "dns",
+    "reject",
+];
+
+/// Fields tpgate reads, per proxy type, besides [`PROXY_COMMON`].
+pub(super) fn proxy_fields(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "socks5" => &[
+            "username",
+            "password",
+            "tls",
+            "sni",
+            "skip-cert-verify",
+            "udp",
+        ],
+        "http" => &["username", "password", "tls", "sni", "skip-cert-verify"],
+        "ss" => &["cipher", "password", "udp"],
+        "trojan" => &["password", "sni", "servername", "skip-cert-verify", "udp"],
+        _ => &[],
+    }
+}
+
+/// Proxy fields that change what goes on the wire. A proxy that turns one on is skipped:
+/// talking to its server without it would fail or, worse, leak.
+pub(super) const PROXY_TRANSPORT: &[&str] = &[
+    "plugin",
+    "network",
+    "ws-opts",
+    "grpc-opts",
+    "h2-opts",
+    "http-opts",
+    "reality-opts",
+    "shadow-tls",
+    "smux",
+    "udp-over-tcp",
+    "flow",
+    "obfs",
+    "obfs-opts",
+    "ss-opts",
+];
+
+/// Proxy fields of mihomo that tune how it dials; tpgate dials its own way and ignores them.
+pub(super) const PROXY_IGNORED: &[&str] = &[
+    "tfo",
+    "mptcp",
+    "ip-version",
+    "interface-name",
+    "routing-mark",
+    "dialer-proxy",
+    "client-fingerprint",
+    "fingerprint",
+    "alpn",
+    "headers",
+    "benchmark-url",
+    "benchmark-timeout",
+    "udp-over-tcp-version",
+    "ech-opts",
+    "certificate",
+    "private-key",
+    "plugin-opts",
+];
+
+/// Fields of a proxy group that tpgate reads.
+pub(super) const GROUP_FIELDS: &[&str] = &[
+    "name",
+    "type",
+    "proxies",
+    "url",
+    "interval",
+    "tolerance",
+    "lazy",
+    "timeout",
+    "strategy",
+];
+
+/// The group types tpgate implements.
+pub(super) const GROUP_TYPES: &[&str] = &["select", "url-test", "fallback", "load-balance", "relay"];
+
+/// Group fields that pull members from providers or by pattern: not supported yet.
+pub(super) const GROUP_NOT_YET: &[&str] = &[
+    "use",
+    "include-all",
+    "include-all-proxies",
+    "include-all-providers",
+    "filter",
+    "exclude-filter",
+    "exclude-type",
+];
+
+/// Group fields that only matter to mihomo's dashboard or dialer.
+pub(super) const GROUP_IGNORED: &[&str] = &[
+    "hidden",
+    "icon",
+    "disable-udp",
+    "interface-name",
+    "routing-mark",
+    "expected-status",
+    "max-failed-times",
+];
+
 /// The candidate closest to `key` by edit distance, when it is close enough to be a typo.
 /// Case and `_` versus `-` do not count as differences.
 pub(super) fn suggest<'a>(key: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    let key: Vec<char> = key
-        .chars()
-        .map(|c| {
-            if c == '_' {
-                '-'
-            } else {
-                c.to_ascii_lowercase()
-            }
-        })
-        .collect();
+    let key = normalize(key);
     let limit = match key.len() {
         0..=4 => 1,
         5..=8 => 2,
@@ -118,15 +231,26 @@ pub(super) fn suggest<'a>(key: &str, candidates: &[&'a str]) -> Option<&'a str> 
     };
     candidates
         .iter()
-        .map(|c| (distance(&key, c), *c))
+        .map(|c| (distance(&key, &normalize(c)), *c))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }
 
+fn normalize(text: &str) -> Vec<char> {
+    text.chars()
+        .map(|c| {
+            if c == '_' {
+                '-'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect()
+}
+
 /// Levenshtein distance, one row at a time.
-fn distance(a: &[char], b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
+fn distance(a: &[char], b: &[char]) -> usize {
     let mut row: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.iter().enumerate() {
         let mut diagonal = row[0];
@@ -153,6 +277,7 @@ mod tests {
         assert_eq!(suggest("lan-interface", INTERCEPT), Some("lan-interfaces"));
         assert_eq!(suggest("colour", TOP), None);
         assert_eq!(suggest("", TOP), None);
+        assert_eq!(suggest("proxy", &["Proxy", "Auto"]), Some("Proxy"));
     }
 
     #[test]
@@ -163,8 +288,25 @@ mod tests {
     }
 
     #[test]
+    fn proxy_field_lists_do_not_overlap() {
+        for kind in PROXY_TYPES {
+            for field in proxy_fields(kind) {
+                assert!(!PROXY_COMMON.contains(field), "{field}");
+                assert!(!PROXY_TRANSPORT.contains(field), "{field}");
+                assert!(!PROXY_IGNORED.contains(field), "{field}");
+            }
+        }
+        for field in PROXY_TRANSPORT {
+            assert!(!PROXY_IGNORED.contains(field), "{field}");
+        }
+        for field in GROUP_FIELDS {
+            assert!(!GROUP_NOT_YET.contains(field) && !GROUP_IGNORED.contains(field));
+        }
+    }
+
+    #[test]
     fn distances() {
-        let d = |a: &str, b| distance(&a.chars().collect::<Vec<_>>(), b);
+        let d = |a: &str, b: &str| distance(&normalize(a), &normalize(b));
         assert_eq!(d("kitten", "sitting"), 3);
         assert_eq!(d("", "abc"), 3);
         assert_eq!(d("abc", ""), 3);

@@ -3,14 +3,23 @@
 //! Reading the file is the caller's job.
 //!
 //! `yaml` turns text into a position-keeping tree, `decode` walks it into the model using
-//! `value` for scalars and `keys` for which keys exist; rule strings are parsed by
-//! [`crate::rules::parse_rule`].
+//! `value` for scalars and `keys` for which keys exist. `proxies` and `groups` read the
+//! upstream sections, `names` resolves the names that group members and rules use
+//! (`cycles` refuses groups that contain themselves), `rule_list` reads `rules` with
+//! [`crate::rules::parse_rule_with`], `controller` the REST API and state-file settings.
 
+mod cipher;
+mod controller;
+mod cycles;
 mod decode;
+mod groups;
 mod intercept;
 mod keys;
 mod model;
+mod names;
+mod proxies;
 mod proxy;
+mod rule_list;
 mod value;
 mod yaml;
 

@@ -1,11 +1,14 @@
 //! The validated config model: what the daemon and the planner consume. Built only by
 //! [`super::load`]; every value here has already been checked.
 
+use std::net::SocketAddr;
+
 use ipnet::IpNet;
 
 use crate::net::{Mark, TableId};
-use crate::rules::Rule;
+use crate::rules::{Action, Rule};
 
+pub use super::groups::DEFAULT_HEALTH_URL;
 pub use super::proxy::*;
 
 /// The default listener port (mihomo's `tproxy-port` convention).
@@ -18,6 +21,8 @@ pub const DEFAULT_FWMARK: Mark = Mark::exact(0x1);
 pub const DEFAULT_ROUTE_TABLE: TableId = TableId(100);
 /// Default priority of the `ip rule` entries.
 pub const DEFAULT_RULE_PRIORITY: u32 = 9000;
+/// Default `state-file`.
+pub const DEFAULT_STATE_FILE: &str = "/var/lib/tpgate/state.json";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -35,6 +40,15 @@ pub struct Config {
     pub proxies: Vec<ProxyDef>,
     /// `proxy-groups:`; [`TargetId`] `proxies.len() + j` names `groups[j]`.
     pub groups: Vec<GroupDef>,
+    /// The group named `GLOBAL`, when the config defines one (see [`Self::global_action`]).
+    pub global_target: Option<TargetId>,
+    /// `external-controller`: where the REST API listens; `None`: no API.
+    pub external_controller: Option<SocketAddr>,
+    /// `secret`: the API's bearer token; `None`: no authentication.
+    pub secret: Option<String>,
+    /// `state-file` (tpgate's own): where the daemon keeps what survives a restart, such
+    /// as the member each select group has chosen.
+    pub state_file: String,
 }
 
 impl Config {
@@ -44,6 +58,16 @@ impl Config {
         match self.proxies.get(i) {
             Some(p) => Some(Target::Proxy(p)),
             None => self.groups.get(i - self.proxies.len()).map(Target::Group),
+        }
+    }
+
+    /// What `mode: global` does with every flow: the `GLOBAL` group when defined, else the
+    /// first proxy, else DIRECT.
+    pub fn global_action(&self) -> Action {
+        match self.global_target {
+            Some(id) => Action::Proxy(id),
+            None if !self.proxies.is_empty() => Action::Proxy(TargetId(0)),
+            None => Action::Direct,
         }
     }
 
@@ -106,6 +130,10 @@ impl Default for Config {
             rules: Vec::new(),
             proxies: Vec::new(),
             groups: Vec::new(),
+            global_target: None,
+            external_controller: None,
+            secret: None,
+            state_file: DEFAULT_STATE_FILE.to_owned(),
         }
     }
 }

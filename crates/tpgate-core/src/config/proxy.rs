@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-/// Index of a rule target in [`super::Config::targets`]: proxies first, then groups.
+/// A proxy or group of a [`super::Config`] (see [`super::Config::target`]): proxies are
+/// numbered first, in file order, then groups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TargetId(pub u32);
 
@@ -15,7 +16,8 @@ pub struct ProxyDef {
     /// Host name or IP literal, as written.
     pub server: String,
     pub port: u16,
-    /// Relay UDP through this proxy (`udp: true`); when false UDP flows that pick it fail.
+    /// Relay UDP through this proxy (`udp: true`, default false as in mihomo); when false
+    /// UDP flows that pick it fail. Always false for `http`.
     pub udp: bool,
     pub kind: ProxyKind,
 }
@@ -74,6 +76,17 @@ impl Cipher {
             Self::Blake3Chacha20Poly1305_2022 => "2022-blake3-chacha20-poly1305",
         }
     }
+
+    /// Key length in bytes; for the 2022 ciphers, the decoded length of each base64 PSK.
+    pub const fn key_len(self) -> usize {
+        match self {
+            Self::Aes128Gcm | Self::Blake3Aes128Gcm2022 => 16,
+            Self::Aes256Gcm
+            | Self::Chacha20IetfPoly1305
+            | Self::Blake3Aes256Gcm2022
+            | Self::Blake3Chacha20Poly1305_2022 => 32,
+        }
+    }
 }
 
 /// A named group of proxies and/or groups.
@@ -81,16 +94,22 @@ impl Cipher {
 pub struct GroupDef {
     pub name: String,
     pub kind: GroupKind,
-    /// Members in order (built-ins DIRECT/REJECT are allowed as members of select/fallback).
+    /// Members in order, never empty. A relay's members are never `Direct` or `Reject`,
+    /// except a lone `[Reject]`: a group left with no usable member (they were all of
+    /// unsupported types, or a relay lost a hop) rejects all traffic.
     pub members: Vec<Member>,
-    /// `url`/`interval`/`lazy`/`timeout`; `None` when the group has no health check.
+    /// `url`/`interval`/`lazy`/`timeout`; always set for url-test, fallback and
+    /// load-balance; for select and relay only when a `url` is written.
     pub health: Option<HealthCheck>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Member {
+    /// `DIRECT`.
     Direct,
+    /// `REJECT` or `REJECT-DROP`.
     Reject,
+    /// Another proxy or group.
     Target(TargetId),
 }
 
@@ -113,11 +132,13 @@ pub enum LbStrategy {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
-    /// An `http://` URL fetched through each member.
+    /// An `http://` or `https://` URL fetched through each member.
     pub url: String,
+    /// Time between checks; zero: no periodic check.
     pub interval: Duration,
     /// Only check while the group is in use (mihomo's default: true).
     pub lazy: bool,
+    /// How long one check may take before the member counts as failed.
     pub timeout: Duration,
 }
 

@@ -2,6 +2,8 @@
 //! message saying what was expected and what was found. Positions and paths are added by
 //! the caller; these functions only look at one node.
 
+use std::net::IpAddr;
+
 use ipnet::IpNet;
 
 use super::yaml::{Node, Value};
@@ -51,6 +53,61 @@ pub(super) fn string(node: &Node) -> Result<&str, String> {
         Value::Null => Err("missing value; expected a string".to_owned()),
         other => Err(format!("expected a string, found {}", other.describe())),
     }
+}
+
+/// Text that mihomo reads weakly typed: a string, or an integer taken as its digits
+/// (`password: 123456`, `name: 1`).
+pub(super) fn text(node: &Node) -> Result<String, String> {
+    match &node.value {
+        Value::Str(s) => Ok(s.clone()),
+        Value::Int(i) => Ok(i.to_string()),
+        Value::Null => Err("missing value; expected a string".to_owned()),
+        other => Err(format!("expected a string, found {}", other.describe())),
+    }
+}
+
+/// A server address as mihomo takes it: an IP literal (IPv6 without brackets) or a host
+/// name in DNS syntax.
+pub(super) fn host(node: &Node) -> Result<String, String> {
+    let text = string(node)?;
+    if text.parse::<IpAddr>().is_ok() {
+        return Ok(text.to_owned());
+    }
+    if let Some(inner) = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+        if inner.parse::<IpAddr>().is_ok() {
+            return Err(format!("write the IPv6 address without brackets: `{inner}`"));
+        }
+    }
+    let name = text.strip_suffix('.').unwrap_or(text);
+    let bad = |why: &str| Err(format!("`{text}` is not an IP address or a host name: {why}"));
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.len() > 253 {
+        return bad("longer than 253 characters");
+    }
+    let mut numeric = true;
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return bad("each dot-separated label has 1 to 63 characters");
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
+            return bad(&format!(
+                "{c:?} is not allowed (letters, digits, `-` and `_`; IDNs in punycode)"
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return bad("a label cannot start or end with `-`");
+        }
+        numeric &= label.bytes().all(|b| b.is_ascii_digit());
+    }
+    if numeric {
+        return bad("all digits, but not a valid IPv4 address");
+    }
+    Ok(text.to_owned())
 }
 
 /// The items of a list; an empty value (`key:` alone) is an empty list.
@@ -213,5 +270,45 @@ mod tests {
         assert!(interface(&s("eth 0")).is_err());
         assert!(interface(&s("..")).is_err());
         assert!(interface(&node(Value::Int(1))).is_err());
+    }
+
+    #[test]
+    fn texts() {
+        assert_eq!(text(&s("hk 1")), Ok("hk 1".into()));
+        assert_eq!(text(&node(Value::Int(123456))), Ok("123456".into()));
+        assert!(text(&node(Value::Bool(true))).is_err());
+        assert!(text(&node(Value::Null))
+            .unwrap_err()
+            .contains("missing value"));
+    }
+
+    #[test]
+    fn hosts() {
+        for ok in [
+            "example.com",
+            "example.com.",
+            "a-b.c_d.example",
+            "192.0.2.1",
+            "2001:db8::1",
+            "localhost",
+            "1a",
+        ] {
+            assert_eq!(host(&s(ok)), Ok(ok.into()), "{ok}");
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            ("[2001:db8::1]", "without brackets"),
+            ("a..b", "1 to 63"),
+            ("-a.example", "start or end"),
+            ("a b", "' '"),
+            ("exämple.com", "punycode"),
+            ("192.0.2.300", "all digits"),
+            ("1.2.3", "all digits"),
+            (&"a".repeat(64), "1 to 63"),
+        ] {
+            let e = host(&s(bad)).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        assert!(host(&node(Value::Int(1))).is_err());
     }
 }

@@ -32,26 +32,28 @@ fn net_contains(net: &IpNet, addr: IpAddr) -> bool {
 }
 
 impl RuleEngine {
-    /// First match wins; no match is DIRECT. `global` and `direct` modes are DIRECT until
-    /// upstream proxies exist.
+    /// `rule` mode: first match wins, no match is DIRECT. `global` mode: the global
+    /// action for every flow. `direct` mode: DIRECT.
     pub fn decide(&self, flow: &FlowMeta) -> Decision {
-        if self.mode == Mode::Rule {
-            if let Some((index, rule)) = self
-                .rules
-                .iter()
-                .enumerate()
-                .find(|(_, rule)| rule.matcher.matches(flow))
-            {
-                return Decision {
-                    action: rule.action,
-                    rule: Some(index),
-                };
+        let action = match self.mode {
+            Mode::Rule => {
+                if let Some((index, rule)) = self
+                    .rules
+                    .iter()
+                    .enumerate()
+                    .find(|(_, rule)| rule.matcher.matches(flow))
+                {
+                    return Decision {
+                        action: rule.action,
+                        rule: Some(index),
+                    };
+                }
+                Action::Direct
             }
-        }
-        Decision {
-            action: Action::Direct,
-            rule: None,
-        }
+            Mode::Global => self.global,
+            Mode::Direct => Action::Direct,
+        };
+        Decision { action, rule: None }
     }
 }
 
@@ -62,6 +64,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::config::TargetId;
     use crate::net::{Network, Origin};
     use crate::rules::{parse_rule, PortRange, Rule};
 
@@ -76,7 +79,7 @@ mod tests {
 
     fn engine(rules: &[&str], mode: Mode) -> RuleEngine {
         let rules = rules.iter().map(|r| parse_rule(r).unwrap()).collect();
-        RuleEngine::new(rules, mode)
+        RuleEngine::new(rules, mode, Action::Proxy(TargetId(7)))
     }
 
     fn decided(action: Action, rule: Option<usize>) -> Decision {
@@ -111,12 +114,15 @@ mod tests {
     }
 
     #[test]
-    fn global_and_direct_modes_are_direct() {
-        for mode in [Mode::Global, Mode::Direct] {
-            let e = engine(&["MATCH,REJECT"], mode);
-            let f = flow("198.51.100.2:1", "192.0.2.9:2");
-            assert_eq!(e.decide(&f), decided(Action::Direct, None));
-        }
+    fn global_mode_is_the_global_action_and_direct_mode_is_direct() {
+        let f = flow("198.51.100.2:1", "192.0.2.9:2");
+        let e = engine(&["MATCH,REJECT"], Mode::Global);
+        assert_eq!(e.decide(&f), decided(Action::Proxy(TargetId(7)), None));
+        assert_eq!(e.global(), Action::Proxy(TargetId(7)));
+        let e = engine(&["MATCH,REJECT"], Mode::Direct);
+        assert_eq!(e.decide(&f), decided(Action::Direct, None));
+        let e = RuleEngine::new(Vec::new(), Mode::Global, Action::Direct);
+        assert_eq!(e.decide(&f), decided(Action::Direct, None));
     }
 
     #[test]
@@ -226,7 +232,7 @@ mod tests {
                 text: String::new(),
             }).collect();
             let expected = ranges.iter().position(|&(s, len, _)| s <= port && port <= s + len);
-            let e = RuleEngine::new(rules, Mode::Rule);
+            let e = RuleEngine::new(rules, Mode::Rule, Action::Direct);
             let d = e.decide(&with_dst(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
             prop_assert_eq!(d.rule, expected);
             let action = expected.map_or(Action::Direct, |i| actions[ranges[i].2]);

@@ -7,7 +7,7 @@ mod engine;
 mod parse;
 
 pub(crate) use parse::parse_cidr;
-pub use parse::{parse_rule, RuleError};
+pub use parse::{parse_rule, parse_rule_with, RuleError};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -114,11 +114,23 @@ pub struct Decision {
 pub struct RuleEngine {
     rules: Vec<Rule>,
     mode: crate::config::Mode,
+    /// What `mode: global` sends every flow to (see `Config::global_action`).
+    global: Action,
 }
 
 impl RuleEngine {
-    pub fn new(rules: Vec<Rule>, mode: crate::config::Mode) -> Self {
-        Self { rules, mode }
+    /// `global` is the action of `mode: global`, usually `config.global_action()`.
+    pub fn new(rules: Vec<Rule>, mode: crate::config::Mode, global: Action) -> Self {
+        Self {
+            rules,
+            mode,
+            global,
+        }
+    }
+
+    /// The engine a loaded config describes.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self::new(config.rules.clone(), config.mode, config.global_action())
     }
 
     /// The rule at `index` (as returned in a [`Decision`]).
@@ -133,5 +145,10 @@ impl RuleEngine {
 
     pub fn mode(&self) -> crate::config::Mode {
         self.mode
+    }
+
+    /// The action of `mode: global`.
+    pub fn global(&self) -> Action {
+        self.global
     }
 }

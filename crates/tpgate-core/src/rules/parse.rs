@@ -1,6 +1,7 @@
 //! One Clash rule string (`TYPE,ARG,TARGET[,no-resolve]`) -> [`Rule`]. Knows which rule
 //! types mihomo has that tpgate does not support yet, so callers can skip those with a
-//! warning instead of failing; it does not know the config's proxy names (the caller does).
+//! warning instead of failing; it does not know the config's proxy names: the caller
+//! passes a lookup for them.
 
 use std::net::IpAddr;
 
@@ -15,9 +16,9 @@ pub enum RuleError {
     /// A rule type mihomo has and tpgate does not support yet; the caller skips the rule.
     #[error("{kind} rules are not supported yet")]
     Unsupported { kind: String },
-    /// The rule is well formed but its target is none of the built-in actions: a proxy or
-    /// group name (only the caller knows which names the config defines) or a typo.
-    #[error("unknown target `{target}` (expected DIRECT, REJECT or REJECT-DROP)")]
+    /// The rule is well formed but its target is neither a built-in action nor a name the
+    /// caller's lookup knows.
+    #[error("unknown target `{target}` (expected DIRECT, REJECT, REJECT-DROP or a proxy name)")]
     UnknownTarget { target: String },
     /// The rule cannot be read: the message says why.
     #[error("{0}")]
@@ -61,9 +62,19 @@ const UNSUPPORTED: &[&str] = &[
 const SUPPORTED: &str =
     "IP-CIDR, IP-CIDR6, SRC-IP-CIDR, DST-PORT, SRC-PORT, NETWORK, ORIGIN, MATCH";
 
-/// Parses one rule as written in a Clash `rules:` list. Type, target and `no-resolve` are
-/// case-insensitive; whitespace around commas is ignored.
+/// Parses one rule as written in a Clash `rules:` list, with only the built-in targets.
+/// Type, built-in target and `no-resolve` are case-insensitive; whitespace around commas is
+/// ignored.
 pub fn parse_rule(text: &str) -> Result<Rule, RuleError> {
+    parse_rule_with(text, |_| None)
+}
+
+/// Like [`parse_rule`], but a target that is not a built-in is passed to `targets`, which
+/// resolves a proxy or group name (exactly as written) to its action.
+pub fn parse_rule_with(
+    text: &str,
+    targets: impl Fn(&str) -> Option<Action>,
+) -> Result<Rule, RuleError> {
     let text = text.trim();
     let fields: Vec<&str> = text.split(',').map(str::trim).collect();
     let kind = fields[0].to_ascii_uppercase();
@@ -90,7 +101,11 @@ pub fn parse_rule(text: &str) -> Result<Rule, RuleError> {
     };
     let target = match rest.first() {
         Some(t) if !t.is_empty() => *t,
-        _ => return Err(malformed("missing target (DIRECT, REJECT or REJECT-DROP)")),
+        _ => {
+            return Err(malformed(
+                "missing target (DIRECT, REJECT, REJECT-DROP or a proxy name)",
+            ))
+        }
     };
     let mut no_resolve = false;
     for option in &rest[1..] {
@@ -106,11 +121,9 @@ pub fn parse_rule(text: &str) -> Result<Rule, RuleError> {
         "DIRECT" => Action::Direct,
         "REJECT" => Action::Reject,
         "REJECT-DROP" => Action::RejectDrop,
-        _ => {
-            return Err(RuleError::UnknownTarget {
-                target: target.to_owned(),
-            })
-        }
+        _ => targets(target).ok_or_else(|| RuleError::UnknownTarget {
+            target: target.to_owned(),
+        })?,
     };
     Ok(Rule {
         matcher,
@@ -216,6 +229,7 @@ fn port(text: &str) -> Result<u16, RuleError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::TargetId;
 
     fn ok(text: &str) -> Rule {
         parse_rule(text).unwrap_or_else(|e| panic!("{text}: {e}"))
@@ -326,6 +340,23 @@ mod tests {
                 target: "🚀 Proxy".into()
             })
         );
+    }
+
+    #[test]
+    fn named_targets_go_through_the_lookup() {
+        let lookup = |name: &str| (name == "🚀 Proxy").then_some(Action::Proxy(TargetId(3)));
+        let r = parse_rule_with("DST-PORT,443,🚀 Proxy ,no-resolve", lookup).unwrap();
+        assert_eq!(r.action, Action::Proxy(TargetId(3)));
+        assert!(r.no_resolve);
+        assert_eq!(
+            parse_rule_with("MATCH,🚀 proxy", lookup),
+            Err(RuleError::UnknownTarget {
+                target: "🚀 proxy".into()
+            })
+        );
+        // Built-ins win over the lookup.
+        let all = |_: &str| Some(Action::Proxy(TargetId(0)));
+        assert_eq!(parse_rule_with("MATCH,direct", all).unwrap().action, Action::Direct);
     }
 
     #[test]

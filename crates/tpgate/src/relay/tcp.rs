@@ -1,21 +1,19 @@
 //! TCP: accept TPROXY'd connections (the original destination is the accepted socket's
 //! local address), decide, and relay.
 
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::shutdown::Shutdown;
-use socket2::{SockRef, Type};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tpgate_core::net::Network;
-use tpgate_core::rules::Action;
+use socket2::SockRef;
+use tokio::net::{TcpListener, TcpStream};
+use tpgate_core::net::{Destination, Network};
 use tracing::{debug, info, warn};
 
-use super::{action_name, copy, origin_name, Shared};
+use super::{copy, origin_name, Shared, Way};
+use crate::outbound::{connect_marked, Pick};
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long REJECT-DROP holds a connection without answering.
 const DROP_HOLD: Duration = Duration::from_secs(30);
@@ -60,46 +58,64 @@ async fn handle(client: TcpStream, src: SocketAddr, shared: Arc<Shared>) {
         "tcp {src} -> {dst} origin={} rule=\"{}\" action={}",
         origin_name(v.origin),
         v.rule,
-        action_name(v.action)
+        v.route()
     );
-    match v.action {
-        Action::Reject => reset(&client),
-        Action::RejectDrop => {
-            // Say nothing; let the client give up, within a bound.
-            let mut buf = [0u8; 1];
-            let _ = tokio::time::timeout(DROP_HOLD, client.peek(&mut buf)).await;
-        }
-        Action::Direct => direct(client, src, dst, shared.routing_mark).await,
+    match v.way {
+        Way::Reject => reset(&client),
+        Way::RejectDrop => hold(&client).await,
+        Way::Direct => match connect_marked(dst, shared.routing_mark).await {
+            Ok(server) => relay(client, server, src, dst).await,
+            Err(e) => {
+                info!("tcp {src} -> {dst} connect failed: {e}");
+                reset(&client);
+            }
+        },
+        Way::Proxy(pick) => proxied(client, src, dst, pick, &shared).await,
     }
 }
 
-async fn direct(client: TcpStream, src: SocketAddr, dst: SocketAddr, mark: u32) {
-    let server = match tokio::time::timeout(CONNECT_TIMEOUT, connect(dst, mark)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            info!("tcp {src} -> {dst} connect failed: {e}");
-            reset(&client);
-            return;
+/// Through the picked upstream(s). A failed dial is reported to the groups that chose it and
+/// the choice is made again (fallback and url-test then move on), a bounded number of times.
+async fn proxied(client: TcpStream, src: SocketAddr, dst: SocketAddr, mut pick: Pick, shared: &Shared) {
+    let o = &shared.outbounds;
+    let target = Destination::Addr(dst);
+    for attempt in 0..3 {
+        match o.connect(&pick.leaf, &target).await {
+            Ok(Some(server)) => return relay(client, server, src, dst).await,
+            Ok(None) => return reset(&client),
+            Err(e) => {
+                o.report_failure(&pick);
+                let again = match pick.target() {
+                    Some(id) if attempt < 2 => o.pick(id, &target),
+                    _ => pick.clone(),
+                };
+                if again.route == pick.route {
+                    info!("tcp {src} -> {dst} via {} failed: {e}", pick.route);
+                    return reset(&client);
+                }
+                info!("tcp {src} -> {dst} via {} failed ({e}); retrying via {}", pick.route, again.route);
+                pick = again;
+            }
         }
-        Err(_) => {
-            info!("tcp {src} -> {dst} connect timed out");
-            reset(&client);
-            return;
-        }
-    };
+    }
+    reset(&client);
+}
+
+async fn relay<S>(client: TcpStream, server: S, src: SocketAddr, dst: SocketAddr)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let _ = client.set_nodelay(true);
-    let _ = server.set_nodelay(true);
     match copy::relay(client, server, IDLE_TIMEOUT).await {
         Ok((up, down)) => debug!("tcp {src} -> {dst} closed up={up} down={down}"),
         Err(e) => debug!("tcp {src} -> {dst} ended: {e}"),
     }
 }
 
-/// Connects to `dst` from a socket carrying the routing mark, so it is never intercepted.
-pub(crate) async fn connect(dst: SocketAddr, mark: u32) -> io::Result<TcpStream> {
-    let s = tpgate_sys::outbound_socket(dst.is_ipv6(), Type::STREAM, mark)?;
-    let s: std::net::TcpStream = s.into();
-    TcpSocket::from_std_stream(s).connect(dst).await
+/// REJECT-DROP: say nothing; let the client give up, within a bound.
+async fn hold(client: &TcpStream) {
+    let mut buf = [0u8; 1];
+    let _ = tokio::time::timeout(DROP_HOLD, client.peek(&mut buf)).await;
 }
 
 /// Closes with a RST instead of a FIN (REJECT, failed upstream).

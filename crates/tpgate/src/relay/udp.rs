@@ -16,13 +16,15 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
-use tpgate_core::net::Network;
-use tpgate_core::rules::Action;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tpgate_core::net::{Destination, Network};
 use tpgate_sys::{recv_with_orig_dst, Datagram, UdpRole};
 use tracing::{debug, info, warn};
 
 use super::tcp::canonical;
-use super::{action_name, origin_name, Shared};
+use super::{origin_name, Shared, Way};
+use crate::outbound::{Leaf, Pick, Upstream};
 use crate::shutdown::Shutdown;
 
 /// At most this many flows; datagrams of new flows beyond it are dropped.
@@ -32,6 +34,8 @@ const IDLE: Duration = Duration::from_secs(60);
 const IDLE_DNS: Duration = Duration::from_secs(10);
 const SWEEP: Duration = Duration::from_secs(2);
 const MAX_DATAGRAM: usize = 65_536;
+/// Datagrams waiting for a proxied flow's task; more are dropped.
+const QUEUE: usize = 256;
 
 thread_local! {
     /// One receive buffer per worker thread for replies, so an idle flow holds no buffer.
@@ -40,9 +44,18 @@ thread_local! {
 
 type Key = (SocketAddr, SocketAddr);
 
+/// Where a flow's client datagrams go.
+enum FlowOut {
+    /// Rejected, or could not be opened: dropped until the flow goes idle.
+    Drop,
+    /// DIRECT: straight to a connected socket, no copy, no queue.
+    Direct(Arc<UdpSocket>),
+    /// Through an upstream: a bounded queue to the flow's task (full: dropped).
+    Queue(mpsc::Sender<Bytes>),
+}
+
 struct Flow {
-    /// `None`: the flow is rejected; its datagrams are dropped until it goes idle.
-    out: Option<Arc<UdpSocket>>,
+    out: FlowOut,
     replier: Option<AbortHandle>,
     /// Milliseconds since `Nat::start` of the last datagram either way.
     last: Arc<AtomicU64>,
@@ -141,8 +154,14 @@ impl Nat {
         };
         if let Some(f) = flows.get(&(src, dst)) {
             f.last.store(now, Ordering::Relaxed);
-            if let Some(out) = &f.out {
-                send_or_drop(out, data);
+            match &f.out {
+                FlowOut::Direct(out) => send_or_drop(out, data),
+                FlowOut::Queue(tx) => {
+                    if tx.try_send(Bytes::copy_from_slice(data)).is_err() {
+                        debug!("udp {src} -> {dst} datagram dropped: queue full");
+                    }
+                }
+                FlowOut::Drop => {}
             }
             return;
         }
@@ -153,7 +172,7 @@ impl Nat {
         let idle = if dst.port() == 53 { IDLE_DNS } else { IDLE };
         let last = Arc::new(AtomicU64::new(now));
         let mut flow = Flow {
-            out: None,
+            out: FlowOut::Drop,
             replier: None,
             last: last.clone(),
             idle,
@@ -166,17 +185,38 @@ impl Nat {
                 "udp {src} -> {dst} origin={} rule=\"{}\" action={}",
                 origin_name(v.origin),
                 v.rule,
-                action_name(v.action)
+                v.route()
             );
-            if v.action == Action::Direct {
-                match self.open_direct(src, dst, last) {
-                    Ok((out, replier)) => {
-                        send_or_drop(&out, data);
-                        flow.out = Some(out);
-                        flow.replier = Some(replier);
+            let opened = match v.way {
+                Way::Direct => Some(self.open_direct(src, dst, last)),
+                Way::Proxy(pick) => match &pick.leaf {
+                    Leaf::Direct => Some(self.open_direct(src, dst, last)),
+                    Leaf::Reject => None,
+                    Leaf::Chain(chain) if chain.len() == 1 => {
+                        let up = chain[0].clone();
+                        Some(self.open_proxied(src, dst, up, pick, last))
                     }
-                    Err(e) => info!("udp {src} -> {dst} cannot open: {e}"),
+                    Leaf::Chain(_) => {
+                        info!("udp {src} -> {dst} dropped: relay chains carry TCP only");
+                        None
+                    }
+                },
+                Way::Reject | Way::RejectDrop => None,
+            };
+            match opened {
+                Some(Ok((out, task))) => {
+                    match &out {
+                        FlowOut::Direct(s) => send_or_drop(s, data),
+                        FlowOut::Queue(tx) => {
+                            let _ = tx.try_send(Bytes::copy_from_slice(data));
+                        }
+                        FlowOut::Drop => {}
+                    }
+                    flow.out = out;
+                    flow.replier = Some(task);
                 }
+                Some(Err(e)) => info!("udp {src} -> {dst} cannot open: {e}"),
+                None => {}
             }
         }
         flows.insert((src, dst), flow);
@@ -187,7 +227,7 @@ impl Nat {
         src: SocketAddr,
         dst: SocketAddr,
         last: Arc<AtomicU64>,
-    ) -> io::Result<(Arc<UdpSocket>, AbortHandle)> {
+    ) -> io::Result<(FlowOut, AbortHandle)> {
         let mark = self.shared.routing_mark;
         let s = tpgate_sys::outbound_socket(dst.is_ipv6(), Type::DGRAM, mark)?;
         s.connect(&dst.into())?;
@@ -195,7 +235,23 @@ impl Nat {
         let reply = self.reply_socket(dst)?;
         let nat = self.clone();
         let task = tokio::spawn(replies(out.clone(), reply, src, dst, last, nat));
-        Ok((out, task.abort_handle()))
+        Ok((FlowOut::Direct(out), task.abort_handle()))
+    }
+
+    /// A flow through one upstream: its task opens the association (datagrams meanwhile
+    /// wait in the bounded queue) and then pumps both ways.
+    fn open_proxied(
+        self: &Arc<Self>,
+        src: SocketAddr,
+        dst: SocketAddr,
+        up: Arc<Upstream>,
+        pick: Pick,
+        last: Arc<AtomicU64>,
+    ) -> io::Result<(FlowOut, AbortHandle)> {
+        let reply = self.reply_socket(dst)?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let task = tokio::spawn(proxied(self.clone(), up, pick, src, dst, reply, rx, last));
+        Ok((FlowOut::Queue(tx), task.abort_handle()))
     }
 
     fn reply_socket(&self, from: SocketAddr) -> io::Result<Arc<UdpSocket>> {
@@ -251,6 +307,54 @@ async fn replies(
 /// Sends without waiting: a full socket buffer drops the datagram (UDP semantics) instead of
 /// queueing without bound. Goes straight to the socket because tokio's `try_send` refuses
 /// until the reactor has once reported the socket writable.
+#[allow(clippy::too_many_arguments)]
+async fn proxied(
+    nat: Arc<Nat>,
+    up: Arc<Upstream>,
+    pick: Pick,
+    client: SocketAddr,
+    dst: SocketAddr,
+    reply: Arc<UdpSocket>,
+    mut rx: mpsc::Receiver<Bytes>,
+    last: Arc<AtomicU64>,
+) {
+    let outbounds = &nat.shared.outbounds;
+    let target = Destination::Addr(dst);
+    let (mut tx_half, mut rx_half) = match up.open_udp(&outbounds.ctx, &target).await {
+        Ok(halves) => halves,
+        Err(e) => {
+            outbounds.report_failure(&pick);
+            info!("udp {client} -> {dst} via {} failed: {e}", pick.route);
+            return;
+        }
+    };
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        tokio::select! {
+            pkt = rx.recv() => match pkt {
+                Some(p) => {
+                    if let Err(e) = tx_half.send(&target, &p).await {
+                        debug!("udp {client} -> {dst} via {}: send failed: {e}", pick.route);
+                    }
+                }
+                None => return,
+            },
+            r = rx_half.recv(&mut buf) => match r {
+                Ok(n) => {
+                    if let Err(e) = SockRef::from(&*reply).send_to(&buf[..n], &client.into()) {
+                        debug!("udp {dst} -> {client} reply dropped: {e}");
+                    }
+                    last.store(nat.now_ms(), Ordering::Relaxed);
+                }
+                Err(e) => {
+                    debug!("udp {client} -> {dst} via {} ended: {e}", pick.route);
+                    return;
+                }
+            },
+        }
+    }
+}
+
 fn send_or_drop(out: &UdpSocket, data: &[u8]) {
     if let Err(e) = SockRef::from(out).send(data) {
         debug!("udp datagram dropped: {e}");

@@ -4,7 +4,9 @@
 //! the test panics. Nothing here touches the root network namespace: links are created
 //! directly inside the lab's namespaces and every sysctl is written through `ip netns exec`.
 //!
-//! Deliberately not here: the tpgate process ([`daemon`]) and the echo peers ([`peers`]).
+//! Deliberately not here: the tpgate process ([`daemon`]), the echo peers ([`peers`]), the
+//! optional WAN switch with extra hosts for upstream proxies ([`wan`]), the real upstream proxy
+//! servers ([`upstreams`]) and the minimal proxy clients and HTTP helpers ([`clients`]).
 //!
 //! Run as root: `cargo test -p tpgate --test e2e_tcp` (also `e2e_udp`, `e2e_lifecycle`,
 //! `e2e_lab`); without root every test prints `SKIPPED` and passes. Needs `ip` (iproute2)
@@ -12,13 +14,21 @@
 // Each test binary uses a different part of the lab.
 #![allow(dead_code, unused_imports)]
 
+mod clients;
 mod daemon;
+mod http;
 mod peers;
 mod process;
+mod upstreams;
+mod wan;
 
+pub(crate) use clients::*;
 pub(crate) use daemon::*;
+pub(crate) use http::*;
 pub(crate) use peers::*;
 pub(crate) use process::*;
+pub(crate) use upstreams::*;
+pub(crate) use wan::*;
 
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -178,6 +188,11 @@ pub(crate) struct Lab {
     pub(crate) wan_if: String,
     /// Scratch directory for config files; removed on drop.
     pub(crate) dir: PathBuf,
+    /// The WAN switch namespace, when the lab has [`WanHost`]s (see [`Lab::with_wan_hosts`]);
+    /// otherwise the gateway and the server are wired directly.
+    pub(crate) wan_switch: Option<Netns>,
+    /// Extra hosts on the WAN (203.0.113.3, .4, ...), each in its own namespace.
+    pub(crate) hosts: Vec<WanHost>,
     /// Namespaces created so far, deleted on drop (also after a half-built lab).
     created: Vec<String>,
 }
@@ -202,6 +217,11 @@ impl Lab {
     /// Builds a lab, or returns `None` (after saying so) when not running as root.
     /// `tag` is a short word naming the test, shown in the namespace names.
     pub(crate) fn new(tag: &str) -> Option<Self> {
+        Self::create(tag, 0)
+    }
+
+    /// Builds a lab with `hosts` [`WanHost`]s, or `None` when not running as root.
+    fn create(tag: &str, hosts: usize) -> Option<Self> {
         if !can_run(tag) {
             return None;
         }
@@ -229,16 +249,21 @@ impl Lab {
             lan_if: format!("lan{pid:x}n{n}"),
             wan_if: "wan0".to_owned(),
             dir,
+            wan_switch: None,
+            hosts: Vec::new(),
             created: Vec::new(),
         };
-        lab.build();
+        lab.build(hosts);
         Some(lab)
     }
 
-    fn build(&mut self) {
+    fn build(&mut self, hosts: usize) {
         for name in [&self.client.name, &self.gw.name, &self.server.name] {
             run("ip", &["netns", "add", name]).ok_or_panic();
             self.created.push(name.clone());
+        }
+        if hosts > 0 {
+            self.build_wan_switch(hosts);
         }
         let (c, g, s) = (&self.client, &self.gw, &self.server);
         for ns in [c, g, s] {
@@ -259,18 +284,20 @@ impl Lab {
             "netns",
             &c.name,
         ]);
-        g.ip(&[
-            "link",
-            "add",
-            &self.wan_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &s.name,
-        ]);
+        if self.wan_switch.is_none() {
+            g.ip(&[
+                "link",
+                "add",
+                &self.wan_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &s.name,
+            ]);
+        }
 
         let v4 = Family::V4.addrs();
         let v6 = Family::V6.addrs();
@@ -396,6 +423,7 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        self.stop_host_processes();
         for name in self.created.iter().rev() {
             let out = run("ip", &["netns", "del", name]);
             if !out.success() {

@@ -10,11 +10,19 @@ routing-mark: 0xff
 mode: rule
 log-level: info
 port: 7890
+external-controller: 127.0.0.1:9090
+secret: s
 proxies:
-  - {name: a, type: ss}
+  - {name: a, type: ss, server: 192.0.2.1, port: 8388, cipher: aes-128-gcm, password: x}
+  - {name: b, type: trojan, server: example.com, port: 443, password: x, sni: example.net}
+  - {name: c, type: socks5, server: 192.0.2.2, port: 1080, username: u, password: p, udp: true}
+  - {name: v, type: vmess, server: 192.0.2.3, port: 443, uuid: x}
 proxy-groups:
   - name: G
-    proxies: [a]
+    type: select
+    proxies: [a, H, DIRECT]
+  - {name: H, type: url-test, proxies: [b, c, v], interval: 60}
+  - {name: R, type: relay, proxies: [a, b]}
 intercept:
   lan-interfaces: [br-lan]
   fwmark: '0x1/0xff'
@@ -57,6 +65,12 @@ fn yamlish() -> impl Strategy<Value = String> {
             Just("intercept"),
             Just("fwmark"),
             Just("MATCH,DIRECT"),
+            Just("proxies"),
+            Just("proxy-groups"),
+            Just("name"),
+            Just("type"),
+            Just("ss"),
+            Just("relay"),
             Just("tproxy-port"),
             Just("<<: "),
             Just("\t"),

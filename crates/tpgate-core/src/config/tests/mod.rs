@@ -4,7 +4,9 @@
 
 mod errors;
 mod fuzz;
+mod groups;
 mod mihomo;
+mod proxies;
 
 use ipnet::IpNet;
 
@@ -38,6 +40,16 @@ fn error_at(text: &str, line: usize, col: usize, path: &str) -> String {
         assert!(e.message.starts_with(&format!("{path}: ")), "{e:#?}");
     }
     e.message.clone()
+}
+
+/// Warnings as displayed: `line:col: path: message`.
+fn warnings(l: &Loaded) -> Vec<String> {
+    l.warnings.iter().map(ToString::to_string).collect()
+}
+
+/// Errors as displayed, for texts with several.
+fn error_lines(text: &str) -> Vec<String> {
+    errors(text).iter().map(ToString::to_string).collect()
 }
 
 fn net(s: &str) -> IpNet {

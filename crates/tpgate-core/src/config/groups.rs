@@ -1,0 +1,319 @@
+//! `proxy-groups:` -> [`GroupDef`]s, in two passes: `groups` reads each group's own fields,
+//! then, once every proxy and group name is known, `resolve` turns member names into
+//! [`Member`]s (a group may name one declared later) and rejects cycles.
+
+use std::time::Duration;
+
+use super::cycles::report_cycles;
+use super::decode::{check, entries};
+use super::names::{self, Declared, Known, Names, Outcome};
+use super::yaml::{Node, Pos, Value};
+use super::{keys, value, Diags, GroupDef, GroupKind, HealthCheck, LbStrategy, Member};
+
+/// The URL url-test, fallback and load-balance groups check when none is written.
+pub const DEFAULT_HEALTH_URL: &str = "https://www.gstatic.com/generate_204";
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
+const DEFAULT_TOLERANCE: Duration = Duration::from_millis(150);
+const DEFAULT_TIMEOUT: Duration = Duration::from_millis(5000);
+
+/// A group whose own fields are read and whose members are still names.
+pub(super) struct RawGroup<'a> {
+    name: String,
+    name_pos: Pos,
+    kind: GroupKind,
+    members: &'a [Node],
+    health: Option<HealthCheck>,
+    /// `use` or `include-all*` was written: members tpgate does not fetch yet, so an empty
+    /// `proxies` is not the user's mistake.
+    providers: bool,
+}
+
+pub(super) fn groups<'a>(node: &'a Node, d: &mut Diags) -> Vec<Declared<RawGroup<'a>>> {
+    let Some(list) = check(d, node, "proxy-groups", value::list(node)) else {
+        return Vec::new();
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, item)| group(item, format!("proxy-groups[{i}]"), d))
+        .collect()
+}
+
+fn group<'a>(node: &'a Node, path: String, d: &mut Diags) -> Declared<RawGroup<'a>> {
+    let mut out = Declared {
+        path,
+        name: None,
+        outcome: Outcome::Invalid,
+    };
+    let path = out.path.clone();
+    if !matches!(node.value, Value::Map(_)) {
+        let found = node.value.describe();
+        let message = format!("a proxy group is a mapping with name, type and proxies, found {found}");
+        d.error(node.pos, &path, message);
+        return out;
+    }
+    let errors = d.errors.len();
+    let fields = entries(node, &path, d);
+    let field = |key: &str| fields.iter().find(|e| e.key == key).map(|e| e.value);
+    let at = |key: &str| format!("{path}.{key}");
+    for key in ["name", "type"] {
+        if field(key).is_none() {
+            d.error(node.pos, &path, format!("missing `{key}`"));
+        }
+    }
+    out.name = field("name").and_then(|n| {
+        check(d, n, &at("name"), names::name(n, true)).map(|name| (name, n.pos))
+    });
+    let who = out
+        .name
+        .as_ref()
+        .map_or_else(|| "group".to_owned(), |(n, _)| format!("group `{n}`"));
+    let Some(type_node) = field("type") else {
+        return out;
+    };
+    let Some(kind) = check(d, type_node, &at("type"), value::string(type_node)) else {
+        return out;
+    };
+    let kind = kind.trim().to_ascii_lowercase();
+    if !keys::GROUP_TYPES.contains(&kind.as_str()) {
+        let why = match keys::suggest(&kind, keys::GROUP_TYPES) {
+            Some(s) if kind != "smart" => format!("unknown type `{kind}` (did you mean `{s}`?)"),
+            _ => format!("type {kind} is not supported by tpgate"),
+        };
+        d.warn(type_node.pos, &at("type"), format!("{why}; {who} skipped"));
+        if d.errors.len() == errors {
+            out.outcome = Outcome::Skipped;
+        }
+        return out;
+    }
+    let mut providers = false;
+    for e in &fields {
+        let key = e.key;
+        if keys::GROUP_FIELDS.contains(&key) {
+            continue;
+        }
+        let message = if keys::GROUP_NOT_YET.contains(&key) {
+            providers |= key == "use" || key.starts_with("include-all");
+            "not supported yet; ignored".to_owned()
+        } else if keys::GROUP_IGNORED.contains(&key) {
+            "not used by tpgate; ignored".to_owned()
+        } else {
+            let hint = keys::suggest(key, keys::GROUP_FIELDS)
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            format!("unknown field{hint}; ignored")
+        };
+        d.warn(e.key_pos, &at(key), message);
+    }
+
+    let members = match field("proxies") {
+        Some(n) => check(d, n, &at("proxies"), value::list(n)).unwrap_or_default(),
+        None => &[],
+    };
+    if members.is_empty() && !providers && d.errors.len() == errors {
+        let where_ = field("proxies").map_or(node.pos, |n| n.pos);
+        let message = format!("a {kind} group needs at least one member in `proxies`");
+        d.error(where_, &at("proxies"), message);
+    }
+    let only = |d: &mut Diags, key: &str, types: &str| {
+        if let Some(e) = fields.iter().find(|e| e.key == key) {
+            d.warn(e.key_pos, &at(key), format!("only used by {types} groups; ignored"));
+        }
+    };
+    let millis = |d: &mut Diags, key: &str| {
+        let n = field(key)?;
+        check(d, n, &at(key), value::uint(n, u32::MAX.into())).map(Duration::from_millis)
+    };
+    let kind = match kind.as_str() {
+        "select" => GroupKind::Select,
+        "url-test" => GroupKind::UrlTest {
+            tolerance: millis(d, "tolerance").unwrap_or(DEFAULT_TOLERANCE),
+        },
+        "fallback" => GroupKind::Fallback,
+        "load-balance" => GroupKind::LoadBalance(strategy(field("strategy"), &at("strategy"), d)),
+        _ => GroupKind::Relay,
+    };
+    if !matches!(kind, GroupKind::UrlTest { .. }) {
+        only(d, "tolerance", "url-test");
+    }
+    if !matches!(kind, GroupKind::LoadBalance(_)) {
+        only(d, "strategy", "load-balance");
+    }
+
+    let url = field("url").and_then(|n| check(d, n, &at("url"), url(n)));
+    let interval = field("interval").and_then(|n| {
+        check(d, n, &at("interval"), value::uint(n, u32::MAX.into())).map(Duration::from_secs)
+    });
+    let lazy = field("lazy").and_then(|n| check(d, n, &at("lazy"), value::boolean(n)));
+    let timeout = field("timeout").and_then(|n| {
+        let ms = value::uint(n, u32::MAX.into()).and_then(|ms| match ms {
+            0 => Err("a timeout of 0 ms would fail every check".to_owned()),
+            ms => Ok(Duration::from_millis(ms)),
+        });
+        check(d, n, &at("timeout"), ms)
+    });
+    let checked = !matches!(kind, GroupKind::Select | GroupKind::Relay) || url.is_some();
+    let health = checked.then(|| HealthCheck {
+        url: url.unwrap_or_else(|| DEFAULT_HEALTH_URL.to_owned()),
+        interval: interval.unwrap_or(DEFAULT_INTERVAL),
+        lazy: lazy.unwrap_or(true),
+        timeout: timeout.unwrap_or(DEFAULT_TIMEOUT),
+    });
+    if !checked {
+        for key in ["interval", "lazy", "timeout"] {
+            if let Some(e) = fields.iter().find(|e| e.key == key) {
+                let message = format!("a {who} without `url` is not health-checked; ignored");
+                d.warn(e.key_pos, &at(key), message);
+            }
+        }
+    }
+    if d.errors.len() > errors {
+        return out;
+    }
+    let Some((name, name_pos)) = out.name.clone() else {
+        return out;
+    };
+    out.outcome = Outcome::Ready(RawGroup {
+        name,
+        name_pos,
+        kind,
+        members,
+        health,
+        providers,
+    });
+    out
+}
+
+fn strategy(node: Option<&Node>, path: &str, d: &mut Diags) -> LbStrategy {
+    let Some(node) = node else {
+        return LbStrategy::ConsistentHashing;
+    };
+    let words = [
+        ("consistent-hashing", Some(LbStrategy::ConsistentHashing)),
+        ("round-robin", Some(LbStrategy::RoundRobin)),
+        ("sticky-sessions", None),
+    ];
+    match check(d, node, path, value::keyword(node, &words)) {
+        Some(Some(s)) => s,
+        Some(None) => {
+            let message = "sticky-sessions is not supported yet; consistent-hashing is used";
+            d.warn(node.pos, path, message);
+            LbStrategy::ConsistentHashing
+        }
+        None => LbStrategy::ConsistentHashing,
+    }
+}
+
+fn url(node: &Node) -> Result<String, String> {
+    let url = value::string(node)?.trim();
+    let rest = ["http://", "https://"].iter().find_map(|scheme| {
+        url.get(..scheme.len())
+            .filter(|s| s.eq_ignore_ascii_case(scheme))
+            .map(|_| &url[scheme.len()..])
+    });
+    match rest {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(url.to_owned()),
+        Some(_) => Err(format!("`{url}` has no host")),
+        None => Err(format!("expected an http:// or https:// URL, found `{url}`")),
+    }
+}
+
+/// The ready groups with their members resolved, in order (group `j` is `TargetId(n + j)`
+/// for `n` proxies). Reports unknown members and cycles.
+pub(super) fn resolve(
+    raw: &[Declared<RawGroup<'_>>],
+    names: &Names,
+    proxies: usize,
+    d: &mut Diags,
+) -> Vec<GroupDef> {
+    let ready: Vec<(&str, &RawGroup<'_>)> = raw
+        .iter()
+        .filter_map(|g| g.ready().map(|r| (g.path.as_str(), r)))
+        .collect();
+    let groups: Vec<GroupDef> = ready
+        .iter()
+        .map(|(path, g)| GroupDef {
+            name: g.name.clone(),
+            kind: g.kind,
+            members: members(g, path, names, d),
+            health: g.health.clone(),
+        })
+        .collect();
+    let at: Vec<(Pos, String)> = ready
+        .iter()
+        .map(|(path, g)| (g.name_pos, format!("{path}.name")))
+        .collect();
+    report_cycles(&groups, proxies, &at, d);
+    groups
+}
+
+fn members(g: &RawGroup<'_>, path: &str, names: &Names, d: &mut Diags) -> Vec<Member> {
+    let relay = g.kind == GroupKind::Relay;
+    let errors = d.errors.len();
+    let mut out = Vec::with_capacity(g.members.len());
+    let mut dropped = false;
+    for (i, node) in g.members.iter().enumerate() {
+        let path = format!("{path}.proxies[{i}]");
+        let Some(name) = check(d, node, &path, value::text(node)) else {
+            continue;
+        };
+        let member = match names::builtin(&name) {
+            Some("DIRECT") => Member::Direct,
+            Some("REJECT" | "REJECT-DROP") => Member::Reject,
+            Some(other) => {
+                let message = format!("{other} cannot be a group member; dropped");
+                d.warn(node.pos, &path, message);
+                continue;
+            }
+            None => match names.get(&name) {
+                Some(Known::Target(id)) => Member::Target(id),
+                Some(Known::Skipped) => {
+                    dropped = true;
+                    continue;
+                }
+                Some(Known::Invalid) => continue,
+                None => {
+                    let hint = names.hint(&name);
+                    let message = format!("unknown proxy or group `{name}`{hint}");
+                    d.error(node.pos, &path, message);
+                    continue;
+                }
+            },
+        };
+        if relay && matches!(member, Member::Direct | Member::Reject) {
+            let message = format!("`{name}` cannot be a hop of a relay, which chains proxies");
+            d.error(node.pos, &path, message);
+            continue;
+        }
+        if !relay && out.contains(&member) {
+            d.warn(node.pos, &path, format!("`{name}` is listed twice; ignored"));
+            continue;
+        }
+        out.push(member);
+    }
+    let name_path = format!("{path}.name");
+    if relay && dropped && d.errors.len() == errors {
+        let message = format!(
+            "relay `{}` lost a hop that tpgate skipped, so the chain cannot be built; the \
+             group rejects all traffic",
+            g.name
+        );
+        d.warn(g.name_pos, &name_path, message);
+        return vec![Member::Reject];
+    }
+    if out.is_empty() {
+        if d.errors.len() == errors {
+            let why = if g.providers {
+                "its `use`/`include-all` members are not supported yet"
+            } else {
+                "every member was skipped"
+            };
+            let message = format!(
+                "group `{}` has no member tpgate can use ({why}); it rejects all traffic",
+                g.name
+            );
+            d.warn(g.name_pos, &name_path, message);
+        }
+        out.push(Member::Reject);
+    }
+    out
+}

@@ -1,0 +1,289 @@
+//! `proxies:` -> [`ProxyDef`]s. tpgate speaks socks5, http, ss and trojan; a proxy of
+//! another type, or one that needs something tpgate lacks (a plugin, a websocket or
+//! reality transport, an unsupported cipher), is skipped with one warning so the rest of a
+//! mihomo config still loads. Names are checked for uniqueness later, by `names`.
+
+use super::cipher::{check_password, cipher, supported_names};
+use super::decode::{check, entries, Entry};
+use super::names::{self, Declared, Outcome};
+use super::yaml::{Node, Pos, Value};
+use super::{keys, value, Credentials, Diags, ProxyDef, ProxyKind, Tls};
+
+pub(super) fn proxies(node: &Node, d: &mut Diags) -> Vec<Declared<ProxyDef>> {
+    let Some(list) = check(d, node, "proxies", value::list(node)) else {
+        return Vec::new();
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, item)| proxy(item, format!("proxies[{i}]"), d))
+        .collect()
+}
+
+/// The fields of one proxy, looked up by key.
+struct Fields<'a> {
+    path: String,
+    entries: Vec<Entry<'a>>,
+}
+
+impl<'a> Fields<'a> {
+    fn node(&self, key: &str) -> Option<&'a Node> {
+        self.entries.iter().find(|e| e.key == key).map(|e| e.value)
+    }
+
+    fn path(&self, key: &str) -> String {
+        format!("{}.{key}", self.path)
+    }
+
+    /// A field converted, its error reported; `None` when absent or invalid.
+    fn get<T>(
+        &self,
+        d: &mut Diags,
+        key: &str,
+        convert: impl Fn(&'a Node) -> Result<T, String>,
+    ) -> Option<T> {
+        let node = self.node(key)?;
+        check(d, node, &self.path(key), convert(node))
+    }
+
+    /// A required field; its absence is reported at the proxy (`at`).
+    fn required<T>(
+        &self,
+        d: &mut Diags,
+        at: Pos,
+        key: &str,
+        convert: impl Fn(&'a Node) -> Result<T, String>,
+    ) -> Option<T> {
+        if self.node(key).is_none() {
+            d.error(at, &self.path, format!("missing `{key}`"));
+        }
+        self.get(d, key, convert)
+    }
+}
+
+fn proxy(node: &Node, path: String, d: &mut Diags) -> Declared<ProxyDef> {
+    let invalid = |path| Declared {
+        path,
+        name: None,
+        outcome: Outcome::Invalid,
+    };
+    if !matches!(node.value, Value::Map(_)) {
+        let found = node.value.describe();
+        let message = format!("a proxy is a mapping with name, type, server and port, found {found}");
+        d.error(node.pos, &path, message);
+        return invalid(path);
+    }
+    let errors = d.errors.len();
+    let f = Fields {
+        entries: entries(node, &path, d),
+        path,
+    };
+    let name = f.required(d, node.pos, "name", |n| names::name(n, false));
+    let name_at = f.node("name").map(|n| n.pos);
+    let declared = |outcome| Declared {
+        path: f.path.clone(),
+        name: name.clone().zip(name_at),
+        outcome,
+    };
+    let who = name
+        .as_deref()
+        .map_or_else(|| "proxy".to_owned(), |n| format!("proxy `{n}`"));
+    let Some(kind) = f.required(d, node.pos, "type", value::string) else {
+        return declared(Outcome::Invalid);
+    };
+    let kind = kind.trim().to_ascii_lowercase();
+    if !keys::PROXY_TYPES.contains(&kind.as_str()) {
+        let type_node = f.node("type").unwrap_or(node);
+        let why = if keys::PROXY_TYPES_UNSUPPORTED.contains(&kind.as_str()) {
+            format!("type {kind} is not supported by tpgate")
+        } else {
+            let hint = keys::suggest(&kind, keys::PROXY_TYPES)
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            format!("unknown type `{kind}`{hint}")
+        };
+        d.warn(type_node.pos, &f.path("type"), format!("{why}; {who} skipped"));
+        return declared(if d.errors.len() > errors {
+            Outcome::Invalid
+        } else {
+            Outcome::Skipped
+        });
+    }
+    let server = f.required(d, node.pos, "server", value::host);
+    let port = f.required(d, node.pos, "port", port);
+    let udp = f.get(d, "udp", value::boolean).unwrap_or(false);
+    let mut skip = other_fields(&f, &kind, &who, d);
+    let kind = match kind.as_str() {
+        "socks5" | "http" => plain(&f, &kind, d),
+        "ss" => shadowsocks(&f, node.pos, &who, &mut skip, d),
+        _ => trojan(&f, node.pos, d),
+    };
+    let outcome = match (kind, server, port) {
+        _ if d.errors.len() > errors => Outcome::Invalid,
+        _ if skip => Outcome::Skipped,
+        (Some(kind), Some(server), Some(port)) => Outcome::Ready(ProxyDef {
+            name: name.clone().unwrap_or_default(),
+            server,
+            port,
+            udp: udp && !matches!(kind, ProxyKind::Http { .. }),
+            kind,
+        }),
+        _ => Outcome::Invalid,
+    };
+    declared(outcome)
+}
+
+fn port(node: &Node) -> Result<u16, String> {
+    match value::uint(node, u16::MAX.into())? {
+        0 => Err("port 0 is not a port (1-65535)".to_owned()),
+        p => Ok(u16::try_from(p).unwrap_or(u16::MAX)),
+    }
+}
+
+/// Warns about the fields tpgate does not read; returns whether one of them turns on
+/// something tpgate cannot do, so the proxy is skipped (the first such field is named).
+fn other_fields(f: &Fields<'_>, kind: &str, who: &str, d: &mut Diags) -> bool {
+    let used = keys::proxy_fields(kind);
+    let mut skip = false;
+    for e in &f.entries {
+        let key = e.key;
+        if keys::PROXY_COMMON.contains(&key) || used.contains(&key) {
+            continue;
+        }
+        let path = f.path(key);
+        if keys::PROXY_TRANSPORT.contains(&key) {
+            if let Some(what) = transport(key, e.value) {
+                if !skip {
+                    let message = format!("{what} is not supported by tpgate; {who} skipped");
+                    d.warn(e.key_pos, &path, message);
+                }
+                skip = true;
+            }
+        } else if key == "udp" && kind == "http" {
+            // HTTP CONNECT has no UDP; mihomo configs often carry `udp: true` anyway.
+        } else if keys::PROXY_IGNORED.contains(&key) {
+            d.warn(e.key_pos, &path, "not used by tpgate; ignored");
+        } else if keys::PROXY_TYPES
+            .iter()
+            .any(|t| keys::proxy_fields(t).contains(&key))
+        {
+            d.warn(e.key_pos, &path, format!("not a field of {kind} proxies; ignored"));
+        } else {
+            let hint = keys::suggest(key, used)
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            d.warn(e.key_pos, &path, format!("unknown field{hint}; ignored"));
+        }
+    }
+    skip
+}
+
+/// What a transport field turns on, or `None` when it is written but off.
+fn transport(key: &str, node: &Node) -> Option<String> {
+    let off = match &node.value {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Str(s) => s.trim().is_empty() || (key == "network" && s.eq_ignore_ascii_case("tcp")),
+        Value::Map(entries) if matches!(key, "smux" | "ss-opts") => !entries.iter().any(|(k, v)| {
+            k.value == Value::Str("enabled".to_owned()) && v.value == Value::Bool(true)
+        }),
+        _ => false,
+    };
+    if off {
+        return None;
+    }
+    Some(match (&node.value, key) {
+        (Value::Str(s), "network" | "plugin" | "flow" | "obfs") => format!("{key} {}", s.trim()),
+        _ => format!("`{key}`"),
+    })
+}
+
+/// `socks5` and `http`: optional credentials and optional TLS.
+fn plain(f: &Fields<'_>, kind: &str, d: &mut Diags) -> Option<ProxyKind> {
+    let username = f.get(d, "username", value::text).unwrap_or_default();
+    let password = f.get(d, "password", value::text).unwrap_or_default();
+    if kind == "socks5" {
+        for (key, text) in [("username", &username), ("password", &password)] {
+            if let Some(node) = f.node(key).filter(|_| text.len() > 255) {
+                let message = format!("SOCKS5 allows at most 255 bytes, this has {}", text.len());
+                d.error(node.pos, &f.path(key), message);
+            }
+        }
+        if let Some(node) = f.node("password").filter(|_| username.is_empty()) {
+            if !password.is_empty() {
+                d.error(node.pos, &f.path("password"), "a password needs a `username`");
+            }
+        }
+    }
+    let auth = (!username.is_empty() || !password.is_empty()).then_some(Credentials {
+        username,
+        password,
+    });
+    let tls = if f.get(d, "tls", value::boolean).unwrap_or(false) {
+        Some(tls(f, d))
+    } else {
+        for key in ["sni", "skip-cert-verify"] {
+            if let Some(e) = f.entries.iter().find(|e| e.key == key) {
+                d.warn(e.key_pos, &f.path(key), "only used with `tls: true`; ignored");
+            }
+        }
+        None
+    };
+    Some(match kind {
+        "socks5" => ProxyKind::Socks5 { auth, tls },
+        _ => ProxyKind::Http { auth, tls },
+    })
+}
+
+fn tls(f: &Fields<'_>, d: &mut Diags) -> Tls {
+    let sni = match (f.node("sni"), f.node("servername")) {
+        (Some(_), Some(second)) => {
+            let message = "give either `sni` or its alias `servername`, not both";
+            d.error(second.pos, &f.path("servername"), message);
+            None
+        }
+        (Some(_), None) => f.get(d, "sni", value::text),
+        (None, Some(_)) => f.get(d, "servername", value::text),
+        (None, None) => None,
+    };
+    Tls {
+        sni: sni.filter(|s| !s.trim().is_empty()),
+        skip_cert_verify: f.get(d, "skip-cert-verify", value::boolean).unwrap_or(false),
+    }
+}
+
+fn shadowsocks(
+    f: &Fields<'_>,
+    at: Pos,
+    who: &str,
+    skip: &mut bool,
+    d: &mut Diags,
+) -> Option<ProxyKind> {
+    let name = f.required(d, at, "cipher", value::string)?;
+    let password = f.required(d, at, "password", value::text)?;
+    let Some(cipher) = cipher(name) else {
+        if !*skip {
+            let node = f.node("cipher")?;
+            let message = format!(
+                "cipher {} is not supported by tpgate (supported: {}); {who} skipped",
+                name.trim(),
+                supported_names()
+            );
+            d.warn(node.pos, &f.path("cipher"), message);
+        }
+        *skip = true;
+        return None;
+    };
+    let node = f.node("password")?;
+    check(d, node, &f.path("password"), check_password(cipher, &password))?;
+    Some(ProxyKind::Shadowsocks { cipher, password })
+}
+
+fn trojan(f: &Fields<'_>, at: Pos, d: &mut Diags) -> Option<ProxyKind> {
+    let password = f.required(d, at, "password", value::text)?;
+    if password.is_empty() {
+        let node = f.node("password")?;
+        d.error(node.pos, &f.path("password"), "the password is empty");
+    }
+    let tls = tls(f, d);
+    Some(ProxyKind::Trojan { password, tls })
+}

@@ -1,0 +1,63 @@
+//! The `rules` list: each string parsed by [`parse_rule_with`], its target resolved against
+//! the declared proxy and group names. Rule types tpgate lacks, and targets that were
+//! skipped, drop the rule with a warning; unknown targets are errors.
+
+use super::decode::check;
+use super::names::{self, Known, Names};
+use super::yaml::{Node, Value};
+use super::{value, Diags};
+use crate::rules::{parse_rule_with, Action, Rule, RuleError};
+
+pub(super) fn rules(node: &Node, names: &Names, d: &mut Diags) -> Vec<Rule> {
+    let Some(list) = check(d, node, "rules", value::list(node)) else {
+        return Vec::new();
+    };
+    let lookup = |name: &str| match names.get(name) {
+        Some(Known::Target(id)) => Some(Action::Proxy(id)),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(list.len());
+    for (i, item) in list.iter().enumerate() {
+        let path = format!("rules[{i}]");
+        let Value::Str(text) = &item.value else {
+            let found = item.value.describe();
+            let message = format!("a rule is a string like `DST-PORT,25,REJECT`, found {found}");
+            d.error(item.pos, &path, message);
+            continue;
+        };
+        match parse_rule_with(text, lookup) {
+            Ok(rule) => out.push(rule),
+            Err(RuleError::Unsupported { kind }) => {
+                let message = format!("{kind} rules are not supported yet; rule skipped");
+                d.warn(item.pos, &path, message);
+            }
+            Err(RuleError::UnknownTarget { target }) => {
+                match (names::builtin(&target), names.get(&target)) {
+                    (Some(builtin), _) => {
+                        let message = format!("{builtin} is not supported yet; rule skipped");
+                        d.warn(item.pos, &path, message);
+                    }
+                    (None, Some(Known::Skipped)) => {
+                        let message = format!(
+                            "target `{target}` was skipped (see its warning); rule skipped, so \
+                             its traffic falls through to the rules below"
+                        );
+                        d.warn(item.pos, &path, message);
+                    }
+                    // Its error is already reported.
+                    (None, Some(Known::Invalid | Known::Target(_))) => {}
+                    (None, None) => {
+                        let hint = names.hint(&target);
+                        let message = format!(
+                            "unknown target `{target}` (expected DIRECT, REJECT, REJECT-DROP or \
+                             a name from proxies/proxy-groups){hint}"
+                        );
+                        d.error(item.pos, &path, message);
+                    }
+                }
+            }
+            Err(e @ RuleError::Malformed(_)) => d.error(item.pos, &path, e),
+        }
+    }
+    out
+}

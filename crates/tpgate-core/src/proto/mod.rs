@@ -1,0 +1,18 @@
+//! Sans-IO codecs for the client side of the upstream proxy protocols the outbounds speak:
+//! SOCKS5 (RFC 1928/1929), HTTP CONNECT and Trojan, plus the SOCKS-style address they share.
+//!
+//! Every function here turns bytes into values or values into bytes and nothing else: no
+//! sockets, no timeouts, no retries, no TLS (Trojan runs inside a TLS stream the caller owns).
+//! Parsers take what has arrived so far and answer `Ok(None)` while it is not yet a whole
+//! message, `Ok(Some((value, consumed)))` once it is, and `Err` only when no more bytes could
+//! make it valid; bytes past `consumed` belong to whatever follows (usually the tunnel).
+//! Writers append to a `Vec<u8>` and leave it untouched when they fail.
+//! Server sides are deliberately absent: tpgate only ever dials these proxies.
+
+pub mod addr;
+pub mod http;
+pub mod socks5;
+pub mod trojan;
+
+#[cfg(test)]
+mod arb;

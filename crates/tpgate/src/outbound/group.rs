@@ -1,0 +1,228 @@
+//! A proxy group's live state and how it chooses a member. Delays come from health checks
+//! (`health`); a failed dial marks a member dead at once, so fallback and url-test move away
+//! without waiting for the next check.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use tpgate_core::config::{GroupDef, GroupKind, LbStrategy, Member, TargetId};
+use tpgate_core::net::Destination;
+
+/// Not measured yet: usable, ranked after every measured member.
+pub(crate) const UNKNOWN: u32 = u32::MAX - 1;
+/// Failed its last check or dial.
+pub(crate) const DEAD: u32 = u32::MAX;
+
+#[derive(Debug)]
+pub(crate) struct Group {
+    pub(crate) def: GroupDef,
+    /// Per member: the last measured delay in ms, or [`UNKNOWN`] / [`DEAD`].
+    delays: Vec<AtomicU32>,
+    /// select: the chosen member; url-test: the current pick, kept within `tolerance`.
+    current: AtomicUsize,
+    /// load-balance round-robin position.
+    rr: AtomicUsize,
+    /// Milliseconds since `born` of the last flow that used the group (for `lazy`).
+    last_used: AtomicU64,
+    born: Instant,
+}
+
+impl Group {
+    pub(crate) fn new(def: GroupDef) -> Self {
+        let delays = def.members.iter().map(|_| AtomicU32::new(UNKNOWN)).collect();
+        Self {
+            def,
+            delays,
+            current: AtomicUsize::new(0),
+            rr: AtomicUsize::new(0),
+            last_used: AtomicU64::new(0),
+            born: Instant::now(),
+        }
+    }
+
+    pub(crate) fn is_relay(&self) -> bool {
+        self.def.kind == GroupKind::Relay
+    }
+
+    pub(crate) fn is_select(&self) -> bool {
+        self.def.kind == GroupKind::Select
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub(crate) fn touch(&self) {
+        self.last_used.store(self.now_ms().max(1), Ordering::Relaxed);
+    }
+
+    /// Milliseconds since `born` of the last use; 0 = never used.
+    pub(crate) fn last_used(&self) -> u64 {
+        self.last_used.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn delay(&self, i: usize) -> u32 {
+        self.delays.get(i).map_or(DEAD, |d| d.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_delay(&self, i: usize, ms: u32) {
+        if let Some(d) = self.delays.get(i) {
+            d.store(ms, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn mark_dead(&self, i: usize) {
+        self.set_delay(i, DEAD);
+    }
+
+    /// The member index in use now (what `now` shows in the API).
+    pub(crate) fn current(&self) -> usize {
+        match self.def.kind {
+            GroupKind::Select | GroupKind::UrlTest { .. } => self.current.load(Ordering::Relaxed),
+            _ => self.choose(&Destination::Domain(String::new(), 0)),
+        }
+    }
+
+    /// Makes `name` the selection; false when no member has that name.
+    pub(crate) fn select_by_name<'a>(&self, name: &str, names: impl Fn(TargetId) -> Option<&'a str>) -> bool {
+        let found = self.def.members.iter().position(|m| match m {
+            Member::Direct => name == "DIRECT",
+            Member::Reject => name == "REJECT",
+            Member::Target(id) => names(*id) == Some(name),
+        });
+        match found {
+            Some(i) => {
+                self.current.store(i, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Which member serves a flow to `dst` now.
+    pub(crate) fn choose(&self, dst: &Destination) -> usize {
+        let n = self.def.members.len();
+        if n == 0 {
+            return 0;
+        }
+        let alive = |i: &usize| self.delay(*i) != DEAD;
+        match self.def.kind {
+            GroupKind::Select | GroupKind::Relay => self.current.load(Ordering::Relaxed).min(n - 1),
+            GroupKind::Fallback => (0..n).find(alive).unwrap_or(0),
+            GroupKind::UrlTest { tolerance } => {
+                let Some(best) = (0..n).filter(alive).min_by_key(|&i| self.delay(i)) else {
+                    return self.current.load(Ordering::Relaxed).min(n - 1);
+                };
+                let cur = self.current.load(Ordering::Relaxed).min(n - 1);
+                let tol = u32::try_from(tolerance.as_millis()).unwrap_or(u32::MAX);
+                let (dc, db) = (self.delay(cur), self.delay(best));
+                if dc != DEAD && dc <= db.saturating_add(tol) {
+                    cur
+                } else {
+                    self.current.store(best, Ordering::Relaxed);
+                    best
+                }
+            }
+            GroupKind::LoadBalance(strategy) => {
+                let mut live: Vec<usize> = (0..n).filter(alive).collect();
+                if live.is_empty() {
+                    live = (0..n).collect();
+                }
+                match strategy {
+                    LbStrategy::RoundRobin => live[self.rr.fetch_add(1, Ordering::Relaxed) % live.len()],
+                    // Rendezvous hashing: a destination stays on its member while that member
+                    // lives, and only its own destinations move when it dies.
+                    LbStrategy::ConsistentHashing => {
+                        let key = host_key(dst);
+                        live.into_iter()
+                            .max_by_key(|&i| {
+                                let mut h = DefaultHasher::new();
+                                (&key, i).hash(&mut h);
+                                h.finish()
+                            })
+                            .unwrap_or(0)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The part of a destination that load-balancing hashes: the host, not the port, so one
+/// site's connections share an upstream.
+fn host_key(dst: &Destination) -> String {
+    match dst {
+        Destination::Addr(a) => a.ip().to_string(),
+        Destination::Domain(d, _) => d.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn group(kind: GroupKind, n: u32) -> Group {
+        Group::new(GroupDef {
+            name: "g".into(),
+            kind,
+            members: (0..n).map(|i| Member::Target(TargetId(i))).collect(),
+            health: None,
+        })
+    }
+
+    fn dst(i: u8) -> Destination {
+        Destination::Addr(std::net::SocketAddr::from(([203, 0, 113, i], 443)))
+    }
+
+    #[test]
+    fn fallback_takes_the_first_live_member_and_returns() {
+        let g = group(GroupKind::Fallback, 3);
+        assert_eq!(g.choose(&dst(1)), 0);
+        g.mark_dead(0);
+        assert_eq!(g.choose(&dst(1)), 1);
+        g.mark_dead(1);
+        assert_eq!(g.choose(&dst(1)), 2);
+        g.set_delay(0, 30);
+        assert_eq!(g.choose(&dst(1)), 0);
+    }
+
+    #[test]
+    fn url_test_prefers_the_fastest_but_respects_tolerance() {
+        let g = group(GroupKind::UrlTest { tolerance: Duration::from_millis(50) }, 2);
+        g.set_delay(0, 100);
+        g.set_delay(1, 80);
+        assert_eq!(g.choose(&dst(1)), 0, "within tolerance: stay");
+        g.set_delay(1, 20);
+        assert_eq!(g.choose(&dst(1)), 1, "better by more than tolerance: move");
+        g.set_delay(0, 10);
+        assert_eq!(g.choose(&dst(1)), 1, "sticky again within tolerance");
+        g.mark_dead(1);
+        assert_eq!(g.choose(&dst(1)), 0, "dead current: move");
+    }
+
+    #[test]
+    fn consistent_hashing_is_stable_and_spreads() {
+        let g = group(GroupKind::LoadBalance(LbStrategy::ConsistentHashing), 2);
+        let picks: Vec<usize> = (1..=40).map(|i| g.choose(&dst(i))).collect();
+        assert!(picks.contains(&0) && picks.contains(&1), "{picks:?}");
+        for i in 1..=40 {
+            assert_eq!(g.choose(&dst(i)), picks[usize::from(i) - 1]);
+        }
+        // Killing member 1 moves only its destinations.
+        g.mark_dead(1);
+        for i in 1..=40u8 {
+            assert_eq!(g.choose(&dst(i)), 0);
+        }
+    }
+
+    #[test]
+    fn round_robin_cycles_over_live_members() {
+        let g = group(GroupKind::LoadBalance(LbStrategy::RoundRobin), 3);
+        g.mark_dead(1);
+        let picks: Vec<usize> = (0..4).map(|_| g.choose(&dst(1))).collect();
+        assert_eq!(picks, [0, 2, 0, 2]);
+    }
+}

@@ -1,0 +1,186 @@
+//! Health checks: an HTTP(S) GET of the group's `url` through each member, in the
+//! background, never blocking a connection. The delay is the time to the response's status
+//! line; a failure or timeout marks the member dead until a later check succeeds.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tpgate_core::config::{HealthCheck, Member, Tls};
+use tpgate_core::net::Destination;
+use tracing::{debug, info};
+
+use super::group::DEAD;
+use super::tls::TlsClient;
+use super::{Group, Outbounds};
+use crate::shutdown::Shutdown;
+
+/// Starts one checker per group that has a health check.
+pub(crate) fn spawn_all(outbounds: &Arc<Outbounds>, shutdown: &Shutdown) {
+    for g in outbounds.groups() {
+        if let Some(hc) = g.def.health.clone() {
+            tokio::spawn(group_loop(outbounds.clone(), g.clone(), hc, shutdown.clone()));
+        }
+    }
+}
+
+async fn group_loop(o: Arc<Outbounds>, g: Arc<Group>, hc: HealthCheck, shutdown: Shutdown) {
+    let Some(url) = Url::parse(&hc.url) else {
+        info!(group = %g.def.name, url = %hc.url, "health check url not usable; no checks");
+        return;
+    };
+    let mut checked_at: Option<u64> = None;
+    loop {
+        let used_since = checked_at.is_none_or(|t| g.last_used() > t);
+        if !hc.lazy || used_since {
+            checked_at = Some(g.now_ms());
+            check_group(&o, &g, &url, hc.timeout).await;
+        }
+        if hc.interval.is_zero() {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(hc.interval) => {}
+            () = shutdown.wait() => return,
+        }
+    }
+}
+
+async fn check_group(o: &Outbounds, g: &Group, url: &Url, timeout: Duration) {
+    let probes = g
+        .def
+        .members
+        .iter()
+        .map(|&m| probe(o, m, url, timeout));
+    let results = futures::future::join_all(probes).await;
+    for (i, r) in results.into_iter().enumerate() {
+        let before = g.delay(i);
+        let now = r.unwrap_or(DEAD);
+        g.set_delay(i, now);
+        let name = o.member_name(g.def.members[i]);
+        if (before == DEAD) != (now == DEAD) {
+            if now == DEAD {
+                info!("group {}: member {name} failed its health check", g.def.name);
+            } else {
+                info!("group {}: member {name} is up ({now} ms)", g.def.name);
+            }
+        } else {
+            debug!("group {}: member {name} delay {now}", g.def.name);
+        }
+    }
+}
+
+/// The delay in ms of a GET of `url` through `member`, or `None`.
+pub(crate) async fn probe(o: &Outbounds, member: Member, url: &Url, timeout: Duration) -> Option<u32> {
+    let start = Instant::now();
+    let dst = url.destination();
+    let pick = o.pick_member(member, &dst);
+    let fetch = async {
+        let io = o.connect(&pick.leaf, &dst).await?.ok_or_else(|| std::io::Error::other("rejected"))?;
+        let mut io = if url.https {
+            let tls = Tls {
+                sni: Some(url.host.clone()),
+                skip_cert_verify: false,
+            };
+            TlsClient::new(&tls, &url.host)?.wrap(io).await?
+        } else {
+            io
+        };
+        let req = format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: tpgate\r\nConnection: close\r\n\r\n",
+            url.path, url.host_header
+        );
+        io.write_all(req.as_bytes()).await?;
+        let mut head = [0u8; 12];
+        io.read_exact(&mut head).await?;
+        if head.starts_with(b"HTTP/1.") {
+            Ok(())
+        } else {
+            Err(std::io::Error::other("not an HTTP response"))
+        }
+    };
+    match tokio::time::timeout(timeout, fetch).await {
+        Ok(Ok(())) => Some(u32::try_from(start.elapsed().as_millis()).unwrap_or(DEAD - 2).max(1)),
+        Ok(Err(e)) => {
+            debug!("health check via {}: {e}", pick.route);
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// Just enough of a URL for a health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Url {
+    pub(crate) https: bool,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) path: String,
+    /// `host[:port]` as the Host header wants it.
+    host_header: String,
+}
+
+impl Url {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        let (https, rest) = if let Some(r) = s.strip_prefix("https://") {
+            (true, r)
+        } else {
+            (false, s.strip_prefix("http://")?)
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let default_port = if https { 443 } else { 80 };
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, after) = v6.split_once(']')?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().ok()?,
+                None if after.is_empty() => default_port,
+                None => return None,
+            };
+            (h.to_string(), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), p.parse().ok()?),
+                None => (authority.to_string(), default_port),
+            }
+        };
+        if host.is_empty() {
+            return None;
+        }
+        Some(Self {
+            https,
+            host,
+            port,
+            path: path.to_string(),
+            host_header: authority.to_string(),
+        })
+    }
+
+    pub(crate) fn destination(&self) -> Destination {
+        match self.host.parse::<std::net::IpAddr>() {
+            Ok(ip) => Destination::Addr(std::net::SocketAddr::new(ip, self.port)),
+            Err(_) => Destination::Domain(self.host.clone(), self.port),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = Url::parse("http://203.0.113.2:8080/generate_204").unwrap();
+        assert_eq!((u.https, u.host.as_str(), u.port, u.path.as_str()), (false, "203.0.113.2", 8080, "/generate_204"));
+        let u = Url::parse("https://www.gstatic.com/generate_204").unwrap();
+        assert_eq!((u.https, u.port), (true, 443));
+        assert_eq!(u.destination(), Destination::Domain("www.gstatic.com".into(), 443));
+        let u = Url::parse("http://[2001:db8:2::2]/x").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.host_header.as_str()), ("2001:db8:2::2", 80, "[2001:db8:2::2]"));
+        assert!(Url::parse("ftp://x/").is_none());
+        assert!(Url::parse("http://:80/").is_none());
+        assert!(Url::parse("http://h:99999/").is_none());
+    }
+}

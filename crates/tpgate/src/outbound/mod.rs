@@ -1,0 +1,298 @@
+//! Outbounds: where a flow goes after the rules picked a target. Upstream proxies (SOCKS5,
+//! HTTP CONNECT, Shadowsocks, Trojan), groups that choose among them (select, url-test,
+//! fallback, load-balance, relay), and the marked dialing and resolving they share.
+//! Protocol bytes come from the sans-IO codecs in `tpgate_core::proto`; this module only
+//! moves them over sockets.
+
+mod dial;
+mod framing;
+mod group;
+mod health;
+mod http;
+mod resolve;
+mod socks5;
+mod ss;
+mod state;
+mod tls;
+mod trojan;
+pub(crate) mod udp;
+mod upstream;
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tpgate_core::config::{Config, Member, TargetId};
+use tpgate_core::net::Destination;
+use tracing::warn;
+
+pub(crate) use dial::connect_marked;
+pub(crate) use group::Group;
+pub(crate) use resolve::Resolver;
+pub(crate) use upstream::Upstream;
+pub(crate) use health::{probe, spawn_all as spawn_health_checks, Url};
+
+/// A byte stream toward a destination, whatever carries it.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+pub(crate) type BoxIo = Box<dyn Io>;
+
+/// How long a proxy handshake may take once the TCP connection stands.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A named rule target.
+#[derive(Debug, Clone)]
+pub(crate) enum Node {
+    Upstream(Arc<Upstream>),
+    Group(Arc<Group>),
+}
+
+/// The concrete way out chosen for one flow.
+#[derive(Debug, Clone)]
+pub(crate) enum Leaf {
+    Direct,
+    Reject,
+    /// Upstreams to go through, first hop first (one element for a plain proxy).
+    Chain(Vec<Arc<Upstream>>),
+}
+
+/// A choice made for one flow, with the group members chosen on the way (so a failure can be
+/// reported to the groups that made it).
+#[derive(Debug, Clone)]
+pub(crate) struct Pick {
+    /// For logs: `auto/dante`, `chain(ms>dante)`.
+    pub(crate) route: String,
+    pub(crate) leaf: Leaf,
+    path: Vec<(Arc<Group>, usize)>,
+    /// The rule target it was made for (`None` for a health check's member pick).
+    target: Option<TargetId>,
+}
+
+impl Pick {
+    pub(crate) fn target(&self) -> Option<TargetId> {
+        self.target
+    }
+}
+
+/// Shared by every outbound: the routing mark and the resolver for upstream names.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    pub(crate) mark: u32,
+    pub(crate) resolver: Resolver,
+}
+
+/// Every proxy and group of the config, by [`TargetId`].
+#[derive(Debug)]
+pub(crate) struct Outbounds {
+    nodes: Vec<Node>,
+    pub(crate) ctx: Arc<Ctx>,
+    state: state::StateFile,
+}
+
+impl Outbounds {
+    pub(crate) fn new(config: &Config) -> io::Result<Arc<Self>> {
+        let ctx = Arc::new(Ctx {
+            mark: config.routing_mark,
+            resolver: Resolver::from_system(config.routing_mark, config.ipv6),
+        });
+        let state = state::StateFile::load(PathBuf::from(&config.state_file));
+        let mut nodes = Vec::with_capacity(config.proxies.len() + config.groups.len());
+        for p in &config.proxies {
+            nodes.push(Node::Upstream(Arc::new(Upstream::new(p)?)));
+        }
+        for g in &config.groups {
+            let group = Group::new(g.clone());
+            if let Some(name) = state.selected(&g.name) {
+                if !group.select_by_name(&name, |id| config.target_name(id)) {
+                    warn!(group = %g.name, member = name, "saved selection no longer exists; using the first member");
+                }
+            }
+            nodes.push(Node::Group(Arc::new(group)));
+        }
+        Ok(Arc::new(Self { nodes, ctx, state }))
+    }
+
+    pub(crate) fn node(&self, id: TargetId) -> Option<&Node> {
+        self.nodes.get(id.0 as usize)
+    }
+
+    pub(crate) fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    pub(crate) fn groups(&self) -> impl Iterator<Item = &Arc<Group>> {
+        self.nodes.iter().filter_map(|n| match n {
+            Node::Group(g) => Some(g),
+            Node::Upstream(_) => None,
+        })
+    }
+
+    pub(crate) fn find(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name() == name)
+    }
+
+    pub(crate) fn id_of(&self, name: &str) -> Option<TargetId> {
+        let i = self.nodes.iter().position(|n| n.name() == name)?;
+        u32::try_from(i).ok().map(TargetId)
+    }
+
+    /// Chooses the way out for a flow to `dst` through target `id`.
+    pub(crate) fn pick(&self, id: TargetId, dst: &Destination) -> Pick {
+        let mut p = self.pick_member(Member::Target(id), dst);
+        p.target = Some(id);
+        p
+    }
+
+    /// Like [`Self::pick`], from a group member (health checks go through each member).
+    pub(crate) fn pick_member(&self, m: Member, dst: &Destination) -> Pick {
+        let mut pick = Pick {
+            route: String::new(),
+            leaf: Leaf::Reject,
+            path: Vec::new(),
+            target: None,
+        };
+        pick.leaf = self.resolve(m, dst, &mut pick, 0);
+        pick
+    }
+
+    fn resolve(&self, m: Member, dst: &Destination, pick: &mut Pick, depth: usize) -> Leaf {
+        if !pick.route.is_empty() && !pick.route.ends_with('(') && !pick.route.ends_with('>') {
+            pick.route.push('/');
+        }
+        let id = match m {
+            Member::Direct => {
+                pick.route.push_str("DIRECT");
+                return Leaf::Direct;
+            }
+            Member::Reject => {
+                pick.route.push_str("REJECT");
+                return Leaf::Reject;
+            }
+            Member::Target(id) => id,
+        };
+        // Groups cannot form cycles (the loader refuses them); the bound is defence only.
+        let Some(node) = self.node(id).filter(|_| depth < 16) else {
+            pick.route.push_str("REJECT");
+            return Leaf::Reject;
+        };
+        match node {
+            Node::Upstream(u) => {
+                pick.route.push_str(&u.name);
+                Leaf::Chain(vec![u.clone()])
+            }
+            Node::Group(g) if g.is_relay() => {
+                pick.route.push_str(&g.def.name);
+                pick.route.push('(');
+                let mut chain = Vec::new();
+                for (i, &m) in g.def.members.iter().enumerate() {
+                    if i > 0 {
+                        pick.route.push('>');
+                    }
+                    match self.resolve(m, dst, pick, depth + 1) {
+                        Leaf::Chain(c) => chain.extend(c),
+                        Leaf::Direct => {}
+                        Leaf::Reject => return Leaf::Reject,
+                    }
+                }
+                pick.route.push(')');
+                if chain.is_empty() {
+                    Leaf::Direct
+                } else {
+                    Leaf::Chain(chain)
+                }
+            }
+            Node::Group(g) => {
+                g.touch();
+                let i = g.choose(dst);
+                pick.route.push_str(&g.def.name);
+                pick.path.push((g.clone(), i));
+                match g.def.members.get(i) {
+                    Some(&m) => self.resolve(m, dst, pick, depth + 1),
+                    None => Leaf::Reject,
+                }
+            }
+        }
+    }
+
+    /// Opens a TCP stream to `dst` along `chain`: the first hop over a marked TCP connection,
+    /// each later hop through the previous one.
+    pub(crate) async fn connect_chain(&self, chain: &[Arc<Upstream>], dst: &Destination) -> io::Result<BoxIo> {
+        let Some(first) = chain.first() else {
+            return Err(io::Error::other("empty chain"));
+        };
+        let tcp = first.server.connect(&self.ctx.resolver, self.ctx.mark).await?;
+        let mut io: BoxIo = Box::new(tcp);
+        for (i, hop) in chain.iter().enumerate() {
+            let next = match chain.get(i + 1) {
+                Some(n) => n.server.destination(),
+                None => dst.clone(),
+            };
+            io = tokio::time::timeout(HANDSHAKE_TIMEOUT, hop.handshake(io, &next))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("{}: handshake timed out", hop.name)))?
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", hop.name)))?;
+        }
+        Ok(io)
+    }
+
+    /// Connects to `dst` the way `leaf` says (`None`: rejected).
+    pub(crate) async fn connect(&self, leaf: &Leaf, dst: &Destination) -> io::Result<Option<BoxIo>> {
+        match leaf {
+            Leaf::Reject => Ok(None),
+            Leaf::Direct => {
+                let addr = match dst {
+                    Destination::Addr(a) => *a,
+                    Destination::Domain(host, port) => {
+                        std::net::SocketAddr::new(self.ctx.resolver.lookup(host).await?, *port)
+                    }
+                };
+                Ok(Some(Box::new(connect_marked(addr, self.ctx.mark).await?)))
+            }
+            Leaf::Chain(chain) => self.connect_chain(chain, dst).await.map(Some),
+        }
+    }
+
+    /// A flow through `pick` failed to connect: the groups that chose it stop choosing that
+    /// member until a health check sees it alive again.
+    pub(crate) fn report_failure(&self, pick: &Pick) {
+        for (g, i) in &pick.path {
+            g.mark_dead(*i);
+        }
+    }
+
+    /// The select group `name` now uses `member`; saved so it survives a restart.
+    pub(crate) fn select(&self, group: &str, member: &str) -> Result<(), String> {
+        let Some(Node::Group(g)) = self.find(group) else {
+            return Err(format!("no group named {group}"));
+        };
+        if !g.is_select() {
+            return Err(format!("{group} is not a select group"));
+        }
+        let names = |id: TargetId| self.node(id).map(Node::name);
+        if !g.select_by_name(member, names) {
+            return Err(format!("{member} is not a member of {group}"));
+        }
+        self.state.set_selected(group, member);
+        Ok(())
+    }
+
+    /// The name of a group member, for the controller.
+    pub(crate) fn member_name(&self, m: Member) -> &str {
+        match m {
+            Member::Direct => "DIRECT",
+            Member::Reject => "REJECT",
+            Member::Target(id) => self.node(id).map_or("?", Node::name),
+        }
+    }
+}
+
+impl Node {
+    pub(crate) fn name(&self) -> &str {
+        match self {
+            Self::Upstream(u) => &u.name,
+            Self::Group(g) => &g.def.name,
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! The small state file that keeps select groups' choices across restarts.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    /// select group name -> member name.
+    #[serde(default)]
+    selected: BTreeMap<String, String>,
+}
+
+#[derive(Debug)]
+pub(super) struct StateFile {
+    path: PathBuf,
+    state: Mutex<State>,
+}
+
+impl StateFile {
+    /// Reads the file; a missing or unreadable one is an empty state (logged when corrupt).
+    pub(super) fn load(path: PathBuf) -> Self {
+        let state = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                warn!(path = %path.display(), "state file unreadable, starting fresh: {e}");
+                State::default()
+            }),
+            Err(_) => State::default(),
+        };
+        Self {
+            path,
+            state: Mutex::new(state),
+        }
+    }
+
+    pub(super) fn selected(&self, group: &str) -> Option<String> {
+        self.state.lock().ok()?.selected.get(group).cloned()
+    }
+
+    pub(super) fn set_selected(&self, group: &str, member: &str) {
+        let Ok(mut st) = self.state.lock() else { return };
+        st.selected.insert(group.to_string(), member.to_string());
+        if let Err(e) = self.write(&st) {
+            warn!(path = %self.path.display(), "cannot save the selection: {e}");
+        }
+    }
+
+    /// Writes atomically (temporary file, then rename).
+    fn write(&self, st: &State) -> std::io::Result<()> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(st).map_err(std::io::Error::other)?)?;
+        std::fs::rename(tmp, &self.path)
+    }
+}

@@ -1,0 +1,98 @@
+//! One upstream proxy from `proxies:`: its server address and its protocol.
+
+use std::io;
+
+use tpgate_core::config::{ProxyDef, ProxyKind};
+use tpgate_core::net::Destination;
+
+use super::dial::ServerAddr;
+use super::http::Http;
+use super::socks5::Socks5;
+use super::ss::Shadowsocks;
+use super::tls::TlsClient;
+use super::trojan::Trojan;
+use super::udp::{UdpRecv, UdpSend};
+use super::{BoxIo, Ctx};
+
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    pub(crate) name: String,
+    pub(crate) server: ServerAddr,
+    /// UDP may be relayed through it (`udp: true`).
+    pub(crate) udp: bool,
+    /// The protocol's type name, for the API (`Socks5`, `Http`, `Shadowsocks`, `Trojan`).
+    pub(crate) type_name: &'static str,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Socks5(Socks5),
+    Http(Http),
+    Shadowsocks(Shadowsocks),
+    Trojan(Trojan),
+}
+
+impl Upstream {
+    pub(crate) fn new(def: &ProxyDef) -> io::Result<Self> {
+        let tls = |t: &Option<tpgate_core::config::Tls>| -> io::Result<Option<TlsClient>> {
+            t.as_ref().map(|t| TlsClient::new(t, &def.server)).transpose()
+        };
+        let (kind, type_name) = match &def.kind {
+            ProxyKind::Socks5 { auth, tls: t } => (Kind::Socks5(Socks5::new(auth.clone(), tls(t)?)), "Socks5"),
+            ProxyKind::Http { auth, tls: t } => (Kind::Http(Http::new(auth.clone(), tls(t)?)), "Http"),
+            ProxyKind::Shadowsocks { cipher, password } => {
+                (Kind::Shadowsocks(Shadowsocks::new(*cipher, password)?), "Shadowsocks")
+            }
+            ProxyKind::Trojan { password, tls: t } => (
+                Kind::Trojan(Trojan::new(password, TlsClient::new(t, &def.server)?)),
+                "Trojan",
+            ),
+        };
+        Ok(Self {
+            name: def.name.clone(),
+            server: ServerAddr::new(&def.server, def.port),
+            udp: def.udp,
+            type_name,
+            kind,
+        })
+    }
+
+    /// Speaks this proxy's protocol over `io`, which reaches this proxy's server, so that the
+    /// returned stream reaches `dst`.
+    pub(crate) async fn handshake(&self, io: BoxIo, dst: &Destination) -> io::Result<BoxIo> {
+        match &self.kind {
+            Kind::Socks5(s) => s.connect(io, dst).await,
+            Kind::Http(h) => h.connect(io, dst).await,
+            Kind::Shadowsocks(s) => s.wrap(io, dst),
+            Kind::Trojan(t) => t.connect(io, dst).await,
+        }
+    }
+
+    /// A UDP association for one flow to `dst`.
+    pub(crate) async fn open_udp(&self, ctx: &Ctx, dst: &Destination) -> io::Result<(UdpSend, UdpRecv)> {
+        if !self.udp {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("{}: udp is not enabled for this proxy", self.name),
+            ));
+        }
+        let server = self.server.resolve(&ctx.resolver).await?;
+        let r = match &self.kind {
+            Kind::Socks5(s) => {
+                let tcp = self.server.connect(&ctx.resolver, ctx.mark).await?;
+                s.udp(Box::new(tcp), server, ctx.mark).await
+            }
+            Kind::Shadowsocks(s) => s.udp(server, ctx.mark).await.map(super::udp::from_ss),
+            Kind::Trojan(t) => {
+                let tcp = self.server.connect(&ctx.resolver, ctx.mark).await?;
+                t.udp(Box::new(tcp), dst).await
+            }
+            Kind::Http(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("{}: HTTP proxies carry TCP only", self.name),
+            )),
+        };
+        r.inspect_err(|_| self.server.invalidate())
+    }
+}

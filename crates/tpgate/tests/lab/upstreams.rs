@@ -1,0 +1,241 @@
+//! Real, independent upstream proxy servers run as processes on the lab's [`WanHost`]s:
+//! microsocks (SOCKS5, TCP only, optional username/password), dante (`danted`: SOCKS5 with
+//! UDP ASSOCIATE) and tinyproxy (HTTP CONNECT). Each writes its log to the lab's scratch
+//! directory; tests can stop one (SIGKILL of the pid this test started, plus anything left
+//! in its host's namespace) and start it again on the same address.
+//!
+//! Deliberately not here: the in-process Shadowsocks and Trojan servers, which need extra
+//! crates (`tests/lab/ss_server.rs`, `tests/lab/trojan_server.rs`).
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::{poll, wait_timeout, Family, Lab, WanHost};
+
+/// How long an upstream may take to accept connections after it was started.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which program, and how it is configured.
+#[derive(Debug, Clone)]
+pub(crate) enum ProcKind {
+    /// `microsocks`, with `-u/-P` when `auth` is set.
+    Microsocks { auth: Option<(String, String)> },
+    /// `danted`, no authentication, CONNECT and UDP ASSOCIATE allowed.
+    Dante,
+    /// `tinyproxy`, CONNECT to any port.
+    Tinyproxy,
+}
+
+impl ProcKind {
+    const fn program(&self) -> &'static str {
+        match self {
+            Self::Microsocks { .. } => "microsocks",
+            Self::Dante => "danted",
+            Self::Tinyproxy => "tinyproxy",
+        }
+    }
+
+    /// The port each program listens on in the lab.
+    pub(crate) const fn port(&self) -> u16 {
+        match self {
+            Self::Microsocks { .. } | Self::Dante => 1080,
+            Self::Tinyproxy => 8888,
+        }
+    }
+}
+
+/// Whether `prog` is on the PATH (the tests need the Debian packages from `.ci/run`).
+pub(crate) fn have_program(prog: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| dir.join(prog).is_file())
+            || ["/usr/sbin", "/sbin"]
+                .iter()
+                .any(|d| std::path::Path::new(d).join(prog).is_file())
+    })
+}
+
+/// An upstream proxy process on one of the lab's WAN hosts; killed on drop.
+pub(crate) struct ProcUpstream<'lab> {
+    pub(crate) host: &'lab WanHost,
+    pub(crate) kind: ProcKind,
+    /// Config file (dante, tinyproxy).
+    conf: Option<PathBuf>,
+    /// Where the process's stdout and stderr go.
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl<'lab> ProcUpstream<'lab> {
+    /// Starts `kind` on `lab.hosts[host]` and waits until it accepts connections.
+    pub(crate) fn start(lab: &'lab Lab, host: usize, kind: ProcKind) -> Self {
+        let h = &lab.hosts[host];
+        let prog = kind.program();
+        assert!(
+            have_program(prog),
+            "`{prog}` is not installed (apt-get install microsocks dante-server tinyproxy)"
+        );
+        let conf = match &kind {
+            ProcKind::Microsocks { .. } => None,
+            ProcKind::Dante => Some(lab.write_file(&format!("danted-h{host}.conf"), &dante_conf())),
+            ProcKind::Tinyproxy => Some(lab.write_file(
+                &format!("tinyproxy-h{host}.conf"),
+                &tinyproxy_conf(kind.port()),
+            )),
+        };
+        let mut up = Self {
+            host: h,
+            kind,
+            conf,
+            log: lab.dir.join(format!("{prog}-h{host}.log")),
+            child: None,
+        };
+        up.restart();
+        up
+    }
+
+    /// The address tpgate (or a test client) connects to: the host's IPv4 address.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host.v4, self.kind.port())
+    }
+
+    /// The host's address of `family`: what a destination sees for traffic through it.
+    pub(crate) fn egress(&self, family: Family) -> std::net::IpAddr {
+        self.host.addr(family)
+    }
+
+    /// (Re)starts the process after [`Self::stop`] (or the first time) and waits until it
+    /// accepts TCP connections.
+    pub(crate) fn restart(&mut self) {
+        self.stop();
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open upstream log");
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.host.ns.name, self.kind.program()]);
+        let port = self.kind.port().to_string();
+        match &self.kind {
+            ProcKind::Microsocks { auth } => {
+                cmd.args(["-i", "::", "-p", &port]);
+                if let Some((user, pass)) = auth {
+                    cmd.args(["-u", user, "-P", pass]);
+                }
+            }
+            ProcKind::Dante => {
+                let conf = self.conf.as_ref().expect("dante config");
+                cmd.arg("-f").arg(conf);
+            }
+            ProcKind::Tinyproxy => {
+                let conf = self.conf.as_ref().expect("tinyproxy config");
+                cmd.arg("-d").arg("-c").arg(conf);
+            }
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.kind.program()));
+        self.child = Some(child);
+        let addr = self.addr();
+        let ready = poll(START_TIMEOUT, || {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!(
+                    "{} exited at start ({status}); log:\n{}",
+                    self.kind.program(),
+                    self.log_text()
+                );
+            }
+            self.host
+                .ns
+                .enter(|| TcpStream::connect_timeout(&addr, Duration::from_millis(200)))
+                .ok()
+        });
+        assert!(
+            ready.is_some(),
+            "{} on {addr} did not accept connections within {START_TIMEOUT:?}; log:\n{}",
+            self.kind.program(),
+            self.log_text()
+        );
+    }
+
+    /// Stops the process (SIGTERM so dante takes its children along, SIGKILL after 2 s),
+    /// then SIGKILLs anything still running in the host's namespace.
+    pub(crate) fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            }
+            if wait_timeout(&mut child, Duration::from_secs(2)).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        let leftover = poll(Duration::from_secs(2), || {
+            let pids = self.host.pids();
+            for pid in &pids {
+                let _ = kill(*pid, Signal::SIGKILL);
+            }
+            pids.is_empty().then_some(())
+        });
+        assert!(
+            leftover.is_some(),
+            "processes left in {}: {:?}",
+            self.host.ns.name,
+            self.host.pids()
+        );
+    }
+
+    /// What the process logged so far.
+    pub(crate) fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ProcUpstream<'_> {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for pid in self.host.pids() {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+    }
+}
+
+/// dante: no authentication, anyone may CONNECT or UDP ASSOCIATE anywhere, over IPv4 and
+/// IPv6, leaving from the host's own addresses.
+fn dante_conf() -> String {
+    "logoutput: stderr\n\
+     internal: eth0 port = 1080\n\
+     external: eth0\n\
+     clientmethod: none\n\
+     socksmethod: none\n\
+     user.privileged: root\n\
+     user.unprivileged: nobody\n\
+     client pass { from: 0/0 to: 0/0 log: error }\n\
+     socks pass { from: 0/0 to: 0/0 command: connect udpassociate udpreply log: error connect }\n"
+        .to_owned()
+}
+
+/// tinyproxy in the foreground: every client allowed (no `Allow` lines) and CONNECT to any
+/// port (no `ConnectPort` lines: tinyproxy then allows all ports).
+fn tinyproxy_conf(port: u16) -> String {
+    format!(
+        "User nobody\n\
+         Group nogroup\n\
+         Port {port}\n\
+         Timeout 60\n\
+         LogLevel Info\n\
+         MaxClients 100\n\
+         DisableViaHeader Yes\n"
+    )
+}
