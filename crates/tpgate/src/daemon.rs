@@ -84,6 +84,7 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         tasks.spawn(relay::udp::serve(u, nat.clone(), stop.clone()));
     }
     tasks.spawn(nat.sweep(stop.clone()));
+    outbounds.warm_up();
     outbound::spawn_health_checks(&outbounds, &stop);
     if let Some(listener) = api {
         tasks.spawn(crate::controller::serve(listener, outbounds.clone(), config.secret.clone(), stop.clone()));

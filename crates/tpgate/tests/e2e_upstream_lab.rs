@@ -10,13 +10,13 @@ mod ss_server;
 #[path = "lab/trojan_server.rs"]
 mod trojan_server;
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::io::ErrorKind;
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use lab::{
-    http_connect, pattern, socks5_connect, socks5_udp_exchange, tcp_send_all_and_read, Family,
-    Lab, ProcKind, ProcUpstream, TcpEchoServer, UdpEchoServer,
+    echo_exact, http_connect, pattern, socks5_connect, socks5_udp_exchange, Family, Lab,
+    ProcKind, ProcUpstream, TcpEchoServer, UdpEchoServer,
 };
 use ss_server::{
     ss_tcp_echo, ss_udp_exchange, SsServer, SS2022_METHOD, SS2022_PASSWORD, SS_AEAD_METHOD,
@@ -32,7 +32,7 @@ const PASS: &str = "labpass";
 
 /// Echoes `data` over an already-tunnelled stream and checks it comes back byte-exact.
 fn echo_over(stream: &TcpStream, data: &[u8], what: &str) {
-    let got = tcp_send_all_and_read(stream, data).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let got = echo_exact(stream, data).unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(got == data, "{what}: echo differs ({} bytes back)", got.len());
 }
 
@@ -150,33 +150,42 @@ fn upstream_stop_and_restart() {
     let err = lab::tcp_connect(&lab.gw, ms.addr()).expect_err("connect to a stopped microsocks");
     assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
     ms.restart();
-    let mut s = socks5_connect(&lab.gw, ms.addr(), None, server.addr).expect("after restart");
-    s.write_all(b"again").expect("write");
-    s.shutdown(Shutdown::Write).expect("half-close");
-    let mut got = Vec::new();
-    s.read_to_end(&mut got).expect("read");
-    assert_eq!(got, b"again");
+    let s = socks5_connect(&lab.gw, ms.addr(), None, server.addr).expect("after restart");
+    echo_over(&s, b"again", "after restart");
 }
 
-/// `tc netem` on a host slows the round trip through it, and only through it.
+/// A delay front slows the round trip through its upstream, and only through it; the
+/// delay can be changed while running.
 #[test]
-fn wan_host_delay_is_per_host() {
+fn upstream_delay_is_per_upstream() {
     let Some(lab) = Lab::with_wan_hosts("updelay", 2) else {
         return;
     };
     let a = Family::V4.addrs();
     let server = TcpEchoServer::start(&lab.server, SocketAddr::new(a.server, 80));
     let fast = ProcUpstream::start(&lab, 0, ProcKind::Microsocks { auth: None });
-    let slow = ProcUpstream::start(&lab, 1, ProcKind::Microsocks { auth: None });
-    lab.hosts[1].set_delay_ms(150);
+    let mut slow = ProcUpstream::start_delayed(
+        &lab,
+        1,
+        ProcKind::Microsocks { auth: None },
+        Duration::from_millis(100),
+    );
     let time = |up: &ProcUpstream<'_>| {
         let t = std::time::Instant::now();
         let s = socks5_connect(&lab.gw, up.addr(), None, server.addr).expect("connect");
         echo_over(&s, b"x", "timed");
         t.elapsed()
     };
-    let (f, s) = (time(&fast), time(&slow));
+    let f = time(&fast);
     assert!(f < Duration::from_millis(100), "fast upstream took {f:?}");
-    assert!(s > Duration::from_millis(300), "delayed upstream took only {s:?}");
-    lab.hosts[1].clear_delay();
+    // Greeting, CONNECT and one echo: three round trips, 200 ms each.
+    let s = time(&slow);
+    assert!(s > Duration::from_millis(550), "delayed upstream took only {s:?}");
+    assert_last_peer(&server, 2, slow.egress(Family::V4), "delayed");
+    slow.set_delay(Duration::ZERO);
+    let s = time(&slow);
+    assert!(s < Duration::from_millis(100), "delay 0 still took {s:?}");
+    let data = pattern(1 << 20, 3);
+    let stream = socks5_connect(&lab.gw, slow.addr(), None, server.addr).expect("connect");
+    echo_over(&stream, &data, "1 MiB through the delay front");
 }

@@ -68,7 +68,10 @@ fn external_controller(node: &Node) -> Result<Option<(SocketAddr, bool)>, String
                 let port = port
                     .parse::<u16>()
                     .map_err(|_| format!("{expected}, found `{text}`"))?;
-                (SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port), false)
+                (
+                    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+                    false,
+                )
             }
             _ => return Err(format!("{expected}, found `{text}`")),
         }
@@ -130,7 +133,13 @@ mod tests {
         assert_eq!(ok("localhost:9090"), Some((addr("127.0.0.1:9090"), false)));
         assert_eq!(ok(""), None);
         assert_eq!(external_controller(&node(Value::Null)), Ok(None));
-        for bad in ["9090", "example.com:9090", ":http", "127.0.0.1:0", "1.2.3.4:70000"] {
+        for bad in [
+            "9090",
+            "example.com:9090",
+            ":http",
+            "127.0.0.1:0",
+            "1.2.3.4:70000",
+        ] {
             assert!(external_controller(&s(bad)).is_err(), "{bad}");
         }
         let e = external_controller(&node(Value::Int(9090))).unwrap_err();
@@ -144,8 +153,13 @@ mod tests {
         assert_eq!(secret(&s("")), Ok(None));
         assert_eq!(secret(&node(Value::Null)), Ok(None));
         assert!(secret(&node(Value::Seq(vec![]))).is_err());
-        assert_eq!(state_file(&s("/run/tpgate.json")), Ok("/run/tpgate.json".into()));
-        assert!(state_file(&s("state.json")).unwrap_err().contains("absolute"));
+        assert_eq!(
+            state_file(&s("/run/tpgate.json")),
+            Ok("/run/tpgate.json".into())
+        );
+        assert!(state_file(&s("state.json"))
+            .unwrap_err()
+            .contains("absolute"));
         assert!(state_file(&s("/var/lib/")).is_err());
     }
 }

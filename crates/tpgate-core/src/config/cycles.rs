@@ -14,7 +14,12 @@ enum Visit {
 
 /// Reports each cycle once, at the name (`at[j]`: position and path) of the group where
 /// the search closed it. Group `j` is `TargetId(proxies + j)`.
-pub(super) fn report_cycles(groups: &[GroupDef], proxies: usize, at: &[(Pos, String)], d: &mut Diags) {
+pub(super) fn report_cycles(
+    groups: &[GroupDef],
+    proxies: usize,
+    at: &[(Pos, String)],
+    d: &mut Diags,
+) {
     let group_of = |m: &Member| match m {
         Member::Target(id) => (id.0 as usize)
             .checked_sub(proxies)
@@ -78,14 +83,25 @@ mod tests {
         GroupDef {
             name: name.to_owned(),
             kind: GroupKind::Select,
-            members: members.iter().map(|m| Member::Target(TargetId(*m))).collect(),
+            members: members
+                .iter()
+                .map(|m| Member::Target(TargetId(*m)))
+                .collect(),
             health: None,
         }
     }
 
     fn cycles(groups: &[GroupDef]) -> Vec<String> {
         let at: Vec<_> = (0..groups.len())
-            .map(|j| (Pos { line: j + 1, col: 1 }, format!("g[{j}]")))
+            .map(|j| {
+                (
+                    Pos {
+                        line: j + 1,
+                        col: 1,
+                    },
+                    format!("g[{j}]"),
+                )
+            })
             .collect();
         let mut d = Diags::default();
         report_cycles(groups, 1, &at, &mut d);

@@ -236,7 +236,9 @@ pub(super) fn items<T>(
 fn upstreams(entries: &[Entry<'_>], config: &mut Config, d: &mut Diags) {
     let field = |key: &str| entries.iter().find(|e| e.key == key).map(|e| e.value);
     let declared_proxies = field("proxies").map(|n| proxies(n, d)).unwrap_or_default();
-    let declared_groups = field("proxy-groups").map(|n| groups(n, d)).unwrap_or_default();
+    let declared_groups = field("proxy-groups")
+        .map(|n| groups(n, d))
+        .unwrap_or_default();
     let names = Names::new(&declared_proxies, &declared_groups, d);
     config.proxies = declared_proxies
         .into_iter()

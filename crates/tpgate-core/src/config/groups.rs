@@ -47,7 +47,8 @@ fn group<'a>(node: &'a Node, path: String, d: &mut Diags) -> Declared<RawGroup<'
     let path = out.path.clone();
     if !matches!(node.value, Value::Map(_)) {
         let found = node.value.describe();
-        let message = format!("a proxy group is a mapping with name, type and proxies, found {found}");
+        let message =
+            format!("a proxy group is a mapping with name, type and proxies, found {found}");
         d.error(node.pos, &path, message);
         return out;
     }
@@ -60,9 +61,8 @@ fn group<'a>(node: &'a Node, path: String, d: &mut Diags) -> Declared<RawGroup<'
             d.error(node.pos, &path, format!("missing `{key}`"));
         }
     }
-    out.name = field("name").and_then(|n| {
-        check(d, n, &at("name"), names::name(n, true)).map(|name| (name, n.pos))
-    });
+    out.name = field("name")
+        .and_then(|n| check(d, n, &at("name"), names::name(n, true)).map(|name| (name, n.pos)));
     let who = out
         .name
         .as_ref()
@@ -109,14 +109,22 @@ fn group<'a>(node: &'a Node, path: String, d: &mut Diags) -> Declared<RawGroup<'
         Some(n) => check(d, n, &at("proxies"), value::list(n)).unwrap_or_default(),
         None => &[],
     };
-    if members.is_empty() && !providers && d.errors.len() == errors {
+    let written_empty = field("proxies").is_none_or(|n| match &n.value {
+        Value::Seq(items) => items.is_empty(),
+        v => *v == Value::Null,
+    });
+    if written_empty && !providers {
         let where_ = field("proxies").map_or(node.pos, |n| n.pos);
         let message = format!("a {kind} group needs at least one member in `proxies`");
         d.error(where_, &at("proxies"), message);
     }
     let only = |d: &mut Diags, key: &str, types: &str| {
         if let Some(e) = fields.iter().find(|e| e.key == key) {
-            d.warn(e.key_pos, &at(key), format!("only used by {types} groups; ignored"));
+            d.warn(
+                e.key_pos,
+                &at(key),
+                format!("only used by {types} groups; ignored"),
+            );
         }
     };
     let millis = |d: &mut Diags, key: &str| {
@@ -213,7 +221,9 @@ fn url(node: &Node) -> Result<String, String> {
     match rest {
         Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(url.to_owned()),
         Some(_) => Err(format!("`{url}` has no host")),
-        None => Err(format!("expected an http:// or https:// URL, found `{url}`")),
+        None => Err(format!(
+            "expected an http:// or https:// URL, found `{url}`"
+        )),
     }
 }
 
@@ -285,7 +295,11 @@ fn members(g: &RawGroup<'_>, path: &str, names: &Names, d: &mut Diags) -> Vec<Me
             continue;
         }
         if !relay && out.contains(&member) {
-            d.warn(node.pos, &path, format!("`{name}` is listed twice; ignored"));
+            d.warn(
+                node.pos,
+                &path,
+                format!("`{name}` is listed twice; ignored"),
+            );
             continue;
         }
         out.push(member);

@@ -196,7 +196,8 @@ pub(super) const GROUP_FIELDS: &[&str] = &[
 ];
 
 /// The group types tpgate implements.
-pub(super) const GROUP_TYPES: &[&str] = &["select", "url-test", "fallback", "load-balance", "relay"];
+pub(super) const GROUP_TYPES: &[&str] =
+    &["select", "url-test", "fallback", "load-balance", "relay"];
 
 /// Group fields that pull members from providers or by pattern: not supported yet.
 pub(super) const GROUP_NOT_YET: &[&str] = &[

@@ -36,6 +36,19 @@ impl<T> Declared<T> {
             Outcome::Skipped | Outcome::Invalid => None,
         }
     }
+
+    /// What the name stands for; a ready entry takes the id `next` and advances it.
+    fn known(&self, next: &mut u32) -> Known {
+        match self.outcome {
+            Outcome::Ready(_) => {
+                let id = TargetId(*next);
+                *next += 1;
+                Known::Target(id)
+            }
+            Outcome::Skipped => Known::Skipped,
+            Outcome::Invalid => Known::Invalid,
+        }
+    }
 }
 
 /// What a declared name stands for.
@@ -50,7 +63,8 @@ pub(super) enum Known {
 
 /// Every declared name, with what it stands for.
 pub(super) struct Names {
-    map: HashMap<String, Known>,
+    /// What each name stands for, and where it was declared.
+    map: HashMap<String, (Known, Pos)>,
     /// Names in file order, for "did you mean".
     order: Vec<String>,
 }
@@ -58,43 +72,42 @@ pub(super) struct Names {
 impl Names {
     /// Registers proxies, then groups, reporting names taken twice. Ids go to the ready
     /// entries in order, proxies first, matching where the decoder puts them in `Config`.
-    pub(super) fn new<P, G>(proxies: &[Declared<P>], groups: &[Declared<G>], d: &mut Diags) -> Self {
+    pub(super) fn new<P, G>(
+        proxies: &[Declared<P>],
+        groups: &[Declared<G>],
+        d: &mut Diags,
+    ) -> Self {
         let mut names = Self {
             map: HashMap::new(),
             order: Vec::new(),
         };
-        let mut first: HashMap<&str, Pos> = HashMap::new();
         let mut next = 0u32;
-        let outcomes = proxies
-            .iter()
-            .map(|p| (&p.path, &p.name, p.ready().is_some(), matches!(p.outcome, Outcome::Skipped)))
-            .chain(groups.iter().map(|g| {
-                (&g.path, &g.name, g.ready().is_some(), matches!(g.outcome, Outcome::Skipped))
-            }));
-        for (path, name, ready, skipped) in outcomes {
-            let known = if ready {
-                next += 1;
-                Known::Target(TargetId(next - 1))
-            } else if skipped {
-                Known::Skipped
-            } else {
-                Known::Invalid
-            };
+        let mut declared = Vec::with_capacity(proxies.len() + groups.len());
+        declared.extend(
+            proxies
+                .iter()
+                .map(|p| (&p.path, &p.name, p.known(&mut next))),
+        );
+        declared.extend(
+            groups
+                .iter()
+                .map(|g| (&g.path, &g.name, g.known(&mut next))),
+        );
+        for (path, name, known) in declared {
             let Some((name, pos)) = name else { continue };
-            if let Some(at) = first.get(name.as_str()) {
+            if let Some((_, at)) = names.map.get(name) {
                 let message = format!("the name `{name}` is already taken (first at {at})");
                 d.error(*pos, &format!("{path}.name"), message);
                 continue;
             }
-            first.insert(name, *pos);
-            names.map.insert(name.clone(), known);
+            names.map.insert(name.clone(), (known, *pos));
             names.order.push(name.clone());
         }
         names
     }
 
     pub(super) fn get(&self, name: &str) -> Option<Known> {
-        self.map.get(name).copied()
+        self.map.get(name).map(|(known, _)| *known)
     }
 
     /// `; did you mean `X`?` for a name that is close to a declared or built-in one.
@@ -162,10 +175,15 @@ mod tests {
         assert_eq!(name(&node("hk"), false), Ok("hk".into()));
         assert_eq!(name(&node("GLOBAL"), true), Ok("GLOBAL".into()));
         assert_eq!(name(&node("global"), false), Ok("global".into()));
-        assert!(name(&node("GLOBAL"), false).unwrap_err().contains("reserved"));
+        assert!(name(&node("GLOBAL"), false)
+            .unwrap_err()
+            .contains("reserved"));
         assert!(name(&node(" "), true).unwrap_err().contains("empty"));
         for b in ["DIRECT", "reject", "Reject-Drop", "PASS"] {
-            assert!(name(&node(b), true).unwrap_err().contains("built-in"), "{b}");
+            assert!(
+                name(&node(b), true).unwrap_err().contains("built-in"),
+                "{b}"
+            );
         }
         assert_eq!(builtin("reject-drop"), Some("REJECT-DROP"));
         assert_eq!(builtin("Proxy"), None);

@@ -68,7 +68,8 @@ fn proxy(node: &Node, path: String, d: &mut Diags) -> Declared<ProxyDef> {
     };
     if !matches!(node.value, Value::Map(_)) {
         let found = node.value.describe();
-        let message = format!("a proxy is a mapping with name, type, server and port, found {found}");
+        let message =
+            format!("a proxy is a mapping with name, type, server and port, found {found}");
         d.error(node.pos, &path, message);
         return invalid(path);
     }
@@ -101,7 +102,11 @@ fn proxy(node: &Node, path: String, d: &mut Diags) -> Declared<ProxyDef> {
                 .unwrap_or_default();
             format!("unknown type `{kind}`{hint}")
         };
-        d.warn(type_node.pos, &f.path("type"), format!("{why}; {who} skipped"));
+        d.warn(
+            type_node.pos,
+            &f.path("type"),
+            format!("{why}; {who} skipped"),
+        );
         return declared(if d.errors.len() > errors {
             Outcome::Invalid
         } else {
@@ -149,6 +154,13 @@ fn other_fields(f: &Fields<'_>, kind: &str, who: &str, d: &mut Diags) -> bool {
         if keys::PROXY_COMMON.contains(&key) || used.contains(&key) {
             continue;
         }
+        // Goes with `plugin`, which names the reason to skip.
+        if key == "plugin-opts"
+            && f.node("plugin")
+                .is_some_and(|n| transport("plugin", n).is_some())
+        {
+            continue;
+        }
         let path = f.path(key);
         if keys::PROXY_TRANSPORT.contains(&key) {
             if let Some(what) = transport(key, e.value) {
@@ -166,7 +178,11 @@ fn other_fields(f: &Fields<'_>, kind: &str, who: &str, d: &mut Diags) -> bool {
             .iter()
             .any(|t| keys::proxy_fields(t).contains(&key))
         {
-            d.warn(e.key_pos, &path, format!("not a field of {kind} proxies; ignored"));
+            d.warn(
+                e.key_pos,
+                &path,
+                format!("not a field of {kind} proxies; ignored"),
+            );
         } else {
             let hint = keys::suggest(key, used)
                 .map(|s| format!(" (did you mean `{s}`?)"))
@@ -183,9 +199,11 @@ fn transport(key: &str, node: &Node) -> Option<String> {
         Value::Null => true,
         Value::Bool(b) => !b,
         Value::Str(s) => s.trim().is_empty() || (key == "network" && s.eq_ignore_ascii_case("tcp")),
-        Value::Map(entries) if matches!(key, "smux" | "ss-opts") => !entries.iter().any(|(k, v)| {
-            k.value == Value::Str("enabled".to_owned()) && v.value == Value::Bool(true)
-        }),
+        Value::Map(entries) if matches!(key, "smux" | "ss-opts") => {
+            !entries.iter().any(|(k, v)| {
+                k.value == Value::Str("enabled".to_owned()) && v.value == Value::Bool(true)
+            })
+        }
         _ => false,
     };
     if off {
@@ -210,20 +228,26 @@ fn plain(f: &Fields<'_>, kind: &str, d: &mut Diags) -> Option<ProxyKind> {
         }
         if let Some(node) = f.node("password").filter(|_| username.is_empty()) {
             if !password.is_empty() {
-                d.error(node.pos, &f.path("password"), "a password needs a `username`");
+                d.error(
+                    node.pos,
+                    &f.path("password"),
+                    "a password needs a `username`",
+                );
             }
         }
     }
-    let auth = (!username.is_empty() || !password.is_empty()).then_some(Credentials {
-        username,
-        password,
-    });
+    let auth = (!username.is_empty() || !password.is_empty())
+        .then_some(Credentials { username, password });
     let tls = if f.get(d, "tls", value::boolean).unwrap_or(false) {
         Some(tls(f, d))
     } else {
         for key in ["sni", "skip-cert-verify"] {
             if let Some(e) = f.entries.iter().find(|e| e.key == key) {
-                d.warn(e.key_pos, &f.path(key), "only used with `tls: true`; ignored");
+                d.warn(
+                    e.key_pos,
+                    &f.path(key),
+                    "only used with `tls: true`; ignored",
+                );
             }
         }
         None
@@ -247,7 +271,9 @@ fn tls(f: &Fields<'_>, d: &mut Diags) -> Tls {
     };
     Tls {
         sni: sni.filter(|s| !s.trim().is_empty()),
-        skip_cert_verify: f.get(d, "skip-cert-verify", value::boolean).unwrap_or(false),
+        skip_cert_verify: f
+            .get(d, "skip-cert-verify", value::boolean)
+            .unwrap_or(false),
     }
 }
 
@@ -274,7 +300,12 @@ fn shadowsocks(
         return None;
     };
     let node = f.node("password")?;
-    check(d, node, &f.path("password"), check_password(cipher, &password))?;
+    check(
+        d,
+        node,
+        &f.path("password"),
+        check_password(cipher, &password),
+    )?;
     Some(ProxyKind::Shadowsocks { cipher, password })
 }
 

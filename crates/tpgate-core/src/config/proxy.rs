@@ -117,7 +117,9 @@ pub enum Member {
 pub enum GroupKind {
     Select,
     /// Picks the lowest delay; moves only when another is better by more than `tolerance`.
-    UrlTest { tolerance: Duration },
+    UrlTest {
+        tolerance: Duration,
+    },
     Fallback,
     LoadBalance(LbStrategy),
     /// Chains the members, first hop first.

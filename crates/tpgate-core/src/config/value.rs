@@ -75,11 +75,17 @@ pub(super) fn host(node: &Node) -> Result<String, String> {
     }
     if let Some(inner) = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
         if inner.parse::<IpAddr>().is_ok() {
-            return Err(format!("write the IPv6 address without brackets: `{inner}`"));
+            return Err(format!(
+                "write the IPv6 address without brackets: `{inner}`"
+            ));
         }
     }
     let name = text.strip_suffix('.').unwrap_or(text);
-    let bad = |why: &str| Err(format!("`{text}` is not an IP address or a host name: {why}"));
+    let bad = |why: &str| {
+        Err(format!(
+            "`{text}` is not an IP address or a host name: {why}"
+        ))
+    };
     if name.is_empty() {
         return bad("it is empty");
     }

@@ -9,6 +9,10 @@ use std::fmt;
 use saphyr::{Scalar, ScanError};
 use saphyr_parser::{Event, Marker, Parser};
 
+use merge::merge;
+
+mod merge;
+
 /// Deeper nesting than this is refused: no real config needs it, and it keeps recursion
 /// over the tree (clone, drop, alias sizing) bounded whatever the input.
 const MAX_DEPTH: usize = 64;
@@ -183,42 +187,6 @@ impl Builder {
     }
 }
 
-/// Applies YAML merge keys (`<<: *base`, `<<: [*a, *b]`), which mihomo configs use to share
-/// group and proxy fields: keys written in the mapping win, then earlier merged mappings
-/// win over later ones. A `<<` whose value is not a mapping (or list of them) is kept as
-/// an ordinary key, for the decoder to report.
-fn merge(entries: Vec<(Node, Node)>) -> Vec<(Node, Node)> {
-    let is_merge = |k: &Node| k.value == Value::Str("<<".to_owned());
-    if !entries.iter().any(|(k, _)| is_merge(k)) {
-        return entries;
-    }
-    let mut own = Vec::with_capacity(entries.len());
-    let mut merged = Vec::new();
-    for (k, v) in entries {
-        if !is_merge(&k) {
-            own.push((k, v));
-            continue;
-        }
-        match v.value {
-            Value::Map(m) => merged.extend(m),
-            Value::Seq(items) if items.iter().all(|i| matches!(i.value, Value::Map(_))) => {
-                for item in items {
-                    if let Value::Map(m) = item.value {
-                        merged.extend(m);
-                    }
-                }
-            }
-            value => own.push((k, Node { pos: v.pos, value })),
-        }
-    }
-    for (k, v) in merged {
-        if !own.iter().any(|(o, _)| o.value == k.value) {
-            own.push((k, v));
-        }
-    }
-    own
-}
-
 fn size(node: &Node) -> usize {
     1 + match &node.value {
         Value::Seq(items) => items.iter().map(size).sum(),
@@ -358,32 +326,6 @@ mod tests {
         }
         let e = parse(&bomb).unwrap_err();
         assert!(e.message.contains("aliases expand"), "{e:?}");
-    }
-
-    #[test]
-    fn merge_keys() {
-        let text = "a: &a {x: 1, y: 2}\nb: &b {y: 3, z: 4}\nc:\n  <<: [*a, *b]\n  x: 0\nd: {<<: 5}\n";
-        let root = parse(text).unwrap().unwrap();
-        let Value::Map(entries) = root.value else {
-            panic!("not a map")
-        };
-        let Value::Map(c) = &entries[2].1.value else {
-            panic!("not a map")
-        };
-        let c: Vec<_> = c.iter().map(|(k, v)| (k.value.clone(), v.value.clone())).collect();
-        let s = |t: &str| Value::Str(t.to_owned());
-        assert_eq!(
-            c,
-            [
-                (s("x"), Value::Int(0)),
-                (s("y"), Value::Int(2)),
-                (s("z"), Value::Int(4)),
-            ]
-        );
-        let Value::Map(d) = &entries[3].1.value else {
-            panic!("not a map")
-        };
-        assert_eq!(d[0].0.value, s("<<"));
     }
 
     #[test]

@@ -164,11 +164,7 @@ pub(crate) mod tests {
     /// A config built without the YAML loader, so the renderer's tests stand alone.
     pub(crate) fn sample(lan: &[&str], local: bool, ipv6: bool, udp: bool) -> Config {
         Config {
-            tproxy_port: DEFAULT_TPROXY_PORT,
-            routing_mark: DEFAULT_ROUTING_MARK,
             ipv6,
-            mode: Mode::Rule,
-            log_level: LogLevel::Info,
             intercept: Intercept {
                 backend: Backend::Nftables,
                 lan_interfaces: lan.iter().map(|s| s.to_string()).collect(),
@@ -180,8 +176,7 @@ pub(crate) mod tests {
                 bypass: vec!["192.0.2.0/24".parse().unwrap()],
             },
             rules: vec![],
-            proxies: vec![],
-            groups: vec![],
+            ..Config::default()
         }
     }
 

@@ -356,7 +356,10 @@ mod tests {
         );
         // Built-ins win over the lookup.
         let all = |_: &str| Some(Action::Proxy(TargetId(0)));
-        assert_eq!(parse_rule_with("MATCH,direct", all).unwrap().action, Action::Direct);
+        assert_eq!(
+            parse_rule_with("MATCH,direct", all).unwrap().action,
+            Action::Direct
+        );
     }
 
     #[test]

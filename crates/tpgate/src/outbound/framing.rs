@@ -82,3 +82,47 @@ impl AsyncWrite for Prefixed {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn bytes_after_a_reply_reach_the_reader_first() {
+        let (mut peer, ours) = tokio::io::duplex(1024);
+        // A proxy's 2-byte reply and the destination's banner arrive together.
+        peer.write_all(b"OKSSH-2.0-banner\r\n").await.unwrap();
+        let mut io: BoxIo = Box::new(ours);
+        let mut buf = Vec::new();
+        let got = read_msg(&mut io, &mut buf, |b: &[u8]| {
+            Ok::<_, String>(b.starts_with(b"OK").then_some(((), 2)))
+        })
+        .await;
+        assert!(got.is_ok());
+        let mut io = with_prefix(io, buf);
+        peer.write_all(b"more").await.unwrap();
+        drop(peer);
+        let mut rest = Vec::new();
+        io.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"SSH-2.0-banner\r\nmore");
+    }
+
+    #[tokio::test]
+    async fn a_malformed_or_endless_reply_is_an_error_not_a_hang() {
+        let (mut peer, ours) = tokio::io::duplex(1 << 20);
+        let mut io: BoxIo = Box::new(ours);
+        let mut buf = Vec::new();
+        peer.write_all(b"XX").await.unwrap();
+        let bad = read_msg(&mut io, &mut buf, |b: &[u8]| {
+            if b.starts_with(b"XX") { Err("bad version") } else { Ok(None::<((), usize)>) }
+        })
+        .await;
+        assert_eq!(bad.unwrap_err().kind(), io::ErrorKind::InvalidData);
+        buf.clear();
+        peer.write_all(&vec![b'a'; MAX_HANDSHAKE + 10]).await.unwrap();
+        let long = read_msg(&mut io, &mut buf, |_: &[u8]| Ok::<Option<((), usize)>, String>(None)).await;
+        assert_eq!(long.unwrap_err().kind(), io::ErrorKind::InvalidData);
+    }
+}

@@ -114,6 +114,21 @@ impl Outbounds {
         Ok(Arc::new(Self { nodes, ctx, state }))
     }
 
+    /// Resolves every upstream's server name in the background, so the first flow does not
+    /// wait for DNS and a name that does not resolve is reported at start.
+    pub(crate) fn warm_up(self: &Arc<Self>) {
+        for n in &self.nodes {
+            if let Node::Upstream(u) = n {
+                let (u, ctx) = (u.clone(), self.ctx.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = u.server.resolve(&ctx.resolver).await {
+                        warn!("proxy {}: cannot resolve {}: {e} (will retry on use)", u.name, u.server.host);
+                    }
+                });
+            }
+        }
+    }
+
     pub(crate) fn node(&self, id: TargetId) -> Option<&Node> {
         self.nodes.get(id.0 as usize)
     }

@@ -184,3 +184,33 @@ pub(crate) fn http_connect(ns: &Netns, proxy: SocketAddr, dst: SocketAddr) -> io
     }
     Ok(s)
 }
+
+/// Sends `data` on `stream` (from a second thread) and reads back exactly as many bytes,
+/// without half-closing: some upstreams (microsocks) close both directions at the first
+/// EOF, so an echo through them cannot rely on half-close.
+pub(crate) fn echo_exact(stream: &TcpStream, data: &[u8]) -> io::Result<Vec<u8>> {
+    let mut writer = stream.try_clone()?;
+    let mut reader = stream.try_clone()?;
+    std::thread::scope(|s| {
+        let w = s.spawn(move || writer.write_all(data));
+        let mut got = vec![0u8; data.len()];
+        let mut filled = 0;
+        let read = loop {
+            if filled == got.len() {
+                break Ok(());
+            }
+            match reader.read(&mut got[filled..]) {
+                Ok(0) => {
+                    break Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("EOF after {filled} of {} bytes", data.len()),
+                    ))
+                }
+                Ok(n) => filled += n,
+                Err(e) => break Err(e),
+            }
+        };
+        w.join().expect("writer thread")?;
+        read.map(|()| got)
+    })
+}

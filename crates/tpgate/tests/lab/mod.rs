@@ -16,6 +16,7 @@
 
 mod clients;
 mod daemon;
+mod delay;
 mod http;
 mod peers;
 mod process;
@@ -24,6 +25,7 @@ mod wan;
 
 pub(crate) use clients::*;
 pub(crate) use daemon::*;
+pub(crate) use delay::*;
 pub(crate) use http::*;
 pub(crate) use peers::*;
 pub(crate) use process::*;

@@ -173,7 +173,11 @@ pub(crate) fn ss_tcp_echo(
         let (mut rd, mut wr) = tokio::io::split(s);
         let limit = crate::lab::IO_TIMEOUT;
         let write = async {
-            wr.write_all(data).await?;
+            // The first write carries the request header; shadowsocks-rust's client wants
+            // it in one piece (a debug assertion), so keep it small.
+            let (first, rest) = data.split_at(data.len().min(1024));
+            wr.write_all(first).await?;
+            wr.write_all(rest).await?;
             wr.shutdown().await
         };
         let mut got = Vec::new();
@@ -200,6 +204,7 @@ pub(crate) fn ss_udp_exchange(
     use shadowsocks_service::shadowsocks::context::Context;
     use shadowsocks_service::shadowsocks::net::UdpSocket as ShadowUdpSocket;
     use shadowsocks_service::shadowsocks::relay::socks5::Address;
+    use shadowsocks_service::shadowsocks::relay::udprelay::options::UdpSocketControlData;
     use shadowsocks_service::shadowsocks::relay::udprelay::proxy_socket::{
         ProxySocket, UdpSocketType,
     };
@@ -212,7 +217,14 @@ pub(crate) fn ss_udp_exchange(
         let socket = ShadowUdpSocket::from(tokio::net::UdpSocket::from_std(std_socket)?);
         let ctx = Context::new_shared(ServerType::Local);
         let proxy = ProxySocket::from_socket(UdpSocketType::Client, ctx, &cfg, socket);
-        proxy.send(&Address::SocketAddress(dst), payload).await?;
+        // SIP022 keys a UDP session by the client's session id; a fresh one per exchange,
+        // or the server drops the packet as a replay of an earlier exchange.
+        let mut ctrl = UdpSocketControlData::default();
+        ctrl.client_session_id = fresh_session_id();
+        ctrl.packet_id = 1;
+        proxy
+            .send_with_ctrl(&Address::SocketAddress(dst), &ctrl, payload)
+            .await?;
         let mut buf = vec![0u8; 65536];
         let (n, from, _) = tokio::time::timeout(wait, proxy.recv(&mut buf))
             .await
@@ -225,4 +237,14 @@ pub(crate) fn ss_udp_exchange(
         };
         Ok((from, buf[..n].to_vec()))
     })
+}
+
+/// A session id no earlier exchange of this process used: clock, pid and a counter mixed.
+fn fresh_session_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 40) ^ N.fetch_add(1, Ordering::Relaxed)
 }

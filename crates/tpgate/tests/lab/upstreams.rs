@@ -2,7 +2,8 @@
 //! microsocks (SOCKS5, TCP only, optional username/password), dante (`danted`: SOCKS5 with
 //! UDP ASSOCIATE) and tinyproxy (HTTP CONNECT). Each writes its log to the lab's scratch
 //! directory; tests can stop one (SIGKILL of the pid this test started, plus anything left
-//! in its host's namespace) and start it again on the same address.
+//! in its host's namespace) and start it again on the same address. microsocks and
+//! tinyproxy can also run behind a [`DelayFront`] that adds latency.
 //!
 //! Deliberately not here: the in-process Shadowsocks and Trojan servers, which need extra
 //! crates (`tests/lab/ss_server.rs`, `tests/lab/trojan_server.rs`).
@@ -16,7 +17,7 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::{poll, wait_timeout, Family, Lab, WanHost};
+use super::{poll, wait_timeout, DelayFront, Family, Lab, WanHost};
 
 /// How long an upstream may take to accept connections after it was started.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -66,6 +67,9 @@ pub(crate) struct ProcUpstream<'lab> {
     pub(crate) kind: ProcKind,
     /// Config file (dante, tinyproxy).
     conf: Option<PathBuf>,
+    /// Latency added in front of the program (which then listens on loopback only).
+    delay: Option<Duration>,
+    front: Option<DelayFront>,
     /// Where the process's stdout and stderr go.
     log: PathBuf,
     child: Option<Child>,
@@ -74,6 +78,25 @@ pub(crate) struct ProcUpstream<'lab> {
 impl<'lab> ProcUpstream<'lab> {
     /// Starts `kind` on `lab.hosts[host]` and waits until it accepts connections.
     pub(crate) fn start(lab: &'lab Lab, host: usize, kind: ProcKind) -> Self {
+        Self::start_inner(lab, host, kind, None)
+    }
+
+    /// Like [`Self::start`], behind a [`DelayFront`] adding `delay` in each direction
+    /// (microsocks and tinyproxy only; TCP only). [`Self::set_delay`] changes it later.
+    pub(crate) fn start_delayed(
+        lab: &'lab Lab,
+        host: usize,
+        kind: ProcKind,
+        delay: Duration,
+    ) -> Self {
+        assert!(
+            !matches!(kind, ProcKind::Dante),
+            "dante's UDP relay cannot sit behind a TCP delay front"
+        );
+        Self::start_inner(lab, host, kind, Some(delay))
+    }
+
+    fn start_inner(lab: &'lab Lab, host: usize, kind: ProcKind, delay: Option<Duration>) -> Self {
         let h = &lab.hosts[host];
         let prog = kind.program();
         assert!(
@@ -85,13 +108,15 @@ impl<'lab> ProcUpstream<'lab> {
             ProcKind::Dante => Some(lab.write_file(&format!("danted-h{host}.conf"), &dante_conf())),
             ProcKind::Tinyproxy => Some(lab.write_file(
                 &format!("tinyproxy-h{host}.conf"),
-                &tinyproxy_conf(kind.port()),
+                &tinyproxy_conf(kind.port(), delay.is_some()),
             )),
         };
         let mut up = Self {
             host: h,
             kind,
             conf,
+            delay,
+            front: None,
             log: lab.dir.join(format!("{prog}-h{host}.log")),
             child: None,
         };
@@ -121,9 +146,14 @@ impl<'lab> ProcUpstream<'lab> {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.host.ns.name, self.kind.program()]);
         let port = self.kind.port().to_string();
+        let inner = inner_port(self.kind.port()).to_string();
         match &self.kind {
             ProcKind::Microsocks { auth } => {
-                cmd.args(["-i", "::", "-p", &port]);
+                if self.delay.is_some() {
+                    cmd.args(["-i", "127.0.0.1", "-p", &inner]);
+                } else {
+                    cmd.args(["-i", "::", "-p", &port]);
+                }
                 if let Some((user, pass)) = auth {
                     cmd.args(["-u", user, "-P", pass]);
                 }
@@ -144,7 +174,27 @@ impl<'lab> ProcUpstream<'lab> {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", self.kind.program()));
         self.child = Some(child);
-        let addr = self.addr();
+        if let Some(delay) = self.delay {
+            let inner = SocketAddr::from(([127, 0, 0, 1], inner_port(self.kind.port())));
+            let listen = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, self.kind.port()));
+            self.wait_accepting(inner);
+            self.front = Some(DelayFront::start(&self.host.ns, listen, inner, delay));
+        }
+        self.wait_accepting(self.addr());
+    }
+
+    /// Changes the latency of a [`Self::start_delayed`] upstream.
+    pub(crate) fn set_delay(&mut self, delay: Duration) {
+        assert!(self.delay.is_some(), "not started with start_delayed");
+        self.delay = Some(delay);
+        if let Some(front) = &self.front {
+            front.set_delay(delay);
+        }
+    }
+
+    /// Waits until `addr` accepts TCP connections from inside the host, failing early when
+    /// the program exits.
+    fn wait_accepting(&mut self, addr: SocketAddr) {
         let ready = poll(START_TIMEOUT, || {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 panic!(
@@ -169,6 +219,7 @@ impl<'lab> ProcUpstream<'lab> {
     /// Stops the process (SIGTERM so dante takes its children along, SIGKILL after 2 s),
     /// then SIGKILLs anything still running in the host's namespace.
     pub(crate) fn stop(&mut self) {
+        self.front = None;
         if let Some(mut child) = self.child.take() {
             if let Ok(pid) = i32::try_from(child.id()) {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
@@ -221,18 +272,29 @@ fn dante_conf() -> String {
      socksmethod: none\n\
      user.privileged: root\n\
      user.unprivileged: nobody\n\
-     client pass { from: 0/0 to: 0/0 log: error }\n\
-     socks pass { from: 0/0 to: 0/0 command: connect udpassociate udpreply log: error connect }\n"
+     client pass {\n  from: 0/0 to: 0/0\n  log: error\n}\n\
+     socks pass {\n  from: 0/0 to: 0/0\n  command: connect udpassociate udpreply\n  log: error\n}\n"
         .to_owned()
+}
+
+/// Where a delayed program listens (on the host's loopback), behind its front.
+const fn inner_port(port: u16) -> u16 {
+    port + 1
 }
 
 /// tinyproxy in the foreground: every client allowed (no `Allow` lines) and CONNECT to any
 /// port (no `ConnectPort` lines: tinyproxy then allows all ports).
-fn tinyproxy_conf(port: u16) -> String {
+fn tinyproxy_conf(port: u16, behind_front: bool) -> String {
+    let (port, listen) = if behind_front {
+        (inner_port(port), "Listen 127.0.0.1\n")
+    } else {
+        (port, "")
+    };
     format!(
         "User nobody\n\
          Group nogroup\n\
          Port {port}\n\
+         {listen}\
          Timeout 60\n\
          LogLevel Info\n\
          MaxClients 100\n\

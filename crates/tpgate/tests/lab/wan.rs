@@ -2,8 +2,7 @@
 //! server and extra [`WanHost`]s (one namespace each, at 203.0.113.3, .4, ... and
 //! 2001:db8:2::3, ::4, ...) on one segment, so an upstream proxy on a host reaches the server
 //! itself and the server sees the host's address. Each host has its own namespace so a test
-//! can kill everything in it or slow its link down with `tc netem` without touching the
-//! others.
+//! can kill everything in it without touching the others.
 //!
 //! Deliberately not here: the proxy servers that run on the hosts ([`super::upstreams`]).
 
@@ -36,25 +35,6 @@ impl WanHost {
             Family::V4 => self.v4,
             Family::V6 => self.v6,
         }
-    }
-
-    /// Delays every packet the host sends by `ms` milliseconds (`tc netem` on its link, in
-    /// its own namespace), so the round trip through it grows by that much.
-    pub(crate) fn set_delay_ms(&self, ms: u32) {
-        let delay = format!("{ms}ms");
-        self.ns.sh(
-            "tc",
-            &[
-                "qdisc", "replace", "dev", HOST_IF, "root", "netem", "delay", &delay,
-            ],
-        );
-    }
-
-    /// Removes the delay of [`Self::set_delay_ms`].
-    pub(crate) fn clear_delay(&self) {
-        let _ = self
-            .ns
-            .exec("tc", &["qdisc", "del", "dev", HOST_IF, "root"]);
     }
 
     /// Process ids of everything running in the host's namespace (all started by this test:

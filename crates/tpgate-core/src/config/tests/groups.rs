@@ -1,5 +1,4 @@
-//! `proxy-groups:` and the names rules target: members, ids, health checks, cycles,
-//! skipped members; `GLOBAL`; and the API settings beside them.
+//! `proxy-groups:`: members (declared later, skipped, unknown), ids, health checks, cycles.
 
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ const PROXIES: &str = "proxies:
 ";
 
 /// PROXIES (ids a=0, b=1; v skipped) followed by `rest`, which starts on line 5.
-fn with(rest: &str) -> String {
+pub(super) fn with(rest: &str) -> String {
     format!("{PROXIES}{rest}")
 }
 
@@ -103,7 +102,10 @@ fn every_kind_with_defaults_and_forward_references() {
     assert_eq!(c.target(TargetId(10)), None);
     assert_eq!(
         warnings(&l),
-        ["9:51: proxy-groups[4].tolerance: only used by url-test groups; ignored"]
+        [
+            "4:21: proxies[2].type: type vmess is not supported by tpgate; proxy `v` skipped",
+            "10:54: proxy-groups[4].tolerance: only used by url-test groups; ignored"
+        ]
     );
     assert_eq!(c.global_target, None);
     assert_eq!(c.global_action(), Action::Proxy(TargetId(0)));
@@ -112,15 +114,20 @@ fn every_kind_with_defaults_and_forward_references() {
 #[test]
 fn member_errors_point_at_the_member() {
     let m = error_at(
-        &with("proxy-groups:\n  - {name: G, type: select, proxies: [a, Auot]}\n  - {name: Auto, type: select, proxies: [b]}\n"),
+        &with("proxy-groups:\n  - {name: G, type: select, proxies: [a, Autp]}\n  - {name: Auto, type: select, proxies: [b]}\n"),
         6,
-        44,
+        42,
         "proxy-groups[0].proxies[1]",
     );
-    assert!(m.ends_with("unknown proxy or group `Auot`; did you mean `Auto`?"), "{m}");
+    assert!(
+        m.ends_with("unknown proxy or group `Autp`; did you mean `Auto`?"),
+        "{m}"
+    );
     let m = error_at(
-        &with("proxy-groups:\n  - name: G\n    type: select\n    proxies:\n      - a\n      - zzzz\n"),
-        11,
+        &with(
+            "proxy-groups:\n  - name: G\n    type: select\n    proxies:\n      - a\n      - zzzz\n",
+        ),
+        10,
         9,
         "proxy-groups[0].proxies[1]",
     );
@@ -135,7 +142,7 @@ fn member_errors_point_at_the_member() {
     let m = error_at(
         &with("proxy-groups:\n  - {name: G, type: select, proxies: [[a]]}\n"),
         6,
-        38,
+        39,
         "proxy-groups[0].proxies[0]",
     );
     assert!(m.contains("expected a string"), "{m}");
@@ -144,29 +151,66 @@ fn member_errors_point_at_the_member() {
 #[test]
 fn group_field_errors() {
     let at = |group: &str, col: usize, path: &str| {
-        error_at(&with(&format!("proxy-groups:\n  - {group}\n")), 6, col, path)
+        error_at(
+            &with(&format!("proxy-groups:\n  - {group}\n")),
+            6,
+            col,
+            path,
+        )
     };
-    let m = at("{name: G, type: select, proxies: []}", 38, "proxy-groups[0].proxies");
+    let m = at(
+        "{name: G, type: select, proxies: []}",
+        38,
+        "proxy-groups[0].proxies",
+    );
     assert!(m.contains("needs at least one member"), "{m}");
     let m = at("{name: G, type: relay}", 5, "proxy-groups[0].proxies");
     assert!(m.contains("a relay group needs at least one member"), "{m}");
-    let m = at("{name: G, type: url-test, proxies: [a], interval: soon}", 51, "proxy-groups[0].interval");
+    let m = at(
+        "{name: G, type: url-test, proxies: [a], interval: soon}",
+        55,
+        "proxy-groups[0].interval",
+    );
     assert!(m.contains("found `soon`"), "{m}");
-    let m = at("{name: G, type: url-test, proxies: [a], timeout: 0}", 50, "proxy-groups[0].timeout");
+    let m = at(
+        "{name: G, type: url-test, proxies: [a], timeout: 0}",
+        54,
+        "proxy-groups[0].timeout",
+    );
     assert!(m.contains("fail every check"), "{m}");
-    let m = at("{name: G, type: url-test, proxies: [a], url: 'ftp://x/'}", 46, "proxy-groups[0].url");
+    let m = at(
+        "{name: G, type: url-test, proxies: [a], url: 'ftp://x/'}",
+        50,
+        "proxy-groups[0].url",
+    );
     assert!(m.contains("http:// or https://"), "{m}");
-    let m = at("{name: G, type: url-test, proxies: [a], url: 'http:///x'}", 46, "proxy-groups[0].url");
+    let m = at(
+        "{name: G, type: url-test, proxies: [a], url: 'http:///x'}",
+        50,
+        "proxy-groups[0].url",
+    );
     assert!(m.contains("no host"), "{m}");
-    let m = at("{name: G, type: url-test, proxies: [a], lazy: 1}", 47, "proxy-groups[0].lazy");
+    let m = at(
+        "{name: G, type: url-test, proxies: [a], lazy: 1}",
+        51,
+        "proxy-groups[0].lazy",
+    );
     assert!(m.contains("true or false"), "{m}");
-    let m = at("{name: G, type: load-balance, proxies: [a], strategy: random}", 55, "proxy-groups[0].strategy");
+    let m = at(
+        "{name: G, type: load-balance, proxies: [a], strategy: random}",
+        59,
+        "proxy-groups[0].strategy",
+    );
     assert!(m.contains("consistent-hashing, round-robin"), "{m}");
     let m = at("{type: select, proxies: [a]}", 5, "proxy-groups[0]");
     assert!(m.ends_with("missing `name`"), "{m}");
     let m = at("{name: G, proxies: [a]}", 5, "proxy-groups[0]");
     assert!(m.ends_with("missing `type`"), "{m}");
-    let m = at("{name: REJECT, type: select, proxies: [a]}", 12, "proxy-groups[0].name");
+    let m = at(
+        "{name: REJECT, type: select, proxies: [a]}",
+        12,
+        "proxy-groups[0].name",
+    );
     assert!(m.contains("built-in"), "{m}");
     let m = at("G", 5, "proxy-groups[0]");
     assert!(m.contains("a proxy group is a mapping"), "{m}");
@@ -216,11 +260,12 @@ fn skipped_members_and_groups() {
     assert_eq!(
         warnings(&l),
         [
+            "4:21: proxies[2].type: type vmess is not supported by tpgate; proxy `v` skipped",
             "6:54: proxy-groups[0].proxies[3]: `a` is listed twice; ignored",
             "6:57: proxy-groups[0].proxies[4]: PASS cannot be a group member; dropped",
             "7:12: proxy-groups[1].name: group `OnlyV` has no member tpgate can use (every \
              member was skipped); it rejects all traffic",
-            "8:23: proxy-groups[2].type: type smart is not supported by tpgate; group `Smart` \
+            "8:25: proxy-groups[2].type: type smart is not supported by tpgate; group `Smart` \
              skipped",
             "9:12: proxy-groups[3].name: relay `Chain` lost a hop that tpgate skipped, so the \
              chain cannot be built; the group rejects all traffic",
@@ -231,9 +276,9 @@ fn skipped_members_and_groups() {
             "14:5: proxy-groups[4].icon: not used by tpgate; ignored",
             "15:5: proxy-groups[4].hidden: not used by tpgate; ignored",
             "16:5: proxy-groups[4].lazzy: unknown field (did you mean `lazy`?); ignored",
-            "17:70: proxy-groups[5].strategy: sticky-sessions is not supported yet; \
+            "17:64: proxy-groups[5].strategy: sticky-sessions is not supported yet; \
              consistent-hashing is used",
-            "18:52: proxy-groups[6].interval: a group `Sel2` without `url` is not \
+            "18:46: proxy-groups[6].interval: a group `Sel2` without `url` is not \
              health-checked; ignored",
         ]
     );
@@ -259,96 +304,4 @@ fn skipped_members_and_groups() {
         c.groups[4].kind,
         GroupKind::LoadBalance(LbStrategy::ConsistentHashing)
     );
-}
-
-#[test]
-fn rules_target_proxies_and_groups() {
-    let l = ok(&with(
-        "proxy-groups:
-  - {name: G, type: select, proxies: [b, a]}
-  - {name: S, type: smart, proxies: [a]}
-rules:
-  - DST-PORT,22,a
-  - NETWORK,udp,G,no-resolve
-  - IP-CIDR,192.0.2.0/24,v
-  - SRC-PORT,1000,S
-  - DOMAIN,example.com,nobody
-  - DST-PORT,23,PASS
-  - MATCH,b
-",
-    ));
-    let actions: Vec<_> = l
-        .config
-        .rules
-        .iter()
-        .map(|r| (r.text.as_str(), r.action))
-        .collect();
-    assert_eq!(
-        actions,
-        [
-            ("DST-PORT,22,a", Action::Proxy(TargetId(0))),
-            ("NETWORK,udp,G,no-resolve", Action::Proxy(TargetId(2))),
-            ("MATCH,b", Action::Proxy(TargetId(1))),
-        ]
-    );
-    assert_eq!(
-        warnings(&l)[1..],
-        [
-            "11:5: rules[2]: target `v` was skipped (see its warning); rule skipped, so its \
-             traffic falls through to the rules below",
-            "12:5: rules[3]: target `S` was skipped (see its warning); rule skipped, so its \
-             traffic falls through to the rules below",
-            "13:5: rules[4]: DOMAIN rules are not supported yet; rule skipped",
-            "14:5: rules[5]: PASS is not supported yet; rule skipped",
-        ]
-    );
-    let m = error_at(&with("rules:\n  - MATCH,A\n"), 6, 5, "rules[0]");
-    assert!(m.ends_with("proxy-groups); did you mean `a`?"), "{m}");
-    let m = error_at(&with("rules:\n  - 'MATCH, G '\n"), 6, 5, "rules[0]");
-    assert!(m.contains("unknown target `G`"), "{m}");
-    // A target whose declaration has an error is not reported again.
-    assert_eq!(
-        error_lines("proxies:\n  - {name: p, type: ss}\nrules:\n  - MATCH,p\n").len(),
-        3
-    );
-}
-
-#[test]
-fn global_group_and_mode() {
-    let c = ok(&with(
-        "mode: global
-proxy-groups:
-  - {name: P, type: select, proxies: [a]}
-  - {name: GLOBAL, type: select, proxies: [P, b, DIRECT]}
-",
-    ))
-    .config;
-    assert_eq!(c.global_target, Some(TargetId(3)));
-    assert_eq!(c.global_action(), Action::Proxy(TargetId(3)));
-    let engine = crate::rules::RuleEngine::from_config(&c);
-    assert_eq!(engine.global(), Action::Proxy(TargetId(3)));
-    assert_eq!(Config::default().global_action(), Action::Direct);
-}
-
-#[test]
-fn api_and_state_settings() {
-    let l = ok("external-controller: ':9090'\nsecret: 1234\nstate-file: /run/tpgate.json\n");
-    let c = &l.config;
-    assert_eq!(c.external_controller, Some("127.0.0.1:9090".parse().unwrap()));
-    assert_eq!(c.secret.as_deref(), Some("1234"));
-    assert_eq!(c.state_file, "/run/tpgate.json");
-    assert_eq!(
-        warnings(&l),
-        ["1:22: external-controller: `:9090` means every address in mihomo; tpgate listens on \
-          127.0.0.1:9090 only (write 0.0.0.0:9090 to listen on every address)"]
-    );
-    let l = ok("external-controller: 0.0.0.0:9090\nsecret: ''\n");
-    assert_eq!(l.config.secret, None);
-    assert!(warnings(&l)[0].contains("has no `secret`"), "{:?}", l.warnings);
-    let l = ok("external-controller: ''\n");
-    assert_eq!(l.config.external_controller, None);
-    let m = error_at("external-controller: 9090\n", 1, 22, "external-controller");
-    assert!(m.contains("127.0.0.1:9090"), "{m}");
-    let m = error_at("state-file: state.json\n", 1, 13, "state-file");
-    assert!(m.contains("absolute"), "{m}");
 }

@@ -1,6 +1,10 @@
-//! mihomo/Clash configs: ignored keys warn once each, unsupported rules are skipped.
+//! mihomo/Clash configs: ignored keys warn once each, unsupported rules, proxies and groups
+//! are skipped, and a realistic config loads with exactly the warnings expected.
+
+use std::time::Duration;
 
 use super::*;
+
 #[test]
 fn mihomo_keys_warn_once_each() {
     let l = ok("port: 7890\nsocks-port: 7891\nallow-lan: true\nexternal-controller: 127.0.0.1:9090\nsecret: ''\ntproxy-port: 7893\n");
@@ -25,15 +29,13 @@ fn mihomo_keys_warn_once_each() {
                 "allow-lan",
                 "allow-lan: not used by tpgate yet; ignored"
             ),
-            (
-                4,
-                1,
-                "external-controller",
-                "external-controller: not used by tpgate yet; ignored"
-            ),
-            (5, 1, "secret", "secret: not used by tpgate yet; ignored"),
         ]
     );
+    assert_eq!(
+        l.config.external_controller,
+        Some("127.0.0.1:9090".parse().unwrap())
+    );
+    assert_eq!(l.config.secret, None);
 }
 
 const MIHOMO: &str = r#"# A typical mihomo config with tpgate's section added.
@@ -44,35 +46,57 @@ mode: rule
 log-level: warning
 ipv6: true
 routing-mark: 6666
-find-process-mode: off
-geodata-mode: true
-unified-delay: true
-tcp-concurrent: true
-global-client-fingerprint: chrome
 external-controller: 127.0.0.1:9090
+secret: hunter2
+find-process-mode: off
+unified-delay: true
+global-client-fingerprint: chrome
 profile:
   store-selected: true
 sniffer:
   enable: true
+  sniff: {TLS: {ports: [443]}}
 dns:
   enable: true
   enhanced-mode: fake-ip
   nameserver: [https://doh.pub/dns-query]
 tun:
   enable: false
-p: &common {udp: true, skip-cert-verify: false}
+  stack: system
 proxies:
-  - {name: hk-1, type: ss, server: 192.0.2.10, port: 8388, cipher: aes-128-gcm, password: x}
-  - name: "jp-1"
-    type: trojan
+  - {name: hk-ss, type: ss, server: hk.example.com, port: 8388, cipher: aes-128-gcm, password: pw, udp: true}
+  - name: jp-2022
+    type: ss
     server: 198.51.100.3
+    port: 8389
+    cipher: 2022-blake3-aes-128-gcm
+    password: AAAAAAAAAAAAAAAAAAAAAA==
+  - name: us-trojan
+    type: trojan
+    server: us.example.com
     port: 443
-    password: x
+    password: secret
+    sni: cdn.example.com
+    skip-cert-verify: false
+    udp: true
+    client-fingerprint: chrome
+  - {name: sg-vmess, type: vmess, server: sg.example.com, port: 443, uuid: 0, alterId: 0, cipher: auto}
+  - {name: ws-trojan, type: trojan, server: ws.example.com, port: 443, password: x, network: ws, ws-opts: {path: /t}}
+  - {name: old-ss, type: ss, server: 203.0.113.7, port: 8388, cipher: aes-256-cfb, password: x}
+  - {name: home-socks, type: socks5, server: 192.0.2.5, port: 1080, username: me, password: 123456, udp: true}
+  - {name: office-http, type: http, server: proxy.example.org, port: 3128, tls: true, udp: true}
 proxy-groups:
   - name: Proxy
     type: select
-    proxies: [hk-1, jp-1, DIRECT]
-  - {name: Auto, type: url-test, proxies: [hk-1, jp-1], url: 'https://www.gstatic.com/generate_204', interval: 300}
+    proxies: [Auto, Fallback, hk-ss, us-trojan, sg-vmess, DIRECT]
+  - {name: Auto, type: url-test, proxies: [hk-ss, jp-2022, us-trojan, sg-vmess], url: 'https://www.gstatic.com/generate_204', interval: 300, tolerance: 50}
+  - {name: Fallback, type: fallback, proxies: [us-trojan, hk-ss], interval: 0}
+  - {name: Balance, type: load-balance, proxies: [hk-ss, jp-2022], strategy: round-robin, lazy: false}
+  - {name: Chain, type: relay, proxies: [home-socks, us-trojan]}
+  - {name: Streaming, type: select, use: [provider-a], icon: 'https://example.com/i.png'}
+  - {name: Smart, type: smart, proxies: [hk-ss]}
+  - {name: Old, type: select, proxies: [old-ss, ws-trojan]}
+  - {name: GLOBAL, type: select, proxies: [Proxy, Chain, office-http, DIRECT]}
 intercept:
   lan-interfaces: [br-lan]
   bypass: [203.0.113.0/24]
@@ -81,63 +105,147 @@ rules:
   - DOMAIN-KEYWORD,ads,REJECT
   - GEOSITE,cn,DIRECT
   - IP-CIDR,192.168.0.0/16,DIRECT,no-resolve
-  - IP-CIDR6,fe80::/10,DIRECT,no-resolve
-  - DST-PORT,25,REJECT
+  - IP-CIDR,198.18.0.0/15,Chain,no-resolve
+  - DST-PORT,22,Balance
   - NETWORK,udp,Auto
+  - SRC-IP-CIDR,192.168.1.50/32,Smart
   - GEOIP,CN,DIRECT
-  - MATCH,DIRECT
+  - MATCH,Proxy
 "#;
 
 #[test]
 fn realistic_mihomo_config_loads_with_warnings() {
-    let l = load(MIHOMO).map_err(|e| e.iter().map(ToString::to_string).collect::<Vec<_>>());
-    // `p` (an anchor holder) is not a mihomo key: it is rejected, like any unknown key.
-    assert_eq!(l.unwrap_err(), ["25:1: p: unknown key `p`"]);
+    let l = ok(MIHOMO);
+    assert_eq!(
+        warnings(&l),
+        [
+            "2:1: mixed-port: not used by tpgate yet; ignored",
+            "4:1: allow-lan: not used by tpgate yet; ignored",
+            "11:1: find-process-mode: not used by tpgate yet; ignored",
+            "12:1: unified-delay: not used by tpgate yet; ignored",
+            "13:1: global-client-fingerprint: not used by tpgate yet; ignored",
+            "14:1: profile: not used by tpgate yet; ignored",
+            "16:1: sniffer: not used by tpgate yet; ignored",
+            "19:1: dns: not used by tpgate yet; ignored",
+            "23:1: tun: not used by tpgate yet; ignored",
+            "42:5: proxies[2].client-fingerprint: not used by tpgate; ignored",
+            "43:28: proxies[3].type: type vmess is not supported by tpgate; proxy `sg-vmess` \
+             skipped",
+            "44:85: proxies[4].network: network ws is not supported by tpgate; proxy \
+             `ws-trojan` skipped",
+            "45:71: proxies[5].cipher: cipher aes-256-cfb is not supported by tpgate \
+             (supported: aes-128-gcm, aes-256-gcm, chacha20-ietf-poly1305, \
+             2022-blake3-aes-128-gcm, 2022-blake3-aes-256-gcm, 2022-blake3-chacha20-poly1305); \
+             proxy `old-ss` skipped",
+            "56:12: proxy-groups[5].name: group `Streaming` has no member tpgate can use (its \
+             `use`/`include-all` members are not supported yet); it rejects all traffic",
+            "56:37: proxy-groups[5].use: not supported yet; ignored",
+            "56:56: proxy-groups[5].icon: not used by tpgate; ignored",
+            "57:25: proxy-groups[6].type: type smart is not supported by tpgate; group `Smart` \
+             skipped",
+            "58:12: proxy-groups[7].name: group `Old` has no member tpgate can use (every \
+             member was skipped); it rejects all traffic",
+            "64:5: rules[0]: DOMAIN-SUFFIX rules are not supported yet; rule skipped",
+            "65:5: rules[1]: DOMAIN-KEYWORD rules are not supported yet; rule skipped",
+            "66:5: rules[2]: GEOSITE rules are not supported yet; rule skipped",
+            "71:5: rules[7]: target `Smart` was skipped (see its warning); rule skipped, so \
+             its traffic falls through to the rules below",
+            "72:5: rules[8]: GEOIP rules are not supported yet; rule skipped",
+        ]
+    );
 
-    let l = ok(&MIHOMO.replace("p: &common {udp: true, skip-cert-verify: false}\n", ""));
     let c = &l.config;
     assert_eq!(
         (c.tproxy_port, c.routing_mark, c.log_level),
         (7893, 6666, LogLevel::Warning)
     );
     assert_eq!(c.intercept.lan_interfaces, ["br-lan"]);
-    let kept: Vec<_> = c.rules.iter().map(|r| r.text.as_str()).collect();
     assert_eq!(
-        kept,
+        c.external_controller,
+        Some("127.0.0.1:9090".parse().unwrap())
+    );
+    assert_eq!(c.secret.as_deref(), Some("hunter2"));
+    assert_eq!(c.state_file, DEFAULT_STATE_FILE);
+
+    // Proxies 0..5 as written, minus the skipped ones.
+    let proxies: Vec<_> = c.proxies.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        proxies,
+        ["hk-ss", "jp-2022", "us-trojan", "home-socks", "office-http"]
+    );
+    assert_eq!(
+        c.proxies[3].kind,
+        ProxyKind::Socks5 {
+            auth: Some(Credentials {
+                username: "me".into(),
+                password: "123456".into()
+            }),
+            tls: None
+        }
+    );
+    assert!(!c.proxies[4].udp, "http never relays UDP");
+
+    // Groups 5.. in file order, minus Smart.
+    let t = |id| Member::Target(TargetId(id));
+    let groups: Vec<_> = c
+        .groups
+        .iter()
+        .map(|g| (g.name.as_str(), g.members.clone()))
+        .collect();
+    assert_eq!(
+        groups,
         [
-            "IP-CIDR,192.168.0.0/16,DIRECT,no-resolve",
-            "IP-CIDR6,fe80::/10,DIRECT,no-resolve",
-            "DST-PORT,25,REJECT",
-            "MATCH,DIRECT"
+            ("Proxy", vec![t(6), t(7), t(0), t(2), Member::Direct]),
+            ("Auto", vec![t(0), t(1), t(2)]),
+            ("Fallback", vec![t(2), t(0)]),
+            ("Balance", vec![t(0), t(1)]),
+            ("Chain", vec![t(3), t(2)]),
+            ("Streaming", vec![Member::Reject]),
+            ("Old", vec![Member::Reject]),
+            ("GLOBAL", vec![t(5), t(9), t(4), Member::Direct]),
         ]
     );
-    let w: Vec<_> = l.warnings.iter().map(|w| w.to_string()).collect();
     assert_eq!(
-        w,
+        c.groups[1].kind,
+        GroupKind::UrlTest {
+            tolerance: Duration::from_millis(50)
+        }
+    );
+    assert_eq!(
+        c.groups[2].health.as_ref().map(|h| h.interval),
+        Some(Duration::ZERO)
+    );
+    assert_eq!(c.groups[3].health.as_ref().map(|h| h.lazy), Some(false));
+    assert_eq!(c.groups[4].health, None);
+    assert_eq!(c.global_target, Some(TargetId(12)));
+
+    let rules: Vec<_> = c
+        .rules
+        .iter()
+        .map(|r| (r.text.as_str(), r.action))
+        .collect();
+    assert_eq!(
+        rules,
         [
-            "2:1: mixed-port: not used by tpgate yet; ignored",
-            "4:1: allow-lan: not used by tpgate yet; ignored",
-            "9:1: find-process-mode: not used by tpgate yet; ignored",
-            "10:1: geodata-mode: not used by tpgate yet; ignored",
-            "11:1: unified-delay: not used by tpgate yet; ignored",
-            "12:1: tcp-concurrent: not used by tpgate yet; ignored",
-            "13:1: global-client-fingerprint: not used by tpgate yet; ignored",
-            "14:1: external-controller: not used by tpgate yet; ignored",
-            "15:1: profile: not used by tpgate yet; ignored",
-            "17:1: sniffer: not used by tpgate yet; ignored",
-            "19:1: dns: not used by tpgate yet; ignored",
-            "23:1: tun: not used by tpgate yet; ignored",
-            "25:1: proxies: not used by tpgate yet; ignored",
-            "32:1: proxy-groups: not used by tpgate yet; ignored",
-            "41:5: rules[0]: DOMAIN-SUFFIX rules are not supported yet; rule skipped",
-            "42:5: rules[1]: DOMAIN-KEYWORD rules are not supported yet; rule skipped",
-            "43:5: rules[2]: GEOSITE rules are not supported yet; rule skipped",
-            "47:5: rules[6]: target `Auto` is a proxy or proxy group; proxy targets arrive with upstream support; rule skipped",
-            "48:5: rules[7]: GEOIP rules are not supported yet; rule skipped",
+            ("IP-CIDR,192.168.0.0/16,DIRECT,no-resolve", Action::Direct),
+            (
+                "IP-CIDR,198.18.0.0/15,Chain,no-resolve",
+                Action::Proxy(TargetId(9))
+            ),
+            ("DST-PORT,22,Balance", Action::Proxy(TargetId(8))),
+            ("NETWORK,udp,Auto", Action::Proxy(TargetId(6))),
+            ("MATCH,Proxy", Action::Proxy(TargetId(5))),
         ]
     );
     assert!(c
         .rules
         .iter()
-        .all(|r| r.matcher != Matcher::Network(Network::Udp)));
+        .any(|r| r.matcher == Matcher::Network(Network::Udp)));
+}
+
+#[test]
+fn unknown_top_level_keys_are_still_errors() {
+    // An anchor holder is not a mihomo key: it is rejected, like any unknown key.
+    let text = format!("p: &common {{udp: true}}\n{MIHOMO}");
+    assert_eq!(error_lines(&text), ["1:1: p: unknown key `p`"]);
 }

@@ -7,6 +7,8 @@ mod fuzz;
 mod groups;
 mod mihomo;
 mod proxies;
+mod targets;
+mod unsupported;
 
 use ipnet::IpNet;
 
@@ -78,6 +80,11 @@ fn empty_documents_are_all_defaults() {
     assert_eq!(c.mode, Mode::Rule);
     assert_eq!(c.log_level, LogLevel::Info);
     assert!(c.rules.is_empty());
+    assert!(c.proxies.is_empty() && c.groups.is_empty());
+    assert_eq!(c.global_target, None);
+    assert_eq!(c.external_controller, None);
+    assert_eq!(c.secret, None);
+    assert_eq!(c.state_file, "/var/lib/tpgate/state.json");
     let i = &c.intercept;
     assert_eq!(i.backend, Backend::Nftables);
     assert!(i.lan_interfaces.is_empty());
@@ -96,6 +103,9 @@ routing-mark: '0x200'
 ipv6: false
 mode: Global
 log-level: DEBUG
+state-file: /run/tpgate/state.json
+external-controller: '[::1]:9090'
+secret: s3cret
 intercept:
   backend: nftables
   lan-interfaces: [br-lan, eth1]
@@ -120,6 +130,9 @@ rules:
     assert!(!c.ipv6);
     assert_eq!(c.mode, Mode::Global);
     assert_eq!(c.log_level, LogLevel::Debug);
+    assert_eq!(c.state_file, "/run/tpgate/state.json");
+    assert_eq!(c.external_controller, Some("[::1]:9090".parse().unwrap()));
+    assert_eq!(c.secret.as_deref(), Some("s3cret"));
     let i = &c.intercept;
     assert_eq!(i.lan_interfaces, ["br-lan", "eth1"]);
     assert!(!i.local && !i.udp);

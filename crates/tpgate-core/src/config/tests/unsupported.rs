@@ -1,0 +1,151 @@
+//! `proxies:` that tpgate cannot honour: unsupported types, ciphers and transports skip the
+//! proxy with one warning; fields it does not use are ignored with a warning.
+
+use super::proxies::with_proxies;
+use super::*;
+
+#[test]
+fn unsupported_types_and_ciphers_are_skipped_with_one_warning() {
+    let text = with_proxies(&[
+        "{name: v, type: vmess, server: a, port: 1, uuid: x, alterId: 0, cipher: auto}",
+        "{name: h2, type: Hysteria2, server: a, port: 1}",
+        "{name: w, type: sock5, server: a, port: 1}",
+        "{name: c, type: ss, server: a, port: 1, cipher: aes-256-cfb, password: x}",
+        "{name: n, type: ss, server: a, port: 1, cipher: none, password: x}",
+        "{name: ok, type: ss, server: a, port: 1, cipher: aes-128-gcm, password: x}",
+    ]);
+    let l = ok(&text);
+    assert_eq!(
+        warnings(&l),
+        [
+            "2:21: proxies[0].type: type vmess is not supported by tpgate; proxy `v` skipped",
+            "3:22: proxies[1].type: type hysteria2 is not supported by tpgate; proxy `h2` skipped",
+            "4:21: proxies[2].type: unknown type `sock5` (did you mean `socks5`?); proxy `w` skipped",
+            "5:53: proxies[3].cipher: cipher aes-256-cfb is not supported by tpgate (supported: \
+             aes-128-gcm, aes-256-gcm, chacha20-ietf-poly1305, 2022-blake3-aes-128-gcm, \
+             2022-blake3-aes-256-gcm, 2022-blake3-chacha20-poly1305); proxy `c` skipped",
+            "6:53: proxies[4].cipher: cipher none is not supported by tpgate (supported: \
+             aes-128-gcm, aes-256-gcm, chacha20-ietf-poly1305, 2022-blake3-aes-128-gcm, \
+             2022-blake3-aes-256-gcm, 2022-blake3-chacha20-poly1305); proxy `n` skipped",
+        ]
+    );
+    let names: Vec<_> = l.config.proxies.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["ok"]);
+    // A skipped proxy still needs a name, and its name is taken.
+    let m = error_at(&with_proxies(&["{type: vmess}"]), 2, 5, "proxies[0]");
+    assert!(m.ends_with("missing `name`"), "{m}");
+}
+
+#[test]
+fn wire_changing_fields_skip_the_proxy() {
+    let ss = "name: p, type: ss, server: a, port: 1, cipher: aes-128-gcm, password: x";
+    let trojan = "name: p, type: trojan, server: a, port: 1, password: x";
+    for (item, col, what) in [
+        (
+            format!("{{{ss}, plugin: obfs, plugin-opts: {{mode: tls}}}}"),
+            79,
+            "plugin obfs",
+        ),
+        (format!("{{{ss}, smux: {{enabled: true}}}}"), 79, "`smux`"),
+        (
+            format!("{{{ss}, udp-over-tcp: true}}"),
+            79,
+            "`udp-over-tcp`",
+        ),
+        (
+            format!("{{{trojan}, network: ws, ws-opts: {{path: /}}}}"),
+            62,
+            "network ws",
+        ),
+        (format!("{{{trojan}, grpc-opts: {{}}}}"), 62, "`grpc-opts`"),
+        (
+            format!("{{{trojan}, reality-opts: {{public-key: k}}}}"),
+            62,
+            "`reality-opts`",
+        ),
+        (
+            format!("{{{trojan}, flow: xtls-rprx-vision}}"),
+            62,
+            "flow xtls-rprx-vision",
+        ),
+        (
+            format!("{{{trojan}, ss-opts: {{enabled: true}}}}"),
+            62,
+            "`ss-opts`",
+        ),
+        (
+            format!("{{{trojan}, shadow-tls: {{}}}}"),
+            62,
+            "`shadow-tls`",
+        ),
+        (
+            format!("{{{trojan}, obfs: salamander}}"),
+            62,
+            "obfs salamander",
+        ),
+    ] {
+        let l = ok(&with_proxies(&[&item]));
+        let key = what.trim_matches('`').split(' ').next().unwrap_or_default();
+        assert_eq!(
+            warnings(&l),
+            [format!(
+                "2:{col}: proxies[0].{key}: {what} is not supported by tpgate; proxy `p` skipped"
+            )],
+            "{item}"
+        );
+        assert!(l.config.proxies.is_empty(), "{item}");
+    }
+    // Written but off: the proxy is kept, silently.
+    for item in [
+        format!("{{{ss}, plugin: '', smux: {{enabled: false}}, udp-over-tcp: false}}"),
+        format!("{{{trojan}, network: tcp, flow: ''}}"),
+    ] {
+        let l = ok(&with_proxies(&[&item]));
+        assert_eq!(warnings(&l), Vec::<String>::new(), "{item}");
+        assert_eq!(l.config.proxies.len(), 1, "{item}");
+    }
+}
+
+#[test]
+fn other_fields_warn_and_are_ignored() {
+    let text = "proxies:
+  - name: t
+    type: trojan
+    server: a
+    port: 443
+    password: x
+    tfo: true
+    client-fingerprint: chrome
+    alpn: [h2]
+    cipher: aes-128-gcm
+    skip-cert-verfy: true
+    colour: blue
+  - {name: h, type: http, server: a, port: 1, udp: true, sni: x, headers: {A: b}}
+  - {name: s, type: ss, server: a, port: 1, cipher: aes-128-gcm, password: x, plugin-opts: {}}
+";
+    let l = ok(text);
+    assert_eq!(
+        warnings(&l),
+        [
+            "7:5: proxies[0].tfo: not used by tpgate; ignored",
+            "8:5: proxies[0].client-fingerprint: not used by tpgate; ignored",
+            "9:5: proxies[0].alpn: not used by tpgate; ignored",
+            "10:5: proxies[0].cipher: not a field of trojan proxies; ignored",
+            "11:5: proxies[0].skip-cert-verfy: unknown field (did you mean `skip-cert-verify`?); \
+             ignored",
+            "12:5: proxies[0].colour: unknown field; ignored",
+            "13:58: proxies[1].sni: only used with `tls: true`; ignored",
+            "13:66: proxies[1].headers: not used by tpgate; ignored",
+            "14:79: proxies[2].plugin-opts: not used by tpgate; ignored",
+        ]
+    );
+    assert_eq!(l.config.proxies.len(), 3);
+    assert!(!l.config.proxies[0].udp);
+    assert_eq!(
+        l.config.proxies[1].kind,
+        ProxyKind::Http {
+            auth: None,
+            tls: None
+        }
+    );
+}
