@@ -1,39 +1,39 @@
-//! The config example in README.md must stay valid: users copy it.
+//! The config examples in README.md must stay valid: users copy them.
 
-use tpgate_core::config;
+use tpgate_core::config::{self, Loaded};
 
-#[test]
-fn readme_config_example_loads_without_warnings() {
+/// Loads the first yaml block after `heading`, which must load without warnings.
+fn example(heading: &str) -> Loaded {
     let readme = include_str!("../../../README.md");
     let after = readme
-        .split("## Config")
+        .split(heading)
         .nth(1)
-        .expect("README has a Config section");
+        .unwrap_or_else(|| panic!("README has no `{heading}`"));
     let block = after
         .split("```yaml\n")
         .nth(1)
         .and_then(|b| b.split("```").next())
-        .expect("a yaml block in the Config section");
-    let loaded = config::load(block).unwrap_or_else(|e| panic!("README example rejected: {e:?}"));
-    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
-    assert_eq!(loaded.config.rules.len(), 6);
-    assert_eq!(loaded.config.intercept.lan_interfaces, ["br-lan"]);
+        .unwrap_or_else(|| panic!("no yaml block under `{heading}`"));
+    let loaded =
+        config::load(block).unwrap_or_else(|e| panic!("{heading}: example rejected: {e:?}"));
+    assert!(
+        loaded.warnings.is_empty(),
+        "{heading}: {:?}",
+        loaded.warnings
+    );
+    loaded
+}
+
+#[test]
+fn readme_config_example_loads_without_warnings() {
+    let c = example("## Config").config;
+    assert_eq!(c.rules.len(), 6);
+    assert_eq!(c.intercept.lan_interfaces, ["br-lan"]);
 }
 
 #[test]
 fn readme_upstream_example_loads_without_warnings() {
-    let readme = include_str!("../../../README.md");
-    let after = readme
-        .split("## Upstream proxies and groups")
-        .nth(1)
-        .expect("README has an upstream section");
-    let block = after
-        .split("```yaml\n")
-        .nth(1)
-        .and_then(|b| b.split("```").next())
-        .expect("a yaml block in the upstream section");
-    let loaded = config::load(block).unwrap_or_else(|e| panic!("README example rejected: {e:?}"));
-    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
-    assert_eq!(loaded.config.proxies.len(), 4);
-    assert_eq!(loaded.config.groups.len(), 5);
+    let c = example("## Upstream proxies and groups").config;
+    assert_eq!(c.proxies.len(), 4);
+    assert_eq!(c.groups.len(), 5);
 }

@@ -27,7 +27,12 @@ struct Api {
     secret: Option<Arc<str>>,
 }
 
-pub(crate) async fn serve(listener: TcpListener, outbounds: Arc<Outbounds>, secret: Option<String>, shutdown: Shutdown) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    outbounds: Arc<Outbounds>,
+    secret: Option<String>,
+    shutdown: Shutdown,
+) {
     let api = Api {
         outbounds,
         secret: secret.map(Into::into),
@@ -41,7 +46,10 @@ pub(crate) async fn serve(listener: TcpListener, outbounds: Arc<Outbounds>, secr
         .layer(middleware::from_fn_with_state(api.clone(), auth))
         .with_state(api);
     let stop = async move { shutdown.wait().await };
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+    {
         warn!("external controller stopped: {e}");
     }
 }
@@ -94,7 +102,11 @@ fn describe(o: &Outbounds, node: &Node) -> Value {
             let all: Vec<&str> = g.def.members.iter().map(|&m| o.member_name(m)).collect();
             let mut v = json!({"name": g.def.name, "type": kind, "all": all, "history": []});
             if g.def.kind != GroupKind::Relay {
-                let now = g.def.members.get(g.current()).map_or("", |&m| o.member_name(m));
+                let now = g
+                    .def
+                    .members
+                    .get(g.current())
+                    .map_or("", |&m| o.member_name(m));
                 v["now"] = json!(now);
             }
             v
@@ -105,8 +117,14 @@ fn describe(o: &Outbounds, node: &Node) -> Value {
 async fn proxies(State(api): State<Api>) -> Json<Value> {
     let o = &api.outbounds;
     let mut map: BTreeMap<String, Value> = BTreeMap::new();
-    map.insert("DIRECT".into(), json!({"name": "DIRECT", "type": "Direct", "udp": true, "history": []}));
-    map.insert("REJECT".into(), json!({"name": "REJECT", "type": "Reject", "udp": true, "history": []}));
+    map.insert(
+        "DIRECT".into(),
+        json!({"name": "DIRECT", "type": "Direct", "udp": true, "history": []}),
+    );
+    map.insert(
+        "REJECT".into(),
+        json!({"name": "REJECT", "type": "Reject", "udp": true, "history": []}),
+    );
     for n in o.nodes() {
         map.insert(n.name().to_string(), describe(o, n));
     }
@@ -126,9 +144,16 @@ struct SelectBody {
 }
 
 /// The body is read as JSON whatever its content type says (`curl -d` sends a form type).
-async fn select(State(api): State<Api>, Path(group): Path<String>, body: axum::body::Bytes) -> Response {
+async fn select(
+    State(api): State<Api>,
+    Path(group): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
     let Ok(body) = serde_json::from_slice::<SelectBody>(&body) else {
-        return error(StatusCode::BAD_REQUEST, "body must be JSON like {\"name\": \"member\"}");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "body must be JSON like {\"name\": \"member\"}",
+        );
     };
     if api.outbounds.find(&group).is_none() {
         return error(StatusCode::NOT_FOUND, "resource not found");
@@ -148,7 +173,11 @@ struct DelayQuery {
     timeout: Option<u64>,
 }
 
-async fn delay(State(api): State<Api>, Path(name): Path<String>, Query(q): Query<DelayQuery>) -> Response {
+async fn delay(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    Query(q): Query<DelayQuery>,
+) -> Response {
     let o = &api.outbounds;
     let Some(id) = o.id_of(&name) else {
         return error(StatusCode::NOT_FOUND, "resource not found");

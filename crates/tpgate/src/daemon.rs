@@ -14,8 +14,8 @@ use tpgate_sys::UdpRole;
 use tracing::{info, warn};
 
 use crate::local_addrs::LocalAddrs;
-use crate::relay::{self, Shared};
 use crate::outbound::{self, Outbounds};
+use crate::relay::{self, Shared};
 use crate::{install, shutdown};
 
 /// Bound sockets, before any rule exists: a busy port fails here, with nothing installed.
@@ -85,9 +85,22 @@ pub(crate) async fn run(config: Config) -> Result<()> {
     }
     tasks.spawn(nat.sweep(stop.clone()));
     outbounds.warm_up();
+    {
+        let (plan, stop) = (plan.clone(), stop.clone());
+        tasks.spawn(async move {
+            if let Err(e) = install::watch::run(plan, stop).await {
+                warn!("routing watcher stopped: {e:#}");
+            }
+        });
+    }
     outbound::spawn_health_checks(&outbounds, &stop);
     if let Some(listener) = api {
-        tasks.spawn(crate::controller::serve(listener, outbounds.clone(), config.secret.clone(), stop.clone()));
+        tasks.spawn(crate::controller::serve(
+            listener,
+            outbounds.clone(),
+            config.secret.clone(),
+            stop.clone(),
+        ));
     }
     info!(
         port = plan.tproxy_port,

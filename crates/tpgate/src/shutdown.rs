@@ -26,6 +26,10 @@ impl Trigger {
 }
 
 impl Shutdown {
+    pub(crate) fn is_fired(&self) -> bool {
+        *self.rx.borrow()
+    }
+
     /// Resolves once fired (or once the trigger is gone).
     pub(crate) async fn wait(&self) {
         let mut rx = self.rx.clone();

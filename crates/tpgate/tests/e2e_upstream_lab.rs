@@ -15,8 +15,8 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use lab::{
-    echo_exact, http_connect, pattern, socks5_connect, socks5_udp_exchange, Family, Lab,
-    ProcKind, ProcUpstream, TcpEchoServer, UdpEchoServer,
+    echo_exact, http_connect, pattern, socks5_connect, socks5_udp_exchange, Family, Lab, ProcKind,
+    ProcUpstream, TcpEchoServer, UdpEchoServer,
 };
 use ss_server::{
     ss_tcp_echo, ss_udp_exchange, SsServer, SS2022_METHOD, SS2022_PASSWORD, SS_AEAD_METHOD,
@@ -33,7 +33,11 @@ const PASS: &str = "labpass";
 /// Echoes `data` over an already-tunnelled stream and checks it comes back byte-exact.
 fn echo_over(stream: &TcpStream, data: &[u8], what: &str) {
     let got = echo_exact(stream, data).unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(got == data, "{what}: echo differs ({} bytes back)", got.len());
+    assert!(
+        got == data,
+        "{what}: echo differs ({} bytes back)",
+        got.len()
+    );
 }
 
 /// Asserts the newest connection the server accepted came from `egress`.
@@ -117,7 +121,11 @@ fn upstreams_work_without_tpgate() {
             assert_eq!(got, (udp.addr, b"ping".to_vec()), "{what} {family:?} reply");
             udp_seen += 1;
             let peers = udp.peers();
-            assert_eq!(peers.len(), udp_seen, "{what}: datagrams at the server {peers:?}");
+            assert_eq!(
+                peers.len(),
+                udp_seen,
+                "{what}: datagrams at the server {peers:?}"
+            );
             assert_eq!(peers[udp_seen - 1].ip(), egress, "{what} {family:?} sender");
         };
         let got = socks5_udp_exchange(gw, dante.addr(), udp.addr, b"ping", WAIT)
@@ -180,7 +188,10 @@ fn upstream_delay_is_per_upstream() {
     assert!(f < Duration::from_millis(100), "fast upstream took {f:?}");
     // Greeting, CONNECT and one echo: three round trips, 200 ms each.
     let s = time(&slow);
-    assert!(s > Duration::from_millis(550), "delayed upstream took only {s:?}");
+    assert!(
+        s > Duration::from_millis(550),
+        "delayed upstream took only {s:?}"
+    );
     assert_last_peer(&server, 2, slow.egress(Family::V4), "delayed");
     slow.set_delay(Duration::ZERO);
     let s = time(&slow);

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::cycles::report_cycles;
-use super::decode::{check, entries};
+use super::decode::{check, entries, Entry};
 use super::names::{self, Declared, Known, Names, Outcome};
 use super::yaml::{Node, Pos, Value};
 use super::{keys, value, Diags, GroupDef, GroupKind, HealthCheck, LbStrategy, Member};
@@ -147,6 +147,35 @@ fn group<'a>(node: &'a Node, path: String, d: &mut Diags) -> Declared<RawGroup<'
         only(d, "strategy", "load-balance");
     }
 
+    let health = health(&fields, kind, &path, &who, d);
+    if d.errors.len() > errors {
+        return out;
+    }
+    let Some((name, name_pos)) = out.name.clone() else {
+        return out;
+    };
+    out.outcome = Outcome::Ready(RawGroup {
+        name,
+        name_pos,
+        kind,
+        members,
+        health,
+        providers,
+    });
+    out
+}
+
+/// The health check: always for url-test, fallback and load-balance; for select and relay
+/// only when a `url` is written (their other check fields are then ignored with a warning).
+fn health(
+    fields: &[Entry<'_>],
+    kind: GroupKind,
+    path: &str,
+    who: &str,
+    d: &mut Diags,
+) -> Option<HealthCheck> {
+    let field = |key: &str| fields.iter().find(|e| e.key == key).map(|e| e.value);
+    let at = |key: &str| format!("{path}.{key}");
     let url = field("url").and_then(|n| check(d, n, &at("url"), url(n)));
     let interval = field("interval").and_then(|n| {
         check(d, n, &at("interval"), value::uint(n, u32::MAX.into())).map(Duration::from_secs)
@@ -174,21 +203,7 @@ fn group<'a>(node: &'a Node, path: String, d: &mut Diags) -> Declared<RawGroup<'
             }
         }
     }
-    if d.errors.len() > errors {
-        return out;
-    }
-    let Some((name, name_pos)) = out.name.clone() else {
-        return out;
-    };
-    out.outcome = Outcome::Ready(RawGroup {
-        name,
-        name_pos,
-        kind,
-        members,
-        health,
-        providers,
-    });
-    out
+    health
 }
 
 fn strategy(node: Option<&Node>, path: &str, d: &mut Diags) -> LbStrategy {

@@ -3,6 +3,7 @@
 
 mod nft;
 mod routing;
+pub(crate) mod watch;
 
 use anyhow::{Context as _, Result};
 use tpgate_core::plan::Plan;

@@ -24,6 +24,21 @@ fn proto() -> RouteProtocol {
 }
 
 pub(super) async fn add(plan: &Plan) -> Result<()> {
+    add_with(plan, false).await.map(|_| ())
+}
+
+/// Adds whatever of the plan's rules and routes is missing; returns how many were added.
+pub(super) async fn add_missing(plan: &Plan) -> Result<usize> {
+    add_with(plan, true).await
+}
+
+/// EEXIST from the kernel.
+fn exists(e: &rtnetlink::Error) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code().abs() == nix::libc::EEXIST)
+}
+
+async fn add_with(plan: &Plan, tolerate_existing: bool) -> Result<usize> {
+    let mut added = 0;
     let h = handle()?;
     let lo = nix::net::if_::if_nametoindex("lo").context("looking up lo")?;
     for r in &plan.routes {
@@ -39,13 +54,19 @@ pub(super) async fn add(plan: &Plan) -> Result<()> {
                 lo,
             ),
         };
-        h.route().add(msg).execute().await.with_context(|| {
-            format!(
-                "ip {} route add local default dev lo table {}",
-                r.family.ip_flag(),
-                r.table
-            )
-        })?;
+        match h.route().add(msg).execute().await {
+            Ok(()) => added += 1,
+            Err(e) if tolerate_existing && exists(&e) => {}
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "ip {} route add local default dev lo table {}",
+                        r.family.ip_flag(),
+                        r.table
+                    )
+                })
+            }
+        }
     }
     for r in &plan.rules {
         let req = h
@@ -55,23 +76,34 @@ pub(super) async fn add(plan: &Plan) -> Result<()> {
             .table_id(r.table.0)
             .priority(r.priority)
             .action(RuleAction::ToTable);
-        let mut req = match r.family {
-            Family::V4 => req.v4(),
+        let res = match r.family {
+            Family::V4 => {
+                let mut v4 = req.v4();
+                push_rule_attrs(v4.message_mut(), r.fwmark.mask);
+                v4.execute().await
+            }
             Family::V6 => {
                 let mut v6 = req.v6();
                 push_rule_attrs(v6.message_mut(), r.fwmark.mask);
-                v6.execute().await.with_context(|| {
-                    format!("ip -6 rule add fwmark {} lookup {}", r.fwmark, r.table)
-                })?;
-                continue;
+                v6.execute().await
             }
         };
-        push_rule_attrs(req.message_mut(), r.fwmark.mask);
-        req.execute()
-            .await
-            .with_context(|| format!("ip -4 rule add fwmark {} lookup {}", r.fwmark, r.table))?;
+        match res {
+            Ok(()) => added += 1,
+            Err(e) if tolerate_existing && exists(&e) => {}
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "ip {} rule add fwmark {} lookup {}",
+                        r.family.ip_flag(),
+                        r.fwmark,
+                        r.table
+                    )
+                })
+            }
+        }
     }
-    Ok(())
+    Ok(added)
 }
 
 fn push_rule_attrs(msg: &mut netlink_packet_route::rule::RuleMessage, mask: u32) {

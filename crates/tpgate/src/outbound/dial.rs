@@ -21,7 +21,12 @@ pub(crate) async fn connect_marked(dst: SocketAddr, mark: u32) -> io::Result<Tcp
     let fut = TcpSocket::from_std_stream(s).connect(dst);
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, fut)
         .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connect to {dst} timed out")))??;
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connect to {dst} timed out"),
+            )
+        })??;
     let _ = stream.set_nodelay(true);
     Ok(stream)
 }
@@ -37,7 +42,10 @@ pub(crate) struct ServerAddr {
 
 impl ServerAddr {
     pub(crate) fn new(host: &str, port: u16) -> Self {
-        let cached = host.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, port));
+        let cached = host
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, port));
         Self {
             host: host.to_string(),
             port,
@@ -80,6 +88,8 @@ impl ServerAddr {
 
     pub(crate) async fn connect(&self, resolver: &Resolver, mark: u32) -> io::Result<TcpStream> {
         let addr = self.resolve(resolver).await?;
-        connect_marked(addr, mark).await.inspect_err(|_| self.invalidate())
+        connect_marked(addr, mark)
+            .await
+            .inspect_err(|_| self.invalidate())
     }
 }

@@ -29,10 +29,16 @@ pub(super) async fn read_msg<T, E: std::fmt::Display>(
             Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
         }
         if buf.len() >= MAX_HANDSHAKE {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "handshake reply too long"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "handshake reply too long",
+            ));
         }
         if io.read_buf(buf).await? == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "proxy closed during the handshake"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "proxy closed during the handshake",
+            ));
         }
     }
 }
@@ -42,7 +48,11 @@ pub(super) fn with_prefix(inner: BoxIo, prefix: Vec<u8>) -> BoxIo {
     if prefix.is_empty() {
         inner
     } else {
-        Box::new(Prefixed { prefix, pos: 0, inner })
+        Box::new(Prefixed {
+            prefix,
+            pos: 0,
+            inner,
+        })
     }
 }
 
@@ -53,7 +63,11 @@ struct Prefixed {
 }
 
 impl AsyncRead for Prefixed {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         if self.pos < self.prefix.len() {
             let n = (self.prefix.len() - self.pos).min(buf.remaining());
             let start = self.pos;
@@ -70,7 +84,11 @@ impl AsyncRead for Prefixed {
 }
 
 impl AsyncWrite for Prefixed {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -116,13 +134,22 @@ mod tests {
         let mut buf = Vec::new();
         peer.write_all(b"XX").await.unwrap();
         let bad = read_msg(&mut io, &mut buf, |b: &[u8]| {
-            if b.starts_with(b"XX") { Err("bad version") } else { Ok(None::<((), usize)>) }
+            if b.starts_with(b"XX") {
+                Err("bad version")
+            } else {
+                Ok(None::<((), usize)>)
+            }
         })
         .await;
         assert_eq!(bad.unwrap_err().kind(), io::ErrorKind::InvalidData);
         buf.clear();
-        peer.write_all(&vec![b'a'; MAX_HANDSHAKE + 10]).await.unwrap();
-        let long = read_msg(&mut io, &mut buf, |_: &[u8]| Ok::<Option<((), usize)>, String>(None)).await;
+        peer.write_all(&vec![b'a'; MAX_HANDSHAKE + 10])
+            .await
+            .unwrap();
+        let long = read_msg(&mut io, &mut buf, |_: &[u8]| {
+            Ok::<Option<((), usize)>, String>(None)
+        })
+        .await;
         assert_eq!(long.unwrap_err().kind(), io::ErrorKind::InvalidData);
     }
 }

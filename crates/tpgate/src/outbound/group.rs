@@ -30,7 +30,11 @@ pub(crate) struct Group {
 
 impl Group {
     pub(crate) fn new(def: GroupDef) -> Self {
-        let delays = def.members.iter().map(|_| AtomicU32::new(UNKNOWN)).collect();
+        let delays = def
+            .members
+            .iter()
+            .map(|_| AtomicU32::new(UNKNOWN))
+            .collect();
         Self {
             def,
             delays,
@@ -54,7 +58,8 @@ impl Group {
     }
 
     pub(crate) fn touch(&self) {
-        self.last_used.store(self.now_ms().max(1), Ordering::Relaxed);
+        self.last_used
+            .store(self.now_ms().max(1), Ordering::Relaxed);
     }
 
     /// Milliseconds since `born` of the last use; 0 = never used.
@@ -63,7 +68,9 @@ impl Group {
     }
 
     pub(crate) fn delay(&self, i: usize) -> u32 {
-        self.delays.get(i).map_or(DEAD, |d| d.load(Ordering::Relaxed))
+        self.delays
+            .get(i)
+            .map_or(DEAD, |d| d.load(Ordering::Relaxed))
     }
 
     pub(crate) fn set_delay(&self, i: usize, ms: u32) {
@@ -85,7 +92,11 @@ impl Group {
     }
 
     /// Makes `name` the selection; false when no member has that name.
-    pub(crate) fn select_by_name<'a>(&self, name: &str, names: impl Fn(TargetId) -> Option<&'a str>) -> bool {
+    pub(crate) fn select_by_name<'a>(
+        &self,
+        name: &str,
+        names: impl Fn(TargetId) -> Option<&'a str>,
+    ) -> bool {
         let found = self.def.members.iter().position(|m| match m {
             Member::Direct => name == "DIRECT",
             Member::Reject => name == "REJECT",
@@ -130,7 +141,9 @@ impl Group {
                     live = (0..n).collect();
                 }
                 match strategy {
-                    LbStrategy::RoundRobin => live[self.rr.fetch_add(1, Ordering::Relaxed) % live.len()],
+                    LbStrategy::RoundRobin => {
+                        live[self.rr.fetch_add(1, Ordering::Relaxed) % live.len()]
+                    }
                     // Rendezvous hashing: a destination stays on its member while that member
                     // lives, and only its own destinations move when it dies.
                     LbStrategy::ConsistentHashing => {
@@ -191,7 +204,12 @@ mod tests {
 
     #[test]
     fn url_test_prefers_the_fastest_but_respects_tolerance() {
-        let g = group(GroupKind::UrlTest { tolerance: Duration::from_millis(50) }, 2);
+        let g = group(
+            GroupKind::UrlTest {
+                tolerance: Duration::from_millis(50),
+            },
+            2,
+        );
         g.set_delay(0, 100);
         g.set_delay(1, 80);
         assert_eq!(g.choose(&dst(1)), 0, "within tolerance: stay");

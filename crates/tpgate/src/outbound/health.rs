@@ -19,7 +19,12 @@ use crate::shutdown::Shutdown;
 pub(crate) fn spawn_all(outbounds: &Arc<Outbounds>, shutdown: &Shutdown) {
     for g in outbounds.groups() {
         if let Some(hc) = g.def.health.clone() {
-            tokio::spawn(group_loop(outbounds.clone(), g.clone(), hc, shutdown.clone()));
+            tokio::spawn(group_loop(
+                outbounds.clone(),
+                g.clone(),
+                hc,
+                shutdown.clone(),
+            ));
         }
     }
 }
@@ -47,11 +52,7 @@ async fn group_loop(o: Arc<Outbounds>, g: Arc<Group>, hc: HealthCheck, shutdown:
 }
 
 async fn check_group(o: &Outbounds, g: &Group, url: &Url, timeout: Duration) {
-    let probes = g
-        .def
-        .members
-        .iter()
-        .map(|&m| probe(o, m, url, timeout));
+    let probes = g.def.members.iter().map(|&m| probe(o, m, url, timeout));
     let results = futures::future::join_all(probes).await;
     for (i, r) in results.into_iter().enumerate() {
         let before = g.delay(i);
@@ -60,7 +61,10 @@ async fn check_group(o: &Outbounds, g: &Group, url: &Url, timeout: Duration) {
         let name = o.member_name(g.def.members[i]);
         if (before == DEAD) != (now == DEAD) {
             if now == DEAD {
-                info!("group {}: member {name} failed its health check", g.def.name);
+                info!(
+                    "group {}: member {name} failed its health check",
+                    g.def.name
+                );
             } else {
                 info!("group {}: member {name} is up ({now} ms)", g.def.name);
             }
@@ -71,12 +75,20 @@ async fn check_group(o: &Outbounds, g: &Group, url: &Url, timeout: Duration) {
 }
 
 /// The delay in ms of a GET of `url` through `member`, or `None`.
-pub(crate) async fn probe(o: &Outbounds, member: Member, url: &Url, timeout: Duration) -> Option<u32> {
+pub(crate) async fn probe(
+    o: &Outbounds,
+    member: Member,
+    url: &Url,
+    timeout: Duration,
+) -> Option<u32> {
     let start = Instant::now();
     let dst = url.destination();
     let pick = o.pick_member(member, &dst);
     let fetch = async {
-        let io = o.connect(&pick.leaf, &dst).await?.ok_or_else(|| std::io::Error::other("rejected"))?;
+        let io = o
+            .connect(&pick.leaf, &dst)
+            .await?
+            .ok_or_else(|| std::io::Error::other("rejected"))?;
         let mut io = if url.https {
             let tls = Tls {
                 sni: Some(url.host.clone()),
@@ -100,7 +112,11 @@ pub(crate) async fn probe(o: &Outbounds, member: Member, url: &Url, timeout: Dur
         }
     };
     match tokio::time::timeout(timeout, fetch).await {
-        Ok(Ok(())) => Some(u32::try_from(start.elapsed().as_millis()).unwrap_or(DEAD - 2).max(1)),
+        Ok(Ok(())) => Some(
+            u32::try_from(start.elapsed().as_millis())
+                .unwrap_or(DEAD - 2)
+                .max(1),
+        ),
         Ok(Err(e)) => {
             debug!("health check via {}: {e}", pick.route);
             None
@@ -173,12 +189,21 @@ mod tests {
     #[test]
     fn urls() {
         let u = Url::parse("http://203.0.113.2:8080/generate_204").unwrap();
-        assert_eq!((u.https, u.host.as_str(), u.port, u.path.as_str()), (false, "203.0.113.2", 8080, "/generate_204"));
+        assert_eq!(
+            (u.https, u.host.as_str(), u.port, u.path.as_str()),
+            (false, "203.0.113.2", 8080, "/generate_204")
+        );
         let u = Url::parse("https://www.gstatic.com/generate_204").unwrap();
         assert_eq!((u.https, u.port), (true, 443));
-        assert_eq!(u.destination(), Destination::Domain("www.gstatic.com".into(), 443));
+        assert_eq!(
+            u.destination(),
+            Destination::Domain("www.gstatic.com".into(), 443)
+        );
         let u = Url::parse("http://[2001:db8:2::2]/x").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.host_header.as_str()), ("2001:db8:2::2", 80, "[2001:db8:2::2]"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.host_header.as_str()),
+            ("2001:db8:2::2", 80, "[2001:db8:2::2]")
+        );
         assert!(Url::parse("ftp://x/").is_none());
         assert!(Url::parse("http://:80/").is_none());
         assert!(Url::parse("http://h:99999/").is_none());

@@ -28,7 +28,10 @@ impl Http {
             None => io,
         };
         let mut out = Vec::with_capacity(256);
-        let auth = self.auth.as_ref().map(|c| (c.username.as_str(), c.password.as_str()));
+        let auth = self
+            .auth
+            .as_ref()
+            .map(|c| (c.username.as_str(), c.password.as_str()));
         http::encode_connect(dst, auth, &mut out)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         io.write_all(&out).await?;

@@ -30,9 +30,9 @@ use tracing::warn;
 
 pub(crate) use dial::connect_marked;
 pub(crate) use group::Group;
+pub(crate) use health::{probe, spawn_all as spawn_health_checks, Url};
 pub(crate) use resolve::Resolver;
 pub(crate) use upstream::Upstream;
-pub(crate) use health::{probe, spawn_all as spawn_health_checks, Url};
 
 /// A byte stream toward a destination, whatever carries it.
 pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -122,7 +122,10 @@ impl Outbounds {
                 let (u, ctx) = (u.clone(), self.ctx.clone());
                 tokio::spawn(async move {
                     if let Err(e) = u.server.resolve(&ctx.resolver).await {
-                        warn!("proxy {}: cannot resolve {}: {e} (will retry on use)", u.name, u.server.host);
+                        warn!(
+                            "proxy {}: cannot resolve {}: {e} (will retry on use)",
+                            u.name, u.server.host
+                        );
                     }
                 });
             }
@@ -233,11 +236,18 @@ impl Outbounds {
 
     /// Opens a TCP stream to `dst` along `chain`: the first hop over a marked TCP connection,
     /// each later hop through the previous one.
-    pub(crate) async fn connect_chain(&self, chain: &[Arc<Upstream>], dst: &Destination) -> io::Result<BoxIo> {
+    pub(crate) async fn connect_chain(
+        &self,
+        chain: &[Arc<Upstream>],
+        dst: &Destination,
+    ) -> io::Result<BoxIo> {
         let Some(first) = chain.first() else {
             return Err(io::Error::other("empty chain"));
         };
-        let tcp = first.server.connect(&self.ctx.resolver, self.ctx.mark).await?;
+        let tcp = first
+            .server
+            .connect(&self.ctx.resolver, self.ctx.mark)
+            .await?;
         let mut io: BoxIo = Box::new(tcp);
         for (i, hop) in chain.iter().enumerate() {
             let next = match chain.get(i + 1) {
@@ -246,14 +256,23 @@ impl Outbounds {
             };
             io = tokio::time::timeout(HANDSHAKE_TIMEOUT, hop.handshake(io, &next))
                 .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("{}: handshake timed out", hop.name)))?
+                .map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("{}: handshake timed out", hop.name),
+                    )
+                })?
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", hop.name)))?;
         }
         Ok(io)
     }
 
     /// Connects to `dst` the way `leaf` says (`None`: rejected).
-    pub(crate) async fn connect(&self, leaf: &Leaf, dst: &Destination) -> io::Result<Option<BoxIo>> {
+    pub(crate) async fn connect(
+        &self,
+        leaf: &Leaf,
+        dst: &Destination,
+    ) -> io::Result<Option<BoxIo>> {
         match leaf {
             Leaf::Reject => Ok(None),
             Leaf::Direct => {

@@ -27,7 +27,11 @@ impl Resolver {
         if servers.is_empty() {
             servers.push(SocketAddr::from((Ipv4Addr::LOCALHOST, 53)));
         }
-        Self { servers, mark, ipv6 }
+        Self {
+            servers,
+            mark,
+            ipv6,
+        }
     }
 
     /// The first address of `host`: an A record, else AAAA (when IPv6 is on).
@@ -54,7 +58,12 @@ impl Resolver {
         Err(last)
     }
 
-    async fn query(&self, server: SocketAddr, name: &Name, kind: RecordType) -> io::Result<Option<IpAddr>> {
+    async fn query(
+        &self,
+        server: SocketAddr,
+        name: &Name,
+        kind: RecordType,
+    ) -> io::Result<Option<IpAddr>> {
         let s = tpgate_sys::outbound_socket(server.is_ipv6(), Type::DGRAM, self.mark)?;
         s.connect(&server.into())?;
         let sock = UdpSocket::from_std(s.into())?;
@@ -72,8 +81,12 @@ impl Resolver {
         loop {
             let n = tokio::time::timeout_at(deadline, sock.recv(&mut buf))
                 .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("DNS {server} timed out")))??;
-            let Ok(reply) = Message::from_vec(&buf[..n]) else { continue };
+                .map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, format!("DNS {server} timed out"))
+                })??;
+            let Ok(reply) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
             if reply.id() != id {
                 continue;
             }
@@ -123,7 +136,14 @@ mod tests {
 
     #[tokio::test]
     async fn literals_need_no_lookup() {
-        let r = Resolver { servers: vec![], mark: 0, ipv6: true };
-        assert_eq!(r.lookup("203.0.113.9").await.unwrap(), "203.0.113.9".parse::<IpAddr>().unwrap());
+        let r = Resolver {
+            servers: vec![],
+            mark: 0,
+            ipv6: true,
+        };
+        assert_eq!(
+            r.lookup("203.0.113.9").await.unwrap(),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
     }
 }

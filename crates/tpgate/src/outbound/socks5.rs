@@ -30,7 +30,12 @@ impl Socks5 {
 
     /// Greeting, optional auth, then `cmd` for `dst`; returns the reply's bound address and
     /// the stream with anything read past the reply.
-    async fn request(&self, io: BoxIo, cmd: Command, dst: &Destination) -> io::Result<(BoxIo, Destination, Vec<u8>)> {
+    async fn request(
+        &self,
+        io: BoxIo,
+        cmd: Command,
+        dst: &Destination,
+    ) -> io::Result<(BoxIo, Destination, Vec<u8>)> {
         let mut io = match &self.tls {
             Some(t) => t.wrap(io).await?,
             None => io,
@@ -40,15 +45,23 @@ impl Socks5 {
         socks5::encode_greeting(offer, &mut out);
         io.write_all(&out).await?;
         let mut buf = Vec::with_capacity(64);
-        let method = read_msg(&mut io, &mut buf, |b| socks5::parse_method_selection(b, offer)).await?;
+        let method = read_msg(&mut io, &mut buf, |b| {
+            socks5::parse_method_selection(b, offer)
+        })
+        .await?;
         if method == Method::UsernamePassword {
             let Some(c) = &self.auth else {
-                return Err(io::Error::other("server asked for a password none was configured"));
+                return Err(io::Error::other(
+                    "server asked for a password none was configured",
+                ));
             };
             out.clear();
             socks5::encode_auth_request(&c.username, &c.password, &mut out).map_err(invalid)?;
             io.write_all(&out).await?;
-            read_msg(&mut io, &mut buf, |b| socks5::parse_auth_reply(b).map(|o| o.map(|n| ((), n)))).await?;
+            read_msg(&mut io, &mut buf, |b| {
+                socks5::parse_auth_reply(b).map(|o| o.map(|n| ((), n)))
+            })
+            .await?;
         }
         out.clear();
         socks5::encode_request(cmd, dst, &mut out).map_err(invalid)?;
@@ -64,15 +77,24 @@ impl Socks5 {
 
     /// UDP ASSOCIATE over `io` (connected to the server at `server`): datagrams go to the
     /// relay address the server names (its own address when it names an unspecified one).
-    pub(crate) async fn udp(&self, io: BoxIo, server: SocketAddr, mark: u32) -> io::Result<(UdpSend, UdpRecv)> {
+    pub(crate) async fn udp(
+        &self,
+        io: BoxIo,
+        server: SocketAddr,
+        mark: u32,
+    ) -> io::Result<(UdpSend, UdpRecv)> {
         let any = if server.is_ipv6() {
             SocketAddr::from(([0u16; 8], 0))
         } else {
             SocketAddr::from(([0u8; 4], 0))
         };
-        let (ctrl, bound, _) = self.request(io, Command::UdpAssociate, &Destination::Addr(any)).await?;
+        let (ctrl, bound, _) = self
+            .request(io, Command::UdpAssociate, &Destination::Addr(any))
+            .await?;
         let relay = match bound {
-            Destination::Addr(a) if a.ip().is_unspecified() => SocketAddr::new(server.ip(), a.port()),
+            Destination::Addr(a) if a.ip().is_unspecified() => {
+                SocketAddr::new(server.ip(), a.port())
+            }
             Destination::Addr(a) => a,
             Destination::Domain(..) => SocketAddr::new(server.ip(), bound.port()),
         };
@@ -80,8 +102,15 @@ impl Socks5 {
         s.connect(&relay.into())?;
         let sock = Arc::new(UdpSocket::from_std(s.into())?);
         Ok((
-            UdpSend::Socks5 { sock: sock.clone(), buf: Vec::with_capacity(2048) },
-            UdpRecv::Socks5 { sock, ctrl, buf: vec![0; 65_536] },
+            UdpSend::Socks5 {
+                sock: sock.clone(),
+                buf: Vec::with_capacity(2048),
+            },
+            UdpRecv::Socks5 {
+                sock,
+                ctrl,
+                buf: vec![0; 65_536],
+            },
         ))
     }
 }

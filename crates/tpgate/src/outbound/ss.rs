@@ -6,12 +6,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use shadowsocks::config::{ServerConfig, ServerType};
-use shadowsocks::context::{Context, SharedContext};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use shadowsocks::context::{Context as SsContext, SharedContext};
 use shadowsocks::crypto::CipherKind;
 use shadowsocks::net::ConnectOpts;
+use shadowsocks::relay::udprelay::options::UdpSocketControlData;
 use shadowsocks::relay::udprelay::ProxySocket;
 use shadowsocks::relay::Address;
 use shadowsocks::ProxyClientStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tpgate_core::config::Cipher;
 use tpgate_core::net::Destination;
 
@@ -25,20 +30,24 @@ pub(crate) struct Shadowsocks {
 
 impl std::fmt::Debug for Shadowsocks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shadowsocks").field("cipher", &self.cipher).finish()
+        f.debug_struct("Shadowsocks")
+            .field("cipher", &self.cipher)
+            .finish()
     }
 }
 
 impl Shadowsocks {
     pub(crate) fn new(cipher: Cipher, password: &str) -> io::Result<Self> {
-        let kind: CipherKind = cipher
-            .name()
-            .parse()
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("cipher {}", cipher.name())))?;
+        let kind: CipherKind = cipher.name().parse().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cipher {}", cipher.name()),
+            )
+        })?;
         Ok(Self {
             cipher: kind,
             password: password.to_string(),
-            context: Arc::new(Context::new(ServerType::Local)),
+            context: Arc::new(SsContext::new(ServerType::Local)),
         })
     }
 
@@ -52,7 +61,10 @@ impl Shadowsocks {
         // The address in the config is only used to dial, which tpgate has done itself.
         let cfg = self.server_config(SocketAddr::from(([0, 0, 0, 0], 0)))?;
         let s = ProxyClientStream::from_stream(self.context.clone(), io, &cfg, address(dst));
-        Ok(Box::new(s))
+        Ok(Box::new(FirstWriteCap {
+            inner: s,
+            first: true,
+        }))
     }
 
     /// A UDP association for one flow.
@@ -65,17 +77,34 @@ impl Shadowsocks {
         let sock = ProxySocket::connect_with_opts(self.context.clone(), &cfg, &opts)
             .await
             .map_err(io::Error::from)?;
-        Ok(SsUdp { sock })
+        let mut ctrl = UdpSocketControlData::default();
+        ctrl.client_session_id = rand::random();
+        Ok(SsUdp {
+            sock,
+            ctrl: std::sync::Mutex::new(ctrl),
+        })
     }
 }
 
 pub(crate) struct SsUdp {
     sock: ProxySocket<shadowsocks::net::UdpSocket>,
+    /// SIP022 (the 2022 ciphers) keys a UDP session by a random client session id and drops
+    /// a packet id it has seen: one session per flow, ids counting up from 1. Ignored by the
+    /// classic ciphers.
+    ctrl: std::sync::Mutex<UdpSocketControlData>,
 }
 
 impl SsUdp {
     pub(crate) async fn send(&self, dst: &Destination, data: &[u8]) -> io::Result<()> {
-        self.sock.send(&address(dst), data).await.map_err(io::Error::from)?;
+        let ctrl = {
+            let mut c = self.ctrl.lock().unwrap_or_else(|p| p.into_inner());
+            c.packet_id += 1;
+            c.clone()
+        };
+        self.sock
+            .send_with_ctrl(&address(dst), &ctrl, data)
+            .await
+            .map_err(io::Error::from)?;
         Ok(())
     }
 
@@ -83,6 +112,55 @@ impl SsUdp {
     pub(crate) async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         let (n, _from, _) = self.sock.recv(buf).await.map_err(io::Error::from)?;
         Ok(n)
+    }
+}
+
+/// Largest first write handed to the crate's stream. Its first write encrypts the address
+/// header and the data as ONE cipher chunk (at most 0x3FFF bytes for the classic AEAD
+/// ciphers) but reports the whole caller buffer as written; a larger first write would
+/// silently lose its tail. Capping it keeps header + data within one chunk.
+const FIRST_WRITE_MAX: usize = 8 * 1024;
+
+/// Caps the first `poll_write` to [`FIRST_WRITE_MAX`]; later writes pass through.
+struct FirstWriteCap<S> {
+    inner: S,
+    first: bool,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for FirstWriteCap<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for FirstWriteCap<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let len = if self.first {
+            buf.len().min(FIRST_WRITE_MAX)
+        } else {
+            buf.len()
+        };
+        let r = Pin::new(&mut self.inner).poll_write(cx, &buf[..len]);
+        if matches!(r, Poll::Ready(Ok(_))) {
+            self.first = false;
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

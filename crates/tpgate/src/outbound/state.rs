@@ -41,7 +41,9 @@ impl StateFile {
     }
 
     pub(super) fn set_selected(&self, group: &str, member: &str) {
-        let Ok(mut st) = self.state.lock() else { return };
+        let Ok(mut st) = self.state.lock() else {
+            return;
+        };
         st.selected.insert(group.to_string(), member.to_string());
         if let Err(e) = self.write(&st) {
             warn!(path = %self.path.display(), "cannot save the selection: {e}");
@@ -54,7 +56,10 @@ impl StateFile {
             std::fs::create_dir_all(dir)?;
         }
         let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(st).map_err(std::io::Error::other)?)?;
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(st).map_err(std::io::Error::other)?,
+        )?;
         std::fs::rename(tmp, &self.path)
     }
 }

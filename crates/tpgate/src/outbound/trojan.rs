@@ -18,7 +18,9 @@ pub(crate) struct Trojan {
 
 impl std::fmt::Debug for Trojan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Trojan").field("tls", &self.tls).finish_non_exhaustive()
+        f.debug_struct("Trojan")
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
     }
 }
 
@@ -48,8 +50,14 @@ impl Trojan {
         let io = self.open(io, Command::UdpAssociate, dst).await?;
         let (rd, wr) = tokio::io::split(io);
         Ok((
-            UdpSend::Trojan { wr, buf: Vec::with_capacity(2048) },
-            UdpRecv::Trojan { rd, acc: Vec::with_capacity(4096) },
+            UdpSend::Trojan {
+                wr,
+                buf: Vec::with_capacity(2048),
+            },
+            UdpRecv::Trojan {
+                rd,
+                acc: Vec::with_capacity(4096),
+            },
         ))
     }
 }

@@ -19,7 +19,10 @@ pub(crate) enum UdpSend {
         buf: Vec<u8>,
     },
     Shadowsocks(Arc<SsUdp>),
-    Trojan { wr: WriteHalf<BoxIo>, buf: Vec<u8> },
+    Trojan {
+        wr: WriteHalf<BoxIo>,
+        buf: Vec<u8>,
+    },
 }
 
 pub(crate) enum UdpRecv {
@@ -30,7 +33,10 @@ pub(crate) enum UdpRecv {
         buf: Vec<u8>,
     },
     Shadowsocks(Arc<SsUdp>),
-    Trojan { rd: ReadHalf<BoxIo>, acc: Vec<u8> },
+    Trojan {
+        rd: ReadHalf<BoxIo>,
+        acc: Vec<u8>,
+    },
 }
 
 pub(crate) fn from_ss(s: SsUdp) -> (UdpSend, UdpRecv) {
@@ -92,7 +98,10 @@ impl UdpRecv {
                     Err(e) => return Err(invalid(e)),
                 }
                 if rd.read_buf(acc).await? == 0 {
-                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "trojan UDP stream closed"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "trojan UDP stream closed",
+                    ));
                 }
             },
         }

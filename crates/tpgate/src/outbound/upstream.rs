@@ -36,14 +36,21 @@ enum Kind {
 impl Upstream {
     pub(crate) fn new(def: &ProxyDef) -> io::Result<Self> {
         let tls = |t: &Option<tpgate_core::config::Tls>| -> io::Result<Option<TlsClient>> {
-            t.as_ref().map(|t| TlsClient::new(t, &def.server)).transpose()
+            t.as_ref()
+                .map(|t| TlsClient::new(t, &def.server))
+                .transpose()
         };
         let (kind, type_name) = match &def.kind {
-            ProxyKind::Socks5 { auth, tls: t } => (Kind::Socks5(Socks5::new(auth.clone(), tls(t)?)), "Socks5"),
-            ProxyKind::Http { auth, tls: t } => (Kind::Http(Http::new(auth.clone(), tls(t)?)), "Http"),
-            ProxyKind::Shadowsocks { cipher, password } => {
-                (Kind::Shadowsocks(Shadowsocks::new(*cipher, password)?), "Shadowsocks")
+            ProxyKind::Socks5 { auth, tls: t } => {
+                (Kind::Socks5(Socks5::new(auth.clone(), tls(t)?)), "Socks5")
             }
+            ProxyKind::Http { auth, tls: t } => {
+                (Kind::Http(Http::new(auth.clone(), tls(t)?)), "Http")
+            }
+            ProxyKind::Shadowsocks { cipher, password } => (
+                Kind::Shadowsocks(Shadowsocks::new(*cipher, password)?),
+                "Shadowsocks",
+            ),
             ProxyKind::Trojan { password, tls: t } => (
                 Kind::Trojan(Trojan::new(password, TlsClient::new(t, &def.server)?)),
                 "Trojan",
@@ -70,7 +77,11 @@ impl Upstream {
     }
 
     /// A UDP association for one flow to `dst`.
-    pub(crate) async fn open_udp(&self, ctx: &Ctx, dst: &Destination) -> io::Result<(UdpSend, UdpRecv)> {
+    pub(crate) async fn open_udp(
+        &self,
+        ctx: &Ctx,
+        dst: &Destination,
+    ) -> io::Result<(UdpSend, UdpRecv)> {
         if !self.udp {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,

@@ -76,7 +76,13 @@ async fn handle(client: TcpStream, src: SocketAddr, shared: Arc<Shared>) {
 
 /// Through the picked upstream(s). A failed dial is reported to the groups that chose it and
 /// the choice is made again (fallback and url-test then move on), a bounded number of times.
-async fn proxied(client: TcpStream, src: SocketAddr, dst: SocketAddr, mut pick: Pick, shared: &Shared) {
+async fn proxied(
+    client: TcpStream,
+    src: SocketAddr,
+    dst: SocketAddr,
+    mut pick: Pick,
+    shared: &Shared,
+) {
     let o = &shared.outbounds;
     let target = Destination::Addr(dst);
     for attempt in 0..3 {
@@ -93,7 +99,10 @@ async fn proxied(client: TcpStream, src: SocketAddr, dst: SocketAddr, mut pick: 
                     info!("tcp {src} -> {dst} via {} failed: {e}", pick.route);
                     return reset(&client);
                 }
-                info!("tcp {src} -> {dst} via {} failed ({e}); retrying via {}", pick.route, again.route);
+                info!(
+                    "tcp {src} -> {dst} via {} failed ({e}); retrying via {}",
+                    pick.route, again.route
+                );
                 pick = again;
             }
         }

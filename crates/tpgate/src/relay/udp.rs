@@ -11,13 +11,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use bytes::Bytes;
 use socket2::{SockRef, Type};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
-use bytes::Bytes;
-use tokio::sync::mpsc;
 use tpgate_core::net::{Destination, Network};
 use tpgate_sys::{recv_with_orig_dst, Datagram, UdpRole};
 use tracing::{debug, info, warn};

@@ -153,7 +153,10 @@ pub(crate) fn socks5_udp_exchange(
     let (n, _) = udp.recv_from(&mut buf)?;
     let buf = &buf[..n];
     if buf.len() < 4 || buf[2] != 0 {
-        return Err(bad(format!("SOCKS5 UDP header {:?}", &buf[..buf.len().min(4)])));
+        return Err(bad(format!(
+            "SOCKS5 UDP header {:?}",
+            &buf[..buf.len().min(4)]
+        )));
     }
     let (from, len) = parse_socks_addr(&buf[3..])?;
     drop(ctl);
@@ -161,7 +164,11 @@ pub(crate) fn socks5_udp_exchange(
 }
 
 /// From `ns`, opens a tunnel to `dst` with `CONNECT` through the HTTP proxy at `proxy`.
-pub(crate) fn http_connect(ns: &Netns, proxy: SocketAddr, dst: SocketAddr) -> io::Result<TcpStream> {
+pub(crate) fn http_connect(
+    ns: &Netns,
+    proxy: SocketAddr,
+    dst: SocketAddr,
+) -> io::Result<TcpStream> {
     let mut s = tcp_connect(ns, proxy)?;
     write!(s, "CONNECT {dst} HTTP/1.1\r\nHost: {dst}\r\n\r\n")?;
     // Byte by byte up to the blank line, so no tunnel data is read ahead.

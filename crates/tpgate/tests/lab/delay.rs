@@ -1,6 +1,7 @@
 //! Added latency for one lab upstream, in user space: a TCP forwarder on the host's public
 //! port that holds every chunk for a settable time in each direction before passing it to
-//! the real server on the host's loopback. The lab's kernel may lack `sch_netem` (so
+//! the real server on the host's loopback. It also records who connected, which shows the
+//! first hop of a relay chain. The lab's kernel may lack `sch_netem` (so
 //! `tc qdisc ... netem delay` is not an option), and this also works unchanged in CI.
 //! Chunks are queued with their due time, so the delay adds latency without cutting
 //! throughput; EOF is passed on in order (half-close preserved).
@@ -9,7 +10,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -20,26 +21,36 @@ use super::Netns;
 pub(crate) struct DelayFront {
     /// Milliseconds added in each direction; may be changed while running.
     delay_ms: Arc<AtomicU64>,
+    /// Peers of the accepted connections: who connected to this upstream.
+    peers: Arc<Mutex<Vec<SocketAddr>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl DelayFront {
     /// Listens on `listen` in `ns` and forwards each connection to `target` (also in `ns`).
-    pub(crate) fn start(ns: &Netns, listen: SocketAddr, target: SocketAddr, delay: Duration) -> Self {
+    pub(crate) fn start(
+        ns: &Netns,
+        listen: SocketAddr,
+        target: SocketAddr,
+        delay: Duration,
+    ) -> Self {
         let listener = ns
             .enter(|| TcpListener::bind(listen))
             .unwrap_or_else(|e| panic!("bind delay front {listen} in {}: {e}", ns.name));
         listener.set_nonblocking(true).expect("nonblocking");
         let delay_ms = Arc::new(AtomicU64::new(millis(delay)));
         let stop = Arc::new(AtomicBool::new(false));
+        let peers = Arc::new(Mutex::new(Vec::new()));
         let thread = {
             let (delay_ms, stop) = (Arc::clone(&delay_ms), Arc::clone(&stop));
+            let peers = Arc::clone(&peers);
             // Connections to `target` must be made from inside the namespace.
             ns.spawn_thread(move || {
                 while !stop.load(Ordering::Relaxed) {
                     match listener.accept() {
-                        Ok((client, _)) => {
+                        Ok((client, peer)) => {
+                            peers.lock().expect("peers lock").push(peer);
                             let delay_ms = Arc::clone(&delay_ms);
                             std::thread::spawn(move || forward(client, target, &delay_ms));
                         }
@@ -53,9 +64,15 @@ impl DelayFront {
         };
         Self {
             delay_ms,
+            peers,
             stop,
             thread: Some(thread),
         }
+    }
+
+    /// Peers of the connections accepted so far.
+    pub(crate) fn peers(&self) -> Vec<SocketAddr> {
+        self.peers.lock().expect("peers lock").clone()
     }
 
     /// Changes the delay for chunks read from now on.

@@ -20,6 +20,8 @@ mod delay;
 mod http;
 mod peers;
 mod process;
+mod proxy_config;
+mod through;
 mod upstreams;
 mod wan;
 
@@ -29,6 +31,8 @@ pub(crate) use delay::*;
 pub(crate) use http::*;
 pub(crate) use peers::*;
 pub(crate) use process::*;
+pub(crate) use proxy_config::*;
+pub(crate) use through::*;
 pub(crate) use upstreams::*;
 pub(crate) use wan::*;
 

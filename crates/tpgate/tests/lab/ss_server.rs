@@ -71,8 +71,7 @@ impl<'lab> SsServer<'lab> {
     /// The server's settings, as a client needs them.
     pub(crate) fn client_config(&self) -> ServerConfig {
         let method: CipherKind = self.method.parse().expect("cipher name");
-        let mut cfg =
-            ServerConfig::new(self.addr(), self.password, method).expect("server config");
+        let mut cfg = ServerConfig::new(self.addr(), self.password, method).expect("server config");
         cfg.set_mode(Mode::TcpAndUdp);
         cfg
     }
@@ -111,7 +110,10 @@ impl<'lab> SsServer<'lab> {
         match ready_rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => panic!("shadowsocks server on {}: {e}", self.host.ns.name),
-            Err(e) => panic!("shadowsocks server on {} did not start: {e}", self.host.ns.name),
+            Err(e) => panic!(
+                "shadowsocks server on {} did not start: {e}",
+                self.host.ns.name
+            ),
         }
         self.stop = Some(stop_tx);
         self.thread = Some(thread);
@@ -158,8 +160,8 @@ pub(crate) fn ss_tcp_echo(
     dst: SocketAddr,
     data: &[u8],
 ) -> std::io::Result<Vec<u8>> {
-    use shadowsocks_service::shadowsocks::context::Context;
     use shadowsocks_service::shadowsocks::config::ServerType;
+    use shadowsocks_service::shadowsocks::context::Context;
     use shadowsocks_service::shadowsocks::relay::tcprelay::ProxyClientStream;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -371,7 +371,8 @@ async fn trojan_tls(
         .map_err(|e| bad(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from(TROJAN_SNI).map_err(|e| bad(e.to_string()))?;
+    let name =
+        rustls::pki_types::ServerName::try_from(TROJAN_SNI).map_err(|e| bad(e.to_string()))?;
     tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(name, tcp)
         .await
@@ -414,11 +415,10 @@ pub(crate) fn trojan_tcp_echo(
         };
         let mut got = Vec::new();
         let read = rd.read_to_end(&mut got);
-        let (w, r) = tokio::time::timeout(crate::lab::IO_TIMEOUT, async {
-            tokio::join!(write, read)
-        })
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "trojan echo"))?;
+        let (w, r) =
+            tokio::time::timeout(crate::lab::IO_TIMEOUT, async { tokio::join!(write, read) })
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "trojan echo"))?;
         w?;
         r?;
         Ok(got)

@@ -82,17 +82,14 @@ impl<'lab> ProcUpstream<'lab> {
     }
 
     /// Like [`Self::start`], behind a [`DelayFront`] adding `delay` in each direction
-    /// (microsocks and tinyproxy only; TCP only). [`Self::set_delay`] changes it later.
+    /// (TCP only: dante's UDP ASSOCIATE does not work behind it). [`Self::set_delay`]
+    /// changes the delay later; [`Self::front_peers`] tells who connected.
     pub(crate) fn start_delayed(
         lab: &'lab Lab,
         host: usize,
         kind: ProcKind,
         delay: Duration,
     ) -> Self {
-        assert!(
-            !matches!(kind, ProcKind::Dante),
-            "dante's UDP relay cannot sit behind a TCP delay front"
-        );
         Self::start_inner(lab, host, kind, Some(delay))
     }
 
@@ -105,7 +102,10 @@ impl<'lab> ProcUpstream<'lab> {
         );
         let conf = match &kind {
             ProcKind::Microsocks { .. } => None,
-            ProcKind::Dante => Some(lab.write_file(&format!("danted-h{host}.conf"), &dante_conf())),
+            ProcKind::Dante => Some(lab.write_file(
+                &format!("danted-h{host}.conf"),
+                &dante_conf(delay.is_some()),
+            )),
             ProcKind::Tinyproxy => Some(lab.write_file(
                 &format!("tinyproxy-h{host}.conf"),
                 &tinyproxy_conf(kind.port(), delay.is_some()),
@@ -183,6 +183,14 @@ impl<'lab> ProcUpstream<'lab> {
         self.wait_accepting(self.addr());
     }
 
+    /// Peers that connected to a [`Self::start_delayed`] upstream (since its last start).
+    pub(crate) fn front_peers(&self) -> Vec<SocketAddr> {
+        self.front
+            .as_ref()
+            .map(DelayFront::peers)
+            .unwrap_or_default()
+    }
+
     /// Changes the latency of a [`Self::start_delayed`] upstream.
     pub(crate) fn set_delay(&mut self, delay: Duration) {
         assert!(self.delay.is_some(), "not started with start_delayed");
@@ -244,6 +252,29 @@ impl<'lab> ProcUpstream<'lab> {
         );
     }
 
+    /// The proxy entry for tpgate's config: `socks5` (with `udp: true` for dante, and the
+    /// credentials when microsocks wants them) or `http`.
+    pub(crate) fn proxy_yaml(&self, name: &str) -> String {
+        let (server, port) = (self.host.v4, self.kind.port());
+        match &self.kind {
+            ProcKind::Microsocks { auth: None } => {
+                format!("{{name: {name}, type: socks5, server: {server}, port: {port}}}")
+            }
+            ProcKind::Microsocks {
+                auth: Some((user, pass)),
+            } => format!(
+                "{{name: {name}, type: socks5, server: {server}, port: {port}, \
+                 username: \"{user}\", password: \"{pass}\"}}"
+            ),
+            ProcKind::Dante => {
+                format!("{{name: {name}, type: socks5, server: {server}, port: {port}, udp: true}}")
+            }
+            ProcKind::Tinyproxy => {
+                format!("{{name: {name}, type: http, server: {server}, port: {port}}}")
+            }
+        }
+    }
+
     /// What the process logged so far.
     pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -263,10 +294,15 @@ impl Drop for ProcUpstream<'_> {
 }
 
 /// dante: no authentication, anyone may CONNECT or UDP ASSOCIATE anywhere, over IPv4 and
-/// IPv6, leaving from the host's own addresses.
-fn dante_conf() -> String {
-    "logoutput: stderr\n\
-     internal: eth0 port = 1080\n\
+/// IPv6, leaving from the host's own addresses; listening on loopback behind a front.
+fn dante_conf(behind_front: bool) -> String {
+    let internal = if behind_front {
+        format!("internal: 127.0.0.1 port = {}\n", inner_port(1080))
+    } else {
+        "internal: eth0 port = 1080\n".to_owned()
+    };
+    internal
+        + "logoutput: stderr\n\
      external: eth0\n\
      clientmethod: none\n\
      socksmethod: none\n\
@@ -274,7 +310,6 @@ fn dante_conf() -> String {
      user.unprivileged: nobody\n\
      client pass {\n  from: 0/0 to: 0/0\n  log: error\n}\n\
      socks pass {\n  from: 0/0 to: 0/0\n  command: connect udpassociate udpreply\n  log: error\n}\n"
-        .to_owned()
 }
 
 /// Where a delayed program listens (on the host's loopback), behind its front.

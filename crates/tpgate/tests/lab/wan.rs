@@ -154,18 +154,25 @@ impl Lab {
             plug(&port);
             let (v4, v6) = host_addrs(i);
             ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", HOST_IF]);
-            ns.ip(&[
-                "addr",
-                "add",
-                &format!("{v6}/64"),
-                "dev",
-                HOST_IF,
-                "nodad",
-            ]);
+            ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", HOST_IF, "nodad"]);
             ns.ip(&["link", "set", HOST_IF, "up"]);
             self.hosts.push(WanHost { ns, v4, v6 });
         }
         self.wan_switch = Some(switch);
+    }
+
+    /// Gives the server `n` more IPv4 addresses on the WAN (203.0.113.100, .101, ...), as
+    /// distinct destinations; returns them.
+    pub(crate) fn add_server_v4_addrs(&self, n: u8) -> Vec<IpAddr> {
+        assert!(n <= 100, "at most 100 extra server addresses");
+        (0..n)
+            .map(|i| {
+                let ip = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 100 + i));
+                self.server
+                    .ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+                ip
+            })
+            .collect()
     }
 
     /// `ip netns add name`, remembered for deletion on drop.
