@@ -13,7 +13,13 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             src: SocketAddr::from(([198, 51, 100, 2], 5353)),
             dst: SocketAddr::from(([203, 0, 113, 2], 53)),
             origin: Origin::Forwarded,
+            host: None,
         };
         let _ = rule.matcher.matches(&flow);
+        let named = FlowMeta {
+            host: Some("www.example.com"),
+            ..flow
+        };
+        let _ = rule.matcher.matches(&named);
     }
 });

@@ -5,7 +5,10 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod dns;
+pub mod doctor;
 pub mod net;
 pub mod plan;
 pub mod proto;
 pub mod rules;
+pub mod sniff;

@@ -1,5 +1,7 @@
 //! Golden files: every `tests/golden/NAME.yaml` must render (through the real loader and
-//! planner) to exactly `tests/golden/NAME.plan`, which is what `tpgate plan` prints.
+//! planner) to exactly `tests/golden/NAME.plan`, which is what `tpgate plan` prints, and to
+//! `tests/golden/NAME.iptables`, the iptables-restore scripts (IPv4, then IPv6) that the
+//! iptables backend would apply for the same config.
 //! `UPDATE_GOLDEN=1 cargo test -p tpgate-core --test golden` rewrites them after a
 //! deliberate change; review the diff.
 
@@ -7,7 +9,7 @@ use std::fs;
 use std::path::Path;
 
 use tpgate_core::config;
-use tpgate_core::plan::{render_text, Plan};
+use tpgate_core::plan::{render_iptables, render_text, Family, Plan};
 
 #[test]
 fn plans_match_golden_files() {
@@ -25,20 +27,28 @@ fn plans_match_golden_files() {
     {
         let text = fs::read_to_string(yaml).unwrap();
         let loaded = config::load(&text).unwrap_or_else(|e| panic!("{}: {e:?}", yaml.display()));
-        let got = render_text(&Plan::new(&loaded.config));
-        let golden = yaml.with_extension("plan");
-        if update {
-            fs::write(&golden, &got).unwrap();
+        let plan = Plan::new(&loaded.config);
+        let iptables: String = [Family::V4, Family::V6]
+            .into_iter()
+            .filter_map(|f| render_iptables(&plan, f))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for (ext, got) in [("plan", render_text(&plan)), ("iptables", iptables)] {
+            let golden = yaml.with_extension(ext);
+            if update {
+                fs::write(&golden, &got).unwrap();
+            }
+            let want = fs::read_to_string(&golden).unwrap_or_else(|_| {
+                panic!("{} missing; run with UPDATE_GOLDEN=1", golden.display())
+            });
+            assert_eq!(
+                got,
+                want,
+                "{} renders differently from {}",
+                yaml.display(),
+                golden.display()
+            );
         }
-        let want = fs::read_to_string(&golden)
-            .unwrap_or_else(|_| panic!("{} missing; run with UPDATE_GOLDEN=1", golden.display()));
-        assert_eq!(
-            got,
-            want,
-            "{} renders differently from {}",
-            yaml.display(),
-            golden.display()
-        );
         checked += 1;
     }
     assert!(checked >= 4, "expected golden samples, found {checked}");

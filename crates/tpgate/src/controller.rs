@@ -114,27 +114,42 @@ fn describe(o: &Outbounds, node: &Node) -> Value {
     }
 }
 
+/// The built-in outbounds every config has, as mihomo lists them.
+const BUILTINS: [(&str, &str, Member); 2] = [
+    ("DIRECT", "Direct", Member::Direct),
+    ("REJECT", "Reject", Member::Reject),
+];
+
+fn builtin(name: &str) -> Option<(Value, Member)> {
+    BUILTINS
+        .iter()
+        .find(|(n, ..)| *n == name)
+        .map(|&(n, kind, m)| {
+            let v = json!({"name": n, "type": kind, "udp": true, "history": []});
+            (v, m)
+        })
+}
+
 async fn proxies(State(api): State<Api>) -> Json<Value> {
     let o = &api.outbounds;
     let mut map: BTreeMap<String, Value> = BTreeMap::new();
-    map.insert(
-        "DIRECT".into(),
-        json!({"name": "DIRECT", "type": "Direct", "udp": true, "history": []}),
-    );
-    map.insert(
-        "REJECT".into(),
-        json!({"name": "REJECT", "type": "Reject", "udp": true, "history": []}),
-    );
+    for (name, ..) in BUILTINS {
+        if let Some((v, _)) = builtin(name) {
+            map.insert(name.into(), v);
+        }
+    }
     for n in o.nodes() {
         map.insert(n.name().to_string(), describe(o, n));
     }
     Json(json!({ "proxies": map }))
 }
 
+/// A proxy, a group, or DIRECT/REJECT (listed by `GET /proxies`, so they answer here too).
 async fn proxy(State(api): State<Api>, Path(name): Path<String>) -> Response {
-    match api.outbounds.find(&name) {
-        Some(n) => Json(describe(&api.outbounds, n)).into_response(),
-        None => error(StatusCode::NOT_FOUND, "resource not found"),
+    match (api.outbounds.find(&name), builtin(&name)) {
+        (Some(n), _) => Json(describe(&api.outbounds, n)).into_response(),
+        (None, Some((v, _))) => Json(v).into_response(),
+        (None, None) => error(StatusCode::NOT_FOUND, "resource not found"),
     }
 }
 
@@ -179,14 +194,16 @@ async fn delay(
     Query(q): Query<DelayQuery>,
 ) -> Response {
     let o = &api.outbounds;
-    let Some(id) = o.id_of(&name) else {
-        return error(StatusCode::NOT_FOUND, "resource not found");
+    let member = match (o.id_of(&name), builtin(&name)) {
+        (Some(id), _) => Member::Target(id),
+        (None, Some((_, m))) => m,
+        (None, None) => return error(StatusCode::NOT_FOUND, "resource not found"),
     };
     let Some(url) = outbound::Url::parse(&q.url) else {
         return error(StatusCode::BAD_REQUEST, "url must be http:// or https://");
     };
     let timeout = Duration::from_millis(q.timeout.unwrap_or(5000).clamp(100, 60_000));
-    match outbound::probe(o, Member::Target(id), &url, timeout).await {
+    match outbound::probe(o, member, &url, timeout).await {
         Some(ms) => Json(json!({ "delay": ms })).into_response(),
         None => error(StatusCode::GATEWAY_TIMEOUT, "Timeout"),
     }

@@ -62,6 +62,14 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         }
         None => None,
     };
+    // Bound before interception is installed: a busy DNS port fails the start cleanly.
+    let dns = match (config.dns.enable, config.dns.listen) {
+        (true, Some(addr)) => Some((
+            crate::dns::Dns::new(&config.dns, config.routing_mark, &config.state_file)?,
+            crate::dns::bind(addr).await?,
+        )),
+        _ => None,
+    };
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let outbounds = Outbounds::new(&config)?;
@@ -73,6 +81,8 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         routing_mark: config.routing_mark,
         tproxy_port: config.tproxy_port,
         local_addrs: LocalAddrs::new(),
+        sniffer: config.sniffer.clone(),
+        dns: dns.as_ref().map(|(d, _)| d.clone()),
     });
     let (trigger, stop) = shutdown::channel();
     let mut tasks = tokio::task::JoinSet::new();
@@ -84,6 +94,10 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         tasks.spawn(relay::udp::serve(u, nat.clone(), stop.clone()));
     }
     tasks.spawn(nat.sweep(stop.clone()));
+    if let Some((d, sockets)) = dns {
+        tasks.spawn(crate::dns::serve(sockets, d.clone(), stop.clone()));
+        tasks.spawn(d.persist(stop.clone()));
+    }
     outbounds.warm_up();
     {
         let (plan, stop) = (plan.clone(), stop.clone());
@@ -93,7 +107,15 @@ pub(crate) async fn run(config: Config) -> Result<()> {
             }
         });
     }
+    match installed.iptables_guard(&plan) {
+        Ok(Some(guard)) => {
+            tasks.spawn(install::watch::iptables(guard, stop.clone()));
+        }
+        Ok(None) => {}
+        Err(e) => warn!("cannot watch tpgate's iptables rules: {e:#}"),
+    }
     outbound::spawn_health_checks(&outbounds, &stop);
+    crate::providers::spawn_refresh(&config, &outbounds, &stop);
     if let Some(listener) = api {
         tasks.spawn(crate::controller::serve(
             listener,

@@ -3,9 +3,12 @@
 
 mod controller;
 mod daemon;
+mod dns;
+mod doctor;
 mod install;
 mod local_addrs;
 mod outbound;
+mod providers;
 mod relay;
 mod shutdown;
 
@@ -49,8 +52,12 @@ enum Command {
     },
     /// Print what `run` would install; change nothing.
     Plan(ConfigArg),
-    /// Remove whatever a tpgate instance may have left (table, rules, routes). Idempotent.
+    /// Remove whatever a tpgate instance may have left (nftables table, iptables chains of
+    /// both variants, policy rules, routes). Idempotent.
     Down(ConfigArg),
+    /// Explain what is wrong with this machine's TPROXY setup (whoever wrote it) and how
+    /// to fix it; read-only. Exit 0 healthy, 1 problems found, 2 usage or config error.
+    Doctor(doctor::DoctorArgs),
 }
 
 #[derive(clap::Args)]
@@ -86,6 +93,10 @@ fn main() -> ExitCode {
                     .and_then(|rt| rt.block_on(daemon::run(cfg)))
                     .map(|()| ExitCode::SUCCESS)
             }
+            Err(e) => Err(e),
+        },
+        Command::Doctor(a) => match a.config.as_deref().map(|p| load(Some(p))).transpose() {
+            Ok(cfg) => doctor::run(&a, cfg.as_ref().map(|(c, _)| c)),
             Err(e) => Err(e),
         },
         Command::Down(_) => {
@@ -127,14 +138,28 @@ fn load(path: Option<&Path>) -> Result<(Config, Vec<String>)> {
         None => ("<default>".to_string(), DEFAULT_CONFIG.to_string()),
     };
     match config::load(&text) {
-        Ok(l) => Ok((
-            l.config,
-            l.warnings
+        Ok(mut l) => {
+            let mut warnings: Vec<String> = l
+                .warnings
                 .iter()
                 .map(|d| format!("{name}:{}:{}: warning: {}", d.line, d.col, d.message))
-                .collect(),
-        )),
+                .collect();
+            match providers::load_local(&mut l.config, path) {
+                Ok(w) => warnings.extend(w.into_iter().map(|w| with_warning(&w))),
+                Err(errs) => return Err(ConfigErrors(errs).into()),
+            }
+            Ok((l.config, warnings))
+        }
         Err(errs) => Err(ConfigErrors(errs.iter().map(|d| format!("{name}:{d}")).collect()).into()),
+    }
+}
+
+/// `PATH:LINE:COL: message` -> `PATH:LINE:COL: warning: message`.
+fn with_warning(w: &str) -> String {
+    let mut parts = w.splitn(4, ':');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(p), Some(l), Some(c), Some(m)) => format!("{p}:{l}:{c}: warning:{m}"),
+        _ => format!("warning: {w}"),
     }
 }
 
@@ -164,9 +189,15 @@ fn init_logging(level: LogLevel) {
 
 async fn down() -> Result<()> {
     let table = install::remove_table()?;
+    let chains = install::remove_chains()?;
     let routes = install::remove_tagged().await?;
-    if table || routes > 0 {
-        tracing::info!(table, routing_objects = routes, "removed tpgate leftovers");
+    if table || chains > 0 || routes > 0 {
+        tracing::info!(
+            table,
+            iptables_chains = chains,
+            routing_objects = routes,
+            "removed tpgate leftovers"
+        );
     } else {
         tracing::info!("nothing to remove");
     }

@@ -6,8 +6,10 @@ use super::controller::settings;
 use super::groups::{groups, resolve};
 use super::intercept::intercept;
 use super::names::{Known, Names, Outcome, GLOBAL};
+use super::providers::rule_providers;
 use super::proxies::proxies;
 use super::rule_list::rules;
+use super::sniffer::sniffer;
 use super::yaml::{Node, Pos, Value};
 use super::{keys, value, Config, Diags, LogLevel, Mode};
 
@@ -93,8 +95,12 @@ pub(super) fn decode(root: Option<&Node>, d: &mut Diags) -> Config {
                 }
             }
             "intercept" => config.intercept = intercept(node, d, &mut fwmark),
+            "sniffer" => config.sniffer = sniffer(node, d),
+            "dns" => super::dns::dns(node, d, &mut config.dns),
+            "hosts" => super::dns::hosts(node, d, &mut config.dns),
+            "use-hosts" => super::dns::use_hosts(node, d, &mut config.dns),
             // Decoded below: groups and rules need every proxy and group name.
-            "proxies" | "proxy-groups" | "rules" => {}
+            "proxies" | "proxy-groups" | "rules" | "rule-providers" => {}
             "external-controller" | "secret" | "state-file" => {}
             _ if keys::MIHOMO_IGNORED.contains(&key) => {
                 d.warn(e.key_pos, key, "not used by tpgate yet; ignored");
@@ -252,7 +258,10 @@ fn upstreams(entries: &[Entry<'_>], config: &mut Config, d: &mut Diags) {
         Some(Known::Target(id)) if id.0 as usize >= config.proxies.len() => Some(id),
         _ => None,
     };
+    config.rule_providers = field("rule-providers")
+        .map(|n| rule_providers(n, d))
+        .unwrap_or_default();
     if let Some(n) = field("rules") {
-        config.rules = rules(n, &names, d);
+        config.rules = rules(n, &names, &config.rule_providers, d);
     }
 }

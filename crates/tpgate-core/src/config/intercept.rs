@@ -4,7 +4,7 @@
 
 use super::decode::{check, entries, items, unknown_key, Seen};
 use super::yaml::{Node, Value};
-use super::{value, Backend, Diags, Intercept};
+use super::{value, Backend, Diags, Intercept, IptablesVariant};
 use crate::net::TableId;
 
 pub(super) fn intercept(node: &Node, d: &mut Diags, fwmark: &mut Seen) -> Intercept {
@@ -29,6 +29,11 @@ pub(super) fn intercept(node: &Node, d: &mut Diags, fwmark: &mut Seen) -> Interc
             "backend" => {
                 if let Some(b) = check(d, n, &path, backend(n)) {
                     out.backend = b;
+                }
+            }
+            "iptables-variant" => {
+                if let Some(v) = check(d, n, &path, iptables_variant(n)) {
+                    out.iptables_variant = v;
                 }
             }
             "lan-interfaces" => out.lan_interfaces = interfaces(n, &path, d),
@@ -96,10 +101,23 @@ fn backend(node: &Node) -> Result<Backend, String> {
     let name = value::string(node)?.trim();
     match name.to_ascii_lowercase().as_str() {
         "nftables" => Ok(Backend::Nftables),
-        "iptables" | "auto" => Err(format!(
-            "backend `{name}` is not available yet; use nftables"
+        "iptables" => Ok(Backend::Iptables),
+        "auto" => Ok(Backend::Auto),
+        _ => Err(format!(
+            "unknown backend `{name}`; expected nftables, iptables or auto"
         )),
-        _ => Err(format!("unknown backend `{name}`; expected nftables")),
+    }
+}
+
+fn iptables_variant(node: &Node) -> Result<IptablesVariant, String> {
+    let name = value::string(node)?.trim();
+    match name.to_ascii_lowercase().as_str() {
+        "auto" => Ok(IptablesVariant::Auto),
+        "nft" | "iptables-nft" => Ok(IptablesVariant::Nft),
+        "legacy" | "iptables-legacy" => Ok(IptablesVariant::Legacy),
+        _ => Err(format!(
+            "unknown iptables variant `{name}`; expected auto, nft or legacy"
+        )),
     }
 }
 

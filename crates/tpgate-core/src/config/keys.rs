@@ -17,11 +17,16 @@ pub(super) const TOP: &[&str] = &[
     "external-controller",
     "secret",
     "state-file",
+    "sniffer",
+    "dns",
+    "hosts",
+    "use-hosts",
 ];
 
 /// Keys of the `intercept` section.
 pub(super) const INTERCEPT: &[&str] = &[
     "backend",
+    "iptables-variant",
     "lan-interfaces",
     "local",
     "udp",
@@ -57,14 +62,9 @@ pub(super) const MIHOMO_IGNORED: &[&str] = &[
     "keep-alive-idle",
     "disable-keep-alive",
     "proxy-providers",
-    "rule-providers",
     "sub-rules",
     "script",
-    "dns",
-    "hosts",
-    "use-hosts",
     "use-system-hosts",
-    "sniffer",
     "tun",
     "ebpf",
     "auto-redir",

@@ -12,21 +12,30 @@ mod cipher;
 mod controller;
 mod cycles;
 mod decode;
+mod dns;
 mod groups;
 mod intercept;
 mod keys;
 mod model;
 mod names;
+mod providers;
 mod proxies;
 mod proxy;
 mod rule_list;
+mod sniffer;
 mod value;
 mod yaml;
 
 #[cfg(test)]
 mod tests;
 
+pub use dns::{
+    parse_nameserver, Dns, EnhancedMode, FilterMode, Nameserver, Transport, Unusable,
+    DEFAULT_FAKE_IP_RANGE,
+};
 pub use model::*;
+pub use providers::{ProviderSource, RuleProvider};
+pub use sniffer::{DomainPattern, Sniffer};
 
 use std::fmt;
 

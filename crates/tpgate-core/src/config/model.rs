@@ -49,6 +49,12 @@ pub struct Config {
     /// `state-file` (tpgate's own): where the daemon keeps what survives a restart, such
     /// as the member each select group has chosen.
     pub state_file: String,
+    /// `sniffer`: learning names from the first bytes of connections.
+    pub sniffer: super::Sniffer,
+    /// `rule-providers`: the sets `RULE-SET` rules name.
+    pub rule_providers: Vec<super::RuleProvider>,
+    /// `dns` (with the top-level `hosts`): the built-in DNS server.
+    pub dns: super::Dns,
 }
 
 impl Config {
@@ -96,14 +102,35 @@ pub enum LogLevel {
     Debug,
 }
 
+/// Which kernel interface installs the interception rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
+    /// An `inet tpgate` table with the `owner` flag (preferred: fail-open on a crash).
     Nftables,
+    /// Chains `TPGATE_*` in the `mangle` and `filter` tables, via `iptables-restore`, for
+    /// systems whose firewall is managed with iptables.
+    Iptables,
+    /// nftables when the kernel and libnftables accept it, else iptables; decided at start.
+    Auto,
+}
+
+/// Which iptables implementation the `iptables` backend drives. Both may be installed, and
+/// the kernel runs the rules of both; tpgate uses the one the system's firewall uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IptablesVariant {
+    /// The variant that already holds rules, else the one `iptables -V` names.
+    Auto,
+    /// `iptables-nft`: iptables syntax, nf_tables in the kernel.
+    Nft,
+    /// `iptables-legacy`: the x_tables kernel interface.
+    Legacy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Intercept {
     pub backend: Backend,
+    /// Used only when the backend turns out to be iptables.
+    pub iptables_variant: IptablesVariant,
     /// Interfaces whose incoming traffic is intercepted; empty: no forwarded traffic.
     pub lan_interfaces: Vec<String>,
     /// Intercept this machine's own traffic (OUTPUT + policy routing through `lo`).
@@ -134,6 +161,9 @@ impl Default for Config {
             external_controller: None,
             secret: None,
             state_file: DEFAULT_STATE_FILE.to_owned(),
+            sniffer: super::Sniffer::default(),
+            rule_providers: Vec::new(),
+            dns: super::Dns::default(),
         }
     }
 }
@@ -142,6 +172,7 @@ impl Default for Intercept {
     fn default() -> Self {
         Self {
             backend: Backend::Nftables,
+            iptables_variant: IptablesVariant::Auto,
             lan_interfaces: Vec::new(),
             local: true,
             udp: true,

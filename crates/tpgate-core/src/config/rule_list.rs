@@ -5,10 +5,15 @@
 use super::decode::check;
 use super::names::{self, Known, Names};
 use super::yaml::{Node, Value};
-use super::{value, Diags};
+use super::{value, Diags, RuleProvider};
 use crate::rules::{parse_rule_with, Action, Rule, RuleError};
 
-pub(super) fn rules(node: &Node, names: &Names, d: &mut Diags) -> Vec<Rule> {
+pub(super) fn rules(
+    node: &Node,
+    names: &Names,
+    providers: &[RuleProvider],
+    d: &mut Diags,
+) -> Vec<Rule> {
     let Some(list) = check(d, node, "rules", value::list(node)) else {
         return Vec::new();
     };
@@ -26,7 +31,25 @@ pub(super) fn rules(node: &Node, names: &Names, d: &mut Diags) -> Vec<Rule> {
             continue;
         };
         match parse_rule_with(text, lookup) {
-            Ok(rule) => out.push(rule),
+            Ok(mut rule) => {
+                let mut bound = true;
+                for h in rule.matcher.rule_sets_mut() {
+                    match providers.iter().find(|p| p.name == h.name()) {
+                        Some(p) => *h = p.handle.clone(),
+                        None => {
+                            let message = format!(
+                                "unknown rule provider `{}` (declare it under rule-providers)",
+                                h.name()
+                            );
+                            d.error(item.pos, &path, message);
+                            bound = false;
+                        }
+                    }
+                }
+                if bound {
+                    out.push(rule);
+                }
+            }
             Err(RuleError::Unsupported { kind }) => {
                 let message = format!("{kind} rules are not supported yet; rule skipped");
                 d.warn(item.pos, &path, message);

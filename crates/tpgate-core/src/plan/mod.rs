@@ -1,19 +1,22 @@
-//! Config -> [`Plan`]: everything `tpgate run` installs (the nftables table, the
-//! policy-routing rules and routes, the listeners) and the sysctls it checks, as data.
-//! Rendering the plan to an nftables script ([`render_nft`]) and to text for people
-//! ([`render_text`]) is pure; applying it is the daemon's job.
+//! Config -> [`Plan`]: everything `tpgate run` installs (the nftables table or the
+//! iptables chains, the policy-routing rules and routes, the listeners) and the sysctls it
+//! checks, as data. Rendering the plan to an nftables script ([`render_nft`]), to
+//! iptables-restore scripts ([`render_iptables`]) and to text for people ([`render_text`])
+//! is pure; applying it is the daemon's job.
 
 mod bypass;
+mod iptables;
 mod nft;
 mod text;
 
 pub use bypass::{DEFAULT_BYPASS_V4, DEFAULT_BYPASS_V6};
+pub use iptables::{ipt_remove, ipt_replace, render_iptables, IptState, IPT_CHAIN_PREFIX};
 pub use nft::{render_nft, NFT_FAMILY, NFT_TABLE};
 pub use text::render_text;
 
 use ipnet::IpNet;
 
-use crate::config::Config;
+use crate::config::{Backend, Config, IptablesVariant};
 use crate::net::{Mark, TableId};
 
 /// Route `protocol` / rule `protocol` tag of everything tpgate installs, so teardown removes
@@ -74,6 +77,9 @@ pub struct Listeners {
 /// What `run` installs, derived from a config alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
+    /// Which renderer `run` applies; `Auto` is decided at start.
+    pub backend: Backend,
+    pub iptables_variant: IptablesVariant,
     pub tproxy_port: u16,
     pub fwmark: Mark,
     pub routing_mark: u32,
@@ -115,6 +121,8 @@ impl Plan {
             .collect();
         let (bypass_v4, bypass_v6) = bypass::merged(&ic.bypass);
         Self {
+            backend: ic.backend,
+            iptables_variant: ic.iptables_variant,
             tproxy_port: config.tproxy_port,
             fwmark: ic.fwmark,
             routing_mark: config.routing_mark,
@@ -167,6 +175,7 @@ pub(crate) mod tests {
             ipv6,
             intercept: Intercept {
                 backend: Backend::Nftables,
+                iptables_variant: IptablesVariant::Auto,
                 lan_interfaces: lan.iter().map(|s| s.to_string()).collect(),
                 local,
                 udp,

@@ -1,18 +1,34 @@
-//! Plan -> what `tpgate plan` prints: the nftables script, then the policy routing as the
+//! Plan -> what `tpgate plan` prints: the nftables script or the iptables-restore scripts
+//! (both for `backend: auto`, which is decided at start), then the policy routing as the
 //! equivalent `ip` commands, then the sysctls checked. Installing uses netlink, not `ip`;
 //! the commands are for people.
 
 use std::fmt::Write as _;
 
-use super::{render_nft, Plan, ROUTE_PROTO};
+use super::{render_iptables, render_nft, Family, Plan, ROUTE_PROTO};
+use crate::config::Backend;
 
 pub fn render_text(plan: &Plan) -> String {
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "# nftables (one atomic transaction; table owned by the daemon)"
-    );
-    s.push_str(&render_nft(plan));
+    if plan.backend == Backend::Auto {
+        let _ = writeln!(
+            s,
+            "# backend auto: nftables when the kernel accepts it, else iptables (decided at start)\n"
+        );
+    }
+    if plan.backend != Backend::Iptables {
+        let _ = writeln!(
+            s,
+            "# nftables (one atomic transaction; table owned by the daemon)"
+        );
+        s.push_str(&render_nft(plan));
+    }
+    if plan.backend != Backend::Nftables {
+        if plan.backend == Backend::Auto {
+            s.push('\n');
+        }
+        s.push_str(&render_iptables_text(plan));
+    }
     let _ = writeln!(
         s,
         "\n# policy routing (netlink; tagged proto {ROUTE_PROTO})"
@@ -60,6 +76,25 @@ pub fn render_text(plan: &Plan) -> String {
     }
     for c in &plan.sysctls {
         let _ = writeln!(s, "{} = {}  # {}", c.key, c.want, c.why);
+    }
+    s
+}
+
+/// Both families' iptables-restore scripts with a header each.
+pub(super) fn render_iptables_text(plan: &Plan) -> String {
+    let mut s = String::new();
+    for (family, tool) in [(Family::V4, "iptables"), (Family::V6, "ip6tables")] {
+        let Some(script) = render_iptables(plan, family) else {
+            continue;
+        };
+        if !s.is_empty() {
+            s.push('\n');
+        }
+        let _ = writeln!(
+            s,
+            "# {tool}-restore --noflush (one transaction per table; earlier TPGATE_* chains replaced; not owned: `tpgate down` after a crash)"
+        );
+        s.push_str(&script);
     }
     s
 }

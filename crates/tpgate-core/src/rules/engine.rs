@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use super::domain::suffix_matches;
 use super::{Action, Decision, FlowMeta, Matcher, RuleEngine};
 use crate::config::Mode;
 
@@ -19,6 +20,15 @@ impl Matcher {
             Self::SrcPort(ranges) => ranges.iter().any(|r| r.contains(flow.src.port())),
             Self::Network(network) => *network == flow.network,
             Self::Origin(origin) => *origin == flow.origin,
+            Self::Domain(name) => flow.host == Some(name.as_str()),
+            Self::DomainSuffix(suffix) => flow.host.is_some_and(|h| suffix_matches(h, suffix)),
+            Self::DomainKeyword(word) => flow.host.is_some_and(|h| h.contains(word.as_str())),
+            Self::DomainWildcard(w) => flow.host.is_some_and(|h| w.matches(h)),
+            Self::DomainRegex(r) => flow.host.is_some_and(|h| r.matches(h)),
+            Self::And(all) => all.iter().all(|m| m.matches(flow)),
+            Self::Or(any) => any.iter().any(|m| m.matches(flow)),
+            Self::Not(inner) => !inner.matches(flow),
+            Self::RuleSet(set) => set.matches(flow),
             Self::Match => true,
         }
     }
@@ -37,14 +47,9 @@ impl RuleEngine {
     pub fn decide(&self, flow: &FlowMeta) -> Decision {
         let action = match self.mode {
             Mode::Rule => {
-                if let Some((index, rule)) = self
-                    .rules
-                    .iter()
-                    .enumerate()
-                    .find(|(_, rule)| rule.matcher.matches(flow))
-                {
+                if let Some(index) = self.index.first_match(&self.rules, flow) {
                     return Decision {
-                        action: rule.action,
+                        action: self.rules[index].action,
                         rule: Some(index),
                     };
                 }
@@ -68,12 +73,13 @@ mod tests {
     use crate::net::{Network, Origin};
     use crate::rules::{parse_rule, PortRange, Rule};
 
-    fn flow(src: &str, dst: &str) -> FlowMeta {
+    fn flow(src: &str, dst: &str) -> FlowMeta<'static> {
         FlowMeta {
             network: Network::Tcp,
             src: src.parse().unwrap(),
             dst: dst.parse().unwrap(),
             origin: Origin::Forwarded,
+            host: None,
         }
     }
 
@@ -84,6 +90,48 @@ mod tests {
 
     fn decided(action: Action, rule: Option<usize>) -> Decision {
         Decision { action, rule }
+    }
+
+    #[test]
+    fn domain_and_logic_rules_match_the_flow_name() {
+        let e = engine(
+            &[
+                "DOMAIN,exact.example.com,REJECT",
+                "AND,((DOMAIN-SUFFIX,example.com),(NETWORK,udp)),REJECT-DROP",
+                "DOMAIN-SUFFIX,example.com,REJECT",
+                "NOT,((DOMAIN-KEYWORD,tube)),DIRECT",
+                "MATCH,REJECT",
+            ],
+            Mode::Rule,
+        );
+        let base = flow("198.51.100.2:40000", "203.0.113.9:443");
+        let named = |host| FlowMeta {
+            host: Some(host),
+            ..base
+        };
+        assert_eq!(
+            e.decide(&named("exact.example.com")),
+            decided(Action::Reject, Some(0))
+        );
+        let udp = FlowMeta {
+            network: Network::Udp,
+            ..named("www.example.com")
+        };
+        assert_eq!(e.decide(&udp), decided(Action::RejectDrop, Some(1)));
+        assert_eq!(
+            e.decide(&named("www.example.com")),
+            decided(Action::Reject, Some(2))
+        );
+        assert_eq!(
+            e.decide(&named("badexample.com")),
+            decided(Action::Direct, Some(3))
+        );
+        assert_eq!(
+            e.decide(&named("youtube.com")),
+            decided(Action::Reject, Some(4))
+        );
+        // No name: domain rules never match, NOT of one does.
+        assert_eq!(e.decide(&base), decided(Action::Direct, Some(3)));
     }
 
     #[test]
@@ -132,6 +180,7 @@ mod tests {
             src: "[2001:db8::5]:5353".parse().unwrap(),
             dst: "[2001:db8:1::1]:53".parse().unwrap(),
             origin: Origin::Local,
+            host: None,
         };
         let holds = |rule: &str| parse_rule(rule).unwrap().matcher.matches(&f);
         assert!(holds("IP-CIDR6,2001:db8:1::/48,DIRECT"));
@@ -188,12 +237,13 @@ mod tests {
         ]
     }
 
-    fn with_dst(addr: IpAddr, port: u16) -> FlowMeta {
+    fn with_dst(addr: IpAddr, port: u16) -> FlowMeta<'static> {
         FlowMeta {
             network: Network::Tcp,
             src: "192.0.2.1:1".parse().unwrap(),
             dst: SocketAddr::new(addr, port),
             origin: Origin::Local,
+            host: None,
         }
     }
 

@@ -3,8 +3,17 @@
 //! Parsing one rule string lives in `parse`, matching in `engine`; which rule types exist
 //! only in mihomo (and are skipped here) is decided by the parser.
 
+mod domain;
 mod engine;
+mod index;
 mod parse;
+mod ruleset;
+
+pub use domain::{
+    normalise as normalise_domain, suffix_matches as domain_suffix_matches, DomainRegex, Wildcard,
+};
+pub use parse::parse_ports_text;
+pub use ruleset::{Behavior, EntryError, Format, RuleSet, RuleSetHandle};
 
 pub(crate) use parse::parse_cidr;
 pub use parse::{parse_rule, parse_rule_with, RuleError};
@@ -78,6 +87,24 @@ pub enum Matcher {
     Network(Network),
     /// `ORIGIN,local|forwarded` (tpgate's own): this machine's traffic or a LAN host's.
     Origin(Origin),
+    /// `DOMAIN`: exactly this name.
+    Domain(String),
+    /// `DOMAIN-SUFFIX`: this name and the names below it.
+    DomainSuffix(String),
+    /// `DOMAIN-KEYWORD`: names containing this text.
+    DomainKeyword(String),
+    /// `DOMAIN-WILDCARD`: `*` and `?` globs.
+    DomainWildcard(Wildcard),
+    /// `DOMAIN-REGEX`.
+    DomainRegex(DomainRegex),
+    /// `AND,((R1),(R2),...)`: every one holds.
+    And(Vec<Self>),
+    /// `OR,((R1),(R2),...)`: at least one holds.
+    Or(Vec<Self>),
+    /// `NOT,((R))`: the one inside does not hold.
+    Not(Box<Self>),
+    /// `RULE-SET,provider`: an entry of that provider's set holds.
+    RuleSet(RuleSetHandle),
     /// `MATCH`.
     Match,
 }
@@ -95,11 +122,14 @@ pub struct Rule {
 
 /// What the engine knows about a flow when it decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FlowMeta {
+pub struct FlowMeta<'a> {
     pub network: Network,
     pub src: SocketAddr,
     pub dst: SocketAddr,
     pub origin: Origin,
+    /// The name the client asked for (sniffed, or from DNS), lower case without a trailing
+    /// dot; `None` when only the address is known, which no domain rule matches.
+    pub host: Option<&'a str>,
 }
 
 /// The outcome: the action and which rule chose it (`None`: mode or no rule matched).
@@ -113,6 +143,8 @@ pub struct Decision {
 #[derive(Debug, Clone)]
 pub struct RuleEngine {
     rules: Vec<Rule>,
+    /// Keyed lookups over `rules`, so matching stays fast with many rules.
+    index: index::Index,
     mode: crate::config::Mode,
     /// What `mode: global` sends every flow to (see `Config::global_action`).
     global: Action,
@@ -122,6 +154,7 @@ impl RuleEngine {
     /// `global` is the action of `mode: global`, usually `config.global_action()`.
     pub fn new(rules: Vec<Rule>, mode: crate::config::Mode, global: Action) -> Self {
         Self {
+            index: index::Index::build(&rules),
             rules,
             mode,
             global,
@@ -150,5 +183,20 @@ impl RuleEngine {
     /// The action of `mode: global`.
     pub fn global(&self) -> Action {
         self.global
+    }
+}
+
+impl Matcher {
+    /// Every `RULE-SET` handle in this matcher (logic rules included), to bind them to
+    /// their providers.
+    pub fn rule_sets_mut(&mut self) -> Vec<&mut RuleSetHandle> {
+        match self {
+            Self::RuleSet(h) => vec![h],
+            Self::And(all) | Self::Or(all) => {
+                all.iter_mut().flat_map(Self::rule_sets_mut).collect()
+            }
+            Self::Not(inner) => inner.rule_sets_mut(),
+            _ => Vec::new(),
+        }
     }
 }

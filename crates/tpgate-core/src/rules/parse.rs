@@ -7,6 +7,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use super::domain::{normalise, DomainRegex, Wildcard};
+use super::ruleset::RuleSetHandle;
 use super::{Action, Matcher, PortRange, Rule};
 use crate::net::{Network, Origin};
 
@@ -27,11 +29,6 @@ pub enum RuleError {
 
 /// Rule types of mihomo (and Clash Premium) that tpgate does not match on yet.
 const UNSUPPORTED: &[&str] = &[
-    "DOMAIN",
-    "DOMAIN-SUFFIX",
-    "DOMAIN-KEYWORD",
-    "DOMAIN-REGEX",
-    "DOMAIN-WILDCARD",
     "GEOSITE",
     "GEOIP",
     "SRC-GEOIP",
@@ -51,16 +48,16 @@ const UNSUPPORTED: &[&str] = &[
     "PROCESS-PATH-WILDCARD",
     "UID",
     "DSCP",
-    "RULE-SET",
-    "AND",
-    "OR",
-    "NOT",
     "SUB-RULE",
     "SCRIPT",
 ];
 
-const SUPPORTED: &str =
-    "IP-CIDR, IP-CIDR6, SRC-IP-CIDR, DST-PORT, SRC-PORT, NETWORK, ORIGIN, MATCH";
+const SUPPORTED: &str = "IP-CIDR, IP-CIDR6, SRC-IP-CIDR, DST-PORT, SRC-PORT, NETWORK, ORIGIN, \
+     DOMAIN, DOMAIN-SUFFIX, DOMAIN-KEYWORD, DOMAIN-WILDCARD, DOMAIN-REGEX, RULE-SET, AND, OR, NOT, \
+     MATCH";
+
+/// Deepest nesting of AND/OR/NOT accepted (a bound for hostile input, far above real use).
+const MAX_LOGIC_DEPTH: usize = 16;
 
 /// Parses one rule as written in a Clash `rules:` list, with only the built-in targets.
 /// Type, built-in target and `no-resolve` are case-insensitive; whitespace around commas is
@@ -76,8 +73,20 @@ pub fn parse_rule_with(
     targets: impl Fn(&str) -> Option<Action>,
 ) -> Result<Rule, RuleError> {
     let text = text.trim();
+    let (head, tail) = text.split_once(',').unwrap_or((text, ""));
+    let kind = head.trim().to_ascii_uppercase();
+    if matches!(kind.as_str(), "AND" | "OR" | "NOT") {
+        let (matcher, after) = logic(&kind, tail.trim_start(), 0)?;
+        let after = after.trim_start();
+        let Some(after) = after.strip_prefix(',') else {
+            return Err(malformed(format!(
+                "missing target after {kind}'s rule list: expected {kind},((...)),TARGET"
+            )));
+        };
+        let rest: Vec<&str> = after.split(',').map(str::trim).collect();
+        return finish(text, matcher, &rest, targets);
+    }
     let fields: Vec<&str> = text.split(',').map(str::trim).collect();
-    let kind = fields[0].to_ascii_uppercase();
     if kind.is_empty() {
         return Err(malformed(format!(
             "a rule is TYPE,ARGUMENT,TARGET (or MATCH,TARGET), found `{text}`"
@@ -99,6 +108,16 @@ pub fn parse_rule_with(
         };
         (matcher(&kind, arg)?, &fields[2..])
     };
+    finish(text, matcher, rest, targets)
+}
+
+/// The target and options after the matcher.
+fn finish(
+    text: &str,
+    matcher: Matcher,
+    rest: &[&str],
+    targets: impl Fn(&str) -> Option<Action>,
+) -> Result<Rule, RuleError> {
     let target = match rest.first() {
         Some(t) if !t.is_empty() => *t,
         _ => {
@@ -137,8 +156,117 @@ fn malformed(message: impl Into<String>) -> RuleError {
     RuleError::Malformed(message.into())
 }
 
+/// `((R1),(R2),...)` after `AND,` / `OR,` / `NOT,`: the matcher and the text after the list.
+fn logic<'t>(kind: &str, text: &'t str, depth: usize) -> Result<(Matcher, &'t str), RuleError> {
+    if depth >= MAX_LOGIC_DEPTH {
+        return Err(malformed(format!(
+            "logic rules nested deeper than {MAX_LOGIC_DEPTH}"
+        )));
+    }
+    let list_end = closing(text).ok_or_else(|| {
+        malformed(format!(
+            "{kind} takes a parenthesised list of rules, like {kind},((DOMAIN,a.com),(NETWORK,udp)),TARGET"
+        ))
+    })?;
+    let inner = &text[1..list_end];
+    let mut parts = Vec::new();
+    let mut rest = inner.trim();
+    while !rest.is_empty() {
+        let end = if rest.starts_with('(') {
+            closing(rest)
+        } else {
+            None
+        }
+        .ok_or_else(|| {
+            malformed(format!(
+                "{kind}: each rule in the list is in parentheses, found `{rest}`"
+            ))
+        })?;
+        parts.push(sub_rule(&rest[1..end], depth)?);
+        rest = rest[end + 1..].trim_start();
+        if let Some(r) = rest.strip_prefix(',') {
+            rest = r.trim_start();
+        } else if !rest.is_empty() {
+            return Err(malformed(format!(
+                "{kind}: expected `,` between rules, found `{rest}`"
+            )));
+        }
+    }
+    let matcher = match (kind, parts.len()) {
+        (_, 0) => return Err(malformed(format!("{kind} needs at least one rule"))),
+        ("NOT", 1) => Matcher::Not(Box::new(parts.remove(0))),
+        ("NOT", _) => return Err(malformed("NOT takes exactly one rule")),
+        ("AND", _) => Matcher::And(parts),
+        _ => Matcher::Or(parts),
+    };
+    Ok((matcher, &text[list_end + 1..]))
+}
+
+/// One `TYPE,ARG` (or nested logic) inside a logic rule's list.
+fn sub_rule(text: &str, depth: usize) -> Result<Matcher, RuleError> {
+    let text = text.trim();
+    let (head, arg) = text.split_once(',').unwrap_or((text, ""));
+    let kind = head.trim().to_ascii_uppercase();
+    if matches!(kind.as_str(), "AND" | "OR" | "NOT") {
+        let (m, after) = logic(&kind, arg.trim_start(), depth + 1)?;
+        if !after.trim().is_empty() {
+            return Err(malformed(format!(
+                "unexpected `{}` after {kind}'s list",
+                after.trim()
+            )));
+        }
+        return Ok(m);
+    }
+    if UNSUPPORTED.contains(&kind.as_str()) {
+        return Err(RuleError::Unsupported { kind });
+    }
+    if kind == "MATCH" {
+        return Ok(Matcher::Match);
+    }
+    let arg = arg.trim();
+    // `no-resolve` may follow the argument inside a logic rule, as mihomo allows.
+    let arg = match arg.rsplit_once(',') {
+        Some((a, opt)) if opt.trim().eq_ignore_ascii_case("no-resolve") => a.trim(),
+        _ => arg,
+    };
+    if arg.is_empty() || arg.contains(',') {
+        return Err(malformed(format!(
+            "inside a logic rule each entry is (TYPE,ARGUMENT), found `({text})`"
+        )));
+    }
+    matcher(&kind, arg)
+}
+
+/// Index of the parenthesis closing the one `text` starts with.
+fn closing(text: &str) -> Option<usize> {
+    if !text.starts_with('(') {
+        return None;
+    }
+    let mut depth = 0usize;
+    for (i, b) in text.bytes().enumerate() {
+        match b {
+            b'(' => depth += 1,
+            b')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 fn matcher(kind: &str, arg: &str) -> Result<Matcher, RuleError> {
     Ok(match kind {
+        "DOMAIN" => Matcher::Domain(normalise(arg).map_err(malformed)?),
+        // Bound to the provider of that name by the config loader.
+        "RULE-SET" => Matcher::RuleSet(RuleSetHandle::new(arg)),
+        "DOMAIN-SUFFIX" => Matcher::DomainSuffix(normalise(arg).map_err(malformed)?),
+        "DOMAIN-KEYWORD" => Matcher::DomainKeyword(normalise(arg).map_err(malformed)?),
+        "DOMAIN-WILDCARD" => Matcher::DomainWildcard(Wildcard::new(arg).map_err(malformed)?),
+        "DOMAIN-REGEX" => Matcher::DomainRegex(DomainRegex::new(arg).map_err(malformed)?),
         "IP-CIDR" => Matcher::IpCidr(parse_cidr(arg).map_err(malformed)?),
         "IP-CIDR6" => match parse_cidr(arg).map_err(malformed)? {
             net @ IpNet::V6(_) => Matcher::IpCidr(net),
@@ -188,6 +316,11 @@ pub(crate) fn parse_cidr(text: &str) -> Result<IpNet, String> {
         },
     };
     Ok(net.trunc())
+}
+
+/// `80`, `8000-8100`, or a `/`-separated list of those, with a message on error.
+pub fn parse_ports_text(text: &str) -> Result<Vec<PortRange>, String> {
+    parse_ports(text).map_err(|e| e.to_string())
 }
 
 /// `80`, `8000-8100`, or a `/`-separated list of those.
@@ -309,9 +442,10 @@ mod tests {
     #[test]
     fn unsupported_types_are_recognised() {
         for text in [
-            "DOMAIN-SUFFIX,example.com,Proxy",
+            "PROCESS-NAME,curl,DIRECT",
             "geoip,CN,DIRECT",
-            "AND,((DOMAIN,a),(NETWORK,UDP)),DIRECT",
+            "AND,((GEOIP,CN),(NETWORK,UDP)),DIRECT",
+            "OR,((NOT,((GEOSITE,ads))),(NETWORK,UDP)),DIRECT",
         ] {
             assert!(
                 matches!(parse_rule(text), Err(RuleError::Unsupported { .. })),
@@ -319,10 +453,71 @@ mod tests {
             );
         }
         assert_eq!(
-            parse_rule("domain,example.com,DIRECT")
-                .unwrap_err()
-                .to_string(),
-            "DOMAIN rules are not supported yet"
+            parse_rule("geoip,CN,DIRECT").unwrap_err().to_string(),
+            "GEOIP rules are not supported yet"
+        );
+    }
+
+    #[test]
+    fn domain_rules() {
+        assert_eq!(
+            ok("DOMAIN,WWW.Example.com.,DIRECT").matcher,
+            Matcher::Domain("www.example.com".into())
+        );
+        assert_eq!(
+            ok("domain-suffix,example.com,REJECT").matcher,
+            Matcher::DomainSuffix("example.com".into())
+        );
+        assert_eq!(
+            ok("DOMAIN-KEYWORD,Google,REJECT").matcher,
+            Matcher::DomainKeyword("google".into())
+        );
+        assert!(matches!(
+            ok("DOMAIN-WILDCARD,*.example.com,DIRECT").matcher,
+            Matcher::DomainWildcard(_)
+        ));
+        assert!(matches!(
+            ok(r"DOMAIN-REGEX,^ad\d+\.,DIRECT").matcher,
+            Matcher::DomainRegex(_)
+        ));
+        assert!(bad("DOMAIN-REGEX,(,DIRECT").contains("regular expression"));
+        assert!(bad("DOMAIN,exa mple.com,DIRECT").contains("not a domain name"));
+    }
+
+    #[test]
+    fn logic_rules() {
+        let r = ok("AND,((DOMAIN-SUFFIX,example.com),(NETWORK,UDP)),REJECT");
+        assert_eq!(
+            r.matcher,
+            Matcher::And(vec![
+                Matcher::DomainSuffix("example.com".into()),
+                Matcher::Network(Network::Udp)
+            ])
+        );
+        assert_eq!(r.action, Action::Reject);
+        let r = ok(
+            "OR, ( (DST-PORT,25) , (NOT,((IP-CIDR,10.0.0.0/8,no-resolve))) ) ,DIRECT,no-resolve",
+        );
+        assert!(r.no_resolve);
+        assert_eq!(
+            r.matcher,
+            Matcher::Or(vec![
+                Matcher::DstPort(vec![PortRange { start: 25, end: 25 }]),
+                Matcher::Not(Box::new(Matcher::IpCidr(net("10.0.0.0/8"))))
+            ])
+        );
+        assert!(bad("AND,(DOMAIN,a.com),DIRECT").contains("in parentheses"));
+        assert!(bad("AND,((DOMAIN,a.com),(NETWORK,UDP),DIRECT").contains("parenthesised"));
+        assert!(bad("NOT,((DOMAIN,a.com),(NETWORK,UDP)),DIRECT").contains("exactly one"));
+        assert!(bad("AND,(),DIRECT").contains("at least one"));
+        assert!(bad("AND,((DOMAIN,a.com))").contains("missing target"));
+        let deep = format!(
+            "{}(DOMAIN,a.com){},DIRECT",
+            "NOT,((".repeat(20),
+            "))".repeat(20)
+        );
+        assert!(
+            bad(&deep[..]).contains("nested deeper") || bad(&deep[..]).contains("in parentheses")
         );
     }
 

@@ -6,6 +6,8 @@
 //!
 //! The nftables table needs no watching: with the `owner` flag the kernel refuses other
 //! programs' attempts to delete or flush it, and `nft flush ruleset` leaves it alone.
+//! iptables chains have no such protection: [`iptables`] checks them every second and puts
+//! them back.
 
 use std::time::{Duration, Instant};
 
@@ -81,6 +83,42 @@ fn is_our_deletion(p: &NetlinkPayload<RouteNetlinkMessage>) -> bool {
         other => {
             debug!("routing event ignored: {other:?}");
             false
+        }
+    }
+}
+
+/// How often the iptables chains are checked (a firewall reload is noticed within this).
+const IPT_EVERY: Duration = Duration::from_secs(1);
+
+/// Keeps the iptables backend's chains in place until shutdown.
+pub(crate) async fn iptables(guard: super::iptables::Guard, shutdown: Shutdown) {
+    let guard = std::sync::Arc::new(guard);
+    let mut last_log: Option<Instant> = None;
+    let mut restored = 0u64;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(IPT_EVERY) => {}
+            () = shutdown.wait() => return,
+        }
+        let g = guard.clone();
+        let fixed = tokio::task::spawn_blocking(move || g.reassert()).await;
+        if shutdown.is_fired() {
+            return;
+        }
+        match fixed {
+            Ok(Ok(false)) => {}
+            Ok(Ok(true)) => {
+                restored += 1;
+                if last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+                    warn!(
+                        incidents = restored,
+                        "another program removed tpgate's iptables rules; restored them"
+                    );
+                    last_log = Some(Instant::now());
+                }
+            }
+            Ok(Err(e)) => warn!("could not check tpgate's iptables rules: {e:#}"),
+            Err(e) => warn!("iptables watcher task failed: {e}"),
         }
     }
 }

@@ -83,11 +83,29 @@ impl Group {
         self.set_delay(i, DEAD);
     }
 
-    /// The member index in use now (what `now` shows in the API).
+    /// The member index in use now (what `now` shows in the API): the member the next flow
+    /// would get. For url-test that is the health checks' latest verdict even before any
+    /// flow asked (mihomo's `now` too); asking never advances round-robin.
     pub(crate) fn current(&self) -> usize {
+        let any = Destination::Domain(String::new(), 0);
         match self.def.kind {
-            GroupKind::Select | GroupKind::UrlTest { .. } => self.current.load(Ordering::Relaxed),
-            _ => self.choose(&Destination::Domain(String::new(), 0)),
+            GroupKind::LoadBalance(LbStrategy::RoundRobin) => {
+                let live = self.live();
+                live[self.rr.load(Ordering::Relaxed) % live.len()]
+            }
+            _ => self.choose(&any),
+        }
+    }
+
+    /// The members not known dead, in order; every member when all are dead (a flow then
+    /// tries one rather than failing without a try). Never empty for a group with members.
+    fn live(&self) -> Vec<usize> {
+        let n = self.def.members.len().max(1);
+        let live: Vec<usize> = (0..n).filter(|&i| self.delay(i) != DEAD).collect();
+        if live.is_empty() {
+            (0..n).collect()
+        } else {
+            live
         }
     }
 
@@ -136,10 +154,7 @@ impl Group {
                 }
             }
             GroupKind::LoadBalance(strategy) => {
-                let mut live: Vec<usize> = (0..n).filter(alive).collect();
-                if live.is_empty() {
-                    live = (0..n).collect();
-                }
+                let live = self.live();
                 match strategy {
                     LbStrategy::RoundRobin => {
                         live[self.rr.fetch_add(1, Ordering::Relaxed) % live.len()]
@@ -234,6 +249,40 @@ mod tests {
         for i in 1..=40u8 {
             assert_eq!(g.choose(&dst(i)), 0);
         }
+    }
+
+    #[test]
+    fn url_test_current_follows_the_checks_before_any_flow() {
+        let g = group(
+            GroupKind::UrlTest {
+                tolerance: Duration::from_millis(50),
+            },
+            2,
+        );
+        assert_eq!(g.current(), 0, "nothing measured: the first member");
+        g.set_delay(0, 900);
+        g.set_delay(1, 5);
+        assert_eq!(
+            g.current(),
+            1,
+            "the API shows the faster member without traffic"
+        );
+        assert_eq!(g.choose(&dst(1)), 1);
+        g.set_delay(0, 5);
+        g.set_delay(1, 900);
+        assert_eq!(g.current(), 0);
+    }
+
+    #[test]
+    fn asking_round_robin_for_its_current_member_does_not_advance_it() {
+        let g = group(GroupKind::LoadBalance(LbStrategy::RoundRobin), 2);
+        for _ in 0..3 {
+            assert_eq!(g.current(), 0);
+        }
+        assert_eq!(g.choose(&dst(1)), 0);
+        assert_eq!(g.current(), 1);
+        assert_eq!(g.choose(&dst(1)), 1);
+        assert_eq!(g.choose(&dst(1)), 0);
     }
 
     #[test]

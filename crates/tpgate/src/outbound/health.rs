@@ -174,6 +174,11 @@ impl Url {
         })
     }
 
+    /// `host[:port]` as written, for the Host header.
+    pub(crate) fn host_header(&self) -> &str {
+        &self.host_header
+    }
+
     pub(crate) fn destination(&self) -> Destination {
         match self.host.parse::<std::net::IpAddr>() {
             Ok(ip) => Destination::Addr(std::net::SocketAddr::new(ip, self.port)),

@@ -32,6 +32,7 @@ pub(crate) use dial::connect_marked;
 pub(crate) use group::Group;
 pub(crate) use health::{probe, spawn_all as spawn_health_checks, Url};
 pub(crate) use resolve::Resolver;
+pub(crate) use tls::TlsClient;
 pub(crate) use upstream::Upstream;
 
 /// A byte stream toward a destination, whatever carries it.
@@ -267,6 +268,20 @@ impl Outbounds {
         Ok(io)
     }
 
+    /// A marked TCP connection to `dst`, resolving a name with the marked resolver.
+    pub(crate) async fn connect_direct(
+        &self,
+        dst: &Destination,
+    ) -> io::Result<tokio::net::TcpStream> {
+        let addr = match dst {
+            Destination::Addr(a) => *a,
+            Destination::Domain(host, port) => {
+                std::net::SocketAddr::new(self.ctx.resolver.lookup(host).await?, *port)
+            }
+        };
+        connect_marked(addr, self.ctx.mark).await
+    }
+
     /// Connects to `dst` the way `leaf` says (`None`: rejected).
     pub(crate) async fn connect(
         &self,
@@ -275,15 +290,7 @@ impl Outbounds {
     ) -> io::Result<Option<BoxIo>> {
         match leaf {
             Leaf::Reject => Ok(None),
-            Leaf::Direct => {
-                let addr = match dst {
-                    Destination::Addr(a) => *a,
-                    Destination::Domain(host, port) => {
-                        std::net::SocketAddr::new(self.ctx.resolver.lookup(host).await?, *port)
-                    }
-                };
-                Ok(Some(Box::new(connect_marked(addr, self.ctx.mark).await?)))
-            }
+            Leaf::Direct => Ok(Some(Box::new(self.connect_direct(dst).await?))),
             Leaf::Chain(chain) => self.connect_chain(chain, dst).await.map(Some),
         }
     }
@@ -293,6 +300,16 @@ impl Outbounds {
     pub(crate) fn report_failure(&self, pick: &Pick) {
         for (g, i) in &pick.path {
             g.mark_dead(*i);
+        }
+    }
+
+    /// A flow through `pick` failed with `e`. Only a failure to reach the member counts
+    /// against it: a member that cannot carry what was asked (UDP through a TCP-only proxy,
+    /// `Unsupported`) is alive, and failing TCP over because of a UDP flow would move every
+    /// connection off a working upstream until the next health check.
+    pub(crate) fn report_error(&self, pick: &Pick, e: &io::Error) {
+        if e.kind() != io::ErrorKind::Unsupported {
+            self.report_failure(pick);
         }
     }
 
@@ -328,5 +345,38 @@ impl Node {
             Self::Upstream(u) => &u.name,
             Self::Group(g) => &g.def.name,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two SOCKS5 upstreams (the first without UDP) in a fallback group.
+    fn outbounds() -> Arc<Outbounds> {
+        let text = "state-file: /nonexistent/tpgate-test/state.json\n\
+                    proxies:\n\
+                    \x20 - {name: a, type: socks5, server: 192.0.2.1, port: 1080}\n\
+                    \x20 - {name: b, type: socks5, server: 192.0.2.2, port: 1080, udp: true}\n\
+                    proxy-groups:\n\
+                    \x20 - {name: fb, type: fallback, proxies: [a, b], url: \"http://192.0.2.9/\"}\n\
+                    rules: [\"MATCH,fb\"]\n";
+        let config = tpgate_core::config::load(text).expect("config").config;
+        Outbounds::new(&config).expect("outbounds")
+    }
+
+    #[test]
+    fn an_unsupported_request_does_not_fail_the_member_over() {
+        let o = outbounds();
+        let id = o.id_of("fb").expect("group fb");
+        let dst = Destination::Addr("203.0.113.2:7000".parse().expect("addr"));
+        let pick = o.pick(id, &dst);
+        assert_eq!(pick.route, "fb/a");
+        let no_udp = io::Error::new(io::ErrorKind::Unsupported, "a: udp is not enabled");
+        o.report_error(&pick, &no_udp);
+        assert_eq!(o.pick(id, &dst).route, "fb/a", "a lacks UDP but is alive");
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        o.report_error(&pick, &refused);
+        assert_eq!(o.pick(id, &dst).route, "fb/b", "a refused: fail over");
     }
 }

@@ -30,11 +30,22 @@ impl std::fmt::Debug for TlsClient {
 impl TlsClient {
     /// `server` is the upstream's host, the SNI when `tls.sni` is not set.
     pub(crate) fn new(tls: &Tls, server: &str) -> io::Result<Self> {
+        let (connector, name) = Self::parts(tls, server, &[])?;
+        Ok(Self { connector, name })
+    }
+
+    /// The connector and server name for `tls`, offering `alpn` (the DNS client's DoH
+    /// asks for `http/1.1`).
+    pub(crate) fn parts(
+        tls: &Tls,
+        server: &str,
+        alpn: &[&[u8]],
+    ) -> io::Result<(TlsConnector, ServerName<'static>)> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(io::Error::other)?;
-        let config = if tls.skip_cert_verify {
+        let mut config = if tls.skip_cert_verify {
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
@@ -45,13 +56,11 @@ impl TlsClient {
             };
             builder.with_root_certificates(roots).with_no_client_auth()
         };
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let sni = tls.sni.as_deref().unwrap_or(server).to_string();
         let name = ServerName::try_from(sni)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        Ok(Self {
-            connector: TlsConnector::from(Arc::new(config)),
-            name,
-        })
+        Ok((TlsConnector::from(Arc::new(config)), name))
     }
 
     pub(crate) async fn wrap(&self, io: BoxIo) -> io::Result<BoxIo> {

@@ -1,15 +1,17 @@
 //! The data plane: TPROXY listeners, the per-flow decision, and the relays.
 
 mod copy;
+mod sniff;
 pub(crate) mod tcp;
 pub(crate) mod udp;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use tpgate_core::net::{Destination, Network, Origin};
 use tpgate_core::rules::{Action, Decision, FlowMeta, RuleEngine};
 
+use crate::dns::FakeName;
 use crate::local_addrs::LocalAddrs;
 use crate::outbound::{Leaf, Outbounds, Pick};
 
@@ -21,6 +23,16 @@ pub(crate) struct Shared {
     pub(crate) routing_mark: u32,
     pub(crate) tproxy_port: u16,
     pub(crate) local_addrs: LocalAddrs,
+    pub(crate) sniffer: tpgate_core::config::Sniffer,
+    /// The built-in DNS server's tables, when `dns.enable`: names of fake and mapped IPs.
+    pub(crate) dns: Option<Arc<crate::dns::Dns>>,
+}
+
+/// The name a flow is routed by, and where it came from.
+pub(crate) struct FlowName {
+    pub(crate) host: Option<String>,
+    /// The destination is a fake address: DIRECT must resolve `host` for real.
+    pub(crate) fake: bool,
 }
 
 /// How a flow leaves.
@@ -52,12 +64,51 @@ impl Verdict {
 }
 
 impl Shared {
+    /// The name of a flow to `dst`: a fake address's name wins over the sniffed one (as in
+    /// mihomo: the client asked for that name), the sniffed name over the redir-host
+    /// mapping. `None`: `dst` is a fake address no name holds, which leads nowhere.
+    pub(crate) fn flow_name(&self, dst: IpAddr, sniffed: Option<String>) -> Option<FlowName> {
+        let Some(dns) = &self.dns else {
+            return Some(FlowName {
+                host: sniffed,
+                fake: false,
+            });
+        };
+        match dns.fake_name(dst) {
+            FakeName::Name(n) => Some(FlowName {
+                host: Some(n),
+                fake: true,
+            }),
+            FakeName::Unknown => None,
+            FakeName::NotFake => Some(FlowName {
+                host: sniffed.or_else(|| dns.mapped_name(dst)),
+                fake: false,
+            }),
+        }
+    }
+
+    /// The real address of a fake-ip flow's name, for DIRECT.
+    pub(crate) async fn resolve_real(&self, name: &str, port: u16) -> std::io::Result<SocketAddr> {
+        match &self.dns {
+            Some(dns) => Ok(SocketAddr::new(dns.resolve(name).await?, port)),
+            None => Err(std::io::Error::other("no DNS")),
+        }
+    }
+
     /// Whether `dst` is tpgate's own listener: relaying it would loop forever.
     pub(crate) fn is_self(&self, dst: SocketAddr) -> bool {
         dst.port() == self.tproxy_port && self.local_addrs.contains(dst.ip())
     }
 
-    pub(crate) fn decide(&self, network: Network, src: SocketAddr, dst: SocketAddr) -> Verdict {
+    /// `host`: the name the client asked for, when sniffing learned it; rules match on it
+    /// and upstream proxies get it instead of the address.
+    pub(crate) fn decide(
+        &self,
+        network: Network,
+        src: SocketAddr,
+        dst: SocketAddr,
+        host: Option<&str>,
+    ) -> Verdict {
         let origin = if self.local_addrs.contains(src.ip()) {
             Origin::Local
         } else {
@@ -68,6 +119,7 @@ impl Shared {
             src,
             dst,
             origin,
+            host,
         });
         let rule = rule
             .and_then(|i| self.engine.rule(i))
@@ -77,7 +129,7 @@ impl Shared {
             Action::Reject => Way::Reject,
             Action::RejectDrop => Way::RejectDrop,
             Action::Proxy(id) => {
-                let pick = self.outbounds.pick(id, &Destination::Addr(dst));
+                let pick = self.outbounds.pick(id, &destination(dst, host));
                 match pick.leaf {
                     Leaf::Chain(_) => Way::Proxy(pick),
                     // A group that chose DIRECT or REJECT: still logged with its path.
@@ -87,6 +139,20 @@ impl Shared {
         };
         Verdict { way, origin, rule }
     }
+}
+
+/// What an upstream is asked to connect to: the name when one is known, so it resolves
+/// the name itself (remote DNS), else the address.
+pub(crate) fn destination(dst: SocketAddr, host: Option<&str>) -> Destination {
+    match host {
+        Some(h) => Destination::Domain(h.to_owned(), dst.port()),
+        None => Destination::Addr(dst),
+    }
+}
+
+/// ` host=NAME` for the per-flow log line, or nothing.
+pub(crate) fn host_field(host: Option<&str>) -> String {
+    host.map_or_else(String::new, |h| format!(" host={h}"))
 }
 
 pub(crate) fn origin_name(o: Origin) -> &'static str {

@@ -11,8 +11,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tpgate_core::net::{Destination, Network};
 use tracing::{debug, info, warn};
 
-use super::{copy, origin_name, Shared, Way};
-use crate::outbound::{connect_marked, Pick};
+use tokio::io::AsyncWriteExt as _;
+
+use super::{copy, destination, host_field, origin_name, sniff, Shared, Way};
+use crate::outbound::{connect_marked, Leaf, Pick};
 
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long REJECT-DROP holds a connection without answering.
@@ -53,24 +55,63 @@ async fn handle(client: TcpStream, src: SocketAddr, shared: Arc<Shared>) {
         reset(&client);
         return;
     }
-    let v = shared.decide(Network::Tcp, src, dst);
+    let sniffed = match sniff::tcp(&client, dst.port(), &shared.sniffer).await {
+        Ok(s) => s,
+        Err(e) => {
+            debug!("tcp {src} -> {dst} closed while sniffing: {e}");
+            return;
+        }
+    };
+    let Some(name) = shared.flow_name(dst.ip(), sniffed.host) else {
+        info!("tcp {src} -> {dst} rejected: a fake-ip address that stands for no name");
+        reset(&client);
+        return;
+    };
+    let (host, fake) = (name.host.as_deref(), name.fake);
+    let v = shared.decide(Network::Tcp, src, dst, host);
     info!(
-        "tcp {src} -> {dst} origin={} rule=\"{}\" action={}",
+        "tcp {src} -> {dst} origin={}{} rule=\"{}\" action={}",
         origin_name(v.origin),
+        host_field(host),
         v.rule,
         v.route()
     );
+    let first = sniffed.first.as_slice();
     match v.way {
         Way::Reject => reset(&client),
         Way::RejectDrop => hold(&client).await,
-        Way::Direct => match connect_marked(dst, shared.routing_mark).await {
-            Ok(server) => relay(client, server, src, dst).await,
+        Way::Direct => match direct(dst, host, fake, &shared).await {
+            Ok(server) => relay(client, server, src, dst, first).await,
             Err(e) => {
                 info!("tcp {src} -> {dst} connect failed: {e}");
                 reset(&client);
             }
         },
-        Way::Proxy(pick) => proxied(client, src, dst, pick, &shared).await,
+        Way::Proxy(pick) => {
+            let target = destination(dst, host);
+            proxied(client, (src, dst, fake), &target, first, pick, &shared).await;
+        }
+    }
+}
+
+/// DIRECT: to the original address, or to the sniffed name with `override-destination`,
+/// or (a fake address) to the name resolved for real.
+async fn direct(
+    dst: SocketAddr,
+    host: Option<&str>,
+    fake: bool,
+    shared: &Shared,
+) -> std::io::Result<TcpStream> {
+    match host {
+        Some(name) if fake => {
+            let real = shared.resolve_real(name, dst.port()).await?;
+            connect_marked(real, shared.routing_mark).await
+        }
+        Some(name) if shared.sniffer.override_destination => {
+            let dest = destination(dst, Some(name));
+            shared.outbounds.connect_direct(&dest).await
+        }
+        _ => connect_marked(dst, shared.routing_mark).await,
     }
 }
 
@@ -78,21 +119,41 @@ async fn handle(client: TcpStream, src: SocketAddr, shared: Arc<Shared>) {
 /// the choice is made again (fallback and url-test then move on), a bounded number of times.
 async fn proxied(
     client: TcpStream,
-    src: SocketAddr,
-    dst: SocketAddr,
+    (src, dst, fake): (SocketAddr, SocketAddr, bool),
+    target: &Destination,
+    first: &[u8],
     mut pick: Pick,
     shared: &Shared,
 ) {
     let o = &shared.outbounds;
-    let target = Destination::Addr(dst);
+    let by_addr = Destination::Addr(dst);
     for attempt in 0..3 {
-        match o.connect(&pick.leaf, &target).await {
-            Ok(Some(server)) => return relay(client, server, src, dst).await,
+        // A group that chose DIRECT connects like a DIRECT rule: to the original address
+        // unless `override-destination` says to use the name.
+        let to = match pick.leaf {
+            Leaf::Direct if !shared.sniffer.override_destination && !fake => &by_addr,
+            _ => target,
+        };
+        let connected = match (&pick.leaf, to) {
+            // A fake address's name is resolved by the DNS server's upstreams: the system
+            // resolver may be tpgate itself and answer with the fake address again.
+            (Leaf::Direct, Destination::Domain(name, port)) if fake => {
+                match shared.resolve_real(name, *port).await {
+                    Ok(a) => connect_marked(a, shared.routing_mark)
+                        .await
+                        .map(|s| Some(Box::new(s) as crate::outbound::BoxIo)),
+                    Err(e) => Err(e),
+                }
+            }
+            _ => o.connect(&pick.leaf, to).await,
+        };
+        match connected {
+            Ok(Some(server)) => return relay(client, server, src, dst, first).await,
             Ok(None) => return reset(&client),
             Err(e) => {
                 o.report_failure(&pick);
                 let again = match pick.target() {
-                    Some(id) if attempt < 2 => o.pick(id, &target),
+                    Some(id) if attempt < 2 => o.pick(id, target),
                     _ => pick.clone(),
                 };
                 if again.route == pick.route {
@@ -110,11 +171,18 @@ async fn proxied(
     reset(&client);
 }
 
-async fn relay<S>(client: TcpStream, server: S, src: SocketAddr, dst: SocketAddr)
+/// Sends `first` (what sniffing read from the client) on, then relays both ways.
+async fn relay<S>(client: TcpStream, mut server: S, src: SocketAddr, dst: SocketAddr, first: &[u8])
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let _ = client.set_nodelay(true);
+    if !first.is_empty() {
+        if let Err(e) = server.write_all(first).await {
+            debug!("tcp {src} -> {dst} ended: {e}");
+            return;
+        }
+    }
     match copy::relay(client, server, IDLE_TIMEOUT).await {
         Ok((up, down)) => debug!("tcp {src} -> {dst} closed up={up} down={down}"),
         Err(e) => debug!("tcp {src} -> {dst} ended: {e}"),

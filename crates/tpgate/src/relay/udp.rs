@@ -19,11 +19,13 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tpgate_core::net::{Destination, Network};
+use tpgate_core::sniff::quic::QuicSniffer;
+use tpgate_core::sniff::Sniffed;
 use tpgate_sys::{recv_with_orig_dst, Datagram, UdpRole};
 use tracing::{debug, info, warn};
 
 use super::tcp::canonical;
-use super::{origin_name, Shared, Way};
+use super::{destination, host_field, origin_name, Shared, Way};
 use crate::outbound::{Leaf, Pick, Upstream};
 use crate::shutdown::Shutdown;
 
@@ -52,7 +54,18 @@ enum FlowOut {
     Direct(Arc<UdpSocket>),
     /// Through an upstream: a bounded queue to the flow's task (full: dropped).
     Queue(mpsc::Sender<Bytes>),
+    /// Not decided yet: reading the client's first QUIC datagrams for the name; they are
+    /// held (bounded) and sent once the flow is decided.
+    Sniffing(Box<Pending>),
 }
+
+struct Pending {
+    sniffer: QuicSniffer,
+    held: Vec<Bytes>,
+}
+
+/// Datagrams held while sniffing: a QUIC client's first flight is a few Initials.
+const MAX_HELD: usize = 16;
 
 struct Flow {
     out: FlowOut,
@@ -91,6 +104,16 @@ impl Nat {
 
     fn now_ms(&self) -> u64 {
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Removes the flow `key` if it is still the one whose activity clock is `last` (a newer
+    /// flow under the same key stays).
+    fn forget(&self, key: Key, last: &Arc<AtomicU64>) {
+        if let Ok(mut flows) = self.flows.lock() {
+            if flows.get(&key).is_some_and(|f| Arc::ptr_eq(&f.last, last)) {
+                flows.remove(&key);
+            }
+        }
     }
 
     /// Removes idle flows and dead reply sockets, every [`SWEEP`], until shutdown.
@@ -152,16 +175,24 @@ impl Nat {
         let Ok(mut flows) = self.flows.lock() else {
             return;
         };
-        if let Some(f) = flows.get(&(src, dst)) {
+        if let Some(f) = flows.get_mut(&(src, dst)) {
             f.last.store(now, Ordering::Relaxed);
-            match &f.out {
-                FlowOut::Direct(out) => send_or_drop(out, data),
-                FlowOut::Queue(tx) => {
-                    if tx.try_send(Bytes::copy_from_slice(data)).is_err() {
-                        debug!("udp {src} -> {dst} datagram dropped: queue full");
+            let host = match &mut f.out {
+                FlowOut::Sniffing(p) => {
+                    if p.held.len() < MAX_HELD {
+                        p.held.push(Bytes::copy_from_slice(data));
+                    }
+                    match p.sniffer.push(data) {
+                        Sniffed::NeedMore if p.held.len() < MAX_HELD => return,
+                        Sniffed::Name(n) => Some(n),
+                        _ => None,
                     }
                 }
-                FlowOut::Drop => {}
+                out => return deliver(out, data, src, dst),
+            };
+            let last = f.last.clone();
+            if let Some(f) = flows.get_mut(&(src, dst)) {
+                self.finish_sniffing(f, src, dst, &last, host);
             }
             return;
         }
@@ -179,47 +210,128 @@ impl Nat {
         };
         if self.shared.is_self(dst) {
             warn!("udp {src} -> {dst} refused: that is tpgate's own listener");
-        } else {
-            let v = self.shared.decide(Network::Udp, src, dst);
-            info!(
-                "udp {src} -> {dst} origin={} rule=\"{}\" action={}",
-                origin_name(v.origin),
-                v.rule,
-                v.route()
-            );
-            let opened = match v.way {
-                Way::Direct => Some(self.open_direct(src, dst, last)),
-                Way::Proxy(pick) => match &pick.leaf {
-                    Leaf::Direct => Some(self.open_direct(src, dst, last)),
-                    Leaf::Reject => None,
-                    Leaf::Chain(chain) if chain.len() == 1 => {
-                        let up = chain[0].clone();
-                        Some(self.open_proxied(src, dst, up, pick, last))
-                    }
-                    Leaf::Chain(_) => {
-                        info!("udp {src} -> {dst} dropped: relay chains carry TCP only");
-                        None
-                    }
-                },
-                Way::Reject | Way::RejectDrop => None,
-            };
-            match opened {
-                Some(Ok((out, task))) => {
-                    match &out {
-                        FlowOut::Direct(s) => send_or_drop(s, data),
-                        FlowOut::Queue(tx) => {
-                            let _ = tx.try_send(Bytes::copy_from_slice(data));
-                        }
-                        FlowOut::Drop => {}
-                    }
-                    flow.out = out;
-                    flow.replier = Some(task);
+        } else if self.sniffs(dst.port()) {
+            let mut sniffer = QuicSniffer::new();
+            match sniffer.push(data) {
+                Sniffed::NeedMore => {
+                    flow.out = FlowOut::Sniffing(Box::new(Pending {
+                        sniffer,
+                        held: vec![Bytes::copy_from_slice(data)],
+                    }));
+                    // The client may send nothing more until it hears back: decide with
+                    // the address when the wait is over.
+                    let (nat, wait) = (self.clone(), self.shared.sniffer.timeout);
+                    let clock = last.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(wait).await;
+                        nat.sniffing_timed_out((src, dst), &clock);
+                    });
                 }
-                Some(Err(e)) => info!("udp {src} -> {dst} cannot open: {e}"),
-                None => {}
+                found => {
+                    let host = match found {
+                        Sniffed::Name(n) => Some(n),
+                        _ => None,
+                    };
+                    self.open(&mut flow, src, dst, &last, host.as_deref());
+                    deliver(&flow.out, data, src, dst);
+                }
             }
+        } else {
+            self.open(&mut flow, src, dst, &last, None);
+            deliver(&flow.out, data, src, dst);
         }
         flows.insert((src, dst), flow);
+    }
+
+    /// Whether new flows to `port` are sniffed as QUIC first.
+    fn sniffs(&self, port: u16) -> bool {
+        let s = &self.shared.sniffer;
+        s.enable && s.parse_pure_ip && s.quic_ports.iter().any(|r| r.contains(port))
+    }
+
+    /// Sniffing of `f` is over (a name, or none): decide, open, send what was held.
+    fn finish_sniffing(
+        self: &Arc<Self>,
+        f: &mut Flow,
+        src: SocketAddr,
+        dst: SocketAddr,
+        last: &Arc<AtomicU64>,
+        host: Option<String>,
+    ) {
+        let FlowOut::Sniffing(p) = std::mem::replace(&mut f.out, FlowOut::Drop) else {
+            return;
+        };
+        let host = host.filter(|h| self.shared.sniffer.accepts(h));
+        self.open(f, src, dst, last, host.as_deref());
+        for d in &p.held {
+            deliver(&f.out, d, src, dst);
+        }
+    }
+
+    /// The sniffing wait of flow `key` (still the one with clock `last`) is over.
+    fn sniffing_timed_out(self: &Arc<Self>, key: Key, last: &Arc<AtomicU64>) {
+        let Ok(mut flows) = self.flows.lock() else {
+            return;
+        };
+        if let Some(f) = flows.get_mut(&key) {
+            if Arc::ptr_eq(&f.last, last) && matches!(f.out, FlowOut::Sniffing(_)) {
+                debug!("udp {} -> {} sniffing timed out", key.0, key.1);
+                self.finish_sniffing(f, key.0, key.1, last, None);
+            }
+        }
+    }
+
+    /// Decides a new flow (with the sniffed `host`, if any), logs it and opens its way out.
+    fn open(
+        self: &Arc<Self>,
+        flow: &mut Flow,
+        src: SocketAddr,
+        dst: SocketAddr,
+        last: &Arc<AtomicU64>,
+        host: Option<&str>,
+    ) {
+        let Some(name) = self.shared.flow_name(dst.ip(), host.map(str::to_owned)) else {
+            info!("udp {src} -> {dst} dropped: a fake-ip address that stands for no name");
+            return;
+        };
+        let (host, fake) = (name.host.as_deref(), name.fake);
+        let v = self.shared.decide(Network::Udp, src, dst, host);
+        info!(
+            "udp {src} -> {dst} origin={}{} rule=\"{}\" action={}",
+            origin_name(v.origin),
+            host_field(host),
+            v.rule,
+            v.route()
+        );
+        let target = destination(dst, host);
+        let direct = |nat: &Arc<Self>| match host {
+            Some(name) if fake => nat.open_direct_named(src, dst, name, last.clone()),
+            _ => nat.open_direct(src, dst, last.clone()),
+        };
+        let opened = match v.way {
+            Way::Direct => Some(direct(self)),
+            Way::Proxy(pick) => match &pick.leaf {
+                Leaf::Direct => Some(direct(self)),
+                Leaf::Reject => None,
+                Leaf::Chain(chain) if chain.len() == 1 => {
+                    let up = chain[0].clone();
+                    Some(self.open_proxied(src, dst, target, up, pick, last.clone()))
+                }
+                Leaf::Chain(_) => {
+                    info!("udp {src} -> {dst} dropped: relay chains carry TCP only");
+                    None
+                }
+            },
+            Way::Reject | Way::RejectDrop => None,
+        };
+        match opened {
+            Some(Ok((out, task))) => {
+                flow.out = out;
+                flow.replier = Some(task);
+            }
+            Some(Err(e)) => info!("udp {src} -> {dst} cannot open: {e}"),
+            None => {}
+        }
     }
 
     fn open_direct(
@@ -238,19 +350,50 @@ impl Nat {
         Ok((FlowOut::Direct(out), task.abort_handle()))
     }
 
+    /// DIRECT to a fake address: the flow's task resolves `name` for real (through the
+    /// DNS server's upstreams), then relays both ways; datagrams wait in the queue meanwhile.
+    fn open_direct_named(
+        self: &Arc<Self>,
+        src: SocketAddr,
+        dst: SocketAddr,
+        name: &str,
+        last: Arc<AtomicU64>,
+    ) -> io::Result<(FlowOut, AbortHandle)> {
+        let reply = self.reply_socket(dst)?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let task = tokio::spawn(direct_named(
+            self.clone(),
+            name.to_owned(),
+            (src, dst),
+            reply,
+            rx,
+            last,
+        ));
+        Ok((FlowOut::Queue(tx), task.abort_handle()))
+    }
+
     /// A flow through one upstream: its task opens the association (datagrams meanwhile
     /// wait in the bounded queue) and then pumps both ways.
     fn open_proxied(
         self: &Arc<Self>,
         src: SocketAddr,
         dst: SocketAddr,
+        target: Destination,
         up: Arc<Upstream>,
         pick: Pick,
         last: Arc<AtomicU64>,
     ) -> io::Result<(FlowOut, AbortHandle)> {
         let reply = self.reply_socket(dst)?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        let task = tokio::spawn(proxied(self.clone(), up, pick, src, dst, reply, rx, last));
+        let task = tokio::spawn(proxied(
+            self.clone(),
+            up,
+            pick,
+            (src, dst, target),
+            reply,
+            rx,
+            last,
+        ));
         Ok((FlowOut::Queue(tx), task.abort_handle()))
     }
 
@@ -312,19 +455,20 @@ async fn proxied(
     nat: Arc<Nat>,
     up: Arc<Upstream>,
     pick: Pick,
-    client: SocketAddr,
-    dst: SocketAddr,
+    (client, dst, target): (SocketAddr, SocketAddr, Destination),
     reply: Arc<UdpSocket>,
     mut rx: mpsc::Receiver<Bytes>,
     last: Arc<AtomicU64>,
 ) {
     let outbounds = &nat.shared.outbounds;
-    let target = Destination::Addr(dst);
     let (mut tx_half, mut rx_half) = match up.open_udp(&outbounds.ctx, &target).await {
         Ok(halves) => halves,
         Err(e) => {
-            outbounds.report_failure(&pick);
+            outbounds.report_error(&pick, &e);
             info!("udp {client} -> {dst} via {} failed: {e}", pick.route);
+            // Forget the flow, so the client's next datagram is decided again (a group has
+            // moved off a dead member by now) instead of vanishing until the flow idles out.
+            nat.forget((client, dst), &last);
             return;
         }
     };
@@ -352,6 +496,68 @@ async fn proxied(
                 }
             },
         }
+    }
+}
+
+/// The task of a DIRECT flow to a fake address: resolve, connect a marked socket, relay.
+async fn direct_named(
+    nat: Arc<Nat>,
+    name: String,
+    (client, dst): (SocketAddr, SocketAddr),
+    reply: Arc<UdpSocket>,
+    mut rx: mpsc::Receiver<Bytes>,
+    last: Arc<AtomicU64>,
+) {
+    let opened = async {
+        let real = nat.shared.resolve_real(&name, dst.port()).await?;
+        let s = tpgate_sys::outbound_socket(real.is_ipv6(), Type::DGRAM, nat.shared.routing_mark)?;
+        s.connect(&real.into())?;
+        Ok::<_, io::Error>((UdpSocket::from_std(s.into())?, real))
+    }
+    .await;
+    let (out, real) = match opened {
+        Ok(o) => o,
+        Err(e) => {
+            info!("udp {client} -> {dst} ({name}) cannot open: {e}");
+            nat.forget((client, dst), &last);
+            return;
+        }
+    };
+    debug!("udp {client} -> {dst} ({name}) connected to {real}");
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        tokio::select! {
+            pkt = rx.recv() => match pkt {
+                Some(p) => send_or_drop(&out, &p),
+                None => return,
+            },
+            r = out.recv(&mut buf) => match r {
+                Ok(n) => {
+                    if let Err(e) = SockRef::from(&*reply).send_to(&buf[..n], &client.into()) {
+                        debug!("udp {dst} -> {client} reply dropped: {e}");
+                    }
+                    last.store(nat.now_ms(), Ordering::Relaxed);
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                Err(e) => {
+                    debug!("udp {client} -> {dst} ended: {e}");
+                    return;
+                }
+            },
+        }
+    }
+}
+
+/// One client datagram onto a decided flow's way out.
+fn deliver(out: &FlowOut, data: &[u8], src: SocketAddr, dst: SocketAddr) {
+    match out {
+        FlowOut::Direct(s) => send_or_drop(s, data),
+        FlowOut::Queue(tx) => {
+            if tx.try_send(Bytes::copy_from_slice(data)).is_err() {
+                debug!("udp {src} -> {dst} datagram dropped: queue full");
+            }
+        }
+        FlowOut::Drop | FlowOut::Sniffing(_) => {}
     }
 }
 

@@ -9,8 +9,9 @@
 //! servers ([`upstreams`]) and the minimal proxy clients and HTTP helpers ([`clients`]).
 //!
 //! Run as root: `cargo test -p tpgate --test e2e_tcp` (also `e2e_udp`, `e2e_lifecycle`,
-//! `e2e_lab`); without root every test prints `SKIPPED` and passes. Needs `ip` (iproute2)
-//! and `nft`. `TPGATE_TEST_BIN=path` tests another tpgate binary than cargo's build.
+//! `e2e_lab`); without root every test prints `SKIPPED` and passes. Needs `ip` (iproute2),
+//! `nft` and, for the iptables backend (`TPGATE_E2E_BACKEND`, `e2e_iptables`), `iptables`.
+//! `TPGATE_TEST_BIN=path` tests another tpgate binary than cargo's build.
 // Each test binary uses a different part of the lab.
 #![allow(dead_code, unused_imports)]
 
@@ -102,6 +103,52 @@ pub(crate) const BYPASS_V6: &str = "2001:db8:3::/64";
 /// tpgate's defaults, which the lab config keeps.
 pub(crate) const TPROXY_PORT: u16 = 7893;
 pub(crate) const ROUTE_TABLE: u32 = 100;
+
+/// The interception backend the lab's configs ask for: `TPGATE_E2E_BACKEND=nftables`
+/// (default), `iptables-nft` or `iptables-legacy`, so the whole suite can run against each;
+/// a test may also set [`Lab::backend`] itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Nftables,
+    IptablesNft,
+    IptablesLegacy,
+}
+
+impl Backend {
+    /// From `TPGATE_E2E_BACKEND`; an unknown value fails the test rather than silently
+    /// testing something else.
+    pub(crate) fn from_env() -> Self {
+        match std::env::var("TPGATE_E2E_BACKEND").as_deref() {
+            Err(_) | Ok("" | "nftables") => Self::Nftables,
+            Ok("iptables-nft") => Self::IptablesNft,
+            Ok("iptables-legacy") => Self::IptablesLegacy,
+            Ok(other) => panic!(
+                "TPGATE_E2E_BACKEND={other}: expected nftables, iptables-nft or iptables-legacy"
+            ),
+        }
+    }
+
+    pub(crate) const fn is_iptables(self) -> bool {
+        !matches!(self, Self::Nftables)
+    }
+
+    /// The `intercept` keys that select this backend, indented for the section.
+    pub(crate) const fn intercept_keys(self) -> &'static str {
+        match self {
+            Self::Nftables => "  backend: nftables\n",
+            Self::IptablesNft => "  backend: iptables\n  iptables-variant: nft\n",
+            Self::IptablesLegacy => "  backend: iptables\n  iptables-variant: legacy\n",
+        }
+    }
+}
+
+/// The `*-save` commands of both iptables variants and families.
+pub(crate) const IPTABLES_SAVES: [&str; 4] = [
+    "iptables-nft-save",
+    "ip6tables-nft-save",
+    "iptables-legacy-save",
+    "ip6tables-legacy-save",
+];
 
 /// Timeout of every helper command (`ip`, `nft`, `tpgate check`...).
 pub(crate) const CMD_TIMEOUT: Duration = Duration::from_secs(20);
@@ -199,6 +246,8 @@ pub(crate) struct Lab {
     pub(crate) wan_switch: Option<Netns>,
     /// Extra hosts on the WAN (203.0.113.3, .4, ...), each in its own namespace.
     pub(crate) hosts: Vec<WanHost>,
+    /// The backend [`Lab::config_text`] asks for ([`Backend::from_env`] unless a test sets it).
+    pub(crate) backend: Backend,
     /// Namespaces created so far, deleted on drop (also after a half-built lab).
     created: Vec<String>,
 }
@@ -238,6 +287,8 @@ impl Lab {
             .filter(char::is_ascii_alphanumeric)
             .take(10)
             .collect();
+        // Before anything is created: a bad TPGATE_E2E_BACKEND must leave nothing behind.
+        let backend = Backend::from_env();
         let base = format!("tpg-{tag}-{pid}-{n}");
         let dir = std::env::temp_dir().join(&base);
         std::fs::create_dir_all(&dir).expect("create lab scratch dir");
@@ -257,6 +308,7 @@ impl Lab {
             dir,
             wan_switch: None,
             hosts: Vec::new(),
+            backend,
             created: Vec::new(),
         };
         lab.build(hosts);
@@ -388,7 +440,8 @@ impl Lab {
             "tproxy-port: {TPROXY_PORT}\n\
              routing-mark: 255\n\
              ipv6: true\n\
-             intercept:\n  \
+             intercept:\n\
+             {backend}  \
                lan-interfaces: [{lan}]\n  \
                local: true\n  \
                udp: true\n  \
@@ -399,6 +452,7 @@ impl Lab {
                - DST-PORT,25,REJECT\n  \
                - DST-PORT,26,REJECT-DROP\n  \
                - MATCH,DIRECT\n",
+            backend = self.backend.intercept_keys(),
             lan = self.lan_if,
         )
     }
@@ -416,14 +470,50 @@ impl Lab {
     }
 
     /// Everything tpgate could leave behind in the gateway, to compare before and after.
+    /// With an iptables backend, `tables` holds the nftables tables that iptables-nft does
+    /// not manage (those stay, empty, after tpgate leaves) and every line of either
+    /// variant's rules that names a `TPGATE_` chain.
     pub(crate) fn gw_state(&self) -> GwState {
+        let tables = if self.backend.is_iptables() {
+            self.gw_iptables_state()
+        } else {
+            self.gw.nft_tables()
+        };
         GwState {
-            tables: self.gw.nft_tables(),
+            tables,
             rules_v4: self.gw.ip_rules(Family::V4),
             rules_v6: self.gw.ip_rules(Family::V6),
             routes_v4: self.gw.routes_in_table(Family::V4, ROUTE_TABLE),
             routes_v6: self.gw.routes_in_table(Family::V6, ROUTE_TABLE),
         }
+    }
+}
+
+impl Lab {
+    fn gw_iptables_state(&self) -> String {
+        let managed = [
+            "table ip mangle",
+            "table ip6 mangle",
+            "table ip filter",
+            "table ip6 filter",
+        ];
+        let mut out: Vec<String> = self
+            .gw
+            .nft_tables()
+            .lines()
+            .filter(|l| !managed.contains(&l.trim()))
+            .map(str::to_owned)
+            .collect();
+        for save in IPTABLES_SAVES {
+            out.extend(
+                self.gw
+                    .sh(save, &[])
+                    .lines()
+                    .filter(|l| l.contains("TPGATE_"))
+                    .map(|l| format!("{save}: {l}")),
+            );
+        }
+        out.join("\n")
     }
 }
 
@@ -451,8 +541,11 @@ pub(crate) struct GwState {
 }
 
 impl GwState {
+    /// `table inet tpgate`, or (iptables backends) any chain or jump of tpgate's.
     pub(crate) fn has_tpgate_table(&self) -> bool {
-        self.tables.lines().any(|l| l.trim() == "table inet tpgate")
+        self.tables
+            .lines()
+            .any(|l| l.trim() == "table inet tpgate" || l.contains("TPGATE_"))
     }
 
     /// Whether the default fwmark rule (`fwmark 0x1 lookup 100`) is present, per family.
@@ -471,3 +564,6 @@ impl GwState {
         (has(&self.routes_v4), has(&self.routes_v6))
     }
 }
+
+mod api;
+pub(crate) use api::*;

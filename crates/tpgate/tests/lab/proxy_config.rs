@@ -36,7 +36,8 @@ impl Lab {
              ipv6: true\n\
              state-file: {state}\n\
              external-controller: {CONTROLLER}\n\
-             intercept:\n  \
+             intercept:\n\
+             {backend}  \
                lan-interfaces: [{lan}]\n  \
                local: true\n  \
                udp: true\n  \
@@ -47,6 +48,7 @@ impl Lab {
              proxy-groups:{groups}\
              rules:\n{rules}",
             state = self.state_file().display(),
+            backend = self.backend.intercept_keys(),
             lan = self.lan_if,
             proxies = list(proxies),
             groups = list(groups),

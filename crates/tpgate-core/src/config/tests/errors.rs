@@ -160,28 +160,59 @@ fn interfaces_and_bypass() {
 
 #[test]
 fn backends() {
-    let m = error_at(
-        "intercept:\n  backend: iptables\n",
-        2,
-        12,
-        "intercept.backend",
+    let backend = |text: &str| ok(text).config.intercept.backend;
+    assert_eq!(backend("intercept: {backend: NFTables}"), Backend::Nftables);
+    assert_eq!(
+        backend("intercept:\n  backend: iptables\n"),
+        Backend::Iptables
     );
-    assert!(m.contains("not available yet"), "{m}");
-    assert!(
-        error_at("intercept: {backend: auto}", 1, 22, "intercept.backend")
-            .contains("not available yet")
-    );
+    assert_eq!(backend("intercept: {backend: auto}"), Backend::Auto);
     assert!(
         error_at("intercept: {backend: pf}", 1, 22, "intercept.backend")
-            .contains("unknown backend")
+            .contains("unknown backend `pf`; expected nftables, iptables or auto")
+    );
+    assert!(error_at(
+        "intercept: {backend: [nftables]}",
+        1,
+        22,
+        "intercept.backend"
+    )
+    .contains("expected"));
+}
+
+#[test]
+fn iptables_variants() {
+    let variant = |text: &str| ok(text).config.intercept.iptables_variant;
+    assert_eq!(variant("intercept: {}"), IptablesVariant::Auto);
+    assert_eq!(
+        variant("intercept: {backend: iptables, iptables-variant: nft}"),
+        IptablesVariant::Nft
     );
     assert_eq!(
-        ok("intercept: {backend: NFTables}")
-            .config
-            .intercept
-            .backend,
-        Backend::Nftables
+        variant("intercept: {iptables-variant: Legacy}"),
+        IptablesVariant::Legacy
     );
+    assert_eq!(
+        variant("intercept: {iptables-variant: iptables-legacy}"),
+        IptablesVariant::Legacy
+    );
+    let m = error_at(
+        "intercept:\n  backend: iptables\n  iptables-variant: xtables\n",
+        3,
+        21,
+        "intercept.iptables-variant",
+    );
+    assert!(
+        m.contains("unknown iptables variant `xtables`; expected auto, nft or legacy"),
+        "{m}"
+    );
+    let m = error_at(
+        "intercept: {iptables_varient: nft}",
+        1,
+        13,
+        "intercept.iptables_varient",
+    );
+    assert!(m.contains("iptables-variant"), "{m}");
 }
 
 #[test]
@@ -257,7 +288,7 @@ fn rule_errors_and_warnings() {
     let m = error_at("rules:\n  - MATCH,Proxy\n", 2, 5, "rules[0]");
     assert!(m.contains("unknown target `Proxy`"), "{m}");
 
-    let l = ok("rules:\n  - DOMAIN,example.com,DIRECT\n  - geoip,CN,DIRECT\n  - MATCH,DIRECT\n");
+    let l = ok("rules:\n  - PROCESS-NAME,curl,DIRECT\n  - geoip,CN,DIRECT\n  - MATCH,DIRECT\n");
     let w: Vec<_> = l
         .warnings
         .iter()
@@ -269,7 +300,7 @@ fn rule_errors_and_warnings() {
             (
                 2,
                 5,
-                "rules[0]: DOMAIN rules are not supported yet; rule skipped"
+                "rules[0]: PROCESS-NAME rules are not supported yet; rule skipped"
             ),
             (
                 3,

@@ -125,8 +125,8 @@ fn realistic_mihomo_config_loads_with_warnings() {
             "12:1: unified-delay: not used by tpgate yet; ignored",
             "13:1: global-client-fingerprint: not used by tpgate yet; ignored",
             "14:1: profile: not used by tpgate yet; ignored",
-            "16:1: sniffer: not used by tpgate yet; ignored",
-            "19:1: dns: not used by tpgate yet; ignored",
+            "20:3: dns: no `listen`: the DNS server is not started, so no flow gets its name \
+             from DNS",
             "23:1: tun: not used by tpgate yet; ignored",
             "42:5: proxies[2].client-fingerprint: not used by tpgate; ignored",
             "43:28: proxies[3].type: type vmess is not supported by tpgate; proxy `sg-vmess` \
@@ -145,8 +145,6 @@ fn realistic_mihomo_config_loads_with_warnings() {
              skipped",
             "58:12: proxy-groups[7].name: group `Old` has no member tpgate can use (every \
              member was skipped); it rejects all traffic",
-            "64:5: rules[0]: DOMAIN-SUFFIX rules are not supported yet; rule skipped",
-            "65:5: rules[1]: DOMAIN-KEYWORD rules are not supported yet; rule skipped",
             "66:5: rules[2]: GEOSITE rules are not supported yet; rule skipped",
             "71:5: rules[7]: target `Smart` was skipped (see its warning); rule skipped, so \
              its traffic falls through to the rules below",
@@ -219,6 +217,13 @@ fn realistic_mihomo_config_loads_with_warnings() {
     assert_eq!(c.groups[4].health, None);
     assert_eq!(c.global_target, Some(TargetId(12)));
 
+    assert!(c.sniffer.enable);
+    assert_eq!(
+        c.sniffer.tls_ports,
+        [tpgate_core_ports(443, 443)],
+        "sniff: {{TLS: {{ports: [443]}}}} sniffs TLS on 443 only"
+    );
+    assert!(c.sniffer.http_ports.is_empty() && c.sniffer.quic_ports.is_empty());
     let rules: Vec<_> = c
         .rules
         .iter()
@@ -227,6 +232,8 @@ fn realistic_mihomo_config_loads_with_warnings() {
     assert_eq!(
         rules,
         [
+            ("DOMAIN-SUFFIX,google.com,Proxy", Action::Proxy(TargetId(5))),
+            ("DOMAIN-KEYWORD,ads,REJECT", Action::Reject),
             ("IP-CIDR,192.168.0.0/16,DIRECT,no-resolve", Action::Direct),
             (
                 "IP-CIDR,198.18.0.0/15,Chain,no-resolve",
@@ -248,4 +255,8 @@ fn unknown_top_level_keys_are_still_errors() {
     // An anchor holder is not a mihomo key: it is rejected, like any unknown key.
     let text = format!("p: &common {{udp: true}}\n{MIHOMO}");
     assert_eq!(error_lines(&text), ["1:1: p: unknown key `p`"]);
+}
+
+fn tpgate_core_ports(start: u16, end: u16) -> PortRange {
+    PortRange { start, end }
 }

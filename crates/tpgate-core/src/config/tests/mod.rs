@@ -87,6 +87,7 @@ fn empty_documents_are_all_defaults() {
     assert_eq!(c.state_file, "/var/lib/tpgate/state.json");
     let i = &c.intercept;
     assert_eq!(i.backend, Backend::Nftables);
+    assert_eq!(i.iptables_variant, IptablesVariant::Auto);
     assert!(i.lan_interfaces.is_empty());
     assert!(i.local && i.udp);
     assert_eq!(i.fwmark, Mark::exact(1));
@@ -107,7 +108,8 @@ state-file: /run/tpgate/state.json
 external-controller: '[::1]:9090'
 secret: s3cret
 intercept:
-  backend: nftables
+  backend: iptables
+  iptables-variant: legacy
   lan-interfaces: [br-lan, eth1]
   local: false
   udp: false
@@ -134,6 +136,8 @@ rules:
     assert_eq!(c.external_controller, Some("[::1]:9090".parse().unwrap()));
     assert_eq!(c.secret.as_deref(), Some("s3cret"));
     let i = &c.intercept;
+    assert_eq!(i.backend, Backend::Iptables);
+    assert_eq!(i.iptables_variant, IptablesVariant::Legacy);
     assert_eq!(i.lan_interfaces, ["br-lan", "eth1"]);
     assert!(!i.local && !i.udp);
     assert_eq!(
@@ -201,3 +205,4 @@ fn integer_spellings() {
         u32::MAX
     );
 }
+mod providers;

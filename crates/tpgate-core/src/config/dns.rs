@@ -1,0 +1,708 @@
+//! The `dns` section (mihomo's) and the top-level `hosts` / `use-hosts`: the built-in DNS
+//! server that gives transparently proxied flows back the name the client resolved (fake-ip
+//! or the IP -> name mapping of redir-host), and the nameservers it forwards to. Parts
+//! tpgate does not implement yet (`respect-rules`, DHCP nameservers, QUIC) load with a
+//! warning, never an error, so a mihomo config keeps working.
+
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use super::decode::{check, entries, items};
+use super::sniffer::DomainPattern;
+use super::yaml::{Node, Value};
+use super::{value, Diags};
+
+/// How A/AAAA queries are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnhancedMode {
+    /// Real answers, nothing remembered.
+    Normal,
+    /// Addresses from `fake-ip-range`, each standing for one name.
+    FakeIp,
+    /// Real answers; the IP -> name mapping is remembered for routing.
+    RedirHost,
+}
+
+/// Whether `fake-ip-filter` lists the names that get real answers (blacklist) or the only
+/// names that get fake ones (whitelist).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterMode {
+    Blacklist,
+    Whitelist,
+}
+
+/// How a nameserver is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    /// DNS over TLS (RFC 7858).
+    Tls,
+    /// DNS over HTTPS (RFC 8484).
+    Https,
+    /// The servers of /etc/resolv.conf, over UDP (`system`, and `dhcp://` for now).
+    System,
+}
+
+/// One upstream nameserver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nameserver {
+    pub transport: Transport,
+    /// An IP literal or a name (resolved with `default-nameserver`); empty for `System`.
+    pub host: String,
+    pub port: u16,
+    /// The URL path of a DoH server (`/dns-query`).
+    pub path: String,
+    /// The name checked in the server's certificate (DoT/DoH); defaults to `host`.
+    pub sni: Option<String>,
+    /// `#skip-cert-verify=true`: accept any certificate (DoT/DoH).
+    pub skip_cert_verify: bool,
+    /// As written, for logs.
+    pub text: String,
+}
+
+/// The `dns` settings plus `hosts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dns {
+    pub enable: bool,
+    /// Where the server listens (UDP and TCP); `None`: no server.
+    pub listen: Option<SocketAddr>,
+    /// Answer AAAA queries (else they get an empty answer).
+    pub ipv6: bool,
+    pub enhanced_mode: EnhancedMode,
+    pub fake_ip_range: Ipv4Net,
+    pub fake_ip_range6: Option<Ipv6Net>,
+    pub fake_ip_filter: Vec<DomainPattern>,
+    pub fake_ip_filter_mode: FilterMode,
+    /// Resolves the names of the other nameservers; IP literals only.
+    pub default_nameserver: Vec<Nameserver>,
+    pub nameserver: Vec<Nameserver>,
+    /// Asked when every `nameserver` failed.
+    pub fallback: Vec<Nameserver>,
+    /// Names matching a pattern are asked of its servers instead, first match wins.
+    pub nameserver_policy: Vec<(DomainPattern, Vec<Nameserver>)>,
+    /// For the names of upstream proxies (tpgate resolves those with its marked resolver).
+    pub proxy_server_nameserver: Vec<Nameserver>,
+    /// Top-level `hosts`: fixed answers, first match wins.
+    pub hosts: Vec<(DomainPattern, Vec<IpAddr>)>,
+    /// Top-level `use-hosts`: whether `hosts` answers queries.
+    pub use_hosts: bool,
+}
+
+/// mihomo's default fake range; its first address is the "gateway" and never handed out.
+pub const DEFAULT_FAKE_IP_RANGE: &str = "198.18.0.1/16";
+
+impl Default for Dns {
+    fn default() -> Self {
+        Self {
+            enable: false,
+            listen: None,
+            ipv6: false,
+            enhanced_mode: EnhancedMode::Normal,
+            fake_ip_range: DEFAULT_FAKE_IP_RANGE.parse().unwrap_or_default(),
+            fake_ip_range6: None,
+            fake_ip_filter: Vec::new(),
+            fake_ip_filter_mode: FilterMode::Blacklist,
+            default_nameserver: Vec::new(),
+            nameserver: Vec::new(),
+            fallback: Vec::new(),
+            nameserver_policy: Vec::new(),
+            proxy_server_nameserver: Vec::new(),
+            hosts: Vec::new(),
+            use_hosts: true,
+        }
+    }
+}
+
+impl Dns {
+    /// Whether `name` gets a fake address (fake-ip mode, filter applied).
+    pub fn wants_fake(&self, name: &str) -> bool {
+        if self.enhanced_mode != EnhancedMode::FakeIp {
+            return false;
+        }
+        let listed = self.fake_ip_filter.iter().any(|p| p.matches(name));
+        match self.fake_ip_filter_mode {
+            FilterMode::Blacklist => !listed,
+            FilterMode::Whitelist => listed,
+        }
+    }
+
+    /// The fixed addresses of `name` from `hosts`, when `use-hosts` is on.
+    pub fn host_addrs(&self, name: &str) -> Option<&[IpAddr]> {
+        if !self.use_hosts {
+            return None;
+        }
+        self.hosts
+            .iter()
+            .find(|(p, _)| p.matches(name))
+            .map(|(_, ips)| ips.as_slice())
+    }
+}
+
+const KEYS: &[&str] = &[
+    "enable",
+    "listen",
+    "ipv6",
+    "enhanced-mode",
+    "fake-ip-range",
+    "fake-ip-range6",
+    "fake-ip-filter",
+    "fake-ip-filter-mode",
+    "default-nameserver",
+    "nameserver",
+    "fallback",
+    "nameserver-policy",
+    "proxy-server-nameserver",
+    "respect-rules",
+    "fallback-filter",
+    "prefer-h3",
+    "use-hosts",
+    "use-system-hosts",
+    "cache-algorithm",
+    "ipv6-timeout",
+    "direct-nameserver",
+    "direct-nameserver-follow-policy",
+];
+
+/// Decodes the `dns` section into `out` (which may already hold `hosts`).
+pub(super) fn dns(node: &Node, d: &mut Diags, out: &mut Dns) {
+    match &node.value {
+        Value::Null | Value::Map(_) => {}
+        other => {
+            let found = other.describe();
+            d.error(
+                node.pos,
+                "dns",
+                format!("expected a mapping, found {found}"),
+            );
+            return;
+        }
+    }
+    for e in entries(node, "dns", d) {
+        let path = format!("dns.{}", e.key);
+        let n = e.value;
+        match e.key {
+            "enable" => set_bool(n, &path, d, &mut out.enable),
+            "ipv6" => set_bool(n, &path, d, &mut out.ipv6),
+            "use-hosts" => set_bool(n, &path, d, &mut out.use_hosts),
+            "listen" => {
+                if let Some(a) = check(d, n, &path, listen(n)) {
+                    out.listen = Some(a);
+                }
+            }
+            "enhanced-mode" => {
+                let words = [
+                    ("fake-ip", EnhancedMode::FakeIp),
+                    ("redir-host", EnhancedMode::RedirHost),
+                    ("normal", EnhancedMode::Normal),
+                ];
+                if let Some(m) = check(d, n, &path, value::keyword(n, &words)) {
+                    out.enhanced_mode = m;
+                }
+            }
+            "fake-ip-range" => match check(d, n, &path, value::cidr(n)) {
+                Some(IpNet::V4(net)) if net.prefix_len() <= 30 => out.fake_ip_range = net,
+                Some(_) => d.error(n.pos, &path, "expected an IPv4 range of /30 or wider"),
+                None => {}
+            },
+            "fake-ip-range6" => match check(d, n, &path, value::cidr(n)) {
+                Some(IpNet::V6(net)) if net.prefix_len() <= 126 => out.fake_ip_range6 = Some(net),
+                Some(_) => d.error(n.pos, &path, "expected an IPv6 range of /126 or wider"),
+                None => {}
+            },
+            "fake-ip-filter" => out.fake_ip_filter = patterns(n, &path, d),
+            "fake-ip-filter-mode" => {
+                let words = [
+                    ("blacklist", FilterMode::Blacklist),
+                    ("whitelist", FilterMode::Whitelist),
+                ];
+                if let Some(m) = check(d, n, &path, value::keyword(n, &words)) {
+                    out.fake_ip_filter_mode = m;
+                }
+            }
+            "default-nameserver" => {
+                out.default_nameserver = servers(n, &path, d);
+                for (i, s) in out.default_nameserver.iter().enumerate() {
+                    if s.transport != Transport::System && s.host.parse::<IpAddr>().is_err() {
+                        d.error(
+                            n.pos,
+                            &format!("{path}[{i}]"),
+                            "default-nameserver must be IP addresses: they resolve the names \
+                             of the other nameservers",
+                        );
+                    }
+                }
+            }
+            "nameserver" => out.nameserver = servers(n, &path, d),
+            "fallback" => out.fallback = servers(n, &path, d),
+            "proxy-server-nameserver" => out.proxy_server_nameserver = servers(n, &path, d),
+            "nameserver-policy" => out.nameserver_policy = policy(n, &path, d),
+            "respect-rules"
+            | "fallback-filter"
+            | "prefer-h3"
+            | "use-system-hosts"
+            | "cache-algorithm"
+            | "ipv6-timeout"
+            | "direct-nameserver"
+            | "direct-nameserver-follow-policy" => {
+                d.warn(e.key_pos, &path, "not used by tpgate yet; ignored");
+            }
+            _ => {
+                debug_assert!(!KEYS.contains(&e.key));
+                let hint = super::keys::suggest(e.key, KEYS)
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
+                d.error(e.key_pos, &path, format!("unknown key `{}`{hint}", e.key));
+            }
+        }
+    }
+    if out.enable && out.enhanced_mode != EnhancedMode::Normal && out.listen.is_none() {
+        d.warn(
+            node.pos,
+            "dns",
+            "no `listen`: the DNS server is not started, so no flow gets its name from DNS",
+        );
+    }
+    if out.enable && out.nameserver.is_empty() {
+        d.warn(
+            node.pos,
+            "dns.nameserver",
+            "no nameserver: queries go to the servers of /etc/resolv.conf",
+        );
+    }
+}
+
+/// The top-level `hosts` mapping: name (or `+.`/`*` pattern) -> an address or a list.
+pub(super) fn hosts(node: &Node, d: &mut Diags, out: &mut Dns) {
+    if !matches!(node.value, Value::Null | Value::Map(_)) {
+        let found = node.value.describe();
+        d.error(
+            node.pos,
+            "hosts",
+            format!("expected a mapping, found {found}"),
+        );
+        return;
+    }
+    for e in entries(node, "hosts", d) {
+        let path = format!("hosts.{}", e.key);
+        let Some(pattern) = check(d, e.value, &path, DomainPattern::parse(e.key)) else {
+            continue;
+        };
+        let ips = match &e.value.value {
+            Value::Seq(_) => items(e.value, &path, d, address),
+            _ => check(d, e.value, &path, address(e.value))
+                .into_iter()
+                .collect(),
+        };
+        if !ips.is_empty() {
+            out.hosts.push((pattern, ips));
+        }
+    }
+}
+
+/// The top-level `use-hosts`.
+pub(super) fn use_hosts(node: &Node, d: &mut Diags, out: &mut Dns) {
+    set_bool(node, "use-hosts", d, &mut out.use_hosts);
+}
+
+fn set_bool(n: &Node, path: &str, d: &mut Diags, out: &mut bool) {
+    if let Some(b) = check(d, n, path, value::boolean(n)) {
+        *out = b;
+    }
+}
+
+fn address(n: &Node) -> Result<IpAddr, String> {
+    let text = value::string(n)?.trim();
+    text.parse().map_err(|_| {
+        format!("`{text}` is not an IP address (tpgate's hosts take addresses, not names)")
+    })
+}
+
+/// `0.0.0.0:1053`, `127.0.0.1:53`, `[::]:53`, or mihomo's `:53` (every address).
+fn listen(n: &Node) -> Result<SocketAddr, String> {
+    let text = value::string(n)?.trim();
+    if let Some(port) = text.strip_prefix(':') {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("`{text}`: expected ADDRESS:PORT"))?;
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    text.parse()
+        .map_err(|_| format!("`{text}`: expected ADDRESS:PORT like 0.0.0.0:1053"))
+}
+
+fn patterns(node: &Node, path: &str, d: &mut Diags) -> Vec<DomainPattern> {
+    items(node, path, d, |n| {
+        value::string(n).and_then(|s| DomainPattern::parse(s.trim_start_matches("geosite:")))
+    })
+}
+
+/// A list of nameservers; the ones tpgate cannot use are dropped with a warning.
+fn servers(node: &Node, path: &str, d: &mut Diags) -> Vec<Nameserver> {
+    let list: Vec<Node> = match &node.value {
+        Value::Seq(l) => l.clone(),
+        Value::Str(_) => vec![node.clone()],
+        _ => {
+            check::<()>(d, node, path, value::list(node).map(|_| ()));
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for (i, n) in list.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        let Some(text) = check(d, n, &p, value::string(n)) else {
+            continue;
+        };
+        match parse_nameserver(text) {
+            Ok((ns, warning)) => {
+                if let Some(w) = warning {
+                    d.warn(n.pos, &p, w);
+                }
+                out.push(ns);
+            }
+            Err(Unusable::Skip(why)) => d.warn(n.pos, &p, why),
+            Err(Unusable::Invalid(why)) => d.error(n.pos, &p, why),
+        }
+    }
+    out
+}
+
+fn policy(node: &Node, path: &str, d: &mut Diags) -> Vec<(DomainPattern, Vec<Nameserver>)> {
+    if !matches!(node.value, Value::Null | Value::Map(_)) {
+        let found = node.value.describe();
+        d.error(node.pos, path, format!("expected a mapping, found {found}"));
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for e in entries(node, path, d) {
+        let p = format!("{path}.{}", e.key);
+        // mihomo also allows `"+.a.com,+.b.com"` and `geosite:cn` keys.
+        if e.key.starts_with("geosite:") || e.key.starts_with("rule-set:") {
+            d.warn(
+                e.key_pos,
+                &p,
+                "geosite/rule-set keys are not supported yet; ignored",
+            );
+            continue;
+        }
+        let list = servers(e.value, &p, d);
+        for key in e.key.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+            if let Some(pat) = check(d, e.value, &p, DomainPattern::parse(key)) {
+                out.push((pat, list.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Why a nameserver entry cannot be used.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unusable {
+    /// A kind tpgate does not speak: dropped with a warning.
+    Skip(String),
+    /// Malformed: an error.
+    Invalid(String),
+}
+
+/// Parses one nameserver as mihomo writes it: `1.1.1.1`, `1.1.1.1:5353`, `udp://..`,
+/// `tcp://..`, `tls://dns.google:853`, `https://dns.google/dns-query`, `system`,
+/// `dhcp://eth0`. Of the `#...` options mihomo takes, `skip-cert-verify=true` is read, and
+/// `sni=NAME` (tpgate's) sets the certificate name; the others are ignored with a warning.
+pub fn parse_nameserver(text: &str) -> Result<(Nameserver, Option<String>), Unusable> {
+    let text = text.trim();
+    let mut warning = None;
+    let (main, fragment) = match text.split_once('#') {
+        Some((m, f)) => (m, Some(f)),
+        None => (text, None),
+    };
+    let mut sni = None;
+    let mut skip_cert_verify = false;
+    if let Some(f) = fragment {
+        for part in f.split('&').filter(|p| !p.is_empty()) {
+            match part.split_once('=') {
+                Some(("sni", v)) if !v.is_empty() => sni = Some(v.to_owned()),
+                Some(("skip-cert-verify", v)) => skip_cert_verify = v == "true",
+                _ => {
+                    warning = Some(format!("`#{f}`: options after `#` are ignored by tpgate"));
+                }
+            }
+        }
+    }
+    let system = |warning| {
+        Ok((
+            Nameserver {
+                transport: Transport::System,
+                host: String::new(),
+                port: 53,
+                path: String::new(),
+                sni: None,
+                skip_cert_verify: false,
+                text: text.to_owned(),
+            },
+            warning,
+        ))
+    };
+    if main == "system" || main.starts_with("system://") {
+        return system(warning);
+    }
+    if main.starts_with("dhcp://") {
+        return system(Some(format!(
+            "`{main}`: DHCP nameservers are not supported yet; using /etc/resolv.conf"
+        )));
+    }
+    let (scheme, rest) = match main.split_once("://") {
+        Some((s, r)) => (s.to_ascii_lowercase(), r),
+        None => ("udp".to_owned(), main),
+    };
+    let (transport, default_port) = match scheme.as_str() {
+        "udp" => (Transport::Udp, 53),
+        "tcp" => (Transport::Tcp, 53),
+        "tls" | "dot" => (Transport::Tls, 853),
+        "https" | "doh" => (Transport::Https, 443),
+        "quic" | "doq" | "h3" | "rcode" => {
+            return Err(Unusable::Skip(format!(
+                "`{text}`: {scheme} nameservers are not supported by tpgate; skipped"
+            )));
+        }
+        _ => {
+            return Err(Unusable::Invalid(format!(
+                "`{text}`: unknown scheme `{scheme}`; expected udp, tcp, tls or https"
+            )));
+        }
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let path = match (transport, path) {
+        (Transport::Https, "") => "/dns-query".to_owned(),
+        (Transport::Https, p) => p.to_owned(),
+        (_, "") => String::new(),
+        (_, p) => {
+            return Err(Unusable::Invalid(format!(
+                "`{text}`: a path `{p}` only makes sense for https:// servers"
+            )))
+        }
+    };
+    let (host, port) = split_host_port(authority, default_port)
+        .map_err(|why| Unusable::Invalid(format!("`{text}`: {why}")))?;
+    if host.is_empty() {
+        return Err(Unusable::Invalid(format!("`{text}`: no server address")));
+    }
+    Ok((
+        Nameserver {
+            transport,
+            host,
+            port,
+            path,
+            sni,
+            skip_cert_verify,
+            text: text.to_owned(),
+        },
+        warning,
+    ))
+}
+
+/// `host`, `host:port`, `v6addr`, `[v6addr]:port`.
+fn split_host_port(authority: &str, default_port: u16) -> Result<(String, u16), String> {
+    if authority.parse::<IpAddr>().is_ok() {
+        return Ok((authority.to_owned(), default_port));
+    }
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("`{p}` is not a port"))
+    };
+    if let Some(rest) = authority.strip_prefix('[') {
+        let (ip, tail) = rest.split_once(']').ok_or("unclosed `[`")?;
+        ip.parse::<IpAddr>()
+            .map_err(|_| format!("`{ip}` is not an IPv6 address"))?;
+        return match tail.strip_prefix(':') {
+            Some(p) => Ok((ip.to_owned(), port(p)?)),
+            None if tail.is_empty() => Ok((ip.to_owned(), default_port)),
+            None => Err(format!("unexpected `{tail}`")),
+        };
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) => Ok((h.to_owned(), port(p)?)),
+        None => Ok((authority.to_owned(), default_port)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ns(text: &str) -> Nameserver {
+        parse_nameserver(text).unwrap().0
+    }
+
+    #[test]
+    fn nameserver_forms() {
+        let n = ns("1.1.1.1");
+        assert_eq!(
+            (n.transport, n.host.as_str(), n.port),
+            (Transport::Udp, "1.1.1.1", 53)
+        );
+        let n = ns("udp://192.0.2.1:5353");
+        assert_eq!((n.transport, n.port), (Transport::Udp, 5353));
+        let n = ns("tcp://1.1.1.1");
+        assert_eq!((n.transport, n.port), (Transport::Tcp, 53));
+        let n = ns("tls://dns.google:853");
+        assert_eq!(
+            (n.transport, n.host.as_str(), n.port),
+            (Transport::Tls, "dns.google", 853)
+        );
+        let n = ns("tls://192.0.2.1#sni=dns.example&skip-cert-verify=true");
+        assert_eq!(n.sni.as_deref(), Some("dns.example"));
+        assert!(n.skip_cert_verify);
+        let n = ns("https://dns.google/dns-query");
+        assert_eq!(
+            (n.transport, n.host.as_str(), n.port, n.path.as_str()),
+            (Transport::Https, "dns.google", 443, "/dns-query")
+        );
+        let n = ns("https://[2001:db8::1]:8443");
+        assert_eq!(
+            (n.host.as_str(), n.port, n.path.as_str()),
+            ("2001:db8::1", 8443, "/dns-query")
+        );
+        assert_eq!(ns("2001:db8::53").host, "2001:db8::53");
+        assert_eq!(ns("system").transport, Transport::System);
+        let (n, w) = parse_nameserver("dhcp://en0").unwrap();
+        assert!(n.transport == Transport::System && w.is_some());
+        let (_, w) = parse_nameserver("https://doh.pub/dns-query#PROXY&h3=true").unwrap();
+        assert!(w.unwrap().contains("ignored"));
+        assert!(matches!(
+            parse_nameserver("quic://dns.adguard.com"),
+            Err(Unusable::Skip(_))
+        ));
+        assert!(matches!(
+            parse_nameserver("ftp://x"),
+            Err(Unusable::Invalid(_))
+        ));
+        assert!(matches!(
+            parse_nameserver("udp://1.1.1.1:0"),
+            Err(Unusable::Invalid(_))
+        ));
+        assert!(matches!(
+            parse_nameserver("tcp://1.1.1.1/x"),
+            Err(Unusable::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn filter_modes() {
+        let mut dns = Dns {
+            enhanced_mode: EnhancedMode::FakeIp,
+            fake_ip_filter: vec![DomainPattern::parse("+.lan").unwrap()],
+            ..Dns::default()
+        };
+        assert!(dns.wants_fake("example.com") && !dns.wants_fake("nas.lan"));
+        dns.fake_ip_filter_mode = FilterMode::Whitelist;
+        assert!(!dns.wants_fake("example.com") && dns.wants_fake("nas.lan"));
+        dns.enhanced_mode = EnhancedMode::RedirHost;
+        assert!(!dns.wants_fake("nas.lan"));
+    }
+    fn load(text: &str) -> crate::config::Loaded {
+        crate::config::load(text).unwrap_or_else(|e| panic!("{text:?}: {e:#?}"))
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match crate::config::load(text) {
+            Ok(_) => panic!("{text:?} loaded"),
+            Err(e) => e.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn full_section_loads() {
+        let l = load(
+            "dns:\n  enable: true\n  listen: 0.0.0.0:1053\n  ipv6: true\n  enhanced-mode: fake-ip\n  \
+             fake-ip-range: 198.18.0.1/16\n  fake-ip-range6: fdfe:dcba:9876::1/64\n  \
+             fake-ip-filter: ['+.lan', '*.example', time.windows.com]\n  \
+             fake-ip-filter-mode: blacklist\n  default-nameserver: [192.0.2.53]\n  \
+             nameserver: [tls://dns.example:853, 'https://192.0.2.1/dns-query']\n  \
+             fallback: [tcp://198.51.100.53]\n  \
+             nameserver-policy: {'+.corp.example': 192.0.2.9, 'a.example,b.example': [tcp://192.0.2.8]}\n  \
+             respect-rules: true\nhosts:\n  router.lan: 192.0.2.1\n  '+.multi.example': [203.0.113.1, '2001:db8::1']\nuse-hosts: true\n",
+        );
+        let d = &l.config.dns;
+        assert!(d.enable && d.ipv6);
+        assert_eq!(d.listen, Some("0.0.0.0:1053".parse().unwrap()));
+        assert_eq!(d.enhanced_mode, EnhancedMode::FakeIp);
+        assert_eq!(d.fake_ip_range.network().to_string(), "198.18.0.0");
+        assert!(d.fake_ip_range6.is_some());
+        assert!(!d.wants_fake("nas.lan") && !d.wants_fake("x.example"));
+        assert!(!d.wants_fake("time.windows.com") && d.wants_fake("www.windows.com"));
+        assert_eq!(d.nameserver.len(), 2);
+        assert_eq!(d.nameserver[1].transport, Transport::Https);
+        assert_eq!(d.fallback[0].transport, Transport::Tcp);
+        assert_eq!(d.nameserver_policy.len(), 3);
+        assert!(d.nameserver_policy[0].0.matches("git.corp.example"));
+        assert_eq!(d.host_addrs("router.lan").unwrap().len(), 1);
+        assert_eq!(d.host_addrs("x.multi.example").unwrap().len(), 2);
+        let w: Vec<String> = l.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            w,
+            ["14:3: dns.respect-rules: not used by tpgate yet; ignored"]
+        );
+    }
+
+    #[test]
+    fn hosts_before_dns_are_kept() {
+        let l = load("hosts: {a.example: 192.0.2.7}\nuse-hosts: false\ndns: {enable: true, nameserver: [192.0.2.53]}\n");
+        assert_eq!(l.config.dns.hosts.len(), 1);
+        assert!(l.config.dns.host_addrs("a.example").is_none());
+    }
+
+    #[test]
+    fn errors_have_positions() {
+        assert_eq!(
+            errors("dns:\n  enhanced-mode: fakeip\n")[0],
+            "2:18: dns.enhanced-mode: expected one of fake-ip, redir-host, normal, found `fakeip`"
+        );
+        assert_eq!(
+            errors("dns:\n  listen: 1053\n"),
+            ["2:11: dns.listen: expected a string, found `1053`"]
+        );
+        assert_eq!(
+            errors("dns:\n  fake-ip-range: 2001:db8::/64\n"),
+            ["2:18: dns.fake-ip-range: expected an IPv4 range of /30 or wider"]
+        );
+        assert_eq!(
+            errors("dns:\n  nameserver:\n    - 192.0.2.1\n    - ftp://x\n"),
+            ["4:7: dns.nameserver[1]: `ftp://x`: unknown scheme `ftp`; expected udp, tcp, tls or https"]
+        );
+        assert_eq!(
+            errors("dns:\n  default-nameserver: [dns.example]\n"),
+            [
+                "2:23: dns.default-nameserver[0]: default-nameserver must be IP addresses: they \
+              resolve the names of the other nameservers"
+            ]
+        );
+        assert_eq!(
+            errors("hosts:\n  a.example: not-an-ip\n"),
+            [
+                "2:14: hosts.a.example: `not-an-ip` is not an IP address (tpgate's hosts take \
+              addresses, not names)"
+            ]
+        );
+        assert_eq!(
+            errors("dns:\n  enable: true\n  nameserverr: []\n")[0],
+            "3:3: dns.nameserverr: unknown key `nameserverr`; did you mean `nameserver`?"
+        );
+    }
+
+    #[test]
+    fn unsupported_parts_warn() {
+        let l = load("dns:\n  enable: true\n  listen: 127.0.0.1:53\n  nameserver: [quic://dns.example, dhcp://eth0, 'https://doh.example/dns-query#PROXY']\n");
+        let w: Vec<String> = l.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(w.len(), 3, "{w:#?}");
+        assert!(w[0].contains("quic nameservers are not supported"));
+        assert!(w[1].contains("DHCP"));
+        assert!(w[2].contains("ignored"));
+        assert_eq!(l.config.dns.nameserver.len(), 2);
+    }
+}

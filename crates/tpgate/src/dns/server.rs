@@ -1,0 +1,131 @@
+//! The DNS server's sockets: UDP datagrams and TCP connections (two-byte length framing,
+//! several queries per connection) on `dns.listen`. Bound before interception is
+//! installed, so a busy port is a clear startup error.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
+
+use super::Dns;
+use crate::shutdown::Shutdown;
+
+/// Queries answered at once; more wait (UDP) so a flood cannot exhaust memory.
+const IN_FLIGHT: usize = 1024;
+/// A TCP client idle this long is closed (RFC 7766 suggests seconds).
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+pub(crate) struct Sockets {
+    udp: UdpSocket,
+    tcp: TcpListener,
+}
+
+pub(crate) async fn bind(addr: SocketAddr) -> Result<Sockets> {
+    let udp = UdpSocket::bind(addr)
+        .await
+        .with_context(|| format!("binding the DNS server (dns.listen) on udp {addr}"))?;
+    let tcp = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the DNS server (dns.listen) on tcp {addr}"))?;
+    info!("dns server on {addr} (udp, tcp)");
+    Ok(Sockets { udp, tcp })
+}
+
+/// Serves until `stop` fires.
+pub(crate) async fn serve(sockets: Sockets, dns: Arc<Dns>, stop: Shutdown) {
+    let limit = Arc::new(Semaphore::new(IN_FLIGHT));
+    let udp = Arc::new(sockets.udp);
+    tokio::join!(
+        serve_udp(udp, dns.clone(), limit.clone(), stop.clone()),
+        serve_tcp(sockets.tcp, dns, limit, stop),
+    );
+}
+
+async fn serve_udp(sock: Arc<UdpSocket>, dns: Arc<Dns>, limit: Arc<Semaphore>, stop: Shutdown) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (n, peer) = tokio::select! {
+            r = sock.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // ICMP errors of earlier replies surface here; they end nothing.
+                    debug!("dns udp recv: {e}");
+                    continue;
+                }
+            },
+            () = stop.wait() => return,
+        };
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
+        };
+        let query = buf[..n].to_vec();
+        let (sock, dns) = (sock.clone(), dns.clone());
+        tokio::spawn(async move {
+            if let Some(reply) = dns.handle(&query, true).await {
+                if let Err(e) = sock.send_to(&reply, peer).await {
+                    debug!("dns reply to {peer}: {e}");
+                }
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_tcp(listener: TcpListener, dns: Arc<Dns>, limit: Arc<Semaphore>, stop: Shutdown) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = stop.wait() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let (dns, limit, stop) = (dns.clone(), limit.clone(), stop.clone());
+                tokio::spawn(async move {
+                    tokio::select! {
+                        r = connection(stream, &dns, &limit) => {
+                            if let Err(e) = r {
+                                debug!("dns tcp {peer}: {e}");
+                            }
+                        }
+                        () = stop.wait() => {}
+                    }
+                });
+            }
+            Err(e) => {
+                warn!("dns tcp accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn connection(mut s: TcpStream, dns: &Dns, limit: &Semaphore) -> std::io::Result<()> {
+    loop {
+        let mut len = [0u8; 2];
+        match tokio::time::timeout(TCP_IDLE, s.read_exact(&mut len)).await {
+            Err(_) => return Ok(()),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(r) => r?,
+        };
+        let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        tokio::time::timeout(TCP_IDLE, s.read_exact(&mut query))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "slow query"))??;
+        let _permit = limit.acquire().await;
+        let Some(reply) = dns.handle(&query, false).await else {
+            return Ok(());
+        };
+        let Ok(n) = u16::try_from(reply.len()) else {
+            return Ok(());
+        };
+        let mut out = Vec::with_capacity(reply.len() + 2);
+        out.extend_from_slice(&n.to_be_bytes());
+        out.extend_from_slice(&reply);
+        s.write_all(&out).await?;
+    }
+}

@@ -1,0 +1,392 @@
+//! Asking upstream nameservers: plain UDP (retried over TCP when truncated), TCP, DNS over
+//! TLS and DNS over HTTPS (HTTP/1.1 POST of application/dns-message, on hyper). Every
+//! socket carries the routing mark, so the server's own queries are never intercepted.
+//! One connection per query: the answer cache in front keeps that cheap enough for a LAN.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::{select_ok, BoxFuture};
+use futures::FutureExt as _;
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+use http_body_util::{BodyExt as _, Full};
+use rustls::pki_types::ServerName;
+use socket2::Type;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::UdpSocket;
+use tokio_rustls::TlsConnector;
+use tpgate_core::config::{DomainPattern, Nameserver, Tls, Transport};
+use tracing::debug;
+
+use crate::outbound::{connect_marked, TlsClient};
+
+/// One exchange (connect, handshake, answer) may take this long.
+const TIMEOUT: Duration = Duration::from_secs(4);
+/// The largest DNS message over TCP is 65535 bytes; UDP answers are smaller.
+const UDP_BUF: usize = 4096;
+
+/// One configured nameserver, ready to ask.
+pub(crate) struct Upstream {
+    ns: Nameserver,
+    /// The resolved address of a server written as a name (`tls://dns.google`).
+    addr: Mutex<Option<IpAddr>>,
+    tls: Option<TlsConnector>,
+    server_name: Option<ServerName<'static>>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.ns.text)
+    }
+}
+
+impl Upstream {
+    fn new(ns: Nameserver) -> io::Result<Self> {
+        let (tls, server_name) = match ns.transport {
+            Transport::Tls | Transport::Https => {
+                let settings = Tls {
+                    sni: ns.sni.clone(),
+                    skip_cert_verify: ns.skip_cert_verify,
+                };
+                let alpn: &[&[u8]] = if ns.transport == Transport::Https {
+                    &[b"http/1.1"]
+                } else {
+                    &[]
+                };
+                let (connector, name) = TlsClient::parts(&settings, &ns.host, alpn)?;
+                (Some(connector), Some(name))
+            }
+            _ => (None, None),
+        };
+        let addr = ns.host.parse().ok();
+        Ok(Self {
+            ns,
+            addr: Mutex::new(addr),
+            tls,
+            server_name,
+        })
+    }
+
+    fn udp(addr: SocketAddr) -> Self {
+        Self {
+            ns: Nameserver {
+                transport: Transport::Udp,
+                host: addr.ip().to_string(),
+                port: addr.port(),
+                path: String::new(),
+                sni: None,
+                skip_cert_verify: false,
+                text: addr.to_string(),
+            },
+            addr: Mutex::new(Some(addr.ip())),
+            tls: None,
+            server_name: None,
+        }
+    }
+
+    pub(crate) fn text(&self) -> &str {
+        &self.ns.text
+    }
+}
+
+/// Which servers a name is asked of, and the bootstrap servers for servers' own names.
+#[derive(Debug)]
+pub(crate) struct Forwarder {
+    bootstrap: Vec<Arc<Upstream>>,
+    main: Vec<Arc<Upstream>>,
+    fallback: Vec<Arc<Upstream>>,
+    policy: Vec<(DomainPattern, Vec<Arc<Upstream>>)>,
+    mark: u32,
+}
+
+impl Forwarder {
+    pub(crate) fn new(cfg: &tpgate_core::config::Dns, mark: u32) -> io::Result<Self> {
+        let system = system_servers();
+        let build = |list: &[Nameserver]| -> io::Result<Vec<Arc<Upstream>>> {
+            let mut out = Vec::new();
+            for ns in list {
+                if ns.transport == Transport::System {
+                    out.extend(system.iter().map(|a| Arc::new(Upstream::udp(*a))));
+                } else {
+                    out.push(Arc::new(Upstream::new(ns.clone())?));
+                }
+            }
+            Ok(out)
+        };
+        let mut bootstrap = build(&cfg.default_nameserver)?;
+        if bootstrap.is_empty() {
+            bootstrap = system.iter().map(|a| Arc::new(Upstream::udp(*a))).collect();
+        }
+        let mut main = build(&cfg.nameserver)?;
+        if main.is_empty() {
+            main = bootstrap.clone();
+        }
+        let mut policy = Vec::new();
+        for (pattern, list) in &cfg.nameserver_policy {
+            policy.push((pattern.clone(), build(list)?));
+        }
+        Ok(Self {
+            bootstrap,
+            main,
+            fallback: build(&cfg.fallback)?,
+            policy,
+            mark,
+        })
+    }
+
+    /// Asks the servers for `name` (all at once; the first good answer wins), then the
+    /// `fallback` servers when none answered. SERVFAIL and REFUSED count as no answer.
+    pub(crate) async fn forward(&self, name: &str, query: &Message) -> io::Result<Message> {
+        let servers = self
+            .policy
+            .iter()
+            .find(|(p, _)| p.matches(name))
+            .map_or(&self.main, |(_, s)| s);
+        match self.race(servers, query).await {
+            Ok(m) => Ok(m),
+            Err(e) if self.fallback.is_empty() => Err(e),
+            Err(e) => {
+                debug!("dns {name}: nameservers failed ({e}); asking fallback");
+                self.race(&self.fallback, query).await
+            }
+        }
+    }
+
+    async fn race(&self, servers: &[Arc<Upstream>], query: &Message) -> io::Result<Message> {
+        if servers.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "no nameserver"));
+        }
+        let attempts: Vec<BoxFuture<'_, io::Result<Message>>> = servers
+            .iter()
+            .map(|up| {
+                async move {
+                    let reply = tokio::time::timeout(TIMEOUT, self.exchange(up, query))
+                        .await
+                        .map_err(|_| {
+                            io::Error::new(io::ErrorKind::TimedOut, format!("{up:?} timed out"))
+                        })?
+                        .map_err(|e| io::Error::new(e.kind(), format!("{up:?}: {e}")))?;
+                    match reply.response_code() {
+                        ResponseCode::ServFail | ResponseCode::Refused => Err(io::Error::other(
+                            format!("{up:?} answered {}", reply.response_code()),
+                        )),
+                        _ => Ok(reply),
+                    }
+                }
+                .boxed()
+            })
+            .collect();
+        select_ok(attempts).await.map(|(m, _)| m)
+    }
+
+    /// One query to one server; the reply carries `query`'s id.
+    async fn exchange(&self, up: &Upstream, query: &Message) -> io::Result<Message> {
+        let addr = SocketAddr::new(self.server_ip(up).await?, up.ns.port);
+        let mut q = query.clone();
+        let id: u16 = rand::random();
+        q.set_id(id);
+        let bytes = q.to_vec().map_err(io::Error::other)?;
+        let reply = match up.ns.transport {
+            Transport::Udp | Transport::System => {
+                let r = udp_exchange(addr, &bytes, id, self.mark).await?;
+                if r.truncated() {
+                    tcp_exchange(addr, &bytes, self.mark).await?
+                } else {
+                    r
+                }
+            }
+            Transport::Tcp => tcp_exchange(addr, &bytes, self.mark).await?,
+            Transport::Tls => {
+                let tcp = connect_marked(addr, self.mark).await?;
+                let stream = self.tls_connect(up, tcp).await?;
+                framed_exchange(stream, &bytes).await?
+            }
+            Transport::Https => {
+                let tcp = connect_marked(addr, self.mark).await?;
+                let stream = self.tls_connect(up, tcp).await?;
+                doh_exchange(stream, &up.ns, &bytes).await?
+            }
+        };
+        if reply.id() != id && up.ns.transport != Transport::Https {
+            return Err(io::Error::other("reply id mismatch"));
+        }
+        let mut reply = reply;
+        reply.set_id(query.id());
+        Ok(reply)
+    }
+
+    async fn tls_connect<S>(
+        &self,
+        up: &Upstream,
+        io: S,
+    ) -> io::Result<tokio_rustls::client::TlsStream<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let (Some(c), Some(n)) = (&up.tls, &up.server_name) else {
+            return Err(io::Error::other("no TLS settings"));
+        };
+        c.connect(n.clone(), io).await
+    }
+
+    /// The address of a server: its literal, or its name resolved via the bootstrap
+    /// (`default-nameserver`) servers over UDP.
+    async fn server_ip(&self, up: &Upstream) -> io::Result<IpAddr> {
+        if let Some(ip) = up.addr.lock().ok().and_then(|a| *a) {
+            return Ok(ip);
+        }
+        let name = Name::from_ascii(&up.ns.host)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let mut q = Message::new();
+        q.set_message_type(MessageType::Query)
+            .set_op_code(OpCode::Query)
+            .set_recursion_desired(true)
+            .add_query(Query::query(name, RecordType::A));
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "no default-nameserver");
+        for b in &self.bootstrap {
+            let Some(ip) = b.addr.lock().ok().and_then(|a| *a) else {
+                continue;
+            };
+            let id: u16 = rand::random();
+            q.set_id(id);
+            let bytes = q.to_vec().map_err(io::Error::other)?;
+            let fut = udp_exchange(SocketAddr::new(ip, b.ns.port), &bytes, id, self.mark);
+            match tokio::time::timeout(TIMEOUT, fut).await {
+                Ok(Ok(reply)) => {
+                    let found = reply.answers().iter().find_map(|r| match r.data() {
+                        RData::A(a) => Some(IpAddr::V4(a.0)),
+                        _ => None,
+                    });
+                    if let Some(ip) = found {
+                        if let Ok(mut a) = up.addr.lock() {
+                            *a = Some(ip);
+                        }
+                        return Ok(ip);
+                    }
+                    last = io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("{}: no address", up.ns.host),
+                    );
+                }
+                Ok(Err(e)) => last = e,
+                Err(_) => last = io::Error::new(io::ErrorKind::TimedOut, "bootstrap timed out"),
+            }
+        }
+        Err(last)
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        self.main
+            .iter()
+            .map(|u| u.text().to_owned())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn parse(bytes: &[u8]) -> io::Result<Message> {
+    Message::from_vec(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+}
+
+async fn udp_exchange(addr: SocketAddr, query: &[u8], id: u16, mark: u32) -> io::Result<Message> {
+    let s = tpgate_sys::outbound_socket(addr.is_ipv6(), Type::DGRAM, mark)?;
+    s.connect(&addr.into())?;
+    let sock = UdpSocket::from_std(s.into())?;
+    sock.send(query).await?;
+    let mut buf = vec![0u8; UDP_BUF];
+    loop {
+        let n = sock.recv(&mut buf).await?;
+        // A stray or spoofed datagram does not end the wait.
+        match parse(&buf[..n]) {
+            Ok(m) if m.id() == id && m.message_type() == MessageType::Response => return Ok(m),
+            _ => continue,
+        }
+    }
+}
+
+async fn tcp_exchange(addr: SocketAddr, query: &[u8], mark: u32) -> io::Result<Message> {
+    let stream = connect_marked(addr, mark).await?;
+    framed_exchange(stream, query).await
+}
+
+/// RFC 1035 4.2.2 framing: a two-byte length before each message.
+async fn framed_exchange<S>(mut stream: S, query: &[u8]) -> io::Result<Message>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let len = u16::try_from(query.len()).map_err(io::Error::other)?;
+    let mut out = Vec::with_capacity(query.len() + 2);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(query);
+    stream.write_all(&out).await?;
+    stream.flush().await?;
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).await?;
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut buf).await?;
+    parse(&buf)
+}
+
+/// RFC 8484 POST over HTTP/1.1.
+async fn doh_exchange<S>(stream: S, ns: &Nameserver, query: &[u8]) -> io::Result<Message>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(io::Error::other)?;
+    let driver = tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            debug!("doh connection: {e}");
+        }
+    });
+    let authority = match (ns.host.parse::<IpAddr>(), ns.port) {
+        (Ok(IpAddr::V6(ip)), 443) => format!("[{ip}]"),
+        (Ok(IpAddr::V6(ip)), p) => format!("[{ip}]:{p}"),
+        (_, 443) => ns.host.clone(),
+        (_, p) => format!("{}:{p}", ns.host),
+    };
+    let req = hyper::Request::post(ns.path.as_str())
+        .header(hyper::header::HOST, authority)
+        .header(hyper::header::CONTENT_TYPE, "application/dns-message")
+        .header(hyper::header::ACCEPT, "application/dns-message")
+        .body(Full::new(Bytes::copy_from_slice(query)))
+        .map_err(io::Error::other)?;
+    let result = async {
+        let resp = sender.send_request(req).await.map_err(io::Error::other)?;
+        if !resp.status().is_success() {
+            return Err(io::Error::other(format!("HTTP {}", resp.status())));
+        }
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(io::Error::other)?
+            .to_bytes();
+        parse(&body)
+    }
+    .await;
+    driver.abort();
+    result
+}
+
+fn system_servers() -> Vec<SocketAddr> {
+    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let found: Vec<SocketAddr> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .filter_map(|ip| ip.split('%').next()?.parse::<IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect();
+    if found.is_empty() {
+        vec![SocketAddr::from(([127, 0, 0, 1], 53))]
+    } else {
+        found
+    }
+}
