@@ -14,6 +14,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             dst: SocketAddr::from(([203, 0, 113, 2], 53)),
             origin: Origin::Forwarded,
             host: None,
+            process: None,
         };
         let _ = rule.matcher.matches(&flow);
         let named = FlowMeta {

@@ -46,6 +46,7 @@ fn flow(host: Option<&str>, dst: &str) -> FlowMeta<'static> {
         dst: dst.parse().unwrap(),
         origin: Origin::Forwarded,
         host,
+        process: None,
     }
 }
 

@@ -8,9 +8,11 @@ mod doctor;
 mod install;
 mod local_addrs;
 mod outbound;
+mod owner;
 mod providers;
 mod relay;
 mod shutdown;
+mod sockdiag;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -29,9 +29,24 @@ impl Matcher {
             Self::Or(any) => any.iter().any(|m| m.matches(flow)),
             Self::Not(inner) => !inner.matches(flow),
             Self::RuleSet(set) => set.matches(flow),
+            Self::ProcessName(n) => process(flow).and_then(|p| p.name.as_ref()) == Some(n),
+            Self::ProcessPath(n) => process(flow).and_then(|p| p.path.as_ref()) == Some(n),
+            Self::ProcessNameRegex(r) => process(flow)
+                .and_then(|p| p.name.as_deref())
+                .is_some_and(|n| r.matches(n)),
+            Self::ProcessPathRegex(r) => process(flow)
+                .and_then(|p| p.path.as_deref())
+                .is_some_and(|n| r.matches(n)),
+            Self::Uid(ranges) => process(flow)
+                .and_then(|p| p.uid)
+                .is_some_and(|u| ranges.iter().any(|&(a, b)| a <= u && u <= b)),
             Self::Match => true,
         }
     }
+}
+
+fn process<'a>(flow: &FlowMeta<'a>) -> Option<&'a super::ProcessInfo> {
+    flow.process
 }
 
 /// The canonical form decides, but a CIDR written in mapped form (`::ffff:0:0/96`) still
@@ -80,6 +95,7 @@ mod tests {
             dst: dst.parse().unwrap(),
             origin: Origin::Forwarded,
             host: None,
+            process: None,
         }
     }
 
@@ -181,6 +197,7 @@ mod tests {
             dst: "[2001:db8:1::1]:53".parse().unwrap(),
             origin: Origin::Local,
             host: None,
+            process: None,
         };
         let holds = |rule: &str| parse_rule(rule).unwrap().matcher.matches(&f);
         assert!(holds("IP-CIDR6,2001:db8:1::/48,DIRECT"));
@@ -244,6 +261,7 @@ mod tests {
             dst: SocketAddr::new(addr, port),
             origin: Origin::Local,
             host: None,
+            process: None,
         }
     }
 

@@ -196,6 +196,7 @@ mod tests {
                 dst,
                 origin: Origin::Forwarded,
                 host: host.as_deref(),
+                process: None,
             };
             let want = rules.iter().position(|r| r.matcher.matches(&flow));
             let e = RuleEngine::new(rules, Mode::Rule, Action::Direct);

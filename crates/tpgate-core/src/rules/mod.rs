@@ -105,6 +105,16 @@ pub enum Matcher {
     Not(Box<Self>),
     /// `RULE-SET,provider`: an entry of that provider's set holds.
     RuleSet(RuleSetHandle),
+    /// `PROCESS-NAME`: the local process's executable name (this host's traffic only).
+    ProcessName(String),
+    /// `PROCESS-PATH`: the local process's executable path.
+    ProcessPath(String),
+    /// `PROCESS-NAME-REGEX`.
+    ProcessNameRegex(DomainRegex),
+    /// `PROCESS-PATH-REGEX`.
+    ProcessPathRegex(DomainRegex),
+    /// `UID`: the local socket owner's user id, in one of these inclusive ranges.
+    Uid(Vec<(u32, u32)>),
     /// `MATCH`.
     Match,
 }
@@ -130,6 +140,19 @@ pub struct FlowMeta<'a> {
     /// The name the client asked for (sniffed, or from DNS), lower case without a trailing
     /// dot; `None` when only the address is known, which no domain rule matches.
     pub host: Option<&'a str>,
+    /// The local process owning the flow, when the flow is this host's own and a rule asks
+    /// (see [`RuleEngine::needs_process`]); process rules never match without it.
+    pub process: Option<&'a ProcessInfo>,
+}
+
+/// What is known about the local process that owns a flow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessInfo {
+    pub uid: Option<u32>,
+    /// The executable's file name (`curl`).
+    pub name: Option<String>,
+    /// The executable's full path (`/usr/bin/curl`).
+    pub path: Option<String>,
 }
 
 /// The outcome: the action and which rule chose it (`None`: mode or no rule matched).
@@ -145,6 +168,8 @@ pub struct RuleEngine {
     rules: Vec<Rule>,
     /// Keyed lookups over `rules`, so matching stays fast with many rules.
     index: index::Index,
+    /// Whether a rule looks at the owning process (finding it costs a sock_diag dump).
+    needs_process: bool,
     mode: crate::config::Mode,
     /// What `mode: global` sends every flow to (see `Config::global_action`).
     global: Action,
@@ -155,6 +180,7 @@ impl RuleEngine {
     pub fn new(rules: Vec<Rule>, mode: crate::config::Mode, global: Action) -> Self {
         Self {
             index: index::Index::build(&rules),
+            needs_process: rules.iter().any(|r| r.matcher.is_about_process()),
             rules,
             mode,
             global,
@@ -164,6 +190,11 @@ impl RuleEngine {
     /// The engine a loaded config describes.
     pub fn from_config(config: &crate::config::Config) -> Self {
         Self::new(config.rules.clone(), config.mode, config.global_action())
+    }
+
+    /// Whether deciding may need [`FlowMeta::process`] for this host's own flows.
+    pub fn needs_process(&self) -> bool {
+        self.needs_process
     }
 
     /// The rule at `index` (as returned in a [`Decision`]).
@@ -187,6 +218,20 @@ impl RuleEngine {
 }
 
 impl Matcher {
+    /// Whether this matcher (or one inside it) looks at the owning process.
+    pub fn is_about_process(&self) -> bool {
+        match self {
+            Self::ProcessName(_)
+            | Self::ProcessPath(_)
+            | Self::ProcessNameRegex(_)
+            | Self::ProcessPathRegex(_)
+            | Self::Uid(_) => true,
+            Self::And(all) | Self::Or(all) => all.iter().any(Self::is_about_process),
+            Self::Not(inner) => inner.is_about_process(),
+            _ => false,
+        }
+    }
+
     /// Every `RULE-SET` handle in this matcher (logic rules included), to bind them to
     /// their providers.
     pub fn rule_sets_mut(&mut self) -> Vec<&mut RuleSetHandle> {

@@ -40,13 +40,8 @@ const UNSUPPORTED: &[&str] = &[
     "IN-TYPE",
     "IN-USER",
     "IN-NAME",
-    "PROCESS-NAME",
-    "PROCESS-NAME-REGEX",
     "PROCESS-NAME-WILDCARD",
-    "PROCESS-PATH",
-    "PROCESS-PATH-REGEX",
     "PROCESS-PATH-WILDCARD",
-    "UID",
     "DSCP",
     "SUB-RULE",
     "SCRIPT",
@@ -54,7 +49,7 @@ const UNSUPPORTED: &[&str] = &[
 
 const SUPPORTED: &str = "IP-CIDR, IP-CIDR6, SRC-IP-CIDR, DST-PORT, SRC-PORT, NETWORK, ORIGIN, \
      DOMAIN, DOMAIN-SUFFIX, DOMAIN-KEYWORD, DOMAIN-WILDCARD, DOMAIN-REGEX, RULE-SET, AND, OR, NOT, \
-     MATCH";
+     PROCESS-NAME, PROCESS-PATH, PROCESS-NAME-REGEX, PROCESS-PATH-REGEX, UID, MATCH";
 
 /// Deepest nesting of AND/OR/NOT accepted (a bound for hostile input, far above real use).
 const MAX_LOGIC_DEPTH: usize = 16;
@@ -263,6 +258,15 @@ fn matcher(kind: &str, arg: &str) -> Result<Matcher, RuleError> {
         "DOMAIN" => Matcher::Domain(normalise(arg).map_err(malformed)?),
         // Bound to the provider of that name by the config loader.
         "RULE-SET" => Matcher::RuleSet(RuleSetHandle::new(arg)),
+        "PROCESS-NAME" => Matcher::ProcessName(arg.to_owned()),
+        "PROCESS-PATH" => Matcher::ProcessPath(arg.to_owned()),
+        "PROCESS-NAME-REGEX" => {
+            Matcher::ProcessNameRegex(DomainRegex::new(arg).map_err(malformed)?)
+        }
+        "PROCESS-PATH-REGEX" => {
+            Matcher::ProcessPathRegex(DomainRegex::new(arg).map_err(malformed)?)
+        }
+        "UID" => Matcher::Uid(parse_uids(arg)?),
         "DOMAIN-SUFFIX" => Matcher::DomainSuffix(normalise(arg).map_err(malformed)?),
         "DOMAIN-KEYWORD" => Matcher::DomainKeyword(normalise(arg).map_err(malformed)?),
         "DOMAIN-WILDCARD" => Matcher::DomainWildcard(Wildcard::new(arg).map_err(malformed)?),
@@ -316,6 +320,31 @@ pub(crate) fn parse_cidr(text: &str) -> Result<IpNet, String> {
         },
     };
     Ok(net.trunc())
+}
+
+/// `1000`, `1000-1999`, or a `/`-separated list of those.
+fn parse_uids(text: &str) -> Result<Vec<(u32, u32)>, RuleError> {
+    text.split('/')
+        .map(|part| {
+            let num = |t: &str| {
+                t.trim().parse::<u32>().map_err(|_| {
+                    malformed(format!(
+                        "`{t}` is not a user id (a number like 1000 or a range 1000-1999)"
+                    ))
+                })
+            };
+            let (a, b) = match part.split_once('-') {
+                Some((a, b)) => (num(a)?, num(b)?),
+                None => (num(part)?, num(part)?),
+            };
+            if a > b {
+                return Err(malformed(format!(
+                    "uid range `{part}` ends before it starts"
+                )));
+            }
+            Ok((a, b))
+        })
+        .collect()
 }
 
 /// `80`, `8000-8100`, or a `/`-separated list of those, with a message on error.
@@ -442,7 +471,7 @@ mod tests {
     #[test]
     fn unsupported_types_are_recognised() {
         for text in [
-            "PROCESS-NAME,curl,DIRECT",
+            "PROCESS-NAME-WILDCARD,cu*,DIRECT",
             "geoip,CN,DIRECT",
             "AND,((GEOIP,CN),(NETWORK,UDP)),DIRECT",
             "OR,((NOT,((GEOSITE,ads))),(NETWORK,UDP)),DIRECT",

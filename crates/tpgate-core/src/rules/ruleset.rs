@@ -421,6 +421,7 @@ mod tests {
             dst: dst.parse().unwrap(),
             origin: Origin::Forwarded,
             host: host.map(|h| &*Box::leak(h.to_owned().into_boxed_str())),
+            process: None,
         }
     }
 

@@ -26,7 +26,7 @@ use crate::shutdown::Shutdown;
 use cache::Cache;
 use upstream::Forwarder;
 
-pub(crate) use server::{bind, serve, Sockets};
+pub(crate) use server::{bind, serve};
 
 /// mihomo answers fake addresses with TTL 1: clients ask again soon, and the same name
 /// keeps its address anyway.

@@ -1,15 +1,9 @@
 //! Listening sockets and their `IP_TRANSPARENT` flag, straight from sock_diag: `ss` does
 //! not print the flag, the kernel (5.10+) reports it in the `INET_DIAG_SOCKOPT` attribute.
 
-use anyhow::{bail, Context as _, Result};
-use netlink_sys::{constants::NETLINK_SOCK_DIAG, Socket};
+use anyhow::Result;
 use tpgate_core::doctor::Listener;
 
-const SOCK_DIAG_BY_FAMILY: u16 = 20;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 const INET_DIAG_SOCKOPT: u16 = 22;
 /// Bit of `inet_diag_sockopt`'s first byte: recverr, is_icsk, freebind, hdrincl, mc_loop,
 /// transparent...
@@ -29,58 +23,19 @@ pub(super) fn listeners() -> Result<Vec<Listener>> {
             (nix::libc::IPPROTO_UDP, false),
         ] {
             let states = if tcp { 1 << TCP_LISTEN } else { 1 << TCP_CLOSE };
-            dump(family as u8, proto as u8, states, |port, transparent| {
-                out.push(Listener {
-                    tcp,
-                    v6,
-                    port,
-                    transparent,
-                });
+            crate::sockdiag::dump(family as u8, proto as u8, states, |msg| {
+                if msg.len() >= MSG_LEN {
+                    out.push(Listener {
+                        tcp,
+                        v6,
+                        port: u16::from_be_bytes([msg[4], msg[5]]),
+                        transparent: transparent(&msg[MSG_LEN..]),
+                    });
+                }
             })?;
         }
     }
     Ok(out)
-}
-
-fn dump(family: u8, proto: u8, states: u32, mut each: impl FnMut(u16, Option<bool>)) -> Result<()> {
-    let mut sock = Socket::new(NETLINK_SOCK_DIAG).context("opening sock_diag netlink socket")?;
-    sock.bind_auto()?;
-    let mut req = Vec::with_capacity(72);
-    req.extend_from_slice(&72u32.to_ne_bytes());
-    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    req.extend_from_slice(&1u32.to_ne_bytes()); // seq
-    req.extend_from_slice(&0u32.to_ne_bytes()); // pid
-                                                // inet_diag_req_v2: family, protocol, ext, pad, states, then a zeroed inet_diag_sockid.
-    req.extend_from_slice(&[family, proto, 0, 0]);
-    req.extend_from_slice(&states.to_ne_bytes());
-    req.resize(72, 0);
-    sock.send(&req, 0).context("sending sock_diag request")?;
-    // Bounded: a dump ends with NLMSG_DONE; give up after many datagrams rather than spin.
-    for _ in 0..10_000 {
-        let mut buf = Vec::with_capacity(1 << 16);
-        let n = sock.recv(&mut buf, 0).context("reading sock_diag")?;
-        let mut off = 0;
-        while off + 16 <= n {
-            let len = u32::from_ne_bytes(buf[off..off + 4].try_into()?) as usize;
-            let kind = u16::from_ne_bytes(buf[off + 4..off + 6].try_into()?);
-            if len < 16 || off + len > n {
-                bail!("malformed sock_diag message");
-            }
-            match kind {
-                NLMSG_DONE => return Ok(()),
-                NLMSG_ERROR => bail!("sock_diag refused the request"),
-                _ => {}
-            }
-            let msg = &buf[off + 16..off + len];
-            if msg.len() >= MSG_LEN {
-                let port = u16::from_be_bytes([msg[4], msg[5]]);
-                each(port, transparent(&msg[MSG_LEN..]));
-            }
-            off += (len + 3) & !3;
-        }
-    }
-    bail!("sock_diag dump did not end")
 }
 
 /// The transparent bit from the attributes, `None` when the kernel sent no SOCKOPT.

@@ -47,6 +47,8 @@ pub(crate) enum Way {
 /// A flow's verdict, ready to log.
 pub(crate) struct Verdict {
     pub(crate) way: Way,
+    /// ` process=NAME uid=N` for the log line when the owning process was looked up.
+    pub(crate) who: String,
     pub(crate) origin: Origin,
     pub(crate) rule: String,
 }
@@ -114,12 +116,17 @@ impl Shared {
         } else {
             Origin::Forwarded
         };
+        // Only this host's own flows have a local process; finding it is a sock_diag dump
+        // and a /proc scan, done only when a rule asks.
+        let process = (origin == Origin::Local && self.engine.needs_process())
+            .then(|| crate::owner::lookup(network, src, dst));
         let Decision { action, rule } = self.engine.decide(&FlowMeta {
             network,
             src,
             dst,
             origin,
             host,
+            process: process.as_ref(),
         });
         let rule = rule
             .and_then(|i| self.engine.rule(i))
@@ -137,7 +144,19 @@ impl Shared {
                 }
             }
         };
-        Verdict { way, origin, rule }
+        let who = process.map_or_else(String::new, |p| {
+            let name = p.name.as_deref().unwrap_or("?");
+            match p.uid {
+                Some(uid) => format!(" process={name} uid={uid}"),
+                None => format!(" process={name}"),
+            }
+        });
+        Verdict {
+            way,
+            who,
+            origin,
+            rule,
+        }
     }
 }
 

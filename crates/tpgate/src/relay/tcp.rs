@@ -70,9 +70,10 @@ async fn handle(client: TcpStream, src: SocketAddr, shared: Arc<Shared>) {
     let (host, fake) = (name.host.as_deref(), name.fake);
     let v = shared.decide(Network::Tcp, src, dst, host);
     info!(
-        "tcp {src} -> {dst} origin={}{} rule=\"{}\" action={}",
+        "tcp {src} -> {dst} origin={}{}{} rule=\"{}\" action={}",
         origin_name(v.origin),
         host_field(host),
+        v.who,
         v.rule,
         v.route()
     );

@@ -297,9 +297,10 @@ impl Nat {
         let (host, fake) = (name.host.as_deref(), name.fake);
         let v = self.shared.decide(Network::Udp, src, dst, host);
         info!(
-            "udp {src} -> {dst} origin={}{} rule=\"{}\" action={}",
+            "udp {src} -> {dst} origin={}{}{} rule=\"{}\" action={}",
             origin_name(v.origin),
             host_field(host),
+            v.who,
             v.rule,
             v.route()
         );

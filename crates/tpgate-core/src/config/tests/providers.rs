@@ -51,6 +51,7 @@ rules:
         dst: "203.0.113.9:443".parse().unwrap(),
         origin: Origin::Forwarded,
         host: Some("x.ads.example"),
+        process: None,
     };
     assert_eq!(engine.decide(&flow).rule, Some(0));
     // A file provider's set arrives later, through the handle.

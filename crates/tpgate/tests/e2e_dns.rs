@@ -1,0 +1,421 @@
+//! End-to-end: tpgate's built-in DNS server in the lab. A real `dnsmasq` in the server
+//! namespace is the upstream nameserver; the LAN client asks tpgate (on the gateway's LAN
+//! address) with hickory-built queries over UDP and TCP. fake-ip: answers from the fake range,
+//! stable per name and across a restart, real answers for `fake-ip-filter` names, and flows
+//! to a fake address routed by the NAME (DOMAIN-SUFFIX without sniffing) to DIRECT (resolved
+//! for real) or to an upstream that receives the name. redir-host: real answers, bare-address
+//! flows regain their name, and the cache (positive and NXDOMAIN) spares the upstream.
+//!
+//! Needs root and `dnsmasq` (apt-get install dnsmasq); microsocks for the upstream test.
+
+mod lab;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+use lab::{
+    has_field, have_program, poll, tcp_connect, Family, Lab, Netns, ProcKind, ProcUpstream,
+    TcpEchoServer, Tpgate, UdpEchoServer,
+};
+
+/// A non-sniffed port: any name a flow gets there comes from DNS.
+const PORT: u16 = 9000;
+
+/// `dnsmasq` in a namespace, answering the lab's names; killed by pid on drop.
+struct Dnsmasq {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Dnsmasq {
+    fn start(lab: &Lab, ns: &Netns, listen: IpAddr, records: &[(&str, Option<IpAddr>)]) -> Self {
+        let log = lab.dir.join("dnsmasq.log");
+        let pid = lab.dir.join("dnsmasq.pid");
+        let mut args = vec![
+            "netns".to_owned(),
+            "exec".to_owned(),
+            ns.name.clone(),
+            "dnsmasq".to_owned(),
+            "--no-daemon".to_owned(),
+            "--no-resolv".to_owned(),
+            "--no-hosts".to_owned(),
+            "--user=root".to_owned(),
+            "--bind-interfaces".to_owned(),
+            format!("--listen-address={listen}"),
+            "--port=53".to_owned(),
+            "--log-queries".to_owned(),
+            format!("--log-facility={}", log.display()),
+            format!("--pid-file={}", pid.display()),
+            // dnsmasq's own cache off: every query it logs is one tpgate sent.
+            "--cache-size=0".to_owned(),
+        ];
+        for (name, ip) in records {
+            // `--address=/name/` alone answers NXDOMAIN.
+            let ip = ip.map_or_else(String::new, |ip| ip.to_string());
+            args.push(format!("--address=/{name}/{ip}"));
+        }
+        let child = Command::new("ip")
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn dnsmasq");
+        let me = Self { child, log };
+        // Ready once it answers.
+        let server = SocketAddr::new(listen, 53);
+        poll(Duration::from_secs(5), || {
+            query_udp(ns, server, "ready.invalid", RecordType::A).map(|_| ())
+        })
+        .expect("dnsmasq did not start");
+        me
+    }
+
+    /// How many queries of `kind` for `name` dnsmasq received.
+    fn queries(&self, name: &str, kind: &str) -> usize {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let needle = format!("query[{kind}] {name} ");
+        text.lines().filter(|l| l.contains(&needle)).count()
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// /etc/netns/<ns>/hosts for an upstream proxy's namespace (see e2e_sniff.rs).
+struct NetnsHosts(PathBuf);
+
+impl NetnsHosts {
+    fn write(ns: &str, text: &str) -> Self {
+        let dir = PathBuf::from("/etc/netns").join(ns);
+        std::fs::create_dir_all(&dir).expect("create /etc/netns/<ns>");
+        std::fs::write(dir.join("hosts"), text).expect("write hosts");
+        Self(dir)
+    }
+}
+
+impl Drop for NetnsHosts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn query_bytes(name: &str, kind: RecordType) -> (u16, Vec<u8>) {
+    let id: u16 = rand::random();
+    let mut m = Message::new();
+    m.set_id(id)
+        .set_message_type(MessageType::Query)
+        .set_op_code(OpCode::Query)
+        .set_recursion_desired(true)
+        .add_query(Query::query(
+            Name::from_str(&format!("{name}.")).expect("name"),
+            kind,
+        ));
+    (id, m.to_vec().expect("encode"))
+}
+
+/// One query over UDP from inside `ns`; `None` without an answer within 3 s.
+fn query_udp(ns: &Netns, server: SocketAddr, name: &str, kind: RecordType) -> Option<Message> {
+    let (id, bytes) = query_bytes(name, kind);
+    let sock = ns
+        .enter(|| UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))))
+        .ok()?;
+    sock.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    sock.send_to(&bytes, server).ok()?;
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = sock.recv_from(&mut buf).ok()?;
+    let m = Message::from_vec(&buf[..n]).ok()?;
+    (m.id() == id).then_some(m)
+}
+
+/// One query over TCP (length-prefixed) from inside `ns`.
+fn query_tcp(ns: &Netns, server: SocketAddr, name: &str, kind: RecordType) -> Option<Message> {
+    let (id, bytes) = query_bytes(name, kind);
+    let mut s: TcpStream = tcp_connect(ns, server).ok()?;
+    let len = u16::try_from(bytes.len()).ok()?;
+    s.write_all(&len.to_be_bytes()).ok()?;
+    s.write_all(&bytes).ok()?;
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).ok()?;
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut buf).ok()?;
+    let m = Message::from_vec(&buf).ok()?;
+    (m.id() == id).then_some(m)
+}
+
+fn addrs(m: &Message) -> Vec<IpAddr> {
+    m.answers()
+        .iter()
+        .filter_map(|r| match r.data() {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The single address tpgate answers for `name` over UDP (retried until it answers).
+fn resolve(tp: &Tpgate<'_>, dns: SocketAddr, name: &str) -> IpAddr {
+    let m = poll(Duration::from_secs(5), || {
+        query_udp(&tp.lab().client, dns, name, RecordType::A)
+    })
+    .unwrap_or_else(|| panic!("no DNS answer for {name}:\n{}", tp.log_text()));
+    let got = addrs(&m);
+    assert_eq!(got.len(), 1, "{name}: {m:?}");
+    got[0]
+}
+
+fn in_fake_range(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            o[0] == 198 && o[1] == 18 && !(o[2] == 0 && o[3] <= 1) && !(o[2] == 255 && o[3] == 255)
+        }
+        IpAddr::V6(_) => false,
+    }
+}
+
+/// Sends `data` over TCP from the client to `dst` and reads the echo.
+fn echo(lab: &Lab, dst: SocketAddr, data: &[u8]) -> Option<Vec<u8>> {
+    let mut s = tcp_connect(&lab.client, dst).ok()?;
+    s.write_all(data).ok()?;
+    let mut got = vec![0u8; data.len()];
+    s.read_exact(&mut got).ok()?;
+    Some(got)
+}
+
+fn dns_section(mode: &str, upstream: IpAddr) -> String {
+    format!(
+        "dns:\n  enable: true\n  listen: 0.0.0.0:53\n  ipv6: true\n  enhanced-mode: {mode}\n  \
+         fake-ip-range: 198.18.0.1/16\n  fake-ip-filter: ['+.lan']\n  \
+         nameserver: ['udp://{upstream}:53']\n"
+    )
+}
+
+fn flow_line(tp: &Tpgate<'_>, dst: SocketAddr, host: &str) -> String {
+    tp.wait_for_line(Duration::from_secs(5), |l| {
+        l.contains(&format!(" -> {dst} ")) && has_field(l, "host", host)
+    })
+    .unwrap_or_else(|| panic!("no flow line to {dst} with host={host}:\n{}", tp.log_text()))
+}
+
+#[test]
+fn fake_ip_answers_route_by_name_and_survive_a_restart() {
+    if !have_program("dnsmasq") {
+        eprintln!("SKIPPED: dnsmasq is not installed");
+        return;
+    }
+    let Some(lab) = Lab::new("dnsfake") else {
+        return;
+    };
+    let v4 = Family::V4.addrs();
+    let ns = Dnsmasq::start(
+        &lab,
+        &lab.server,
+        v4.server,
+        &[
+            ("real.example", Some(v4.server)),
+            ("nas.lan", Some(v4.server)),
+            ("blocked.example", Some(v4.server)),
+        ],
+    );
+    let text = lab.proxy_config_text(
+        &[],
+        &[],
+        &[
+            "DOMAIN-SUFFIX,blocked.example,REJECT",
+            "DOMAIN-SUFFIX,real.example,DIRECT",
+            "MATCH,REJECT",
+        ],
+    ) + &dns_section("fake-ip", v4.server);
+    let config = lab.write_file("tpgate.yaml", &text);
+    let mut tp = Tpgate::start(&lab, &config);
+    let dns = SocketAddr::new(v4.gw_lan, 53);
+
+    // fake answers, one address per name, the same over UDP and TCP
+    let fake = resolve(&tp, dns, "real.example");
+    assert!(in_fake_range(fake), "{fake}");
+    assert_eq!(resolve(&tp, dns, "real.example"), fake);
+    let tcp = query_tcp(&lab.client, dns, "real.example", RecordType::A).expect("tcp answer");
+    assert_eq!(addrs(&tcp), [fake]);
+    let other = resolve(&tp, dns, "blocked.example");
+    assert!(in_fake_range(other) && other != fake, "{other}");
+    // no fake-ip-range6: AAAA is answered empty, so clients use the fake A
+    let aaaa = query_udp(&lab.client, dns, "real.example", RecordType::AAAA).expect("aaaa");
+    assert_eq!(aaaa.response_code(), ResponseCode::NoError);
+    assert!(addrs(&aaaa).is_empty(), "{aaaa:?}");
+    // fake-ip-filter: the real answer, from dnsmasq
+    assert_eq!(resolve(&tp, dns, "nas.lan"), v4.server);
+    assert_eq!(ns.queries("nas.lan", "A"), 1);
+    assert_eq!(
+        ns.queries("real.example", "A"),
+        0,
+        "fake answers ask nobody"
+    );
+
+    // a flow to the fake address: routed by the name (no sniffing on this port), DIRECT to
+    // the real address, which tpgate resolves itself
+    let server = TcpEchoServer::start(&lab.server, SocketAddr::new(v4.server, PORT));
+    let to_fake = SocketAddr::new(fake, PORT);
+    assert_eq!(
+        echo(&lab, to_fake, b"hello").as_deref(),
+        Some(&b"hello"[..])
+    );
+    assert_eq!(server.wait_peers(1)[0].ip(), v4.gw_wan);
+    let line = flow_line(&tp, to_fake, "real.example");
+    assert!(has_field(&line, "action", "DIRECT"), "{line}");
+    assert!(line.contains("DOMAIN-SUFFIX,real.example,DIRECT"), "{line}");
+    // the rule on the name of the other fake address rejects
+    assert!(echo(&lab, SocketAddr::new(other, PORT), b"x").is_none());
+    let line = flow_line(&tp, SocketAddr::new(other, PORT), "blocked.example");
+    assert!(has_field(&line, "action", "REJECT"), "{line}");
+    // a fake address nobody was given leads nowhere: refused
+    let unknown = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 18, 200, 7)), PORT);
+    assert!(echo(&lab, unknown, b"x").is_none());
+    tp.wait_for_line(Duration::from_secs(5), |l| {
+        l.contains(&format!(" -> {unknown} ")) && l.contains("stands for no name")
+    })
+    .unwrap_or_else(|| panic!("no refusal logged:\n{}", tp.log_text()));
+
+    // UDP to a fake address, DIRECT: resolved for real too
+    let udp = UdpEchoServer::start(&lab.server, SocketAddr::new(v4.server, PORT + 1));
+    let got = lab::udp_exchange(
+        &lab.client,
+        Family::V4,
+        SocketAddr::new(fake, PORT + 1),
+        b"ping",
+        Duration::from_secs(3),
+    )
+    .expect("udp exchange");
+    let (from, data) = got
+        .reply
+        .unwrap_or_else(|| panic!("no UDP echo:\n{}", tp.log_text()));
+    assert_eq!(
+        (from, data.as_slice()),
+        (SocketAddr::new(fake, PORT + 1), &b"ping"[..])
+    );
+    assert_eq!(udp.peers()[0].ip(), v4.gw_wan);
+
+    // restart: the mapping is persisted, the client's cached answer keeps working
+    tp.terminate();
+    drop(tp);
+    let tp = Tpgate::start(&lab, &config);
+    // straight to the old address, as a client with a cached answer does
+    assert_eq!(
+        echo(&lab, to_fake, b"again").as_deref(),
+        Some(&b"again"[..])
+    );
+    flow_line(&tp, to_fake, "real.example");
+    assert_eq!(resolve(&tp, dns, "real.example"), fake);
+    assert_eq!(resolve(&tp, dns, "blocked.example"), other);
+}
+
+/// The upstream proxy gets the NAME of a fake-ip flow: its hosts file maps the name to the
+/// server's IPv6 address, so the server seeing the upstream over IPv6 proves it resolved
+/// the name itself (tpgate only ever saw 198.18.x.x).
+#[test]
+fn fake_ip_flow_through_an_upstream_carries_the_name() {
+    if !have_program("dnsmasq") || !have_program("microsocks") {
+        eprintln!("SKIPPED: dnsmasq or microsocks is not installed");
+        return;
+    }
+    let Some(lab) = Lab::with_wan_hosts("dnsup", 1) else {
+        return;
+    };
+    let v4 = Family::V4.addrs();
+    let v6 = Family::V6.addrs();
+    let _ns = Dnsmasq::start(
+        &lab,
+        &lab.server,
+        v4.server,
+        &[("proxied.example", Some(v4.server))],
+    );
+    let _hosts = NetnsHosts::write(
+        &lab.hosts[0].ns.name,
+        &format!("127.0.0.1 localhost\n{} proxied.example\n", v6.server),
+    );
+    let up = ProcUpstream::start(&lab, 0, ProcKind::Microsocks { auth: None });
+    let text = lab.proxy_config_text(
+        &[up.proxy_yaml("up")],
+        &[],
+        &["DOMAIN-SUFFIX,proxied.example,up", "MATCH,REJECT"],
+    ) + &dns_section("fake-ip", v4.server);
+    let config = lab.write_file("tpgate.yaml", &text);
+    let tp = Tpgate::start(&lab, &config);
+    let dns = SocketAddr::new(v4.gw_lan, 53);
+    let fake = resolve(&tp, dns, "proxied.example");
+    assert!(in_fake_range(fake), "{fake}");
+    let reached = TcpEchoServer::start(&lab.server, SocketAddr::new(v6.server, PORT));
+    let to_fake = SocketAddr::new(fake, PORT);
+    let got = poll(Duration::from_secs(5), || echo(&lab, to_fake, b"via"))
+        .unwrap_or_else(|| panic!("no echo through the upstream:\n{}", tp.log_text()));
+    assert_eq!(got, b"via");
+    assert_eq!(reached.wait_peers(1)[0].ip(), up.egress(Family::V6));
+    let line = flow_line(&tp, to_fake, "proxied.example");
+    assert!(has_field(&line, "action", "up"), "{line}");
+}
+
+#[test]
+fn redir_host_maps_addresses_back_to_names_and_caches() {
+    if !have_program("dnsmasq") {
+        eprintln!("SKIPPED: dnsmasq is not installed");
+        return;
+    }
+    let Some(lab) = Lab::new("dnsredir") else {
+        return;
+    };
+    let v4 = Family::V4.addrs();
+    let ns = Dnsmasq::start(
+        &lab,
+        &lab.server,
+        v4.server,
+        &[("real.example", Some(v4.server)), ("missing.example", None)],
+    );
+    let text = lab.proxy_config_text(
+        &[],
+        &[],
+        &["DOMAIN-SUFFIX,real.example,DIRECT", "MATCH,REJECT"],
+    ) + &dns_section("redir-host", v4.server);
+    let config = lab.write_file("tpgate.yaml", &text);
+    let tp = Tpgate::start(&lab, &config);
+    let dns = SocketAddr::new(v4.gw_lan, 53);
+
+    // real answers; the second comes from tpgate's cache
+    assert_eq!(resolve(&tp, dns, "real.example"), v4.server);
+    let again = query_tcp(&lab.client, dns, "real.example", RecordType::A).expect("tcp");
+    assert_eq!(addrs(&again), [v4.server]);
+    assert_eq!(
+        ns.queries("real.example", "A"),
+        1,
+        "the cache answered the second"
+    );
+
+    // NXDOMAIN, cached as well
+    for _ in 0..2 {
+        let m = query_udp(&lab.client, dns, "missing.example", RecordType::A).expect("answer");
+        assert_eq!(m.response_code(), ResponseCode::NXDomain);
+    }
+    assert_eq!(
+        ns.queries("missing.example", "A"),
+        1,
+        "NXDOMAIN was not cached"
+    );
+
+    // a connection to the bare address regains the name and matches the domain rule
+    let server = TcpEchoServer::start(&lab.server, SocketAddr::new(v4.server, PORT));
+    let dst = SocketAddr::new(v4.server, PORT);
+    assert_eq!(echo(&lab, dst, b"named").as_deref(), Some(&b"named"[..]));
+    assert_eq!(server.wait_peers(1)[0].ip(), v4.gw_wan);
+    let line = flow_line(&tp, dst, "real.example");
+    assert!(line.contains("DOMAIN-SUFFIX,real.example,DIRECT"), "{line}");
+}
