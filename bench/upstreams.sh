@@ -306,11 +306,11 @@ start_case() {
   case $how in
     none) ;;
     tpgate:*)
-      local cfg=$work/tpgate-${how#tpgate:}.yaml
+      local cfg=$work/tpgate-${how#tpgate:}.yaml before
+      touch "$work/tpgate.log"
+      before=$(grep -cw ready "$work/tpgate.log" || true)
       ip netns exec "$G" env NO_COLOR=1 "$bin" run -c "$cfg" >>"$work/tpgate.log" 2>&1 &
       proxy_pid=$!
-      local before
-      before=$(grep -cw ready "$work/tpgate.log" || true)
       for _ in $(seq 100); do
         [ "$(grep -cw ready "$work/tpgate.log" || true)" -gt "$before" ] && return 0
         kill -0 "$proxy_pid" 2>/dev/null || break

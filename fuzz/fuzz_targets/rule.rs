@@ -15,6 +15,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             origin: Origin::Forwarded,
             host: None,
             process: None,
+            geo: None,
         };
         let _ = rule.matcher.matches(&flow);
         let named = FlowMeta {

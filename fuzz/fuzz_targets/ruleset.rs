@@ -19,6 +19,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             origin: Origin::Forwarded,
             host: Some("www.example.com"),
             process: None,
+            geo: None,
         };
         let _ = set.matches(&flow);
     }

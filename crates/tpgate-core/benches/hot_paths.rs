@@ -47,6 +47,7 @@ fn flow(host: Option<&str>, dst: &str) -> FlowMeta<'static> {
         origin: Origin::Forwarded,
         host,
         process: None,
+        geo: None,
     }
 }
 

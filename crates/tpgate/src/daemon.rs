@@ -82,6 +82,13 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         tproxy_port: config.tproxy_port,
         local_addrs: LocalAddrs::new(),
         sniffer: config.sniffer.clone(),
+        geoip: match (
+            &config.geoip_path,
+            config.rules.iter().any(|r| r.matcher.needs_geoip()),
+        ) {
+            (Some(path), true) => Some(crate::geoip::GeoIp::open(std::path::Path::new(path))?),
+            _ => None,
+        },
         dns: dns.as_ref().map(|(d, _)| d.clone()),
     });
     let (trigger, stop) = shutdown::channel();

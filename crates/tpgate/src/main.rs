@@ -5,6 +5,7 @@ mod controller;
 mod daemon;
 mod dns;
 mod doctor;
+mod geoip;
 mod install;
 mod local_addrs;
 mod outbound;
@@ -149,6 +150,9 @@ fn load(path: Option<&Path>) -> Result<(Config, Vec<String>)> {
             match providers::load_local(&mut l.config, path) {
                 Ok(w) => warnings.extend(w.into_iter().map(|w| with_warning(&w))),
                 Err(errs) => return Err(ConfigErrors(errs).into()),
+            }
+            if let Err(e) = geoip::check(&mut l.config, path) {
+                return Err(ConfigErrors(vec![format!("{e:#}")]).into());
             }
             Ok((l.config, warnings))
         }

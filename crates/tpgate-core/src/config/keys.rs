@@ -18,6 +18,8 @@ pub(super) const TOP: &[&str] = &[
     "secret",
     "state-file",
     "sniffer",
+    "rule-providers",
+    "geoip-path",
     "dns",
     "hosts",
     "use-hosts",

@@ -53,6 +53,9 @@ pub struct Config {
     pub sniffer: super::Sniffer,
     /// `rule-providers`: the sets `RULE-SET` rules name.
     pub rule_providers: Vec<super::RuleProvider>,
+    /// `geoip-path` (tpgate's own): the MaxMind-format country database `GEOIP` rules use;
+    /// default `Country.mmdb` next to the config, as mihomo keeps it.
+    pub geoip_path: Option<String>,
     /// `dns` (with the top-level `hosts`): the built-in DNS server.
     pub dns: super::Dns,
 }
@@ -163,6 +166,7 @@ impl Default for Config {
             state_file: DEFAULT_STATE_FILE.to_owned(),
             sniffer: super::Sniffer::default(),
             rule_providers: Vec::new(),
+            geoip_path: None,
             dns: super::Dns::default(),
         }
     }

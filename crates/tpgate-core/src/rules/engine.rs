@@ -37,11 +37,29 @@ impl Matcher {
             Self::ProcessPathRegex(r) => process(flow)
                 .and_then(|p| p.path.as_deref())
                 .is_some_and(|n| r.matches(n)),
+            Self::GeoIp(code) if code == "LAN" => is_lan(flow.dst.ip()),
+            Self::SrcGeoIp(code) if code == "LAN" => is_lan(flow.src.ip()),
+            Self::GeoIp(code) => flow.geo.and_then(|g| g.dst.as_ref()) == Some(code),
+            Self::SrcGeoIp(code) => flow.geo.and_then(|g| g.src.as_ref()) == Some(code),
             Self::Uid(ranges) => process(flow)
                 .and_then(|p| p.uid)
                 .is_some_and(|u| ranges.iter().any(|&(a, b)| a <= u && u <= b)),
             Self::Match => true,
         }
+    }
+}
+
+/// mihomo's `GEOIP,LAN`: private, shared (CGNAT), loopback, link-local and unique-local
+/// addresses.
+fn is_lan(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(a) => {
+            a.is_private()
+                || a.is_loopback()
+                || a.is_link_local()
+                || (a.octets()[0] == 100 && a.octets()[1] & 0xc0 == 64)
+        }
+        IpAddr::V6(a) => a.is_loopback() || a.is_unique_local() || a.is_unicast_link_local(),
     }
 }
 
@@ -96,6 +114,7 @@ mod tests {
             origin: Origin::Forwarded,
             host: None,
             process: None,
+            geo: None,
         }
     }
 
@@ -198,6 +217,7 @@ mod tests {
             origin: Origin::Local,
             host: None,
             process: None,
+            geo: None,
         };
         let holds = |rule: &str| parse_rule(rule).unwrap().matcher.matches(&f);
         assert!(holds("IP-CIDR6,2001:db8:1::/48,DIRECT"));
@@ -262,6 +282,7 @@ mod tests {
             origin: Origin::Local,
             host: None,
             process: None,
+            geo: None,
         }
     }
 

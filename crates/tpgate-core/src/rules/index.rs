@@ -197,6 +197,7 @@ mod tests {
                 origin: Origin::Forwarded,
                 host: host.as_deref(),
                 process: None,
+                geo: None,
             };
             let want = rules.iter().position(|r| r.matcher.matches(&flow));
             let e = RuleEngine::new(rules, Mode::Rule, Action::Direct);

@@ -115,6 +115,11 @@ pub enum Matcher {
     ProcessPathRegex(DomainRegex),
     /// `UID`: the local socket owner's user id, in one of these inclusive ranges.
     Uid(Vec<(u32, u32)>),
+    /// `GEOIP,CC`: the destination's country (`LAN`: a private, loopback or link-local
+    /// address, no database needed).
+    GeoIp(String),
+    /// `SRC-GEOIP,CC`: the source's country.
+    SrcGeoIp(String),
     /// `MATCH`.
     Match,
 }
@@ -143,6 +148,16 @@ pub struct FlowMeta<'a> {
     /// The local process owning the flow, when the flow is this host's own and a rule asks
     /// (see [`RuleEngine::needs_process`]); process rules never match without it.
     pub process: Option<&'a ProcessInfo>,
+    /// Countries of the addresses, when a `GEOIP` rule asks (see
+    /// [`RuleEngine::needs_geoip`]); GEOIP rules other than `LAN` never match without it.
+    pub geo: Option<&'a Geo>,
+}
+
+/// ISO 3166 country codes (upper case) of a flow's addresses, from a GeoIP database.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Geo {
+    pub dst: Option<String>,
+    pub src: Option<String>,
 }
 
 /// What is known about the local process that owns a flow.
@@ -170,6 +185,8 @@ pub struct RuleEngine {
     index: index::Index,
     /// Whether a rule looks at the owning process (finding it costs a sock_diag dump).
     needs_process: bool,
+    /// Whether a rule needs a GeoIP database lookup.
+    needs_geoip: bool,
     mode: crate::config::Mode,
     /// What `mode: global` sends every flow to (see `Config::global_action`).
     global: Action,
@@ -181,6 +198,7 @@ impl RuleEngine {
         Self {
             index: index::Index::build(&rules),
             needs_process: rules.iter().any(|r| r.matcher.is_about_process()),
+            needs_geoip: rules.iter().any(|r| r.matcher.needs_geoip()),
             rules,
             mode,
             global,
@@ -195,6 +213,11 @@ impl RuleEngine {
     /// Whether deciding may need [`FlowMeta::process`] for this host's own flows.
     pub fn needs_process(&self) -> bool {
         self.needs_process
+    }
+
+    /// Whether deciding may need [`FlowMeta::geo`].
+    pub fn needs_geoip(&self) -> bool {
+        self.needs_geoip
     }
 
     /// The rule at `index` (as returned in a [`Decision`]).
@@ -228,6 +251,16 @@ impl Matcher {
             | Self::Uid(_) => true,
             Self::And(all) | Self::Or(all) => all.iter().any(Self::is_about_process),
             Self::Not(inner) => inner.is_about_process(),
+            _ => false,
+        }
+    }
+
+    /// Whether this matcher (or one inside it) needs the GeoIP database.
+    pub fn needs_geoip(&self) -> bool {
+        match self {
+            Self::GeoIp(c) | Self::SrcGeoIp(c) => c != "LAN",
+            Self::And(all) | Self::Or(all) => all.iter().any(Self::needs_geoip),
+            Self::Not(inner) => inner.needs_geoip(),
             _ => false,
         }
     }

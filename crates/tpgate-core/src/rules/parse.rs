@@ -30,8 +30,6 @@ pub enum RuleError {
 /// Rule types of mihomo (and Clash Premium) that tpgate does not match on yet.
 const UNSUPPORTED: &[&str] = &[
     "GEOSITE",
-    "GEOIP",
-    "SRC-GEOIP",
     "IP-ASN",
     "SRC-IP-ASN",
     "IP-SUFFIX",
@@ -49,7 +47,8 @@ const UNSUPPORTED: &[&str] = &[
 
 const SUPPORTED: &str = "IP-CIDR, IP-CIDR6, SRC-IP-CIDR, DST-PORT, SRC-PORT, NETWORK, ORIGIN, \
      DOMAIN, DOMAIN-SUFFIX, DOMAIN-KEYWORD, DOMAIN-WILDCARD, DOMAIN-REGEX, RULE-SET, AND, OR, NOT, \
-     PROCESS-NAME, PROCESS-PATH, PROCESS-NAME-REGEX, PROCESS-PATH-REGEX, UID, MATCH";
+     PROCESS-NAME, PROCESS-PATH, PROCESS-NAME-REGEX, PROCESS-PATH-REGEX, UID, GEOIP, SRC-GEOIP, \
+     MATCH";
 
 /// Deepest nesting of AND/OR/NOT accepted (a bound for hostile input, far above real use).
 const MAX_LOGIC_DEPTH: usize = 16;
@@ -267,6 +266,8 @@ fn matcher(kind: &str, arg: &str) -> Result<Matcher, RuleError> {
             Matcher::ProcessPathRegex(DomainRegex::new(arg).map_err(malformed)?)
         }
         "UID" => Matcher::Uid(parse_uids(arg)?),
+        "GEOIP" => Matcher::GeoIp(country(arg)?),
+        "SRC-GEOIP" => Matcher::SrcGeoIp(country(arg)?),
         "DOMAIN-SUFFIX" => Matcher::DomainSuffix(normalise(arg).map_err(malformed)?),
         "DOMAIN-KEYWORD" => Matcher::DomainKeyword(normalise(arg).map_err(malformed)?),
         "DOMAIN-WILDCARD" => Matcher::DomainWildcard(Wildcard::new(arg).map_err(malformed)?),
@@ -320,6 +321,18 @@ pub(crate) fn parse_cidr(text: &str) -> Result<IpNet, String> {
         },
     };
     Ok(net.trunc())
+}
+
+/// A two-letter country code (any case) or `LAN`.
+fn country(text: &str) -> Result<String, RuleError> {
+    let code = text.trim().to_ascii_uppercase();
+    if code == "LAN" || (code.len() == 2 && code.bytes().all(|b| b.is_ascii_uppercase())) {
+        Ok(code)
+    } else {
+        Err(malformed(format!(
+            "`{text}` is not a country code (two letters like CN, or LAN)"
+        )))
+    }
 }
 
 /// `1000`, `1000-1999`, or a `/`-separated list of those.
@@ -472,8 +485,8 @@ mod tests {
     fn unsupported_types_are_recognised() {
         for text in [
             "PROCESS-NAME-WILDCARD,cu*,DIRECT",
-            "geoip,CN,DIRECT",
-            "AND,((GEOIP,CN),(NETWORK,UDP)),DIRECT",
+            "geosite,CN,DIRECT",
+            "AND,((GEOSITE,CN),(NETWORK,UDP)),DIRECT",
             "OR,((NOT,((GEOSITE,ads))),(NETWORK,UDP)),DIRECT",
         ] {
             assert!(
@@ -482,8 +495,8 @@ mod tests {
             );
         }
         assert_eq!(
-            parse_rule("geoip,CN,DIRECT").unwrap_err().to_string(),
-            "GEOIP rules are not supported yet"
+            parse_rule("geosite,CN,DIRECT").unwrap_err().to_string(),
+            "GEOSITE rules are not supported yet"
         );
     }
 

@@ -422,6 +422,7 @@ mod tests {
             origin: Origin::Forwarded,
             host: host.map(|h| &*Box::leak(h.to_owned().into_boxed_str())),
             process: None,
+            geo: None,
         }
     }
 
@@ -456,7 +457,7 @@ mod tests {
 
     #[test]
     fn classical_behaviour_with_skips() {
-        let text = "payload:\n  - DOMAIN-SUFFIX,example.com\n  - IP-CIDR,192.0.2.0/24,no-resolve\n  - DST-PORT,25\n  - GEOIP,CN\n";
+        let text = "payload:\n  - DOMAIN-SUFFIX,example.com\n  - IP-CIDR,192.0.2.0/24,no-resolve\n  - DST-PORT,25\n  - GEOSITE,cn\n";
         let (set, warnings) = RuleSet::parse(Behavior::Classical, Format::Yaml, text).unwrap();
         assert_eq!(set.len(), 3);
         assert_eq!(warnings.len(), 1);

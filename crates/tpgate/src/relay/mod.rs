@@ -24,6 +24,8 @@ pub(crate) struct Shared {
     pub(crate) tproxy_port: u16,
     pub(crate) local_addrs: LocalAddrs,
     pub(crate) sniffer: tpgate_core::config::Sniffer,
+    /// The country database, when a `GEOIP` rule needs one.
+    pub(crate) geoip: Option<crate::geoip::GeoIp>,
     /// The built-in DNS server's tables, when `dns.enable`: names of fake and mapped IPs.
     pub(crate) dns: Option<Arc<crate::dns::Dns>>,
 }
@@ -120,6 +122,10 @@ impl Shared {
         // and a /proc scan, done only when a rule asks.
         let process = (origin == Origin::Local && self.engine.needs_process())
             .then(|| crate::owner::lookup(network, src, dst));
+        let geo = self.geoip.as_ref().map(|g| tpgate_core::rules::Geo {
+            dst: g.country(dst.ip()),
+            src: g.country(src.ip()),
+        });
         let Decision { action, rule } = self.engine.decide(&FlowMeta {
             network,
             src,
@@ -127,6 +133,7 @@ impl Shared {
             origin,
             host,
             process: process.as_ref(),
+            geo: geo.as_ref(),
         });
         let rule = rule
             .and_then(|i| self.engine.rule(i))

@@ -288,7 +288,7 @@ fn rule_errors_and_warnings() {
     let m = error_at("rules:\n  - MATCH,Proxy\n", 2, 5, "rules[0]");
     assert!(m.contains("unknown target `Proxy`"), "{m}");
 
-    let l = ok("rules:\n  - PROCESS-NAME,curl,DIRECT\n  - geoip,CN,DIRECT\n  - MATCH,DIRECT\n");
+    let l = ok("rules:\n  - SUB-RULE,(NETWORK,tcp),sub\n  - geosite,CN,DIRECT\n  - MATCH,DIRECT\n");
     let w: Vec<_> = l
         .warnings
         .iter()
@@ -300,12 +300,12 @@ fn rule_errors_and_warnings() {
             (
                 2,
                 5,
-                "rules[0]: PROCESS-NAME rules are not supported yet; rule skipped"
+                "rules[0]: SUB-RULE rules are not supported yet; rule skipped"
             ),
             (
                 3,
                 5,
-                "rules[1]: GEOIP rules are not supported yet; rule skipped"
+                "rules[1]: GEOSITE rules are not supported yet; rule skipped"
             ),
         ]
     );

@@ -148,7 +148,6 @@ fn realistic_mihomo_config_loads_with_warnings() {
             "66:5: rules[2]: GEOSITE rules are not supported yet; rule skipped",
             "71:5: rules[7]: target `Smart` was skipped (see its warning); rule skipped, so \
              its traffic falls through to the rules below",
-            "72:5: rules[8]: GEOIP rules are not supported yet; rule skipped",
         ]
     );
 
@@ -241,6 +240,7 @@ fn realistic_mihomo_config_loads_with_warnings() {
             ),
             ("DST-PORT,22,Balance", Action::Proxy(TargetId(8))),
             ("NETWORK,udp,Auto", Action::Proxy(TargetId(6))),
+            ("GEOIP,CN,DIRECT", Action::Direct),
             ("MATCH,Proxy", Action::Proxy(TargetId(5))),
         ]
     );

@@ -52,6 +52,7 @@ rules:
         origin: Origin::Forwarded,
         host: Some("x.ads.example"),
         process: None,
+        geo: None,
     };
     assert_eq!(engine.decide(&flow).rule, Some(0));
     // A file provider's set arrives later, through the handle.

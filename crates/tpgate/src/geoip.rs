@@ -1,0 +1,59 @@
+//! The GeoIP country database of `GEOIP` / `SRC-GEOIP` rules: a MaxMind-format `.mmdb`
+//! (GeoLite2-Country, or mihomo's `Country.mmdb`), read into memory once.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use maxminddb::{PathElement, Reader};
+use tpgate_core::config::Config;
+
+pub(crate) struct GeoIp {
+    reader: Reader<Vec<u8>>,
+}
+
+impl std::fmt::Debug for GeoIp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GeoIp")
+    }
+}
+
+impl GeoIp {
+    pub(crate) fn open(path: &Path) -> Result<Self> {
+        let reader = Reader::open_readfile(path)
+            .with_context(|| format!("{}: cannot read the GeoIP database", path.display()))?;
+        Ok(Self { reader })
+    }
+
+    /// The ISO country code of `ip`, upper case; `None` when the database has none.
+    pub(crate) fn country(&self, ip: IpAddr) -> Option<String> {
+        let found = self.reader.lookup(ip.to_canonical()).ok()?;
+        let path = [PathElement::Key("country"), PathElement::Key("iso_code")];
+        let code: Option<String> = found.decode_path(&path).ok()?;
+        code.or_else(|| {
+            let path = [
+                PathElement::Key("registered_country"),
+                PathElement::Key("iso_code"),
+            ];
+            found.decode_path(&path).ok()?
+        })
+        .map(|c| c.to_ascii_uppercase())
+    }
+}
+
+/// When a rule needs the database: resolves `geoip-path` (relative to the config file's
+/// directory; default `Country.mmdb` there) and checks it opens, so `tpgate check` and a
+/// start fail early with the path. The resolved path is kept in the config.
+pub(crate) fn check(config: &mut Config, config_path: Option<&Path>) -> Result<()> {
+    let needed = config.rules.iter().any(|r| r.matcher.needs_geoip());
+    if !needed {
+        return Ok(());
+    }
+    let base = config_path
+        .and_then(Path::parent)
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let path = base.join(config.geoip_path.as_deref().unwrap_or("Country.mmdb"));
+    GeoIp::open(&path).context("GEOIP rules need a country database (set `geoip-path`)")?;
+    config.geoip_path = Some(path.display().to_string());
+    Ok(())
+}
