@@ -20,7 +20,8 @@
 # Usage: sudo bench/upstreams.sh            (progress on stderr, the markdown table on stdout)
 # Env:   BENCH_SECONDS (default 5), BENCH_REPS (default 3), TPGATE_BIN (default: built with
 #        cargo build --release -p tpgate), BENCH_NO_TROJAN=1 to skip the Trojan case.
-# Needs: apt-get (for iperf3 microsocks dante-server tinyproxy nftables iproute2 python3),
+# Needs: apt-get (for iperf3 microsocks dante-server tinyproxy redsocks nftables iproute2
+#        python3),
 #        cargo (shadowsocks-rust and the bench's Trojan server are built once into
 #        bench/.tools/, which takes several minutes).
 set -euo pipefail
@@ -43,6 +44,7 @@ for pair in iperf3:iperf3 microsocks:microsocks danted:dante-server tinyproxy:ti
 done
 if [ ${#missing[@]} -gt 0 ]; then
   log "apt-get install ${missing[*]}"
+  apt-get update -q >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2
 fi
 # Debian enables the packaged daemons; the bench runs its own in namespaces only.

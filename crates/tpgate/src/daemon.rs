@@ -66,7 +66,7 @@ pub(crate) async fn run(config: Config) -> Result<()> {
     let dns = match (config.dns.enable, config.dns.listen) {
         (true, Some(addr)) => Some((
             crate::dns::Dns::new(&config.dns, config.routing_mark, &config.state_file)?,
-            crate::dns::bind(addr).await?,
+            crate::dns::bind(addr, config.routing_mark)?,
         )),
         _ => None,
     };

@@ -1,5 +1,6 @@
 //! The GeoIP country database of `GEOIP` / `SRC-GEOIP` rules: a MaxMind-format `.mmdb`
-//! (GeoLite2-Country, or mihomo's `Country.mmdb`), read into memory once.
+//! (GeoLite2-Country, or mihomo's `Country.mmdb`), read into memory once; and the lists
+//! of `GEOSITE` rules, read from a v2ray `geosite.dat` when the config is loaded.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -55,5 +56,48 @@ pub(crate) fn check(config: &mut Config, config_path: Option<&Path>) -> Result<(
     let path = base.join(config.geoip_path.as_deref().unwrap_or("Country.mmdb"));
     GeoIp::open(&path).context("GEOIP rules need a country database (set `geoip-path`)")?;
     config.geoip_path = Some(path.display().to_string());
+    Ok(())
+}
+
+/// Loads the lists `GEOSITE` rules name from `geosite-path` (relative to the config file's
+/// directory; default `GeoSite.dat` there) into their rules. Only the named lists are kept.
+pub(crate) fn load_geosite(config: &mut Config, config_path: Option<&Path>) -> Result<()> {
+    let mut names: Vec<String> = config
+        .rules
+        .iter_mut()
+        .flat_map(|r| r.matcher.geosites_mut())
+        .map(|h| h.name().to_owned())
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    names.sort();
+    names.dedup();
+    let base = config_path
+        .and_then(Path::parent)
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let path = base.join(config.geosite_path.as_deref().unwrap_or("GeoSite.dat"));
+    let data = std::fs::read(&path).with_context(|| {
+        format!(
+            "{}: GEOSITE rules need a geosite file (set `geosite-path`)",
+            path.display()
+        )
+    })?;
+    let sets = tpgate_core::rules::geosite_sets(&data, &names)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut handles = std::collections::HashMap::new();
+    for (name, set) in sets {
+        let h = tpgate_core::rules::RuleSetHandle::new(&name);
+        h.replace(set);
+        handles.insert(name, h);
+    }
+    for rule in &mut config.rules {
+        for h in rule.matcher.geosites_mut() {
+            if let Some(shared) = handles.get(h.name()) {
+                *h = shared.clone();
+            }
+        }
+    }
+    config.geosite_path = Some(path.display().to_string());
     Ok(())
 }

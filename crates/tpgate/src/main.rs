@@ -151,7 +151,9 @@ fn load(path: Option<&Path>) -> Result<(Config, Vec<String>)> {
                 Ok(w) => warnings.extend(w.into_iter().map(|w| with_warning(&w))),
                 Err(errs) => return Err(ConfigErrors(errs).into()),
             }
-            if let Err(e) = geoip::check(&mut l.config, path) {
+            let geo = geoip::check(&mut l.config, path)
+                .and_then(|()| geoip::load_geosite(&mut l.config, path));
+            if let Err(e) = geo {
                 return Err(ConfigErrors(vec![format!("{e:#}")]).into());
             }
             Ok((l.config, warnings))

@@ -15,6 +15,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
@@ -23,6 +25,7 @@ use lab::{
     has_field, have_program, poll, tcp_connect, Family, Lab, Netns, ProcKind, ProcUpstream,
     TcpEchoServer, Tpgate, UdpEchoServer,
 };
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// A non-sniffed port: any name a flow gets there comes from DNS.
 const PORT: u16 = 9000;
@@ -418,4 +421,192 @@ fn redir_host_maps_addresses_back_to_names_and_caches() {
     assert_eq!(server.wait_peers(1)[0].ip(), v4.gw_wan);
     let line = flow_line(&tp, dst, "real.example");
     assert!(line.contains("DOMAIN-SUFFIX,real.example,DIRECT"), "{line}");
+}
+
+/// A tiny DNS-over-TLS and DNS-over-HTTPS server (rustls, throwaway rcgen certificate) in
+/// the server namespace. It answers every A query with the server's address itself and
+/// records what it saw: the SNI, the HTTP request line, the names asked.
+struct EncryptedDns {
+    seen: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+const DOT_PORT: u16 = 853;
+const DOH_PORT: u16 = 8443;
+
+impl EncryptedDns {
+    fn start(ns: &Netns, ip: IpAddr, answer: IpAddr) -> Self {
+        let ck =
+            rcgen::generate_simple_self_signed(vec!["dns.test".to_owned()]).expect("certificate");
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_no_client_auth()
+                .with_single_cert(vec![ck.cert.der().clone()], key)
+                .expect("server config"),
+        );
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for (port, http) in [(DOT_PORT, false), (DOH_PORT, true)] {
+            let listener = ns
+                .enter(|| std::net::TcpListener::bind(SocketAddr::new(ip, port)))
+                .expect("bind");
+            listener.set_nonblocking(true).expect("nonblocking");
+            let (cfg, seen, stop) = (cfg.clone(), seen.clone(), stop.clone());
+            threads.push(std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((tcp, _)) = listener.accept() else {
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    };
+                    let _ = tcp.set_nonblocking(false);
+                    let _ = tcp.set_read_timeout(Some(Duration::from_secs(3)));
+                    let Ok(conn) = rustls::ServerConnection::new(cfg.clone()) else {
+                        continue;
+                    };
+                    let mut tls = rustls::StreamOwned::new(conn, tcp);
+                    let _ = serve_one(&mut tls, http, answer, &seen);
+                }
+            }));
+        }
+        Self {
+            seen,
+            stop,
+            threads,
+        }
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().expect("seen").clone()
+    }
+}
+
+impl Drop for EncryptedDns {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One query on an accepted TLS stream: length-framed (DoT) or an HTTP/1.1 POST (DoH).
+fn serve_one<S: Read + Write>(
+    tls: &mut rustls::StreamOwned<rustls::ServerConnection, S>,
+    http: bool,
+    answer: IpAddr,
+    seen: &Mutex<Vec<String>>,
+) -> std::io::Result<()> {
+    let query = if http {
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+            tls.read_exact(&mut b)?;
+            head.push(b[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_string();
+        let len = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse::<usize>().ok())?
+            })
+            .unwrap_or(0);
+        let request_line = head.lines().next().unwrap_or_default().to_owned();
+        seen.lock()
+            .expect("seen")
+            .push(format!("http {request_line}"));
+        let mut body = vec![0u8; len];
+        tls.read_exact(&mut body)?;
+        body
+    } else {
+        let mut len = [0u8; 2];
+        tls.read_exact(&mut len)?;
+        let mut body = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        tls.read_exact(&mut body)?;
+        body
+    };
+    let sni = tls.conn.server_name().unwrap_or("-").to_owned();
+    let q = Message::from_vec(&query).map_err(std::io::Error::other)?;
+    let name = q.queries()[0].name().to_ascii();
+    seen.lock()
+        .expect("seen")
+        .push(format!("query {name} sni={sni}"));
+    let mut reply = Message::new();
+    reply
+        .set_id(q.id())
+        .set_message_type(MessageType::Response)
+        .set_op_code(OpCode::Query)
+        .set_recursion_available(true)
+        .add_queries(q.queries().iter().cloned());
+    if let (IpAddr::V4(a), RecordType::A) = (answer, q.queries()[0].query_type()) {
+        reply.add_answer(hickory_proto::rr::Record::from_rdata(
+            q.queries()[0].name().clone(),
+            60,
+            RData::A(hickory_proto::rr::rdata::A(a)),
+        ));
+    }
+    let bytes = reply.to_vec().map_err(std::io::Error::other)?;
+    if http {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/dns-message\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            bytes.len()
+        );
+        tls.write_all(head.as_bytes())?;
+        tls.write_all(&bytes)?;
+    } else {
+        let len = u16::try_from(bytes.len()).map_err(std::io::Error::other)?;
+        tls.write_all(&len.to_be_bytes())?;
+        tls.write_all(&bytes)?;
+    }
+    tls.flush()?;
+    tls.conn.send_close_notify();
+    let _ = tls.flush();
+    Ok(())
+}
+
+/// DoT and DoH upstreams, chosen by nameserver-policy, and `fallback` when the policy's
+/// server refuses: every answer comes over TLS from the in-test server, with the SNI and
+/// the URL path the config asked for.
+#[test]
+fn dot_doh_policy_and_fallback() {
+    let Some(lab) = Lab::new("dnstls") else {
+        return;
+    };
+    let v4 = Family::V4.addrs();
+    let server = EncryptedDns::start(&lab.server, v4.server, v4.server);
+    let s = v4.server;
+    let text = lab.proxy_config_text(&[], &[], &["MATCH,DIRECT"])
+        + &format!(
+            "dns:\n  enable: true\n  listen: 0.0.0.0:53\n  enhanced-mode: redir-host\n  \
+             nameserver: ['tls://{s}:{DOT_PORT}#sni=dot.test&skip-cert-verify=true']\n  \
+             fallback: ['https://{s}:{DOH_PORT}/fb-query#skip-cert-verify=true']\n  \
+             nameserver-policy:\n    \
+               '+.doh.example': ['https://{s}:{DOH_PORT}/custom-path#skip-cert-verify=true']\n    \
+               '+.broken.example': ['tcp://{s}:5399']\n"
+        );
+    let config = lab.write_file("tpgate.yaml", &text);
+    let tp = Tpgate::start(&lab, &config);
+    let dns = SocketAddr::new(v4.gw_lan, 53);
+
+    assert_eq!(resolve(&tp, dns, "a.dot.example"), v4.server);
+    assert_eq!(resolve(&tp, dns, "b.doh.example"), v4.server);
+    assert_eq!(resolve(&tp, dns, "c.broken.example"), v4.server);
+    let seen = server.seen();
+    let pos = |s: &str| {
+        seen.iter()
+            .position(|l| l == s)
+            .unwrap_or_else(|| panic!("`{s}` not seen: {seen:#?}"))
+    };
+    pos("query a.dot.example. sni=dot.test");
+    // an IP literal server gets no SNI (RFC 6066)
+    assert!(pos("http POST /custom-path HTTP/1.1") < pos("query b.doh.example. sni=-"));
+    assert!(pos("http POST /fb-query HTTP/1.1") < pos("query c.broken.example. sni=-"));
+    assert_eq!(seen.len(), 5, "{seen:#?}");
 }

@@ -1,7 +1,8 @@
 //! End-to-end: `GEOIP` rules against a MaxMind-format country database written for the test
 //! (with the `mmdb-writer` crate; any MaxMind reader reads it): the lab's IPv6 server
 //! network is "JP" and rejected, its IPv4 network "US" and relayed; `tpgate check` refuses a
-//! config whose GEOIP rules have no database, naming the path.
+//! config whose GEOIP rules have no database, naming the path. `GEOSITE` lists come from a
+//! v2ray geosite.dat encoded here from v2fly's protobuf schema.
 
 mod lab;
 
@@ -83,4 +84,84 @@ fn geoip_rules_without_a_database_are_refused() {
         "expected {want} in:\n{}",
         out.stderr
     );
+}
+
+/// A v2ray geosite.dat with two lists, encoded from v2fly's protobuf schema.
+fn geosite_dat() -> Vec<u8> {
+    use prost::Message as _;
+    use tpgate_core::rules::{GeoSite, GeoSiteList, SiteAttribute, SiteDomain};
+    let d = |t: i32, v: &str, attr: Option<&str>| SiteDomain {
+        r#type: t,
+        value: v.into(),
+        attribute: attr
+            .map(|a| SiteAttribute { key: a.into() })
+            .into_iter()
+            .collect(),
+    };
+    GeoSiteList {
+        entry: vec![
+            GeoSite {
+                country_code: "CATEGORY-ADS".into(),
+                domain: vec![d(2, "ads.example", None), d(0, "tracker", Some("cn"))],
+            },
+            GeoSite {
+                country_code: "EXAMPLE".into(),
+                domain: vec![d(3, "www.example.org", None)],
+            },
+        ],
+    }
+    .encode_to_vec()
+}
+
+/// `GEOSITE` lists decide sniffed names (HTTP Host here).
+#[test]
+fn geosite_rules_decide_by_list() {
+    use std::io::{Read, Write};
+    let Some(lab) = Lab::new("geosite") else {
+        return;
+    };
+    std::fs::write(lab.dir.join("GeoSite.dat"), geosite_dat()).expect("write dat");
+    let path = lab.write_file(
+        "tpgate.yaml",
+        &lab.proxy_config_text(
+            &[],
+            &[],
+            &[
+                "GEOSITE,category-ads,REJECT",
+                "OR,((GEOSITE,example)),REJECT",
+                "MATCH,DIRECT",
+            ],
+        ),
+    );
+    let tp = Tpgate::start(&lab, &path);
+    let a = Family::V4.addrs();
+    let web = TcpEchoServer::start(&lab.server, SocketAddr::new(a.server, 80));
+    let ask = |name: &str| -> bool {
+        let Ok(mut s) = lab::tcp_connect(&lab.client, web.addr) else {
+            return false;
+        };
+        let req = format!("GET / HTTP/1.1\r\nHost: {name}\r\n\r\n");
+        let _ = s.write_all(req.as_bytes());
+        let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+        let mut back = vec![0u8; req.len()];
+        s.read_exact(&mut back).is_ok()
+    };
+    assert!(!ask("a.ads.example"), "suffix entry");
+    assert!(!ask("my-tracker.test"), "keyword entry");
+    assert!(!ask("www.example.org"), "full entry in a logic rule");
+    assert!(ask("example.org"), "a full entry matches only itself");
+    let line = tp
+        .wait_for_line(Duration::from_secs(5), |l| {
+            has_field(l, "host", "a.ads.example")
+        })
+        .expect("flow line");
+    assert!(line.contains("GEOSITE,category-ads"), "{line}");
+    // A list the file lacks is refused by check, naming it.
+    let bad = lab.write_file(
+        "bad.yaml",
+        &lab.proxy_config_text(&[], &[], &["GEOSITE,nope,DIRECT", "MATCH,DIRECT"]),
+    );
+    let out = tpgate_oneshot(&lab.gw, &["check", "-c", &bad.display().to_string()]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("nope"), "{}", out.stderr);
 }

@@ -97,6 +97,7 @@ pub(super) fn decode(root: Option<&Node>, d: &mut Diags) -> Config {
             "intercept" => config.intercept = intercept(node, d, &mut fwmark),
             "sniffer" => config.sniffer = sniffer(node, d),
             "geoip-path" => config.geoip_path = check(d, node, key, value::text(node)),
+            "geosite-path" => config.geosite_path = check(d, node, key, value::text(node)),
             "dns" => super::dns::dns(node, d, &mut config.dns),
             "hosts" => super::dns::hosts(node, d, &mut config.dns),
             "use-hosts" => super::dns::use_hosts(node, d, &mut config.dns),

@@ -20,6 +20,7 @@ pub(super) const TOP: &[&str] = &[
     "sniffer",
     "rule-providers",
     "geoip-path",
+    "geosite-path",
     "dns",
     "hosts",
     "use-hosts",

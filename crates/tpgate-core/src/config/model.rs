@@ -56,6 +56,9 @@ pub struct Config {
     /// `geoip-path` (tpgate's own): the MaxMind-format country database `GEOIP` rules use;
     /// default `Country.mmdb` next to the config, as mihomo keeps it.
     pub geoip_path: Option<String>,
+    /// `geosite-path` (tpgate's own): the v2ray `geosite.dat` `GEOSITE` rules use; default
+    /// `GeoSite.dat` next to the config.
+    pub geosite_path: Option<String>,
     /// `dns` (with the top-level `hosts`): the built-in DNS server.
     pub dns: super::Dns,
 }
@@ -167,6 +170,7 @@ impl Default for Config {
             sniffer: super::Sniffer::default(),
             rule_providers: Vec::new(),
             geoip_path: None,
+            geosite_path: None,
             dns: super::Dns::default(),
         }
     }

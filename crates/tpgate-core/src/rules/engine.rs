@@ -28,7 +28,7 @@ impl Matcher {
             Self::And(all) => all.iter().all(|m| m.matches(flow)),
             Self::Or(any) => any.iter().any(|m| m.matches(flow)),
             Self::Not(inner) => !inner.matches(flow),
-            Self::RuleSet(set) => set.matches(flow),
+            Self::RuleSet(set) | Self::GeoSite(set) => set.matches(flow),
             Self::ProcessName(n) => process(flow).and_then(|p| p.name.as_ref()) == Some(n),
             Self::ProcessPath(n) => process(flow).and_then(|p| p.path.as_ref()) == Some(n),
             Self::ProcessNameRegex(r) => process(flow)

@@ -5,6 +5,7 @@
 
 mod domain;
 mod engine;
+mod geosite;
 mod index;
 mod parse;
 mod ruleset;
@@ -12,6 +13,7 @@ mod ruleset;
 pub use domain::{
     normalise as normalise_domain, suffix_matches as domain_suffix_matches, DomainRegex, Wildcard,
 };
+pub use geosite::{geosite_sets, GeoSite, GeoSiteList, SiteAttribute, SiteDomain};
 pub use parse::parse_ports_text;
 pub use ruleset::{Behavior, EntryError, Format, RuleSet, RuleSetHandle};
 
@@ -120,6 +122,9 @@ pub enum Matcher {
     GeoIp(String),
     /// `SRC-GEOIP,CC`: the source's country.
     SrcGeoIp(String),
+    /// `GEOSITE,name`: the name is in that list of the geosite file (loaded by the daemon
+    /// into the handle, named by the list in lower case).
+    GeoSite(RuleSetHandle),
     /// `MATCH`.
     Match,
 }
@@ -252,6 +257,16 @@ impl Matcher {
             Self::And(all) | Self::Or(all) => all.iter().any(Self::is_about_process),
             Self::Not(inner) => inner.is_about_process(),
             _ => false,
+        }
+    }
+
+    /// Every `GEOSITE` handle in this matcher (logic rules included).
+    pub fn geosites_mut(&mut self) -> Vec<&mut RuleSetHandle> {
+        match self {
+            Self::GeoSite(h) => vec![h],
+            Self::And(all) | Self::Or(all) => all.iter_mut().flat_map(Self::geosites_mut).collect(),
+            Self::Not(inner) => inner.geosites_mut(),
+            _ => Vec::new(),
         }
     }
 

@@ -29,7 +29,6 @@ pub enum RuleError {
 
 /// Rule types of mihomo (and Clash Premium) that tpgate does not match on yet.
 const UNSUPPORTED: &[&str] = &[
-    "GEOSITE",
     "IP-ASN",
     "SRC-IP-ASN",
     "IP-SUFFIX",
@@ -48,7 +47,7 @@ const UNSUPPORTED: &[&str] = &[
 const SUPPORTED: &str = "IP-CIDR, IP-CIDR6, SRC-IP-CIDR, DST-PORT, SRC-PORT, NETWORK, ORIGIN, \
      DOMAIN, DOMAIN-SUFFIX, DOMAIN-KEYWORD, DOMAIN-WILDCARD, DOMAIN-REGEX, RULE-SET, AND, OR, NOT, \
      PROCESS-NAME, PROCESS-PATH, PROCESS-NAME-REGEX, PROCESS-PATH-REGEX, UID, GEOIP, SRC-GEOIP, \
-     MATCH";
+     GEOSITE, MATCH";
 
 /// Deepest nesting of AND/OR/NOT accepted (a bound for hostile input, far above real use).
 const MAX_LOGIC_DEPTH: usize = 16;
@@ -267,6 +266,7 @@ fn matcher(kind: &str, arg: &str) -> Result<Matcher, RuleError> {
         }
         "UID" => Matcher::Uid(parse_uids(arg)?),
         "GEOIP" => Matcher::GeoIp(country(arg)?),
+        "GEOSITE" => Matcher::GeoSite(RuleSetHandle::new(&arg.to_ascii_lowercase())),
         "SRC-GEOIP" => Matcher::SrcGeoIp(country(arg)?),
         "DOMAIN-SUFFIX" => Matcher::DomainSuffix(normalise(arg).map_err(malformed)?),
         "DOMAIN-KEYWORD" => Matcher::DomainKeyword(normalise(arg).map_err(malformed)?),
@@ -485,9 +485,9 @@ mod tests {
     fn unsupported_types_are_recognised() {
         for text in [
             "PROCESS-NAME-WILDCARD,cu*,DIRECT",
-            "geosite,CN,DIRECT",
-            "AND,((GEOSITE,CN),(NETWORK,UDP)),DIRECT",
-            "OR,((NOT,((GEOSITE,ads))),(NETWORK,UDP)),DIRECT",
+            "ip-asn,13335,DIRECT",
+            "AND,((IP-ASN,13335),(NETWORK,UDP)),DIRECT",
+            "OR,((NOT,((IP-ASN,13335))),(NETWORK,UDP)),DIRECT",
         ] {
             assert!(
                 matches!(parse_rule(text), Err(RuleError::Unsupported { .. })),
@@ -495,8 +495,8 @@ mod tests {
             );
         }
         assert_eq!(
-            parse_rule("geosite,CN,DIRECT").unwrap_err().to_string(),
-            "GEOSITE rules are not supported yet"
+            parse_rule("ip-asn,13335,DIRECT").unwrap_err().to_string(),
+            "IP-ASN rules are not supported yet"
         );
     }
 

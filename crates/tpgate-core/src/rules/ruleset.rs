@@ -135,9 +135,9 @@ impl RuleSet {
                         Matcher::DomainSuffix(s) if !s.starts_with('.') => {
                             self.suffix.insert(s.into());
                         }
-                        Matcher::RuleSet(_) => {
+                        Matcher::RuleSet(_) | Matcher::GeoSite(_) => {
                             return Err(AddError::Bad(
-                                "RULE-SET inside a rule set is not allowed".into(),
+                                "RULE-SET and GEOSITE inside a rule set are not supported".into(),
                             ))
                         }
                         other => self.classical.push(other),
@@ -169,6 +169,24 @@ impl RuleSet {
             self.exact.insert(normalise(entry)?.into());
         }
         Ok(())
+    }
+
+    /// A name and every name below it.
+    pub(crate) fn add_suffix(&mut self, name: &str) {
+        self.suffix.insert(name.into());
+        self.len += 1;
+    }
+
+    /// Exactly this name.
+    pub(crate) fn add_exact(&mut self, name: &str) {
+        self.exact.insert(name.into());
+        self.len += 1;
+    }
+
+    /// Any other matcher (keywords, regexes).
+    pub(crate) fn add_matcher(&mut self, m: Matcher) {
+        self.classical.push(m);
+        self.len += 1;
     }
 
     fn add_cidr(&mut self, net: IpNet) {
@@ -457,7 +475,7 @@ mod tests {
 
     #[test]
     fn classical_behaviour_with_skips() {
-        let text = "payload:\n  - DOMAIN-SUFFIX,example.com\n  - IP-CIDR,192.0.2.0/24,no-resolve\n  - DST-PORT,25\n  - GEOSITE,cn\n";
+        let text = "payload:\n  - DOMAIN-SUFFIX,example.com\n  - IP-CIDR,192.0.2.0/24,no-resolve\n  - DST-PORT,25\n  - IP-ASN,13335\n";
         let (set, warnings) = RuleSet::parse(Behavior::Classical, Format::Yaml, text).unwrap();
         assert_eq!(set.len(), 3);
         assert_eq!(warnings.len(), 1);

@@ -100,7 +100,7 @@ impl Dns {
         info!(
             mode = ?cfg.enhanced_mode,
             nameservers = %dns.forwarder.describe(),
-            "dns ready"
+            "dns configured"
         );
         Ok(Arc::new(dns))
     }

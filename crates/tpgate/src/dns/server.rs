@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
+use socket2::Type;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
@@ -25,13 +26,24 @@ pub(crate) struct Sockets {
     tcp: TcpListener,
 }
 
-pub(crate) async fn bind(addr: SocketAddr) -> Result<Sockets> {
-    let udp = UdpSocket::bind(addr)
-        .await
-        .with_context(|| format!("binding the DNS server (dns.listen) on udp {addr}"))?;
-    let tcp = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding the DNS server (dns.listen) on tcp {addr}"))?;
+/// Binds UDP and TCP on `addr`. The sockets carry `mark` (the routing mark) so that, with
+/// `intercept.local`, the server's own replies are never taken for new outgoing flows.
+pub(crate) fn bind(addr: SocketAddr, mark: u32) -> Result<Sockets> {
+    let context = |proto: &str| format!("binding the DNS server (dns.listen) on {proto} {addr}");
+    let udp = (|| {
+        let s = tpgate_sys::outbound_socket(addr.is_ipv6(), Type::DGRAM, mark)?;
+        s.bind(&addr.into())?;
+        UdpSocket::from_std(s.into())
+    })()
+    .with_context(|| context("udp"))?;
+    let tcp = (|| {
+        let s = tpgate_sys::outbound_socket(addr.is_ipv6(), Type::STREAM, mark)?;
+        s.set_reuse_address(true)?;
+        s.bind(&addr.into())?;
+        s.listen(1024)?;
+        TcpListener::from_std(s.into())
+    })()
+    .with_context(|| context("tcp"))?;
     info!("dns server on {addr} (udp, tcp)");
     Ok(Sockets { udp, tcp })
 }

@@ -288,7 +288,8 @@ fn rule_errors_and_warnings() {
     let m = error_at("rules:\n  - MATCH,Proxy\n", 2, 5, "rules[0]");
     assert!(m.contains("unknown target `Proxy`"), "{m}");
 
-    let l = ok("rules:\n  - SUB-RULE,(NETWORK,tcp),sub\n  - geosite,CN,DIRECT\n  - MATCH,DIRECT\n");
+    let l =
+        ok("rules:\n  - SUB-RULE,(NETWORK,tcp),sub\n  - ip-asn,13335,DIRECT\n  - MATCH,DIRECT\n");
     let w: Vec<_> = l
         .warnings
         .iter()
@@ -305,7 +306,7 @@ fn rule_errors_and_warnings() {
             (
                 3,
                 5,
-                "rules[1]: GEOSITE rules are not supported yet; rule skipped"
+                "rules[1]: IP-ASN rules are not supported yet; rule skipped"
             ),
         ]
     );

@@ -145,7 +145,6 @@ fn realistic_mihomo_config_loads_with_warnings() {
              skipped",
             "58:12: proxy-groups[7].name: group `Old` has no member tpgate can use (every \
              member was skipped); it rejects all traffic",
-            "66:5: rules[2]: GEOSITE rules are not supported yet; rule skipped",
             "71:5: rules[7]: target `Smart` was skipped (see its warning); rule skipped, so \
              its traffic falls through to the rules below",
         ]
@@ -233,6 +232,7 @@ fn realistic_mihomo_config_loads_with_warnings() {
         [
             ("DOMAIN-SUFFIX,google.com,Proxy", Action::Proxy(TargetId(5))),
             ("DOMAIN-KEYWORD,ads,REJECT", Action::Reject),
+            ("GEOSITE,cn,DIRECT", Action::Direct),
             ("IP-CIDR,192.168.0.0/16,DIRECT,no-resolve", Action::Direct),
             (
                 "IP-CIDR,198.18.0.0/15,Chain,no-resolve",
