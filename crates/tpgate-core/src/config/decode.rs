@@ -102,7 +102,7 @@ pub(super) fn decode(root: Option<&Node>, d: &mut Diags) -> Config {
             "hosts" => super::dns::hosts(node, d, &mut config.dns),
             "use-hosts" => super::dns::use_hosts(node, d, &mut config.dns),
             // Decoded below: groups and rules need every proxy and group name.
-            "proxies" | "proxy-groups" | "rules" | "rule-providers" => {}
+            "proxies" | "proxy-groups" | "rules" | "rule-providers" | "sub-rules" => {}
             "external-controller" | "secret" | "state-file" => {}
             _ if keys::MIHOMO_IGNORED.contains(&key) => {
                 d.warn(e.key_pos, key, "not used by tpgate yet; ignored");
@@ -263,7 +263,85 @@ fn upstreams(entries: &[Entry<'_>], config: &mut Config, d: &mut Diags) {
     config.rule_providers = field("rule-providers")
         .map(|n| rule_providers(n, d))
         .unwrap_or_default();
-    if let Some(n) = field("rules") {
-        config.rules = rules(n, &names, &config.rule_providers, d);
+    let sub_node = field("sub-rules");
+    let sub_entries = sub_node.map(|n| match &n.value {
+        Value::Map(_) => self::entries(n, "sub-rules", d),
+        other => {
+            let found = other.describe();
+            d.error(
+                n.pos,
+                "sub-rules",
+                format!("expected a mapping of list names, found {found}"),
+            );
+            Vec::new()
+        }
+    });
+    let sub_entries = sub_entries.unwrap_or_default();
+    let sub_names: Vec<&str> = sub_entries.iter().map(|e| e.key).collect();
+    for e in &sub_entries {
+        let section = format!("sub-rules.{}", e.key);
+        let list = rules(
+            &section,
+            e.value,
+            &names,
+            &config.rule_providers,
+            &sub_names,
+            d,
+        );
+        config.sub_rules.push((e.key.to_owned(), list));
     }
+    if let (Some(cycle), Some(n)) = (sub_rule_cycle(&config.sub_rules), sub_node) {
+        d.error(
+            n.pos,
+            "sub-rules",
+            format!("sub-rules lists refer to each other in a loop: {cycle}"),
+        );
+    }
+    if let Some(n) = field("rules") {
+        config.rules = rules("rules", n, &names, &config.rule_providers, &sub_names, d);
+    }
+}
+
+/// A loop among sub-rules lists (`a -> b -> a`), if any.
+fn sub_rule_cycle(lists: &[(String, Vec<crate::rules::Rule>)]) -> Option<String> {
+    fn refs(rules: &[crate::rules::Rule]) -> Vec<usize> {
+        rules
+            .iter()
+            .filter_map(|r| match &r.matcher {
+                crate::rules::Matcher::SubRule { list, .. } => Some(*list),
+                _ => None,
+            })
+            .collect()
+    }
+    fn visit(
+        i: usize,
+        lists: &[(String, Vec<crate::rules::Rule>)],
+        path: &mut Vec<usize>,
+        done: &mut Vec<bool>,
+    ) -> Option<String> {
+        if let Some(at) = path.iter().position(|&p| p == i) {
+            let names: Vec<&str> = path[at..]
+                .iter()
+                .chain([&i])
+                .map(|&p| lists[p].0.as_str())
+                .collect();
+            return Some(names.join(" -> "));
+        }
+        if done[i] {
+            return None;
+        }
+        path.push(i);
+        for next in refs(&lists[i].1) {
+            if next < lists.len() {
+                if let Some(c) = visit(next, lists, path, done) {
+                    return Some(c);
+                }
+            }
+        }
+        path.pop();
+        done[i] = true;
+        None
+    }
+    let mut done = vec![false; lists.len()];
+    (0..lists.len()).find_map(|i| visit(i, lists, &mut Vec::new(), &mut done))
 }

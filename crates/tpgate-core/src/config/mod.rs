@@ -18,6 +18,7 @@ mod intercept;
 mod keys;
 mod model;
 mod names;
+mod nameserver;
 mod providers;
 mod proxies;
 mod proxy;
@@ -29,11 +30,9 @@ mod yaml;
 #[cfg(test)]
 mod tests;
 
-pub use dns::{
-    parse_nameserver, Dns, EnhancedMode, FilterMode, Nameserver, Transport, Unusable,
-    DEFAULT_FAKE_IP_RANGE,
-};
+pub use dns::{Dns, EnhancedMode, FilterMode, DEFAULT_FAKE_IP_RANGE};
 pub use model::*;
+pub use nameserver::{parse_nameserver, Nameserver, Transport, Unusable};
 pub use providers::{ProviderSource, RuleProvider};
 pub use sniffer::{DomainPattern, Sniffer};
 

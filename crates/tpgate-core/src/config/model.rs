@@ -59,6 +59,8 @@ pub struct Config {
     /// `geosite-path` (tpgate's own): the v2ray `geosite.dat` `GEOSITE` rules use; default
     /// `GeoSite.dat` next to the config.
     pub geosite_path: Option<String>,
+    /// `sub-rules`: named rule lists that `SUB-RULE` rules descend into, in file order.
+    pub sub_rules: Vec<(String, Vec<Rule>)>,
     /// `dns` (with the top-level `hosts`): the built-in DNS server.
     pub dns: super::Dns,
 }
@@ -171,6 +173,7 @@ impl Default for Config {
             rule_providers: Vec::new(),
             geoip_path: None,
             geosite_path: None,
+            sub_rules: Vec::new(),
             dns: super::Dns::default(),
         }
     }

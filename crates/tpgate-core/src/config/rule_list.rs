@@ -8,13 +8,16 @@ use super::yaml::{Node, Value};
 use super::{value, Diags, RuleProvider};
 use crate::rules::{parse_rule_with, Action, Rule, RuleError};
 
+/// `section`: `rules`, or `sub-rules.NAME` for a sub-rules list (for error paths).
 pub(super) fn rules(
+    section: &str,
     node: &Node,
     names: &Names,
     providers: &[RuleProvider],
+    sub_lists: &[&str],
     d: &mut Diags,
 ) -> Vec<Rule> {
-    let Some(list) = check(d, node, "rules", value::list(node)) else {
+    let Some(list) = check(d, node, section, value::list(node)) else {
         return Vec::new();
     };
     let lookup = |name: &str| match names.get(name) {
@@ -23,7 +26,7 @@ pub(super) fn rules(
     };
     let mut out = Vec::with_capacity(list.len());
     for (i, item) in list.iter().enumerate() {
-        let path = format!("rules[{i}]");
+        let path = format!("{section}[{i}]");
         let Value::Str(text) = &item.value else {
             let found = item.value.describe();
             let message = format!("a rule is a string like `DST-PORT,25,REJECT`, found {found}");
@@ -40,6 +43,18 @@ pub(super) fn rules(
                             let message = format!(
                                 "unknown rule provider `{}` (declare it under rule-providers)",
                                 h.name()
+                            );
+                            d.error(item.pos, &path, message);
+                            bound = false;
+                        }
+                    }
+                }
+                for (name, list) in rule.matcher.sub_rules_mut() {
+                    match sub_lists.iter().position(|n| *n == name) {
+                        Some(i) => *list = i,
+                        None => {
+                            let message = format!(
+                                "unknown sub-rules list `{name}` (declare it under sub-rules)"
                             );
                             d.error(item.pos, &path, message);
                             bound = false;

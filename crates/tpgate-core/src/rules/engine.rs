@@ -44,6 +44,7 @@ impl Matcher {
             Self::Uid(ranges) => process(flow)
                 .and_then(|p| p.uid)
                 .is_some_and(|u| ranges.iter().any(|&(a, b)| a <= u && u <= b)),
+            Self::SubRule { cond, .. } => cond.matches(flow),
             Self::Match => true,
         }
     }
@@ -80,10 +81,13 @@ impl RuleEngine {
     pub fn decide(&self, flow: &FlowMeta) -> Decision {
         let action = match self.mode {
             Mode::Rule => {
-                if let Some(index) = self.index.first_match(&self.rules, flow) {
+                if let Some((index, inner, action)) =
+                    self.first_in(&self.rules, &self.index, flow, 0)
+                {
                     return Decision {
-                        action: self.rules[index].action,
+                        action,
                         rule: Some(index),
+                        inner,
                     };
                 }
                 Action::Direct
@@ -91,7 +95,42 @@ impl RuleEngine {
             Mode::Global => self.global,
             Mode::Direct => Action::Direct,
         };
-        Decision { action, rule: None }
+        Decision {
+            action,
+            rule: None,
+            inner: None,
+        }
+    }
+
+    /// The first rule of `rules` that decides `flow`: a plain rule that holds, or a
+    /// `SUB-RULE` whose condition holds and whose list decides (else the list goes on after
+    /// it). Sub-rule nesting is bounded (the config refuses cycles; this is a backstop).
+    #[allow(clippy::type_complexity)]
+    fn first_in(
+        &self,
+        rules: &[super::Rule],
+        index: &super::index::Index,
+        flow: &FlowMeta<'_>,
+        depth: usize,
+    ) -> Option<(usize, Option<(usize, usize)>, Action)> {
+        let mut candidate = index.first_match(rules, flow);
+        while let Some(i) = candidate {
+            let Matcher::SubRule { list, .. } = rules[i].matcher else {
+                return Some((i, None, rules[i].action));
+            };
+            if let Some(sub) = self.subs.get(list).filter(|_| depth < 8) {
+                if let Some((j, inner, action)) =
+                    self.first_in(&sub.rules, &sub.index, flow, depth + 1)
+                {
+                    return Some((i, Some(inner.unwrap_or((list, j))), action));
+                }
+            }
+            candidate = rules[i + 1..]
+                .iter()
+                .position(|r| r.matcher.matches(flow))
+                .map(|p| p + i + 1);
+        }
+        None
     }
 }
 
@@ -124,7 +163,11 @@ mod tests {
     }
 
     fn decided(action: Action, rule: Option<usize>) -> Decision {
-        Decision { action, rule }
+        Decision {
+            action,
+            rule,
+            inner: None,
+        }
     }
 
     #[test]

@@ -125,6 +125,15 @@ pub enum Matcher {
     /// `GEOSITE,name`: the name is in that list of the geosite file (loaded by the daemon
     /// into the handle, named by the list in lower case).
     GeoSite(RuleSetHandle),
+    /// `SUB-RULE,(condition),name`: when the condition holds, the `sub-rules` list `name`
+    /// decides; when none of its rules matches, the main list goes on.
+    SubRule {
+        cond: Box<Self>,
+        name: String,
+        /// Position of the list in [`RuleEngine`]'s sub-rule lists, set when the config
+        /// binds names (`usize::MAX` until then: never descends).
+        list: usize,
+    },
     /// `MATCH`.
     Match,
 }
@@ -180,6 +189,16 @@ pub struct ProcessInfo {
 pub struct Decision {
     pub action: Action,
     pub rule: Option<usize>,
+    /// When `rule` is a `SUB-RULE`: the list and the rule in it that decided (see
+    /// [`RuleEngine::sub_rule`]).
+    pub inner: Option<(usize, usize)>,
+}
+
+/// One `sub-rules` list, indexed like the main list.
+#[derive(Debug, Clone)]
+struct SubList {
+    rules: Vec<Rule>,
+    index: index::Index,
 }
 
 /// Rules compiled for matching.
@@ -192,6 +211,8 @@ pub struct RuleEngine {
     needs_process: bool,
     /// Whether a rule needs a GeoIP database lookup.
     needs_geoip: bool,
+    /// `sub-rules` lists, in config order.
+    subs: Vec<SubList>,
     mode: crate::config::Mode,
     /// What `mode: global` sends every flow to (see `Config::global_action`).
     global: Action,
@@ -204,6 +225,7 @@ impl RuleEngine {
             index: index::Index::build(&rules),
             needs_process: rules.iter().any(|r| r.matcher.is_about_process()),
             needs_geoip: rules.iter().any(|r| r.matcher.needs_geoip()),
+            subs: Vec::new(),
             rules,
             mode,
             global,
@@ -213,6 +235,25 @@ impl RuleEngine {
     /// The engine a loaded config describes.
     pub fn from_config(config: &crate::config::Config) -> Self {
         Self::new(config.rules.clone(), config.mode, config.global_action())
+            .with_sub_rules(config.sub_rules.iter().map(|(_, r)| r.clone()).collect())
+    }
+
+    /// Adds the `sub-rules` lists that `SUB-RULE` rules' `list` positions refer to.
+    pub fn with_sub_rules(mut self, lists: Vec<Vec<Rule>>) -> Self {
+        for rules in lists {
+            self.needs_process |= rules.iter().any(|r| r.matcher.is_about_process());
+            self.needs_geoip |= rules.iter().any(|r| r.matcher.needs_geoip());
+            self.subs.push(SubList {
+                index: index::Index::build(&rules),
+                rules,
+            });
+        }
+        self
+    }
+
+    /// Rule `rule` of sub-rule list `list` (from [`Decision::inner`]).
+    pub fn sub_rule(&self, list: usize, rule: usize) -> Option<&Rule> {
+        self.subs.get(list)?.rules.get(rule)
     }
 
     /// Whether deciding may need [`FlowMeta::process`] for this host's own flows.
@@ -257,6 +298,14 @@ impl Matcher {
             Self::And(all) | Self::Or(all) => all.iter().any(Self::is_about_process),
             Self::Not(inner) => inner.is_about_process(),
             _ => false,
+        }
+    }
+
+    /// Every `SUB-RULE`'s `(name, list)` in this matcher, to bind names to lists.
+    pub fn sub_rules_mut(&mut self) -> Vec<(&str, &mut usize)> {
+        match self {
+            Self::SubRule { name, list, .. } => vec![(name.as_str(), list)],
+            _ => Vec::new(),
         }
     }
 

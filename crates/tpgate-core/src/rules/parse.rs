@@ -40,14 +40,13 @@ const UNSUPPORTED: &[&str] = &[
     "PROCESS-NAME-WILDCARD",
     "PROCESS-PATH-WILDCARD",
     "DSCP",
-    "SUB-RULE",
     "SCRIPT",
 ];
 
 const SUPPORTED: &str = "IP-CIDR, IP-CIDR6, SRC-IP-CIDR, DST-PORT, SRC-PORT, NETWORK, ORIGIN, \
      DOMAIN, DOMAIN-SUFFIX, DOMAIN-KEYWORD, DOMAIN-WILDCARD, DOMAIN-REGEX, RULE-SET, AND, OR, NOT, \
      PROCESS-NAME, PROCESS-PATH, PROCESS-NAME-REGEX, PROCESS-PATH-REGEX, UID, GEOIP, SRC-GEOIP, \
-     GEOSITE, MATCH";
+     GEOSITE, SUB-RULE, MATCH";
 
 /// Deepest nesting of AND/OR/NOT accepted (a bound for hostile input, far above real use).
 const MAX_LOGIC_DEPTH: usize = 16;
@@ -78,6 +77,9 @@ pub fn parse_rule_with(
         };
         let rest: Vec<&str> = after.split(',').map(str::trim).collect();
         return finish(text, matcher, &rest, targets);
+    }
+    if kind == "SUB-RULE" {
+        return sub_rule_rule(text, tail.trim_start());
     }
     let fields: Vec<&str> = text.split(',').map(str::trim).collect();
     if kind.is_empty() {
@@ -193,6 +195,39 @@ fn logic<'t>(kind: &str, text: &'t str, depth: usize) -> Result<(Matcher, &'t st
         _ => Matcher::Or(parts),
     };
     Ok((matcher, &text[list_end + 1..]))
+}
+
+/// `SUB-RULE,(condition),name`; `tail` is what follows the first comma.
+fn sub_rule_rule(text: &str, tail: &str) -> Result<Rule, RuleError> {
+    let end = closing(tail).ok_or_else(|| {
+        malformed("SUB-RULE takes a condition in parentheses and a list name, like SUB-RULE,(NETWORK,tcp),name")
+    })?;
+    let cond = sub_rule(&tail[1..end], 0)?;
+    let name = tail[end + 1..].trim_start();
+    let Some(name) = name
+        .strip_prefix(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    else {
+        return Err(malformed(
+            "SUB-RULE needs the name of a sub-rules list after the condition",
+        ));
+    };
+    if name.contains(',') {
+        return Err(malformed(format!(
+            "unexpected `{name}`: SUB-RULE ends with the list name"
+        )));
+    }
+    Ok(Rule {
+        matcher: Matcher::SubRule {
+            cond: Box::new(cond),
+            name: name.to_owned(),
+            list: usize::MAX,
+        },
+        action: Action::Direct,
+        no_resolve: false,
+        text: text.to_owned(),
+    })
 }
 
 /// One `TYPE,ARG` (or nested logic) inside a logic rule's list.

@@ -6,6 +6,8 @@
 
 mod cache;
 mod server;
+#[cfg(test)]
+mod tests;
 mod upstream;
 
 use std::io;

@@ -126,7 +126,11 @@ impl Shared {
             dst: g.country(dst.ip()),
             src: g.country(src.ip()),
         });
-        let Decision { action, rule } = self.engine.decide(&FlowMeta {
+        let Decision {
+            action,
+            rule,
+            inner,
+        } = self.engine.decide(&FlowMeta {
             network,
             src,
             dst,
@@ -135,9 +139,13 @@ impl Shared {
             process: process.as_ref(),
             geo: geo.as_ref(),
         });
-        let rule = rule
+        let mut rule = rule
             .and_then(|i| self.engine.rule(i))
             .map_or_else(|| "(none)".to_string(), |r| r.text.clone());
+        // A SUB-RULE names the rule of its list that decided: `SUB-RULE,... > DOMAIN,...`.
+        if let Some(r) = inner.and_then(|(l, i)| self.engine.sub_rule(l, i)) {
+            rule = format!("{rule} > {}", r.text);
+        }
         let way = match action {
             Action::Direct => Way::Direct,
             Action::Reject => Way::Reject,

@@ -288,8 +288,7 @@ fn rule_errors_and_warnings() {
     let m = error_at("rules:\n  - MATCH,Proxy\n", 2, 5, "rules[0]");
     assert!(m.contains("unknown target `Proxy`"), "{m}");
 
-    let l =
-        ok("rules:\n  - SUB-RULE,(NETWORK,tcp),sub\n  - ip-asn,13335,DIRECT\n  - MATCH,DIRECT\n");
+    let l = ok("rules:\n  - IN-PORT,7890,DIRECT\n  - ip-asn,13335,DIRECT\n  - MATCH,DIRECT\n");
     let w: Vec<_> = l
         .warnings
         .iter()
@@ -301,7 +300,7 @@ fn rule_errors_and_warnings() {
             (
                 2,
                 5,
-                "rules[0]: SUB-RULE rules are not supported yet; rule skipped"
+                "rules[0]: IN-PORT rules are not supported yet; rule skipped"
             ),
             (
                 3,

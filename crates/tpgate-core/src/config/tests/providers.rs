@@ -3,7 +3,7 @@
 use super::*;
 use crate::config::ProviderSource;
 use crate::net::{Network, Origin};
-use crate::rules::{Behavior, FlowMeta, RuleEngine};
+use crate::rules::{Action, Behavior, FlowMeta, RuleEngine};
 
 #[test]
 fn providers_load_and_bind_to_rules() {
@@ -102,4 +102,72 @@ fn provider_errors_have_positions() {
     assert!(at(4).contains("nonsense"), "{e:?}");
     assert!(at(5).contains("mrs"), "{e:?}");
     assert!(at(7).contains("unknown rule provider `nope`"), "{e:?}");
+}
+
+#[test]
+fn sub_rules_descend_and_fall_through() {
+    let l = ok(r#"
+sub-rules:
+  web:
+    - DOMAIN-SUFFIX,blocked.example,REJECT
+    - SUB-RULE,(DST-PORT,443),tls
+  tls:
+    - DOMAIN,drop.example,REJECT-DROP
+rules:
+  - SUB-RULE,(NETWORK,tcp),web
+  - DOMAIN-SUFFIX,example,DIRECT
+  - MATCH,REJECT
+"#);
+    let engine = RuleEngine::from_config(&l.config);
+    let flow = |host: &'static str, port: u16, network| FlowMeta {
+        network,
+        src: "198.51.100.2:1000".parse().unwrap(),
+        dst: std::net::SocketAddr::new("203.0.113.9".parse().unwrap(), port),
+        origin: Origin::Forwarded,
+        host: Some(host),
+        process: None,
+        geo: None,
+    };
+    let d = engine.decide(&flow("a.blocked.example", 80, Network::Tcp));
+    assert_eq!(
+        (d.action, d.rule, d.inner),
+        (Action::Reject, Some(0), Some((0, 0)))
+    );
+    let r = engine.sub_rule(0, 0).unwrap();
+    assert_eq!(r.text, "DOMAIN-SUFFIX,blocked.example,REJECT");
+    // Nested: web -> tls.
+    let d = engine.decide(&flow("drop.example", 443, Network::Tcp));
+    assert_eq!((d.action, d.inner), (Action::RejectDrop, Some((1, 0))));
+    // The condition holds but no rule of the list matches: the main list goes on.
+    let d = engine.decide(&flow("ok.example", 80, Network::Tcp));
+    assert_eq!((d.action, d.rule, d.inner), (Action::Direct, Some(1), None));
+    // The condition does not hold.
+    let d = engine.decide(&flow("a.blocked.example", 80, Network::Udp));
+    assert_eq!((d.action, d.rule), (Action::Direct, Some(1)));
+}
+
+#[test]
+fn sub_rule_errors() {
+    let e = errors(
+        "sub-rules:\n  a:\n    - SUB-RULE,(NETWORK,tcp),b\n  b:\n    - SUB-RULE,(NETWORK,udp),a\nrules:\n  - SUB-RULE,(NETWORK,tcp),nope\n  - SUB-RULE,NETWORK,a\n",
+    );
+    let msgs: Vec<String> = e
+        .iter()
+        .map(|d| format!("{}:{}: {}", d.line, d.col, d.message))
+        .collect();
+    assert!(
+        msgs.iter()
+            .any(|m| m.starts_with("2:3") && m.contains("a -> b -> a")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.starts_with("7:5") && m.contains("unknown sub-rules list `nope`")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.starts_with("8:5") && m.contains("parentheses")),
+        "{msgs:?}"
+    );
 }
