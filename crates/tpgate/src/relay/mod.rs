@@ -2,6 +2,7 @@
 
 mod copy;
 mod sniff;
+mod splice;
 pub(crate) mod tcp;
 pub(crate) mod udp;
 

@@ -1,0 +1,93 @@
+//! Zero-copy TCP relay between two plain sockets (DIRECT): each direction splices
+//! socket -> pipe -> socket, holding a pooled pipe only while bytes are in flight, so an
+//! idle connection costs no pipe and no buffer. Half-close and the idle timeout behave as
+//! in the copying relay ([`super::copy`]), which serves every other case.
+
+use std::io;
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tpgate_sys::{Pipe, PipePool};
+
+/// Pipes of 1 MiB move bulk transfers in few syscalls; the kernel charges their pages
+/// only while they hold data.
+const PIPE_SIZE: usize = 1 << 20;
+/// Idle pipes kept for reuse across connections.
+static POOL: PipePool = PipePool::new(PIPE_SIZE, 64);
+
+/// Relays until both directions ended or nothing moved for `idle`; returns bytes
+/// (a->b, b->a).
+pub(super) async fn relay(a: &TcpStream, b: &TcpStream, idle: Duration) -> io::Result<(u64, u64)> {
+    let start = Instant::now();
+    let last = AtomicU64::new(0);
+    let both = async { tokio::try_join!(one_way(a, b, &last, start), one_way(b, a, &last, start)) };
+    tokio::pin!(both);
+    let mut deadline = start + idle;
+    loop {
+        tokio::select! {
+            r = &mut both => return r,
+            () = tokio::time::sleep_until(deadline) => {
+                let seen = start + Duration::from_millis(last.load(Ordering::Relaxed));
+                if seen + idle <= Instant::now() {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout"));
+                }
+                deadline = seen + idle;
+            }
+        }
+    }
+}
+
+/// `src` -> `dst` until `src`'s end of file, which is passed on as a write shutdown.
+async fn one_way(
+    src: &TcpStream,
+    dst: &TcpStream,
+    last: &AtomicU64,
+    start: Instant,
+) -> io::Result<u64> {
+    let mut total = 0u64;
+    loop {
+        src.readable().await?;
+        let pipe = POOL.take()?;
+        // Keep the pipe while the source has more right away; give it back when empty.
+        loop {
+            let n = match src.try_io(Interest::READABLE, || pipe.fill(src, PIPE_SIZE)) {
+                Ok(0) => {
+                    POOL.give_back(pipe);
+                    let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
+                    return Ok(total);
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    POOL.give_back(pipe);
+                    break;
+                }
+                // The pipe is empty (nothing was moved): reusable.
+                Err(e) => {
+                    POOL.give_back(pipe);
+                    return Err(e);
+                }
+            };
+            // On an error the pipe may hold bytes: dropped, not returned.
+            drain(&pipe, dst, n).await?;
+            total += n as u64;
+            let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+            last.store(ms, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn drain(pipe: &Pipe, dst: &TcpStream, mut left: usize) -> io::Result<()> {
+    while left > 0 {
+        match dst.try_io(Interest::WRITABLE, || pipe.drain(dst, left)) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(m) => left -= m,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
