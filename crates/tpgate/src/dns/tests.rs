@@ -141,3 +141,30 @@ async fn redir_host_maps_and_caches() {
     assert_eq!((m.id(), m.response_code()), (0x1234, ResponseCode::FormErr));
     assert!(d.handle(&[1], true).await.is_none());
 }
+
+#[tokio::test]
+async fn fake_ipv6_range_answers_aaaa() {
+    let (up, _) = upstream().await;
+    let cfg = tpgate_core::config::Dns {
+        enable: true,
+        ipv6: true,
+        enhanced_mode: EnhancedMode::FakeIp,
+        fake_ip_range6: Some("fdfe:dcba:9876::1/64".parse().unwrap()),
+        nameserver: vec![parse_nameserver(&format!("udp://{up}")).unwrap().0],
+        ..Default::default()
+    };
+    let state = std::env::temp_dir().join(format!("tpgate-dns-unit6-{}", std::process::id()));
+    let d = Dns::new(&cfg, 0, &state.display().to_string()).unwrap();
+    let m = ask(&d, "v6.example.", RecordType::AAAA).await;
+    let ip = match m.answers().first().map(Record::data) {
+        Some(RData::AAAA(a)) => IpAddr::V6(a.0),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(ip, "fdfe:dcba:9876::2".parse::<IpAddr>().unwrap());
+    assert!(matches!(d.fake_name(ip), FakeName::Name(n) if n == "v6.example"));
+    // the same name's A comes from the IPv4 range
+    assert_eq!(
+        addrs(&ask(&d, "v6.example.", RecordType::A).await),
+        [IpAddr::from([198, 18, 0, 2])]
+    );
+}

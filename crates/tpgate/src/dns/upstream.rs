@@ -105,7 +105,12 @@ pub(crate) struct Forwarder {
 
 impl Forwarder {
     pub(crate) fn new(cfg: &tpgate_core::config::Dns, mark: u32) -> io::Result<Self> {
-        let system = system_servers();
+        // /etc/resolv.conf may name this very server (listen on 127.0.0.1:53): asking it
+        // would loop, so such entries are dropped.
+        let system: Vec<SocketAddr> = system_servers()
+            .into_iter()
+            .filter(|a| !is_self(*a, cfg.listen))
+            .collect();
         let build = |list: &[Nameserver]| -> io::Result<Vec<Arc<Upstream>>> {
             let mut out = Vec::new();
             for ns in list {
@@ -124,6 +129,12 @@ impl Forwarder {
         let mut main = build(&cfg.nameserver)?;
         if main.is_empty() {
             main = bootstrap.clone();
+        }
+        if main.is_empty() {
+            tracing::warn!(
+                "dns: no usable nameserver (none configured, /etc/resolv.conf names none but \
+                 this server); queries that need one get SERVFAIL"
+            );
         }
         let mut policy = Vec::new();
         for (pattern, list) in &cfg.nameserver_policy {
@@ -375,18 +386,37 @@ where
     result
 }
 
+/// Whether `server` is the DNS server's own `listen` address.
+fn is_self(server: SocketAddr, listen: Option<SocketAddr>) -> bool {
+    let Some(l) = listen else {
+        return false;
+    };
+    server.port() == l.port()
+        && (server.ip() == l.ip() || (l.ip().is_unspecified() && server.ip().is_loopback()))
+}
+
 fn system_servers() -> Vec<SocketAddr> {
     let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let found: Vec<SocketAddr> = text
-        .lines()
+    text.lines()
         .filter_map(|l| l.trim().strip_prefix("nameserver"))
         .filter_map(|rest| rest.split_whitespace().next())
         .filter_map(|ip| ip.split('%').next()?.parse::<IpAddr>().ok())
         .map(|ip| SocketAddr::new(ip, 53))
-        .collect();
-    if found.is_empty() {
-        vec![SocketAddr::from(([127, 0, 0, 1], 53))]
-    } else {
-        found
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_listen_address_is_not_an_upstream() {
+        let any: SocketAddr = "0.0.0.0:53".parse().unwrap();
+        let lo: SocketAddr = "127.0.0.1:53".parse().unwrap();
+        assert!(is_self(lo, Some(any)));
+        assert!(is_self(lo, Some(lo)));
+        assert!(!is_self(lo, Some("0.0.0.0:1053".parse().unwrap())));
+        assert!(!is_self("192.0.2.53:53".parse().unwrap(), Some(any)));
+        assert!(!is_self(lo, None));
     }
 }
