@@ -44,19 +44,37 @@ impl GeoIp {
 
 /// When a rule needs the database: resolves `geoip-path` (relative to the config file's
 /// directory; default `Country.mmdb` there) and checks it opens, so `tpgate check` and a
-/// start fail early with the path. The resolved path is kept in the config.
-pub(crate) fn check(config: &mut Config, config_path: Option<&Path>) -> Result<()> {
-    let needed = config.rules.iter().any(|r| r.matcher.needs_geoip());
+/// start fail early with the path. The resolved path is kept in the config. A config that
+/// names no `geoip-path` (mihomo configs count on mihomo downloading the file) gets a
+/// warning instead, and its GEOIP rules never match; returned as `Ok(Some(warning))`.
+pub(crate) fn check(config: &mut Config, config_path: Option<&Path>) -> Result<Option<String>> {
+    let needed = config.rules.iter().any(|r| r.matcher.needs_geoip())
+        || config
+            .sub_rules
+            .iter()
+            .any(|(_, l)| l.iter().any(|r| r.matcher.needs_geoip()));
     if !needed {
-        return Ok(());
+        return Ok(None);
     }
     let base = config_path
         .and_then(Path::parent)
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let explicit = config.geoip_path.is_some();
     let path = base.join(config.geoip_path.as_deref().unwrap_or("Country.mmdb"));
-    GeoIp::open(&path).context("GEOIP rules need a country database (set `geoip-path`)")?;
-    config.geoip_path = Some(path.display().to_string());
-    Ok(())
+    match GeoIp::open(&path) {
+        Ok(_) => {
+            config.geoip_path = Some(path.display().to_string());
+            Ok(None)
+        }
+        Err(e) if explicit => Err(e.context("GEOIP rules need a country database")),
+        Err(e) => {
+            config.geoip_path = None;
+            Ok(Some(format!(
+                "{e:#}; GEOIP rules will not match (tpgate downloads nothing: put a \
+                 GeoLite2-Country database there or set `geoip-path`)"
+            )))
+        }
+    }
 }
 
 /// Loads the lists `GEOSITE` rules name from `geosite-path` (relative to the config file's

@@ -151,10 +151,14 @@ fn load(path: Option<&Path>) -> Result<(Config, Vec<String>)> {
                 Ok(w) => warnings.extend(w.into_iter().map(|w| with_warning(&w))),
                 Err(errs) => return Err(ConfigErrors(errs).into()),
             }
-            let geo = geoip::check(&mut l.config, path)
-                .and_then(|()| geoip::load_geosite(&mut l.config, path));
-            if let Err(e) = geo {
-                return Err(ConfigErrors(vec![format!("{e:#}")]).into());
+            let geo = geoip::check(&mut l.config, path).and_then(|w| {
+                geoip::load_geosite(&mut l.config, path)?;
+                Ok(w)
+            });
+            match geo {
+                Ok(Some(w)) => warnings.push(format!("warning: {w}")),
+                Ok(None) => {}
+                Err(e) => return Err(ConfigErrors(vec![format!("{e:#}")]).into()),
             }
             Ok((l.config, warnings))
         }
