@@ -22,8 +22,8 @@ use std::time::Duration;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use lab::{
-    has_field, have_program, poll, tcp_connect, Family, Lab, Netns, ProcKind, ProcUpstream,
-    TcpEchoServer, Tpgate, UdpEchoServer,
+    has_field, have_program, poll, tcp_connect, tpgate_oneshot, Family, Lab, Netns, ProcKind,
+    ProcUpstream, TcpEchoServer, Tpgate, UdpEchoServer,
 };
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -609,4 +609,81 @@ fn dot_doh_policy_and_fallback() {
     assert!(pos("http POST /custom-path HTTP/1.1") < pos("query b.doh.example. sni=-"));
     assert!(pos("http POST /fb-query HTTP/1.1") < pos("query c.broken.example. sni=-"));
     assert_eq!(seen.len(), 5, "{seen:#?}");
+}
+
+/// One UDP query from a socket of the server's family; the answer and who sent it.
+fn query_udp_any(ns: &Netns, server: SocketAddr, name: &str) -> Option<(SocketAddr, Message)> {
+    let (id, bytes) = query_bytes(name, RecordType::A);
+    let any: SocketAddr = if server.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let sock = ns.enter(|| UdpSocket::bind(any)).ok()?;
+    sock.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    sock.send_to(&bytes, server).ok()?;
+    let mut buf = vec![0u8; 4096];
+    let (n, from) = sock.recv_from(&mut buf).ok()?;
+    let m = Message::from_vec(&buf[..n]).ok()?;
+    (m.id() == id).then_some((from, m))
+}
+
+/// `intercept.dns-hijack`: queries sent to ANY server on port 53 (here the lab server, which
+/// runs no DNS at all), from the LAN and from the gateway itself, over UDP and TCP, IPv4 and
+/// IPv6, are answered by tpgate's DNS server, and the answer comes from the address asked.
+#[test]
+fn dns_hijack_answers_queries_to_any_server() {
+    let Some(lab) = Lab::new("dnshijack") else {
+        return;
+    };
+    let base = lab.proxy_config_text(&[], &[], &["MATCH,DIRECT"]);
+    let text = base.replacen("intercept:\n", "intercept:\n  dns-hijack: true\n", 1)
+        + "dns:\n  enable: true\n  listen: '[::]:1053'\n  enhanced-mode: normal\n  \
+           nameserver: ['udp://192.0.2.53:53']\n\
+           hosts:\n  hijacked.test: 192.0.2.77\n";
+    let path = lab.write_file("tpgate.yaml", &text);
+    let tp = Tpgate::start(&lab, &path);
+    let want: IpAddr = "192.0.2.77".parse().expect("ip");
+    for family in [Family::V4, Family::V6] {
+        let server = SocketAddr::new(family.addrs().server, 53);
+        let (from, m) = poll(Duration::from_secs(5), || {
+            query_udp_any(&lab.client, server, "hijacked.test")
+        })
+        .unwrap_or_else(|| panic!("{family:?}: LAN UDP query not answered:\n{}", tp.log_text()));
+        assert_eq!(
+            from, server,
+            "{family:?}: the answer must come from the server asked"
+        );
+        assert_eq!(addrs(&m), vec![want]);
+        let m = query_tcp(&lab.client, server, "hijacked.test", RecordType::A)
+            .unwrap_or_else(|| panic!("{family:?}: LAN TCP query not answered"));
+        assert_eq!(addrs(&m), vec![want]);
+        let (from, m) = query_udp_any(&lab.gw, server, "hijacked.test")
+            .unwrap_or_else(|| panic!("{family:?}: the gateway's own query not answered"));
+        assert_eq!((from, addrs(&m)), (server, vec![want]));
+    }
+    // Without dns-hijack the same query goes to the server, which has no DNS: no answer.
+    drop(tp);
+    let path = lab.write_file("plain.yaml", &text.replacen("  dns-hijack: true\n", "", 1));
+    let _tp = Tpgate::start(&lab, &path);
+    let server = SocketAddr::new(Family::V4.addrs().server, 53);
+    assert!(query_udp_any(&lab.client, server, "hijacked.test").is_none());
+}
+
+#[test]
+fn dns_hijack_needs_an_unspecified_listen_address() {
+    let Some(lab) = Lab::new("dnshijackbad") else {
+        return;
+    };
+    let base = lab.proxy_config_text(&[], &[], &["MATCH,DIRECT"]);
+    let text = base.replacen("intercept:\n", "intercept:\n  dns-hijack: true\n", 1)
+        + "dns:\n  enable: true\n  listen: 127.0.0.1:1053\n";
+    let path = lab.write_file("tpgate.yaml", &text);
+    let out = tpgate_oneshot(&lab.gw, &["check", "-c", &path.display().to_string()]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(
+        out.stderr.contains("dns-hijack") && out.stderr.contains("0.0.0.0"),
+        "{}",
+        out.stderr
+    );
 }

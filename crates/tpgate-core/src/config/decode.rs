@@ -110,6 +110,30 @@ pub(super) fn decode(root: Option<&Node>, d: &mut Diags) -> Config {
             _ => unknown_key(d, e, ""),
         }
     }
+    if config.intercept.dns_hijack {
+        let at = entries
+            .iter()
+            .find(|e| e.key == "intercept")
+            .and_then(|e| match &e.value.value {
+                Value::Map(m) => m.iter().find_map(|(k, v)| {
+                    (k.value == Value::Str("dns-hijack".into())).then_some(v.pos)
+                }),
+                _ => None,
+            });
+        let listen = config.dns.listen.filter(|_| config.dns.enable);
+        let problem = match listen {
+            None => Some("dns-hijack needs the built-in DNS server: `dns: {enable: true, listen: 0.0.0.0:1053}`".to_owned()),
+            Some(a) if !a.ip().is_unspecified() => Some(format!(
+                "dns-hijack redirects queries to the DNS server on each interface's own address, \
+                 so `dns.listen` must be 0.0.0.0:{0} or [::]:{0}, not {a}",
+                a.port()
+            )),
+            Some(_) => None,
+        };
+        if let (Some(m), Some(pos)) = (problem, at) {
+            d.error(pos, "intercept.dns-hijack", m);
+        }
+    }
     settings(&entries, &mut config, d);
     upstreams(&entries, &mut config, d);
     if config.intercept.fwmark.matches(config.routing_mark) {

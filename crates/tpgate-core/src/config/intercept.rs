@@ -65,6 +65,11 @@ pub(super) fn intercept(node: &Node, d: &mut Diags, fwmark: &mut Seen) -> Interc
                 }
             }
             "bypass" => out.bypass = items(n, &path, d, value::cidr),
+            "dns-hijack" => {
+                if let Some(b) = check(d, n, &path, value::boolean(n)) {
+                    out.dns_hijack = b;
+                }
+            }
             _ => unknown_key(d, &e, "intercept"),
         }
     }

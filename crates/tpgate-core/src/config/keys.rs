@@ -38,6 +38,7 @@ pub(super) const INTERCEPT: &[&str] = &[
     "route-table",
     "rule-priority",
     "bypass",
+    "dns-hijack",
 ];
 
 /// Top-level keys of mihomo (Clash.Meta), Clash Premium and Clash for Windows that tpgate

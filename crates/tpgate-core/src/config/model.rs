@@ -150,6 +150,9 @@ pub struct Intercept {
     pub rule_priority: u32,
     /// User bypass CIDRs, added to the built-in reserved ranges.
     pub bypass: Vec<IpNet>,
+    /// `dns-hijack`: every DNS query (port 53, UDP and TCP) from the LAN and from this host
+    /// goes to the built-in DNS server, whatever server it was sent to.
+    pub dns_hijack: bool,
 }
 
 impl Default for Config {
@@ -191,6 +194,7 @@ impl Default for Intercept {
             route_table: DEFAULT_ROUTE_TABLE,
             rule_priority: DEFAULT_RULE_PRIORITY,
             bypass: Vec::new(),
+            dns_hijack: false,
         }
     }
 }

@@ -93,6 +93,9 @@ pub struct Plan {
     pub routes: Vec<LocalRoute>,
     pub sysctls: Vec<Sysctl>,
     pub listeners: Listeners,
+    /// `dns-hijack`: the built-in DNS server's port that every port-53 query is redirected
+    /// to (nat), and which the TPROXY rules leave alone.
+    pub dns_hijack: Option<u16>,
 }
 
 impl Plan {
@@ -140,6 +143,10 @@ impl Plan {
                 ipv6: config.ipv6,
                 udp: ic.udp,
             },
+            dns_hijack: ic
+                .dns_hijack
+                .then(|| config.dns.listen.map(|a| a.port()))
+                .flatten(),
         }
     }
 }
@@ -183,6 +190,7 @@ pub(crate) mod tests {
                 route_table: DEFAULT_ROUTE_TABLE,
                 rule_priority: DEFAULT_RULE_PRIORITY,
                 bypass: vec!["192.0.2.0/24".parse().unwrap()],
+                dns_hijack: false,
             },
             rules: vec![],
             ..Config::default()

@@ -133,8 +133,67 @@ pub fn render_nft(plan: &Plan) -> String {
         );
     }
     line(w, 1, "}");
+    if let Some(dns) = plan.dns_hijack {
+        dns_hijack(w, plan, dns, &ifaces);
+    }
     line(w, 0, "}");
     s
+}
+
+/// `dns-hijack`: nat chains redirecting every port-53 query to the built-in DNS server;
+/// conntrack rewrites the answers back, so each client sees the server it asked answer.
+fn dns_hijack(w: &mut String, plan: &Plan, dns: u16, ifaces: &[String]) {
+    let lan: Vec<String> = ifaces.iter().filter(|i| *i != "\"lo\"").cloned().collect();
+    let v6 = if plan.ipv6 {
+        ""
+    } else {
+        "meta nfproto ipv6 return\n"
+    };
+    if !lan.is_empty() {
+        line(w, 1, "");
+        line(w, 1, "chain dns_hijack_lan {");
+        line(
+            w,
+            2,
+            "type nat hook prerouting priority dstnat; policy accept;",
+        );
+        if !v6.is_empty() {
+            line(w, 2, v6.trim_end());
+        }
+        line(
+            w,
+            2,
+            &format!(
+                "iifname {} meta l4proto {{ tcp, udp }} th dport 53 redirect to :{dns} comment \"dns-hijack\"",
+                set_literal(&lan)
+            ),
+        );
+        line(w, 1, "}");
+    }
+    if plan.local {
+        line(w, 1, "");
+        line(w, 1, "chain dns_hijack_local {");
+        line(w, 2, "type nat hook output priority -100; policy accept;");
+        if !v6.is_empty() {
+            line(w, 2, v6.trim_end());
+        }
+        line(
+            w,
+            2,
+            &format!(
+                "meta mark {:#x} return comment \"tpgate's own queries (its DNS server's upstreams)\"",
+                plan.routing_mark
+            ),
+        );
+        line(
+            w,
+            2,
+            &format!(
+                "meta l4proto {{ tcp, udp }} th dport 53 redirect to :{dns} comment \"dns-hijack\""
+            ),
+        );
+        line(w, 1, "}");
+    }
 }
 
 /// Exclusions shared by PREROUTING and OUTPUT.
@@ -152,6 +211,13 @@ fn common_exclusions(w: &mut String, plan: &Plan) {
         2,
         "fib daddr type { local, broadcast, multicast } return comment \"this host's own addresses\"",
     );
+    if plan.dns_hijack.is_some() {
+        line(
+            w,
+            2,
+            "meta l4proto { tcp, udp } th dport 53 return comment \"dns-hijack: redirected by the nat chains\"",
+        );
+    }
     line(w, 2, "ip daddr @bypass4 return");
     line(w, 2, "ip6 daddr @bypass6 return");
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use socket2::Type;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, Interest};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
@@ -32,6 +32,8 @@ pub(crate) fn bind(addr: SocketAddr, mark: u32) -> Result<Sockets> {
     let context = |proto: &str| format!("binding the DNS server (dns.listen) on {proto} {addr}");
     let udp = (|| {
         let s = tpgate_sys::outbound_socket(addr.is_ipv6(), Type::DGRAM, mark)?;
+        // Answers leave from the address each query was sent to (see `serve_udp`).
+        tpgate_sys::enable_pktinfo(&s, addr.is_ipv6())?;
         s.bind(&addr.into())?;
         UdpSocket::from_std(s.into())
     })()
@@ -61,8 +63,8 @@ pub(crate) async fn serve(sockets: Sockets, dns: Arc<Dns>, stop: Shutdown) {
 async fn serve_udp(sock: Arc<UdpSocket>, dns: Arc<Dns>, limit: Arc<Semaphore>, stop: Shutdown) {
     let mut buf = vec![0u8; 4096];
     loop {
-        let (n, peer) = tokio::select! {
-            r = sock.recv_from(&mut buf) => match r {
+        let (n, peer, local) = tokio::select! {
+            r = sock.async_io(Interest::READABLE, || tpgate_sys::recv_with_local(&*sock, &mut buf)) => match r {
                 Ok(x) => x,
                 Err(e) => {
                     // ICMP errors of earlier replies surface here; they end nothing.
@@ -79,7 +81,15 @@ async fn serve_udp(sock: Arc<UdpSocket>, dns: Arc<Dns>, limit: Arc<Semaphore>, s
         let (sock, dns) = (sock.clone(), dns.clone());
         tokio::spawn(async move {
             if let Some(reply) = dns.handle(&query, true).await {
-                if let Err(e) = sock.send_to(&reply, peer).await {
+                // From the address the query was sent to: a query redirected by
+                // dns-hijack, or sent to one of several local addresses, expects exactly
+                // that address to answer (conntrack maps it back to the server asked).
+                let sent = sock
+                    .async_io(Interest::WRITABLE, || {
+                        tpgate_sys::send_from(&*sock, &reply, peer, local)
+                    })
+                    .await;
+                if let Err(e) = sent {
                     debug!("dns reply to {peer}: {e}");
                 }
             }

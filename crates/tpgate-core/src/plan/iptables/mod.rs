@@ -43,6 +43,10 @@ const DIVERT: &str = "TPGATE_DIVERT";
 const OUT: &str = "TPGATE_OUT";
 /// INPUT (filter) jumps here: refuses connections aimed at the listener itself.
 const IN: &str = "TPGATE_IN";
+/// nat PREROUTING jumps here with `dns-hijack`: LAN DNS queries to the built-in server.
+const DNS_PRE: &str = "TPGATE_DNS_PRE";
+/// nat OUTPUT jumps here with `dns-hijack`: this host's DNS queries to the built-in server.
+const DNS_OUT: &str = "TPGATE_DNS_OUT";
 /// `TPGATE_PID_<pid>`: an empty chain naming the process that owns the others.
 const OWNER_PREFIX: &str = "TPGATE_PID_";
 
@@ -165,7 +169,50 @@ fn tables(plan: &Plan, family: Family) -> Vec<Table> {
             ));
         }
     }
-    vec![filter, mangle]
+    let mut tables = vec![filter, mangle];
+    if let Some(dns) = plan.dns_hijack {
+        tables.push(dns_hijack(plan, dns));
+    }
+    tables
+}
+
+/// `dns-hijack`: nat REDIRECT of every port-53 query to the built-in DNS server (conntrack
+/// rewrites the answers back), as the nftables table's nat chains do.
+fn dns_hijack(plan: &Plan, dns: u16) -> Table {
+    let mut nat = Table {
+        name: "nat",
+        chains: Vec::new(),
+        rules: Vec::new(),
+        jumps: Vec::new(),
+    };
+    if !plan.lan_interfaces.is_empty() {
+        nat.chains.push(DNS_PRE.to_owned());
+        nat.jumps.push(("PREROUTING", DNS_PRE));
+        for iface in &plan.lan_interfaces {
+            for p in ["udp", "tcp"] {
+                nat.rules.push(format!(
+                    "-A {DNS_PRE} -i {iface} -p {p} --dport 53 {} -j REDIRECT --to-ports {dns}",
+                    comment("dns-hijack")
+                ));
+            }
+        }
+    }
+    if plan.local {
+        nat.chains.push(DNS_OUT.to_owned());
+        nat.jumps.push(("OUTPUT", DNS_OUT));
+        nat.rules.push(format!(
+            "-A {DNS_OUT} -m mark --mark {:#x} {} -j RETURN",
+            plan.routing_mark,
+            comment("tpgate's own queries (its DNS server's upstreams)")
+        ));
+        for p in ["udp", "tcp"] {
+            nat.rules.push(format!(
+                "-A {DNS_OUT} -p {p} --dport 53 {} -j REDIRECT --to-ports {dns}",
+                comment("dns-hijack")
+            ));
+        }
+    }
+    nat
 }
 
 /// Exclusions shared by PREROUTING and OUTPUT, as in the nftables table.
@@ -188,6 +235,14 @@ fn exclusions(r: &mut Vec<String>, plan: &Plan, family: Family, chain: &str) {
         r.push(format!(
             "-A {chain} -m addrtype --dst-type {t}{note} -j RETURN"
         ));
+    }
+    if plan.dns_hijack.is_some() {
+        for p in ["udp", "tcp"] {
+            r.push(format!(
+                "-A {chain} -p {p} --dport 53 {} -j RETURN",
+                comment("dns-hijack: redirected by the nat chains")
+            ));
+        }
     }
     let bypass = match family {
         Family::V4 => &plan.bypass_v4,
