@@ -687,3 +687,50 @@ fn dns_hijack_needs_an_unspecified_listen_address() {
         out.stderr
     );
 }
+
+/// A fake-ip flow that reaches an address rule (without `no-resolve`) is decided on the
+/// real address of its name, as mihomo does; with `no-resolve` the rule is skipped.
+#[test]
+fn fake_ip_flows_resolve_for_address_rules() {
+    if !have_program("dnsmasq") {
+        eprintln!("SKIPPED: dnsmasq is not installed");
+        return;
+    }
+    let Some(lab) = Lab::new("dnsiprule") else {
+        return;
+    };
+    let v4 = Family::V4.addrs();
+    let _ns = Dnsmasq::start(
+        &lab,
+        &lab.server,
+        v4.server,
+        &[("real.example", Some(v4.server))],
+    );
+    let _server = TcpEchoServer::start(&lab.server, SocketAddr::new(v4.server, PORT));
+    let dns = SocketAddr::new(v4.gw_lan, 53);
+    for (rule, rejected) in [
+        ("IP-CIDR,203.0.113.0/24,REJECT", true),
+        ("IP-CIDR,203.0.113.0/24,REJECT,no-resolve", false),
+    ] {
+        let text = lab.proxy_config_text(&[], &[], &[rule, "MATCH,DIRECT"])
+            + &dns_section("fake-ip", v4.server);
+        let config = lab.write_file("tpgate.yaml", &text);
+        let tp = Tpgate::start(&lab, &config);
+        let fake = resolve(&tp, dns, "real.example");
+        assert!(in_fake_range(fake));
+        let dst = SocketAddr::new(fake, PORT);
+        let got = echo(&lab, dst, b"x");
+        let line = flow_line(&tp, dst, "real.example");
+        if rejected {
+            assert!(got.is_none(), "{rule}: must be decided on the real address");
+            assert!(has_field(&line, "action", "REJECT"), "{line}");
+        } else {
+            assert_eq!(
+                got.as_deref(),
+                Some(&b"x"[..]),
+                "{rule}: the fake address does not match"
+            );
+            assert!(has_field(&line, "action", "DIRECT"), "{line}");
+        }
+    }
+}

@@ -213,6 +213,36 @@ mod tests {
     }
 
     #[test]
+    fn fake_destinations_need_resolving_only_before_an_ip_rule() {
+        let e = engine(
+            &[
+                "DOMAIN-SUFFIX,a.example,REJECT",
+                "IP-CIDR,10.0.0.0/8,DIRECT",
+                "MATCH,REJECT",
+            ],
+            Mode::Rule,
+        );
+        let fake = flow("198.51.100.2:40000", "198.18.0.5:443");
+        let named = |host| FlowMeta {
+            host: Some(host),
+            ..fake
+        };
+        assert!(
+            !e.needs_real_dst(&named("x.a.example")),
+            "decided before the IP rule"
+        );
+        assert!(
+            e.needs_real_dst(&named("b.example")),
+            "the IP rule comes first"
+        );
+        let e = engine(
+            &["IP-CIDR,10.0.0.0/8,DIRECT,no-resolve", "MATCH,REJECT"],
+            Mode::Rule,
+        );
+        assert!(!e.needs_real_dst(&named("b.example")), "no-resolve");
+    }
+
+    #[test]
     fn first_match_wins_and_default_is_direct() {
         let e = engine(
             &[

@@ -213,6 +213,9 @@ pub struct RuleEngine {
     needs_geoip: bool,
     /// `sub-rules` lists, in config order.
     subs: Vec<SubList>,
+    /// Rules that look at the destination address without `no-resolve`: a flow whose
+    /// address is a stand-in (fake-ip) needs its real address before reaching one.
+    ip_rules: Vec<usize>,
     mode: crate::config::Mode,
     /// What `mode: global` sends every flow to (see `Config::global_action`).
     global: Action,
@@ -226,6 +229,12 @@ impl RuleEngine {
             needs_process: rules.iter().any(|r| r.matcher.is_about_process()),
             needs_geoip: rules.iter().any(|r| r.matcher.needs_geoip()),
             subs: Vec::new(),
+            ip_rules: rules
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| !r.no_resolve && r.matcher.looks_at_dst_ip())
+                .map(|(i, _)| i)
+                .collect(),
             rules,
             mode,
             global,
@@ -249,6 +258,24 @@ impl RuleEngine {
             });
         }
         self
+    }
+
+    /// For a flow whose destination address is a stand-in (a fake-ip address; its name is
+    /// in `flow.host`): whether a rule that looks at the destination address (without
+    /// `no-resolve`) comes at or before the rule that decides it now, so the name must be
+    /// resolved and the flow decided again with the real address (mihomo's behaviour).
+    pub fn needs_real_dst(&self, flow: &FlowMeta<'_>) -> bool {
+        if self.mode != crate::config::Mode::Rule || self.ip_rules.is_empty() {
+            return false;
+        }
+        let bound = self.decide(flow).rule.unwrap_or(self.rules.len());
+        self.ip_rules
+            .iter()
+            .take_while(|&&i| i <= bound)
+            .any(|&i| match &self.rules[i].matcher {
+                Matcher::RuleSet(h) => h.current().has_cidrs(),
+                _ => true,
+            })
     }
 
     /// Rule `rule` of sub-rule list `list` (from [`Decision::inner`]).
@@ -316,6 +343,18 @@ impl Matcher {
             Self::And(all) | Self::Or(all) => all.iter_mut().flat_map(Self::geosites_mut).collect(),
             Self::Not(inner) => inner.geosites_mut(),
             _ => Vec::new(),
+        }
+    }
+
+    /// Whether this matcher (or one inside it) may look at the destination address: CIDR and
+    /// GEOIP rules, rule sets (their CIDR entries), logic rules containing one.
+    pub fn looks_at_dst_ip(&self) -> bool {
+        match self {
+            Self::IpCidr(_) | Self::GeoIp(_) | Self::RuleSet(_) => true,
+            Self::And(all) | Self::Or(all) => all.iter().any(Self::looks_at_dst_ip),
+            Self::Not(inner) => inner.looks_at_dst_ip(),
+            Self::SubRule { cond, .. } => cond.looks_at_dst_ip(),
+            _ => false,
         }
     }
 

@@ -113,6 +113,13 @@ impl RuleSet {
         self.len == 0
     }
 
+    /// Whether the set has address entries (CIDRs, or classical rules on addresses).
+    pub fn has_cidrs(&self) -> bool {
+        !self.v4.is_empty()
+            || !self.v6.is_empty()
+            || self.classical.iter().any(Matcher::looks_at_dst_ip)
+    }
+
     fn add(&mut self, behavior: Behavior, entry: &str) -> Result<(), AddError> {
         match behavior {
             Behavior::Domain => self.add_domain(entry).map_err(AddError::Bad)?,

@@ -100,6 +100,41 @@ impl Shared {
         }
     }
 
+    /// The address rules should see for a flow to `dst`: the real address of a fake-ip
+    /// flow's name when a rule that looks at addresses (without `no-resolve`) would be
+    /// reached first, else `dst` itself.
+    pub(crate) async fn rules_dst(
+        &self,
+        network: Network,
+        src: SocketAddr,
+        dst: SocketAddr,
+        host: Option<&str>,
+    ) -> SocketAddr {
+        let Some(name) = host else { return dst };
+        let meta = FlowMeta {
+            network,
+            src,
+            dst,
+            origin: Origin::Forwarded,
+            host,
+            process: None,
+            geo: None,
+        };
+        if !self.engine.needs_real_dst(&meta) {
+            return dst;
+        }
+        match self.resolve_real(name, dst.port()).await {
+            Ok(real) => {
+                tracing::debug!("{name}: resolved to {real} for the address rules");
+                real
+            }
+            Err(e) => {
+                tracing::debug!("{name}: not resolved for the address rules ({e})");
+                dst
+            }
+        }
+    }
+
     /// Whether `dst` is tpgate's own listener: relaying it would loop forever.
     pub(crate) fn is_self(&self, dst: SocketAddr) -> bool {
         dst.port() == self.tproxy_port && self.local_addrs.contains(dst.ip())

@@ -68,7 +68,12 @@ async fn handle(client: TcpStream, src: SocketAddr, shared: Arc<Shared>) {
         return;
     };
     let (host, fake) = (name.host.as_deref(), name.fake);
-    let v = shared.decide(Network::Tcp, src, dst, host);
+    let rules_dst = if fake {
+        shared.rules_dst(Network::Tcp, src, dst, host).await
+    } else {
+        dst
+    };
+    let v = shared.decide(Network::Tcp, src, rules_dst, host);
     info!(
         "tcp {src} -> {dst} origin={}{}{} rule=\"{}\" action={}",
         origin_name(v.origin),
