@@ -3,7 +3,7 @@
 //! of `GEOSITE` rules, read from a v2ray `geosite.dat` when the config is loaded.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context as _, Result};
 use maxminddb::{PathElement, Reader};
@@ -56,9 +56,7 @@ pub(crate) fn check(config: &mut Config, config_path: Option<&Path>) -> Result<O
     if !needed {
         return Ok(None);
     }
-    let base = config_path
-        .and_then(Path::parent)
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let base = crate::providers::config_dir(config_path);
     let explicit = config.geoip_path.is_some();
     let path = base.join(config.geoip_path.as_deref().unwrap_or("Country.mmdb"));
     match GeoIp::open(&path) {
@@ -91,9 +89,7 @@ pub(crate) fn load_geosite(config: &mut Config, config_path: Option<&Path>) -> R
     }
     names.sort();
     names.dedup();
-    let base = config_path
-        .and_then(Path::parent)
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let base = crate::providers::config_dir(config_path);
     let path = base.join(config.geosite_path.as_deref().unwrap_or("GeoSite.dat"));
     let data = std::fs::read(&path).with_context(|| {
         format!(

@@ -30,9 +30,7 @@ pub(crate) fn load_local(
     config: &mut Config,
     config_path: Option<&Path>,
 ) -> Result<Vec<String>, Vec<String>> {
-    let base = config_path
-        .and_then(Path::parent)
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let base = config_dir(config_path);
     let (mut warnings, mut errors) = (Vec::new(), Vec::new());
     for p in &mut config.rule_providers {
         let (file, required) = match &mut p.source {
@@ -78,6 +76,14 @@ pub(crate) fn load_local(
     } else {
         Err(errors)
     }
+}
+
+/// The directory relative paths in a config are read from: the config file's own (mihomo's
+/// rule), or the working directory for the embedded default.
+pub(crate) fn config_dir(config_path: Option<&Path>) -> PathBuf {
+    config_path
+        .and_then(Path::parent)
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 /// Starts the refresh task of every http provider.

@@ -22,8 +22,8 @@ use std::time::Duration;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use lab::{
-    has_field, have_program, poll, tcp_connect, tpgate_oneshot, Family, Lab, Netns, ProcKind,
-    ProcUpstream, TcpEchoServer, Tpgate, UdpEchoServer,
+    has_field, have_program, poll, tcp_connect, tpgate_oneshot, Family, Lab, Netns, NetnsHosts,
+    ProcKind, ProcUpstream, TcpEchoServer, Tpgate, UdpEchoServer,
 };
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -92,24 +92,6 @@ impl Drop for Dnsmasq {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// /etc/netns/<ns>/hosts for an upstream proxy's namespace (see e2e_sniff.rs).
-struct NetnsHosts(PathBuf);
-
-impl NetnsHosts {
-    fn write(ns: &str, text: &str) -> Self {
-        let dir = PathBuf::from("/etc/netns").join(ns);
-        std::fs::create_dir_all(&dir).expect("create /etc/netns/<ns>");
-        std::fs::write(dir.join("hosts"), text).expect("write hosts");
-        Self(dir)
-    }
-}
-
-impl Drop for NetnsHosts {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -125,7 +125,6 @@ fn geosite_dat() -> Vec<u8> {
 /// `GEOSITE` lists decide sniffed names (HTTP Host here).
 #[test]
 fn geosite_rules_decide_by_list() {
-    use std::io::{Read, Write};
     let Some(lab) = Lab::new("geosite") else {
         return;
     };
@@ -145,16 +144,7 @@ fn geosite_rules_decide_by_list() {
     let tp = Tpgate::start(&lab, &path);
     let a = Family::V4.addrs();
     let web = TcpEchoServer::start(&lab.server, SocketAddr::new(a.server, 80));
-    let ask = |name: &str| -> bool {
-        let Ok(mut s) = lab::tcp_connect(&lab.client, web.addr) else {
-            return false;
-        };
-        let req = format!("GET / HTTP/1.1\r\nHost: {name}\r\n\r\n");
-        let _ = s.write_all(req.as_bytes());
-        let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
-        let mut back = vec![0u8; req.len()];
-        s.read_exact(&mut back).is_ok()
-    };
+    let ask = |name: &str| !lab::lan_request_for(&lab, name, web.addr).is_empty();
     assert!(!ask("a.ads.example"), "suffix entry");
     assert!(!ask("my-tracker.test"), "keyword entry");
     assert!(!ask("www.example.org"), "full entry in a logic rule");

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lab::{has_field, tcp_connect, tpgate_oneshot, Family, Lab, TcpEchoServer, Tpgate};
+use lab::{has_field, lan_request_for, tpgate_oneshot, Family, Lab, TcpEchoServer, Tpgate};
 
 /// Serves `body` to every GET on `addr` (in the lab's server namespace), counting requests.
 fn serve_list(lab: &Lab, addr: SocketAddr, body: &'static str) -> Arc<AtomicUsize> {
@@ -35,21 +35,6 @@ fn serve_list(lab: &Lab, addr: SocketAddr, body: &'static str) -> Arc<AtomicUsiz
         }
     });
     hits
-}
-
-/// One HTTP/1.1 request with `Host: name` from the LAN client; the echo, or nothing when the
-/// connection was refused or reset.
-fn request(lab: &Lab, name: &str, addr: SocketAddr) -> Vec<u8> {
-    let Ok(mut s) = tcp_connect(&lab.client, addr) else {
-        return Vec::new();
-    };
-    let req = format!("GET / HTTP/1.1\r\nHost: {name}\r\n\r\n");
-    if s.write_all(req.as_bytes()).is_err() {
-        return Vec::new();
-    }
-    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
-    let mut got = vec![0u8; req.len()];
-    s.read_exact(&mut got).map(|()| got).unwrap_or_default()
 }
 
 #[test]
@@ -95,9 +80,9 @@ fn file_and_http_providers_drive_rule_set_rules() {
         let a = family.addrs();
         let web = TcpEchoServer::start(&lab.server, SocketAddr::new(a.server, 80));
         let other = TcpEchoServer::start(&lab.server, SocketAddr::new(a.server, 9000));
-        assert!(!request(&lab, "www.allowed.example", web.addr).is_empty());
-        assert!(request(&lab, "cdn.blocked.example", web.addr).is_empty());
-        assert!(request(&lab, "exact.example", web.addr).is_empty());
+        assert!(!lan_request_for(&lab, "www.allowed.example", web.addr).is_empty());
+        assert!(lan_request_for(&lab, "cdn.blocked.example", web.addr).is_empty());
+        assert!(lan_request_for(&lab, "exact.example", web.addr).is_empty());
         let line = tp
             .wait_for_line(Duration::from_secs(5), |l| {
                 l.contains(&format!(" -> {} ", web.addr))
@@ -106,7 +91,7 @@ fn file_and_http_providers_drive_rule_set_rules() {
             .expect("flow line");
         assert!(line.contains("rule=\"RULE-SET,blocked,REJECT\""), "{line}");
         // The downloaded ipcidr set rejects port 9000 to the server's network.
-        assert!(request(&lab, "x.test", other.addr).is_empty());
+        assert!(lan_request_for(&lab, "x.test", other.addr).is_empty());
         assert_eq!(
             other.peers().len(),
             0,
@@ -120,7 +105,7 @@ fn file_and_http_providers_drive_rule_set_rules() {
     let a = Family::V4.addrs();
     let other = TcpEchoServer::start(&lab.server, SocketAddr::new(a.server, 9000));
     assert!(
-        request(&lab, "x.test", other.addr).is_empty(),
+        lan_request_for(&lab, "x.test", other.addr).is_empty(),
         "cache not used"
     );
     assert_eq!(

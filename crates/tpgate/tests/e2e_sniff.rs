@@ -7,11 +7,11 @@ mod lab;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use lab::{
-    has_field, poll, tcp_connect, Family, Lab, ProcKind, ProcUpstream, TcpEchoServer, Tpgate,
+    has_field, lan_request_for, poll, tcp_connect, Family, Lab, NetnsHosts, ProcKind, ProcUpstream,
+    TcpEchoServer, Tpgate,
 };
 
 /// From the LAN client: `curl https://NAME/` with NAME pinned to `addr`. The server is an
@@ -23,24 +23,6 @@ fn curl_tls(lab: &Lab, name: &str, addr: SocketAddr) {
         "curl",
         &["-sk", "--max-time", "3", "--resolve", &resolve, &url],
     );
-}
-
-/// One plain HTTP/1.1 request with `Host: name` to `addr` from the LAN client; returns what
-/// came back (the echo of the request, or nothing when the connection was refused/reset).
-fn http_request(lab: &Lab, name: &str, addr: SocketAddr) -> Vec<u8> {
-    let Ok(mut s) = tcp_connect(&lab.client, addr) else {
-        return Vec::new();
-    };
-    let req = format!("GET / HTTP/1.1\r\nHost: {name}\r\nUser-Agent: lab\r\n\r\n");
-    if s.write_all(req.as_bytes()).is_err() {
-        return Vec::new();
-    }
-    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
-    let mut got = vec![0u8; req.len()];
-    match s.read_exact(&mut got) {
-        Ok(()) => got,
-        Err(_) => Vec::new(),
-    }
 }
 
 fn flow_line(tp: &Tpgate<'_>, dst: SocketAddr, host: &str) -> String {
@@ -84,14 +66,14 @@ fn tls_sni_and_http_host_drive_domain_rules() {
         std::thread::sleep(Duration::from_millis(200));
         assert_eq!(tls.peers().len(), 1, "a rejected name reached the server");
 
-        let echoed = http_request(&lab, "Plain.Allowed.Example", http.addr);
+        let echoed = lan_request_for(&lab, "Plain.Allowed.Example", http.addr);
         assert!(!echoed.is_empty(), "HTTP through tpgate failed");
         assert!(
             echoed.starts_with(b"GET / HTTP/1.1\r\n"),
             "the sniffed bytes must be sent on first, unchanged"
         );
         flow_line(&tp, http.addr, "plain.allowed.example");
-        assert!(http_request(&lab, "ads.tracker.test", http.addr).is_empty());
+        assert!(lan_request_for(&lab, "ads.tracker.test", http.addr).is_empty());
         let line = flow_line(&tp, http.addr, "ads.tracker.test");
         assert!(has_field(&line, "action", "REJECT"), "{line}");
     }
@@ -134,25 +116,6 @@ fn server_first_protocol_on_a_sniffed_port_still_works() {
     );
 }
 
-/// /etc/netns/<ns>/hosts: `ip netns exec` mounts it over /etc/hosts for processes in that
-/// namespace only, so the upstream resolves names the lab's way. Removed on drop.
-struct NetnsHosts(PathBuf);
-
-impl NetnsHosts {
-    fn write(ns: &str, text: &str) -> Self {
-        let dir = PathBuf::from("/etc/netns").join(ns);
-        std::fs::create_dir_all(&dir).expect("create /etc/netns/<ns>");
-        std::fs::write(dir.join("hosts"), text).expect("write hosts");
-        Self(dir)
-    }
-}
-
-impl Drop for NetnsHosts {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The upstream gets the sniffed NAME, not the address: its hosts file maps the name to the
 /// server's IPv6 address while the client connected to the IPv4 one, so the server seeing the
 /// upstream over IPv6 proves the upstream resolved the name itself.
@@ -173,7 +136,7 @@ fn upstream_receives_the_sniffed_name() {
     let asked = SocketAddr::new(v4.server, 80);
     let reached = TcpEchoServer::start(&lab.server, SocketAddr::new(v6.server, 80));
     let echoed = poll(Duration::from_secs(5), || {
-        let e = http_request(&lab, "named.example", asked);
+        let e = lan_request_for(&lab, "named.example", asked);
         (!e.is_empty()).then_some(e)
     })
     .unwrap_or_else(|| panic!("no answer through the upstream:\n{}", tp.log_text()));

@@ -107,7 +107,7 @@ impl Forwarder {
     pub(crate) fn new(cfg: &tpgate_core::config::Dns, mark: u32) -> io::Result<Self> {
         // /etc/resolv.conf may name this very server (listen on 127.0.0.1:53): asking it
         // would loop, so such entries are dropped.
-        let system: Vec<SocketAddr> = system_servers()
+        let system: Vec<SocketAddr> = crate::outbound::system_nameservers()
             .into_iter()
             .filter(|a| !is_self(*a, cfg.listen))
             .collect();
@@ -393,16 +393,6 @@ fn is_self(server: SocketAddr, listen: Option<SocketAddr>) -> bool {
     };
     server.port() == l.port()
         && (server.ip() == l.ip() || (l.ip().is_unspecified() && server.ip().is_loopback()))
-}
-
-fn system_servers() -> Vec<SocketAddr> {
-    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix("nameserver"))
-        .filter_map(|rest| rest.split_whitespace().next())
-        .filter_map(|ip| ip.split('%').next()?.parse::<IpAddr>().ok())
-        .map(|ip| SocketAddr::new(ip, 53))
-        .collect()
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ use tracing::warn;
 pub(crate) use dial::connect_marked;
 pub(crate) use group::Group;
 pub(crate) use health::{probe, spawn_all as spawn_health_checks, Url};
-pub(crate) use resolve::Resolver;
+pub(crate) use resolve::{system_nameservers, Resolver};
 pub(crate) use tls::TlsClient;
 pub(crate) use upstream::Upstream;
 

@@ -22,8 +22,7 @@ pub(crate) struct Resolver {
 
 impl Resolver {
     pub(crate) fn from_system(mark: u32, ipv6: bool) -> Self {
-        let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        let mut servers = parse_resolv_conf(&text);
+        let mut servers = system_nameservers();
         if servers.is_empty() {
             servers.push(SocketAddr::from((Ipv4Addr::LOCALHOST, 53)));
         }
@@ -67,7 +66,7 @@ impl Resolver {
         let s = tpgate_sys::outbound_socket(server.is_ipv6(), Type::DGRAM, self.mark)?;
         s.connect(&server.into())?;
         let sock = UdpSocket::from_std(s.into())?;
-        let id: u16 = rand_id();
+        let id: u16 = rand::random();
         let mut msg = Message::new();
         msg.set_id(id)
             .set_message_type(MessageType::Query)
@@ -100,12 +99,10 @@ impl Resolver {
     }
 }
 
-fn rand_id() -> u16 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    (t ^ (t >> 16)) as u16
+/// The nameservers of /etc/resolv.conf (port 53, zone suffixes dropped); empty when the
+/// file is missing.
+pub(crate) fn system_nameservers() -> Vec<SocketAddr> {
+    parse_resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
 }
 
 fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {

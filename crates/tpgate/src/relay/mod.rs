@@ -115,7 +115,7 @@ impl Shared {
             network,
             src,
             dst,
-            origin: Origin::Forwarded,
+            origin: self.origin(src),
             host,
             process: None,
             geo: None,
@@ -135,6 +135,15 @@ impl Shared {
         }
     }
 
+    /// This host's own flow, or a LAN host's.
+    fn origin(&self, src: SocketAddr) -> Origin {
+        if self.local_addrs.contains(src.ip()) {
+            Origin::Local
+        } else {
+            Origin::Forwarded
+        }
+    }
+
     /// Whether `dst` is tpgate's own listener: relaying it would loop forever.
     pub(crate) fn is_self(&self, dst: SocketAddr) -> bool {
         dst.port() == self.tproxy_port && self.local_addrs.contains(dst.ip())
@@ -149,11 +158,7 @@ impl Shared {
         dst: SocketAddr,
         host: Option<&str>,
     ) -> Verdict {
-        let origin = if self.local_addrs.contains(src.ip()) {
-            Origin::Local
-        } else {
-            Origin::Forwarded
-        };
+        let origin = self.origin(src);
         // Only this host's own flows have a local process; finding it is a sock_diag dump
         // and a /proc scan, done only when a rule asks.
         let process = (origin == Origin::Local && self.engine.needs_process())
