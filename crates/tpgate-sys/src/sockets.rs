@@ -45,12 +45,29 @@ pub fn transparent_udp_socket(addr: SocketAddr, mark: u32, role: UdpRole) -> io:
     let s = transparent(addr, Type::DGRAM, Protocol::UDP, mark)?;
     if role == UdpRole::Listener {
         crate::udp::enable_orig_dst(&s, addr.is_ipv6())?;
+        // Every intercepted datagram of every flow queues here: a burst (or one large
+        // datagram in many fragments) must not overflow the 208 KiB default.
+        large_receive_buffer(&s, LISTENER_RCVBUF);
     } else {
         // Many flows may answer from the same popular address (a DNS server).
         s.set_reuse_port(true)?;
     }
     s.bind(&addr.into())?;
     Ok(s.into())
+}
+
+/// Receive buffer of a UDP listener. The kernel charges it only for what is queued.
+const LISTENER_RCVBUF: usize = 8 << 20;
+/// Receive buffer of an outbound UDP socket, where one flow's replies queue.
+const OUTBOUND_RCVBUF: usize = 1 << 20;
+
+/// Sets `SO_RCVBUF` to `size`, above `net.core.rmem_max` when allowed (`SO_RCVBUFFORCE`
+/// needs CAP_NET_ADMIN, which a TPROXY daemon has); a refusal keeps the default.
+fn large_receive_buffer(s: &Socket, size: usize) {
+    let forced = nix::sys::socket::setsockopt(s, nix::sys::socket::sockopt::RcvBufForce, &size);
+    if forced.is_err() {
+        let _ = s.set_recv_buffer_size(size);
+    }
 }
 
 /// An unbound outbound socket of `domain` carrying `mark`, non-blocking.
@@ -64,5 +81,8 @@ pub fn outbound_socket(ipv6: bool, ty: Type, mark: u32) -> io::Result<Socket> {
     let s = Socket::new(domain, ty, Some(proto))?;
     s.set_mark(mark)?;
     s.set_nonblocking(true)?;
+    if ty == Type::DGRAM {
+        large_receive_buffer(&s, OUTBOUND_RCVBUF);
+    }
     Ok(s)
 }

@@ -39,8 +39,18 @@ pub fn recv_with_orig_dst(fd: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Datag
         .as_ref()
         .and_then(storage_to_std)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram without source"))?;
+    let orig_dst = orig_dst_of(msg.cmsgs()?);
+    Ok(Datagram {
+        len: msg.bytes,
+        src,
+        orig_dst,
+    })
+}
+
+/// The original destination among a datagram's control messages, if the kernel attached one.
+pub(crate) fn orig_dst_of(cmsgs: impl Iterator<Item = ControlMessageOwned>) -> Option<SocketAddr> {
     let mut orig_dst = None;
-    for c in msg.cmsgs()? {
+    for c in cmsgs {
         match c {
             ControlMessageOwned::Ipv4OrigDstAddr(a) => {
                 let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
@@ -61,14 +71,10 @@ pub fn recv_with_orig_dst(fd: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Datag
             _ => {}
         }
     }
-    Ok(Datagram {
-        len: msg.bytes,
-        src,
-        orig_dst,
-    })
+    orig_dst
 }
 
-fn storage_to_std(s: &SockaddrStorage) -> Option<SocketAddr> {
+pub(crate) fn storage_to_std(s: &SockaddrStorage) -> Option<SocketAddr> {
     if let Some(v4) = s.as_sockaddr_in() {
         return Some(SocketAddr::V4(SocketAddrV4::new(v4.ip(), v4.port())));
     }

@@ -51,6 +51,7 @@ fn bind(plan: &Plan) -> Result<Listeners> {
 pub(crate) async fn run(config: Config) -> Result<()> {
     let plan = Plan::new(&config);
     check_sysctls(&plan);
+    raise_fd_limit();
     let listeners = bind(&plan)?;
     let api = match config.external_controller {
         Some(addr) => {
@@ -153,6 +154,26 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         Err(e) => warn!("teardown incomplete: {e:#}; run `tpgate down`"),
     }
     res
+}
+
+/// Every relayed TCP connection holds two descriptors and every UDP flow one: the usual
+/// soft limit of 1024 would cap a gateway at a few hundred connections. Raise the soft
+/// limit to the hard one (systemd's default hard limit is 524288).
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!("open files limit raised from {soft} to {hard}"),
+            Err(e) => warn!("cannot raise the open files limit from {soft}: {e}"),
+        },
+        Ok((soft, _)) if soft < 65_536 => warn!(
+            "the open files limit is {soft}: at most about {} TCP connections; raise it \
+             (LimitNOFILE= in the unit, ulimit -n)",
+            soft / 2
+        ),
+        Ok(_) => {}
+        Err(e) => warn!("cannot read the open files limit: {e}"),
+    }
 }
 
 fn check_sysctls(plan: &Plan) {

@@ -132,8 +132,15 @@ fn new_gateway_address_is_never_proxied() {
     };
     let tp = Tpgate::start(&lab, &lab.write_config());
     let new: IpAddr = "2001:db8:5::1".parse().expect("address");
-    lab.gw
-        .ip(&["-6", "addr", "add", "2001:db8:5::1/64", "dev", &lab.lan_if]);
+    lab.gw.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:5::1/64",
+        "dev",
+        &lab.lan_if,
+        "nodad",
+    ]);
     let service = TcpEchoServer::start(&lab.gw, SocketAddr::new(new, 8080));
 
     let x = tcp_echo(&lab.gw, service.addr, b"self").expect("gateway -> its new address");

@@ -246,3 +246,78 @@ fn reject_udp_v4_gets_no_reply_and_never_reaches_server() {
 fn reject_udp_v6_gets_no_reply_and_never_reaches_server() {
     reject_is_silent(Family::V6);
 }
+
+/// Several flows sending at once, interleaved, so tpgate's listener takes datagrams of
+/// different flows in one batch and sends each flow's in runs: every flow's datagrams, of
+/// varied sizes up to 30 000 bytes, arrive complete and in order, and every reply comes from
+/// the destination its client asked.
+fn interleaved_flows_keep_order(family: Family) {
+    lab_with_tpgate!(lab, tp, "udpbatch");
+    let a = family.addrs();
+    let servers = [
+        UdpEchoServer::start(&lab.server, SocketAddr::new(a.server, 7010)),
+        UdpEchoServer::start(&lab.server, SocketAddr::new(a.server, 7011)),
+    ];
+    let flows: Vec<(UdpSocket, SocketAddr)> = (0..6)
+        .map(|i| {
+            let s = lab
+                .client
+                .enter(|| UdpSocket::bind(family.any()))
+                .expect("bind");
+            s.set_read_timeout(Some(REPLY_WAIT)).expect("timeout");
+            (s, servers[i % 2].addr)
+        })
+        .collect();
+    let payload = |flow: usize, seq: u16| {
+        let size = if seq == ROUNDS - 1 {
+            30_000
+        } else {
+            3 + usize::from(seq) * 23 % 1400
+        };
+        let mut p = vec![u8::try_from(flow).expect("flow id"); size];
+        p[1..3].copy_from_slice(&seq.to_be_bytes());
+        p
+    };
+    const ROUNDS: u16 = 60;
+    const WINDOW: u16 = 10;
+    let mut buf = vec![0u8; 65536];
+    for start in (0..ROUNDS).step_by(usize::from(WINDOW)) {
+        let end = (start + WINDOW).min(ROUNDS);
+        for seq in start..end {
+            for (i, (s, dst)) in flows.iter().enumerate() {
+                s.send_to(&payload(i, seq), *dst).expect("send");
+            }
+        }
+        for (i, (s, dst)) in flows.iter().enumerate() {
+            for seq in start..end {
+                let (n, from) = s.recv_from(&mut buf).unwrap_or_else(|e| {
+                    panic!(
+                        "flow {i}: no reply for datagram {seq}: {e}\n{}",
+                        tp.log_text()
+                    )
+                });
+                assert_eq!(from, *dst, "flow {i}: reply from the asked destination");
+                assert_eq!(
+                    &buf[..n],
+                    payload(i, seq).as_slice(),
+                    "flow {i}: datagram {seq} complete and in order"
+                );
+            }
+        }
+    }
+    for server in &servers {
+        let peers = server.peers();
+        assert_eq!(peers.len(), 3 * usize::from(ROUNDS), "{peers:?}");
+        assert!(peers.iter().all(|p| p.ip() == a.gw_wan), "{peers:?}");
+    }
+}
+
+#[test]
+fn interleaved_udp_v4_flows_keep_order_and_reply_addresses() {
+    interleaved_flows_keep_order(Family::V4);
+}
+
+#[test]
+fn interleaved_udp_v6_flows_keep_order_and_reply_addresses() {
+    interleaved_flows_keep_order(Family::V6);
+}

@@ -1,22 +1,85 @@
-//! Bidirectional TCP relay with half-close and an idle timeout. Buffers are allocated once
-//! per connection (inside `copy_bidirectional_with_sizes`), never per read.
+//! Bidirectional relay for streams that are not two plain sockets (a proxied connection: a
+//! TLS, Shadowsocks or SOCKS stream on one side), with half-close and an idle timeout. A
+//! direction holds a buffer only while bytes are in flight: it takes one from a shared pool
+//! when its source has data and gives it back as soon as the source has nothing more, so an
+//! idle connection holds no buffer at all. Two plain sockets use [`super::splice`] instead.
 
+use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+/// Large enough that a bulk transfer moves in few system calls (and whole 2022-cipher
+/// chunks), small enough to be cheap while a burst lasts.
 const BUF: usize = 64 * 1024;
+
+/// The buffers of every copying relay.
+static POOL: BufPool = BufPool::new(BUF, 64);
+
+/// Reusable buffers, bounded; counts the ones handed out.
+pub(super) struct BufPool {
+    free: Mutex<Vec<Box<[u8]>>>,
+    size: usize,
+    keep: usize,
+    /// Buffers taken and not given back: what relays hold right now.
+    out: AtomicUsize,
+}
+
+impl BufPool {
+    pub(super) const fn new(size: usize, keep: usize) -> Self {
+        Self {
+            free: Mutex::new(Vec::new()),
+            size,
+            keep,
+            out: AtomicUsize::new(0),
+        }
+    }
+
+    fn take(&self) -> Box<[u8]> {
+        self.out.fetch_add(1, Ordering::Relaxed);
+        let reused = self.free.lock().ok().and_then(|mut f| f.pop());
+        reused.unwrap_or_else(|| vec![0; self.size].into_boxed_slice())
+    }
+
+    fn give_back(&self, buf: Box<[u8]>) {
+        self.out.fetch_sub(1, Ordering::Relaxed);
+        if let Ok(mut f) = self.free.lock() {
+            if f.len() < self.keep {
+                f.push(buf);
+            }
+        }
+    }
+
+    /// How many buffers relays hold now.
+    #[cfg(test)]
+    pub(super) fn held(&self) -> usize {
+        self.out.load(Ordering::Relaxed)
+    }
+}
 
 /// Copies both ways until both sides finished (EOF is passed on as a write shutdown, so a
 /// half-closed connection keeps flowing the other way) or nothing moved for `idle`.
-/// Returns bytes (client->server, server->client), or the error that ended it.
+/// Returns bytes (a->b, b->a), or the error that ended it.
 pub(super) async fn relay<A, B>(a: A, b: B, idle: Duration) -> io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    relay_with(&POOL, a, b, idle).await
+}
+
+pub(super) async fn relay_with<A, B>(
+    pool: &BufPool,
+    a: A,
+    b: B,
+    idle: Duration,
+) -> io::Result<(u64, u64)>
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -33,7 +96,15 @@ where
         last: last.clone(),
         start,
     };
-    let copy = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, BUF, BUF);
+    let (mut ab, mut ba) = (OneWay::new(pool), OneWay::new(pool));
+    let copy = poll_fn(|cx| {
+        let up = ab.poll(cx, &mut a, &mut b)?;
+        let down = ba.poll(cx, &mut b, &mut a)?;
+        match (up, down) {
+            (Poll::Ready(up), Poll::Ready(down)) => Poll::Ready(Ok((up, down))),
+            _ => Poll::Pending,
+        }
+    });
     tokio::pin!(copy);
     let mut deadline = start + idle;
     loop {
@@ -46,6 +117,123 @@ where
                 }
                 deadline = seen + idle;
             }
+        }
+    }
+}
+
+/// One direction of the copy.
+struct OneWay<'p> {
+    pool: &'p BufPool,
+    /// Bytes read and not yet written (`buf[pos..cap]`); `None` while idle.
+    buf: Option<Box<[u8]>>,
+    pos: usize,
+    cap: usize,
+    /// The source reached end of file.
+    eof: bool,
+    /// Set once the write side is shut down: this direction is over.
+    done: bool,
+    /// Written since the last flush (TLS and cipher streams buffer).
+    unflushed: bool,
+    moved: u64,
+}
+
+impl<'p> OneWay<'p> {
+    fn new(pool: &'p BufPool) -> Self {
+        Self {
+            pool,
+            buf: None,
+            pos: 0,
+            cap: 0,
+            eof: false,
+            done: false,
+            unflushed: false,
+            moved: 0,
+        }
+    }
+
+    fn poll<R, W>(&mut self, cx: &mut Context<'_>, r: &mut R, w: &mut W) -> Poll<io::Result<u64>>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        if self.done {
+            return Poll::Ready(Ok(self.moved));
+        }
+        let res = self.poll_copy(cx, r, w);
+        if let Poll::Ready(Ok(_)) = res {
+            self.done = true;
+        }
+        if res.is_ready() {
+            if let Some(b) = self.buf.take() {
+                self.pool.give_back(b);
+            }
+        }
+        res
+    }
+
+    fn poll_copy<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut R,
+        w: &mut W,
+    ) -> Poll<io::Result<u64>>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        loop {
+            if let Some(buf) = &self.buf {
+                while self.pos < self.cap {
+                    let n = ready!(Pin::new(&mut *w).poll_write(cx, &buf[self.pos..self.cap]))?;
+                    if n == 0 {
+                        return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                    }
+                    self.pos += n;
+                    self.moved += n as u64;
+                    self.unflushed = true;
+                }
+            }
+            if self.eof {
+                // Shutting down flushes first.
+                ready!(Pin::new(&mut *w).poll_shutdown(cx))?;
+                return Poll::Ready(Ok(self.moved));
+            }
+            let mut buf = self.buf.take().unwrap_or_else(|| self.pool.take());
+            let mut rb = ReadBuf::new(&mut buf);
+            match Pin::new(&mut *r).poll_read(cx, &mut rb) {
+                Poll::Pending => {
+                    // Nothing to move now: the buffer goes back, and what was written is
+                    // flushed before waiting.
+                    self.pool.give_back(buf);
+                    if self.unflushed {
+                        ready!(Pin::new(&mut *w).poll_flush(cx))?;
+                        self.unflushed = false;
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => {
+                    self.pool.give_back(buf);
+                    return Poll::Ready(Err(e));
+                }
+                Poll::Ready(Ok(())) => {
+                    let n = rb.filled().len();
+                    (self.pos, self.cap) = (0, n);
+                    if n == 0 {
+                        self.eof = true;
+                        self.pool.give_back(buf);
+                    } else {
+                        self.buf = Some(buf);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for OneWay<'_> {
+    fn drop(&mut self) {
+        if let Some(b) = self.buf.take() {
+            self.pool.give_back(b);
         }
     }
 }
@@ -105,42 +293,92 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::relay::test_pairs::{exchange_both_ways, pair};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// A connected pair of real loopback TCP sockets.
-    async fn pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let a = tokio::net::TcpStream::connect(l.local_addr().unwrap());
-        let (a, b) = tokio::join!(a, l.accept());
-        (a.unwrap(), b.unwrap().0)
+    #[tokio::test]
+    async fn half_close_and_both_directions_at_once_are_byte_exact() {
+        let pool = BufPool::new(BUF, 4);
+        let (client, proxy_a) = pair().await;
+        let (proxy_b, server) = pair().await;
+        let relay = relay_with(&pool, proxy_a, proxy_b, Duration::from_secs(5));
+        let ((up, down), moved) = tokio::join!(exchange_both_ways(client, server), relay);
+        assert_eq!(moved.unwrap(), (up, down));
+        assert_eq!(pool.held(), 0, "every buffer is back once the relay ended");
     }
 
     #[tokio::test]
-    async fn half_close_keeps_the_other_direction_flowing() {
-        let (client, proxy_a) = pair().await;
-        let (proxy_b, server) = pair().await;
-        let relay = tokio::spawn(relay(proxy_a, proxy_b, Duration::from_secs(5)));
-        let (mut cr, mut cw) = client.into_split();
-        let (mut sr, mut sw) = server.into_split();
-        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
-        let sent = data.clone();
-        let writer = tokio::spawn(async move {
-            cw.write_all(&sent).await.unwrap();
-            cw.shutdown().await.unwrap();
-            cw
-        });
-        // The server reads to the client's EOF, then answers on the half-open connection.
-        let mut got = Vec::new();
-        sr.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, data);
-        sw.write_all(&got).await.unwrap();
-        sw.shutdown().await.unwrap();
-        let mut back = Vec::new();
-        cr.read_to_end(&mut back).await.unwrap();
-        assert_eq!(back, data);
-        let _cw = writer.await.unwrap();
-        let (up, down) = relay.await.unwrap().unwrap();
-        assert_eq!((up, down), (data.len() as u64, data.len() as u64));
+    async fn an_idle_connection_holds_no_buffer() {
+        let pool = BufPool::new(BUF, 4);
+        let (mut client, proxy_a) = pair().await;
+        let (proxy_b, mut server) = pair().await;
+        let relay = relay_with(&pool, proxy_a, proxy_b, Duration::from_secs(5));
+        let talk = async {
+            let mut buf = vec![0u8; 100_000];
+            for round in 0..3u8 {
+                let msg = vec![round; 100_000];
+                client.write_all(&msg).await.unwrap();
+                server.read_exact(&mut buf).await.unwrap();
+                assert_eq!(buf, msg);
+                server.write_all(&msg[..10]).await.unwrap();
+                client.read_exact(&mut buf[..10]).await.unwrap();
+                // Both sides quiet now: the relay must have given its buffers back.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                assert_eq!(pool.held(), 0, "round {round}: buffers held while idle");
+            }
+            drop((client, server));
+        };
+        let (_, r) = tokio::join!(talk, relay);
+        r.unwrap();
+    }
+
+    /// Small reads and writes of random sizes through in-memory pipes with tiny capacity,
+    /// so every direction pends on both reads and writes again and again.
+    #[tokio::test]
+    async fn random_chunking_keeps_bytes_exact() {
+        let pool = BufPool::new(1024, 2);
+        for seed in 0..8u64 {
+            let (mut client, proxy_a) = tokio::io::duplex(97 + seed as usize * 13);
+            let (proxy_b, mut server) = tokio::io::duplex(61 + seed as usize * 7);
+            let relay = relay_with(&pool, proxy_a, proxy_b, Duration::from_secs(5));
+            let data: Vec<u8> = (0..50_000u64)
+                .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 7) as u8)
+                .collect();
+            let io = async {
+                let (mut cr, mut cw) = tokio::io::split(&mut client);
+                let (mut sr, mut sw) = tokio::io::split(&mut server);
+                let send = async {
+                    let mut rest = data.as_slice();
+                    let mut k = seed;
+                    while !rest.is_empty() {
+                        k = k.wrapping_mul(6364136223846793005).wrapping_add(1);
+                        let n = (1 + (k >> 33) as usize % 700).min(rest.len());
+                        cw.write_all(&rest[..n]).await.unwrap();
+                        rest = &rest[n..];
+                    }
+                    cw.shutdown().await.unwrap();
+                };
+                let echo = async {
+                    let mut got = Vec::new();
+                    sr.read_to_end(&mut got).await.unwrap();
+                    sw.write_all(&got).await.unwrap();
+                    sw.shutdown().await.unwrap();
+                    got
+                };
+                let back = async {
+                    let mut back = Vec::new();
+                    cr.read_to_end(&mut back).await.unwrap();
+                    back
+                };
+                let ((), got, back) = tokio::join!(send, echo, back);
+                assert_eq!(got, data, "seed {seed}: client -> server");
+                assert_eq!(back, data, "seed {seed}: server -> client");
+            };
+            let ((), r) = tokio::join!(io, relay);
+            let n = data.len() as u64;
+            assert_eq!(r.unwrap(), (n, n));
+        }
+        assert_eq!(pool.held(), 0);
     }
 
     #[tokio::test(start_paused = true)]

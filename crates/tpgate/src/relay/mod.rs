@@ -4,6 +4,8 @@ mod copy;
 mod sniff;
 mod splice;
 pub(crate) mod tcp;
+#[cfg(test)]
+mod test_pairs;
 pub(crate) mod udp;
 
 use std::net::{IpAddr, SocketAddr};
@@ -111,16 +113,7 @@ impl Shared {
         host: Option<&str>,
     ) -> SocketAddr {
         let Some(name) = host else { return dst };
-        let meta = FlowMeta {
-            network,
-            src,
-            dst,
-            origin: self.origin(src),
-            host,
-            process: None,
-            geo: None,
-        };
-        if !self.engine.needs_real_dst(&meta) {
+        if !self.needs_real_dst(network, src, dst, host) {
             return dst;
         }
         match self.resolve_real(name, dst.port()).await {
@@ -133,6 +126,27 @@ impl Shared {
                 dst
             }
         }
+    }
+
+    /// Whether a fake-ip flow named `host` reaches an address rule (without `no-resolve`)
+    /// before it is decided, so its name must be resolved first (see [`Shared::rules_dst`]).
+    pub(crate) fn needs_real_dst(
+        &self,
+        network: Network,
+        src: SocketAddr,
+        dst: SocketAddr,
+        host: Option<&str>,
+    ) -> bool {
+        host.is_some()
+            && self.engine.needs_real_dst(&FlowMeta {
+                network,
+                src,
+                dst,
+                origin: self.origin(src),
+                host,
+                process: None,
+                geo: None,
+            })
     }
 
     /// This host's own flow, or a LAN host's.
@@ -149,20 +163,43 @@ impl Shared {
         dst.port() == self.tproxy_port && self.local_addrs.contains(dst.ip())
     }
 
-    /// `host`: the name the client asked for, when sniffing learned it; rules match on it
-    /// and upstream proxies get it instead of the address.
-    pub(crate) fn decide(
+    /// Whether deciding a flow from `src` needs its owning process looked up.
+    pub(crate) fn needs_process(&self, src: SocketAddr) -> bool {
+        self.origin(src) == Origin::Local && self.engine.needs_process()
+    }
+
+    /// [`Shared::decide`], with the owning process looked up first when a rule asks. The
+    /// lookup (a sock_diag dump and a /proc scan) runs on the blocking pool, so it never
+    /// holds up the async workers.
+    pub(crate) async fn decide_flow(
         &self,
         network: Network,
         src: SocketAddr,
         dst: SocketAddr,
         host: Option<&str>,
     ) -> Verdict {
+        let process = if self.needs_process(src) {
+            tokio::task::spawn_blocking(move || crate::owner::lookup(network, src, dst))
+                .await
+                .ok()
+        } else {
+            None
+        };
+        self.decide(network, src, dst, host, process)
+    }
+
+    /// `host`: the name the client asked for, when sniffing learned it; rules match on it
+    /// and upstream proxies get it instead of the address. `process`: the flow's owning
+    /// process when [`Shared::needs_process`] (see [`Shared::decide_flow`]).
+    pub(crate) fn decide(
+        &self,
+        network: Network,
+        src: SocketAddr,
+        dst: SocketAddr,
+        host: Option<&str>,
+        process: Option<tpgate_core::rules::ProcessInfo>,
+    ) -> Verdict {
         let origin = self.origin(src);
-        // Only this host's own flows have a local process; finding it is a sock_diag dump
-        // and a /proc scan, done only when a rule asks.
-        let process = (origin == Origin::Local && self.engine.needs_process())
-            .then(|| crate::owner::lookup(network, src, dst));
         let geo = self.geoip.as_ref().map(|g| tpgate_core::rules::Geo {
             dst: g.country(dst.ip()),
             src: g.country(src.ip()),

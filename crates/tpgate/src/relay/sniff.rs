@@ -14,6 +14,8 @@ use tracing::debug;
 
 /// Enough for any real ClientHello (post-quantum key shares included) or request head.
 const MAX_PEEK: usize = 16 * 1024;
+/// The first read: a typical ClientHello or request head fits.
+const FIRST_READ: usize = 2048;
 
 /// What sniffing learned: the name (when one was found and accepted) and the bytes read.
 pub(crate) struct Sniff {
@@ -30,9 +32,8 @@ pub(crate) async fn tcp(client: &TcpStream, port: u16, cfg: &Sniffer) -> io::Res
         return Ok(Sniff { host: None, first });
     }
     let deadline = Instant::now() + cfg.timeout;
-    let mut buf = vec![0u8; MAX_PEEK];
     loop {
-        let n = match tokio::time::timeout_at(deadline, read_some(client, &mut buf)).await {
+        let n = match tokio::time::timeout_at(deadline, read_some(client, &mut first)).await {
             Err(_) => {
                 debug!(port, bytes = first.len(), "sniffing timed out");
                 break;
@@ -42,7 +43,6 @@ pub(crate) async fn tcp(client: &TcpStream, port: u16, cfg: &Sniffer) -> io::Res
         if n == 0 {
             break;
         }
-        first.extend_from_slice(&buf[..n]);
         let tls = if tls_port {
             tls::sniff_sni(&first)
         } else {
@@ -62,15 +62,22 @@ pub(crate) async fn tcp(client: &TcpStream, port: u16, cfg: &Sniffer) -> io::Res
             _ if first.len() >= MAX_PEEK => break,
             _ => {}
         }
-        buf.truncate(MAX_PEEK - first.len());
     }
     Ok(Sniff { host: None, first })
 }
 
-async fn read_some(client: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+/// Appends what `client` has now to `first` (growing it toward [`MAX_PEEK`], so a small
+/// first flight costs a small buffer); `Ok(0)` at end of file.
+async fn read_some(client: &TcpStream, first: &mut Vec<u8>) -> io::Result<usize> {
+    let want = if first.is_empty() {
+        FIRST_READ
+    } else {
+        first.len()
+    };
+    first.reserve(want.min(MAX_PEEK - first.len()));
     loop {
         client.readable().await?;
-        match client.try_read(buf) {
+        match client.try_read_buf(first) {
             Ok(n) => return Ok(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),

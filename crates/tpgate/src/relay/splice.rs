@@ -91,3 +91,45 @@ async fn drain(pipe: &Pipe, dst: &TcpStream, mut left: usize) -> io::Result<()> 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::test_pairs::{exchange_both_ways, pair};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn half_close_and_both_directions_at_once_are_byte_exact() {
+        let (client, proxy_a) = pair().await;
+        let (proxy_b, server) = pair().await;
+        let relay = async { relay(&proxy_a, &proxy_b, Duration::from_secs(5)).await };
+        let ((up, down), moved) = tokio::join!(exchange_both_ways(client, server), relay);
+        assert_eq!(moved.unwrap(), (up, down));
+    }
+
+    #[tokio::test]
+    async fn a_peer_reset_ends_the_relay_with_an_error() {
+        let (client, proxy_a) = pair().await;
+        let (proxy_b, server) = pair().await;
+        let relay = async { relay(&proxy_a, &proxy_b, Duration::from_secs(5)).await };
+        let reset = async {
+            client.writable().await.unwrap();
+            client.try_write(b"hello").unwrap();
+            let mut b = [0u8; 5];
+            loop {
+                server.readable().await.unwrap();
+                if let Ok(5) = server.try_read(&mut b) {
+                    break;
+                }
+            }
+            // Closing with unread data, with linger 0: a RST toward the relay.
+            socket2::SockRef::from(&server)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+            drop(server);
+            client
+        };
+        let (client, r) = tokio::join!(reset, relay);
+        assert!(r.is_err(), "{r:?}");
+        drop(client);
+    }
+}

@@ -73,7 +73,7 @@ async fn handle(client: TcpStream, src: SocketAddr, shared: Arc<Shared>) {
     } else {
         dst
     };
-    let v = shared.decide(Network::Tcp, src, rules_dst, host);
+    let v = shared.decide_flow(Network::Tcp, src, rules_dst, host).await;
     info!(
         "tcp {src} -> {dst} origin={}{}{} rule=\"{}\" action={}",
         origin_name(v.origin),
@@ -82,7 +82,7 @@ async fn handle(client: TcpStream, src: SocketAddr, shared: Arc<Shared>) {
         v.rule,
         v.route()
     );
-    let first = sniffed.first.as_slice();
+    let first = sniffed.first;
     match v.way {
         Way::Reject => reset(&client),
         Way::RejectDrop => hold(&client).await,
@@ -127,7 +127,7 @@ async fn proxied(
     client: TcpStream,
     (src, dst, fake): (SocketAddr, SocketAddr, bool),
     target: &Destination,
-    first: &[u8],
+    first: Vec<u8>,
     mut pick: Pick,
     shared: &Shared,
 ) {
@@ -178,17 +178,24 @@ async fn proxied(
 }
 
 /// Sends `first` (what sniffing read from the client) on, then relays both ways.
-async fn relay<S>(client: TcpStream, mut server: S, src: SocketAddr, dst: SocketAddr, first: &[u8])
-where
+async fn relay<S>(
+    client: TcpStream,
+    mut server: S,
+    src: SocketAddr,
+    dst: SocketAddr,
+    first: Vec<u8>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let _ = client.set_nodelay(true);
     if !first.is_empty() {
-        if let Err(e) = server.write_all(first).await {
+        if let Err(e) = server.write_all(&first).await {
             debug!("tcp {src} -> {dst} ended: {e}");
             return;
         }
     }
+    // Not held for the connection's life.
+    drop(first);
     match copy::relay(client, server, IDLE_TIMEOUT).await {
         Ok((up, down)) => debug!("tcp {src} -> {dst} closed up={up} down={down}"),
         Err(e) => debug!("tcp {src} -> {dst} ended: {e}"),
@@ -202,18 +209,20 @@ async fn relay_direct(
     mut server: TcpStream,
     src: SocketAddr,
     dst: SocketAddr,
-    first: &[u8],
+    first: Vec<u8>,
 ) {
     if !splice_enabled() {
         return relay(client, server, src, dst, first).await;
     }
     let _ = client.set_nodelay(true);
     if !first.is_empty() {
-        if let Err(e) = server.write_all(first).await {
+        if let Err(e) = server.write_all(&first).await {
             debug!("tcp {src} -> {dst} ended: {e}");
             return;
         }
     }
+    // Not held for the connection's life.
+    drop(first);
     match super::splice::relay(&client, &server, IDLE_TIMEOUT).await {
         Ok((up, down)) => debug!("tcp {src} -> {dst} closed up={up} down={down}"),
         Err(e) => debug!("tcp {src} -> {dst} ended: {e}"),

@@ -1,0 +1,291 @@
+//! UDP: transparent listeners receive intercepted datagrams in batches (recvmmsg) with their
+//! original destinations; a bounded NAT table maps (client, original destination) to a flow
+//! with its own marked outbound socket; replies leave, in batches (sendmmsg), from a
+//! transparent socket bound to the original destination, shared by every flow to that
+//! destination. No socket is created per packet and the table is locked once per batch.
+//! Deciding a new flow (`open`) and the per-flow tasks (`pump`) live in the submodules.
+
+mod open;
+mod pump;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use tpgate_core::sniff::quic::QuicSniffer;
+use tpgate_core::sniff::Sniffed;
+use tpgate_sys::RecvBatch;
+use tracing::debug;
+
+use super::tcp::canonical;
+use super::Shared;
+use crate::shutdown::Shutdown;
+
+/// At most this many flows; when full, the least recently active eighth is evicted.
+const MAX_FLOWS: usize = 16_384;
+const IDLE: Duration = Duration::from_secs(60);
+/// DNS and other port-53 exchanges are one question, one answer.
+const IDLE_DNS: Duration = Duration::from_secs(10);
+const SWEEP: Duration = Duration::from_secs(2);
+const MAX_DATAGRAM: usize = 65_536;
+/// Datagrams taken from the listener per system call.
+const BATCH: usize = 32;
+/// Datagrams waiting for a proxied flow's task; more are dropped.
+const QUEUE: usize = 256;
+/// Datagrams held while a flow is not decided yet (a QUIC first flight is a few Initials).
+const MAX_HELD: usize = 16;
+
+type Key = (SocketAddr, SocketAddr);
+
+/// Where a flow's client datagrams go.
+enum FlowOut {
+    /// Rejected, or could not be opened: dropped until the flow goes idle.
+    Drop,
+    /// DIRECT: straight to a connected socket, no copy, no queue.
+    Direct(Arc<UdpSocket>),
+    /// Through an upstream: a bounded queue to the flow's task (full: dropped).
+    Queue(mpsc::Sender<Bytes>),
+    /// Not decided yet: sniffing the client's first QUIC datagrams for the name, or
+    /// waiting for a decision that needs I/O (the owning process, a fake name's real
+    /// address). Datagrams are held (bounded) and sent once the flow is decided.
+    Held(Box<Pending>),
+}
+
+struct Pending {
+    /// `Some` while sniffing.
+    sniffer: Option<QuicSniffer>,
+    held: Vec<Bytes>,
+}
+
+impl Pending {
+    /// Holds `data`; `Some(name)` when sniffing is over with this datagram (with a name
+    /// or without one), `None` while it goes on or when not sniffing.
+    fn hold(&mut self, data: &[u8]) -> Option<Option<String>> {
+        if self.held.len() < MAX_HELD {
+            self.held.push(Bytes::copy_from_slice(data));
+        }
+        let sniffer = self.sniffer.as_mut()?;
+        match sniffer.push(data) {
+            Sniffed::NeedMore if self.held.len() < MAX_HELD => None,
+            Sniffed::Name(n) => Some(Some(n)),
+            _ => Some(None),
+        }
+    }
+}
+
+struct Flow {
+    out: FlowOut,
+    replier: Option<AbortHandle>,
+    /// Milliseconds since `Nat::start` of the last datagram either way; also the flow's
+    /// identity (a newer flow under the same key has another clock).
+    last: Arc<AtomicU64>,
+    idle: Duration,
+}
+
+impl Drop for Flow {
+    fn drop(&mut self) {
+        if let Some(h) = &self.replier {
+            h.abort();
+        }
+    }
+}
+
+/// The NAT table and the pool of reply sockets.
+pub(crate) struct Nat {
+    shared: Arc<Shared>,
+    start: Instant,
+    flows: Mutex<HashMap<Key, Flow>>,
+    /// Reply sockets by original destination; weak so the last flow's end frees the socket.
+    replies: Mutex<HashMap<SocketAddr, Weak<UdpSocket>>>,
+}
+
+impl Nat {
+    pub(crate) fn new(shared: Arc<Shared>) -> Arc<Self> {
+        Arc::new(Self {
+            shared,
+            start: Instant::now(),
+            flows: Mutex::new(HashMap::new()),
+            replies: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Runs `f` on flow `key` if it is still the one whose clock is `last`.
+    fn with_flow(&self, key: Key, last: &Arc<AtomicU64>, f: impl FnOnce(&mut Flow)) {
+        if let Ok(mut flows) = self.flows.lock() {
+            if let Some(flow) = flows.get_mut(&key).filter(|f| Arc::ptr_eq(&f.last, last)) {
+                f(flow);
+            }
+        }
+    }
+
+    /// Removes the flow `key` if it is still the one whose activity clock is `last` (a newer
+    /// flow under the same key stays), so the client's next datagram is decided afresh.
+    fn forget(&self, key: Key, last: &Arc<AtomicU64>) {
+        if let Ok(mut flows) = self.flows.lock() {
+            if flows.get(&key).is_some_and(|f| Arc::ptr_eq(&f.last, last)) {
+                flows.remove(&key);
+            }
+        }
+    }
+
+    /// Removes idle flows and dead reply sockets, every [`SWEEP`], until shutdown.
+    pub(crate) async fn sweep(self: Arc<Self>, shutdown: Shutdown) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(SWEEP) => {}
+                () = shutdown.wait() => return,
+            }
+            let now = self.now_ms();
+            if let Ok(mut flows) = self.flows.lock() {
+                flows.retain(|(src, dst), f| {
+                    let idle_ms = now.saturating_sub(f.last.load(Ordering::Relaxed));
+                    let keep = u128::from(idle_ms) < f.idle.as_millis();
+                    if !keep {
+                        debug!("udp {src} -> {dst} idle, closed");
+                    }
+                    keep
+                });
+            }
+            if let Ok(mut r) = self.replies.lock() {
+                r.retain(|_, w| w.strong_count() > 0);
+            }
+        }
+    }
+}
+
+/// Receives on a transparent listener, a batch per system call, until shutdown.
+pub(crate) async fn serve(listener: UdpSocket, nat: Arc<Nat>, shutdown: Shutdown) {
+    let mut batch = RecvBatch::new(BATCH, MAX_DATAGRAM);
+    loop {
+        let got = tokio::select! {
+            r = listener.async_io(Interest::READABLE, || batch.recv(&listener)) => r,
+            () = shutdown.wait() => return,
+        };
+        match got {
+            Ok(_) => nat.forward_batch(&batch),
+            Err(e) => debug!(error = %e, "udp receive failed"),
+        }
+    }
+}
+
+impl Nat {
+    /// Sends a batch of client datagrams on their flows, creating flows on first sight.
+    /// DIRECT datagrams are gathered per socket and sent with one sendmmsg each, after the
+    /// table is unlocked; a flow's datagrams keep their order.
+    fn forward_batch(self: &Arc<Self>, batch: &RecvBatch) {
+        let now = self.now_ms();
+        let mut runs: Vec<(Arc<UdpSocket>, Vec<&[u8]>)> = Vec::new();
+        {
+            let Ok(mut flows) = self.flows.lock() else {
+                return;
+            };
+            for i in 0..batch.len() {
+                let Some((d, data)) = batch.get(i) else {
+                    debug!("udp datagram too large or without source dropped");
+                    continue;
+                };
+                let Some(dst) = d.orig_dst else {
+                    debug!(
+                        "udp datagram from {} without original destination dropped",
+                        d.src
+                    );
+                    continue;
+                };
+                let (src, dst) = (canonical(d.src), canonical(dst));
+                if let Some(sock) = self.forward(&mut flows, src, dst, data, now) {
+                    match runs.last_mut() {
+                        Some((s, v)) if Arc::ptr_eq(s, &sock) => v.push(data),
+                        _ => runs.push((sock, vec![data])),
+                    }
+                }
+            }
+        }
+        for (sock, datagrams) in runs {
+            pump::send_batch_or_drop(&sock, &datagrams, None);
+        }
+    }
+
+    /// One client datagram: delivered, held or dropped here, or (a DIRECT flow) the
+    /// socket it is to be sent on, left to the caller to batch.
+    fn forward(
+        self: &Arc<Self>,
+        flows: &mut HashMap<Key, Flow>,
+        src: SocketAddr,
+        dst: SocketAddr,
+        data: &[u8],
+        now: u64,
+    ) -> Option<Arc<UdpSocket>> {
+        if let Some(f) = flows.get_mut(&(src, dst)) {
+            f.last.store(now, Ordering::Relaxed);
+            match &mut f.out {
+                FlowOut::Direct(s) => return Some(s.clone()),
+                FlowOut::Held(p) => {
+                    if let Some(host) = p.hold(data) {
+                        self.settle(f, src, dst, host);
+                    }
+                }
+                out => deliver(out, data, src, dst),
+            }
+            return None;
+        }
+        if flows.len() >= MAX_FLOWS {
+            evict(flows);
+        }
+        let mut flow = Flow {
+            out: FlowOut::Drop,
+            replier: None,
+            last: Arc::new(AtomicU64::new(now)),
+            idle: if dst.port() == 53 { IDLE_DNS } else { IDLE },
+        };
+        let direct = self.first_datagram(&mut flow, src, dst, data);
+        flows.insert((src, dst), flow);
+        direct
+    }
+}
+
+/// Makes room in a full table: drops the least recently active eighth of the flows in one
+/// pass, so a churn of new flows costs O(1) per flow on average and never locks new
+/// clients out.
+fn evict(flows: &mut HashMap<Key, Flow>) {
+    let mut lasts: Vec<u64> = flows
+        .values()
+        .map(|f| f.last.load(Ordering::Relaxed))
+        .collect();
+    let k = lasts.len() / 8;
+    let (_, cutoff, _) = lasts.select_nth_unstable(k);
+    let cutoff = *cutoff;
+    let before = flows.len();
+    flows.retain(|_, f| f.last.load(Ordering::Relaxed) > cutoff);
+    debug!(
+        evicted = before - flows.len(),
+        "udp NAT table full ({MAX_FLOWS} flows): least recently active flows evicted"
+    );
+}
+
+/// One client datagram onto a decided flow's way out.
+fn deliver(out: &FlowOut, data: &[u8], src: SocketAddr, dst: SocketAddr) {
+    match out {
+        FlowOut::Direct(s) => pump::send_batch_or_drop(s, &[data], None),
+        FlowOut::Queue(tx) => {
+            if tx.try_send(Bytes::copy_from_slice(data)).is_err() {
+                debug!("udp {src} -> {dst} datagram dropped: queue full");
+            }
+        }
+        FlowOut::Drop | FlowOut::Held(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,183 @@
+//! The per-flow UDP tasks: server replies back to the client (DIRECT, in batches), and the
+//! two-way pumps of flows through an upstream or to a fake-ip name resolved for real.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use socket2::{SockRef, Type};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tpgate_core::net::Destination;
+use tpgate_sys::RecvBatch;
+use tracing::{debug, info};
+
+use super::{Nat, MAX_DATAGRAM};
+use crate::outbound::{Pick, Upstream};
+
+/// Replies taken from a flow's socket per system call.
+const REPLY_BATCH: usize = 16;
+
+thread_local! {
+    /// One receive batch per worker thread for replies, so an idle flow holds no buffer.
+    static REPLIES: RefCell<RecvBatch> = RefCell::new(RecvBatch::new(REPLY_BATCH, MAX_DATAGRAM));
+}
+
+/// Sends without waiting: a full socket buffer drops the rest of the batch (UDP semantics)
+/// instead of queueing without bound. Goes straight to the socket because tokio's
+/// `try_send` refuses until the reactor has once reported the socket writable.
+pub(super) fn send_batch_or_drop(sock: &UdpSocket, datagrams: &[&[u8]], to: Option<SocketAddr>) {
+    let mut sent = 0;
+    while sent < datagrams.len() {
+        match tpgate_sys::send_batch(sock, &datagrams[sent..], to) {
+            Ok(0) => break,
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                debug!("udp: {} datagram(s) dropped: {e}", datagrams.len() - sent);
+                return;
+            }
+        }
+    }
+}
+
+/// Server -> client of a DIRECT flow: everything the flow's socket receives goes back from
+/// `dst`, a batch per system call each way.
+pub(super) async fn replies(
+    out: Arc<UdpSocket>,
+    reply: Arc<UdpSocket>,
+    client: SocketAddr,
+    dst: SocketAddr,
+    last: Arc<AtomicU64>,
+    nat: Arc<Nat>,
+) {
+    loop {
+        if out.readable().await.is_err() {
+            return;
+        }
+        let r = out.try_io(Interest::READABLE, || {
+            REPLIES.with(|b| {
+                let mut b = b.borrow_mut();
+                let n = b.recv(&*out)?;
+                let got: Vec<&[u8]> = (0..n).filter_map(|i| b.get(i).map(|(_, d)| d)).collect();
+                send_batch_or_drop(&reply, &got, Some(client));
+                Ok(n)
+            })
+        });
+        match r {
+            Ok(_) => last.store(nat.now_ms(), Ordering::Relaxed),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            // ICMP port unreachable from the server: the flow stays until idle.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+            Err(e) => {
+                debug!("udp {client} -> {dst} receive failed: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// A flow through one upstream: open the association, then pump both ways.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn proxied(
+    nat: Arc<Nat>,
+    up: Arc<Upstream>,
+    pick: Pick,
+    (client, dst, target): (SocketAddr, SocketAddr, Destination),
+    reply: Arc<UdpSocket>,
+    mut rx: mpsc::Receiver<Bytes>,
+    last: Arc<AtomicU64>,
+) {
+    let outbounds = &nat.shared.outbounds;
+    let (mut tx_half, mut rx_half) = match up.open_udp(&outbounds.ctx, &target).await {
+        Ok(halves) => halves,
+        Err(e) => {
+            outbounds.report_error(&pick, &e);
+            info!("udp {client} -> {dst} via {} failed: {e}", pick.route);
+            // Forget the flow, so the client's next datagram is decided again (a group has
+            // moved off a dead member by now) instead of vanishing until the flow idles out.
+            nat.forget((client, dst), &last);
+            return;
+        }
+    };
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        tokio::select! {
+            pkt = rx.recv() => match pkt {
+                Some(p) => {
+                    if let Err(e) = tx_half.send(&target, &p).await {
+                        debug!("udp {client} -> {dst} via {}: send failed: {e}", pick.route);
+                    }
+                }
+                None => return,
+            },
+            r = rx_half.recv(&mut buf) => match r {
+                Ok(n) => {
+                    send_reply(&reply, &buf[..n], client, dst);
+                    last.store(nat.now_ms(), Ordering::Relaxed);
+                }
+                Err(e) => {
+                    debug!("udp {client} -> {dst} via {} ended: {e}", pick.route);
+                    return;
+                }
+            },
+        }
+    }
+}
+
+/// The task of a DIRECT flow to a fake address: resolve, connect a marked socket, relay.
+pub(super) async fn direct_named(
+    nat: Arc<Nat>,
+    name: String,
+    (client, dst): (SocketAddr, SocketAddr),
+    reply: Arc<UdpSocket>,
+    mut rx: mpsc::Receiver<Bytes>,
+    last: Arc<AtomicU64>,
+) {
+    let opened = async {
+        let real = nat.shared.resolve_real(&name, dst.port()).await?;
+        let s = tpgate_sys::outbound_socket(real.is_ipv6(), Type::DGRAM, nat.shared.routing_mark)?;
+        s.connect(&real.into())?;
+        Ok::<_, io::Error>((UdpSocket::from_std(s.into())?, real))
+    }
+    .await;
+    let (out, real) = match opened {
+        Ok(o) => o,
+        Err(e) => {
+            info!("udp {client} -> {dst} ({name}) cannot open: {e}");
+            nat.forget((client, dst), &last);
+            return;
+        }
+    };
+    debug!("udp {client} -> {dst} ({name}) connected to {real}");
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        tokio::select! {
+            pkt = rx.recv() => match pkt {
+                Some(p) => send_batch_or_drop(&out, &[&p], None),
+                None => return,
+            },
+            r = out.recv(&mut buf) => match r {
+                Ok(n) => {
+                    send_reply(&reply, &buf[..n], client, dst);
+                    last.store(nat.now_ms(), Ordering::Relaxed);
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                Err(e) => {
+                    debug!("udp {client} -> {dst} ended: {e}");
+                    return;
+                }
+            },
+        }
+    }
+}
+
+fn send_reply(reply: &UdpSocket, data: &[u8], client: SocketAddr, dst: SocketAddr) {
+    if let Err(e) = SockRef::from(reply).send_to(data, &client.into()) {
+        debug!("udp {dst} -> {client} reply dropped: {e}");
+    }
+}

@@ -1,0 +1,64 @@
+use super::*;
+
+fn flow(last: u64) -> Flow {
+    Flow {
+        out: FlowOut::Drop,
+        replier: None,
+        last: Arc::new(AtomicU64::new(last)),
+        idle: IDLE,
+    }
+}
+
+fn key(i: u16) -> Key {
+    (
+        SocketAddr::from(([198, 51, 100, 2], i)),
+        SocketAddr::from(([203, 0, 113, 2], 53)),
+    )
+}
+
+#[test]
+fn a_full_table_evicts_the_least_recently_active_flows() {
+    let mut flows = HashMap::new();
+    // Activity clocks in a scrambled order, so eviction cannot rely on insertion order.
+    for i in 0..1000u16 {
+        let last = u64::from(i) * 7919 % 1000;
+        flows.insert(key(i), flow(last));
+    }
+    evict(&mut flows);
+    let kept: Vec<u64> = flows
+        .values()
+        .map(|f| f.last.load(Ordering::Relaxed))
+        .collect();
+    let evicted: Vec<u64> = (0..1000).filter(|t| !kept.contains(t)).collect();
+    assert!(
+        (1000 / 8..=1000 / 8 + 1).contains(&evicted.len()),
+        "about an eighth evicted: {}",
+        evicted.len()
+    );
+    let newest_evicted = evicted.iter().max().copied().unwrap_or(0);
+    let oldest_kept = kept.iter().min().copied().unwrap_or(0);
+    assert!(
+        newest_evicted < oldest_kept,
+        "every evicted flow was less recently active than every kept one \
+         ({newest_evicted} vs {oldest_kept})"
+    );
+}
+
+#[test]
+fn held_datagrams_are_bounded_and_sniffing_ends_on_non_quic() {
+    let mut p = Pending {
+        sniffer: None,
+        held: Vec::new(),
+    };
+    for i in 0..100u8 {
+        assert_eq!(p.hold(&[i]), None, "not sniffing: only held");
+    }
+    assert_eq!(p.held.len(), MAX_HELD);
+    assert_eq!(p.held[0].as_ref(), &[0u8]);
+    let mut s = Pending {
+        sniffer: Some(QuicSniffer::new()),
+        held: Vec::new(),
+    };
+    assert_eq!(s.hold(b"plain text, not a QUIC Initial"), Some(None));
+    assert_eq!(s.held.len(), 1, "the datagram is kept to be sent on");
+}
