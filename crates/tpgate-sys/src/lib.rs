@@ -1,9 +1,12 @@
 //! The one place of tpgate for `unsafe` code and raw socket options: the libnftables
 //! context that owns tpgate's table, transparent sockets (`IP_TRANSPARENT`, `SO_MARK`,
-//! non-local bind) and reading a UDP datagram's original destination. Every `unsafe` block
-//! says why it is sound; splice(2) goes through nix's safe wrapper. Policy lives elsewhere: these functions only do what they are told.
+//! non-local bind), reading a UDP datagram's original destination, batched UDP I/O and
+//! giving freed memory back. Every `unsafe` block says why it is sound; splice(2) and
+//! recvmmsg/sendmmsg go through nix's safe wrappers. Policy lives elsewhere: these
+//! functions only do what they are told.
 
 mod batch;
+mod memory;
 mod nft;
 mod pktinfo;
 mod sockets;
@@ -11,6 +14,7 @@ mod splice;
 mod udp;
 
 pub use batch::{send_batch, RecvBatch};
+pub use memory::release_free_memory;
 pub use nft::{Nft, NftError};
 pub use pktinfo::{enable_pktinfo, recv_with_local, send_from};
 pub use sockets::{outbound_socket, transparent_tcp_listener, transparent_udp_socket, UdpRole};

@@ -102,6 +102,7 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         tasks.spawn(relay::udp::serve(u, nat.clone(), stop.clone()));
     }
     tasks.spawn(nat.sweep(stop.clone()));
+    tasks.spawn(relay::gauge::trim_memory(stop.clone()));
     if let Some((d, sockets)) = dns {
         tasks.spawn(crate::dns::serve(sockets, d.clone(), stop.clone()));
         tasks.spawn(d.persist(stop.clone()));

@@ -1,6 +1,7 @@
 //! The data plane: TPROXY listeners, the per-flow decision, and the relays.
 
 mod copy;
+pub(crate) mod gauge;
 mod sniff;
 mod splice;
 pub(crate) mod tcp;

@@ -42,6 +42,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: 
 }
 
 async fn handle(client: TcpStream, src: SocketAddr, shared: Arc<Shared>) {
+    let _live = super::gauge::LIVE.enter();
     let dst = match client.local_addr() {
         Ok(a) => canonical(a),
         Err(e) => {

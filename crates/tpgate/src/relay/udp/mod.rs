@@ -25,6 +25,7 @@ use tpgate_core::sniff::Sniffed;
 use tpgate_sys::RecvBatch;
 use tracing::debug;
 
+use super::gauge::{Live, LIVE};
 use super::tcp::canonical;
 use super::Shared;
 use crate::shutdown::Shutdown;
@@ -88,6 +89,7 @@ struct Flow {
     /// identity (a newer flow under the same key has another clock).
     last: Arc<AtomicU64>,
     idle: Duration,
+    _live: Live,
 }
 
 impl Drop for Flow {
@@ -248,6 +250,7 @@ impl Nat {
             replier: None,
             last: Arc::new(AtomicU64::new(now)),
             idle: if dst.port() == 53 { IDLE_DNS } else { IDLE },
+            _live: LIVE.enter(),
         };
         let direct = self.first_datagram(&mut flow, src, dst, data);
         flows.insert((src, dst), flow);

@@ -6,6 +6,7 @@ fn flow(last: u64) -> Flow {
         replier: None,
         last: Arc::new(AtomicU64::new(last)),
         idle: IDLE,
+        _live: LIVE.enter(),
     }
 }
 
