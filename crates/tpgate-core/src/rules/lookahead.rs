@@ -1,7 +1,8 @@
-//! What a flow passes on its way to its verdict, for the daemon's "is it worth waiting for"
-//! question [`RuleEngine::needs_real_dst`] (resolve a fake-ip flow's name before the
-//! address rules?). It looks only at the rules precomputed as able to ask (see
-//! [`Lookers`]), so it costs one decision and a short scan; it does no I/O.
+//! What a flow passes on its way to its verdict, for the daemon's two "is it worth waiting
+//! for" questions: [`RuleEngine::needs_real_dst`] (resolve a fake-ip flow's name before the
+//! address rules?) and [`RuleEngine::name_matters`] (sniff the name at all?). Both look only
+//! at the rules precomputed as able to ask (see [`Lookers`]), so they cost one decision and
+//! a short scan; neither does I/O.
 
 use super::{FlowMeta, Matcher, Rule, RuleEngine};
 use crate::config::Mode;
@@ -12,6 +13,8 @@ use crate::config::Mode;
 pub(super) struct Lookers {
     /// Rules that look at the destination address without `no-resolve`.
     real_dst: Vec<usize>,
+    /// Rules that look at the name.
+    name: Vec<usize>,
 }
 
 impl Lookers {
@@ -26,6 +29,7 @@ impl Lookers {
         };
         Self {
             real_dst: pick(|r| !r.no_resolve && r.matcher.looks_at_dst_ip()),
+            name: pick(|r| r.matcher.looks_at_name()),
         }
     }
 }
@@ -34,12 +38,15 @@ impl Lookers {
 enum Question {
     /// Would a rule look at the real destination address?
     RealDst,
+    /// Would a rule look at the name?
+    Name,
 }
 
 impl Question {
     fn candidates(self, lookers: &Lookers) -> &[usize] {
         match self {
             Self::RealDst => &lookers.real_dst,
+            Self::Name => &lookers.name,
         }
     }
 
@@ -52,11 +59,36 @@ impl Question {
                 Matcher::NoResolve(_) => Some(false),
                 _ => None,
             }),
+            Self::Name => m.any_inside(&|m| match m {
+                Matcher::RuleSet(h) | Matcher::GeoSite(h) => Some(h.current().has_domains()),
+                _ if m.is_name_leaf() => Some(true),
+                _ => None,
+            }),
         }
     }
 }
 
 impl Matcher {
+    /// Whether this matcher (or one inside it) may look at the name: `DOMAIN*`,
+    /// `DOMAIN-WILDCARD`, `DOMAIN-REGEX`, `GEOSITE`, rule sets (their domain entries),
+    /// logic rules and `SUB-RULE` conditions containing one.
+    pub fn looks_at_name(&self) -> bool {
+        self.any_inside(&|m| {
+            (m.is_name_leaf() || matches!(m, Self::RuleSet(_) | Self::GeoSite(_))).then_some(true)
+        })
+    }
+
+    fn is_name_leaf(&self) -> bool {
+        matches!(
+            self,
+            Self::Domain(_)
+                | Self::DomainSuffix(_)
+                | Self::DomainKeyword(_)
+                | Self::DomainWildcard(_)
+                | Self::DomainRegex(_)
+        )
+    }
+
     /// Whether `leaf` says yes for this matcher or one inside it; `leaf` answers for the
     /// matchers it knows, `None` means "look inside".
     fn any_inside(&self, leaf: &impl Fn(&Self) -> Option<bool>) -> bool {
@@ -74,6 +106,25 @@ impl RuleEngine {
     /// the rules of its list up to that list's verdict.
     pub fn needs_real_dst(&self, flow: &FlowMeta<'_>) -> bool {
         self.asks(Question::RealDst, flow)
+    }
+
+    /// For a flow decided without a name (`flow.host` is ignored, taken as `None`): whether
+    /// its name could change the verdict, i.e. whether a rule that can look at the name
+    /// comes at or before the rule that decides the flow now: `DOMAIN`, `DOMAIN-SUFFIX`,
+    /// `DOMAIN-KEYWORD`, `DOMAIN-WILDCARD`, `DOMAIN-REGEX`, `GEOSITE`, a `RULE-SET` whose
+    /// provider holds domain entries now, a logic rule containing one, a `SUB-RULE` whose
+    /// condition contains one or whose condition holds and whose list has one up to that
+    /// list's verdict. Always false in `global` and `direct` mode. `flow.process` and
+    /// `flow.geo` should be what the flow will be decided with. When false, sniffing the
+    /// flow (and waiting for its first bytes) cannot change where it goes.
+    pub fn name_matters(&self, flow: &FlowMeta<'_>) -> bool {
+        self.asks(
+            Question::Name,
+            &FlowMeta {
+                host: None,
+                ..*flow
+            },
+        )
     }
 
     fn asks(&self, q: Question, flow: &FlowMeta<'_>) -> bool {

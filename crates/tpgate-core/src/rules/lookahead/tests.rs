@@ -1,4 +1,4 @@
-//! `needs_real_dst`: hand-picked cases, and properties that tie them to
+//! `needs_real_dst` and `name_matters`: hand-picked cases, and properties that tie them to
 //! what [`RuleEngine::decide`] does (a "no" must never hide a different verdict).
 
 use proptest::prelude::*;
@@ -169,6 +169,137 @@ fn sub_rules_count_by_condition_and_by_their_list() {
 }
 
 #[test]
+fn rule_sets_count_by_what_they_hold_now() {
+    let sets = [
+        ("names", Behavior::Domain, "+.a.example\n"),
+        ("nets", Behavior::IpCidr, "10.0.0.0/8\n"),
+        (
+            "mixed",
+            Behavior::Classical,
+            "DST-PORT,22\nDOMAIN-KEYWORD,tube\n",
+        ),
+    ];
+    let e = |rule: &str| engine_with(&[rule, "MATCH,REJECT"], &[], &sets, Mode::Rule);
+    let fake = flow(FAKE, Some("b.example"));
+    assert!(!e("RULE-SET,names,DIRECT").needs_real_dst(&fake));
+    assert!(!e("AND,((RULE-SET,names),(NETWORK,tcp)),DIRECT").needs_real_dst(&fake));
+    assert!(e("AND,((RULE-SET,nets),(NETWORK,tcp)),DIRECT").needs_real_dst(&fake));
+    assert!(!e("RULE-SET,nets,DIRECT,no-resolve").needs_real_dst(&fake));
+
+    let bare = flow("192.0.2.9:443", None);
+    assert!(e("RULE-SET,names,DIRECT").name_matters(&bare));
+    assert!(!e("RULE-SET,nets,DIRECT").name_matters(&bare));
+    assert!(e("RULE-SET,mixed,DIRECT").name_matters(&bare));
+    assert!(e("OR,((RULE-SET,nets),(RULE-SET,names)),DIRECT").name_matters(&bare));
+    // A refresh that drops the domains is seen at once.
+    let engine = e("RULE-SET,names,DIRECT");
+    let Matcher::RuleSet(h) = &engine.rule(0).unwrap().matcher else {
+        unreachable!()
+    };
+    h.replace(
+        RuleSet::parse(Behavior::Domain, Format::Text, "")
+            .unwrap()
+            .0,
+    );
+    assert!(!engine.name_matters(&bare));
+}
+
+#[test]
+fn the_name_matters_only_before_the_deciding_rule() {
+    let e = engine(&[
+        "DST-PORT,22,DIRECT",
+        "DOMAIN-SUFFIX,a.example,REJECT",
+        "NETWORK,udp,DIRECT",
+        "MATCH,REJECT",
+    ]);
+    let ssh = flow("192.0.2.9:22", None);
+    assert!(
+        !e.name_matters(&ssh),
+        "decided by the port before any domain rule"
+    );
+    assert!(e.name_matters(&flow("192.0.2.9:443", None)));
+    // The host given is ignored: the question is about a flow without one.
+    assert!(e.name_matters(&flow("192.0.2.9:443", Some("x.a.example"))));
+    assert!(!e.name_matters(&flow("192.0.2.9:22", Some("x.a.example"))));
+    let e = engine(&["IP-CIDR,192.0.2.0/24,DIRECT", "MATCH,REJECT"]);
+    assert!(
+        !e.name_matters(&flow("192.0.2.9:443", None)),
+        "no name rule at all"
+    );
+    assert!(!e.name_matters(&flow("203.0.113.9:443", None)));
+}
+
+#[test]
+fn every_kind_of_name_rule_counts() {
+    let bare = flow("192.0.2.9:443", None);
+    for rule in [
+        "DOMAIN,a.example,REJECT",
+        "DOMAIN-SUFFIX,a.example,REJECT",
+        "DOMAIN-KEYWORD,tube,REJECT",
+        "DOMAIN-WILDCARD,*.a.example,REJECT",
+        r"DOMAIN-REGEX,^ad\d+\.,REJECT",
+        "AND,((NETWORK,tcp),(DOMAIN,a.example)),REJECT",
+        "NOT,((DOMAIN,a.example)),REJECT",
+        "OR,((DST-PORT,1),(NOT,((DOMAIN-KEYWORD,x)))),REJECT",
+    ] {
+        assert!(
+            engine(&[rule, "MATCH,DIRECT"]).name_matters(&bare),
+            "{rule}"
+        );
+    }
+    for rule in [
+        "DST-PORT,80,REJECT",
+        "IP-CIDR,10.0.0.0/8,REJECT",
+        "AND,((NETWORK,tcp),(SRC-PORT,1)),REJECT",
+    ] {
+        assert!(
+            !engine(&[rule, "MATCH,DIRECT"]).name_matters(&bare),
+            "{rule}"
+        );
+    }
+}
+
+#[test]
+fn geosite_counts_by_its_list() {
+    let mut rule = parse_rule("GEOSITE,ads,REJECT").unwrap();
+    let mut set = RuleSet::default();
+    set.add_suffix("ads.example");
+    let h = RuleSetHandle::new("ads");
+    h.replace(set);
+    *rule.matcher.geosites_mut()[0] = h;
+    let e = RuleEngine::new(vec![rule], Mode::Rule, Action::Direct);
+    assert!(e.name_matters(&flow("192.0.2.9:443", None)));
+}
+
+#[test]
+fn sub_rule_name_rules_count_by_condition_and_list() {
+    let lists: &[&[&str]] = &[
+        &["DST-PORT,22,DIRECT", "DOMAIN-SUFFIX,a.example,REJECT"],
+        &["DST-PORT,22,DIRECT"],
+    ];
+    let e = |rules: &[&str]| engine_with(rules, lists, &[], Mode::Rule);
+    let https = flow("192.0.2.9:443", None);
+    let ssh = flow("192.0.2.9:22", None);
+    let main = e(&["SUB-RULE,(NETWORK,tcp),l0", "MATCH,REJECT"]);
+    assert!(
+        main.name_matters(&https),
+        "the list has a domain rule before its verdict"
+    );
+    assert!(
+        !main.name_matters(&ssh),
+        "the list decides before its domain rule"
+    );
+    assert!(
+        !main.name_matters(&udp(https)),
+        "condition false: the list is never entered"
+    );
+    let main = e(&["SUB-RULE,(DOMAIN-SUFFIX,a.example),l1", "MATCH,REJECT"]);
+    assert!(main.name_matters(&ssh), "the condition looks at the name");
+    let main = e(&["SUB-RULE,(NETWORK,tcp),l1", "MATCH,REJECT"]);
+    assert!(!main.name_matters(&https), "no name rule anywhere");
+}
+
+#[test]
 fn other_modes_never_ask() {
     for mode in [Mode::Global, Mode::Direct] {
         let e = engine_with(
@@ -177,6 +308,7 @@ fn other_modes_never_ask() {
             &[],
             mode,
         );
+        assert!(!e.name_matters(&flow("192.0.2.9:443", None)));
         assert!(!e.needs_real_dst(&flow(FAKE, Some("a.example"))));
     }
 }
@@ -242,6 +374,30 @@ proptest! {
         let e = RuleEngine::new(rules, Mode::Rule, Action::Direct);
         if !e.needs_real_dst(&fake) {
             prop_assert_eq!(e.decide(&fake).rule, resolved);
+        }
+    }
+
+    /// When `name_matters` says no, no name the flow could have changes the verdict.
+    #[test]
+    fn a_name_that_does_not_matter_changes_nothing(
+        texts in proptest::collection::vec(rule_text(), 0..10),
+        list in proptest::collection::vec(rule_text(), 0..4),
+        sub_at in proptest::option::of(0usize..10),
+        port in 1u16..5, is_udp in any::<bool>(), d in 0u8..4,
+        host in "(a|b|x)(\\.c)?",
+    ) {
+        let mut texts = texts;
+        if let Some(at) = sub_at {
+            texts.insert(at.min(texts.len()), "SUB-RULE,(DST-PORT,1/2),l0".to_owned());
+        }
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let list: Vec<&str> = list.iter().map(String::as_str).collect();
+        let e = engine_with(&texts, &[&list], &[], Mode::Rule);
+        let network = if is_udp { Network::Udp } else { Network::Tcp };
+        let bare = FlowMeta { network, ..flow(&format!("10.0.{d}.1:{port}"), None) };
+        let named = FlowMeta { host: Some(&host), ..bare };
+        if !e.name_matters(&bare) {
+            prop_assert_eq!(e.decide(&named), e.decide(&bare));
         }
     }
 }
