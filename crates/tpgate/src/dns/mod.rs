@@ -4,6 +4,10 @@
 //! decided in `tpgate_core::dns::answer` (with the pools, cache and mapping also there);
 //! this module holds the locks, the sockets, the upstream I/O and the persistence.
 
+mod doh;
+mod pipeline;
+#[cfg(test)]
+mod reuse_tests;
 mod server;
 #[cfg(test)]
 mod tests;
