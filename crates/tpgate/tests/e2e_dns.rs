@@ -15,7 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr as _;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -406,10 +406,13 @@ fn redir_host_maps_addresses_back_to_names_and_caches() {
 }
 
 /// A tiny DNS-over-TLS and DNS-over-HTTPS server (rustls, throwaway rcgen certificate) in
-/// the server namespace. It answers every A query with the server's address itself and
-/// records what it saw: the SNI, the HTTP request line, the names asked.
+/// the server namespace. It answers every A query with the server's address itself, keeps
+/// connections open for more queries (a thread each), and records what it saw: the SNI,
+/// the HTTP request line, the names asked, and how many connections it accepted.
 struct EncryptedDns {
     seen: Arc<Mutex<Vec<String>>>,
+    /// Connections accepted on the DoT and the DoH port.
+    accepted: [Arc<AtomicUsize>; 2],
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -432,6 +435,7 @@ impl EncryptedDns {
                 .expect("server config"),
         );
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let accepted = [Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0))];
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         for (port, http) in [(DOT_PORT, false), (DOH_PORT, true)] {
@@ -440,27 +444,40 @@ impl EncryptedDns {
                 .expect("bind");
             listener.set_nonblocking(true).expect("nonblocking");
             let (cfg, seen, stop) = (cfg.clone(), seen.clone(), stop.clone());
+            let count = accepted[usize::from(http)].clone();
             threads.push(std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let Ok((tcp, _)) = listener.accept() else {
                         std::thread::sleep(Duration::from_millis(20));
                         continue;
                     };
+                    count.fetch_add(1, Ordering::SeqCst);
                     let _ = tcp.set_nonblocking(false);
-                    let _ = tcp.set_read_timeout(Some(Duration::from_secs(3)));
+                    let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
                     let Ok(conn) = rustls::ServerConnection::new(cfg.clone()) else {
                         continue;
                     };
-                    let mut tls = rustls::StreamOwned::new(conn, tcp);
-                    let _ = serve_one(&mut tls, http, answer, &seen);
+                    let seen = seen.clone();
+                    // Detached: it ends when the client closes or goes quiet for 10 s.
+                    std::thread::spawn(move || {
+                        let mut tls = rustls::StreamOwned::new(conn, tcp);
+                        while serve_one(&mut tls, http, answer, &seen).is_ok() {}
+                    });
                 }
             }));
         }
         Self {
             seen,
+            accepted,
             stop,
             threads,
         }
+    }
+
+    /// Connections accepted so far: (DoT, DoH).
+    fn accepted(&self) -> (usize, usize) {
+        let [dot, doh] = &self.accepted;
+        (dot.load(Ordering::SeqCst), doh.load(Ordering::SeqCst))
     }
 
     fn seen(&self) -> Vec<String> {
@@ -477,7 +494,8 @@ impl Drop for EncryptedDns {
     }
 }
 
-/// One query on an accepted TLS stream: length-framed (DoT) or an HTTP/1.1 POST (DoH).
+/// One query on an accepted TLS stream: length-framed (DoT) or an HTTP/1.1 POST (DoH),
+/// answered with the connection kept open.
 fn serve_one<S: Read + Write>(
     tls: &mut rustls::StreamOwned<rustls::ServerConnection, S>,
     http: bool,
@@ -537,7 +555,7 @@ fn serve_one<S: Read + Write>(
     let bytes = reply.to_vec().map_err(std::io::Error::other)?;
     if http {
         let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/dns-message\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Type: application/dns-message\r\nContent-Length: {}\r\n\r\n",
             bytes.len()
         );
         tls.write_all(head.as_bytes())?;
@@ -548,8 +566,6 @@ fn serve_one<S: Read + Write>(
         tls.write_all(&bytes)?;
     }
     tls.flush()?;
-    tls.conn.send_close_notify();
-    let _ = tls.flush();
     Ok(())
 }
 
@@ -591,6 +607,14 @@ fn dot_doh_policy_and_fallback() {
     assert!(pos("http POST /custom-path HTTP/1.1") < pos("query b.doh.example. sni=-"));
     assert!(pos("http POST /fb-query HTTP/1.1") < pos("query c.broken.example. sni=-"));
     assert_eq!(seen.len(), 5, "{seen:#?}");
+    // More queries reuse the kept connections: one to the DoT server, one to each of the
+    // two DoH URLs.
+    for i in 0..4 {
+        assert_eq!(resolve(&tp, dns, &format!("n{i}.dot.example")), v4.server);
+        assert_eq!(resolve(&tp, dns, &format!("n{i}.doh.example")), v4.server);
+    }
+    assert_eq!(server.seen().len(), 5 + 4 * 3, "{:#?}", server.seen());
+    assert_eq!(server.accepted(), (1, 2));
 }
 
 /// One UDP query from a socket of the server's family; the answer and who sent it.

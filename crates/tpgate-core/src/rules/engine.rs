@@ -28,6 +28,7 @@ impl Matcher {
             Self::And(all) => all.iter().all(|m| m.matches(flow)),
             Self::Or(any) => any.iter().any(|m| m.matches(flow)),
             Self::Not(inner) => !inner.matches(flow),
+            Self::NoResolve(inner) => inner.matches(flow),
             Self::RuleSet(set) | Self::GeoSite(set) => set.matches(flow),
             Self::ProcessName(n) => process(flow).and_then(|p| p.name.as_ref()) == Some(n),
             Self::ProcessPath(n) => process(flow).and_then(|p| p.path.as_ref()) == Some(n),
@@ -106,7 +107,7 @@ impl RuleEngine {
     /// `SUB-RULE` whose condition holds and whose list decides (else the list goes on after
     /// it). Sub-rule nesting is bounded (the config refuses cycles; this is a backstop).
     #[allow(clippy::type_complexity)]
-    fn first_in(
+    pub(super) fn first_in(
         &self,
         rules: &[super::Rule],
         index: &super::index::Index,

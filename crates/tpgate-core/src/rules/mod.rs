@@ -7,6 +7,7 @@ mod domain;
 mod engine;
 mod geosite;
 mod index;
+mod lookahead;
 mod parse;
 mod ruleset;
 
@@ -105,6 +106,11 @@ pub enum Matcher {
     Or(Vec<Self>),
     /// `NOT,((R))`: the one inside does not hold.
     Not(Box<Self>),
+    /// An entry of a logic rule written with its own `no-resolve`, e.g. the first of
+    /// `AND,((IP-CIDR,203.0.113.0/24,no-resolve),(NETWORK,udp)),X`: holds when the one inside
+    /// does, but never makes a fake-ip flow's name resolved (mihomo reads each entry's
+    /// options separately). Only wraps entries that look at the destination address.
+    NoResolve(Box<Self>),
     /// `RULE-SET,provider`: an entry of that provider's set holds.
     RuleSet(RuleSetHandle),
     /// `PROCESS-NAME`: the local process's executable name (this host's traffic only).
@@ -143,7 +149,9 @@ pub enum Matcher {
 pub struct Rule {
     pub matcher: Matcher,
     pub action: Action,
-    /// `no-resolve` was given (accepted; meaningful once domains exist).
+    /// `no-resolve` was given after the target: the rule never makes a fake-ip flow's name
+    /// resolved. On a logic rule it covers every entry (mihomo refuses it there; entries
+    /// carry their own, see [`Matcher::NoResolve`]).
     pub no_resolve: bool,
     /// The rule text as written, e.g. `DST-PORT,25,REJECT`, for logs.
     pub text: String,
@@ -199,6 +207,7 @@ pub struct Decision {
 struct SubList {
     rules: Vec<Rule>,
     index: index::Index,
+    lookers: lookahead::Lookers,
 }
 
 /// Rules compiled for matching.
@@ -213,9 +222,9 @@ pub struct RuleEngine {
     needs_geoip: bool,
     /// `sub-rules` lists, in config order.
     subs: Vec<SubList>,
-    /// Rules that look at the destination address without `no-resolve`: a flow whose
-    /// address is a stand-in (fake-ip) needs its real address before reaching one.
-    ip_rules: Vec<usize>,
+    /// Rules that may look at the real destination address or at the name, so
+    /// [`Self::needs_real_dst`] and [`Self::name_matters`] scan only those.
+    lookers: lookahead::Lookers,
     mode: crate::config::Mode,
     /// What `mode: global` sends every flow to (see `Config::global_action`).
     global: Action,
@@ -229,12 +238,7 @@ impl RuleEngine {
             needs_process: rules.iter().any(|r| r.matcher.is_about_process()),
             needs_geoip: rules.iter().any(|r| r.matcher.needs_geoip()),
             subs: Vec::new(),
-            ip_rules: rules
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| !r.no_resolve && r.matcher.looks_at_dst_ip())
-                .map(|(i, _)| i)
-                .collect(),
+            lookers: lookahead::Lookers::build(&rules),
             rules,
             mode,
             global,
@@ -254,28 +258,11 @@ impl RuleEngine {
             self.needs_geoip |= rules.iter().any(|r| r.matcher.needs_geoip());
             self.subs.push(SubList {
                 index: index::Index::build(&rules),
+                lookers: lookahead::Lookers::build(&rules),
                 rules,
             });
         }
         self
-    }
-
-    /// For a flow whose destination address is a stand-in (a fake-ip address; its name is
-    /// in `flow.host`): whether a rule that looks at the destination address (without
-    /// `no-resolve`) comes at or before the rule that decides it now, so the name must be
-    /// resolved and the flow decided again with the real address (mihomo's behaviour).
-    pub fn needs_real_dst(&self, flow: &FlowMeta<'_>) -> bool {
-        if self.mode != crate::config::Mode::Rule || self.ip_rules.is_empty() {
-            return false;
-        }
-        let bound = self.decide(flow).rule.unwrap_or(self.rules.len());
-        self.ip_rules
-            .iter()
-            .take_while(|&&i| i <= bound)
-            .any(|&i| match &self.rules[i].matcher {
-                Matcher::RuleSet(h) => h.current().has_cidrs(),
-                _ => true,
-            })
     }
 
     /// Rule `rule` of sub-rule list `list` (from [`Decision::inner`]).
@@ -314,6 +301,25 @@ impl RuleEngine {
 }
 
 impl Matcher {
+    /// The matchers directly inside this one: logic entries, a `SUB-RULE`'s condition.
+    pub(crate) fn inner(&self) -> &[Self] {
+        match self {
+            Self::And(all) | Self::Or(all) => all,
+            Self::Not(m) | Self::NoResolve(m) => std::slice::from_ref(&**m),
+            Self::SubRule { cond, .. } => std::slice::from_ref(&**cond),
+            _ => &[],
+        }
+    }
+
+    fn inner_mut(&mut self) -> &mut [Self] {
+        match self {
+            Self::And(all) | Self::Or(all) => all,
+            Self::Not(m) | Self::NoResolve(m) => std::slice::from_mut(&mut **m),
+            Self::SubRule { cond, .. } => std::slice::from_mut(&mut **cond),
+            _ => &mut [],
+        }
+    }
+
     /// Whether this matcher (or one inside it) looks at the owning process.
     pub fn is_about_process(&self) -> bool {
         match self {
@@ -322,9 +328,7 @@ impl Matcher {
             | Self::ProcessNameRegex(_)
             | Self::ProcessPathRegex(_)
             | Self::Uid(_) => true,
-            Self::And(all) | Self::Or(all) => all.iter().any(Self::is_about_process),
-            Self::Not(inner) => inner.is_about_process(),
-            _ => false,
+            _ => self.inner().iter().any(Self::is_about_process),
         }
     }
 
@@ -336,25 +340,27 @@ impl Matcher {
         }
     }
 
-    /// Every `GEOSITE` handle in this matcher (logic rules included).
+    /// Every `GEOSITE` handle in this matcher (logic entries and `SUB-RULE` conditions
+    /// included).
     pub fn geosites_mut(&mut self) -> Vec<&mut RuleSetHandle> {
         match self {
             Self::GeoSite(h) => vec![h],
-            Self::And(all) | Self::Or(all) => all.iter_mut().flat_map(Self::geosites_mut).collect(),
-            Self::Not(inner) => inner.geosites_mut(),
-            _ => Vec::new(),
+            _ => self
+                .inner_mut()
+                .iter_mut()
+                .flat_map(Self::geosites_mut)
+                .collect(),
         }
     }
 
-    /// Whether this matcher (or one inside it) may look at the destination address: CIDR and
-    /// GEOIP rules, rule sets (their CIDR entries), logic rules containing one.
+    /// Whether this matcher (or one inside it) may look at the destination address in a
+    /// way that wants the real one: CIDR and GEOIP rules, rule sets (their CIDR entries),
+    /// logic rules containing one that is not [`Self::NoResolve`].
     pub fn looks_at_dst_ip(&self) -> bool {
         match self {
             Self::IpCidr(_) | Self::GeoIp(_) | Self::RuleSet(_) => true,
-            Self::And(all) | Self::Or(all) => all.iter().any(Self::looks_at_dst_ip),
-            Self::Not(inner) => inner.looks_at_dst_ip(),
-            Self::SubRule { cond, .. } => cond.looks_at_dst_ip(),
-            _ => false,
+            Self::NoResolve(_) => false,
+            _ => self.inner().iter().any(Self::looks_at_dst_ip),
         }
     }
 
@@ -362,22 +368,46 @@ impl Matcher {
     pub fn needs_geoip(&self) -> bool {
         match self {
             Self::GeoIp(c) | Self::SrcGeoIp(c) => c != "LAN",
-            Self::And(all) | Self::Or(all) => all.iter().any(Self::needs_geoip),
-            Self::Not(inner) => inner.needs_geoip(),
-            _ => false,
+            _ => self.inner().iter().any(Self::needs_geoip),
         }
     }
 
-    /// Every `RULE-SET` handle in this matcher (logic rules included), to bind them to
-    /// their providers.
+    /// Every `RULE-SET` handle in this matcher (logic entries and `SUB-RULE` conditions
+    /// included), to bind them to their providers.
     pub fn rule_sets_mut(&mut self) -> Vec<&mut RuleSetHandle> {
         match self {
             Self::RuleSet(h) => vec![h],
-            Self::And(all) | Self::Or(all) => {
-                all.iter_mut().flat_map(Self::rule_sets_mut).collect()
-            }
-            Self::Not(inner) => inner.rule_sets_mut(),
-            _ => Vec::new(),
+            _ => self
+                .inner_mut()
+                .iter_mut()
+                .flat_map(Self::rule_sets_mut)
+                .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walkers_reach_logic_entries_and_sub_rule_conditions() {
+        let mut r = parse_rule("SUB-RULE,(AND,((RULE-SET,lan),(GEOSITE,ads))),web").unwrap();
+        let names: Vec<String> = r
+            .matcher
+            .rule_sets_mut()
+            .iter()
+            .map(|h| h.name().to_owned())
+            .collect();
+        assert_eq!(names, ["lan"]);
+        assert_eq!(r.matcher.geosites_mut().len(), 1);
+        let r = parse_rule("SUB-RULE,(NOT,((PROCESS-NAME,curl))),web").unwrap();
+        assert!(r.matcher.is_about_process());
+        let r = parse_rule("SUB-RULE,(OR,((GEOIP,CN,no-resolve))),web").unwrap();
+        assert!(r.matcher.needs_geoip());
+        assert!(!r.matcher.looks_at_dst_ip());
+        let r = parse_rule("SUB-RULE,(GEOIP,LAN),web").unwrap();
+        assert!(!r.matcher.needs_geoip());
+        assert!(r.matcher.looks_at_dst_ip());
     }
 }

@@ -251,18 +251,37 @@ fn sub_rule(text: &str, depth: usize) -> Result<Matcher, RuleError> {
     if kind == "MATCH" {
         return Ok(Matcher::Match);
     }
-    let arg = arg.trim();
-    // `no-resolve` may follow the argument inside a logic rule, as mihomo allows.
-    let arg = match arg.rsplit_once(',') {
-        Some((a, opt)) if opt.trim().eq_ignore_ascii_case("no-resolve") => a.trim(),
-        _ => arg,
+    // mihomo reads what follows an entry's argument as that entry's own options.
+    let (arg, options) = match arg.split_once(',') {
+        Some((arg, options)) => (arg.trim(), Some(options)),
+        None => (arg.trim(), None),
     };
-    if arg.is_empty() || arg.contains(',') {
+    if arg.is_empty() {
         return Err(malformed(format!(
-            "inside a logic rule each entry is (TYPE,ARGUMENT), found `({text})`"
+            "inside a logic rule each entry is (TYPE,ARGUMENT[,no-resolve]), found `({text})`"
         )));
     }
-    matcher(&kind, arg)
+    let mut no_resolve = false;
+    for option in options
+        .into_iter()
+        .flat_map(|o| o.split(','))
+        .map(str::trim)
+    {
+        if option.eq_ignore_ascii_case("no-resolve") && !no_resolve {
+            no_resolve = true;
+        } else {
+            return Err(malformed(format!(
+                "unexpected `{option}` in `({text})`; only `no-resolve` may follow an entry's \
+                 argument"
+            )));
+        }
+    }
+    let m = matcher(&kind, arg)?;
+    Ok(if no_resolve && m.looks_at_dst_ip() {
+        Matcher::NoResolve(Box::new(m))
+    } else {
+        m
+    })
 }
 
 /// Index of the parenthesis closing the one `text` starts with.
@@ -580,7 +599,9 @@ mod tests {
             r.matcher,
             Matcher::Or(vec![
                 Matcher::DstPort(vec![PortRange { start: 25, end: 25 }]),
-                Matcher::Not(Box::new(Matcher::IpCidr(net("10.0.0.0/8"))))
+                Matcher::Not(Box::new(Matcher::NoResolve(Box::new(Matcher::IpCidr(
+                    net("10.0.0.0/8")
+                )))))
             ])
         );
         assert!(bad("AND,(DOMAIN,a.com),DIRECT").contains("in parentheses"));
@@ -596,6 +617,51 @@ mod tests {
         assert!(
             bad(&deep[..]).contains("nested deeper") || bad(&deep[..]).contains("in parentheses")
         );
+    }
+
+    #[test]
+    fn options_of_logic_entries() {
+        let cidr = || Matcher::IpCidr(net("203.0.113.0/24"));
+        let r = ok("AND,((IP-CIDR,203.0.113.0/24,no-resolve),(NETWORK,udp)),REJECT");
+        assert!(!r.no_resolve);
+        assert_eq!(
+            r.matcher,
+            Matcher::And(vec![
+                Matcher::NoResolve(Box::new(cidr())),
+                Matcher::Network(Network::Udp)
+            ])
+        );
+        assert_eq!(
+            ok("OR,((IP-CIDR , 203.0.113.0/24 , NO-RESOLVE )),DIRECT").matcher,
+            Matcher::Or(vec![Matcher::NoResolve(Box::new(cidr()))])
+        );
+        assert_eq!(
+            ok("NOT,((IP-CIDR,203.0.113.0/24)),DIRECT").matcher,
+            Matcher::Not(Box::new(cidr()))
+        );
+        // Where the address is never looked at, the option changes nothing.
+        assert_eq!(
+            ok("NOT,((DOMAIN,a.example,no-resolve)),DIRECT").matcher,
+            Matcher::Not(Box::new(Matcher::Domain("a.example".into())))
+        );
+        let r = ok("SUB-RULE,(GEOIP,CN,no-resolve),list");
+        let Matcher::SubRule { cond, .. } = r.matcher else {
+            panic!("{r:?}")
+        };
+        assert_eq!(
+            *cond,
+            Matcher::NoResolve(Box::new(Matcher::GeoIp("CN".into())))
+        );
+        assert!(
+            bad("AND,((IP-CIDR,203.0.113.0/24,src),(NETWORK,udp)),REJECT")
+                .contains("unexpected `src` in `(IP-CIDR,203.0.113.0/24,src)`")
+        );
+        assert!(
+            bad("AND,((IP-CIDR,203.0.113.0/24,no-resolve,no-resolve)),REJECT")
+                .contains("only `no-resolve` may follow")
+        );
+        assert!(bad("AND,((IP-CIDR,,no-resolve)),REJECT").contains("TYPE,ARGUMENT"));
+        assert!(bad("AND,((IP-CIDR)),REJECT").contains("TYPE,ARGUMENT"));
     }
 
     #[test]

@@ -120,6 +120,15 @@ impl RuleSet {
             || self.classical.iter().any(Matcher::looks_at_dst_ip)
     }
 
+    /// Whether the set has name entries (domains, globs, or classical rules on names).
+    pub fn has_domains(&self) -> bool {
+        !self.exact.is_empty()
+            || !self.suffix.is_empty()
+            || !self.below.is_empty()
+            || !self.globs.is_empty()
+            || self.classical.iter().any(Matcher::looks_at_name)
+    }
+
     fn add(&mut self, behavior: Behavior, entry: &str) -> Result<(), AddError> {
         match behavior {
             Behavior::Domain => self.add_domain(entry).map_err(AddError::Bad)?,

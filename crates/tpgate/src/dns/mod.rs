@@ -1,10 +1,13 @@
 //! The built-in DNS server: answers from `hosts`, fake addresses (fake-ip), or upstream
 //! nameservers through a cache, and remembers which name each address stands for so the
-//! relay can route flows by the name the client resolved. The pure tables (fake-ip pool,
-//! mapping) live in `tpgate_core::dns`; this module does the sockets and the persistence.
-//! Not here yet: DNS hijack rules (intercepting queries to other servers).
+//! relay can route flows by the name the client resolved. What a request gets back is
+//! decided in `tpgate_core::dns::answer` (with the pools, cache and mapping also there);
+//! this module holds the locks, the sockets, the upstream I/O and the persistence.
 
-mod cache;
+mod doh;
+mod pipeline;
+#[cfg(test)]
+mod reuse_tests;
 mod server;
 #[cfg(test)]
 mod tests;
@@ -16,24 +19,19 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA};
-use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
+use hickory_proto::op::{Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{RData, RecordType};
 use ipnet::IpNet;
 use tpgate_core::config::EnhancedMode;
-use tpgate_core::dns::{FakePool, Mapping, Snapshot};
+use tpgate_core::dns::answer::{self, Step, Tables, Transport};
+use tpgate_core::dns::{Cache, CacheKey, FakePool, Mapping, Snapshot};
 use tracing::{debug, info, warn};
 
 use crate::shutdown::Shutdown;
-use cache::Cache;
 use upstream::Forwarder;
 
 pub(crate) use server::{bind, serve};
 
-/// mihomo answers fake addresses with TTL 1: clients ask again soon, and the same name
-/// keeps its address anyway.
-const FAKE_TTL: u32 = 1;
-const HOSTS_TTL: u32 = 10;
 /// How many redir-host answers are remembered.
 const MAPPING_CAPACITY: usize = 65_536;
 /// How often the fake-ip table is written to disk besides at shutdown.
@@ -152,7 +150,9 @@ impl Dns {
                 .set_op_code(OpCode::Query)
                 .set_recursion_desired(true)
                 .add_query(Query::query(fqdn.clone(), kind));
-            let reply = self.forward(&q, name).await;
+            let Some(reply) = self.forward(&q, name).await else {
+                continue;
+            };
             let found = reply.answers().iter().find_map(|r| match r.data() {
                 RData::A(a) => Some(IpAddr::V4(a.0)),
                 RData::AAAA(a) => Some(IpAddr::V6(a.0)),
@@ -237,78 +237,35 @@ impl Dns {
         self.save();
     }
 
-    /// Answers one query in wire format; `max` bounds the answer's size (UDP), a larger
-    /// one goes out truncated so the client retries over TCP. `None`: not even a header.
+    /// Answers one query in wire format (see [`answer::start`]); `udp` bounds the reply's
+    /// size. `None`: nothing to send.
     pub(crate) async fn handle(&self, bytes: &[u8], udp: bool) -> Option<Vec<u8>> {
-        let req = match Message::from_vec(bytes) {
-            Ok(m) => m,
-            Err(e) => {
-                debug!("dns: malformed query: {e}");
-                // Answer FORMERR when at least the id can be read.
-                let id = u16::from_be_bytes([*bytes.first()?, *bytes.get(1)?]);
-                return Message::error_msg(id, OpCode::Query, ResponseCode::FormErr)
-                    .to_vec()
-                    .ok();
+        let transport = if udp {
+            Transport::Udp
+        } else {
+            Transport::Stream
+        };
+        match answer::start(bytes, transport, self) {
+            Step::Reply(out) => Some(out),
+            Step::Drop => {
+                debug!("dns: {} bytes dropped (not a query)", bytes.len());
+                None
             }
-        };
-        let reply = self.answer(&req).await;
-        let out = reply.to_vec().ok()?;
-        let max = match req.extensions() {
-            Some(e) => usize::from(e.max_payload().max(512)),
-            None => 512,
-        };
-        if udp && out.len() > max {
-            return reply.truncate().to_vec().ok();
+            Step::Forward(pending) => {
+                let reply = self.forward(&pending.request, &pending.name).await;
+                Some(pending.finish(reply.as_ref()))
+            }
         }
-        Some(out)
     }
 
-    async fn answer(&self, req: &Message) -> Message {
-        if req.message_type() != MessageType::Query || req.op_code() != OpCode::Query {
-            return Message::error_msg(req.id(), req.op_code(), ResponseCode::NotImp);
-        }
-        let Some(q) = req.query().cloned() else {
-            return Message::error_msg(req.id(), req.op_code(), ResponseCode::FormErr);
-        };
-        let lower = q.name().to_lowercase().to_ascii();
-        let name = lower.trim_end_matches('.');
-        let qtype = q.query_type();
-        let address =
-            q.query_class() == DNSClass::IN && matches!(qtype, RecordType::A | RecordType::AAAA);
-        if address {
-            if let Some(ips) = self.cfg.host_addrs(name) {
-                return local(req, &q, ips, HOSTS_TTL);
-            }
-            if self.cfg.wants_fake(name) {
-                let pool = match qtype {
-                    RecordType::A => self.fake4.as_ref(),
-                    _ => self.fake6.as_ref().filter(|_| self.cfg.ipv6),
-                };
-                let ips: Vec<IpAddr> = pool
-                    .map(|p| lock(p).lookup_or_alloc(name))
-                    .into_iter()
-                    .collect();
-                debug!("dns {name} {qtype}: fake {ips:?}");
-                return local(req, &q, &ips, FAKE_TTL);
-            }
-            if qtype == RecordType::AAAA && !self.cfg.ipv6 {
-                return local(req, &q, &[], HOSTS_TTL);
-            }
-        }
-        // HTTPS/SVCB answers carry address hints that would bypass the fake address.
-        if matches!(qtype, RecordType::HTTPS | RecordType::SVCB) && self.cfg.wants_fake(name) {
-            return local(req, &q, &[], FAKE_TTL);
-        }
-        self.forward(req, name).await
-    }
-
-    async fn forward(&self, req: &Message, name: &str) -> Message {
-        let key = cache::Key::of(req);
+    /// The nameservers' answer to `req` (through the cache); `None` when none answered.
+    async fn forward(&self, req: &Message, name: &str) -> Option<Message> {
+        let key = CacheKey::of(req);
         if let Some(k) = &key {
             if let Some(mut hit) = lock(&self.cache).get(k, Instant::now()) {
                 debug!("dns {name}: cached");
                 hit.set_id(req.id());
-                return hit;
+                return Some(hit);
             }
         }
         match self.forwarder.forward(name, req).await {
@@ -319,13 +276,11 @@ impl Dns {
                 if self.cfg.enhanced_mode != EnhancedMode::Normal {
                     self.remember(name, &reply);
                 }
-                reply
+                Some(reply)
             }
             Err(e) => {
                 info!("dns {name}: no answer: {e}");
-                let mut m = Message::error_msg(req.id(), req.op_code(), ResponseCode::ServFail);
-                m.add_queries(req.queries().iter().cloned());
-                m
+                None
             }
         }
     }
@@ -345,28 +300,15 @@ impl Dns {
     }
 }
 
-/// An answer made here: `ips` of the query's family (none: NOERROR without records).
-fn local(req: &Message, q: &Query, ips: &[IpAddr], ttl: u32) -> Message {
-    let mut m = Message::new();
-    m.set_id(req.id())
-        .set_message_type(MessageType::Response)
-        .set_op_code(OpCode::Query)
-        .set_recursion_desired(req.recursion_desired())
-        .set_recursion_available(true)
-        .set_response_code(ResponseCode::NoError)
-        .add_query(q.clone());
-    for ip in ips {
-        let data = match (ip, q.query_type()) {
-            (IpAddr::V4(a), RecordType::A) => RData::A(A(*a)),
-            (IpAddr::V6(a), RecordType::AAAA) => RData::AAAA(AAAA(*a)),
-            _ => continue,
-        };
-        m.add_answer(Record::from_rdata(q.name().clone(), ttl, data));
+impl Tables for Dns {
+    fn config(&self) -> &tpgate_core::config::Dns {
+        &self.cfg
     }
-    if req.extensions().is_some() {
-        let mut e = Edns::new();
-        e.set_max_payload(1232);
-        m.set_edns(e);
+
+    fn fake_addr(&self, name: &str, v6: bool) -> Option<IpAddr> {
+        let pool = if v6 { &self.fake6 } else { &self.fake4 };
+        let ip = lock(pool.as_ref()?).lookup_or_alloc(name);
+        debug!("dns {name}: fake {ip}");
+        Some(ip)
     }
-    m
 }

@@ -1,5 +1,5 @@
 //! The DNS server's sockets: UDP datagrams and TCP connections (two-byte length framing,
-//! several queries per connection) on `dns.listen`. Bound before interception is
+//! split by `tpgate_core::dns::Frames`; several queries per connection) on `dns.listen`. Bound before interception is
 //! installed, so a busy port is a clear startup error.
 
 use std::net::SocketAddr;
@@ -11,6 +11,7 @@ use socket2::Type;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, Interest};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
+use tpgate_core::dns::{frame, Frames};
 use tracing::{debug, info, warn};
 
 use super::Dns;
@@ -127,27 +128,26 @@ async fn serve_tcp(listener: TcpListener, dns: Arc<Dns>, limit: Arc<Semaphore>, 
 }
 
 async fn connection(mut s: TcpStream, dns: &Dns, limit: &Semaphore) -> std::io::Result<()> {
+    let mut frames = Frames::default();
+    let mut buf = vec![0u8; 4096];
     loop {
-        let mut len = [0u8; 2];
-        match tokio::time::timeout(TCP_IDLE, s.read_exact(&mut len)).await {
-            Err(_) => return Ok(()),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Ok(r) => r?,
-        };
-        let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        tokio::time::timeout(TCP_IDLE, s.read_exact(&mut query))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "slow query"))??;
-        let _permit = limit.acquire().await;
-        let Some(reply) = dns.handle(&query, false).await else {
-            return Ok(());
-        };
-        let Ok(n) = u16::try_from(reply.len()) else {
-            return Ok(());
-        };
-        let mut out = Vec::with_capacity(reply.len() + 2);
-        out.extend_from_slice(&n.to_be_bytes());
-        out.extend_from_slice(&reply);
-        s.write_all(&out).await?;
+        while let Some(query) = frames.next_message() {
+            let _permit = limit.acquire().await;
+            let Some(reply) = dns.handle(&query, false).await.as_deref().and_then(frame) else {
+                return Ok(());
+            };
+            s.write_all(&reply).await?;
+        }
+        match tokio::time::timeout(TCP_IDLE, s.read(&mut buf)).await {
+            Err(_) if frames.is_partial() => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "slow query",
+                ))
+            }
+            Err(_) | Ok(Ok(0)) => return Ok(()),
+            Ok(Ok(n)) => frames.push(&buf[..n]),
+            Ok(Err(e)) => return Err(e),
+        }
     }
 }

@@ -135,11 +135,13 @@ async fn redir_host_maps_and_caches() {
     assert_eq!(count.load(Ordering::Relaxed), 1, "cached");
     assert_eq!(d.mapped_name(REAL.into()).as_deref(), Some("video.example"));
     assert!(matches!(d.fake_name(REAL.into()), FakeName::NotFake));
-    // malformed input: FORMERR with the id, or nothing at all
-    let reply = d.handle(&[0x12, 0x34, 0xff], true).await.unwrap();
+    // malformed input: FORMERR with the id, or nothing at all (also for anything that
+    // says it is a response)
+    let reply = d.handle(&[0x12, 0x34, 0x01], true).await.unwrap();
     let m = Message::from_vec(&reply).unwrap();
     assert_eq!((m.id(), m.response_code()), (0x1234, ResponseCode::FormErr));
     assert!(d.handle(&[1], true).await.is_none());
+    assert!(d.handle(&[0x12, 0x34, 0xff], true).await.is_none());
 }
 
 #[tokio::test]

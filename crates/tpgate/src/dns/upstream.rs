@@ -1,19 +1,18 @@
 //! Asking upstream nameservers: plain UDP (retried over TCP when truncated), TCP, DNS over
-//! TLS and DNS over HTTPS (HTTP/1.1 POST of application/dns-message, on hyper). Every
+//! TLS (one kept connection per server, queries pipelined on it: `pipeline`) and DNS over
+//! HTTPS (HTTP/1.1 POST of application/dns-message on kept-alive connections: `doh`). Every
 //! socket carries the routing mark, so the server's own queries are never intercepted.
-//! One connection per query: the answer cache in front keeps that cheap enough for a LAN.
+//! Plain TCP still opens a connection per query (it is mostly the truncated-UDP retry).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::future::{select_ok, BoxFuture};
 use futures::FutureExt as _;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
-use http_body_util::{BodyExt as _, Full};
 use rustls::pki_types::ServerName;
 use socket2::Type;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
@@ -22,6 +21,8 @@ use tokio_rustls::TlsConnector;
 use tpgate_core::config::{DomainPattern, Nameserver, Tls, Transport};
 use tracing::debug;
 
+use super::doh::DohPool;
+use super::pipeline::Pipeline;
 use crate::outbound::{connect_marked, TlsClient};
 
 /// One exchange (connect, handshake, answer) may take this long.
@@ -36,6 +37,10 @@ pub(crate) struct Upstream {
     addr: Mutex<Option<IpAddr>>,
     tls: Option<TlsConnector>,
     server_name: Option<ServerName<'static>>,
+    /// DoT: the kept connection, shared by concurrent queries.
+    dot: Pipeline,
+    /// DoH: the kept-alive HTTP/1.1 connections.
+    doh: DohPool,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -68,6 +73,8 @@ impl Upstream {
             addr: Mutex::new(addr),
             tls,
             server_name,
+            dot: Pipeline::default(),
+            doh: DohPool::default(),
         })
     }
 
@@ -85,6 +92,8 @@ impl Upstream {
             addr: Mutex::new(Some(addr.ip())),
             tls: None,
             server_name: None,
+            dot: Pipeline::default(),
+            doh: DohPool::default(),
         }
     }
 
@@ -212,14 +221,18 @@ impl Forwarder {
             }
             Transport::Tcp => tcp_exchange(addr, &bytes, self.mark).await?,
             Transport::Tls => {
-                let tcp = connect_marked(addr, self.mark).await?;
-                let stream = self.tls_connect(up, tcp).await?;
-                framed_exchange(stream, &bytes).await?
+                let connect = || async {
+                    self.tls_connect(up, connect_marked(addr, self.mark).await?)
+                        .await
+                };
+                up.dot.exchange(&bytes, connect).await?
             }
             Transport::Https => {
-                let tcp = connect_marked(addr, self.mark).await?;
-                let stream = self.tls_connect(up, tcp).await?;
-                doh_exchange(stream, &up.ns, &bytes).await?
+                let connect = || async {
+                    self.tls_connect(up, connect_marked(addr, self.mark).await?)
+                        .await
+                };
+                up.doh.exchange(&up.ns, &bytes, connect).await?
             }
         };
         if reply.id() != id && up.ns.transport != Transport::Https {
@@ -340,50 +353,6 @@ where
     let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
     stream.read_exact(&mut buf).await?;
     parse(&buf)
-}
-
-/// RFC 8484 POST over HTTP/1.1.
-async fn doh_exchange<S>(stream: S, ns: &Nameserver, query: &[u8]) -> io::Result<Message>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let io = hyper_util::rt::TokioIo::new(stream);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(io::Error::other)?;
-    let driver = tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            debug!("doh connection: {e}");
-        }
-    });
-    let authority = match (ns.host.parse::<IpAddr>(), ns.port) {
-        (Ok(IpAddr::V6(ip)), 443) => format!("[{ip}]"),
-        (Ok(IpAddr::V6(ip)), p) => format!("[{ip}]:{p}"),
-        (_, 443) => ns.host.clone(),
-        (_, p) => format!("{}:{p}", ns.host),
-    };
-    let req = hyper::Request::post(ns.path.as_str())
-        .header(hyper::header::HOST, authority)
-        .header(hyper::header::CONTENT_TYPE, "application/dns-message")
-        .header(hyper::header::ACCEPT, "application/dns-message")
-        .body(Full::new(Bytes::copy_from_slice(query)))
-        .map_err(io::Error::other)?;
-    let result = async {
-        let resp = sender.send_request(req).await.map_err(io::Error::other)?;
-        if !resp.status().is_success() {
-            return Err(io::Error::other(format!("HTTP {}", resp.status())));
-        }
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(io::Error::other)?
-            .to_bytes();
-        parse(&body)
-    }
-    .await;
-    driver.abort();
-    result
 }
 
 /// Whether `server` is the DNS server's own `listen` address.

@@ -285,6 +285,23 @@ fn rule_errors_and_warnings() {
     assert!(
         error_at("rules:\n  - [MATCH, DIRECT]\n", 2, 5, "rules[0]").contains("a rule is a string")
     );
+    let m = error_at(
+        "rules:\n  - DST-PORT,22,DIRECT\n  - AND,((IP-CIDR,10.0.0.0/8,src),(NETWORK,udp)),DIRECT\n",
+        3,
+        5,
+        "rules[1]",
+    );
+    assert!(
+        m.contains("unexpected `src` in `(IP-CIDR,10.0.0.0/8,src)`"),
+        "{m}"
+    );
+    let m = error_at(
+        "rules:\n  - SUB-RULE,(IP-CIDR,10.0.0.0/33,no-resolve),web\nsub-rules:\n  web: []\n",
+        2,
+        5,
+        "rules[0]",
+    );
+    assert!(m.contains("not a CIDR"), "{m}");
     let m = error_at("rules:\n  - MATCH,Proxy\n", 2, 5, "rules[0]");
     assert!(m.contains("unknown target `Proxy`"), "{m}");
 

@@ -1,7 +1,8 @@
 //! Answers from upstream, kept for their TTL (clamped), negative answers (NXDOMAIN, and
 //! NOERROR without records) for the SOA minimum (RFC 2308). A hit is served with the TTLs
 //! lowered by the time it spent here. The key includes the EDNS client subnet, which is
-//! passed upstream untouched, so one subnet's answer is never served to another.
+//! passed upstream untouched, so one subnet's answer is never served to another. No clock:
+//! callers pass `now`.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -18,8 +19,9 @@ const MAX_TTL: Duration = Duration::from_secs(3600);
 const NEGATIVE_TTL: Duration = Duration::from_secs(30);
 const CAPACITY: usize = 8192;
 
+/// What a cached answer is found by: the first question, the DO bit and the client subnet.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct Key {
+pub struct Key {
     name: String,
     qtype: u16,
     qclass: u16,
@@ -29,7 +31,7 @@ pub(crate) struct Key {
 
 impl Key {
     /// The key of `query`'s first question; `None` for a query without one.
-    pub(crate) fn of(query: &Message) -> Option<Self> {
+    pub fn of(query: &Message) -> Option<Self> {
         let q = query.query()?;
         let edns = query.extensions().as_ref();
         Some(Self {
@@ -50,8 +52,9 @@ struct Entry {
     ttl: Duration,
 }
 
+/// Upstream answers by [`Key`], bounded in size.
 #[derive(Default)]
-pub(crate) struct Cache {
+pub struct Cache {
     entries: HashMap<Key, Entry>,
 }
 
@@ -63,7 +66,7 @@ impl std::fmt::Debug for Cache {
 
 impl Cache {
     /// A still-valid answer for `key`, its TTLs lowered by its age.
-    pub(crate) fn get(&mut self, key: &Key, now: Instant) -> Option<Message> {
+    pub fn get(&mut self, key: &Key, now: Instant) -> Option<Message> {
         let e = self.entries.get(key)?;
         let age = now.saturating_duration_since(e.stored);
         if age >= e.ttl {
@@ -82,7 +85,7 @@ impl Cache {
     }
 
     /// Keeps `reply` if it is cacheable: NOERROR or NXDOMAIN, not truncated.
-    pub(crate) fn put(&mut self, key: Key, reply: &Message, now: Instant) {
+    pub fn put(&mut self, key: Key, reply: &Message, now: Instant) {
         let Some(ttl) = lifetime(reply) else {
             return;
         };
