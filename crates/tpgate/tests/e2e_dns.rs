@@ -22,8 +22,8 @@ use std::time::Duration;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use lab::{
-    has_field, have_program, poll, tcp_connect, tpgate_oneshot, Family, Lab, Netns, NetnsHosts,
-    ProcKind, ProcUpstream, TcpEchoServer, Tpgate, UdpEchoServer,
+    has_field, have_program, poll, tcp_connect, tpgate_oneshot, udp_exchange, Family, Lab, Netns,
+    NetnsHosts, ProcKind, ProcUpstream, TcpEchoServer, Tpgate, UdpEchoServer,
 };
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -713,6 +713,7 @@ fn fake_ip_flows_resolve_for_address_rules() {
         &[("real.example", Some(v4.server))],
     );
     let _server = TcpEchoServer::start(&lab.server, SocketAddr::new(v4.server, PORT));
+    let udp_server = UdpEchoServer::start(&lab.server, SocketAddr::new(v4.server, PORT));
     let dns = SocketAddr::new(v4.gw_lan, 53);
     for (rule, rejected) in [
         ("IP-CIDR,203.0.113.0/24,REJECT", true),
@@ -736,6 +737,32 @@ fn fake_ip_flows_resolve_for_address_rules() {
                 Some(&b"x"[..]),
                 "{rule}: the fake address does not match"
             );
+            assert!(has_field(&line, "action", "DIRECT"), "{line}");
+        }
+        // The same over UDP: decided on the real address unless no-resolve, and a DIRECT
+        // reply comes back from the fake address the client sent to.
+        let before = udp_server.peers().len();
+        let x = udp_exchange(&lab.client, Family::V4, dst, b"u", Duration::from_secs(2))
+            .expect("udp send");
+        let line = tp
+            .wait_for_line(Duration::from_secs(5), |l| {
+                l.contains("udp ") && l.contains(&format!(" -> {dst} ")) && l.contains("action=")
+            })
+            .unwrap_or_else(|| panic!("no udp flow line to {dst}:\n{}", tp.log_text()));
+        assert!(has_field(&line, "host", "real.example"), "{line}");
+        if rejected {
+            assert_eq!(
+                x.reply, None,
+                "{rule}: udp must be decided on the real address"
+            );
+            assert!(has_field(&line, "action", "REJECT"), "{line}");
+            assert_eq!(
+                udp_server.peers().len(),
+                before,
+                "nothing reached the server"
+            );
+        } else {
+            assert_eq!(x.reply, Some((dst, b"u".to_vec())), "{rule}: udp echo");
             assert!(has_field(&line, "action", "DIRECT"), "{line}");
         }
     }

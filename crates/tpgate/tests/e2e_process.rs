@@ -1,14 +1,18 @@
 //! End-to-end: rules on the local process that owns one of the gateway's own flows
 //! (`PROCESS-NAME`, `PROCESS-PATH-REGEX`, `UID`). Real programs connect from the gateway:
 //! `curl` is rejected by name, `socat` run as user 65534 by uid, `socat` as root goes
-//! through; the server sees only what was allowed, and the log names the process.
+//! through; the same over UDP with `python3`; the server sees only what was allowed, and
+//! the log names the process.
 
 mod lab;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use lab::{has_field, Family, Lab, TcpEchoServer, Tpgate};
+use lab::{has_field, Family, Lab, TcpEchoServer, Tpgate, UdpEchoServer};
+
+/// The system's Python, which user 65534 may run (a per-user install under /root is not).
+const PYTHON: &str = "/usr/bin/python3";
 
 #[test]
 fn process_and_uid_rules_decide_local_flows() {
@@ -23,6 +27,7 @@ fn process_and_uid_rules_decide_local_flows() {
             &[
                 "PROCESS-NAME,curl,REJECT",
                 "AND,((UID,65534),(PROCESS-PATH-REGEX,/socat$)),REJECT",
+                "AND,((UID,65534),(NETWORK,udp)),REJECT",
                 "MATCH,DIRECT",
             ],
         ),
@@ -89,6 +94,56 @@ fn process_and_uid_rules_decide_local_flows() {
                     && has_field(l, "uid", "0")
             })
             .unwrap_or_else(|| panic!("no flow line for socat:\n{}", tp.log_text()));
+        assert!(has_field(&line, "action", "DIRECT"), "{line}");
+
+        // UDP: the owning process is looked up off the NAT table's lock, while the flow's
+        // first datagram waits; uid 65534 is rejected, root's datagram is answered.
+        let udp = UdpEchoServer::start(&lab.server, SocketAddr::new(a.server, 7000));
+        let send = format!(
+            "import socket; s = socket.socket(socket.{af}, socket.SOCK_DGRAM); \
+             s.settimeout(2); s.sendto(b'hi', ('{ip}', 7000)); print(s.recv(16).decode())",
+            af = if family == Family::V4 {
+                "AF_INET"
+            } else {
+                "AF_INET6"
+            },
+            ip = a.server,
+        );
+        let nobody = lab.gw.exec(
+            "setpriv",
+            &[
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                PYTHON,
+                "-c",
+                &send,
+            ],
+        );
+        assert!(!nobody.success(), "uid 65534 over udp must be rejected");
+        let line = tp
+            .wait_for_line(Duration::from_secs(5), |l| {
+                l.contains(" udp ")
+                    && l.contains(&format!(" -> {} ", udp.addr))
+                    && l.contains("uid=65534")
+            })
+            .unwrap_or_else(|| panic!("no udp flow line for uid 65534:\n{}", tp.log_text()));
+        assert!(has_field(&line, "action", "REJECT"), "{line}");
+        assert!(
+            udp.peers().is_empty(),
+            "a rejected datagram reached the server"
+        );
+        let root = lab.gw.exec(PYTHON, &["-c", &send]);
+        assert!(root.success(), "udp as root: {}", root.stderr);
+        assert_eq!(root.stdout.trim(), "hi");
+        let line = tp
+            .wait_for_line(Duration::from_secs(5), |l| {
+                l.contains(" udp ")
+                    && l.contains(&format!(" -> {} ", udp.addr))
+                    && has_field(l, "uid", "0")
+            })
+            .unwrap_or_else(|| panic!("no udp flow line for root:\n{}", tp.log_text()));
+        assert!(line.contains("process=python3"), "{line}");
         assert!(has_field(&line, "action", "DIRECT"), "{line}");
     }
 }

@@ -1,7 +1,8 @@
 //! End-to-end: tpgate learns the name a LAN client asked for from its first bytes (TLS SNI
 //! from a real `curl`, HTTP Host), matches domain rules on it, logs it, and hands the NAME
 //! to an upstream proxy, which resolves it itself. Server-first protocols on sniffed ports
-//! still work (the wait is bounded).
+//! are not delayed when no name can change the verdict, and still work (after the bounded
+//! wait) when one could.
 
 mod lab;
 
@@ -79,16 +80,12 @@ fn tls_sni_and_http_host_drive_domain_rules() {
     }
 }
 
-/// A server that speaks first (SSH, SMTP) on a sniffed port: the client gets the banner and
-/// the exchange completes; tpgate goes on with the address after its short wait.
-#[test]
-fn server_first_protocol_on_a_sniffed_port_still_works() {
-    let Some(lab) = Lab::new("srvfirst") else {
-        return;
-    };
-    let tp = Tpgate::start(&lab, &lab.write_config());
+/// A server that speaks first (SSH, SMTP) on a sniffed port, behind a 3 s sniffing wait:
+/// how long the client waits for the banner. The exchange completes either way.
+fn banner_wait(lab: &Lab, config: &std::path::Path, port: u16) -> Duration {
+    let tp = Tpgate::start(lab, config);
     let a = Family::V4.addrs();
-    let addr = SocketAddr::new(a.server, 80);
+    let addr = SocketAddr::new(a.server, port);
     let listener = lab.server.enter(|| TcpListener::bind(addr)).expect("bind");
     let server = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().expect("accept");
@@ -97,11 +94,13 @@ fn server_first_protocol_on_a_sniffed_port_still_works() {
         s.read_exact(&mut buf).expect("client reply");
         buf
     });
+    let started = std::time::Instant::now();
     let mut c = tcp_connect(&lab.client, addr).expect("connect");
-    c.set_read_timeout(Some(Duration::from_secs(5)))
+    c.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     let mut banner = [0u8; 12];
     c.read_exact(&mut banner).expect("banner through tpgate");
+    let waited = started.elapsed();
     assert_eq!(&banner, b"220 banner\r\n");
     c.write_all(b"QUIT\r\n").expect("reply");
     assert_eq!(&server.join().expect("server"), b"QUIT\r\n");
@@ -113,6 +112,48 @@ fn server_first_protocol_on_a_sniffed_port_still_works() {
     assert!(
         !line.contains("host="),
         "no name in a server-first flow: {line}"
+    );
+    waited
+}
+
+const SNIFF_WAIT: &str = "sniffer:\n  enable: true\n  timeout: 3000\n";
+
+/// When no name can change where a flow goes (here: no domain rules, everything DIRECT),
+/// tpgate connects at once and reads the client's first bytes only meanwhile: the banner
+/// of a server-first protocol on a sniffed port is not held back by the sniffing wait.
+#[test]
+fn server_first_protocol_is_not_delayed_when_no_name_can_matter() {
+    let Some(lab) = Lab::new("srvfirst") else {
+        return;
+    };
+    let config = lab.write_file("tpgate.yaml", &format!("{}{SNIFF_WAIT}", lab.config_text()));
+    for port in [80, 443] {
+        let waited = banner_wait(&lab, &config, port);
+        assert!(
+            waited < Duration::from_millis(1500),
+            "port {port}: the banner waited {waited:?}, as if for the 3 s sniffing timeout"
+        );
+    }
+}
+
+/// With a domain rule the name could change the verdict, so tpgate waits for the client's
+/// first bytes, at most the sniffing timeout, then goes on with the address: a server-first
+/// protocol on a sniffed port still works, once the bounded wait is over.
+#[test]
+fn server_first_protocol_on_a_sniffed_port_still_works() {
+    let Some(lab) = Lab::new("srvfirstd") else {
+        return;
+    };
+    let text = lab.proxy_config_text(
+        &[],
+        &[],
+        &["DOMAIN-SUFFIX,blocked.example,REJECT", "MATCH,DIRECT"],
+    );
+    let config = lab.write_file("tpgate.yaml", &format!("{text}{SNIFF_WAIT}"));
+    let waited = banner_wait(&lab, &config, 80);
+    assert!(
+        waited >= Duration::from_millis(2500) && waited < Duration::from_secs(8),
+        "waited {waited:?}: the bounded sniffing wait (3 s), then the address"
     );
 }
 

@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use tpgate_core::net::{Destination, Network, Origin};
-use tpgate_core::rules::{Action, Decision, FlowMeta, RuleEngine};
+use tpgate_core::rules::{Action, Decision, FlowMeta, ProcessInfo, RuleEngine};
 
 use crate::dns::FakeName;
 use crate::local_addrs::LocalAddrs;
@@ -39,6 +39,19 @@ pub(crate) struct FlowName {
     pub(crate) host: Option<String>,
     /// The destination is a fake address: DIRECT must resolve `host` for real.
     pub(crate) fake: bool,
+}
+
+/// Whether to read a TCP flow's first bytes for its name, and how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NameNeed {
+    /// The name can change the verdict, or goes to an upstream: wait for it (bounded).
+    Wait,
+    /// The verdict sends the flow DIRECT to its address whatever the name: read it only
+    /// while connecting, for the log line.
+    LogOnly,
+    /// Nothing to learn: a fake address stands for its name already, or the flow is
+    /// rejected by its address.
+    Nothing,
 }
 
 /// How a flow leaves.
@@ -169,24 +182,77 @@ impl Shared {
         self.origin(src) == Origin::Local && self.engine.needs_process()
     }
 
-    /// [`Shared::decide`], with the owning process looked up first when a rule asks. The
-    /// lookup (a sock_diag dump and a /proc scan) runs on the blocking pool, so it never
-    /// holds up the async workers.
-    pub(crate) async fn decide_flow(
+    /// The owning process of this host's own flow `src -> dst`, when a rule asks. The lookup
+    /// (a sock_diag dump and a /proc scan) runs on the blocking pool, so it never holds up
+    /// the async workers.
+    pub(crate) async fn process_of(
         &self,
         network: Network,
         src: SocketAddr,
         dst: SocketAddr,
+    ) -> Option<ProcessInfo> {
+        if !self.needs_process(src) {
+            return None;
+        }
+        tokio::task::spawn_blocking(move || crate::owner::lookup(network, src, dst))
+            .await
+            .ok()
+    }
+
+    /// [`Shared::decide`] with the owning process of `src -> dst` looked up first when a
+    /// rule asks; rules see `rules_dst` (a fake address's real one, or `dst`).
+    pub(crate) async fn decide_flow(
+        &self,
+        network: Network,
+        (src, dst): (SocketAddr, SocketAddr),
+        rules_dst: SocketAddr,
         host: Option<&str>,
     ) -> Verdict {
-        let process = if self.needs_process(src) {
-            tokio::task::spawn_blocking(move || crate::owner::lookup(network, src, dst))
-                .await
-                .ok()
-        } else {
-            None
+        let process = self.process_of(network, src, dst).await;
+        self.decide(network, src, rules_dst, host, process)
+    }
+
+    /// What a flow's name is worth before it is decided, so sniffing waits only when it
+    /// must (`process`: as the flow will be decided with).
+    pub(crate) fn name_need(
+        &self,
+        network: Network,
+        src: SocketAddr,
+        dst: SocketAddr,
+        process: Option<&ProcessInfo>,
+    ) -> NameNeed {
+        if let Some(dns) = &self.dns {
+            if !matches!(dns.fake_name(dst.ip()), FakeName::NotFake) {
+                return NameNeed::Nothing;
+            }
+        }
+        let geo = self.geo(src, dst);
+        let meta = FlowMeta {
+            network,
+            src,
+            dst,
+            origin: self.origin(src),
+            host: None,
+            process,
+            geo: geo.as_ref(),
         };
-        self.decide(network, src, dst, host, process)
+        if self.engine.name_matters(&meta) {
+            return NameNeed::Wait;
+        }
+        match self.engine.decide(&meta).action {
+            Action::Direct if self.sniffer.override_destination => NameNeed::Wait,
+            Action::Direct => NameNeed::LogOnly,
+            Action::Reject | Action::RejectDrop => NameNeed::Nothing,
+            // Upstreams are given the name.
+            Action::Proxy(_) => NameNeed::Wait,
+        }
+    }
+
+    fn geo(&self, src: SocketAddr, dst: SocketAddr) -> Option<tpgate_core::rules::Geo> {
+        self.geoip.as_ref().map(|g| tpgate_core::rules::Geo {
+            dst: g.country(dst.ip()),
+            src: g.country(src.ip()),
+        })
     }
 
     /// `host`: the name the client asked for, when sniffing learned it; rules match on it
@@ -198,13 +264,10 @@ impl Shared {
         src: SocketAddr,
         dst: SocketAddr,
         host: Option<&str>,
-        process: Option<tpgate_core::rules::ProcessInfo>,
+        process: Option<ProcessInfo>,
     ) -> Verdict {
         let origin = self.origin(src);
-        let geo = self.geoip.as_ref().map(|g| tpgate_core::rules::Geo {
-            dst: g.country(dst.ip()),
-            src: g.country(src.ip()),
-        });
+        let geo = self.geo(src, dst);
         let Decision {
             action,
             rule,

@@ -13,7 +13,8 @@ use tracing::{debug, info, warn};
 
 use tokio::io::AsyncWriteExt as _;
 
-use super::{copy, destination, host_field, origin_name, sniff, Shared, Way};
+use super::sniff::{self, Sniff};
+use super::{copy, destination, host_field, origin_name, NameNeed, Shared, Way};
 use crate::outbound::{connect_marked, Leaf, Pick};
 
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -56,7 +57,26 @@ async fn handle(client: TcpStream, src: SocketAddr, shared: Arc<Shared>) {
         reset(&client);
         return;
     }
-    let sniffed = match sniff::tcp(&client, dst.port(), &shared.sniffer).await {
+    let process = shared.process_of(Network::Tcp, src, dst).await;
+    let port = dst.port();
+    let need = if sniff::applies(port, &shared.sniffer) {
+        shared.name_need(Network::Tcp, src, dst, process.as_ref())
+    } else {
+        NameNeed::Nothing
+    };
+    let (sniffed, early) = match need {
+        NameNeed::Wait => (sniff::tcp(&client, port, &shared.sniffer).await, None),
+        // The name cannot change where the flow goes: connect at once and read the
+        // client's first bytes only meanwhile, so a server that speaks first waits for
+        // nothing.
+        NameNeed::LogOnly => {
+            let connect = connect_marked(dst, shared.routing_mark);
+            let (s, server) = sniff::tcp_while(&client, port, &shared.sniffer, connect).await;
+            (s, Some(server))
+        }
+        NameNeed::Nothing => (Ok(Sniff::default()), None),
+    };
+    let sniffed = match sniffed {
         Ok(s) => s,
         Err(e) => {
             debug!("tcp {src} -> {dst} closed while sniffing: {e}");
@@ -74,7 +94,7 @@ async fn handle(client: TcpStream, src: SocketAddr, shared: Arc<Shared>) {
     } else {
         dst
     };
-    let v = shared.decide_flow(Network::Tcp, src, rules_dst, host).await;
+    let v = shared.decide(Network::Tcp, src, rules_dst, host, process);
     info!(
         "tcp {src} -> {dst} origin={}{}{} rule=\"{}\" action={}",
         origin_name(v.origin),
@@ -87,13 +107,19 @@ async fn handle(client: TcpStream, src: SocketAddr, shared: Arc<Shared>) {
     match v.way {
         Way::Reject => reset(&client),
         Way::RejectDrop => hold(&client).await,
-        Way::Direct => match direct(dst, host, fake, &shared).await {
-            Ok(server) => relay_direct(client, server, src, dst, first).await,
-            Err(e) => {
-                info!("tcp {src} -> {dst} connect failed: {e}");
-                reset(&client);
+        Way::Direct => {
+            let server = match early {
+                Some(connected) => connected,
+                None => direct(dst, host, fake, &shared).await,
+            };
+            match server {
+                Ok(server) => relay_direct(client, server, src, dst, first).await,
+                Err(e) => {
+                    info!("tcp {src} -> {dst} connect failed: {e}");
+                    reset(&client);
+                }
             }
-        },
+        }
         Way::Proxy(pick) => {
             let target = destination(dst, host);
             proxied(client, (src, dst, fake), &target, first, pick, &shared).await;

@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use super::{deliver, pump, Flow, FlowOut, Key, Nat, Pending, QUEUE};
 use crate::outbound::{Leaf, Pick, Upstream};
-use crate::relay::{destination, host_field, origin_name, FlowName, Verdict, Way};
+use crate::relay::{destination, host_field, origin_name, FlowName, NameNeed, Verdict, Way};
 
 impl Nat {
     /// Sets up a flow for its first datagram `data`. Returns the socket to send `data` on
@@ -35,7 +35,11 @@ impl Nat {
             warn!("udp {src} -> {dst} refused: that is tpgate's own listener");
             return None;
         }
-        let sniffing = self.sniffs(dst.port());
+        // A fake address names itself and a flow rejected by its address needs no name.
+        // (With process rules the verdict waits for the process, so sniff as usual.)
+        let sniffing = self.sniffs(dst.port())
+            && (self.shared.needs_process(src)
+                || self.shared.name_need(Network::Udp, src, dst, None) != NameNeed::Nothing);
         let mut pending = Box::new(Pending {
             sniffer: sniffing.then(QuicSniffer::new),
             held: Vec::new(),
@@ -125,7 +129,7 @@ impl Nat {
         };
         let v = self
             .shared
-            .decide_flow(Network::Udp, src, rules_dst, host)
+            .decide_flow(Network::Udp, (src, dst), rules_dst, host)
             .await;
         let nat = self.clone();
         self.with_flow((src, dst), &last, |f| {
