@@ -274,7 +274,7 @@ fn fake_ip_answers_route_by_name_and_survive_a_restart() {
 
     // UDP to a fake address, DIRECT: resolved for real too
     let udp = UdpEchoServer::start(&lab.server, SocketAddr::new(v4.server, PORT + 1));
-    let got = lab::udp_exchange(
+    let got = udp_exchange(
         &lab.client,
         Family::V4,
         SocketAddr::new(fake, PORT + 1),
