@@ -75,12 +75,20 @@ pub(crate) fn check(config: &mut Config, config_path: Option<&Path>) -> Result<O
     }
 }
 
+/// The main rules and every `sub-rules` list's.
+fn all_rules(config: &mut Config) -> impl Iterator<Item = &mut tpgate_core::rules::Rule> {
+    config.rules.iter_mut().chain(
+        config
+            .sub_rules
+            .iter_mut()
+            .flat_map(|(_, list)| list.iter_mut()),
+    )
+}
+
 /// Loads the lists `GEOSITE` rules name from `geosite-path` (relative to the config file's
 /// directory; default `GeoSite.dat` there) into their rules. Only the named lists are kept.
 pub(crate) fn load_geosite(config: &mut Config, config_path: Option<&Path>) -> Result<()> {
-    let mut names: Vec<String> = config
-        .rules
-        .iter_mut()
+    let mut names: Vec<String> = all_rules(config)
         .flat_map(|r| r.matcher.geosites_mut())
         .map(|h| h.name().to_owned())
         .collect();
@@ -105,7 +113,7 @@ pub(crate) fn load_geosite(config: &mut Config, config_path: Option<&Path>) -> R
         h.replace(set);
         handles.insert(name, h);
     }
-    for rule in &mut config.rules {
+    for rule in all_rules(config) {
         for h in rule.matcher.geosites_mut() {
             if let Some(shared) = handles.get(h.name()) {
                 *h = shared.clone();

@@ -155,6 +155,19 @@ fn geosite_rules_decide_by_list() {
         })
         .expect("flow line");
     assert!(line.contains("GEOSITE,category-ads"), "{line}");
+    drop(tp);
+    // GEOSITE inside a `sub-rules` list is loaded too.
+    let text = lab.proxy_config_text(&[], &[], &["SUB-RULE,(NETWORK,tcp),web", "MATCH,DIRECT"])
+        + "sub-rules:\n  web:\n    - GEOSITE,category-ads,REJECT\n";
+    let tp = Tpgate::start(&lab, &lab.write_file("sub.yaml", &text));
+    assert!(!ask("b.ads.example"), "GEOSITE in a sub-rules list");
+    assert!(ask("example.org"), "not in the list");
+    let line = tp
+        .wait_for_line(Duration::from_secs(5), |l| {
+            has_field(l, "host", "b.ads.example")
+        })
+        .expect("flow line");
+    assert!(line.contains("> GEOSITE,category-ads,REJECT"), "{line}");
     // A list the file lacks is refused by check, naming it.
     let bad = lab.write_file(
         "bad.yaml",
