@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpListener, UdpSocket};
 use socket2::{Domain, Protocol, Socket, Type};
 
 fn transparent(addr: SocketAddr, ty: Type, proto: Protocol, mark: u32) -> io::Result<Socket> {
-    let s = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
+    let s = Socket::new(Domain::for_address(addr), ty.nonblocking(), Some(proto))?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
         s.set_ip_transparent_v6(true)?;
@@ -17,14 +17,23 @@ fn transparent(addr: SocketAddr, ty: Type, proto: Protocol, mark: u32) -> io::Re
     }
     s.set_mark(mark)?;
     s.set_reuse_address(true)?;
-    s.set_nonblocking(true)?;
     Ok(s)
 }
 
 /// A TPROXY TCP listener. Accepted sockets inherit `mark`, so their SYN-ACKs and data are
-/// recognisable as tpgate's own.
-pub fn transparent_tcp_listener(addr: SocketAddr, mark: u32) -> io::Result<TcpListener> {
+/// recognisable as tpgate's own, and `TCP_NODELAY`, so relayed requests and answers leave at
+/// once. `shared`: one of several listeners on `addr` (`SO_REUSEPORT`), among which the
+/// kernel spreads new connections.
+pub fn transparent_tcp_listener(
+    addr: SocketAddr,
+    mark: u32,
+    shared: bool,
+) -> io::Result<TcpListener> {
     let s = transparent(addr, Type::STREAM, Protocol::TCP, mark)?;
+    s.set_tcp_nodelay(true)?;
+    if shared {
+        s.set_reuse_port(true)?;
+    }
     s.bind(&addr.into())?;
     s.listen(4096)?;
     Ok(s.into())
@@ -78,11 +87,48 @@ pub fn outbound_socket(ipv6: bool, ty: Type, mark: u32) -> io::Result<Socket> {
     } else {
         Protocol::UDP
     };
-    let s = Socket::new(domain, ty, Some(proto))?;
+    let s = Socket::new(domain, ty.nonblocking(), Some(proto))?;
     s.set_mark(mark)?;
-    s.set_nonblocking(true)?;
     if ty == Type::DGRAM {
         large_receive_buffer(&s, OUTBOUND_RCVBUF);
     }
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Shared listeners on one port, and accepted sockets without Nagle's delay. Needs
+    /// CAP_NET_ADMIN for IP_TRANSPARENT (the test suite runs as root); skipped without it.
+    #[test]
+    fn shared_listeners_accept_with_nodelay() {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let first = match transparent_tcp_listener(any, 0xff, true) {
+            Ok(l) => l,
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                eprintln!("SKIPPED: no CAP_NET_ADMIN ({e})");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        let addr = first.local_addr().unwrap();
+        let second = transparent_tcp_listener(addr, 0xff, true).expect("a second shared listener");
+        assert!(
+            transparent_tcp_listener(addr, 0xff, false).is_err(),
+            "an unshared listener cannot join"
+        );
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        let accepted = loop {
+            if let Ok((s, _)) = first.accept().or_else(|_| second.accept()) {
+                break s;
+            }
+            std::thread::yield_now();
+        };
+        assert!(
+            accepted.nodelay().unwrap(),
+            "TCP_NODELAY comes from the listener"
+        );
+        assert_eq!(Socket::from(accepted).mark().unwrap(), 0xff, "and the mark");
+    }
 }

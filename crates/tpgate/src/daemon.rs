@@ -34,11 +34,15 @@ fn bind(plan: &Plan) -> Result<Listeners> {
         tcp: vec![],
         udp: vec![],
     };
+    let acceptors = acceptors();
     for a in &addrs {
-        let t = tpgate_sys::transparent_tcp_listener(*a, plan.routing_mark).with_context(|| {
-            format!("binding transparent TCP listener on {a} (needs root or CAP_NET_ADMIN)")
-        })?;
-        out.tcp.push(TcpListener::from_std(t)?);
+        for _ in 0..acceptors {
+            let t = tpgate_sys::transparent_tcp_listener(*a, plan.routing_mark, acceptors > 1)
+                .with_context(|| {
+                    format!("binding transparent TCP listener on {a} (needs root or CAP_NET_ADMIN)")
+                })?;
+            out.tcp.push(TcpListener::from_std(t)?);
+        }
         if l.udp {
             let u = tpgate_sys::transparent_udp_socket(*a, plan.routing_mark, UdpRole::Listener)
                 .with_context(|| format!("binding transparent UDP listener on {a}"))?;
@@ -46,6 +50,18 @@ fn bind(plan: &Plan) -> Result<Listeners> {
         }
     }
     Ok(out)
+}
+
+/// TCP listeners per address, each with its own accept loop, among which the kernel spreads
+/// new connections (`SO_REUSEPORT`): one per CPU, up to 4 (`TPGATE_ACCEPTORS` overrides, to
+/// compare in benchmarks).
+fn acceptors() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    std::env::var("TPGATE_ACCEPTORS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| cpus.min(4))
+        .clamp(1, 64)
 }
 
 pub(crate) async fn run(config: Config) -> Result<()> {

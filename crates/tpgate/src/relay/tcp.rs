@@ -204,7 +204,8 @@ async fn proxied(
     reset(&client);
 }
 
-/// Sends `first` (what sniffing read from the client) on, then relays both ways.
+/// Sends `first` (what sniffing read from the client) on, then relays both ways. The client
+/// socket has `TCP_NODELAY` from the listener; outbound sockets set it when connected.
 async fn relay<S>(
     client: TcpStream,
     mut server: S,
@@ -214,7 +215,6 @@ async fn relay<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let _ = client.set_nodelay(true);
     if !first.is_empty() {
         if let Err(e) = server.write_all(&first).await {
             debug!("tcp {src} -> {dst} ended: {e}");
@@ -241,7 +241,6 @@ async fn relay_direct(
     if !splice_enabled() {
         return relay(client, server, src, dst, first).await;
     }
-    let _ = client.set_nodelay(true);
     if !first.is_empty() {
         if let Err(e) = server.write_all(&first).await {
             debug!("tcp {src} -> {dst} ended: {e}");
