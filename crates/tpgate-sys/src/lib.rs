@@ -13,7 +13,7 @@ mod sockets;
 mod splice;
 mod udp;
 
-pub use batch::{send_batch, RecvBatch};
+pub use batch::{send_batch, send_segmented, RecvBatch, MAX_SEGMENTS};
 pub use memory::release_free_memory;
 pub use nft::{Nft, NftError};
 pub use pktinfo::{enable_pktinfo, recv_with_local, send_from};

@@ -321,3 +321,53 @@ fn interleaved_udp_v4_flows_keep_order_and_reply_addresses() {
 fn interleaved_udp_v6_flows_keep_order_and_reply_addresses() {
     interleaved_flows_keep_order(Family::V6);
 }
+
+/// Bursts of equal-sized datagrams (what a bulk UDP transfer sends, and what tpgate sends
+/// on with one segmented send per run), with a shorter last one, of a size the path carries
+/// whole and of one it must fragment (GSO cannot: tpgate falls back to separate sends):
+/// every datagram arrives separately, complete and in order, both ways.
+fn equal_bursts_arrive_whole(family: Family) {
+    lab_with_tpgate!(lab, tp, "udpgso");
+    let a = family.addrs();
+    let server = UdpEchoServer::start(&lab.server, SocketAddr::new(a.server, 7020));
+    let s = lab
+        .client
+        .enter(|| UdpSocket::bind(family.any()))
+        .expect("bind");
+    s.set_read_timeout(Some(REPLY_WAIT)).expect("timeout");
+    let mut buf = vec![0u8; 65536];
+    for size in [1000usize, 3000] {
+        let burst: Vec<Vec<u8>> = (0..24u8)
+            .map(|i| {
+                let len = if i == 23 { size / 3 } else { size };
+                let mut p = vec![i ^ 0x5a; len];
+                p[0] = i;
+                p
+            })
+            .collect();
+        for p in &burst {
+            s.send_to(p, server.addr).expect("send");
+        }
+        for (i, want) in burst.iter().enumerate() {
+            let (n, from) = s.recv_from(&mut buf).unwrap_or_else(|e| {
+                panic!(
+                    "size {size}: datagram {i} never came back: {e}\n{}",
+                    tp.log_text()
+                )
+            });
+            assert_eq!(from, server.addr, "size {size}: reply source");
+            assert_eq!(&buf[..n], want.as_slice(), "size {size}: datagram {i}");
+        }
+    }
+    assert_eq!(server.peers().len(), 48);
+}
+
+#[test]
+fn udp_v4_bursts_arrive_as_separate_datagrams() {
+    equal_bursts_arrive_whole(Family::V4);
+}
+
+#[test]
+fn udp_v6_bursts_arrive_as_separate_datagrams() {
+    equal_bursts_arrive_whole(Family::V6);
+}

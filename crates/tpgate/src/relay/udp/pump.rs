@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -27,10 +27,77 @@ thread_local! {
     static REPLIES: RefCell<RecvBatch> = RefCell::new(RecvBatch::new(REPLY_BATCH, MAX_DATAGRAM));
 }
 
+/// Whether segmented sends (UDP GSO) work here; off for good once the kernel says it has
+/// none.
+static GSO: AtomicBool = AtomicBool::new(true);
+/// Payload bytes per segmented send (a UDP packet's limit, with room for headers).
+const GSO_MAX_BYTES: usize = 65_000;
+
 /// Sends without waiting: a full socket buffer drops the rest of the batch (UDP semantics)
-/// instead of queueing without bound. Goes straight to the socket because tokio's
-/// `try_send` refuses until the reactor has once reported the socket writable.
+/// instead of queueing without bound. Runs of equal-sized datagrams (a bulk transfer) go as
+/// one segmented send each, the rest in one sendmmsg; order is kept. Goes straight to the
+/// socket because tokio's `try_send` refuses until the reactor has once reported the socket
+/// writable.
 pub(super) fn send_batch_or_drop(sock: &UdpSocket, datagrams: &[&[u8]], to: Option<SocketAddr>) {
+    let mut singles = 0..0;
+    let mut i = 0;
+    while i < datagrams.len() {
+        let run = if GSO.load(Ordering::Relaxed) {
+            gso_run(&datagrams[i..])
+        } else {
+            1
+        };
+        if run < 2 {
+            singles.end = i + 1;
+            i += 1;
+            continue;
+        }
+        if !send_each(sock, &datagrams[singles.clone()], to) {
+            return;
+        }
+        match tpgate_sys::send_segmented(sock, &datagrams[i..i + run], to) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                debug!("udp: {} datagram(s) dropped: {e}", datagrams.len() - i);
+                return;
+            }
+            Err(e) => {
+                if e.raw_os_error() == Some(nix::errno::Errno::EIO as i32) {
+                    GSO.store(false, Ordering::Relaxed);
+                    debug!("udp: no segmentation offload here ({e}); sending one by one");
+                }
+                // EINVAL: larger than the path MTU, which only separate sends fragment.
+                if !send_each(sock, &datagrams[i..i + run], to) {
+                    return;
+                }
+            }
+        }
+        i += run;
+        singles = i..i;
+    }
+    send_each(sock, &datagrams[singles], to);
+}
+
+/// How many datagrams at the start of `d` can go as one segmented send: equal sizes, the
+/// last possibly shorter, within the segment and byte limits.
+fn gso_run(d: &[&[u8]]) -> usize {
+    let size = d.first().map_or(0, |p| p.len());
+    if size == 0 {
+        return 1;
+    }
+    let max = (GSO_MAX_BYTES / size).min(tpgate_sys::MAX_SEGMENTS);
+    let mut n = 1;
+    while n < d.len() && n < max && d[n].len() == size {
+        n += 1;
+    }
+    if n < d.len() && n < max && d[n].len() < size && !d[n].is_empty() {
+        n += 1;
+    }
+    n
+}
+
+/// `datagrams` with sendmmsg, as many as the socket takes; false when it took not all.
+fn send_each(sock: &UdpSocket, datagrams: &[&[u8]], to: Option<SocketAddr>) -> bool {
     let mut sent = 0;
     while sent < datagrams.len() {
         match tpgate_sys::send_batch(sock, &datagrams[sent..], to) {
@@ -39,10 +106,11 @@ pub(super) fn send_batch_or_drop(sock: &UdpSocket, datagrams: &[&[u8]], to: Opti
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 debug!("udp: {} datagram(s) dropped: {e}", datagrams.len() - sent);
-                return;
+                return false;
             }
         }
     }
+    sent == datagrams.len()
 }
 
 /// Server -> client of a DIRECT flow: everything the flow's socket receives goes back from
@@ -179,5 +247,26 @@ pub(super) async fn direct_named(
 fn send_reply(reply: &UdpSocket, data: &[u8], client: SocketAddr, dst: SocketAddr) {
     if let Err(e) = SockRef::from(reply).send_to(data, &client.into()) {
         debug!("udp {dst} -> {client} reply dropped: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gso_run;
+
+    #[test]
+    fn segmented_runs_are_equal_sizes_with_a_shorter_last() {
+        let (big, small) = (vec![0u8; 1400], vec![0u8; 300]);
+        let d: Vec<&[u8]> = vec![&big, &big, &big, &small, &big, &big];
+        assert_eq!(gso_run(&d), 4, "three of 1400 and a shorter last");
+        assert_eq!(gso_run(&d[3..]), 1, "a short one cannot lead");
+        assert_eq!(gso_run(&d[4..]), 2);
+        let huge = vec![0u8; 40_000];
+        let h: Vec<&[u8]> = vec![&huge, &huge];
+        assert_eq!(gso_run(&h), 1, "65,000 bytes at most");
+        let tiny = vec![0u8; 10];
+        let many: Vec<&[u8]> = vec![&tiny; 200];
+        assert_eq!(gso_run(&many), tpgate_sys::MAX_SEGMENTS);
+        assert_eq!(gso_run(&[]), 1);
     }
 }
