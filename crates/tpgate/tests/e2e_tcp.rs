@@ -359,3 +359,90 @@ fn tproxy_port_v4_on_gateway_is_refused() {
 fn tproxy_port_v6_on_gateway_is_refused() {
     tproxy_port_is_refused(Family::V6);
 }
+
+/// The client reconnects from the same port right after a connection whose end tpgate
+/// began (the server closed first), so tpgate's side of the old connection is in TIME_WAIT.
+/// The new SYN must reach TPROXY, which replaces the TIME_WAIT socket, and not the
+/// established-connection fast path, which would hand it to the TIME_WAIT socket: that
+/// answers with a bare ACK, and the client has to retransmit its SYN. The client's own
+/// retransmission count (TCP_INFO) tells.
+fn reconnect_from_the_same_port(family: Family) {
+    lab_with_tpgate!(lab, tp, "twreuse");
+    let a = family.addrs();
+    let addr = SocketAddr::new(a.server, 9100);
+    let listener = lab
+        .server
+        .enter(|| std::net::TcpListener::bind(addr))
+        .expect("bind");
+    let server = std::thread::spawn(move || {
+        for _ in 0..4 {
+            let (mut s, _) = listener.accept().expect("accept");
+            s.write_all(b"hi").expect("write");
+            // Dropped: the server closes first.
+        }
+    });
+    let script = format!(
+        r#"
+import socket, struct, time
+fam = socket.{af}
+port = None
+for i in range(4):
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("{any}", port or 0))
+    port = s.getsockname()[1]
+    s.settimeout(5)
+    s.connect(("{ip}", 9100))
+    info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    retrans = struct.unpack_from("I", info, 100)[0]
+    data = b""
+    while True:
+        d = s.recv(16)
+        if not d: break
+        data += d
+    s.close()
+    print(port, retrans, data.decode())
+    time.sleep(0.05)
+"#,
+        af = if family == Family::V4 {
+            "AF_INET"
+        } else {
+            "AF_INET6"
+        },
+        any = if family == Family::V4 {
+            "0.0.0.0"
+        } else {
+            "::"
+        },
+        ip = a.server,
+    );
+    let out = lab.client.sh("python3", &["-c", &script]);
+    server.join().expect("server");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}\n{}", tp.log_text());
+    let port = lines[0].split(' ').next();
+    for l in &lines {
+        let f: Vec<&str> = l.split(' ').collect();
+        assert_eq!(
+            f.first().copied(),
+            port,
+            "every connection from one port: {out}"
+        );
+        assert_eq!(f.get(2).copied(), Some("hi"), "{out}");
+        assert_eq!(
+            f.get(1).copied(),
+            Some("0"),
+            "the SYN had to be sent again (it met tpgate's TIME_WAIT socket): {out}"
+        );
+    }
+}
+
+#[test]
+fn tcp_v4_reconnect_from_the_same_port_is_not_held_up_by_time_wait() {
+    reconnect_from_the_same_port(Family::V4);
+}
+
+#[test]
+fn tcp_v6_reconnect_from_the_same_port_is_not_held_up_by_time_wait() {
+    reconnect_from_the_same_port(Family::V6);
+}

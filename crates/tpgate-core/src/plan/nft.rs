@@ -65,7 +65,7 @@ pub fn render_nft(plan: &Plan) -> String {
         w,
         2,
         &format!(
-            "meta l4proto tcp socket transparent 1 {} accept comment \"established: fast path\"",
+            "tcp flags & (fin | syn | rst | ack) != syn socket transparent 1 {} accept comment \"established: fast path; never a new SYN, which TPROXY must see (TIME_WAIT)\"",
             mark_set(mark)
         ),
     );

@@ -134,8 +134,8 @@ fn tables(plan: &Plan, family: Family) -> Vec<Table> {
     }
     exclusions(r, plan, family, TPROXY);
     r.push(format!(
-        "-A {TPROXY} -p tcp -m socket --transparent {} -j {DIVERT}",
-        comment("established: fast path")
+        "-A {TPROXY} -p tcp ! --syn -m socket --transparent {} -j {DIVERT}",
+        comment("established: fast path; never a new SYN, which TPROXY must see (TIME_WAIT)")
     ));
     for p in l4 {
         r.push(format!(

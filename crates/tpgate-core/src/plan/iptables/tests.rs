@@ -100,7 +100,7 @@ fn socket_fast_path_is_tcp_only() {
         .filter(|l| l.contains("-m socket"))
         .collect();
     assert_eq!(socket.len(), 1);
-    assert!(socket[0].starts_with("-A TPGATE_TPROXY -p tcp -m socket --transparent "));
+    assert!(socket[0].starts_with("-A TPGATE_TPROXY -p tcp ! --syn -m socket --transparent "));
     assert!(socket[0].ends_with("-j TPGATE_DIVERT"));
     assert!(s.contains(
         "-A TPGATE_DIVERT -j MARK --set-xmark 0x1/0xffffffff\n-A TPGATE_DIVERT -j ACCEPT\n"
