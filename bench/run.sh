@@ -34,7 +34,8 @@
 #                           with a note when the open-file hard limit is too small)
 #        BENCH_CHURN_RATE   UDP churn flows offered per second (default 5000)
 #        BENCH_WRK_CONNS    wrk concurrent connections (default 50)
-#        BENCH_PROXIES      subset and order, default "kernel tpgate v2ray sslocal haproxy"
+#        BENCH_PROXIES      subset and order, default "kernel tpgate v2ray sslocal haproxy";
+#                           tpgate-copy adds tpgate with TPGATE_SPLICE=0 (copying relay)
 #        BENCH_NO_MEMORY=1  skip the idle-connection case
 #        TPGATE_BIN         tpgate binary to test (default: cargo build --release -p tpgate)
 # Needs: apt-get (iperf3 nginx-light wrk v2ray haproxy nftables iproute2 python3), cargo
@@ -105,7 +106,27 @@ stop_proxy() {
     ip netns exec "$G" nft delete table inet tpgs_mark 2>/dev/null || true
     peer_rules=
   fi
+  flush_gateway_sockets
   proxy=
+}
+
+# A stopped proxy leaves TCP sockets in the gateway, above all the TIME_WAIT ones of the
+# connections it closed toward the client (transparent, with the client's 4-tuple). A later
+# case whose client reuses such a port is hurt by them: kernel forwarding drops the SYN
+# (early demux finds the local socket, ip_forward refuses a packet with one), and under
+# TPROXY the ruleset's `socket transparent` fast path delivers the SYN to the TIME_WAIT
+# socket, which answers with an ACK instead of a SYN-ACK, costing a 1 s retransmission.
+# So every case starts with none: they are destroyed (sock_diag), which needs a kernel that
+# can destroy TIME_WAIT sockets; where it cannot, say so once.
+tw_warned=
+flush_gateway_sockets() {
+  ip netns exec "$G" ss -K -t -a >/dev/null 2>&1 || true
+  local left
+  left=$(ip netns exec "$G" ss -Htan | wc -l)
+  if [ "$left" -gt 0 ] && [ -z "$tw_warned" ]; then
+    log "note: $left TCP sockets of the previous case remain in the gateway (this kernel cannot destroy them); a client port that hits one costs a retransmission"
+    tw_warned=1
+  fi
 }
 
 cleanup() {
@@ -280,6 +301,7 @@ proxy_label() {
   case $1 in
     kernel) echo "kernel forwarding" ;;
     tpgate) echo "tpgate${tpgate_version:+ $tpgate_version}" ;;
+    tpgate-copy) echo "tpgate, no splice" ;;
     v2ray) echo "v2ray $v2ray_version" ;;
     sslocal) echo "sslocal $ss_version" ;;
     haproxy) echo "HAProxy $haproxy_version" ;;
@@ -323,8 +345,11 @@ start_proxy() {
   proxy=$1
   case $proxy in
     kernel) proxy_pid= ;;
-    tpgate)
-      ip netns exec "$G" env NO_COLOR=1 "$bin" run -c "$work/tpgate.yaml" >>"$work/tpgate.log" 2>&1 &
+    tpgate | tpgate-copy)
+      # tpgate-copy (not in the default set): DIRECT relayed through user-space buffers
+      # instead of splice(2), to tell the relay's share of a difference.
+      ip netns exec "$G" env NO_COLOR=1 TPGATE_SPLICE="$([ "$proxy" = tpgate ] && echo 1 || echo 0)" \
+        "$bin" run -c "$work/tpgate.yaml" >>"$work/tpgate.log" 2>&1 &
       proxy_pid=$!
       wait_ready udp "$work/tpgate.log"
       ;;
