@@ -86,7 +86,8 @@ def main():
             if value:
                 runs[key, proxy].append(float(value))
     med = {k: statistics.median(v) for k, v in runs.items()}
-    peers = [n for n in names if n not in ("kernel", "tpgate")]
+    # tpgate-copy is tpgate itself (copying relay), a diagnostic column, not a peer.
+    peers = [n for n in names if n not in ("kernel", "tpgate", "tpgate-copy")]
 
     head = ["case", "unit", "better"] + [labels[n] for n in names]
     if "tpgate" in names:

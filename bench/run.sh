@@ -483,29 +483,47 @@ udp_iperf() {
   read -r u_sent u_recv u_loss <<<"$got"
 }
 
-# UDP capacity for $1-byte datagrams: the highest offered rate with < 1 % loss, searched
-# downwards from what an unlimited run delivered (in later rounds from 1.1 × the rate found
-# in the one before, to save runs), then the loss at half that rate.
+# UDP capacity for $1-byte datagrams: the highest offered rate with < 1 % loss. An
+# unlimited run shows what the path delivers overloaded (if it lost < 1 %, the sender is the
+# limit and that is the answer); the search starts at 0.95 × that (in later rounds at the
+# rate the round before found) and steps up by 15 % after a run that passed, down to
+# min(0.8 × offered, 0.95 × delivered) after one that failed, until the outcome flips (at
+# most 6 runs, or until the client cannot send what is offered); the best passing run's
+# received rate is the result. Then one run at half that rate tells whether anything is
+# lost below saturation.
 declare -A udp_seed
+udp_passed() { awk -v l="$u_loss" 'BEGIN { exit !(l < 1) }'; }
 run_udp() {
-  local size=$1 best=0 rate tries=0 half_loss="" seed=${udp_seed[$proxy:$1]:-}
+  local size=$1 best=0 rate tries=0 half_loss="" seed=${udp_seed[$proxy:$1]:-} prev= now
   seen_reset
   if [ -n "$seed" ]; then
-    rate=$(awk -v r="$seed" 'BEGIN { printf "%d", r * 1.1 }')
+    rate=$seed
   else
     udp_iperf "$size" 0
     log "  $proxy: UDP $size B unlimited: sent $u_sent/s, received $u_recv/s, loss $u_loss %"
-    if awk -v l="$u_loss" 'BEGIN { exit !(l < 1) }'; then
-      best=$u_recv
-    fi
+    if udp_passed; then best=$u_recv tries=6; fi
     rate=$(awk -v r="$u_recv" 'BEGIN { printf "%d", r * 0.95 }')
   fi
-  while [ "${best%.*}" = 0 ] && [ "$tries" -lt 6 ] && [ "$rate" -gt 100 ]; do
+  while [ "$tries" -lt 6 ] && [ "$rate" -gt 100 ]; do
     tries=$((tries + 1))
     udp_iperf "$size" "$rate"
-    log "  $proxy: UDP $size B at $rate/s: received $u_recv/s, loss $u_loss %"
-    if awk -v l="$u_loss" 'BEGIN { exit !(l < 1) }'; then best=$u_recv; break; fi
-    rate=$(awk -v r="$rate" -v g="$u_recv" 'BEGIN { a = r * 0.8; b = g * 0.95; printf "%d", (a < b ? a : b) }')
+    if udp_passed; then now=pass; else now=fail; fi
+    log "  $proxy: UDP $size B at $rate/s: received $u_recv/s, loss $u_loss % ($now)"
+    if [ "$now" = pass ]; then
+      best=$(awk -v b="$best" -v r="$u_recv" 'BEGIN { printf "%d", (r > b ? r : b) }')
+    fi
+    [ -z "$prev" ] || [ "$prev" = "$now" ] || break
+    # Offering more than the client can send proves nothing: stop there.
+    if [ "$now" = pass ] && awk -v s="$u_sent" -v r="$rate" 'BEGIN { exit !(s < 0.95 * r) }'; then
+      log "  $proxy: UDP $size B: the client sends at most $u_sent/s; that is the limit here"
+      break
+    fi
+    prev=$now
+    if [ "$now" = pass ]; then
+      rate=$(awk -v r="$rate" 'BEGIN { printf "%d", r * 1.15 }')
+    else
+      rate=$(awk -v r="$rate" -v g="$u_recv" 'BEGIN { a = r * 0.8; b = g * 0.95; printf "%d", (a < b ? a : b) }')
+    fi
   done
   if [ "${best%.*}" -gt 0 ]; then
     udp_seed[$proxy:$size]=${best%.*}
