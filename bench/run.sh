@@ -27,7 +27,7 @@
 # network namespace (firewall, routes, sysctls) is never touched.
 #
 # Usage: sudo bench/run.sh        (progress on stderr, machine description and table on stdout)
-# Env:   BENCH_SECONDS      TCP bulk and HTTP run length, s (default 3; iperf3 adds 1 omitted)
+# Env:   BENCH_SECONDS      TCP bulk and HTTP run length, s (default 3)
 #        BENCH_UDP_SECONDS  UDP run length, s (default 2)
 #        BENCH_REPS         rounds (default 3)
 #        BENCH_IDLE_CONNS   idle TCP connections for the memory case (default 10000; lowered
@@ -421,7 +421,7 @@ run_bulk() {
   [ "$dir" = up ] || flags=(-R)
   seen_reset
   t0=$(cpu_ticks) b0=$(lan_bytes)
-  if ! timeout $((secs + 20)) ip netns exec "$C" iperf3 -c 203.0.113.2 -t "$secs" -O 1 -P "$n" \
+  if ! timeout $((secs + 20)) ip netns exec "$C" iperf3 -c 203.0.113.2 -t "$secs" -P "$n" \
     "${flags[@]}" -J --connect-timeout 3000 >"$json" 2>&1; then
     die "$proxy: iperf3 -P $n $dir failed: $(json_get "$json" 'd.get("error", "?")' 2>/dev/null || head -c 300 "$json")"
   fi
@@ -485,26 +485,26 @@ udp_iperf() {
 
 # UDP capacity for $1-byte datagrams: the highest offered rate with < 1 % loss. An
 # unlimited run shows what the path delivers overloaded (if it lost < 1 %, the sender is the
-# limit and that is the answer); the search starts at 0.95 × that (in later rounds at the
-# rate the round before found) and steps up by 15 % after a run that passed, down to
-# min(0.8 × offered, 0.95 × delivered) after one that failed, until the outcome flips (at
-# most 6 runs, or until the client cannot send what is offered); the best passing run's
-# received rate is the result. Then one run at half that rate tells whether anything is
-# lost below saturation.
+# limit and that is the answer); the search starts at 0.95 × that and steps up by 15 % after
+# a run that passed, down to min(0.8 × offered, 0.95 × delivered) after one that failed,
+# until the outcome flips (at most 6 runs, or until the client cannot send what is
+# offered; later rounds start at the rate the round before found, at most 2 runs); the best
+# passing run's received rate is the result. Then one run at half that rate tells whether
+# anything is lost below saturation.
 declare -A udp_seed
 udp_passed() { awk -v l="$u_loss" 'BEGIN { exit !(l < 1) }'; }
 run_udp() {
-  local size=$1 best=0 rate tries=0 half_loss="" seed=${udp_seed[$proxy:$1]:-} prev= now
+  local size=$1 best=0 rate tries=0 max=6 half_loss="" seed=${udp_seed[$proxy:$1]:-} prev= now
   seen_reset
   if [ -n "$seed" ]; then
-    rate=$seed
+    rate=$seed max=2
   else
     udp_iperf "$size" 0
     log "  $proxy: UDP $size B unlimited: sent $u_sent/s, received $u_recv/s, loss $u_loss %"
     if udp_passed; then best=$u_recv tries=6; fi
     rate=$(awk -v r="$u_recv" 'BEGIN { printf "%d", r * 0.95 }')
   fi
-  while [ "$tries" -lt 6 ] && [ "$rate" -gt 100 ]; do
+  while [ "$tries" -lt "$max" ] && [ "$rate" -gt 100 ]; do
     tries=$((tries + 1))
     udp_iperf "$size" "$rate"
     if udp_passed; then now=pass; else now=fail; fi
@@ -675,7 +675,7 @@ echo "Tools: iperf3 $(iperf3 --version | awk 'NR == 1 {print $2}'), wrk $(wrk -v
   "nginx $(nginx -v 2>&1 | sed 's|.*/||'), tpgate $("$bin" --version 2>/dev/null | awk '{print $NF}')" \
   "(${TPGATE_BIN:-built from $(git -C "$root_dir" rev-parse --short HEAD 2>/dev/null || echo '?')})," \
   "v2ray $v2ray_version, shadowsocks-rust $ss_version, HAProxy $haproxy_version."
-echo "Runs: $reps interleaved rounds, medians; TCP and HTTP ${secs} s per run (iperf3 +1 s omitted)," \
+echo "Runs: $reps interleaved rounds, medians; TCP and HTTP ${secs} s per run," \
   "UDP ${udp_secs} s per run; wrk 1 thread, $wrk_conns connections; UDP churn $churn_flows flows" \
   "at $churn_rate/s; $idle_conns idle TCP connections; suite $elapsed s."
 echo
