@@ -3,9 +3,9 @@
 # transparent proxies Debian and crates.io offer, side by side in one run, in a throwaway lab
 # of network namespaces:
 #
-#   client 198.51.100.2 (+ .3 for UDP churn) ── lan0 ─ gateway ─ wan0 203.0.113.1 ── server 203.0.113.2
-#     iperf3, wrk, bench tools                   kernel | tpgate | v2ray |        iperf3 -s, nginx,
-#                                                sslocal | haproxy               bench sinks
+#   client 198.51.100.2, .3 ── lan0 ─ gateway ─ wan0 203.0.113.1 ── server 203.0.113.2
+#   iperf3, wrk, bench tools       kernel | tpgate | v2ray |         iperf3 -s, nginx,
+#                                  sslocal | haproxy                 bench sinks
 #
 # Every proxy gets the same interception: the nftables ruleset and policy routing that
 # `tpgate plan` prints for the bench config (tpgate installs it itself, the peers get it
@@ -64,7 +64,8 @@ ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 nofile=$(ulimit -n)
 if [ "$nofile" != unlimited ] && [ $((2 * idle_conns + 1024)) -gt "$nofile" ]; then
   idle_conns=$(((nofile - 1024) / 2))
-  log "note: the open-file limit is $nofile here; holding $idle_conns idle connections, not ${BENCH_IDLE_CONNS:-10000}"
+  log "note: the open-file limit is $nofile here; holding $idle_conns idle connections," \
+    "not ${BENCH_IDLE_CONNS:-10000}"
 fi
 churn_flows=$((churn_rate * udp_secs))
 if [ "$nofile" != unlimited ] && [ $((2 * churn_flows + 512)) -gt "$nofile" ]; then
@@ -488,30 +489,21 @@ udp_iperf() {
 # limit and that is the answer); the search starts at 0.95 × that and steps up by 15 % after
 # a run that passed, down to min(0.8 × offered, 0.95 × delivered) after one that failed,
 # until the outcome flips (at most 6 runs, or until the client cannot send what is
-# offered; later rounds start at the rate the round before found, at most 2 runs); the best
-# passing run's received rate is the result. Then one run at half that rate tells whether
-# anything is lost below saturation.
+# offered). Later rounds first try 2 runs from the rate the round before found, and fall
+# back to the full search when neither passed. The best passing run's received rate is the
+# result. Then one run at half that rate tells whether anything is lost below saturation.
 declare -A udp_seed
 udp_passed() { awk -v l="$u_loss" 'BEGIN { exit !(l < 1) }'; }
-run_udp() {
-  local size=$1 best=0 rate tries=0 max=6 half_loss="" seed=${udp_seed[$proxy:$1]:-} prev= now
-  seen_reset
-  if [ -n "$seed" ]; then
-    rate=$seed max=2
-  else
-    udp_iperf "$size" 0
-    log "  $proxy: UDP $size B unlimited: sent $u_sent/s, received $u_recv/s, loss $u_loss %"
-    if udp_passed; then best=$u_recv tries=6; fi
-    rate=$(awk -v r="$u_recv" 'BEGIN { printf "%d", r * 0.95 }')
-  fi
+# Searches from rate $2 with at most $3 runs; sets s_best (0 when no run passed).
+udp_search() {
+  local size=$1 rate=$2 max=$3 tries=0 prev= now
+  s_best=0
   while [ "$tries" -lt "$max" ] && [ "$rate" -gt 100 ]; do
     tries=$((tries + 1))
     udp_iperf "$size" "$rate"
     if udp_passed; then now=pass; else now=fail; fi
     log "  $proxy: UDP $size B at $rate/s: received $u_recv/s, loss $u_loss % ($now)"
-    if [ "$now" = pass ]; then
-      best=$(awk -v b="$best" -v r="$u_recv" 'BEGIN { printf "%d", (r > b ? r : b) }')
-    fi
+    if [ "$now" = pass ] && [ "$u_recv" -gt "$s_best" ]; then s_best=$u_recv; fi
     [ -z "$prev" ] || [ "$prev" = "$now" ] || break
     # Offering more than the client can send proves nothing: stop there.
     if [ "$now" = pass ] && awk -v s="$u_sent" -v r="$rate" 'BEGIN { exit !(s < 0.95 * r) }'; then
@@ -525,11 +517,27 @@ run_udp() {
       rate=$(awk -v r="$rate" -v g="$u_recv" 'BEGIN { a = r * 0.8; b = g * 0.95; printf "%d", (a < b ? a : b) }')
     fi
   done
-  if [ "${best%.*}" -gt 0 ]; then
-    udp_seed[$proxy:$size]=${best%.*}
-    udp_iperf "$size" "$(awk -v b="$best" 'BEGIN { printf "%d", b / 2 }')"
+}
+run_udp() {
+  local size=$1 best half_loss="" seed=${udp_seed[$proxy:$1]:-}
+  seen_reset
+  s_best=0
+  [ -z "$seed" ] || udp_search "$size" "$seed" 2
+  if [ "$s_best" = 0 ]; then
+    udp_iperf "$size" 0
+    log "  $proxy: UDP $size B unlimited: sent $u_sent/s, received $u_recv/s, loss $u_loss %"
+    if udp_passed; then
+      s_best=$u_recv
+    else
+      udp_search "$size" "$(awk -v r="$u_recv" 'BEGIN { printf "%d", r * 0.95 }')" 6
+    fi
+  fi
+  best=$s_best
+  if [ "$best" -gt 0 ]; then
+    udp_seed[$proxy:$size]=$best
+    udp_iperf "$size" $((best / 2))
     half_loss=$u_loss
-    log "  $proxy: UDP $size B at half that ($((${best%.*} / 2))/s): loss $u_loss %"
+    log "  $proxy: UDP $size B at half that ($((best / 2))/s): loss $u_loss %"
   fi
   seen_check "UDP $size-byte datagrams"
   record "udp${size}_pps" "$proxy" "$best"
