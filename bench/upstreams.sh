@@ -26,61 +26,27 @@
 #        bench/.tools/, which takes several minutes).
 set -euo pipefail
 
-root_dir=$(cd "$(dirname "$0")/.." && pwd)
-tools=$root_dir/bench/.tools
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 secs=${BENCH_SECONDS:-5}
 reps=${BENCH_REPS:-3}
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-[ "$(id -u)" = 0 ] || die "needs root (it creates network namespaces)"
+require_root
 
 # ---------------------------------------------------------------- tools
-missing=()
-for pair in iperf3:iperf3 microsocks:microsocks danted:dante-server tinyproxy:tinyproxy \
-  redsocks:redsocks nft:nftables ip:iproute2 python3:python3; do
-  command -v "${pair%%:*}" >/dev/null || [ -x "/usr/sbin/${pair%%:*}" ] || missing+=("${pair#*:}")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  log "apt-get install ${missing[*]}"
-  apt-get update -q >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2
-fi
-# Debian enables the packaged daemons; the bench runs its own in namespaces only.
+apt_install iperf3:iperf3 microsocks:microsocks danted:dante-server tinyproxy:tinyproxy \
+  redsocks:redsocks nft:nftables ip:iproute2 python3:python3
 danted_bin=$(command -v danted || echo /usr/sbin/danted)
 redsocks_bin=$(command -v redsocks || echo /usr/sbin/redsocks)
 redsocks_version=$(dpkg-query -W -f='${Version}' redsocks 2>/dev/null | sed 's/-.*//')
 
-if [ ! -x "$tools/bin/ssserver" ] || [ ! -x "$tools/bin/sslocal" ]; then
-  log "cargo install shadowsocks-rust into $tools (once; several minutes on 2 cores)"
-  cargo install shadowsocks-rust --locked --root "$tools" 2>&1 |
-    grep --line-buffered -E 'Compiling shadowsocks|Installing|Installed|Finished|error|warning: unused' >&2 ||
-    true
-  [ -x "$tools/bin/ssserver" ] || die "cargo install shadowsocks-rust failed"
-fi
+install_shadowsocks
 ss_version=$("$tools/bin/ssserver" --version | awk '{print $2}')
 
 trojan_bin=
-if [ -z "${BENCH_NO_TROJAN:-}" ]; then
-  trojan_bin=$tools/bin/tpgate-bench-trojan-server
-  src=$root_dir/bench/trojan-server
-  if [ ! -x "$trojan_bin" ] || [ -n "$(find "$src" -newer "$trojan_bin" -type f -print -quit)" ]; then
-    log "building the bench's Trojan server (bench/trojan-server, once)"
-    CARGO_TARGET_DIR=$tools/trojan-target cargo build -q --release --locked \
-      --manifest-path "$src/Cargo.toml" >&2
-    mkdir -p "$tools/bin"
-    cp "$tools/trojan-target/release/tpgate-bench-trojan-server" "$trojan_bin"
-  fi
-fi
+[ -n "${BENCH_NO_TROJAN:-}" ] || trojan_bin=$(build_bench_crate trojan-server tpgate-bench-trojan-server)
 
-bin=${TPGATE_BIN:-}
-if [ -z "$bin" ]; then
-  log "cargo build --release -p tpgate"
-  (cd "$root_dir" && cargo build -q --release -p tpgate) >&2
-  bin=$root_dir/target/release/tpgate
-fi
-[ -x "$bin" ] || die "no tpgate binary at $bin"
+bin=$(tpgate_binary)
 
 # ---------------------------------------------------------------- lab
 id=$$
@@ -133,15 +99,6 @@ trap 'exit 130' INT TERM
 # A private copy: a rebuild of the tree during the run must not swap the binary under it.
 cp "$bin" "$work/tpgate"
 bin=$work/tpgate
-
-# Runs "$@" until it succeeds, at most 100 times 0.1 s apart.
-retry() {
-  for _ in $(seq 100); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  die "gave up waiting for: $*"
-}
-# Succeeds when host:port accepts a TCP connection from namespace $1.
-accepting() { ip netns exec "$1" python3 -c \
-  'import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 0.5).close()' "$2" "$3"; }
 
 log "building the lab ($C $G $W $S $U)"
 for ns in "$C" "$G" "$W" "$S" "$U"; do
@@ -254,19 +211,9 @@ rules:
 EOF
 }
 
-# Installs, in the gateway, exactly the interception `tpgate plan` prints for the bench
-# config (same chains, fwmark 0x1, table 100, tproxy port 7893), minus the table's `owner`
-# flag: tpgate keeps its nftables context open for its life, `nft -f` exits at once.
 install_peer_interception() {
-  local cfg=$work/tpgate-DIRECT.yaml plan=$work/plan.txt
-  ip netns exec "$G" "$bin" plan -c "$cfg" >"$plan"
-  awk '/^table inet tpgate/,/^}/' "$plan" | grep -v 'flags owner' >"$work/peer.nft"
-  ip netns exec "$G" nft -f "$work/peer.nft"
-  peer_rules=$cfg
-  grep -E '^ip (-4|-6) (rule|route) add ' "$plan" | while read -r line; do
-    # shellcheck disable=SC2086 # the plan's own words
-    ip -n "$G" ${line#ip }
-  done
+  install_plan "$G" "$bin" "$work/tpgate-DIRECT.yaml"
+  peer_rules=$work/tpgate-DIRECT.yaml
 }
 
 # redsocks (libevent, one thread) behind nftables REDIRECT, the only interception it has:
@@ -385,10 +332,6 @@ if grep -qiE ' (WARN|ERROR) ' "$work/tpgate.log"; then
 fi
 
 # ---------------------------------------------------------------- table
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "—" }'; }
-fmt() { awk -v x="$1" 'BEGIN { printf "%.2f", x }'; }
-
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
 echo "Machine: $(nproc) CPUs ($cpu), Linux $(uname -r); $(date -u +%Y-%m-%d);" \
   "iperf3 $(iperf3 --version | head -n1 | awk '{print $2}'), 1 TCP stream, ${secs} s" \

@@ -1,0 +1,693 @@
+#!/usr/bin/env bash
+# The benchmark suite: tpgate DIRECT next to plain kernel forwarding (the ceiling) and the
+# transparent proxies Debian and crates.io offer, side by side in one run, in a throwaway lab
+# of network namespaces:
+#
+#   client 198.51.100.2, .3 ── lan0 ─ gateway ─ wan0 203.0.113.1 ── server 203.0.113.2
+#   iperf3, wrk, bench tools       kernel | tpgate | v2ray |         iperf3 -s, nginx,
+#                                  sslocal | haproxy                 bench sinks
+#
+# Every proxy gets the same interception: the nftables ruleset and policy routing that
+# `tpgate plan` prints for the bench config (tpgate installs it itself, the peers get it
+# applied by hand), TPROXY to port 7893, and every outbound socket carries mark 255.
+#
+# Cases (see bench/README.md for the method): TCP bulk (iperf3, 1 and 4 streams, up and
+# down), short HTTP exchanges (wrk against nginx, Connection: close and keep-alive: requests/s
+# and p50/p99 latency), UDP (iperf3 -u: the highest rate with < 1 % loss for 64-byte and
+# 1400-byte datagrams, then the loss at half that rate), UDP flow churn (one-datagram flows
+# from distinct source ports), memory and file descriptors of the gateway process holding
+# BENCH_IDLE_CONNS idle TCP connections and after they close, and gateway CPU seconds per GB
+# over the TCP bulk runs. BENCH_REPS rounds, each running every proxy in turn (the order
+# rotates each round); the table shows medians. Every run checks, by nftables counters in the
+# server namespace, that the server saw the traffic come from the intended place (the client
+# for kernel forwarding, the gateway's WAN address for a proxy): anything else stops the
+# suite instead of reporting a number.
+#
+# Everything lives in namespaces named tpgs-$$-* that are deleted on exit; the machine's own
+# network namespace (firewall, routes, sysctls) is never touched.
+#
+# Usage: sudo bench/run.sh        (progress on stderr, machine description and table on stdout)
+# Env:   BENCH_SECONDS      TCP bulk and HTTP run length, s (default 3)
+#        BENCH_UDP_SECONDS  UDP run length, s (default 2)
+#        BENCH_REPS         rounds (default 3)
+#        BENCH_IDLE_CONNS   idle TCP connections for the memory case (default 10000; lowered
+#                           with a note when the open-file hard limit is too small)
+#        BENCH_CHURN_RATE   UDP churn flows offered per second (default 5000)
+#        BENCH_WRK_CONNS    wrk concurrent connections (default 50)
+#        BENCH_PROXIES      subset and order, default "kernel tpgate v2ray sslocal haproxy";
+#                           tpgate-copy adds tpgate with TPGATE_SPLICE=0 (copying relay)
+#        BENCH_NO_MEMORY=1  skip the idle-connection case
+#        TPGATE_BIN         tpgate binary to test (default: cargo build --release -p tpgate)
+# Needs: apt-get (iperf3 nginx-light wrk v2ray haproxy nftables iproute2 python3), cargo
+#        (shadowsocks-rust and bench/tools are built once into bench/.tools/).
+set -euo pipefail
+
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+secs=${BENCH_SECONDS:-3}
+udp_secs=${BENCH_UDP_SECONDS:-2}
+reps=${BENCH_REPS:-3}
+idle_conns=${BENCH_IDLE_CONNS:-10000}
+churn_rate=${BENCH_CHURN_RATE:-5000}
+wrk_conns=${BENCH_WRK_CONNS:-50}
+read -r -a proxies <<<"${BENCH_PROXIES:-kernel tpgate v2ray sslocal haproxy}"
+
+require_root
+
+# ---------------------------------------------------------------- limits
+# Each idle connection costs a proxy two descriptors (client side, server side), each UDP
+# flow one or two. Raise the soft limit as far as the hard one allows; where even that is
+# too small, hold fewer connections and say so (the per-connection figures are divided by
+# the number actually held).
+ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+nofile=$(ulimit -n)
+if [ "$nofile" != unlimited ] && [ $((2 * idle_conns + 1024)) -gt "$nofile" ]; then
+  idle_conns=$(((nofile - 1024) / 2))
+  log "note: the open-file limit is $nofile here; holding $idle_conns idle connections," \
+    "not ${BENCH_IDLE_CONNS:-10000}"
+fi
+churn_flows=$((churn_rate * udp_secs))
+if [ "$nofile" != unlimited ] && [ $((2 * churn_flows + 512)) -gt "$nofile" ]; then
+  churn_flows=$(((nofile - 512) / 2))
+  log "note: the open-file limit is $nofile here; UDP churn sends $churn_flows flows per run"
+fi
+[ "$churn_flows" -le 64000 ] || churn_flows=64000
+
+# ---------------------------------------------------------------- tools
+apt_install iperf3:iperf3 nginx:nginx-light wrk:wrk v2ray:v2ray haproxy:haproxy nft:nftables \
+  ip:iproute2 python3:python3
+install_shadowsocks
+tool=$(build_bench_crate tools tpgate-bench-tool)
+bin=$(tpgate_binary)
+
+# ---------------------------------------------------------------- lab
+id=$$
+C=tpgs-$id-c G=tpgs-$id-g S=tpgs-$id-s
+work=$(mktemp -d /tmp/tpgs.XXXXXX)
+chmod 0755 "$work"
+results=$work/results.tsv
+: >"$results"
+pids=()        # long-lived servers, killed on exit
+proxy=         # the proxy of the current case
+proxy_pid=     # its process (empty for kernel forwarding)
+peer_rules=    # whether the plan's interception was installed by hand for a peer
+hold_pid=
+
+stop_proxy() {
+  if [ -n "$proxy_pid" ] && kill -0 "$proxy_pid" 2>/dev/null; then
+    kill -TERM "$proxy_pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$proxy_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$proxy_pid" 2>/dev/null || true
+  fi
+  [ -z "$proxy_pid" ] || wait "$proxy_pid" 2>/dev/null || true
+  proxy_pid=
+  if [ -n "$peer_rules" ]; then
+    ip netns exec "$G" "$bin" down -c "$work/tpgate.yaml" >/dev/null 2>&1 || true
+    ip netns exec "$G" nft delete table inet tpgs_mark 2>/dev/null || true
+    peer_rules=
+  fi
+  flush_gateway_sockets
+  proxy=
+}
+
+# A stopped proxy leaves TCP sockets in the gateway, above all the TIME_WAIT ones of the
+# connections it closed toward the client (transparent, with the client's 4-tuple). A later
+# case whose client reuses such a port is hurt by them: kernel forwarding drops the SYN
+# (early demux finds the local socket, ip_forward refuses a packet with one), and under
+# TPROXY the ruleset's `socket transparent` fast path delivers the SYN to the TIME_WAIT
+# socket, which answers with an ACK instead of a SYN-ACK, costing a 1 s retransmission.
+# So every case starts with none: they are destroyed (sock_diag), which needs a kernel that
+# can destroy TIME_WAIT sockets; where it cannot, say so once.
+tw_warned=
+flush_gateway_sockets() {
+  ip netns exec "$G" ss -K -t -a >/dev/null 2>&1 || true
+  local left
+  left=$(ip netns exec "$G" ss -Htan | wc -l)
+  if [ "$left" -gt 0 ] && [ -z "$tw_warned" ]; then
+    log "note: $left TCP sockets of the previous case remain in the gateway (this kernel cannot destroy them); a client port that hits one costs a retransmission"
+    tw_warned=1
+  fi
+}
+
+cleanup() {
+  local status=$?
+  set +e
+  [ -z "$hold_pid" ] || kill -KILL "$hold_pid" 2>/dev/null
+  stop_proxy
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  sleep 0.3
+  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  # Anything still running in the bench's own namespaces was started by this script.
+  for ns in "$C" "$G" "$S"; do
+    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+  done
+  for ns in "$C" "$G" "$S"; do ip netns del "$ns" 2>/dev/null; done
+  if [ "$status" = 0 ]; then
+    rm -rf "$work"
+  else
+    log "logs kept in $work"
+  fi
+  log "lab removed"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+# A private copy: a rebuild of the tree during the run must not swap the binary under it.
+cp "$bin" "$work/tpgate"
+bin=$work/tpgate
+
+log "building the lab ($C $G $S)"
+for ns in "$C" "$G" "$S"; do
+  ip netns add "$ns"
+  ip -n "$ns" link set lo up
+done
+# Every veth is created inside the lab (never in the root namespace).
+ip -n "$G" link add lan0 type veth peer name eth0 netns "$C"
+ip -n "$G" link add wan0 type veth peer name eth0 netns "$S"
+ip -n "$C" link set eth0 up
+ip -n "$S" link set eth0 up
+ip -n "$G" link set lan0 up
+ip -n "$G" link set wan0 up
+ip -n "$C" addr add 198.51.100.2/24 dev eth0
+ip -n "$C" addr add 198.51.100.3/24 dev eth0
+ip -n "$G" addr add 198.51.100.1/24 dev lan0
+ip -n "$G" addr add 203.0.113.1/24 dev wan0
+ip -n "$S" addr add 203.0.113.2/24 dev eth0
+ip -n "$C" route add default via 198.51.100.1
+ip -n "$S" route add 198.51.100.0/24 via 203.0.113.1
+ip netns exec "$G" sysctl -qw net.ipv4.ip_forward=1
+for ns in "$C" "$G" "$S"; do
+  # Short-connection runs open tens of thousands of connections: a wide port range, and
+  # TIME_WAIT sockets reusable for new outgoing connections.
+  ip netns exec "$ns" sysctl -qw net.ipv4.ip_local_port_range="10000 65000" net.ipv4.tcp_tw_reuse=1
+  ip netns exec "$ns" sysctl -qw net.core.somaxconn=8192 net.ipv4.tcp_max_syn_backlog=8192
+done
+
+# Who the server saw: packets from the LAN (kernel forwarding keeps the client's address) and
+# from the gateway's WAN address (a proxy's own connections), counted on input.
+ip netns exec "$S" nft -f - <<'EOF'
+table ip tpgs_seen {
+  counter lan {}
+  counter gateway {}
+  chain input {
+    type filter hook input priority filter; policy accept;
+    ip saddr 198.51.100.0/24 counter name lan
+    ip saddr 203.0.113.1 counter name gateway
+  }
+}
+EOF
+
+log "starting the servers (iperf3, nginx, the bench's TCP sink)"
+ip netns exec "$S" iperf3 -s -B 203.0.113.2 >"$work/iperf3-server.log" 2>&1 &
+pids+=($!)
+mkdir -p "$work/nginx"
+cat >"$work/nginx.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile 65536;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 60s;
+  client_body_temp_path $work/nginx/body;
+  proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fastcgi;
+  uwsgi_temp_path $work/nginx/uwsgi;
+  scgi_temp_path $work/nginx/scgi;
+  server {
+    listen 203.0.113.2:80 backlog=8192;
+    location / { return 200 "tpgate bench\n"; }
+  }
+}
+EOF
+ip netns exec "$S" nginx -e "$work/nginx/error.log" -c "$work/nginx.conf" >>"$work/nginx/error.log" 2>&1 &
+pids+=($!)
+ip netns exec "$S" "$tool" tcp-sink --bind 203.0.113.2:9001 >"$work/tcp-sink.out" 2>>"$work/tcp-sink.err" &
+pids+=($!)
+retry accepting "$C" 203.0.113.2 5201
+retry accepting "$C" 203.0.113.2 80
+retry accepting "$C" 203.0.113.2 9001
+
+# ---------------------------------------------------------------- proxies
+cat >"$work/tpgate.yaml" <<EOF
+tproxy-port: 7893
+routing-mark: 255
+ipv6: false
+log-level: warning
+intercept:
+  lan-interfaces: [lan0]
+  local: false
+  udp: true
+sniffer:
+  enable: false
+rules:
+  - MATCH,DIRECT
+EOF
+ip netns exec "$G" "$bin" check -c "$work/tpgate.yaml" >&2
+
+cat >"$work/v2ray.json" <<'EOF'
+{
+  "log": {"loglevel": "warning", "access": "none"},
+  "inbounds": [{
+    "listen": "0.0.0.0", "port": 7893, "protocol": "dokodemo-door",
+    "settings": {"network": "tcp,udp", "followRedirect": true},
+    "streamSettings": {"sockopt": {"tproxy": "tproxy"}}
+  }],
+  "outbounds": [{
+    "protocol": "freedom", "settings": {"domainStrategy": "AsIs"},
+    "streamSettings": {"sockopt": {"mark": 255}}
+  }]
+}
+EOF
+
+# sslocal needs a server even when its ACL sends everything around it: a dead address.
+printf '[bypass_all]\n' >"$work/bypass.acl"
+
+cat >"$work/haproxy.cfg" <<EOF
+global
+  # Room for the idle connections, not more: HAProxy wants 2 fds per connection plus 2 per
+  # splice pipe within the open-file limit, or it refuses to start.
+  maxconn $((idle_conns + 64))
+  maxpipes 256
+  user haproxy
+  group haproxy
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 120s
+  timeout server 120s
+  # Splice in both directions, always: with splice-auto HAProxy 2.6 copied through user
+  # space in this lab (recvfrom/sendto under strace), with these two it splices.
+  option splice-request
+  option splice-response
+frontend tproxy
+  bind 0.0.0.0:7893 transparent
+  default_backend original
+backend original
+  # 0.0.0.0 and no port: connect to the connection's original destination.
+  server original 0.0.0.0
+EOF
+
+ss_version=$("$tools/bin/sslocal" --version | awk '{print $2}')
+v2ray_version=$( (v2ray -version 2>/dev/null || v2ray version) | awk 'NR == 1 {print $2}')
+haproxy_version=$(haproxy -v | awk 'NR == 1 {print $3}' | sed 's/-.*//')
+tpgate_version=$("$bin" --version 2>/dev/null | awk '{print $NF}' || true)
+
+proxy_label() {
+  case $1 in
+    kernel) echo "kernel forwarding" ;;
+    tpgate) echo "tpgate${tpgate_version:+ $tpgate_version}" ;;
+    tpgate-copy) echo "tpgate, no splice" ;;
+    v2ray) echo "v2ray $v2ray_version" ;;
+    sslocal) echo "sslocal $ss_version" ;;
+    haproxy) echo "HAProxy $haproxy_version" ;;
+  esac
+}
+has_udp() { [ "$1" != haproxy ]; }
+
+# Waits until the gateway listens on port 7893 (TCP, and UDP when $1 = udp), with the
+# interception in place.
+wait_ready() {
+  local want_udp=$1 logf=$2
+  for _ in $(seq 150); do
+    if ip netns exec "$G" ss -Htln 'sport = :7893' | grep -q . &&
+      { [ "$want_udp" != udp ] || ip netns exec "$G" ss -Huln 'sport = :7893' | grep -q .; } &&
+      ip netns exec "$G" nft list table inet tpgate >/dev/null 2>&1 &&
+      ip -n "$G" rule show | grep -q 'lookup 100'; then
+      return 0
+    fi
+    kill -0 "$proxy_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  tail -n 20 "$logf" >&2
+  die "$proxy did not start (see $logf)"
+}
+
+# Mark 255 on the peers' outbound sockets: v2ray and sslocal set SO_MARK themselves; HAProxy
+# 2.6 can mark only the client side (set-mark), so its server-side packets get the same
+# mark from nftables, by its user, before routing.
+mark_haproxy_output() {
+  ip netns exec "$G" nft -f - <<'EOF'
+table inet tpgs_mark {
+  chain output {
+    type route hook output priority mangle; policy accept;
+    meta skuid "haproxy" ct direction original meta mark set 255
+  }
+}
+EOF
+}
+
+start_proxy() {
+  proxy=$1
+  case $proxy in
+    kernel) proxy_pid= ;;
+    tpgate | tpgate-copy)
+      # tpgate-copy (not in the default set): DIRECT relayed through user-space buffers
+      # instead of splice(2), to tell the relay's share of a difference.
+      ip netns exec "$G" env NO_COLOR=1 TPGATE_SPLICE="$([ "$proxy" = tpgate ] && echo 1 || echo 0)" \
+        "$bin" run -c "$work/tpgate.yaml" >>"$work/tpgate.log" 2>&1 &
+      proxy_pid=$!
+      wait_ready udp "$work/tpgate.log"
+      ;;
+    v2ray)
+      install_plan "$G" "$bin" "$work/tpgate.yaml"
+      peer_rules=1
+      ip netns exec "$G" v2ray -config "$work/v2ray.json" >>"$work/v2ray.log" 2>&1 &
+      proxy_pid=$!
+      wait_ready udp "$work/v2ray.log"
+      ;;
+    sslocal)
+      install_plan "$G" "$bin" "$work/tpgate.yaml"
+      peer_rules=1
+      ip netns exec "$G" "$tools/bin/sslocal" -b 0.0.0.0:7893 --protocol redir -U \
+        --tcp-redir tproxy --udp-redir tproxy -s 203.0.113.9:8388 -m aes-128-gcm \
+        -k tpgate-bench --acl "$work/bypass.acl" --outbound-fwmark 255 \
+        >>"$work/sslocal.log" 2>&1 &
+      proxy_pid=$!
+      wait_ready udp "$work/sslocal.log"
+      ;;
+    haproxy)
+      install_plan "$G" "$bin" "$work/tpgate.yaml"
+      peer_rules=1
+      mark_haproxy_output
+      ip netns exec "$G" haproxy -db -f "$work/haproxy.cfg" >>"$work/haproxy.log" 2>&1 &
+      proxy_pid=$!
+      wait_ready tcp "$work/haproxy.log"
+      ;;
+    *) die "unknown proxy $proxy (BENCH_PROXIES)" ;;
+  esac
+}
+
+# ---------------------------------------------------------------- measuring
+record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$results"; }
+
+seen_reset() { ip netns exec "$S" nft reset counters table ip tpgs_seen >/dev/null; }
+# Fails the suite unless the server saw traffic only from where proxy $proxy sends it.
+seen_check() {
+  local out lan gw
+  out=$(ip netns exec "$S" nft list counters table ip tpgs_seen)
+  lan=$(awk '/counter lan/ {f = 1} f && /packets/ {print $2; exit}' <<<"$out")
+  gw=$(awk '/counter gateway/ {f = 1} f && /packets/ {print $2; exit}' <<<"$out")
+  if [ "$proxy" = kernel ]; then
+    [ "${lan:-0}" -gt 0 ] && [ "${gw:-0}" = 0 ] && return 0
+  else
+    [ "${gw:-0}" -gt 0 ] && [ "${lan:-0}" = 0 ] && return 0
+  fi
+  die "$proxy, $1: the server saw ${lan:-?} packets from the LAN and ${gw:-?} from the gateway (203.0.113.1); for $proxy it must see only $([ "$proxy" = kernel ] && echo 'the LAN' || echo 'the gateway'): the traffic did not go the intended way"
+}
+
+# CPU time of the proxy (user + system, all threads), in clock ticks.
+cpu_ticks() {
+  [ -n "$proxy_pid" ] || { echo 0; return; }
+  awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$proxy_pid/stat"
+}
+# Bytes through the gateway's LAN interface, both directions.
+lan_bytes() {
+  ip netns exec "$G" cat /sys/class/net/lan0/statistics/rx_bytes /sys/class/net/lan0/statistics/tx_bytes |
+    awk '{s += $1} END {printf "%.0f\n", s}'
+}
+declare -A cpu_sum bytes_sum
+clk_tck=$(getconf CLK_TCK)
+
+json_get() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1"; }
+
+# TCP bulk: iperf3 with $1 streams, $2 = up (client -> server) or down (-R).
+run_bulk() {
+  local n=$1 dir=$2 json=$work/iperf.json t0 t1 b0 b1 gbps flags=()
+  [ "$dir" = up ] || flags=(-R)
+  seen_reset
+  t0=$(cpu_ticks) b0=$(lan_bytes)
+  if ! timeout $((secs + 20)) ip netns exec "$C" iperf3 -c 203.0.113.2 -t "$secs" -P "$n" \
+    "${flags[@]}" -J --connect-timeout 3000 >"$json" 2>&1; then
+    die "$proxy: iperf3 -P $n $dir failed: $(json_get "$json" 'd.get("error", "?")' 2>/dev/null || head -c 300 "$json")"
+  fi
+  t1=$(cpu_ticks) b1=$(lan_bytes)
+  seen_check "TCP $n stream(s) $dir"
+  gbps=$(json_get "$json" '"%.3f" % (d["end"]["sum_received"]["bits_per_second"] / 1e9)')
+  record "tcp${n}_$dir" "$proxy" "$gbps"
+  cpu_sum[$proxy]=$(( ${cpu_sum[$proxy]:-0} + t1 - t0 ))
+  bytes_sum[$proxy]=$(( ${bytes_sum[$proxy]:-0} + b1 - b0 ))
+  log "  $proxy: TCP ×$n $dir $gbps Gbit/s"
+}
+
+# Short HTTP exchanges with wrk; $1 = close (a new connection per request) or keepalive.
+run_http() {
+  local mode=$1 out hdr=() parsed
+  [ "$mode" = keepalive ] || hdr=(-H 'Connection: close')
+  seen_reset
+  out=$(timeout $((secs + 30)) ip netns exec "$C" wrk -t1 -c"$wrk_conns" -d"${secs}s" --latency \
+    "${hdr[@]}" http://203.0.113.2/ 2>&1) || die "$proxy: wrk ($mode) failed: $out"
+  seen_check "HTTP $mode"
+  # requests/s, p50 and p99 in ms, socket errors, non-2xx responses
+  parsed=$(python3 - "$out" <<'EOF'
+import re, sys
+text = sys.argv[1]
+def ms(v):
+    m = re.match(r"([\d.]+)(us|ms|s|m)$", v)
+    n, u = float(m.group(1)), m.group(2)
+    return n * {"us": 1e-3, "ms": 1, "s": 1e3, "m": 6e4}[u]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+p50 = ms(re.search(r"\n\s+50%\s+(\S+)", text).group(1))
+p99 = ms(re.search(r"\n\s+99%\s+(\S+)", text).group(1))
+errs = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", text))
+non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+print("%.1f %.3f %.3f %d %d" % (rps, p50, p99, errs, int(non2xx.group(1)) if non2xx else 0))
+EOF
+) || die "$proxy: cannot read wrk's output: $out"
+  read -r rps p50 p99 errs non2xx <<<"$parsed"
+  [ "$non2xx" = 0 ] || die "$proxy: HTTP $mode: $non2xx responses were not 2xx"
+  record "http_${mode}_rps" "$proxy" "$rps"
+  record "http_${mode}_p50" "$proxy" "$p50"
+  record "http_${mode}_p99" "$proxy" "$p99"
+  record "http_${mode}_errors" "$proxy" "$errs"
+  log "  $proxy: HTTP $mode $rps req/s, p50 $p50 ms, p99 $p99 ms, socket errors $errs"
+}
+
+# One UDP iperf3 run of $1-byte datagrams at $2 datagrams/s (0 = as fast as the client can);
+# sets u_sent and u_recv (datagrams/s) and u_loss (%).
+udp_iperf() {
+  local size=$1 pps=$2 json=$work/iperf-udp.json bw
+  bw=$(awk -v p="$pps" -v s="$size" 'BEGIN { printf "%d", p * s * 8 }')
+  if ! timeout $((udp_secs + 20)) ip netns exec "$C" iperf3 -c 203.0.113.2 -u -l "$size" -b "$bw" \
+    -t "$udp_secs" -J --connect-timeout 3000 >"$json" 2>&1; then
+    die "$proxy: iperf3 -u -l $size failed: $(json_get "$json" 'd.get("error", "?")' 2>/dev/null || head -c 300 "$json")"
+  fi
+  local got
+  got=$(json_get "$json" \
+    '"%.0f %.0f %.3f" % ((lambda t, r: (t["packets"] / t["seconds"], (r["packets"] - r["lost_packets"]) / r["seconds"], r["lost_percent"]))(d["end"]["sum_sent"], d["end"]["sum_received"]))') ||
+    die "$proxy: cannot read iperf3's UDP result ($json)"
+  read -r u_sent u_recv u_loss <<<"$got"
+}
+
+# UDP capacity for $1-byte datagrams: the highest offered rate with < 1 % loss. An
+# unlimited run shows what the path delivers overloaded (if it lost < 1 %, the sender is the
+# limit and that is the answer); the search starts at 0.95 × that and steps up by 15 % after
+# a run that passed, down to min(0.8 × offered, 0.95 × delivered) after one that failed,
+# until the outcome flips (at most 6 runs, or until the client cannot send what is
+# offered). Later rounds first try 2 runs from the rate the round before found, and fall
+# back to the full search when neither passed. The best passing run's received rate is the
+# result. Then one run at half that rate tells whether anything is lost below saturation.
+declare -A udp_seed
+udp_passed() { awk -v l="$u_loss" 'BEGIN { exit !(l < 1) }'; }
+# Searches from rate $2 with at most $3 runs; sets s_best (0 when no run passed).
+udp_search() {
+  local size=$1 rate=$2 max=$3 tries=0 prev= now
+  s_best=0
+  while [ "$tries" -lt "$max" ] && [ "$rate" -gt 100 ]; do
+    tries=$((tries + 1))
+    udp_iperf "$size" "$rate"
+    if udp_passed; then now=pass; else now=fail; fi
+    log "  $proxy: UDP $size B at $rate/s: received $u_recv/s, loss $u_loss % ($now)"
+    if [ "$now" = pass ] && [ "$u_recv" -gt "$s_best" ]; then s_best=$u_recv; fi
+    [ -z "$prev" ] || [ "$prev" = "$now" ] || break
+    # Offering more than the client can send proves nothing: stop there.
+    if [ "$now" = pass ] && awk -v s="$u_sent" -v r="$rate" 'BEGIN { exit !(s < 0.95 * r) }'; then
+      log "  $proxy: UDP $size B: the client sends at most $u_sent/s; that is the limit here"
+      break
+    fi
+    prev=$now
+    if [ "$now" = pass ]; then
+      rate=$(awk -v r="$rate" 'BEGIN { printf "%d", r * 1.15 }')
+    else
+      rate=$(awk -v r="$rate" -v g="$u_recv" 'BEGIN { a = r * 0.8; b = g * 0.95; printf "%d", (a < b ? a : b) }')
+    fi
+  done
+}
+run_udp() {
+  local size=$1 best half_loss="" seed=${udp_seed[$proxy:$1]:-}
+  seen_reset
+  s_best=0
+  [ -z "$seed" ] || udp_search "$size" "$seed" 2
+  if [ "$s_best" = 0 ]; then
+    udp_iperf "$size" 0
+    log "  $proxy: UDP $size B unlimited: sent $u_sent/s, received $u_recv/s, loss $u_loss %"
+    if udp_passed; then
+      s_best=$u_recv
+    else
+      udp_search "$size" "$(awk -v r="$u_recv" 'BEGIN { printf "%d", r * 0.95 }')" 6
+    fi
+  fi
+  best=$s_best
+  if [ "$best" -gt 0 ]; then
+    udp_seed[$proxy:$size]=$best
+    udp_iperf "$size" $((best / 2))
+    half_loss=$u_loss
+    log "  $proxy: UDP $size B at half that ($((best / 2))/s): loss $u_loss %"
+  fi
+  seen_check "UDP $size-byte datagrams"
+  record "udp${size}_pps" "$proxy" "$best"
+  record "udp${size}_mbps" "$proxy" "$(awk -v b="$best" -v s="$size" 'BEGIN { printf "%.1f", b * s * 8 / 1e6 }')"
+  [ -z "$half_loss" ] || record "udp${size}_halfloss" "$proxy" "$half_loss"
+}
+
+# UDP flow churn: churn_flows one-datagram flows at churn_rate/s, each from its own source
+# port of 198.51.100.3; the sink counts what arrives.
+run_churn() {
+  local sink_pid out sent secs_sent packets sources
+  ip netns exec "$S" "$tool" udp-sink --bind 203.0.113.2:9000 --idle-ms 1500 --wait-s 15 \
+    >"$work/udp-sink.out" 2>"$work/udp-sink.err" &
+  sink_pid=$!
+  for _ in $(seq 50); do grep -q listening "$work/udp-sink.err" && break; sleep 0.1; done
+  seen_reset
+  out=$(ip netns exec "$C" "$tool" udp-churn --to 203.0.113.2:9000 --from 198.51.100.3 \
+    --flows "$churn_flows" --rate "$churn_rate" --first-port 1025) || die "$proxy: udp-churn failed"
+  wait "$sink_pid" || die "$proxy: the UDP sink failed: $(cat "$work/udp-sink.err")"
+  sent=$(sed -n 's/.*sent=\([0-9]*\).*/\1/p' <<<"$out")
+  secs_sent=$(sed -n 's/.*secs=\([0-9.]*\).*/\1/p' <<<"$out")
+  packets=$(sed -n 's/.*packets=\([0-9]*\).*/\1/p' "$work/udp-sink.out")
+  sources=$(sed -n 's/.*sources=\([0-9]*\).*/\1/p' "$work/udp-sink.out")
+  [ "${packets:-0}" -gt 0 ] || die "$proxy: UDP churn: nothing arrived ($out)"
+  seen_check "UDP churn"
+  record churn_pct "$proxy" "$(awk -v p="$packets" -v s="$sent" 'BEGIN { printf "%.1f", 100 * p / s }')"
+  record churn_fps "$proxy" "$(awk -v p="$packets" -v t="$secs_sent" 'BEGIN { printf "%.0f", p / t }')"
+  log "  $proxy: UDP churn: $sent flows sent in $secs_sent s, $packets datagrams from $sources sources arrived"
+}
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$proxy_pid/status"; }
+fd_count() { find "/proc/$proxy_pid/fd" -mindepth 1 -maxdepth 1 | wc -l; }
+sink_open() { tail -n 1 "$work/tcp-sink.out" | sed -n 's/^open=\([0-9]*\).*/\1/p'; }
+# Waits (at most $2 s) until the TCP sink holds exactly $1 connections.
+wait_sink_open() {
+  local want=$1 i
+  for i in $(seq $(($2 * 10))); do
+    [ "$(sink_open)" = "$want" ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+# Opens $1 idle connections through the gateway (background, pid in hold_pid) and waits
+# until they all reach the server.
+hold_open() {
+  : >"$work/hold.out"
+  ip netns exec "$C" "$tool" tcp-hold --to 203.0.113.2:9001 --count "$1" >"$work/hold.out" \
+    2>"$work/hold.err" &
+  hold_pid=$!
+  for _ in $(seq 1200); do grep -q '^held=' "$work/hold.out" && break; sleep 0.1; done
+  grep -q "^held=$1 failed=0" "$work/hold.out" ||
+    die "$proxy: could not open $1 connections: $(cat "$work/hold.out" "$work/hold.err")"
+  wait_sink_open "$1" 60 || die "$proxy: only $(sink_open) of $1 connections reached the server"
+}
+hold_close() {
+  kill -TERM "$hold_pid"
+  wait "$hold_pid" || true
+  hold_pid=
+  wait_sink_open 0 60 || die "$proxy: $(sink_open) connections still open at the server after close"
+}
+
+# Memory: a fresh proxy, 200 connections opened and closed to warm it up, then the baseline;
+# idle_conns connections held; then all closed again.
+run_memory() {
+  local base_rss base_fd with_rss with_fd after_rss after_fd
+  start_proxy "$1"
+  seen_reset
+  hold_open 200
+  hold_close
+  sleep 1
+  base_rss=$(rss_kib) base_fd=$(fd_count)
+  hold_open "$idle_conns"
+  sleep 1
+  with_rss=$(rss_kib) with_fd=$(fd_count)
+  hold_close
+  # Give the proxy a moment to notice the closes and free what it held.
+  for _ in $(seq 100); do [ "$(fd_count)" -le $((base_fd + 2)) ] && break; sleep 0.1; done
+  sleep 2
+  after_rss=$(rss_kib) after_fd=$(fd_count)
+  seen_check "idle connections"
+  record mem_base_kib "$proxy" "$base_rss"
+  record mem_with_kib "$proxy" "$with_rss"
+  record mem_per_conn_kib "$proxy" "$(awk -v a="$with_rss" -v b="$base_rss" -v n="$idle_conns" 'BEGIN { printf "%.2f", (a - b) / n }')"
+  record fd_per_conn "$proxy" "$(awk -v a="$with_fd" -v b="$base_fd" -v n="$idle_conns" 'BEGIN { printf "%.2f", (a - b) / n }')"
+  record mem_after_kib "$proxy" "$((after_rss - base_rss))"
+  record fd_after "$proxy" "$((after_fd - base_fd))"
+  log "  $proxy: idle: RSS $base_rss -> $with_rss -> $after_rss KiB, fds $base_fd -> $with_fd -> $after_fd ($idle_conns connections)"
+  stop_proxy
+}
+
+# ---------------------------------------------------------------- run
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+start=$SECONDS
+n_prox=${#proxies[@]}
+for rep in $(seq "$reps"); do
+  for k in $(seq 0 $((n_prox - 1))); do
+    p=${proxies[$(((k + rep - 1) % n_prox))]}
+    log "[round $rep/$reps, $((SECONDS - start)) s] $(proxy_label "$p")"
+    start_proxy "$p"
+    for streams in 1 4; do
+      run_bulk "$streams" up
+      run_bulk "$streams" down
+    done
+    run_http close
+    run_http keepalive
+    if has_udp "$p"; then
+      run_udp 64
+      run_udp 1400
+      run_churn
+    fi
+    stop_proxy
+  done
+done
+if [ -z "${BENCH_NO_MEMORY:-}" ]; then
+  for p in "${proxies[@]}"; do
+    [ "$p" != kernel ] || continue
+    log "[memory, $((SECONDS - start)) s] $(proxy_label "$p"): $idle_conns idle TCP connections"
+    run_memory "$p"
+  done
+fi
+# A case that did not run must not pass unnoticed (bash abandons a loop on some errors).
+for p in "${proxies[@]}"; do
+  got=$(awk -F'\t' -v p="$p" '$1 == "tcp1_up" && $2 == p' "$results" | wc -l)
+  [ "$got" = "$reps" ] || die "$p: $got of $reps rounds completed"
+done
+for p in "${proxies[@]}"; do
+  [ "$p" != kernel ] && [ "${bytes_sum[$p]:-0}" -gt 0 ] || continue
+  record cpu_per_gb "$p" "$(awk -v t="${cpu_sum[$p]}" -v h="$clk_tck" -v b="${bytes_sum[$p]}" 'BEGIN { printf "%.3f", t / h / (b / 1e9) }')"
+done
+elapsed=$((SECONDS - start))
+
+if [ -s "$work/tpgate.log" ] && grep -qiE '(WARN|ERROR)' "$work/tpgate.log"; then
+  log "tpgate logged warnings or errors:"
+  grep -iE '(WARN|ERROR)' "$work/tpgate.log" | sed 's/^[^ ]* //' | sort | uniq -c | sort -rn | head -n 20 >&2
+fi
+
+# ---------------------------------------------------------------- report
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
+echo "Machine: $(nproc) CPUs ($cpu), $(free -g | awk '/^Mem:/ {print $2}') GiB, Linux $(uname -r);" \
+  "$(date -u '+%Y-%m-%d %H:%M UTC'); 1/5/15-min load average $load_start at the start," \
+  "$(cut -d' ' -f1-3 /proc/loadavg) at the end."
+echo "Tools: iperf3 $(iperf3 --version | awk 'NR == 1 {print $2}'), wrk $(wrk -v 2>&1 | awk 'NR == 1 {print $2}')," \
+  "nginx $(nginx -v 2>&1 | sed 's|.*/||'), tpgate $("$bin" --version 2>/dev/null | awk '{print $NF}')" \
+  "(${TPGATE_BIN:-built from $(git -C "$root_dir" rev-parse --short HEAD 2>/dev/null || echo '?')})," \
+  "v2ray $v2ray_version, shadowsocks-rust $ss_version, HAProxy $haproxy_version."
+echo "Runs: $reps interleaved rounds, medians; TCP and HTTP ${secs} s per run," \
+  "UDP ${udp_secs} s per run; wrk 1 thread, $wrk_conns connections; UDP churn $churn_flows flows" \
+  "at $churn_rate/s; $idle_conns idle TCP connections; suite $elapsed s."
+echo
+labels=()
+for p in "${proxies[@]}"; do labels+=("$p=$(proxy_label "$p")"); done
+python3 "$root_dir/bench/report.py" "$results" "${labels[@]}"
+log "done in $elapsed s"
