@@ -32,7 +32,7 @@
 #        BENCH_REPS         rounds (default 3)
 #        BENCH_IDLE_CONNS   idle TCP connections for the memory case (default 10000; lowered
 #                           with a note when the open-file hard limit is too small)
-#        BENCH_CHURN_RATE   UDP churn flows offered per second (default 5000)
+#        BENCH_CHURN_RATE   UDP churn flows offered per second (default 20000)
 #        BENCH_WRK_CONNS    wrk concurrent connections (default 50)
 #        BENCH_PROXIES      subset and order, default "kernel tpgate v2ray sslocal haproxy";
 #                           tpgate-copy adds tpgate with TPGATE_SPLICE=0 (copying relay)
@@ -49,7 +49,7 @@ secs=${BENCH_SECONDS:-3}
 udp_secs=${BENCH_UDP_SECONDS:-2}
 reps=${BENCH_REPS:-3}
 idle_conns=${BENCH_IDLE_CONNS:-10000}
-churn_rate=${BENCH_CHURN_RATE:-5000}
+churn_rate=${BENCH_CHURN_RATE:-20000}
 wrk_conns=${BENCH_WRK_CONNS:-50}
 read -r -a proxies <<<"${BENCH_PROXIES:-kernel tpgate v2ray sslocal haproxy}"
 

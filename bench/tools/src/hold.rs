@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
@@ -64,7 +64,16 @@ pub(crate) fn hold(to: SocketAddr, count: usize, concurrency: usize) -> io::Resu
 
 pub(crate) fn sink(bind: SocketAddr) -> io::Result<()> {
     runtime()?.block_on(async move {
-        let listener = TcpListener::bind(bind).await?;
+        // A deep accept queue: a burst of connections through a fast proxy must not
+        // overflow it (the default 1024 would make the proxy's connects retry for seconds).
+        let socket = if bind.is_ipv6() {
+            tokio::net::TcpSocket::new_v6()?
+        } else {
+            tokio::net::TcpSocket::new_v4()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(bind)?;
+        let listener = socket.listen(16_384)?;
         eprintln!("tcp sink listening on {bind}");
         let open = Arc::new(AtomicUsize::new(0));
         let accepted = Arc::new(AtomicUsize::new(0));

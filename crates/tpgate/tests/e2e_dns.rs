@@ -305,9 +305,11 @@ fn fake_ip_answers_route_by_name_and_survive_a_restart() {
     assert_eq!(resolve(&tp, dns, "blocked.example"), other);
 }
 
-/// The upstream proxy gets the NAME of a fake-ip flow: its hosts file maps the name to the
-/// server's IPv6 address, so the server seeing the upstream over IPv6 proves it resolved
-/// the name itself (tpgate only ever saw 198.18.x.x).
+/// A LAN client resolves through the hijacked DNS (it asks the WAN's server; tpgate answers
+/// with a fake address), connects, and a DOMAIN-SUFFIX rule sends the flow to an upstream
+/// proxy, which gets the NAME: its hosts file maps the name to the server's IPv6 address, so
+/// the server seeing the upstream over IPv6 proves it resolved the name itself (tpgate only
+/// ever saw 198.18.x.x).
 #[test]
 fn fake_ip_flow_through_an_upstream_carries_the_name() {
     if !have_program("dnsmasq") || !have_program("microsocks") {
@@ -330,16 +332,21 @@ fn fake_ip_flow_through_an_upstream_carries_the_name() {
         &format!("127.0.0.1 localhost\n{} proxied.example\n", v6.server),
     );
     let up = ProcUpstream::start(&lab, 0, ProcKind::Microsocks { auth: None });
-    let text = lab.proxy_config_text(
-        &[up.proxy_yaml("up")],
-        &[],
-        &["DOMAIN-SUFFIX,proxied.example,up", "MATCH,REJECT"],
-    ) + &dns_section("fake-ip", v4.server);
+    let text = lab
+        .proxy_config_text(
+            &[up.proxy_yaml("up")],
+            &[],
+            &["DOMAIN-SUFFIX,proxied.example,up", "MATCH,REJECT"],
+        )
+        .replacen("intercept:\n", "intercept:\n  dns-hijack: true\n", 1)
+        + &dns_section("fake-ip", v4.server);
     let config = lab.write_file("tpgate.yaml", &text);
     let tp = Tpgate::start(&lab, &config);
-    let dns = SocketAddr::new(v4.gw_lan, 53);
+    // The client asks the WAN's own DNS server (dnsmasq, which knows the real address):
+    // hijacked, the answer is tpgate's fake one.
+    let dns = SocketAddr::new(v4.server, 53);
     let fake = resolve(&tp, dns, "proxied.example");
-    assert!(in_fake_range(fake), "{fake}");
+    assert!(in_fake_range(fake), "the query was not hijacked: {fake}");
     let reached = TcpEchoServer::start(&lab.server, SocketAddr::new(v6.server, PORT));
     let to_fake = SocketAddr::new(fake, PORT);
     let got = poll(Duration::from_secs(5), || echo(&lab, to_fake, b"via"))

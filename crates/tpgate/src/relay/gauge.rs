@@ -14,7 +14,7 @@ pub(crate) static LIVE: Gauge = Gauge::new();
 
 /// How many connections must have ended since the last trim to trim again.
 const TRIM_AFTER: usize = 1024;
-const CHECK_EVERY: Duration = Duration::from_secs(5);
+const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub(crate) struct Gauge {
