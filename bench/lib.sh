@@ -103,3 +103,26 @@ install_plan() {
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{v[NR]=$1} END {if (NR) print v[int((NR+1)/2)]; else print ""}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b > 0) printf "%.2f", a / b; else print "—" }'; }
 fmt() { awk -v x="$1" -v p="${2:-2}" 'BEGIN { if (x == "") print "—"; else printf "%.*f", p, x }'; }
+
+# The end of a lab, for an EXIT trap: kills the long-lived servers in ${pids[@]} (TERM, then
+# KILL), then anything still running in the namespaces "$@" (this script started it all;
+# dante, say, forks workers that outlive a killed parent), deletes the namespaces, and the
+# work dir $work unless the run failed ($1: its exit status).
+remove_lab() {
+  local status=$1 p ns
+  shift
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  sleep 0.3
+  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  for ns in "$@"; do
+    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+  done
+  for ns in "$@"; do ip netns del "$ns" 2>/dev/null; done
+  if [ "$status" = 0 ]; then
+    rm -rf "$work"
+  else
+    log "logs kept in $work"
+  fi
+  log "lab removed"
+}

@@ -135,21 +135,7 @@ cleanup() {
   set +e
   [ -z "$hold_pid" ] || kill -KILL "$hold_pid" 2>/dev/null
   stop_proxy
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  sleep 0.3
-  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
-  wait 2>/dev/null
-  # Anything still running in the bench's own namespaces was started by this script.
-  for ns in "$C" "$G" "$S"; do
-    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
-  done
-  for ns in "$C" "$G" "$S"; do ip netns del "$ns" 2>/dev/null; done
-  if [ "$status" = 0 ]; then
-    rm -rf "$work"
-  else
-    log "logs kept in $work"
-  fi
-  log "lab removed"
+  remove_lab "$status" "$C" "$G" "$S"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

@@ -79,20 +79,7 @@ cleanup() {
   local status=$?
   set +e
   stop_proxy
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  sleep 0.3
-  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
-  wait 2>/dev/null
-  # dante forks workers that outlive a killed parent: anything still in the bench's own
-  # upstream namespace was started by this script.
-  for p in $(ip netns pids "$U" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
-  for ns in "$C" "$G" "$S" "$U" "$W"; do ip netns del "$ns" 2>/dev/null; done
-  if [ "$status" = 0 ]; then
-    rm -rf "$work"
-  else
-    log "logs kept in $work"
-  fi
-  log "lab removed"
+  remove_lab "$status" "$C" "$G" "$S" "$U" "$W"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
