@@ -19,4 +19,4 @@ pub use nft::{Nft, NftError};
 pub use pktinfo::{enable_pktinfo, recv_with_local, send_from};
 pub use sockets::{outbound_socket, transparent_tcp_listener, transparent_udp_socket, UdpRole};
 pub use splice::{Pipe, PipePool};
-pub use udp::{recv_with_orig_dst, Datagram};
+pub use udp::Datagram;

@@ -1,13 +1,10 @@
-//! Receiving a TPROXY'd datagram together with its original destination
-//! (`IP_ORIGDSTADDR` / `IPV6_ORIGDSTADDR` control messages).
+//! The original destination of TPROXY'd datagrams (`IP_ORIGDSTADDR` /
+//! `IPV6_ORIGDSTADDR` control messages), read by [`crate::RecvBatch`].
 
-use std::io::{self, IoSliceMut};
+use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, RawFd};
 
-use nix::sys::socket::{
-    recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage,
-};
+use nix::sys::socket::{setsockopt, sockopt, ControlMessageOwned, SockaddrStorage};
 
 pub(crate) fn enable_orig_dst(s: &socket2::Socket, v6: bool) -> io::Result<()> {
     if v6 {
@@ -25,26 +22,6 @@ pub struct Datagram {
     pub src: SocketAddr,
     /// `None` when the kernel attached no original destination (not a TPROXY'd packet).
     pub orig_dst: Option<SocketAddr>,
-}
-
-/// Non-blocking receive on a socket set up by `transparent_udp_socket(.., Listener)`.
-/// Returns `WouldBlock` when nothing is queued. A datagram larger than `buf` is truncated.
-pub fn recv_with_orig_dst(fd: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Datagram> {
-    let raw: RawFd = fd.as_raw_fd();
-    let mut cmsg = nix::cmsg_space!(libc::sockaddr_in6);
-    let mut iov = [IoSliceMut::new(buf)];
-    let msg = recvmsg::<SockaddrStorage>(raw, &mut iov, Some(&mut cmsg), MsgFlags::MSG_DONTWAIT)?;
-    let src = msg
-        .address
-        .as_ref()
-        .and_then(storage_to_std)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram without source"))?;
-    let orig_dst = orig_dst_of(msg.cmsgs()?);
-    Ok(Datagram {
-        len: msg.bytes,
-        src,
-        orig_dst,
-    })
 }
 
 /// The original destination among a datagram's control messages, if the kernel attached one.

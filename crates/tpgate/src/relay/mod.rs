@@ -126,10 +126,17 @@ impl Shared {
         dst: SocketAddr,
         host: Option<&str>,
     ) -> SocketAddr {
-        let Some(name) = host else { return dst };
-        if !self.needs_real_dst(network, src, dst, host) {
-            return dst;
+        match host {
+            Some(name) if self.needs_real_dst(network, src, dst, host) => {
+                self.real_dst_for_rules(name, dst).await
+            }
+            _ => dst,
         }
+    }
+
+    /// The real address of the fake-ip flow `name` (to `dst`) for the address rules, or
+    /// `dst` when it cannot be resolved.
+    pub(crate) async fn real_dst_for_rules(&self, name: &str, dst: SocketAddr) -> SocketAddr {
         match self.resolve_real(name, dst.port()).await {
             Ok(real) => {
                 tracing::debug!("{name}: resolved to {real} for the address rules");

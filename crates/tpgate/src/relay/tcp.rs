@@ -70,7 +70,7 @@ async fn handle(client: TcpStream, src: SocketAddr, shared: Arc<Shared>) {
         // client's first bytes only meanwhile, so a server that speaks first waits for
         // nothing.
         NameNeed::LogOnly => {
-            let connect = connect_marked(dst, shared.routing_mark);
+            let connect = direct(dst, None, false, &shared);
             let (s, server) = sniff::tcp_while(&client, port, &shared.sniffer, connect).await;
             (s, Some(server))
         }
@@ -215,17 +215,8 @@ async fn relay<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    if !first.is_empty() {
-        if let Err(e) = server.write_all(&first).await {
-            debug!("tcp {src} -> {dst} ended: {e}");
-            return;
-        }
-    }
-    // Not held for the connection's life.
-    drop(first);
-    match copy::relay(client, server, IDLE_TIMEOUT).await {
-        Ok((up, down)) => debug!("tcp {src} -> {dst} closed up={up} down={down}"),
-        Err(e) => debug!("tcp {src} -> {dst} ended: {e}"),
+    if send_first(&mut server, first, src, dst).await {
+        ended(copy::relay(client, server, IDLE_TIMEOUT).await, src, dst);
     }
 }
 
@@ -241,15 +232,35 @@ async fn relay_direct(
     if !splice_enabled() {
         return relay(client, server, src, dst, first).await;
     }
-    if !first.is_empty() {
-        if let Err(e) = server.write_all(&first).await {
+    if send_first(&mut server, first, src, dst).await {
+        ended(
+            super::splice::relay(&client, &server, IDLE_TIMEOUT).await,
+            src,
+            dst,
+        );
+    }
+}
+
+/// Writes the sniffed bytes to the server; consumes them, so they are not held for the
+/// connection's life. False when the connection ended.
+async fn send_first<S>(server: &mut S, first: Vec<u8>, src: SocketAddr, dst: SocketAddr) -> bool
+where
+    S: tokio::io::AsyncWrite + Unpin,
+{
+    if first.is_empty() {
+        return true;
+    }
+    match server.write_all(&first).await {
+        Ok(()) => true,
+        Err(e) => {
             debug!("tcp {src} -> {dst} ended: {e}");
-            return;
+            false
         }
     }
-    // Not held for the connection's life.
-    drop(first);
-    match super::splice::relay(&client, &server, IDLE_TIMEOUT).await {
+}
+
+fn ended(r: std::io::Result<(u64, u64)>, src: SocketAddr, dst: SocketAddr) {
+    match r {
         Ok((up, down)) => debug!("tcp {src} -> {dst} closed up={up} down={down}"),
         Err(e) => debug!("tcp {src} -> {dst} ended: {e}"),
     }

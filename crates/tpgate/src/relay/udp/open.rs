@@ -109,23 +109,29 @@ impl Nat {
             return;
         };
         let host = name.host.as_deref();
-        let waits = self.shared.needs_process(src)
-            || name.fake && self.shared.needs_real_dst(Network::Udp, src, dst, host);
-        if waits {
+        let resolve = name.fake && self.shared.needs_real_dst(Network::Udp, src, dst, host);
+        if resolve || self.shared.needs_process(src) {
             let (nat, last) = (self.clone(), f.last.clone());
-            tokio::spawn(async move { nat.decide_later((src, dst), name, last).await });
+            tokio::spawn(async move { nat.decide_later((src, dst), name, resolve, last).await });
             return;
         }
         let v = self.shared.decide(Network::Udp, src, dst, host, None);
         self.apply(f, src, dst, &name, v);
     }
 
-    async fn decide_later(self: Arc<Self>, (src, dst): Key, name: FlowName, last: Arc<AtomicU64>) {
+    /// Decides a held flow in its own task: its owning process looked up, and (`resolve`)
+    /// its fake address's name resolved for the address rules.
+    async fn decide_later(
+        self: Arc<Self>,
+        (src, dst): Key,
+        name: FlowName,
+        resolve: bool,
+        last: Arc<AtomicU64>,
+    ) {
         let host = name.host.as_deref();
-        let rules_dst = if name.fake {
-            self.shared.rules_dst(Network::Udp, src, dst, host).await
-        } else {
-            dst
+        let rules_dst = match host {
+            Some(h) if resolve => self.shared.real_dst_for_rules(h, dst).await,
+            _ => dst,
         };
         let v = self
             .shared
@@ -191,8 +197,17 @@ impl Nat {
             Some(Err(e)) => info!("udp {src} -> {dst} cannot open: {e}"),
             None => {}
         }
-        for d in &held {
-            deliver(&f.out, d, src, dst);
+        match &f.out {
+            // What was held goes in one batch.
+            FlowOut::Direct(s) => {
+                let held: Vec<&[u8]> = held.iter().map(|d| d.as_ref()).collect();
+                pump::send_batch_or_drop(s, &held, None);
+            }
+            out => {
+                for d in &held {
+                    deliver(out, d, src, dst);
+                }
+            }
         }
     }
 
