@@ -7,6 +7,7 @@
 pub mod config;
 pub mod dns;
 pub mod doctor;
+pub mod flow;
 pub mod net;
 pub mod plan;
 pub mod proto;

@@ -4,7 +4,7 @@
 //! at the rules precomputed as able to ask (see [`Lookers`]), so they cost one decision and
 //! a short scan; neither does I/O.
 
-use super::{FlowMeta, Matcher, Rule, RuleEngine};
+use super::{Decision, FlowMeta, Matcher, Rule, RuleEngine};
 use crate::config::Mode;
 
 /// For one rule list: the rules that may want something a flow's first decision lacks, in
@@ -32,6 +32,28 @@ impl Lookers {
             name: pick(|r| r.matcher.looks_at_name()),
         }
     }
+}
+
+/// What [`RuleEngine::evaluate`] is asked besides the decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    /// Only the decision.
+    Nothing,
+    /// Also: could the flow's name change the decision? (see [`RuleEngine::name_matters`])
+    NameMatters,
+    /// Also: does a rule want the real address of this stand-in destination? (see
+    /// [`RuleEngine::needs_real_dst`])
+    RealDst,
+}
+
+/// The outcome of one pass of [`RuleEngine::evaluate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Evaluation {
+    pub decision: Decision,
+    /// Asked with [`Ask::NameMatters`]: a name-looking rule comes at or before the decision.
+    pub name_matters: bool,
+    /// Asked with [`Ask::RealDst`]: an address-looking rule comes at or before it.
+    pub needs_real_dst: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -128,11 +150,43 @@ impl RuleEngine {
     }
 
     fn asks(&self, q: Question, flow: &FlowMeta<'_>) -> bool {
+        let decision = self.decide(flow);
+        self.asks_after(q, flow, &decision)
+    }
+
+    /// [`Self::asks`] for a flow already decided as `decision`: no second decision.
+    fn asks_after(&self, q: Question, flow: &FlowMeta<'_>, decision: &Decision) -> bool {
         if self.mode != Mode::Rule || q.candidates(&self.lookers).is_empty() {
             return false;
         }
-        let bound = self.decide(flow).rule.unwrap_or(self.rules.len());
+        let bound = decision.rule.unwrap_or(self.rules.len());
         self.asks_in(q, &self.rules, &self.lookers, bound, flow, 0)
+    }
+
+    /// One pass over the rules: the flow's [`Decision`] and, as `ask` says, whether its name
+    /// could change it ([`Self::name_matters`], with `flow.host` taken as `None`) or whether
+    /// its destination is a stand-in whose real address a rule wants
+    /// ([`Self::needs_real_dst`]). The look-ahead scans only the precomputed candidate
+    /// rules up to the deciding one; the flow is decided once.
+    pub fn evaluate(&self, flow: &FlowMeta<'_>, ask: Ask) -> Evaluation {
+        let flow = match ask {
+            Ask::NameMatters => FlowMeta {
+                host: None,
+                ..*flow
+            },
+            Ask::Nothing | Ask::RealDst => *flow,
+        };
+        let decision = self.decide(&flow);
+        let (name_matters, needs_real_dst) = match ask {
+            Ask::Nothing => (false, false),
+            Ask::NameMatters => (self.asks_after(Question::Name, &flow, &decision), false),
+            Ask::RealDst => (false, self.asks_after(Question::RealDst, &flow, &decision)),
+        };
+        Evaluation {
+            decision,
+            name_matters,
+            needs_real_dst,
+        }
     }
 
     /// Whether a rule of `rules` numbered at most `bound` asks `q` for `flow`: the rule

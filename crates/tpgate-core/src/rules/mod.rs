@@ -15,6 +15,7 @@ pub use domain::{
     normalise as normalise_domain, suffix_matches as domain_suffix_matches, DomainRegex, Wildcard,
 };
 pub use geosite::{geosite_sets, GeoSite, GeoSiteList, SiteAttribute, SiteDomain};
+pub use lookahead::{Ask, Evaluation};
 pub use parse::parse_ports_text;
 pub use ruleset::{Behavior, EntryError, Format, RuleSet, RuleSetHandle};
 
