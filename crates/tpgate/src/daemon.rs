@@ -8,6 +8,7 @@ use anyhow::{Context as _, Result};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::signal::unix::{signal, SignalKind};
 use tpgate_core::config::Config;
+use tpgate_core::flow::Settings;
 use tpgate_core::plan::Plan;
 use tpgate_core::rules::RuleEngine;
 use tpgate_sys::UdpRole;
@@ -15,7 +16,8 @@ use tracing::{info, warn};
 
 use crate::local_addrs::LocalAddrs;
 use crate::outbound::{self, Outbounds};
-use crate::relay::{self, Shared};
+use crate::relay::registry::Registry;
+use crate::relay::{self, RoutingMark, Shared};
 use crate::{install, shutdown};
 
 /// Bound sockets, before any rule exists: a busy port fails here, with nothing installed.
@@ -92,13 +94,8 @@ pub(crate) async fn run(config: Config) -> Result<()> {
     let outbounds = Outbounds::new(&config)?;
     let installed = install::install(&plan).await?;
 
-    let shared = Arc::new(Shared {
-        engine: RuleEngine::from_config(&config),
-        outbounds: outbounds.clone(),
-        routing_mark: config.routing_mark,
-        tproxy_port: config.tproxy_port,
-        local_addrs: LocalAddrs::new(),
-        sniffer: config.sniffer.clone(),
+    let io = relay::HostIo {
+        local: LocalAddrs::new(),
         geoip: match (
             &config.geoip_path,
             config.rules.iter().any(|r| r.matcher.needs_geoip()),
@@ -107,6 +104,17 @@ pub(crate) async fn run(config: Config) -> Result<()> {
             _ => None,
         },
         dns: dns.as_ref().map(|(d, _)| d.clone()),
+    };
+    let shared = Arc::new(Shared {
+        engine: RuleEngine::from_config(&config),
+        settings: Settings {
+            tproxy_port: config.tproxy_port,
+            sniffer: config.sniffer.clone(),
+        },
+        outbounds: outbounds.clone(),
+        routing_mark: RoutingMark(config.routing_mark),
+        io: Arc::new(io),
+        registry: Registry::new(),
     });
     let (trigger, stop) = shutdown::channel();
     let mut tasks = tokio::task::JoinSet::new();
@@ -144,7 +152,7 @@ pub(crate) async fn run(config: Config) -> Result<()> {
     if let Some(listener) = api {
         tasks.spawn(crate::controller::serve(
             listener,
-            outbounds.clone(),
+            (outbounds.clone(), shared.registry.clone()),
             config.secret.clone(),
             stop.clone(),
         ));

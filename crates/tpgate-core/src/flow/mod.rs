@@ -227,10 +227,11 @@ impl Decided {
         }
     }
 
-    /// For a [`Decided::sniff_while_connecting`] flow: the name read meanwhile (already
-    /// accepted by the sniffer's `skip-domain`), for the log and the registry only.
-    pub fn note_sniffed(&mut self, name: Option<String>) {
-        if let Some(n) = name {
+    /// For a [`Decided::sniff_while_connecting`] flow: the name read meanwhile, for the log
+    /// and the registry only (a `skip-domain` name is dropped, as [`Decider::on_sniffed`]
+    /// drops it).
+    pub fn note_sniffed(&mut self, name: Option<String>, settings: &Settings) {
+        if let Some(n) = name.filter(|n| settings.sniffer.accepts(n)) {
             self.host = Some(n);
             self.host_from = Some(HostFrom::Sniffed);
         }
@@ -302,7 +303,12 @@ impl Decider {
 
     /// Goes as far as it can without I/O: the next [`Need`], or the outcome. Call again
     /// after feeding each answer.
-    pub fn poll(&mut self, rules: &impl Rules, tables: &impl Tables, settings: &Settings) -> Step {
+    pub fn poll(
+        &mut self,
+        rules: &(impl Rules + ?Sized),
+        tables: &(impl Tables + ?Sized),
+        settings: &Settings,
+    ) -> Step {
         loop {
             let taken = std::mem::replace(&mut self.state, State::Ready);
             match taken {
@@ -372,7 +378,7 @@ impl Decider {
     /// The first rule pass: for a fake-ip flow with its name (and whether a rule wants the
     /// real address); for a sniffed port without a name (and whether the name matters);
     /// otherwise with the DNS mapping's name, final.
-    fn first_pass(&mut self, rules: &impl Rules, settings: &Settings) -> Step {
+    fn first_pass(&mut self, rules: &(impl Rules + ?Sized), settings: &Settings) -> Step {
         let dst = self.start.dst.0;
         if let Some(name) = self.fake.clone() {
             let first = self.pass(rules, dst, Some(&name), Ask::RealDst);
@@ -420,7 +426,7 @@ impl Decider {
     /// One rule-engine pass with what is known now.
     fn pass(
         &self,
-        rules: &impl Rules,
+        rules: &(impl Rules + ?Sized),
         dst: SocketAddr,
         host: Option<&str>,
         ask: Ask,
@@ -441,7 +447,7 @@ impl Decider {
 
     fn decided(
         &mut self,
-        rules: &impl Rules,
+        rules: &(impl Rules + ?Sized),
         d: Decision,
         settings: &Settings,
         sniff_while_connecting: bool,

@@ -86,7 +86,7 @@ pub(crate) async fn probe(
     let pick = o.pick_member(member, &dst);
     let fetch = async {
         let io = o
-            .connect(&pick.leaf, &dst)
+            .connect(&pick.exit, &dst)
             .await?
             .ok_or_else(|| std::io::Error::other("rejected"))?;
         let mut io = if url.https {
@@ -118,7 +118,7 @@ pub(crate) async fn probe(
                 .max(1),
         ),
         Ok(Err(e)) => {
-            debug!("health check via {}: {e}", pick.route);
+            debug!("health check via {}: {e}", pick.label);
             None
         }
         Err(_) => None,

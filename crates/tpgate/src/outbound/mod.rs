@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tpgate_core::config::{Config, Member, TargetId};
+use tpgate_core::flow::Verdict;
 use tpgate_core::net::Destination;
 use tracing::warn;
 
@@ -50,28 +51,41 @@ pub(crate) enum Node {
     Group(Arc<Group>),
 }
 
-/// The concrete way out chosen for one flow.
+/// Where a route ends.
 #[derive(Debug, Clone)]
-pub(crate) enum Leaf {
+pub(crate) enum Exit {
     Direct,
+    /// TCP: reset; UDP: drop.
     Reject,
+    /// Say nothing (TCP: hold the connection unanswered for a while).
+    RejectDrop,
     /// Upstreams to go through, first hop first (one element for a plain proxy).
     Chain(Vec<Arc<Upstream>>),
 }
 
-/// A choice made for one flow, with the group members chosen on the way (so a failure can be
-/// reported to the groups that made it).
+/// The concrete path of one flow from the rules' [`Verdict`] through groups to its
+/// [`Exit`], with the group members chosen on the way (so a failure can be reported to the
+/// groups that made it).
 #[derive(Debug, Clone)]
-pub(crate) struct Pick {
-    /// For logs: `auto/dante`, `chain(ms>dante)`.
-    pub(crate) route: String,
-    pub(crate) leaf: Leaf,
+pub(crate) struct Route {
+    /// For logs and the registry: `DIRECT`, `REJECT`, `auto/dante`, `chain(ms>dante)`.
+    pub(crate) label: String,
+    pub(crate) exit: Exit,
     path: Vec<(Arc<Group>, usize)>,
     /// The rule target it was made for (`None` for a health check's member pick).
     target: Option<TargetId>,
 }
 
-impl Pick {
+impl Route {
+    fn fixed(label: &str, exit: Exit) -> Self {
+        Self {
+            label: label.to_owned(),
+            exit,
+            path: Vec::new(),
+            target: None,
+        }
+    }
+
     pub(crate) fn target(&self) -> Option<TargetId> {
         self.target
     }
@@ -157,79 +171,89 @@ impl Outbounds {
         u32::try_from(i).ok().map(TargetId)
     }
 
+    /// The route of a flow to `dst` the rules sent to `verdict`.
+    pub(crate) fn route(&self, verdict: Verdict, dst: &Destination) -> Route {
+        match verdict {
+            Verdict::Direct => Route::fixed("DIRECT", Exit::Direct),
+            Verdict::Reject => Route::fixed("REJECT", Exit::Reject),
+            Verdict::RejectDrop => Route::fixed("REJECT-DROP", Exit::RejectDrop),
+            Verdict::Proxy(id) => self.pick(id, dst),
+        }
+    }
+
     /// Chooses the way out for a flow to `dst` through target `id`.
-    pub(crate) fn pick(&self, id: TargetId, dst: &Destination) -> Pick {
+    pub(crate) fn pick(&self, id: TargetId, dst: &Destination) -> Route {
         let mut p = self.pick_member(Member::Target(id), dst);
         p.target = Some(id);
         p
     }
 
     /// Like [`Self::pick`], from a group member (health checks go through each member).
-    pub(crate) fn pick_member(&self, m: Member, dst: &Destination) -> Pick {
-        let mut pick = Pick {
-            route: String::new(),
-            leaf: Leaf::Reject,
+    pub(crate) fn pick_member(&self, m: Member, dst: &Destination) -> Route {
+        let mut pick = Route {
+            label: String::new(),
+            exit: Exit::Reject,
             path: Vec::new(),
             target: None,
         };
-        pick.leaf = self.resolve(m, dst, &mut pick, 0);
+        pick.exit = self.resolve(m, dst, &mut pick, 0);
         pick
     }
 
-    fn resolve(&self, m: Member, dst: &Destination, pick: &mut Pick, depth: usize) -> Leaf {
-        if !pick.route.is_empty() && !pick.route.ends_with('(') && !pick.route.ends_with('>') {
-            pick.route.push('/');
+    fn resolve(&self, m: Member, dst: &Destination, pick: &mut Route, depth: usize) -> Exit {
+        if !pick.label.is_empty() && !pick.label.ends_with('(') && !pick.label.ends_with('>') {
+            pick.label.push('/');
         }
         let id = match m {
             Member::Direct => {
-                pick.route.push_str("DIRECT");
-                return Leaf::Direct;
+                pick.label.push_str("DIRECT");
+                return Exit::Direct;
             }
             Member::Reject => {
-                pick.route.push_str("REJECT");
-                return Leaf::Reject;
+                pick.label.push_str("REJECT");
+                return Exit::Reject;
             }
             Member::Target(id) => id,
         };
         // Groups cannot form cycles (the loader refuses them); the bound is defence only.
         let Some(node) = self.node(id).filter(|_| depth < 16) else {
-            pick.route.push_str("REJECT");
-            return Leaf::Reject;
+            pick.label.push_str("REJECT");
+            return Exit::Reject;
         };
         match node {
             Node::Upstream(u) => {
-                pick.route.push_str(&u.name);
-                Leaf::Chain(vec![u.clone()])
+                pick.label.push_str(&u.name);
+                Exit::Chain(vec![u.clone()])
             }
             Node::Group(g) if g.is_relay() => {
-                pick.route.push_str(&g.def.name);
-                pick.route.push('(');
+                pick.label.push_str(&g.def.name);
+                pick.label.push('(');
                 let mut chain = Vec::new();
                 for (i, &m) in g.def.members.iter().enumerate() {
                     if i > 0 {
-                        pick.route.push('>');
+                        pick.label.push('>');
                     }
                     match self.resolve(m, dst, pick, depth + 1) {
-                        Leaf::Chain(c) => chain.extend(c),
-                        Leaf::Direct => {}
-                        Leaf::Reject => return Leaf::Reject,
+                        Exit::Chain(c) => chain.extend(c),
+                        Exit::Direct => {}
+                        Exit::Reject | Exit::RejectDrop => return Exit::Reject,
                     }
                 }
-                pick.route.push(')');
+                pick.label.push(')');
                 if chain.is_empty() {
-                    Leaf::Direct
+                    Exit::Direct
                 } else {
-                    Leaf::Chain(chain)
+                    Exit::Chain(chain)
                 }
             }
             Node::Group(g) => {
                 g.touch();
                 let i = g.choose(dst);
-                pick.route.push_str(&g.def.name);
+                pick.label.push_str(&g.def.name);
                 pick.path.push((g.clone(), i));
                 match g.def.members.get(i) {
                     Some(&m) => self.resolve(m, dst, pick, depth + 1),
-                    None => Leaf::Reject,
+                    None => Exit::Reject,
                 }
             }
         }
@@ -282,22 +306,22 @@ impl Outbounds {
         connect_marked(addr, self.ctx.mark).await
     }
 
-    /// Connects to `dst` the way `leaf` says (`None`: rejected).
+    /// Connects to `dst` the way `exit` says (`None`: rejected).
     pub(crate) async fn connect(
         &self,
-        leaf: &Leaf,
+        exit: &Exit,
         dst: &Destination,
     ) -> io::Result<Option<BoxIo>> {
-        match leaf {
-            Leaf::Reject => Ok(None),
-            Leaf::Direct => Ok(Some(Box::new(self.connect_direct(dst).await?))),
-            Leaf::Chain(chain) => self.connect_chain(chain, dst).await.map(Some),
+        match exit {
+            Exit::Reject | Exit::RejectDrop => Ok(None),
+            Exit::Direct => Ok(Some(Box::new(self.connect_direct(dst).await?))),
+            Exit::Chain(chain) => self.connect_chain(chain, dst).await.map(Some),
         }
     }
 
     /// A flow through `pick` failed to connect: the groups that chose it stop choosing that
     /// member until a health check sees it alive again.
-    pub(crate) fn report_failure(&self, pick: &Pick) {
+    pub(crate) fn report_failure(&self, pick: &Route) {
         for (g, i) in &pick.path {
             g.mark_dead(*i);
         }
@@ -307,7 +331,7 @@ impl Outbounds {
     /// against it: a member that cannot carry what was asked (UDP through a TCP-only proxy,
     /// `Unsupported`) is alive, and failing TCP over because of a UDP flow would move every
     /// connection off a working upstream until the next health check.
-    pub(crate) fn report_error(&self, pick: &Pick, e: &io::Error) {
+    pub(crate) fn report_error(&self, pick: &Route, e: &io::Error) {
         if e.kind() != io::ErrorKind::Unsupported {
             self.report_failure(pick);
         }
@@ -371,12 +395,12 @@ mod tests {
         let id = o.id_of("fb").expect("group fb");
         let dst = Destination::Addr("203.0.113.2:7000".parse().expect("addr"));
         let pick = o.pick(id, &dst);
-        assert_eq!(pick.route, "fb/a");
+        assert_eq!(pick.label, "fb/a");
         let no_udp = io::Error::new(io::ErrorKind::Unsupported, "a: udp is not enabled");
         o.report_error(&pick, &no_udp);
-        assert_eq!(o.pick(id, &dst).route, "fb/a", "a lacks UDP but is alive");
+        assert_eq!(o.pick(id, &dst).label, "fb/a", "a lacks UDP but is alive");
         let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
         o.report_error(&pick, &refused);
-        assert_eq!(o.pick(id, &dst).route, "fb/b", "a refused: fail over");
+        assert_eq!(o.pick(id, &dst).label, "fb/b", "a refused: fail over");
     }
 }

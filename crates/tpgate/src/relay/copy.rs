@@ -15,6 +15,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use super::registry::Counters;
+
 /// Large enough that a bulk transfer moves in few system calls (and whole 2022-cipher
 /// chunks), small enough to be cheap while a burst lasts.
 const BUF: usize = 64 * 1024;
@@ -66,12 +68,18 @@ impl BufPool {
 /// Copies both ways until both sides finished (EOF is passed on as a write shutdown, so a
 /// half-closed connection keeps flowing the other way) or nothing moved for `idle`.
 /// Returns bytes (a->b, b->a), or the error that ended it.
-pub(super) async fn relay<A, B>(a: A, b: B, idle: Duration) -> io::Result<(u64, u64)>
+/// `counters` (up: a->b) follow the bytes while it runs.
+pub(super) async fn relay<A, B>(
+    a: A,
+    b: B,
+    idle: Duration,
+    counters: &Counters,
+) -> io::Result<(u64, u64)>
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    relay_with(&POOL, a, b, idle).await
+    relay_with(&POOL, a, b, idle, counters).await
 }
 
 pub(super) async fn relay_with<A, B>(
@@ -79,6 +87,7 @@ pub(super) async fn relay_with<A, B>(
     a: A,
     b: B,
     idle: Duration,
+    counters: &Counters,
 ) -> io::Result<(u64, u64)>
 where
     A: AsyncRead + AsyncWrite + Unpin,
@@ -96,7 +105,10 @@ where
         last: last.clone(),
         start,
     };
-    let (mut ab, mut ba) = (OneWay::new(pool), OneWay::new(pool));
+    let (mut ab, mut ba) = (
+        OneWay::new(pool, &counters.up),
+        OneWay::new(pool, &counters.down),
+    );
     let copy = poll_fn(|cx| {
         let up = ab.poll(cx, &mut a, &mut b)?;
         let down = ba.poll(cx, &mut b, &mut a)?;
@@ -124,6 +136,8 @@ where
 /// One direction of the copy.
 struct OneWay<'p> {
     pool: &'p BufPool,
+    /// The registry's counter of this direction.
+    counter: &'p AtomicU64,
     /// Bytes read and not yet written (`buf[pos..cap]`); `None` while idle.
     buf: Option<Box<[u8]>>,
     pos: usize,
@@ -138,9 +152,10 @@ struct OneWay<'p> {
 }
 
 impl<'p> OneWay<'p> {
-    fn new(pool: &'p BufPool) -> Self {
+    fn new(pool: &'p BufPool, counter: &'p AtomicU64) -> Self {
         Self {
             pool,
+            counter,
             buf: None,
             pos: 0,
             cap: 0,
@@ -190,6 +205,7 @@ impl<'p> OneWay<'p> {
                     }
                     self.pos += n;
                     self.moved += n as u64;
+                    self.counter.fetch_add(n as u64, Ordering::Relaxed);
                     self.unflushed = true;
                 }
             }
@@ -301,9 +317,19 @@ mod tests {
         let pool = BufPool::new(BUF, 4);
         let (client, proxy_a) = pair().await;
         let (proxy_b, server) = pair().await;
-        let relay = relay_with(&pool, proxy_a, proxy_b, Duration::from_secs(5));
+        let counters = Counters::default();
+        let relay = relay_with(&pool, proxy_a, proxy_b, Duration::from_secs(5), &counters);
         let ((up, down), moved) = tokio::join!(exchange_both_ways(client, server), relay);
         assert_eq!(moved.unwrap(), (up, down));
+        let counted = (
+            counters.up.load(Ordering::Relaxed),
+            counters.down.load(Ordering::Relaxed),
+        );
+        assert_eq!(
+            counted,
+            (up, down),
+            "the registry's counters saw every byte"
+        );
         assert_eq!(pool.held(), 0, "every buffer is back once the relay ended");
     }
 
@@ -312,7 +338,8 @@ mod tests {
         let pool = BufPool::new(BUF, 4);
         let (mut client, proxy_a) = pair().await;
         let (proxy_b, mut server) = pair().await;
-        let relay = relay_with(&pool, proxy_a, proxy_b, Duration::from_secs(5));
+        let counters = Counters::default();
+        let relay = relay_with(&pool, proxy_a, proxy_b, Duration::from_secs(5), &counters);
         let talk = async {
             let mut buf = vec![0u8; 100_000];
             for round in 0..3u8 {
@@ -340,7 +367,8 @@ mod tests {
         for seed in 0..8u64 {
             let (mut client, proxy_a) = tokio::io::duplex(97 + seed as usize * 13);
             let (proxy_b, mut server) = tokio::io::duplex(61 + seed as usize * 7);
-            let relay = relay_with(&pool, proxy_a, proxy_b, Duration::from_secs(5));
+            let counters = Counters::default();
+            let relay = relay_with(&pool, proxy_a, proxy_b, Duration::from_secs(5), &counters);
             let data: Vec<u8> = (0..50_000u64)
                 .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 7) as u8)
                 .collect();
@@ -385,7 +413,15 @@ mod tests {
     async fn idle_connections_time_out_and_active_ones_do_not() {
         let (mut client, proxy_a) = tokio::io::duplex(64);
         let (proxy_b, mut server) = tokio::io::duplex(64);
-        let relay = tokio::spawn(relay(proxy_a, proxy_b, Duration::from_secs(10)));
+        let relay = tokio::spawn(async move {
+            relay(
+                proxy_a,
+                proxy_b,
+                Duration::from_secs(10),
+                &Counters::default(),
+            )
+            .await
+        });
         // Activity every 6 s keeps it alive past the 10 s idle limit.
         for _ in 0..3 {
             tokio::time::sleep(Duration::from_secs(6)).await;

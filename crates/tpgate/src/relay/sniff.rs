@@ -19,7 +19,8 @@ const MAX_PEEK: usize = 16 * 1024;
 /// The first read: a typical ClientHello or request head fits.
 const FIRST_READ: usize = 2048;
 
-/// What sniffing learned: the name (when one was found and accepted) and the bytes read.
+/// What sniffing learned: the name (when one was found; the decider applies `skip-domain`)
+/// and the bytes read.
 #[derive(Debug, Default)]
 pub(crate) struct Sniff {
     pub(crate) host: Option<String>,
@@ -78,7 +79,7 @@ pub(crate) async fn tcp_while<F: Future>(
 }
 
 /// Reads into `s.first` until the bytes decide (a name, or not this protocol), the client
-/// stops, [`MAX_PEEK`] bytes, or the timeout; sets `s.host` to an accepted name.
+/// stops, [`MAX_PEEK`] bytes, or the timeout; sets `s.host` to the name found.
 async fn read_name(client: &TcpStream, port: u16, cfg: &Sniffer, s: &mut Sniff) -> io::Result<()> {
     let (tls_port, http_port) = kinds(port, cfg);
     let deadline = Instant::now() + cfg.timeout;
@@ -105,7 +106,7 @@ async fn read_name(client: &TcpStream, port: u16, cfg: &Sniffer, s: &mut Sniff) 
         };
         match (tls, http) {
             (Sniffed::Name(name), _) | (_, Sniffed::Name(name)) => {
-                s.host = cfg.accepts(&name).then_some(name);
+                s.host = Some(name);
                 return Ok(());
             }
             (Sniffed::NotThis, Sniffed::NotThis) => return Ok(()),

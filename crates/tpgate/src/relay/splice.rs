@@ -13,6 +13,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tpgate_sys::{Pipe, PipePool};
 
+use super::registry::Counters;
+
 /// Pipes of 1 MiB move bulk transfers in few syscalls; the kernel charges their pages
 /// only while they hold data.
 const PIPE_SIZE: usize = 1 << 20;
@@ -20,11 +22,21 @@ const PIPE_SIZE: usize = 1 << 20;
 static POOL: PipePool = PipePool::new(PIPE_SIZE, 64);
 
 /// Relays until both directions ended or nothing moved for `idle`; returns bytes
-/// (a->b, b->a).
-pub(super) async fn relay(a: &TcpStream, b: &TcpStream, idle: Duration) -> io::Result<(u64, u64)> {
+/// (a->b, b->a), which `counters` (up: a->b) follow while it runs.
+pub(super) async fn relay(
+    a: &TcpStream,
+    b: &TcpStream,
+    idle: Duration,
+    counters: &Counters,
+) -> io::Result<(u64, u64)> {
     let start = Instant::now();
     let last = AtomicU64::new(0);
-    let both = async { tokio::try_join!(one_way(a, b, &last, start), one_way(b, a, &last, start)) };
+    let both = async {
+        tokio::try_join!(
+            one_way(a, b, &last, start, &counters.up),
+            one_way(b, a, &last, start, &counters.down)
+        )
+    };
     tokio::pin!(both);
     let mut deadline = start + idle;
     loop {
@@ -47,6 +59,7 @@ async fn one_way(
     dst: &TcpStream,
     last: &AtomicU64,
     start: Instant,
+    counter: &AtomicU64,
 ) -> io::Result<u64> {
     let mut total = 0u64;
     loop {
@@ -74,6 +87,7 @@ async fn one_way(
             // On an error the pipe may hold bytes: dropped, not returned.
             drain(&pipe, dst, n).await?;
             total += n as u64;
+            counter.fetch_add(n as u64, Ordering::Relaxed);
             let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
             last.store(ms, Ordering::Relaxed);
         }
@@ -101,16 +115,27 @@ mod tests {
     async fn half_close_and_both_directions_at_once_are_byte_exact() {
         let (client, proxy_a) = pair().await;
         let (proxy_b, server) = pair().await;
-        let relay = async { relay(&proxy_a, &proxy_b, Duration::from_secs(5)).await };
+        let counters = Counters::default();
+        let relay = async { relay(&proxy_a, &proxy_b, Duration::from_secs(5), &counters).await };
         let ((up, down), moved) = tokio::join!(exchange_both_ways(client, server), relay);
         assert_eq!(moved.unwrap(), (up, down));
+        let counted = (
+            counters.up.load(Ordering::Relaxed),
+            counters.down.load(Ordering::Relaxed),
+        );
+        assert_eq!(
+            counted,
+            (up, down),
+            "the registry's counters saw every byte"
+        );
     }
 
     #[tokio::test]
     async fn a_peer_reset_ends_the_relay_with_an_error() {
         let (client, proxy_a) = pair().await;
         let (proxy_b, server) = pair().await;
-        let relay = async { relay(&proxy_a, &proxy_b, Duration::from_secs(5)).await };
+        let counters = Counters::default();
+        let relay = async { relay(&proxy_a, &proxy_b, Duration::from_secs(5), &counters).await };
         let reset = async {
             client.writable().await.unwrap();
             client.try_write(b"hello").unwrap();

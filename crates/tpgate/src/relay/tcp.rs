@@ -13,9 +13,12 @@ use tracing::{debug, info, warn};
 
 use tokio::io::AsyncWriteExt as _;
 
-use super::sniff::{self, Sniff};
-use super::{copy, destination, host_field, origin_name, NameNeed, Shared, Way};
-use crate::outbound::{connect_marked, Leaf, Pick};
+use tpgate_core::flow::{Decided, DirectTo, Need, Refusal, Step};
+
+use super::registry::{Entry, FlowInfo};
+use super::sniff;
+use super::{copy, log_decided, Shared};
+use crate::outbound::{connect_marked, BoxIo, Exit, Route};
 
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long REJECT-DROP holds a connection without answering.
@@ -52,171 +55,210 @@ async fn handle(client: TcpStream, src: SocketAddr, shared: Arc<Shared>) {
         }
     };
     let src = canonical(src);
-    if shared.is_self(dst) {
-        warn!("tcp {src} -> {dst} refused: that is tpgate's own listener");
-        reset(&client);
-        return;
-    }
-    let process = shared.process_of(Network::Tcp, src, dst).await;
-    let port = dst.port();
-    let need = if sniff::applies(port, &shared.sniffer) {
-        shared.name_need(Network::Tcp, src, dst, process.as_ref())
-    } else {
-        NameNeed::Nothing
-    };
-    let (sniffed, early) = match need {
-        NameNeed::Wait => (sniff::tcp(&client, port, &shared.sniffer).await, None),
-        // The name cannot change where the flow goes: connect at once and read the
-        // client's first bytes only meanwhile, so a server that speaks first waits for
-        // nothing.
-        NameNeed::LogOnly => {
-            let connect = direct(dst, None, false, &shared);
-            let (s, server) = sniff::tcp_while(&client, port, &shared.sniffer, connect).await;
-            (s, Some(server))
-        }
-        NameNeed::Nothing => (Ok(Sniff::default()), None),
-    };
-    let sniffed = match sniffed {
-        Ok(s) => s,
-        Err(e) => {
-            debug!("tcp {src} -> {dst} closed while sniffing: {e}");
-            return;
-        }
-    };
-    let Some(name) = shared.flow_name(dst.ip(), sniffed.host) else {
-        info!("tcp {src} -> {dst} rejected: a fake-ip address that stands for no name");
-        reset(&client);
+    let Some((mut decided, mut first)) = decide(&client, src, dst, &shared).await else {
         return;
     };
-    let (host, fake) = (name.host.as_deref(), name.fake);
-    let rules_dst = if fake {
-        shared.rules_dst(Network::Tcp, src, dst, host).await
+    let route = shared.route(&decided);
+    // The name cannot change the verdict: connect at once, and read the client's first
+    // bytes only meanwhile, for the log, so a server that speaks first waits for nothing.
+    let early = if decided.sniff_while_connecting && matches!(route.exit, Exit::Direct) {
+        let sniffer = &shared.settings.sniffer;
+        let connect = direct(&decided, &shared);
+        let (sniffed, server) = sniff::tcp_while(&client, dst.port(), sniffer, connect).await;
+        match sniffed {
+            Ok(s) => {
+                decided.note_sniffed(s.host, &shared.settings);
+                first = s.first;
+            }
+            Err(e) => {
+                debug!("tcp {src} -> {dst} closed while sniffing: {e}");
+                return;
+            }
+        }
+        Some(server)
     } else {
-        dst
+        None
     };
-    let v = shared.decide(Network::Tcp, src, rules_dst, host, process);
-    info!(
-        "tcp {src} -> {dst} origin={}{}{} rule=\"{}\" action={}",
-        origin_name(v.origin),
-        host_field(host),
-        v.who,
-        v.rule,
-        v.route()
-    );
-    let first = sniffed.first;
-    match v.way {
-        Way::Reject => reset(&client),
-        Way::RejectDrop => hold(&client).await,
-        Way::Direct => {
+    log_decided(&decided, &route.label);
+    match route.exit {
+        Exit::Reject => reset(&client),
+        Exit::RejectDrop => hold(&client).await,
+        Exit::Direct if route.target().is_none() => {
             let server = match early {
                 Some(connected) => connected,
-                None => direct(dst, host, fake, &shared).await,
+                None => direct(&decided, &shared).await,
             };
             match server {
-                Ok(server) => relay_direct(client, server, src, dst, first).await,
+                Ok(server) => {
+                    let reg = shared
+                        .registry
+                        .register(FlowInfo::new(&decided, &route.label));
+                    relay_direct(client, server, &decided, first, &reg).await;
+                }
                 Err(e) => {
                     info!("tcp {src} -> {dst} connect failed: {e}");
                     reset(&client);
                 }
             }
         }
-        Way::Proxy(pick) => {
-            let target = destination(dst, host);
-            proxied(client, (src, dst, fake), &target, first, pick, &shared).await;
-        }
+        // Through a proxy or group (which may have chosen DIRECT).
+        _ => proxied(client, &decided, first, route, &shared).await,
     }
 }
 
-/// DIRECT: to the original address, or to the sniffed name with `override-destination`,
-/// or (a fake address) to the name resolved for real.
-async fn direct(
+/// Drives the flow's decider: answers its questions (the owning process, the client's
+/// first bytes, the real address of a fake-ip name) until it decides. `None`: refused, or
+/// the client went away; the connection is dealt with here.
+async fn decide(
+    client: &TcpStream,
+    src: SocketAddr,
     dst: SocketAddr,
-    host: Option<&str>,
-    fake: bool,
     shared: &Shared,
-) -> std::io::Result<TcpStream> {
-    match host {
-        Some(name) if fake => {
-            let real = shared.resolve_real(name, dst.port()).await?;
-            connect_marked(real, shared.routing_mark).await
-        }
-        Some(name) if shared.sniffer.override_destination => {
-            let dest = destination(dst, Some(name));
-            shared.outbounds.connect_direct(&dest).await
-        }
-        _ => connect_marked(dst, shared.routing_mark).await,
-    }
-}
-
-/// Through the picked upstream(s). A failed dial is reported to the groups that chose it and
-/// the choice is made again (fallback and url-test then move on), a bounded number of times.
-async fn proxied(
-    client: TcpStream,
-    (src, dst, fake): (SocketAddr, SocketAddr, bool),
-    target: &Destination,
-    first: Vec<u8>,
-    mut pick: Pick,
-    shared: &Shared,
-) {
-    let o = &shared.outbounds;
-    let by_addr = Destination::Addr(dst);
-    for attempt in 0..3 {
-        // A group that chose DIRECT connects like a DIRECT rule: to the original address
-        // unless `override-destination` says to use the name.
-        let to = match pick.leaf {
-            Leaf::Direct if !shared.sniffer.override_destination && !fake => &by_addr,
-            _ => target,
-        };
-        let connected = match (&pick.leaf, to) {
-            // A fake address's name is resolved by the DNS server's upstreams: the system
-            // resolver may be tpgate itself and answer with the fake address again.
-            (Leaf::Direct, Destination::Domain(name, port)) if fake => {
-                match shared.resolve_real(name, *port).await {
-                    Ok(a) => connect_marked(a, shared.routing_mark)
-                        .await
-                        .map(|s| Some(Box::new(s) as crate::outbound::BoxIo)),
-                    Err(e) => Err(e),
+) -> Option<(Decided, Vec<u8>)> {
+    let mut decider = Shared::decider(Network::Tcp, src, dst);
+    let mut first = Vec::new();
+    loop {
+        match decider.poll(&shared.engine, &*shared.io, &shared.settings) {
+            Step::Need(Need::Process) => {
+                decider.on_process(shared.io.process(Network::Tcp, src, dst).await);
+            }
+            Step::Need(Need::FirstBytes { .. }) => {
+                match sniff::tcp(client, dst.port(), &shared.settings.sniffer).await {
+                    Ok(s) => {
+                        first = s.first;
+                        decider.on_sniffed(s.host, &shared.settings);
+                    }
+                    Err(e) => {
+                        debug!("tcp {src} -> {dst} closed while sniffing: {e}");
+                        return None;
+                    }
                 }
             }
-            _ => o.connect(&pick.leaf, to).await,
+            Step::Need(Need::RealAddr { name }) => {
+                decider.on_real_addr(resolve_for_rules(shared, &name).await);
+            }
+            Step::Refused(r) => {
+                match r {
+                    Refusal::OwnListener => warn!("tcp {src} -> {dst} refused: {}", r.reason()),
+                    Refusal::UnknownFakeIp => info!("tcp {src} -> {dst} rejected: {}", r.reason()),
+                }
+                reset(client);
+                return None;
+            }
+            Step::Decided(d) => return Some((d, first)),
+        }
+    }
+}
+
+/// The real address of fake-ip name `name` for the address rules (`None`: the rules see
+/// the fake one).
+pub(super) async fn resolve_for_rules(shared: &Shared, name: &str) -> Option<std::net::IpAddr> {
+    match shared.io.resolve(name).await {
+        Ok(ip) => {
+            debug!("{name}: resolved to {ip} for the address rules");
+            Some(ip)
+        }
+        Err(e) => {
+            debug!("{name}: not resolved for the address rules ({e})");
+            None
+        }
+    }
+}
+
+/// DIRECT (a DIRECT rule, or a group that chose DIRECT): to the original address, to the
+/// sniffed name with `override-destination`, or (a fake address) to the name resolved
+/// for real.
+async fn direct(d: &Decided, shared: &Shared) -> std::io::Result<TcpStream> {
+    let mark = shared.routing_mark.0;
+    match d.direct_to() {
+        DirectTo::Addr(a) => connect_marked(a, mark).await,
+        DirectTo::FakeName(name, port) => {
+            let real = shared.io.resolve(&name).await?;
+            connect_marked(SocketAddr::new(real, port), mark).await
+        }
+        DirectTo::Name(name, port) => {
+            let dest = Destination::Domain(name, port);
+            shared.outbounds.connect_direct(&dest).await
+        }
+    }
+}
+
+/// The server side of a routed flow.
+enum Server {
+    /// A plain socket (DIRECT): relayed with splice.
+    Plain(TcpStream),
+    /// Through upstreams: relayed by copying.
+    Proxied(BoxIo),
+}
+
+/// Through the route a proxy or group verdict chose. A failed dial is reported to the groups
+/// that chose it and the choice is made again (fallback and url-test then move on), a
+/// bounded number of times.
+async fn proxied(
+    client: TcpStream,
+    d: &Decided,
+    first: Vec<u8>,
+    mut route: Route,
+    shared: &Shared,
+) {
+    let (src, dst) = (d.client.0, d.dst.0);
+    let o = &shared.outbounds;
+    let target = d.destination();
+    for attempt in 0..3 {
+        let connected = match &route.exit {
+            Exit::Reject => return reset(&client),
+            Exit::RejectDrop => return hold(&client).await,
+            Exit::Direct => direct(d, shared).await.map(Server::Plain),
+            Exit::Chain(chain) => o.connect_chain(chain, &target).await.map(Server::Proxied),
         };
         match connected {
-            Ok(Some(server)) => return relay(client, server, src, dst, first).await,
-            Ok(None) => return reset(&client),
-            Err(e) => {
-                o.report_failure(&pick);
-                let again = match pick.target() {
-                    Some(id) if attempt < 2 => o.pick(id, target),
-                    _ => pick.clone(),
+            Ok(server) => {
+                let reg = shared.registry.register(FlowInfo::new(d, &route.label));
+                return match server {
+                    Server::Plain(s) => relay_direct(client, s, d, first, &reg).await,
+                    Server::Proxied(s) => relay(client, s, d, first, &reg).await,
                 };
-                if again.route == pick.route {
-                    info!("tcp {src} -> {dst} via {} failed: {e}", pick.route);
+            }
+            Err(e) => {
+                o.report_failure(&route);
+                let again = match route.target() {
+                    Some(id) if attempt < 2 => o.pick(id, &target),
+                    _ => route.clone(),
+                };
+                if again.label == route.label {
+                    info!("tcp {src} -> {dst} via {} failed: {e}", route.label);
                     return reset(&client);
                 }
                 info!(
                     "tcp {src} -> {dst} via {} failed ({e}); retrying via {}",
-                    pick.route, again.route
+                    route.label, again.label
                 );
-                pick = again;
+                route = again;
             }
         }
     }
     reset(&client);
 }
 
-/// Sends `first` (what sniffing read from the client) on, then relays both ways. The client
-/// socket has `TCP_NODELAY` from the listener; outbound sockets set it when connected.
-async fn relay<S>(
-    client: TcpStream,
-    mut server: S,
-    src: SocketAddr,
-    dst: SocketAddr,
-    first: Vec<u8>,
-) where
+/// Sends `first` (what sniffing read from the client) on, then relays both ways until the
+/// connection ends or its registry entry is closed. The client socket has `TCP_NODELAY`
+/// from the listener; outbound sockets set it when connected.
+async fn relay<S>(mut client: TcpStream, mut server: S, d: &Decided, first: Vec<u8>, reg: &Entry)
+where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    if send_first(&mut server, first, src, dst).await {
-        ended(copy::relay(client, server, IDLE_TIMEOUT).await, src, dst);
+    if send_first(&mut server, first, d).await {
+        let outcome = {
+            let copy = copy::relay(&mut client, server, IDLE_TIMEOUT, &reg.counters);
+            tokio::select! {
+                r = copy => Some(r),
+                () = reg.closed() => None,
+            }
+        };
+        match outcome {
+            Some(r) => ended(r, d),
+            None => closed(&client, d),
+        }
     }
 }
 
@@ -225,25 +267,31 @@ async fn relay<S>(
 async fn relay_direct(
     client: TcpStream,
     mut server: TcpStream,
-    src: SocketAddr,
-    dst: SocketAddr,
+    d: &Decided,
     first: Vec<u8>,
+    reg: &Entry,
 ) {
     if !splice_enabled() {
-        return relay(client, server, src, dst, first).await;
+        return relay(client, server, d, first, reg).await;
     }
-    if send_first(&mut server, first, src, dst).await {
-        ended(
-            super::splice::relay(&client, &server, IDLE_TIMEOUT).await,
-            src,
-            dst,
-        );
+    if send_first(&mut server, first, d).await {
+        let splice = super::splice::relay(&client, &server, IDLE_TIMEOUT, &reg.counters);
+        tokio::select! {
+            r = splice => ended(r, d),
+            () = reg.closed() => closed(&client, d),
+        }
     }
+}
+
+/// Closed from the registry (the controller): the client gets a RST.
+fn closed(client: &TcpStream, d: &Decided) {
+    info!("tcp {} -> {} closed by request", d.client.0, d.dst.0);
+    reset(client);
 }
 
 /// Writes the sniffed bytes to the server; consumes them, so they are not held for the
 /// connection's life. False when the connection ended.
-async fn send_first<S>(server: &mut S, first: Vec<u8>, src: SocketAddr, dst: SocketAddr) -> bool
+async fn send_first<S>(server: &mut S, first: Vec<u8>, d: &Decided) -> bool
 where
     S: tokio::io::AsyncWrite + Unpin,
 {
@@ -253,13 +301,14 @@ where
     match server.write_all(&first).await {
         Ok(()) => true,
         Err(e) => {
-            debug!("tcp {src} -> {dst} ended: {e}");
+            debug!("tcp {} -> {} ended: {e}", d.client.0, d.dst.0);
             false
         }
     }
 }
 
-fn ended(r: std::io::Result<(u64, u64)>, src: SocketAddr, dst: SocketAddr) {
+fn ended(r: std::io::Result<(u64, u64)>, d: &Decided) {
+    let (src, dst) = (d.client.0, d.dst.0);
     match r {
         Ok((up, down)) => debug!("tcp {src} -> {dst} closed up={up} down={down}"),
         Err(e) => debug!("tcp {src} -> {dst} ended: {e}"),

@@ -26,9 +26,11 @@ use tpgate_sys::RecvBatch;
 use tracing::debug;
 
 use super::gauge::{Live, LIVE};
+use super::registry::Registered;
 use super::tcp::canonical;
 use super::Shared;
 use crate::shutdown::Shutdown;
+use tpgate_core::flow::Decider;
 
 /// At most this many flows; when full, the least recently active eighth is evicted.
 const MAX_FLOWS: usize = 16_384;
@@ -61,7 +63,9 @@ enum FlowOut {
 }
 
 struct Pending {
-    /// `Some` while sniffing.
+    /// The flow's decision, under way.
+    decider: Decider,
+    /// `Some` while the decider waits for the first datagrams' name.
     sniffer: Option<QuicSniffer>,
     held: Vec<Bytes>,
 }
@@ -74,8 +78,26 @@ impl Pending {
             self.held.push(Bytes::copy_from_slice(data));
         }
         let sniffer = self.sniffer.as_mut()?;
-        match sniffer.push(data) {
-            Sniffed::NeedMore if self.held.len() < MAX_HELD => None,
+        Self::sniffed(sniffer.push(data), self.held.len())
+    }
+
+    /// Sniffing starts: the datagrams held so far go through the sniffer first. Same
+    /// answer as [`Pending::hold`].
+    fn sniff_held(&mut self) -> Option<Option<String>> {
+        let sniffer = self.sniffer.as_mut()?;
+        let mut last = Sniffed::NeedMore;
+        for d in &self.held {
+            last = sniffer.push(d);
+            if !matches!(last, Sniffed::NeedMore) {
+                break;
+            }
+        }
+        Self::sniffed(last, self.held.len())
+    }
+
+    fn sniffed(s: Sniffed, held: usize) -> Option<Option<String>> {
+        match s {
+            Sniffed::NeedMore if held < MAX_HELD => None,
             Sniffed::Name(n) => Some(Some(n)),
             _ => Some(None),
         }
@@ -85,6 +107,8 @@ impl Pending {
 struct Flow {
     out: FlowOut,
     replier: Option<AbortHandle>,
+    /// Listed in the registry once it has a way out (counts its bytes, can be closed).
+    reg: Option<Registered>,
     /// Milliseconds since `Nat::start` of the last datagram either way; also the flow's
     /// identity (a newer flow under the same key has another clock).
     last: Arc<AtomicU64>,
@@ -231,13 +255,12 @@ impl Nat {
     ) -> Option<Arc<UdpSocket>> {
         if let Some(f) = flows.get_mut(&(src, dst)) {
             f.last.store(now, Ordering::Relaxed);
+            if let Some(r) = &f.reg {
+                r.add_up(data.len());
+            }
             match &mut f.out {
                 FlowOut::Direct(s) => return Some(s.clone()),
-                FlowOut::Held(p) => {
-                    if let Some(host) = p.hold(data) {
-                        self.settle(f, src, dst, host);
-                    }
-                }
+                FlowOut::Held(_) => self.held_datagram(f, (src, dst), data),
                 out => deliver(out, data, src, dst),
             }
             return None;
@@ -248,13 +271,14 @@ impl Nat {
         let mut flow = Flow {
             out: FlowOut::Drop,
             replier: None,
+            reg: None,
             last: Arc::new(AtomicU64::new(now)),
             idle: if dst.port() == 53 { IDLE_DNS } else { IDLE },
             _live: LIVE.enter(),
         };
-        let direct = self.first_datagram(&mut flow, src, dst, data);
+        self.first_datagram(&mut flow, (src, dst), data);
         flows.insert((src, dst), flow);
-        direct
+        None
     }
 }
 

@@ -1,201 +1,184 @@
-//! A new UDP flow: sniff its first datagrams when the port says so, decide it (at once, or
-//! in a task when deciding needs I/O: the owning process, or the real address of a fake-ip
-//! name for address rules), log it, and open its way out.
+//! A new UDP flow: drive its decider (the same one TCP uses) while its datagrams are held,
+//! answering what it asks: the owning process and the real address of a fake-ip name in
+//! tasks (the table is never locked across I/O), the first datagrams by sniffing what is
+//! held and what arrives, for at most the sniffer's timeout. Once decided: log it, open its
+//! way out, register it, and send what was held.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use socket2::Type;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
+use tpgate_core::flow::{Decided, DirectTo, Need, Refusal, Step};
 use tpgate_core::net::{Destination, Network};
 use tpgate_core::sniff::quic::QuicSniffer;
 use tpgate_sys::UdpRole;
 use tracing::{debug, info, warn};
 
 use super::{deliver, pump, Flow, FlowOut, Key, Nat, Pending, QUEUE};
-use crate::outbound::{Leaf, Pick, Upstream};
-use crate::relay::{destination, host_field, origin_name, FlowName, NameNeed, Verdict, Way};
+use crate::outbound::{Exit, Route, Upstream};
+use crate::relay::registry::{Entry, FlowInfo};
+use crate::relay::{log_decided, Shared};
 
 impl Nat {
-    /// Sets up a flow for its first datagram `data`. Returns the socket to send `data` on
-    /// when the flow turned out DIRECT at once (the caller batches the send); otherwise
-    /// `data` was queued, held or dropped here.
-    pub(super) fn first_datagram(
-        self: &Arc<Self>,
-        flow: &mut Flow,
-        src: SocketAddr,
-        dst: SocketAddr,
-        data: &[u8],
-    ) -> Option<Arc<UdpSocket>> {
-        if self.shared.is_self(dst) {
-            warn!("udp {src} -> {dst} refused: that is tpgate's own listener");
-            return None;
-        }
-        // A fake address names itself and a flow rejected by its address needs no name.
-        // (With process rules the verdict waits for the process, so sniff as usual.)
-        let sniffing = self.sniffs(dst.port())
-            && (self.shared.needs_process(src)
-                || self.shared.name_need(Network::Udp, src, dst, None) != NameNeed::Nothing);
+    /// Sets up a flow for its first datagram `data`: held, and the flow decided as far as
+    /// it can be now.
+    pub(super) fn first_datagram(self: &Arc<Self>, flow: &mut Flow, (src, dst): Key, data: &[u8]) {
         let mut pending = Box::new(Pending {
-            sniffer: sniffing.then(QuicSniffer::new),
+            decider: Shared::decider(Network::Udp, src, dst),
+            sniffer: None,
             held: Vec::new(),
         });
-        if sniffing {
-            let done = pending.hold(data);
-            flow.out = FlowOut::Held(pending);
-            match done {
-                Some(host) => self.settle(flow, src, dst, host),
-                None => self.sniff_for_at_most((src, dst), flow.last.clone()),
-            }
-            return None;
-        }
+        pending.hold(data);
         flow.out = FlowOut::Held(pending);
-        self.settle(flow, src, dst, None);
-        match &mut flow.out {
-            FlowOut::Direct(s) => Some(s.clone()),
-            FlowOut::Held(p) => {
-                p.hold(data);
-                None
+        self.advance(flow, (src, dst));
+    }
+
+    /// Another datagram of a flow still being decided: held, and sniffed when the decider
+    /// waits for a name.
+    pub(super) fn held_datagram(self: &Arc<Self>, flow: &mut Flow, key: Key, data: &[u8]) {
+        let FlowOut::Held(p) = &mut flow.out else {
+            return;
+        };
+        if let Some(name) = p.hold(data) {
+            p.sniffer = None;
+            p.decider.on_sniffed(name, &self.shared.settings);
+            self.advance(flow, key);
+        }
+    }
+
+    /// Polls the flow's decider until it needs something that takes time (asked for in a
+    /// task, which comes back here) or decides.
+    fn advance(self: &Arc<Self>, f: &mut Flow, key: Key) {
+        let (src, dst) = key;
+        loop {
+            let FlowOut::Held(p) = &mut f.out else {
+                return;
+            };
+            if p.sniffer.is_some() {
+                return;
             }
-            out => {
-                deliver(out, data, src, dst);
-                None
+            let shared = &self.shared;
+            match p
+                .decider
+                .poll(&shared.engine, &*shared.io, &shared.settings)
+            {
+                Step::Need(Need::Process) => {
+                    let (nat, last) = (self.clone(), f.last.clone());
+                    let lookup = shared.io.process(Network::Udp, src, dst);
+                    tokio::spawn(async move {
+                        let process = lookup.await;
+                        nat.clone().with_flow(key, &last, |f| {
+                            if let FlowOut::Held(p) = &mut f.out {
+                                p.decider.on_process(process);
+                                nat.advance(f, key);
+                            }
+                        });
+                    });
+                    return;
+                }
+                Step::Need(Need::FirstBytes { timeout }) => {
+                    p.sniffer = Some(QuicSniffer::new());
+                    match p.sniff_held() {
+                        Some(name) => {
+                            p.sniffer = None;
+                            p.decider.on_sniffed(name, &shared.settings);
+                        }
+                        None => {
+                            self.sniff_for_at_most(key, f.last.clone(), timeout);
+                            return;
+                        }
+                    }
+                }
+                Step::Need(Need::RealAddr { name }) => {
+                    let (nat, last) = (self.clone(), f.last.clone());
+                    tokio::spawn(async move {
+                        let real = crate::relay::tcp::resolve_for_rules(&nat.shared, &name).await;
+                        nat.clone().with_flow(key, &last, |f| {
+                            if let FlowOut::Held(p) = &mut f.out {
+                                p.decider.on_real_addr(real);
+                                nat.advance(f, key);
+                            }
+                        });
+                    });
+                    return;
+                }
+                Step::Refused(r) => {
+                    match r {
+                        Refusal::OwnListener => warn!("udp {src} -> {dst} refused: {}", r.reason()),
+                        Refusal::UnknownFakeIp => {
+                            info!("udp {src} -> {dst} dropped: {}", r.reason())
+                        }
+                    }
+                    f.out = FlowOut::Drop;
+                    return;
+                }
+                Step::Decided(d) => return self.apply(f, key, &d),
             }
         }
     }
 
-    /// Whether new flows to `port` are sniffed as QUIC first.
-    fn sniffs(&self, port: u16) -> bool {
-        let s = &self.shared.sniffer;
-        s.enable && s.parse_pure_ip && s.quic_ports.iter().any(|r| r.contains(port))
-    }
-
-    /// The client may send nothing more until it hears back: decide with the address when
+    /// The client may send nothing more until it hears back: decide without a name when
     /// the sniffing wait is over.
-    fn sniff_for_at_most(self: &Arc<Self>, key: Key, last: Arc<AtomicU64>) {
-        let (nat, wait) = (self.clone(), self.shared.sniffer.timeout);
+    fn sniff_for_at_most(self: &Arc<Self>, key: Key, last: Arc<AtomicU64>, wait: Duration) {
+        let nat = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
             let n = nat.clone();
             nat.with_flow(key, &last, |f| {
-                if matches!(&f.out, FlowOut::Held(p) if p.sniffer.is_some()) {
-                    debug!("udp {} -> {} sniffing timed out", key.0, key.1);
-                    n.settle(f, key.0, key.1, None);
+                if let FlowOut::Held(p) = &mut f.out {
+                    if p.sniffer.take().is_some() {
+                        debug!("udp {} -> {} sniffing timed out", key.0, key.1);
+                        p.decider.on_sniffed(None, &n.shared.settings);
+                        n.advance(f, key);
+                    }
                 }
             });
         });
     }
 
-    /// Sniffing of a held flow is over (`host`: the name it found): decide it, at once when
-    /// that needs no I/O, else in a task while its datagrams stay held.
-    pub(super) fn settle(
-        self: &Arc<Self>,
-        f: &mut Flow,
-        src: SocketAddr,
-        dst: SocketAddr,
-        host: Option<String>,
-    ) {
-        if let FlowOut::Held(p) = &mut f.out {
-            p.sniffer = None;
-        }
-        let host = host.filter(|h| self.shared.sniffer.accepts(h));
-        let Some(name) = self.shared.flow_name(dst.ip(), host) else {
-            info!("udp {src} -> {dst} dropped: a fake-ip address that stands for no name");
-            f.out = FlowOut::Drop;
-            return;
-        };
-        let host = name.host.as_deref();
-        let resolve = name.fake && self.shared.needs_real_dst(Network::Udp, src, dst, host);
-        if resolve || self.shared.needs_process(src) {
-            let (nat, last) = (self.clone(), f.last.clone());
-            tokio::spawn(async move { nat.decide_later((src, dst), name, resolve, last).await });
-            return;
-        }
-        let v = self.shared.decide(Network::Udp, src, dst, host, None);
-        self.apply(f, src, dst, &name, v);
-    }
-
-    /// Decides a held flow in its own task: its owning process looked up, and (`resolve`)
-    /// its fake address's name resolved for the address rules.
-    async fn decide_later(
-        self: Arc<Self>,
-        (src, dst): Key,
-        name: FlowName,
-        resolve: bool,
-        last: Arc<AtomicU64>,
-    ) {
-        let host = name.host.as_deref();
-        let rules_dst = match host {
-            Some(h) if resolve => self.shared.real_dst_for_rules(h, dst).await,
-            _ => dst,
-        };
-        let v = self
-            .shared
-            .decide_flow(Network::Udp, (src, dst), rules_dst, host)
-            .await;
-        let nat = self.clone();
-        self.with_flow((src, dst), &last, |f| {
-            if matches!(f.out, FlowOut::Held(_)) {
-                nat.apply(f, src, dst, &name, v);
-            }
-        });
-    }
-
-    /// Logs the verdict, opens the flow's way out and sends what was held on it.
-    fn apply(
-        self: &Arc<Self>,
-        f: &mut Flow,
-        src: SocketAddr,
-        dst: SocketAddr,
-        name: &FlowName,
-        v: Verdict,
-    ) {
-        let (host, fake) = (name.host.as_deref(), name.fake);
-        info!(
-            "udp {src} -> {dst} origin={}{}{} rule=\"{}\" action={}",
-            origin_name(v.origin),
-            host_field(host),
-            v.who,
-            v.rule,
-            v.route()
-        );
-        let last = f.last.clone();
-        let direct = |nat: &Arc<Self>| match host {
-            Some(name) if fake => nat.open_direct_named(src, dst, name, last.clone()),
-            _ => nat.open_direct(src, dst, last.clone()),
-        };
-        let opened = match v.way {
-            Way::Direct => Some(direct(self)),
-            Way::Proxy(pick) => match &pick.leaf {
-                Leaf::Direct => Some(direct(self)),
-                Leaf::Reject => None,
-                Leaf::Chain(chain) if chain.len() == 1 => {
-                    let up = chain[0].clone();
-                    let target = destination(dst, host);
-                    Some(self.open_proxied(src, dst, target, up, pick, last.clone()))
-                }
-                Leaf::Chain(_) => {
-                    info!("udp {src} -> {dst} dropped: relay chains carry TCP only");
-                    None
-                }
-            },
-            Way::Reject | Way::RejectDrop => None,
-        };
+    /// Logs the decision, opens the flow's way out, registers it and sends what was held.
+    fn apply(self: &Arc<Self>, f: &mut Flow, (src, dst): Key, d: &Decided) {
+        let route = self.shared.route(d);
+        log_decided(d, &route.label);
         let held = match std::mem::replace(&mut f.out, FlowOut::Drop) {
             FlowOut::Held(p) => p.held,
             _ => Vec::new(),
         };
+        let opened = match &route.exit {
+            Exit::Reject | Exit::RejectDrop => return,
+            Exit::Chain(chain) if chain.len() > 1 => {
+                info!("udp {src} -> {dst} dropped: relay chains carry TCP only");
+                return;
+            }
+            _ => {
+                let reg = self
+                    .shared
+                    .registry
+                    .register(FlowInfo::new(d, &route.label));
+                let entry = reg.entry();
+                f.reg = Some(reg);
+                self.open(f, (src, dst), d, &route, entry)
+            }
+        };
         match opened {
-            Some(Ok((out, task))) => {
+            Ok((out, task)) => {
                 f.out = out;
                 f.replier = Some(task);
             }
-            Some(Err(e)) => info!("udp {src} -> {dst} cannot open: {e}"),
-            None => {}
+            Err(e) => {
+                info!("udp {src} -> {dst} cannot open: {e}");
+                f.reg = None;
+                return;
+            }
+        }
+        if let Some(reg) = &f.reg {
+            reg.add_up(held.iter().map(|d| d.len()).sum());
         }
         match &f.out {
             // What was held goes in one batch.
@@ -211,19 +194,53 @@ impl Nat {
         }
     }
 
+    /// Opens the way out `route` says: DIRECT to the address (UDP has no
+    /// `override-destination`) or to a fake-ip name resolved for real, or one upstream.
+    fn open(
+        self: &Arc<Self>,
+        f: &Flow,
+        key: Key,
+        d: &Decided,
+        route: &Route,
+        entry: Arc<Entry>,
+    ) -> io::Result<(FlowOut, AbortHandle)> {
+        let last = f.last.clone();
+        match (&route.exit, d.direct_to()) {
+            (Exit::Direct, DirectTo::FakeName(name, _)) => {
+                self.open_direct_named(key, &name, last, entry)
+            }
+            (Exit::Direct, _) => self.open_direct(key, last, entry),
+            (Exit::Chain(chain), _) => match chain.first() {
+                Some(up) => {
+                    let hop = (up.clone(), route.clone());
+                    self.open_proxied(key, d.destination(), hop, last, entry)
+                }
+                None => Err(io::Error::new(io::ErrorKind::InvalidInput, "empty chain")),
+            },
+            (Exit::Reject | Exit::RejectDrop, _) => {
+                Err(io::Error::new(io::ErrorKind::InvalidInput, "rejected"))
+            }
+        }
+    }
+
     fn open_direct(
         self: &Arc<Self>,
-        src: SocketAddr,
-        dst: SocketAddr,
+        (src, dst): Key,
         last: Arc<AtomicU64>,
+        entry: Arc<Entry>,
     ) -> io::Result<(FlowOut, AbortHandle)> {
-        let mark = self.shared.routing_mark;
+        let mark = self.shared.routing_mark.0;
         let s = tpgate_sys::outbound_socket(dst.is_ipv6(), Type::DGRAM, mark)?;
         s.connect(&dst.into())?;
         let out = Arc::new(UdpSocket::from_std(s.into())?);
         let reply = self.reply_socket(dst)?;
-        let nat = self.clone();
-        let task = tokio::spawn(pump::replies(out.clone(), reply, src, dst, last, nat));
+        let task = tokio::spawn(pump::replies(
+            self.clone(),
+            (out.clone(), reply),
+            (src, dst),
+            last,
+            entry,
+        ));
         Ok((FlowOut::Direct(out), task.abort_handle()))
     }
 
@@ -231,10 +248,10 @@ impl Nat {
     /// DNS server's upstreams), then relays both ways; datagrams wait in the queue meanwhile.
     fn open_direct_named(
         self: &Arc<Self>,
-        src: SocketAddr,
-        dst: SocketAddr,
+        (src, dst): Key,
         name: &str,
         last: Arc<AtomicU64>,
+        entry: Arc<Entry>,
     ) -> io::Result<(FlowOut, AbortHandle)> {
         let reply = self.reply_socket(dst)?;
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -242,9 +259,9 @@ impl Nat {
             self.clone(),
             name.to_owned(),
             (src, dst),
-            reply,
-            rx,
+            (reply, rx),
             last,
+            entry,
         ));
         Ok((FlowOut::Queue(tx), task.abort_handle()))
     }
@@ -253,23 +270,21 @@ impl Nat {
     /// wait in the bounded queue) and then pumps both ways.
     fn open_proxied(
         self: &Arc<Self>,
-        src: SocketAddr,
-        dst: SocketAddr,
+        (src, dst): Key,
         target: Destination,
-        up: Arc<Upstream>,
-        pick: Pick,
+        hop: (Arc<Upstream>, Route),
         last: Arc<AtomicU64>,
+        entry: Arc<Entry>,
     ) -> io::Result<(FlowOut, AbortHandle)> {
         let reply = self.reply_socket(dst)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let task = tokio::spawn(pump::proxied(
             self.clone(),
-            up,
-            pick,
+            hop,
             (src, dst, target),
-            reply,
-            rx,
+            (reply, rx),
             last,
+            entry,
         ));
         Ok((FlowOut::Queue(tx), task.abort_handle()))
     }
@@ -284,7 +299,7 @@ impl Nat {
             return Ok(s);
         }
         let std =
-            tpgate_sys::transparent_udp_socket(from, self.shared.routing_mark, UdpRole::Reply)?;
+            tpgate_sys::transparent_udp_socket(from, self.shared.routing_mark.0, UdpRole::Reply)?;
         let s = Arc::new(UdpSocket::from_std(std)?);
         pool.insert(from, Arc::downgrade(&s));
         Ok(s)

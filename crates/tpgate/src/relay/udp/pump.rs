@@ -17,7 +17,8 @@ use tpgate_sys::RecvBatch;
 use tracing::{debug, info};
 
 use super::{Nat, MAX_DATAGRAM};
-use crate::outbound::{Pick, Upstream};
+use crate::outbound::{Route, Upstream};
+use crate::relay::registry::Entry;
 
 /// Replies taken from a flow's socket per system call.
 const REPLY_BATCH: usize = 16;
@@ -114,17 +115,21 @@ fn send_each(sock: &UdpSocket, datagrams: &[&[u8]], to: Option<SocketAddr>) -> b
 }
 
 /// Server -> client of a DIRECT flow: everything the flow's socket receives goes back from
-/// `dst`, a batch per system call each way.
+/// `dst`, a batch per system call each way, until the socket fails or the registry closes
+/// the flow.
 pub(super) async fn replies(
-    out: Arc<UdpSocket>,
-    reply: Arc<UdpSocket>,
-    client: SocketAddr,
-    dst: SocketAddr,
-    last: Arc<AtomicU64>,
     nat: Arc<Nat>,
+    (out, reply): (Arc<UdpSocket>, Arc<UdpSocket>),
+    (client, dst): (SocketAddr, SocketAddr),
+    last: Arc<AtomicU64>,
+    entry: Arc<Entry>,
 ) {
     loop {
-        if out.readable().await.is_err() {
+        let ready = tokio::select! {
+            r = out.readable() => r.is_ok(),
+            () = entry.closed() => return closed(&nat, (client, dst), &last),
+        };
+        if !ready {
             return;
         }
         let r = out.try_io(Interest::READABLE, || {
@@ -132,6 +137,7 @@ pub(super) async fn replies(
                 let mut b = b.borrow_mut();
                 let n = b.recv(&*out)?;
                 let got: Vec<&[u8]> = (0..n).filter_map(|i| b.get(i).map(|(_, d)| d)).collect();
+                entry.add_down(got.iter().map(|d| d.len()).sum());
                 send_batch_or_drop(&reply, &got, Some(client));
                 Ok(n)
             })
@@ -149,23 +155,28 @@ pub(super) async fn replies(
     }
 }
 
+/// Closed from the registry: the flow leaves the table, so the client's next datagram is
+/// decided afresh.
+fn closed(nat: &Nat, key: (SocketAddr, SocketAddr), last: &Arc<AtomicU64>) {
+    info!("udp {} -> {} closed by request", key.0, key.1);
+    nat.forget(key, last);
+}
+
 /// A flow through one upstream: open the association, then pump both ways.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn proxied(
     nat: Arc<Nat>,
-    up: Arc<Upstream>,
-    pick: Pick,
+    (up, route): (Arc<Upstream>, Route),
     (client, dst, target): (SocketAddr, SocketAddr, Destination),
-    reply: Arc<UdpSocket>,
-    mut rx: mpsc::Receiver<Bytes>,
+    (reply, mut rx): (Arc<UdpSocket>, mpsc::Receiver<Bytes>),
     last: Arc<AtomicU64>,
+    entry: Arc<Entry>,
 ) {
     let outbounds = &nat.shared.outbounds;
     let (mut tx_half, mut rx_half) = match up.open_udp(&outbounds.ctx, &target).await {
         Ok(halves) => halves,
         Err(e) => {
-            outbounds.report_error(&pick, &e);
-            info!("udp {client} -> {dst} via {} failed: {e}", pick.route);
+            outbounds.report_error(&route, &e);
+            info!("udp {client} -> {dst} via {} failed: {e}", route.label);
             // Forget the flow, so the client's next datagram is decided again (a group has
             // moved off a dead member by now) instead of vanishing until the flow idles out.
             nat.forget((client, dst), &last);
@@ -178,21 +189,23 @@ pub(super) async fn proxied(
             pkt = rx.recv() => match pkt {
                 Some(p) => {
                     if let Err(e) = tx_half.send(&target, &p).await {
-                        debug!("udp {client} -> {dst} via {}: send failed: {e}", pick.route);
+                        debug!("udp {client} -> {dst} via {}: send failed: {e}", route.label);
                     }
                 }
                 None => return,
             },
             r = rx_half.recv(&mut buf) => match r {
                 Ok(n) => {
+                    entry.add_down(n);
                     send_reply(&reply, &buf[..n], client, dst);
                     last.store(nat.now_ms(), Ordering::Relaxed);
                 }
                 Err(e) => {
-                    debug!("udp {client} -> {dst} via {} ended: {e}", pick.route);
+                    debug!("udp {client} -> {dst} via {} ended: {e}", route.label);
                     return;
                 }
             },
+            () = entry.closed() => return closed(&nat, (client, dst), &last),
         }
     }
 }
@@ -202,13 +215,14 @@ pub(super) async fn direct_named(
     nat: Arc<Nat>,
     name: String,
     (client, dst): (SocketAddr, SocketAddr),
-    reply: Arc<UdpSocket>,
-    mut rx: mpsc::Receiver<Bytes>,
+    (reply, mut rx): (Arc<UdpSocket>, mpsc::Receiver<Bytes>),
     last: Arc<AtomicU64>,
+    entry: Arc<Entry>,
 ) {
     let opened = async {
-        let real = nat.shared.resolve_real(&name, dst.port()).await?;
-        let s = tpgate_sys::outbound_socket(real.is_ipv6(), Type::DGRAM, nat.shared.routing_mark)?;
+        let real = SocketAddr::new(nat.shared.io.resolve(&name).await?, dst.port());
+        let mark = nat.shared.routing_mark.0;
+        let s = tpgate_sys::outbound_socket(real.is_ipv6(), Type::DGRAM, mark)?;
         s.connect(&real.into())?;
         Ok::<_, io::Error>((UdpSocket::from_std(s.into())?, real))
     }
@@ -231,6 +245,7 @@ pub(super) async fn direct_named(
             },
             r = out.recv(&mut buf) => match r {
                 Ok(n) => {
+                    entry.add_down(n);
                     send_reply(&reply, &buf[..n], client, dst);
                     last.store(nat.now_ms(), Ordering::Relaxed);
                 }
@@ -240,6 +255,7 @@ pub(super) async fn direct_named(
                     return;
                 }
             },
+            () = entry.closed() => return closed(&nat, (client, dst), &last),
         }
     }
 }

@@ -4,10 +4,16 @@ fn flow(last: u64) -> Flow {
     Flow {
         out: FlowOut::Drop,
         replier: None,
+        reg: None,
         last: Arc::new(AtomicU64::new(last)),
         idle: IDLE,
         _live: LIVE.enter(),
     }
+}
+
+fn decider() -> Decider {
+    let (src, dst) = key(1);
+    Shared::decider(tpgate_core::net::Network::Udp, src, dst)
 }
 
 fn key(i: u16) -> Key {
@@ -48,6 +54,7 @@ fn a_full_table_evicts_the_least_recently_active_flows() {
 #[test]
 fn held_datagrams_are_bounded_and_sniffing_ends_on_non_quic() {
     let mut p = Pending {
+        decider: decider(),
         sniffer: None,
         held: Vec::new(),
     };
@@ -57,9 +64,23 @@ fn held_datagrams_are_bounded_and_sniffing_ends_on_non_quic() {
     assert_eq!(p.held.len(), MAX_HELD);
     assert_eq!(p.held[0].as_ref(), &[0u8]);
     let mut s = Pending {
+        decider: decider(),
         sniffer: Some(QuicSniffer::new()),
         held: Vec::new(),
     };
     assert_eq!(s.hold(b"plain text, not a QUIC Initial"), Some(None));
     assert_eq!(s.held.len(), 1, "the datagram is kept to be sent on");
+}
+
+#[test]
+fn sniffing_what_was_held_before_it_started() {
+    let mut p = Pending {
+        decider: decider(),
+        sniffer: None,
+        held: Vec::new(),
+    };
+    p.hold(b"held before the decider asked for a name");
+    assert_eq!(p.sniff_held(), None, "not sniffing yet");
+    p.sniffer = Some(QuicSniffer::new());
+    assert_eq!(p.sniff_held(), Some(None), "held non-QUIC ends sniffing at once");
 }

@@ -1,5 +1,6 @@
 //! The external controller: the part of mihomo's REST API that dashboards and scripts use
-//! to see proxies and groups and to switch a select group (`PUT /proxies/{group}`). A bad
+//! to see proxies and groups, to switch a select group (`PUT /proxies/{group}`), and to list
+//! and close live connections (`/connections`, from the relay's registry). A bad
 //! request gets a 4xx answer; it never affects the daemon.
 
 use std::collections::BTreeMap;
@@ -10,7 +11,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -19,22 +20,28 @@ use tpgate_core::config::{GroupKind, Member};
 use tracing::{info, warn};
 
 use crate::outbound::{self, Node, Outbounds};
+use crate::relay::registry::Registry;
 use crate::shutdown::Shutdown;
+
+mod connections;
 
 #[derive(Clone)]
 struct Api {
     outbounds: Arc<Outbounds>,
+    /// Live flows, for `/connections`.
+    registry: Arc<Registry>,
     secret: Option<Arc<str>>,
 }
 
 pub(crate) async fn serve(
     listener: TcpListener,
-    outbounds: Arc<Outbounds>,
+    (outbounds, registry): (Arc<Outbounds>, Arc<Registry>),
     secret: Option<String>,
     shutdown: Shutdown,
 ) {
     let api = Api {
         outbounds,
+        registry,
         secret: secret.map(Into::into),
     };
     let app = Router::new()
@@ -43,6 +50,11 @@ pub(crate) async fn serve(
         .route("/proxies", get(proxies))
         .route("/proxies/{name}", get(proxy).put(select))
         .route("/proxies/{name}/delay", get(delay))
+        .route(
+            "/connections",
+            get(connections::list).delete(connections::close_all),
+        )
+        .route("/connections/{id}", delete(connections::close))
         .layer(middleware::from_fn_with_state(api.clone(), auth))
         .with_state(api);
     let stop = async move { shutdown.wait().await };
