@@ -21,6 +21,8 @@ mod splice;
 pub(crate) mod tcp;
 #[cfg(test)]
 mod test_pairs;
+#[cfg(test)]
+pub(crate) mod tests;
 pub(crate) mod udp;
 
 use std::net::SocketAddr;

@@ -45,6 +45,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: 
     }
 }
 
+/// An accepted TPROXY connection: its original destination is its local address.
 async fn handle(client: TcpStream, src: SocketAddr, shared: Arc<Shared>) {
     let _live = super::gauge::LIVE.enter();
     let dst = match client.local_addr() {
@@ -54,8 +55,12 @@ async fn handle(client: TcpStream, src: SocketAddr, shared: Arc<Shared>) {
             return;
         }
     };
-    let src = canonical(src);
-    let Some((mut decided, mut first)) = decide(&client, src, dst, &shared).await else {
+    flow(client, canonical(src), dst, &shared).await;
+}
+
+/// One TCP flow from `src` to the original destination `dst`: decide, route, relay.
+pub(super) async fn flow(client: TcpStream, src: SocketAddr, dst: SocketAddr, shared: &Shared) {
+    let Some((mut decided, mut first)) = decide(&client, src, dst, shared).await else {
         return;
     };
     let route = shared.route(&decided);
@@ -63,7 +68,7 @@ async fn handle(client: TcpStream, src: SocketAddr, shared: Arc<Shared>) {
     // bytes only meanwhile, for the log, so a server that speaks first waits for nothing.
     let early = if decided.sniff_while_connecting && matches!(route.exit, Exit::Direct) {
         let sniffer = &shared.settings.sniffer;
-        let connect = direct(&decided, &shared);
+        let connect = direct(&decided, shared);
         let (sniffed, server) = sniff::tcp_while(&client, dst.port(), sniffer, connect).await;
         match sniffed {
             Ok(s) => {
@@ -86,7 +91,7 @@ async fn handle(client: TcpStream, src: SocketAddr, shared: Arc<Shared>) {
         Exit::Direct if route.target().is_none() => {
             let server = match early {
                 Some(connected) => connected,
-                None => direct(&decided, &shared).await,
+                None => direct(&decided, shared).await,
             };
             match server {
                 Ok(server) => {
@@ -102,7 +107,7 @@ async fn handle(client: TcpStream, src: SocketAddr, shared: Arc<Shared>) {
             }
         }
         // Through a proxy or group (which may have chosen DIRECT).
-        _ => proxied(client, &decided, first, route, &shared).await,
+        _ => proxied(client, &decided, first, route, shared).await,
     }
 }
 

@@ -82,5 +82,52 @@ fn sniffing_what_was_held_before_it_started() {
     p.hold(b"held before the decider asked for a name");
     assert_eq!(p.sniff_held(), None, "not sniffing yet");
     p.sniffer = Some(QuicSniffer::new());
-    assert_eq!(p.sniff_held(), Some(None), "held non-QUIC ends sniffing at once");
+    assert_eq!(
+        p.sniff_held(),
+        Some(None),
+        "held non-QUIC ends sniffing at once"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_flows_are_swept_after_their_own_timeouts_and_active_ones_stay() {
+    let nat = Nat::new(crate::relay::tests::shared(
+        &["MATCH,DIRECT"],
+        Arc::default(),
+        1,
+    ));
+    let (dns, quiet, busy) = (key(1), key(2), key(3));
+    {
+        let mut flows = nat.flows.lock().unwrap();
+        let now = nat.now_ms();
+        for (k, idle) in [(dns, IDLE_DNS), (quiet, IDLE), (busy, IDLE)] {
+            let mut f = flow(now);
+            f.idle = idle;
+            flows.insert(k, f);
+        }
+    }
+    let live = |k: &Key| nat.flows.lock().unwrap().contains_key(k);
+    let touch = || {
+        let now = nat.now_ms();
+        if let Some(f) = nat.flows.lock().unwrap().get(&busy) {
+            f.last.store(now, Ordering::Relaxed);
+        }
+    };
+    let (trigger, stop) = crate::shutdown::channel();
+    let sweeper = tokio::spawn(nat.clone().sweep(stop));
+    // Past the DNS timeout (10 s) and a sweep (every 2 s): only the DNS flow is gone.
+    for _ in 0..13 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        touch();
+    }
+    assert!(!live(&dns) && live(&quiet) && live(&busy));
+    // Past the ordinary timeout (60 s): the quiet flow is gone, the busy one stays.
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        touch();
+    }
+    assert!(!live(&quiet), "idle for more than {IDLE:?}: swept");
+    assert!(live(&busy), "active every second: kept");
+    trigger.fire();
+    sweeper.await.unwrap();
 }
