@@ -9,7 +9,6 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::signal::unix::{signal, SignalKind};
 use tpgate_core::config::Config;
 use tpgate_core::plan::Plan;
-use tpgate_core::rules::RuleEngine;
 use tpgate_sys::UdpRole;
 use tracing::{info, warn};
 
@@ -93,7 +92,7 @@ pub(crate) async fn run(config: Config) -> Result<()> {
     let installed = install::install(&plan).await?;
 
     let shared = Arc::new(Shared {
-        engine: RuleEngine::from_config(&config),
+        engine: config.rule_engine(),
         outbounds: outbounds.clone(),
         routing_mark: config.routing_mark,
         tproxy_port: config.tproxy_port,
