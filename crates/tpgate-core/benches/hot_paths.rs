@@ -1,6 +1,7 @@
 //! Micro-benchmarks of what runs once per connection: deciding a flow against a large rule
 //! list (100,000 domain and CIDR rules, as big blocklists are), loading such a config, and
 //! the sniffers on real captured client hellos. `cargo bench -p tpgate-core`.
+#![forbid(unsafe_code)]
 
 use std::hint::black_box;
 use std::time::Instant;
