@@ -3,6 +3,7 @@
 //! from arbitrary text. Invariants: an answer is always inside the range, a name maps back
 //! to itself while it keeps its address, and a malformed snapshot is an error, not a panic.
 #![no_main]
+#![forbid(unsafe_code)]
 use std::net::{IpAddr, Ipv4Addr};
 
 use tpgate_core::dns::{FakePool, Snapshot};

@@ -4,6 +4,7 @@
 //! cache. Invariants: no panic; a reply parses, is a response, carries the request's id and,
 //! over UDP, fits the size the request allows.
 #![no_main]
+#![forbid(unsafe_code)]
 use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};

@@ -1,6 +1,7 @@
 //! Whatever an HTTP proxy answers to CONNECT must parse or fail cleanly, and a success must
 //! not claim more head than it was given or than the cap allows.
 #![no_main]
+#![forbid(unsafe_code)]
 use tpgate_core::proto::http::{parse_connect_response, MAX_HEAD_LEN};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {

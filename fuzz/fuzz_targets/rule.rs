@@ -1,5 +1,6 @@
 //! A rule line must parse or fail cleanly, and a parsed rule must match without panicking.
 #![no_main]
+#![forbid(unsafe_code)]
 use std::net::SocketAddr;
 
 use tpgate_core::net::{Network, Origin};

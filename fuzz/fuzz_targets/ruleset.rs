@@ -1,6 +1,7 @@
 //! A rule-provider file (any behaviour, either format) must parse or fail cleanly, and a
 //! parsed set must match without panicking.
 #![no_main]
+#![forbid(unsafe_code)]
 use std::net::SocketAddr;
 
 use tpgate_core::net::{Network, Origin};

@@ -1,6 +1,7 @@
 //! Whatever a TCP client sends first, the HTTP sniffer must answer without panicking, and a
 //! name it reports must be a normalised hostname.
 #![no_main]
+#![forbid(unsafe_code)]
 use tpgate_core::sniff::{http::sniff_host, Sniffed};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {

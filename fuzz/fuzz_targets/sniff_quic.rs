@@ -2,6 +2,7 @@
 //! gives a final verdict it must keep giving it. The input is a series of datagrams, each
 //! prefixed by its length as a big-endian u16 (the format of the captured fixtures).
 #![no_main]
+#![forbid(unsafe_code)]
 use tpgate_core::sniff::{quic::QuicSniffer, Sniffed};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {

@@ -1,6 +1,7 @@
 //! Whatever a TCP client sends first, the TLS sniffer must answer without panicking, and a
 //! name it reports must be a normalised hostname that more bytes cannot change.
 #![no_main]
+#![forbid(unsafe_code)]
 use tpgate_core::sniff::{tls::sniff_sni, Sniffed};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {

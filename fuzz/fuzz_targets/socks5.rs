@@ -1,6 +1,7 @@
 //! Whatever a SOCKS5 server or relay sends must parse or fail cleanly, never claiming more
 //! bytes than it was given; what parses must encode back to the same bytes.
 #![no_main]
+#![forbid(unsafe_code)]
 use tpgate_core::proto::{addr, socks5};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {

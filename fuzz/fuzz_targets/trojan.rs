@@ -1,6 +1,7 @@
 //! A Trojan UDP stream must cut into packets or fail cleanly, each packet re-encoding to the
 //! bytes it came from.
 #![no_main]
+#![forbid(unsafe_code)]
 use tpgate_core::proto::trojan::{encode_udp_packet, parse_udp_packet};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {

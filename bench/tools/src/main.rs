@@ -3,6 +3,7 @@
 //! opens and holds thousands of idle TCP connections with a server that accepts and holds
 //! them. Lab tools only: they talk to the addresses they are given and nothing else, and
 //! they print one machine-readable `key=value` result line on stdout.
+#![forbid(unsafe_code)]
 
 mod churn;
 mod hold;

@@ -1,6 +1,7 @@
 //! Micro-benchmarks of what runs once per connection: deciding a flow against a large rule
 //! list (100,000 domain and CIDR rules, as big blocklists are), loading such a config, and
 //! the sniffers on real captured client hellos. `cargo bench -p tpgate-core`.
+#![forbid(unsafe_code)]
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -8,7 +9,7 @@ use std::time::Instant;
 use criterion::{criterion_group, criterion_main, Criterion};
 use tpgate_core::config::load;
 use tpgate_core::net::{Network, Origin};
-use tpgate_core::rules::{FlowMeta, RuleEngine};
+use tpgate_core::rules::FlowMeta;
 use tpgate_core::sniff::{http, quic::QuicSniffer, tls};
 
 const RULES: usize = 100_000;
@@ -56,7 +57,7 @@ fn rules(c: &mut Criterion) {
     let t = Instant::now();
     let loaded = load(&text).expect("config loads");
     eprintln!("loading {RULES} rules took {:?}", t.elapsed());
-    let engine = RuleEngine::from_config(&loaded.config);
+    let engine = loaded.config.rule_engine();
     let cases = [
         (
             "suffix hit",

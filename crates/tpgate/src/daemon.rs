@@ -10,7 +10,6 @@ use tokio::signal::unix::{signal, SignalKind};
 use tpgate_core::config::Config;
 use tpgate_core::flow::Settings;
 use tpgate_core::plan::Plan;
-use tpgate_core::rules::RuleEngine;
 use tpgate_sys::UdpRole;
 use tracing::{info, warn};
 
@@ -106,7 +105,7 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         dns: dns.as_ref().map(|(d, _)| d.clone()),
     };
     let shared = Arc::new(Shared {
-        engine: RuleEngine::from_config(&config),
+        engine: config.rule_engine(),
         settings: Settings {
             tproxy_port: config.tproxy_port,
             sniffer: config.sniffer.clone(),

@@ -6,10 +6,11 @@ use std::net::SocketAddr;
 use ipnet::IpNet;
 
 use crate::net::{Mark, TableId};
-use crate::rules::{Action, Rule};
+use crate::rules::{Action, Rule, RuleEngine};
 
 pub use super::groups::DEFAULT_HEALTH_URL;
 pub use super::proxy::*;
+pub use crate::rules::Mode;
 
 /// The default listener port (mihomo's `tproxy-port` convention).
 pub const DEFAULT_TPROXY_PORT: u16 = 7893;
@@ -85,6 +86,13 @@ impl Config {
         }
     }
 
+    /// The rule engine this config describes: its rules, `mode`, global target and
+    /// `sub-rules`. Here rather than in `rules`, which does not know the config.
+    pub fn rule_engine(&self) -> RuleEngine {
+        RuleEngine::new(self.rules.clone(), self.mode, self.global_action())
+            .with_sub_rules(self.sub_rules.iter().map(|(_, r)| r.clone()).collect())
+    }
+
     /// The name of a target, for logs.
     pub fn target_name(&self, id: TargetId) -> Option<&str> {
         self.target(id).map(|t| match t {
@@ -92,13 +100,6 @@ impl Config {
             Target::Group(g) => g.name.as_str(),
         })
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Rule,
-    Global,
-    Direct,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,10 +4,7 @@
 
 use std::time::Duration;
 
-/// A proxy or group of a [`super::Config`] (see [`super::Config::target`]): proxies are
-/// numbered first, in file order, then groups.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TargetId(pub u32);
+pub use crate::rules::TargetId;
 
 /// A named upstream proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,8 +2,8 @@
 //! set, a table whose route delivers locally (`local default dev lo`), and no other
 //! software's rule sharing those marks.
 
-use super::checks_rules::Halves;
-use super::model::{Fam, Placed};
+use super::halves::{fwmark_rule, table_is_local, Halves};
+use super::model::Placed;
 use super::{Area, Finding, IpRule, Severity, Snapshot};
 use crate::net::Mark;
 use crate::plan::Family;
@@ -15,42 +15,6 @@ fn fam_name(f: Family) -> &'static str {
         Family::V4 => "IPv4",
         Family::V6 => "IPv6",
     }
-}
-
-/// The `fwmark` rule of `family` meant for `mark`: the one whose table delivers locally,
-/// else the one for the configured table, else the first a packet with `mark` takes.
-fn fwmark_rule(snap: &Snapshot, family: Family, mark: u32) -> Option<&IpRule> {
-    let mut rules: Vec<&IpRule> = snap
-        .rules
-        .iter()
-        .flatten()
-        .filter(|r| r.family == family && r.fwmark.is_some() && !r.not && r.takes(mark))
-        .collect();
-    rules.sort_by_key(|r| r.priority);
-    let want = snap.expect.as_ref().map(|e| e.table.0);
-    rules
-        .iter()
-        .find(|r| table_is_local(snap, family, &r.table))
-        .or_else(|| {
-            rules
-                .iter()
-                .find(|r| want.is_some() && r.table_id() == want)
-        })
-        .or_else(|| rules.first())
-        .copied()
-}
-
-fn table_is_local(snap: &Snapshot, family: Family, table: &str) -> bool {
-    snap.routes
-        .iter()
-        .any(|r| r.family == family && r.table == table && r.is_local_default_lo())
-}
-
-/// Whether a packet with `mark` is routed to a table that delivers it locally via lo.
-pub(super) fn routed_to_lo(snap: &Snapshot, fam: Fam, mark: u32) -> bool {
-    fam.families()
-        .iter()
-        .any(|&f| fwmark_rule(snap, f, mark).is_some_and(|r| table_is_local(snap, f, &r.table)))
 }
 
 /// Who else uses a rule, recognised by its well-known table or mark.

@@ -1,48 +1,11 @@
 //! Checks on the ruleset itself: where TPROXY sits, whether both halves exist, the loop
 //! guard of the OUTPUT half, and reply-direction packets.
 
+use super::halves::Halves;
 use super::model::{unreachable, Chain, Cond, Dir, Hook, Placed};
 use super::{Area, Finding, Severity, Snapshot};
-use crate::net::Mark;
 
 const AREA: Area = Area::Ruleset;
-
-/// The TPROXY rules and the OUTPUT marks that feed them, found once for every check.
-pub(super) struct Halves<'a, 'b> {
-    pub(super) tproxy: Vec<&'b Placed<'a>>,
-    /// OUTPUT rules setting a non-zero mark that is meant to loop traffic back for TPROXY.
-    pub(super) output_marks: Vec<(&'b Placed<'a>, Mark)>,
-}
-
-impl<'a, 'b> Halves<'a, 'b> {
-    pub(super) fn find(snap: &Snapshot, flat: &'b [Placed<'a>]) -> Self {
-        let tproxy: Vec<&Placed<'a>> = flat
-            .iter()
-            .filter(|p| p.hook == Hook::Prerouting && p.rule.tproxy().is_some())
-            .collect();
-        let tproxy_marks: Vec<Mark> = tproxy
-            .iter()
-            .filter_map(|p| p.rule.tproxy().and_then(|(_, m)| m))
-            .collect();
-        let output_marks = flat
-            .iter()
-            .filter(|p| p.hook == Hook::Output)
-            .filter_map(|p| p.rule.set_mark().filter(|m| m.value != 0).map(|m| (p, m)))
-            .filter(|(p, m)| {
-                tproxy_marks.iter().any(|t| t.matches(m.value))
-                    || snap
-                        .expect
-                        .as_ref()
-                        .is_some_and(|e| e.fwmark.matches(m.value))
-                    || super::checks_routing::routed_to_lo(snap, p.fam, m.value)
-            })
-            .collect();
-        Self {
-            tproxy,
-            output_marks,
-        }
-    }
-}
 
 pub(super) fn run(snap: &Snapshot, chains: &[Chain], flat: &[Placed<'_>], out: &mut Vec<Finding>) {
     hooks(chains, flat, out);

@@ -7,10 +7,12 @@
 mod checks_host;
 mod checks_routing;
 mod checks_rules;
+mod halves;
 mod iptables;
 mod model;
 mod nft_json;
 mod routing;
+mod ruleset;
 
 #[cfg(test)]
 mod tests;
@@ -243,7 +245,7 @@ pub fn diagnose(snap: &Snapshot) -> Vec<Finding> {
             .fix("sudo tpgate doctor"),
         );
     }
-    let (chains, parse_notes) = model::load(snap);
+    let (chains, parse_notes) = ruleset::load(snap);
     for n in parse_notes {
         out.push(Finding::new("collect", Area::Collection, Severity::Info, n));
     }

@@ -6,7 +6,6 @@
 
 use std::collections::HashSet;
 
-use super::{iptables, nft_json, IptVariant, Snapshot};
 use crate::net::Mark;
 use crate::plan::Family;
 
@@ -201,40 +200,6 @@ impl Placed<'_> {
             })
             .collect()
     }
-}
-
-/// Every chain of the snapshot. nftables tables that iptables-nft manages are skipped when
-/// an iptables-nft dump covers them, so no rule is counted twice.
-pub(super) fn load(snap: &Snapshot) -> (Vec<Chain>, Vec<String>) {
-    let mut notes = Vec::new();
-    let mut chains = Vec::new();
-    let mut ipt_nft_tables: HashSet<(bool, String)> = HashSet::new();
-    for d in &snap.iptables {
-        let parsed = iptables::parse(d);
-        if d.variant == IptVariant::Nft {
-            for c in &parsed {
-                ipt_nft_tables.insert((
-                    d.family == Family::V6,
-                    c.origin.rsplit(' ').next().unwrap_or("").to_owned(),
-                ));
-            }
-        }
-        chains.extend(parsed);
-    }
-    if let Some(json) = &snap.nft_json {
-        match nft_json::parse(json) {
-            Ok(nft) => chains.extend(nft.into_iter().filter(|c| {
-                let table = c.origin.rsplit(' ').next().unwrap_or("");
-                match c.fam {
-                    Fam::V4 => !ipt_nft_tables.contains(&(false, table.to_owned())),
-                    Fam::V6 => !ipt_nft_tables.contains(&(true, table.to_owned())),
-                    Fam::Both => true,
-                }
-            })),
-            Err(e) => notes.push(format!("nft -j list ruleset output unreadable: {e}")),
-        }
-    }
-    (chains, notes)
 }
 
 /// Deepest jump chain followed (the kernel allows 16).

@@ -89,7 +89,7 @@ fn rules(rules: &[&str], subs: &str) -> Counting {
     }
     let loaded = config::load(&yaml).unwrap_or_else(|e| panic!("{yaml}: {e:?}"));
     Counting {
-        engine: RuleEngine::from_config(&loaded.config),
+        engine: loaded.config.rule_engine(),
         passes: Cell::new(0),
     }
 }

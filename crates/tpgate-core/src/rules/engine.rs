@@ -6,8 +6,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::domain::suffix_matches;
-use super::{Action, Decision, FlowMeta, Matcher, RuleEngine};
-use crate::config::Mode;
+use super::{Action, Decision, FlowMeta, Matcher, Mode, RuleEngine};
 
 impl Matcher {
     /// Whether this matcher holds for `flow`. IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`,
@@ -142,8 +141,8 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::config::TargetId;
     use crate::net::{Network, Origin};
+    use crate::rules::TargetId;
     use crate::rules::{parse_rule, PortRange, Rule};
 
     fn flow(src: &str, dst: &str) -> FlowMeta<'static> {

@@ -154,9 +154,8 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::config::Mode;
     use crate::net::{Network, Origin};
-    use crate::rules::{parse_rule, Action, RuleEngine};
+    use crate::rules::{parse_rule, Action, Mode, RuleEngine};
 
     fn rule_text() -> impl Strategy<Value = String> {
         let name = "(a|b|c)(\\.(a|b|c)){0,2}";

@@ -4,8 +4,7 @@
 //! at the rules precomputed as able to ask (see [`Lookers`]), so they cost one decision and
 //! a short scan; neither does I/O.
 
-use super::{Decision, FlowMeta, Matcher, Rule, RuleEngine};
-use crate::config::Mode;
+use super::{Decision, FlowMeta, Matcher, Mode, Rule, RuleEngine};
 
 /// For one rule list: the rules that may want something a flow's first decision lacks, in
 /// order. `SUB-RULE`s are in both: their list may ask.

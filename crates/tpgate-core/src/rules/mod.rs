@@ -10,6 +10,7 @@ mod index;
 mod lookahead;
 mod parse;
 mod ruleset;
+mod target;
 
 pub use domain::{
     normalise as normalise_domain, suffix_matches as domain_suffix_matches, DomainRegex, Wildcard,
@@ -18,6 +19,7 @@ pub use geosite::{geosite_sets, GeoSite, GeoSiteList, SiteAttribute, SiteDomain}
 pub use lookahead::{Ask, Evaluation};
 pub use parse::parse_ports_text;
 pub use ruleset::{Behavior, EntryError, Format, RuleSet, RuleSetHandle};
+pub use target::{Mode, TargetId};
 
 pub(crate) use parse::parse_cidr;
 pub use parse::{parse_rule, parse_rule_with, RuleError};
@@ -27,7 +29,6 @@ use std::net::SocketAddr;
 
 use ipnet::IpNet;
 
-use crate::config::TargetId;
 use crate::net::{Network, Origin};
 
 /// What to do with a flow.
@@ -38,7 +39,7 @@ pub enum Action {
     Reject,
     /// Drop silently (TCP: hold the connection without answering, then close).
     RejectDrop,
-    /// Through a proxy or group of [`crate::config::Config`] (see `Config::target`).
+    /// Through a proxy or group of the config (see [`TargetId`]).
     Proxy(TargetId),
 }
 
@@ -226,14 +227,14 @@ pub struct RuleEngine {
     /// Rules that may look at the real destination address or at the name, so
     /// [`Self::needs_real_dst`] and [`Self::name_matters`] scan only those.
     lookers: lookahead::Lookers,
-    mode: crate::config::Mode,
+    mode: Mode,
     /// What `mode: global` sends every flow to (see `Config::global_action`).
     global: Action,
 }
 
 impl RuleEngine {
     /// `global` is the action of `mode: global`, usually `config.global_action()`.
-    pub fn new(rules: Vec<Rule>, mode: crate::config::Mode, global: Action) -> Self {
+    pub fn new(rules: Vec<Rule>, mode: Mode, global: Action) -> Self {
         Self {
             index: index::Index::build(&rules),
             needs_process: rules.iter().any(|r| r.matcher.is_about_process()),
@@ -244,12 +245,6 @@ impl RuleEngine {
             mode,
             global,
         }
-    }
-
-    /// The engine a loaded config describes.
-    pub fn from_config(config: &crate::config::Config) -> Self {
-        Self::new(config.rules.clone(), config.mode, config.global_action())
-            .with_sub_rules(config.sub_rules.iter().map(|(_, r)| r.clone()).collect())
     }
 
     /// Adds the `sub-rules` lists that `SUB-RULE` rules' `list` positions refer to.
@@ -291,7 +286,7 @@ impl RuleEngine {
         &self.rules
     }
 
-    pub fn mode(&self) -> crate::config::Mode {
+    pub fn mode(&self) -> Mode {
         self.mode
     }
 

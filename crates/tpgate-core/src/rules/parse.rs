@@ -458,7 +458,7 @@ fn port(text: &str) -> Result<u16, RuleError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::TargetId;
+    use crate::rules::TargetId;
 
     fn ok(text: &str) -> Rule {
         parse_rule(text).unwrap_or_else(|e| panic!("{text}: {e}"))

@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tpgate_core::config::Sniffer;
 use tpgate_core::flow::{FakeIp, Settings, Tables};
 use tpgate_core::net::Network;
-use tpgate_core::rules::{PortRange, ProcessInfo, RuleEngine};
+use tpgate_core::rules::{PortRange, ProcessInfo};
 
 use super::registry::Registry;
 use super::{tcp, FlowIo, RoutingMark, Shared};
@@ -89,7 +89,7 @@ pub(crate) fn shared(rules: &[&str], io: Arc<TestIo>, http_port: u16) -> Arc<Sha
         ..Sniffer::default()
     };
     Arc::new(Shared {
-        engine: RuleEngine::from_config(&config),
+        engine: config.rule_engine(),
         settings: Settings {
             tproxy_port: 7893,
             sniffer,

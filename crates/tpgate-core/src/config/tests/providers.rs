@@ -3,7 +3,7 @@
 use super::*;
 use crate::config::ProviderSource;
 use crate::net::{Network, Origin};
-use crate::rules::{Action, Behavior, FlowMeta, RuleEngine};
+use crate::rules::{Action, Behavior, FlowMeta};
 
 #[test]
 fn providers_load_and_bind_to_rules() {
@@ -44,7 +44,7 @@ rules:
         Some(std::time::Duration::from_secs(86400))
     );
     // The inline set is loaded and shared with the rule.
-    let engine = RuleEngine::from_config(c);
+    let engine = c.rule_engine();
     let flow = FlowMeta {
         network: Network::Tcp,
         src: "198.51.100.2:1000".parse().unwrap(),
@@ -118,7 +118,7 @@ rules:
   - DOMAIN-SUFFIX,example,DIRECT
   - MATCH,REJECT
 "#);
-    let engine = RuleEngine::from_config(&l.config);
+    let engine = l.config.rule_engine();
     let flow = |host: &'static str, port: u16, network| FlowMeta {
         network,
         src: "198.51.100.2:1000".parse().unwrap(),

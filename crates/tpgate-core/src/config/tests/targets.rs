@@ -68,7 +68,7 @@ proxy-groups:
     .config;
     assert_eq!(c.global_target, Some(TargetId(3)));
     assert_eq!(c.global_action(), Action::Proxy(TargetId(3)));
-    let engine = crate::rules::RuleEngine::from_config(&c);
+    let engine = c.rule_engine();
     assert_eq!(engine.global(), Action::Proxy(TargetId(3)));
     assert_eq!(Config::default().global_action(), Action::Direct);
 }

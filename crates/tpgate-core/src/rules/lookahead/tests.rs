@@ -3,10 +3,9 @@
 
 use proptest::prelude::*;
 
-use crate::config::Mode;
 use crate::net::{Network, Origin};
 use crate::rules::{
-    parse_rule, Action, Behavior, FlowMeta, Format, Matcher, Rule, RuleEngine, RuleSet,
+    parse_rule, Action, Behavior, FlowMeta, Format, Matcher, Mode, Rule, RuleEngine, RuleSet,
     RuleSetHandle,
 };
 
