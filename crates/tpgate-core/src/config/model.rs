@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use ipnet::IpNet;
 
 use crate::net::{Mark, TableId};
-use crate::rules::{Action, Rule, RuleEngine};
+use crate::rules::{Rule, RuleEngine, Verdict};
 
 pub use super::groups::DEFAULT_HEALTH_URL;
 pub use super::proxy::*;
@@ -78,11 +78,11 @@ impl Config {
 
     /// What `mode: global` does with every flow: the `GLOBAL` group when defined, else the
     /// first proxy, else DIRECT.
-    pub fn global_action(&self) -> Action {
+    pub fn global_action(&self) -> Verdict {
         match self.global_target {
-            Some(id) => Action::Proxy(id),
-            None if !self.proxies.is_empty() => Action::Proxy(TargetId(0)),
-            None => Action::Direct,
+            Some(id) => Verdict::Proxy(id),
+            None if !self.proxies.is_empty() => Verdict::Proxy(TargetId(0)),
+            None => Verdict::Direct,
         }
     }
 

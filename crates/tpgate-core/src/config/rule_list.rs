@@ -6,7 +6,7 @@ use super::decode::check;
 use super::names::{self, Known, Names};
 use super::yaml::{Node, Value};
 use super::{value, Diags, RuleProvider};
-use crate::rules::{parse_rule_with, Action, Rule, RuleError};
+use crate::rules::{parse_rule_with, Rule, RuleError, Verdict};
 
 /// `section`: `rules`, or `sub-rules.NAME` for a sub-rules list (for error paths).
 pub(super) fn rules(
@@ -21,7 +21,7 @@ pub(super) fn rules(
         return Vec::new();
     };
     let lookup = |name: &str| match names.get(name) {
-        Some(Known::Target(id)) => Some(Action::Proxy(id)),
+        Some(Known::Target(id)) => Some(Verdict::Proxy(id)),
         _ => None,
     };
     let mut out = Vec::with_capacity(list.len());

@@ -22,7 +22,7 @@ use crate::net::{ClientAddr, Destination, Network, OrigDst, Origin};
 use crate::rules::{Ask, Decision, Evaluation, FlowMeta, Geo, ProcessInfo, RuleEngine};
 
 /// What the rules answer for a flow.
-pub use crate::rules::Action as Verdict;
+pub use crate::rules::Verdict;
 
 /// What the fake-ip table says about a destination address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -396,13 +396,13 @@ impl Decider {
         }
         let first = self.pass(rules, dst, None, Ask::NameMatters);
         let wait = first.name_matters
-            || match first.decision.action {
+            || match first.decision.verdict {
                 // Upstreams are given the name; override-destination connects to it.
                 Verdict::Proxy(_) => true,
                 Verdict::Direct => settings.sniffer.override_destination,
                 Verdict::Reject | Verdict::RejectDrop => false,
             };
-        match first.decision.action {
+        match first.decision.verdict {
             _ if wait => {
                 self.state = State::Sniffing { first };
                 Step::Need(Need::FirstBytes {
@@ -470,7 +470,7 @@ impl Decider {
             client: self.start.client,
             dst: self.start.dst,
             origin: self.origin,
-            verdict: d.action,
+            verdict: d.verdict,
             rule: rules.describe(&d),
             host,
             host_from,

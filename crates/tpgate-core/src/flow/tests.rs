@@ -744,7 +744,7 @@ proptest! {
             geo: None,
         });
         if !d.sniff_while_connecting {
-            prop_assert_eq!(d.verdict, reference.action, "{:?} {:?}", list, d);
+            prop_assert_eq!(d.verdict, reference.verdict, "{:?} {:?}", list, d);
         }
         // Never sniffs a fake-ip flow; only resolves fake-ip flows.
         let fake = DSTS[dst].starts_with("198.18.");
@@ -761,7 +761,7 @@ proptest! {
                     network, src: sa(client), dst: d.rules_dst, origin: d.origin,
                     host: Some(name), process: process.as_ref(), geo: None,
                 });
-                prop_assert_eq!(with_name.action, Verdict::Direct);
+                prop_assert_eq!(with_name.verdict, Verdict::Direct);
             }
         }
     }

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::domain::suffix_matches;
-use super::{Action, Decision, FlowMeta, Matcher, Mode, RuleEngine};
+use super::{Decision, FlowMeta, Matcher, Mode, RuleEngine, Verdict};
 
 impl Matcher {
     /// Whether this matcher holds for `flow`. IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`,
@@ -85,18 +85,18 @@ impl RuleEngine {
                     self.first_in(&self.rules, &self.index, flow, 0)
                 {
                     return Decision {
-                        action,
+                        verdict: action,
                         rule: Some(index),
                         inner,
                     };
                 }
-                Action::Direct
+                Verdict::Direct
             }
             Mode::Global => self.global,
-            Mode::Direct => Action::Direct,
+            Mode::Direct => Verdict::Direct,
         };
         Decision {
-            action,
+            verdict: action,
             rule: None,
             inner: None,
         }
@@ -112,11 +112,11 @@ impl RuleEngine {
         index: &super::index::Index,
         flow: &FlowMeta<'_>,
         depth: usize,
-    ) -> Option<(usize, Option<(usize, usize)>, Action)> {
+    ) -> Option<(usize, Option<(usize, usize)>, Verdict)> {
         let mut candidate = index.first_match(rules, flow);
         while let Some(i) = candidate {
             let Matcher::SubRule { list, .. } = rules[i].matcher else {
-                return Some((i, None, rules[i].action));
+                return Some((i, None, rules[i].verdict));
             };
             if let Some(sub) = self.subs.get(list).filter(|_| depth < 8) {
                 if let Some((j, inner, action)) =
@@ -159,12 +159,12 @@ mod tests {
 
     fn engine(rules: &[&str], mode: Mode) -> RuleEngine {
         let rules = rules.iter().map(|r| parse_rule(r).unwrap()).collect();
-        RuleEngine::new(rules, mode, Action::Proxy(TargetId(7)))
+        RuleEngine::new(rules, mode, Verdict::Proxy(TargetId(7)))
     }
 
-    fn decided(action: Action, rule: Option<usize>) -> Decision {
+    fn decided(verdict: Verdict, rule: Option<usize>) -> Decision {
         Decision {
-            action,
+            verdict,
             rule,
             inner: None,
         }
@@ -189,27 +189,27 @@ mod tests {
         };
         assert_eq!(
             e.decide(&named("exact.example.com")),
-            decided(Action::Reject, Some(0))
+            decided(Verdict::Reject, Some(0))
         );
         let udp = FlowMeta {
             network: Network::Udp,
             ..named("www.example.com")
         };
-        assert_eq!(e.decide(&udp), decided(Action::RejectDrop, Some(1)));
+        assert_eq!(e.decide(&udp), decided(Verdict::RejectDrop, Some(1)));
         assert_eq!(
             e.decide(&named("www.example.com")),
-            decided(Action::Reject, Some(2))
+            decided(Verdict::Reject, Some(2))
         );
         assert_eq!(
             e.decide(&named("badexample.com")),
-            decided(Action::Direct, Some(3))
+            decided(Verdict::Direct, Some(3))
         );
         assert_eq!(
             e.decide(&named("youtube.com")),
-            decided(Action::Reject, Some(4))
+            decided(Verdict::Reject, Some(4))
         );
         // No name: domain rules never match, NOT of one does.
-        assert_eq!(e.decide(&base), decided(Action::Direct, Some(3)));
+        assert_eq!(e.decide(&base), decided(Verdict::Direct, Some(3)));
     }
 
     #[test]
@@ -253,16 +253,16 @@ mod tests {
             Mode::Rule,
         );
         let f = flow("198.51.100.2:40000", "192.0.2.9:25");
-        assert_eq!(e.decide(&f), decided(Action::Reject, Some(0)));
+        assert_eq!(e.decide(&f), decided(Verdict::Reject, Some(0)));
         let f = flow("198.51.100.2:40000", "192.0.2.9:443");
-        assert_eq!(e.decide(&f), decided(Action::RejectDrop, Some(1)));
+        assert_eq!(e.decide(&f), decided(Verdict::RejectDrop, Some(1)));
         let f = flow("198.51.100.2:40000", "203.0.113.1:443");
-        assert_eq!(e.decide(&f), decided(Action::Direct, None));
+        assert_eq!(e.decide(&f), decided(Verdict::Direct, None));
         let f = FlowMeta {
             network: Network::Udp,
             ..f
         };
-        assert_eq!(e.decide(&f), decided(Action::Reject, Some(2)));
+        assert_eq!(e.decide(&f), decided(Verdict::Reject, Some(2)));
         assert_eq!(
             e.rule(2).map(|r| r.text.as_str()),
             Some("NETWORK,udp,REJECT")
@@ -273,12 +273,12 @@ mod tests {
     fn global_mode_is_the_global_action_and_direct_mode_is_direct() {
         let f = flow("198.51.100.2:1", "192.0.2.9:2");
         let e = engine(&["MATCH,REJECT"], Mode::Global);
-        assert_eq!(e.decide(&f), decided(Action::Proxy(TargetId(7)), None));
-        assert_eq!(e.global(), Action::Proxy(TargetId(7)));
+        assert_eq!(e.decide(&f), decided(Verdict::Proxy(TargetId(7)), None));
+        assert_eq!(e.global(), Verdict::Proxy(TargetId(7)));
         let e = engine(&["MATCH,REJECT"], Mode::Direct);
-        assert_eq!(e.decide(&f), decided(Action::Direct, None));
-        let e = RuleEngine::new(Vec::new(), Mode::Global, Action::Direct);
-        assert_eq!(e.decide(&f), decided(Action::Direct, None));
+        assert_eq!(e.decide(&f), decided(Verdict::Direct, None));
+        let e = RuleEngine::new(Vec::new(), Mode::Global, Verdict::Direct);
+        assert_eq!(e.decide(&f), decided(Verdict::Direct, None));
     }
 
     #[test]
@@ -317,12 +317,12 @@ mod tests {
             Mode::Rule,
         );
         let f = flow("[::ffff:10.1.2.3]:1000", "[2001:db8::1]:80");
-        assert_eq!(e.decide(&f), decided(Action::Reject, Some(0)));
+        assert_eq!(e.decide(&f), decided(Verdict::Reject, Some(0)));
         let f = flow("[2001:db8::2]:1000", "[::ffff:192.0.2.1]:80");
-        assert_eq!(e.decide(&f), decided(Action::RejectDrop, Some(1)));
+        assert_eq!(e.decide(&f), decided(Verdict::RejectDrop, Some(1)));
         let mapped = engine(&["IP-CIDR6,::ffff:0:0/96,REJECT"], Mode::Rule);
         let f = flow("[2001:db8::2]:1000", "[::ffff:192.0.2.1]:80");
-        assert_eq!(mapped.decide(&f), decided(Action::Reject, Some(0)));
+        assert_eq!(mapped.decide(&f), decided(Verdict::Reject, Some(0)));
     }
 
     fn any_net() -> impl Strategy<Value = IpNet> {
@@ -386,19 +386,19 @@ mod tests {
             ranges in proptest::collection::vec((1u16..200, 0u16..50, 0usize..3), 0..8),
             port in 0u16..260,
         ) {
-            let actions = [Action::Direct, Action::Reject, Action::RejectDrop];
+            let actions = [Verdict::Direct, Verdict::Reject, Verdict::RejectDrop];
             let rules: Vec<Rule> = ranges.iter().map(|&(start, len, a)| Rule {
                 matcher: Matcher::DstPort(vec![PortRange { start, end: start + len }]),
-                action: actions[a],
+                verdict: actions[a],
                 no_resolve: false,
                 text: String::new(),
             }).collect();
             let expected = ranges.iter().position(|&(s, len, _)| s <= port && port <= s + len);
-            let e = RuleEngine::new(rules, Mode::Rule, Action::Direct);
+            let e = RuleEngine::new(rules, Mode::Rule, Verdict::Direct);
             let d = e.decide(&with_dst(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
             prop_assert_eq!(d.rule, expected);
-            let action = expected.map_or(Action::Direct, |i| actions[ranges[i].2]);
-            prop_assert_eq!(d.action, action);
+            let action = expected.map_or(Verdict::Direct, |i| actions[ranges[i].2]);
+            prop_assert_eq!(d.verdict, action);
         }
     }
 }

@@ -155,7 +155,7 @@ mod tests {
 
     use super::*;
     use crate::net::{Network, Origin};
-    use crate::rules::{parse_rule, Action, Mode, RuleEngine};
+    use crate::rules::{parse_rule, Mode, RuleEngine, Verdict};
 
     fn rule_text() -> impl Strategy<Value = String> {
         let name = "(a|b|c)(\\.(a|b|c)){0,2}";
@@ -199,7 +199,7 @@ mod tests {
                 geo: None,
             };
             let want = rules.iter().position(|r| r.matcher.matches(&flow));
-            let e = RuleEngine::new(rules, Mode::Rule, Action::Direct);
+            let e = RuleEngine::new(rules, Mode::Rule, Verdict::Direct);
             prop_assert_eq!(e.decide(&flow).rule, want);
         }
     }

@@ -33,7 +33,7 @@ use crate::net::{Network, Origin};
 
 /// What to do with a flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub enum Verdict {
     Direct,
     /// TCP: reset; UDP: drop.
     Reject,
@@ -43,7 +43,7 @@ pub enum Action {
     Proxy(TargetId),
 }
 
-impl fmt::Display for Action {
+impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Direct => "DIRECT",
@@ -150,7 +150,7 @@ pub enum Matcher {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     pub matcher: Matcher,
-    pub action: Action,
+    pub verdict: Verdict,
     /// `no-resolve` was given after the target: the rule never makes a fake-ip flow's name
     /// resolved. On a logic rule it covers every entry (mihomo refuses it there; entries
     /// carry their own, see [`Matcher::NoResolve`]).
@@ -197,7 +197,7 @@ pub struct ProcessInfo {
 /// The outcome: the action and which rule chose it (`None`: mode or no rule matched).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
-    pub action: Action,
+    pub verdict: Verdict,
     pub rule: Option<usize>,
     /// When `rule` is a `SUB-RULE`: the list and the rule in it that decided (see
     /// [`RuleEngine::sub_rule`]).
@@ -229,12 +229,12 @@ pub struct RuleEngine {
     lookers: lookahead::Lookers,
     mode: Mode,
     /// What `mode: global` sends every flow to (see `Config::global_action`).
-    global: Action,
+    global: Verdict,
 }
 
 impl RuleEngine {
     /// `global` is the action of `mode: global`, usually `config.global_action()`.
-    pub fn new(rules: Vec<Rule>, mode: Mode, global: Action) -> Self {
+    pub fn new(rules: Vec<Rule>, mode: Mode, global: Verdict) -> Self {
         Self {
             index: index::Index::build(&rules),
             needs_process: rules.iter().any(|r| r.matcher.is_about_process()),
@@ -291,7 +291,7 @@ impl RuleEngine {
     }
 
     /// The action of `mode: global`.
-    pub fn global(&self) -> Action {
+    pub fn global(&self) -> Verdict {
         self.global
     }
 }

@@ -9,7 +9,7 @@ use ipnet::IpNet;
 
 use super::domain::{normalise, DomainRegex, Wildcard};
 use super::ruleset::RuleSetHandle;
-use super::{Action, Matcher, PortRange, Rule};
+use super::{Matcher, PortRange, Rule, Verdict};
 use crate::net::{Network, Origin};
 
 /// Why a rule string did not become a [`Rule`].
@@ -62,7 +62,7 @@ pub fn parse_rule(text: &str) -> Result<Rule, RuleError> {
 /// resolves a proxy or group name (exactly as written) to its action.
 pub fn parse_rule_with(
     text: &str,
-    targets: impl Fn(&str) -> Option<Action>,
+    targets: impl Fn(&str) -> Option<Verdict>,
 ) -> Result<Rule, RuleError> {
     let text = text.trim();
     let (head, tail) = text.split_once(',').unwrap_or((text, ""));
@@ -111,7 +111,7 @@ fn finish(
     text: &str,
     matcher: Matcher,
     rest: &[&str],
-    targets: impl Fn(&str) -> Option<Action>,
+    targets: impl Fn(&str) -> Option<Verdict>,
 ) -> Result<Rule, RuleError> {
     let target = match rest.first() {
         Some(t) if !t.is_empty() => *t,
@@ -132,16 +132,16 @@ fn finish(
         }
     }
     let action = match target.to_ascii_uppercase().as_str() {
-        "DIRECT" => Action::Direct,
-        "REJECT" => Action::Reject,
-        "REJECT-DROP" => Action::RejectDrop,
+        "DIRECT" => Verdict::Direct,
+        "REJECT" => Verdict::Reject,
+        "REJECT-DROP" => Verdict::RejectDrop,
         _ => targets(target).ok_or_else(|| RuleError::UnknownTarget {
             target: target.to_owned(),
         })?,
     };
     Ok(Rule {
         matcher,
-        action,
+        verdict: action,
         no_resolve,
         text: text.to_owned(),
     })
@@ -224,7 +224,7 @@ fn sub_rule_rule(text: &str, tail: &str) -> Result<Rule, RuleError> {
             name: name.to_owned(),
             list: usize::MAX,
         },
-        action: Action::Direct,
+        verdict: Verdict::Direct,
         no_resolve: false,
         text: text.to_owned(),
     })
@@ -479,13 +479,13 @@ mod tests {
     fn every_supported_type() {
         let r = ok(" ip-cidr , 10.0.0.0/8 , direct ");
         assert_eq!(r.matcher, Matcher::IpCidr(net("10.0.0.0/8")));
-        assert_eq!(r.action, Action::Direct);
+        assert_eq!(r.verdict, Verdict::Direct);
         assert_eq!(r.text, "ip-cidr , 10.0.0.0/8 , direct");
         assert_eq!(
             ok("IP-CIDR,fd00::/8,REJECT").matcher,
             Matcher::IpCidr(net("fd00::/8"))
         );
-        assert_eq!(ok("IP-CIDR6,2001:db8::/32,REJECT").action, Action::Reject);
+        assert_eq!(ok("IP-CIDR6,2001:db8::/32,REJECT").verdict, Verdict::Reject);
         assert_eq!(
             ok("SRC-IP-CIDR,192.0.2.7,reject-drop").matcher,
             Matcher::SrcIpCidr(net("192.0.2.7/32"))
@@ -524,7 +524,7 @@ mod tests {
             Matcher::Origin(Origin::Forwarded)
         );
         assert_eq!(ok("MATCH,DIRECT").matcher, Matcher::Match);
-        assert_eq!(ok("match , Reject-Drop").action, Action::RejectDrop);
+        assert_eq!(ok("match , Reject-Drop").verdict, Verdict::RejectDrop);
     }
 
     #[test]
@@ -590,7 +590,7 @@ mod tests {
                 Matcher::Network(Network::Udp)
             ])
         );
-        assert_eq!(r.action, Action::Reject);
+        assert_eq!(r.verdict, Verdict::Reject);
         let r = ok(
             "OR, ( (DST-PORT,25) , (NOT,((IP-CIDR,10.0.0.0/8,no-resolve))) ) ,DIRECT,no-resolve",
         );
@@ -682,9 +682,9 @@ mod tests {
 
     #[test]
     fn named_targets_go_through_the_lookup() {
-        let lookup = |name: &str| (name == "🚀 Proxy").then_some(Action::Proxy(TargetId(3)));
+        let lookup = |name: &str| (name == "🚀 Proxy").then_some(Verdict::Proxy(TargetId(3)));
         let r = parse_rule_with("DST-PORT,443,🚀 Proxy ,no-resolve", lookup).unwrap();
-        assert_eq!(r.action, Action::Proxy(TargetId(3)));
+        assert_eq!(r.verdict, Verdict::Proxy(TargetId(3)));
         assert!(r.no_resolve);
         assert_eq!(
             parse_rule_with("MATCH,🚀 proxy", lookup),
@@ -693,10 +693,10 @@ mod tests {
             })
         );
         // Built-ins win over the lookup.
-        let all = |_: &str| Some(Action::Proxy(TargetId(0)));
+        let all = |_: &str| Some(Verdict::Proxy(TargetId(0)));
         assert_eq!(
-            parse_rule_with("MATCH,direct", all).unwrap().action,
-            Action::Direct
+            parse_rule_with("MATCH,direct", all).unwrap().verdict,
+            Verdict::Direct
         );
     }
 

@@ -108,7 +108,7 @@ fn every_kind_with_defaults_and_forward_references() {
         ]
     );
     assert_eq!(c.global_target, None);
-    assert_eq!(c.global_action(), Action::Proxy(TargetId(0)));
+    assert_eq!(c.global_action(), Verdict::Proxy(TargetId(0)));
 }
 
 #[test]

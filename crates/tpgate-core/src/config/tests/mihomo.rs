@@ -225,23 +225,26 @@ fn realistic_mihomo_config_loads_with_warnings() {
     let rules: Vec<_> = c
         .rules
         .iter()
-        .map(|r| (r.text.as_str(), r.action))
+        .map(|r| (r.text.as_str(), r.verdict))
         .collect();
     assert_eq!(
         rules,
         [
-            ("DOMAIN-SUFFIX,google.com,Proxy", Action::Proxy(TargetId(5))),
-            ("DOMAIN-KEYWORD,ads,REJECT", Action::Reject),
-            ("GEOSITE,cn,DIRECT", Action::Direct),
-            ("IP-CIDR,192.168.0.0/16,DIRECT,no-resolve", Action::Direct),
+            (
+                "DOMAIN-SUFFIX,google.com,Proxy",
+                Verdict::Proxy(TargetId(5))
+            ),
+            ("DOMAIN-KEYWORD,ads,REJECT", Verdict::Reject),
+            ("GEOSITE,cn,DIRECT", Verdict::Direct),
+            ("IP-CIDR,192.168.0.0/16,DIRECT,no-resolve", Verdict::Direct),
             (
                 "IP-CIDR,198.18.0.0/15,Chain,no-resolve",
-                Action::Proxy(TargetId(9))
+                Verdict::Proxy(TargetId(9))
             ),
-            ("DST-PORT,22,Balance", Action::Proxy(TargetId(8))),
-            ("NETWORK,udp,Auto", Action::Proxy(TargetId(6))),
-            ("GEOIP,CN,DIRECT", Action::Direct),
-            ("MATCH,Proxy", Action::Proxy(TargetId(5))),
+            ("DST-PORT,22,Balance", Verdict::Proxy(TargetId(8))),
+            ("NETWORK,udp,Auto", Verdict::Proxy(TargetId(6))),
+            ("GEOIP,CN,DIRECT", Verdict::Direct),
+            ("MATCH,Proxy", Verdict::Proxy(TargetId(5))),
         ]
     );
     assert!(c

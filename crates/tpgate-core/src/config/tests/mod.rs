@@ -14,7 +14,7 @@ use ipnet::IpNet;
 
 use super::*;
 use crate::net::{Mark, Network, TableId};
-use crate::rules::{Action, Matcher, PortRange};
+use crate::rules::{Matcher, PortRange, Verdict};
 
 fn ok(text: &str) -> Loaded {
     load(text).unwrap_or_else(|e| panic!("{text:?} failed: {e:#?}"))
@@ -167,8 +167,8 @@ rules:
         "IP-CIDR6 , 2001:db8::/32 , direct , no-resolve"
     );
     assert!(c.rules[1].no_resolve);
-    assert_eq!(c.rules[1].action, Action::Direct);
-    assert_eq!(c.rules[2].action, Action::RejectDrop);
+    assert_eq!(c.rules[1].verdict, Verdict::Direct);
+    assert_eq!(c.rules[2].verdict, Verdict::RejectDrop);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 use super::*;
 use crate::config::ProviderSource;
 use crate::net::{Network, Origin};
-use crate::rules::{Action, Behavior, FlowMeta};
+use crate::rules::{Behavior, FlowMeta, Verdict};
 
 #[test]
 fn providers_load_and_bind_to_rules() {
@@ -130,20 +130,23 @@ rules:
     };
     let d = engine.decide(&flow("a.blocked.example", 80, Network::Tcp));
     assert_eq!(
-        (d.action, d.rule, d.inner),
-        (Action::Reject, Some(0), Some((0, 0)))
+        (d.verdict, d.rule, d.inner),
+        (Verdict::Reject, Some(0), Some((0, 0)))
     );
     let r = engine.sub_rule(0, 0).unwrap();
     assert_eq!(r.text, "DOMAIN-SUFFIX,blocked.example,REJECT");
     // Nested: web -> tls.
     let d = engine.decide(&flow("drop.example", 443, Network::Tcp));
-    assert_eq!((d.action, d.inner), (Action::RejectDrop, Some((1, 0))));
+    assert_eq!((d.verdict, d.inner), (Verdict::RejectDrop, Some((1, 0))));
     // The condition holds but no rule of the list matches: the main list goes on.
     let d = engine.decide(&flow("ok.example", 80, Network::Tcp));
-    assert_eq!((d.action, d.rule, d.inner), (Action::Direct, Some(1), None));
+    assert_eq!(
+        (d.verdict, d.rule, d.inner),
+        (Verdict::Direct, Some(1), None)
+    );
     // The condition does not hold.
     let d = engine.decide(&flow("a.blocked.example", 80, Network::Udp));
-    assert_eq!((d.action, d.rule), (Action::Direct, Some(1)));
+    assert_eq!((d.verdict, d.rule), (Verdict::Direct, Some(1)));
 }
 
 #[test]

@@ -172,7 +172,7 @@ fn every_type_parses_into_the_model() {
     assert!(c.groups.is_empty());
     assert_eq!(c.target_name(TargetId(1)), Some("s2"));
     assert_eq!(c.target(TargetId(10)), None);
-    assert_eq!(c.global_action(), Action::Proxy(TargetId(0)));
+    assert_eq!(c.global_action(), Verdict::Proxy(TargetId(0)));
 }
 
 #[test]

@@ -24,14 +24,14 @@ rules:
         .config
         .rules
         .iter()
-        .map(|r| (r.text.as_str(), r.action))
+        .map(|r| (r.text.as_str(), r.verdict))
         .collect();
     assert_eq!(
         actions,
         [
-            ("DST-PORT,22,a", Action::Proxy(TargetId(0))),
-            ("NETWORK,udp,G,no-resolve", Action::Proxy(TargetId(2))),
-            ("MATCH,b", Action::Proxy(TargetId(1))),
+            ("DST-PORT,22,a", Verdict::Proxy(TargetId(0))),
+            ("NETWORK,udp,G,no-resolve", Verdict::Proxy(TargetId(2))),
+            ("MATCH,b", Verdict::Proxy(TargetId(1))),
         ]
     );
     assert_eq!(
@@ -67,10 +67,10 @@ proxy-groups:
     ))
     .config;
     assert_eq!(c.global_target, Some(TargetId(3)));
-    assert_eq!(c.global_action(), Action::Proxy(TargetId(3)));
+    assert_eq!(c.global_action(), Verdict::Proxy(TargetId(3)));
     let engine = c.rule_engine();
-    assert_eq!(engine.global(), Action::Proxy(TargetId(3)));
-    assert_eq!(Config::default().global_action(), Action::Direct);
+    assert_eq!(engine.global(), Verdict::Proxy(TargetId(3)));
+    assert_eq!(Config::default().global_action(), Verdict::Direct);
 }
 
 #[test]

@@ -5,8 +5,8 @@ use proptest::prelude::*;
 
 use crate::net::{Network, Origin};
 use crate::rules::{
-    parse_rule, Action, Behavior, FlowMeta, Format, Matcher, Mode, Rule, RuleEngine, RuleSet,
-    RuleSetHandle,
+    parse_rule, Behavior, FlowMeta, Format, Matcher, Mode, Rule, RuleEngine, RuleSet,
+    RuleSetHandle, Verdict,
 };
 
 fn flow(dst: &str, host: Option<&'static str>) -> FlowMeta<'static> {
@@ -61,7 +61,7 @@ fn engine_with(
             })
             .collect()
     };
-    RuleEngine::new(parse(rules), mode, Action::Direct)
+    RuleEngine::new(parse(rules), mode, Verdict::Direct)
         .with_sub_rules(lists.iter().map(|l| parse(l)).collect())
 }
 
@@ -266,7 +266,7 @@ fn geosite_counts_by_its_list() {
     let h = RuleSetHandle::new("ads");
     h.replace(set);
     *rule.matcher.geosites_mut()[0] = h;
-    let e = RuleEngine::new(vec![rule], Mode::Rule, Action::Direct);
+    let e = RuleEngine::new(vec![rule], Mode::Rule, Verdict::Direct);
     assert!(e.name_matters(&flow("192.0.2.9:443", None)));
 }
 
@@ -370,7 +370,7 @@ proptest! {
         } else {
             holds(&r.matcher, &fake, &real)
         });
-        let e = RuleEngine::new(rules, Mode::Rule, Action::Direct);
+        let e = RuleEngine::new(rules, Mode::Rule, Verdict::Direct);
         if !e.needs_real_dst(&fake) {
             prop_assert_eq!(e.decide(&fake).rule, resolved);
         }
