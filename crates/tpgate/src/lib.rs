@@ -13,6 +13,7 @@ mod dns;
 mod doctor;
 mod geoip;
 mod install;
+mod instance;
 mod local_addrs;
 mod outbound;
 mod owner;
