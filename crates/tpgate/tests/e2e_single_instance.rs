@@ -14,7 +14,6 @@ mod lab;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,8 +24,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use lab::{
-    kill_and_reap, poll, tcp_echo, tpgate_oneshot, Backend, Family, Lab, Netns, TcpEchoServer,
-    Tpgate,
+    kill_and_reap, lock_file, poll, tcp_echo, tpgate_oneshot, Backend, Family, Lab, Netns,
+    TcpEchoServer, Tpgate,
 };
 
 /// A LAN connection slower than this lost a packet (a SYN is retransmitted after 1 s).
@@ -71,12 +70,6 @@ fn second_config(lab: &Lab) -> PathBuf {
 
 fn path_arg(p: &std::path::Path) -> &str {
     p.to_str().expect("utf-8 path")
-}
-
-/// The lock file of the gateway's namespace, named like tpgate names it.
-fn lock_file(lab: &Lab) -> PathBuf {
-    let m = std::fs::metadata(format!("/run/netns/{}", lab.gw.name)).expect("stat netns");
-    PathBuf::from(format!("/run/tpgate/netns-{}-{}.lock", m.dev(), m.ino()))
 }
 
 /// What the probe saw.
@@ -390,7 +383,7 @@ fn down_force_stops_the_instance(backend: Backend, tag: &str) {
     let config = lab.write_config();
     let mut tp = Tpgate::start(&lab, &config);
     let pid = tp.pid().as_raw();
-    let lock = lock_file(&lab);
+    let lock = lock_file(&lab.gw.name).expect("the gateway's lock file name");
     assert_eq!(
         std::fs::read_to_string(&lock)
             .map(|t| t.trim().to_owned())
