@@ -248,6 +248,12 @@ pub(crate) fn take_over(held: Holder, lock: &Path) -> Result<InstanceLock> {
                     info!("tpgate pid {pid} stopped; removing what it left");
                     return Ok(l);
                 }
+                Err(LockError::Held { holder, .. }) if holder.pid.is_some_and(|p| p != pid) => {
+                    bail!(
+                        "tpgate pid {pid} stopped, but another instance ({holder}) started \
+                         meanwhile"
+                    )
+                }
                 Err(LockError::Held { .. }) if Instant::now() < deadline => {
                     std::thread::sleep(RETRY);
                 }
