@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 
-use crate::{daemon, doctor, geoip, install, providers};
+use crate::{daemon, doctor, geoip, install, instance, providers};
 use clap::{Parser, Subcommand};
 use tpgate_core::config::{self, Config, LogLevel};
 use tpgate_core::plan::{render_text, Plan};
@@ -44,8 +44,9 @@ enum Command {
     /// Print what `run` would install; change nothing.
     Plan(ConfigArg),
     /// Remove whatever a tpgate instance may have left (nftables table, iptables chains of
-    /// both variants, policy rules, routes). Idempotent.
-    Down(ConfigArg),
+    /// both variants, policy rules, routes). Idempotent. Refuses while a tpgate runs in this
+    /// network namespace, unless --force.
+    Down(DownArgs),
     /// Explain what is wrong with this machine's TPROXY setup (whoever wrote it) and how
     /// to fix it; read-only. Exit 0 healthy, 1 problems found, 2 usage or config error.
     Doctor(doctor::DoctorArgs),
@@ -56,6 +57,16 @@ struct ConfigArg {
     /// Config file (YAML, Clash/mihomo keys). Without it, the embedded default.
     #[arg(short, long)]
     config: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct DownArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// While a tpgate runs in this network namespace: stop it (SIGTERM, SIGKILL after
+    /// 10 s), so its interception is removed, then remove any leftovers.
+    #[arg(long)]
+    force: bool,
 }
 
 /// The `tpgate` binary's entry point.
@@ -91,10 +102,10 @@ pub fn main() -> ExitCode {
             Ok(cfg) => doctor::run(&a, cfg.as_ref().map(|(c, _)| c)),
             Err(e) => Err(e),
         },
-        Command::Down(_) => {
+        Command::Down(d) => {
             init_logging(LogLevel::Info);
             runtime()
-                .and_then(|rt| rt.block_on(down()))
+                .and_then(|rt| rt.block_on(down(d.force)))
                 .map(|()| ExitCode::SUCCESS)
         }
     };
@@ -188,7 +199,16 @@ fn init_logging(level: LogLevel) {
         .init();
 }
 
-async fn down() -> Result<()> {
+async fn down(force: bool) -> Result<()> {
+    // Held while removing, so a `run` starting meanwhile fails instead of installing
+    // while its rules are being removed.
+    let _instance = match instance::InstanceLock::acquire() {
+        Ok(lock) => lock,
+        Err(instance::LockError::Held { holder, path }) if force => {
+            instance::take_over(holder, &path)?
+        }
+        Err(e) => return Err(e.into()),
+    };
     let table = install::remove_table()?;
     let chains = install::remove_chains()?;
     let routes = install::remove_tagged().await?;

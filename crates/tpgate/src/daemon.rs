@@ -66,6 +66,9 @@ fn acceptors() -> usize {
 }
 
 pub(crate) async fn run(config: Config) -> Result<()> {
+    // Before anything changes (listeners with SO_REUSEPORT could even share a running
+    // instance's port): a second instance must leave the running one's state alone.
+    let _instance = crate::instance::InstanceLock::acquire()?;
     let plan = Plan::new(&config);
     check_sysctls(&plan);
     raise_fd_limit();

@@ -1,8 +1,9 @@
 //! tpgate: a Linux transparent-proxy gateway, the daemon and its command line. The pure
 //! logic (config, rules, ruleset rendering, codecs) is in `tpgate-core` and the raw system
-//! calls in `tpgate-sys`; this crate does the I/O: `daemon` (run), `install` (kernel state),
-//! `relay` (data plane), `outbound`, `dns`, `controller`, `doctor`. It is a library so tests
-//! can drive the daemon in-process; the binary is `src/main.rs`.
+//! calls in `tpgate-sys`; this crate does the I/O: `daemon` (run), `instance` (one per
+//! network namespace), `install` (kernel state), `relay` (data plane), `outbound`, `dns`,
+//! `controller`, `doctor`. It is a library so tests can drive the daemon in-process; the
+//! binary is `src/main.rs`.
 
 #![forbid(unsafe_code)]
 
@@ -13,6 +14,7 @@ mod dns;
 mod doctor;
 mod geoip;
 mod install;
+mod instance;
 mod local_addrs;
 mod outbound;
 mod owner;

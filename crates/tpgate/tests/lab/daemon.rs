@@ -33,6 +33,18 @@ fn tpgate_command(ns: &Netns, args: &[&str]) -> Command {
     cmd
 }
 
+/// Where a tpgate in namespace `name` keeps its single-instance lock: named by the
+/// namespace's nsfs device and inode, as tpgate names it. `None` once the namespace is gone.
+pub(crate) fn lock_file(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(Path::new("/run/netns").join(name)).ok()?;
+    Some(PathBuf::from(format!(
+        "/run/tpgate/netns-{}-{}.lock",
+        m.dev(),
+        m.ino()
+    )))
+}
+
 /// Runs a one-shot subcommand (`check`, `plan`, `down`, or `run` expected to fail) in `ns`.
 pub(crate) fn tpgate_oneshot(ns: &Netns, args: &[&str]) -> CmdOutput {
     run_cmd(tpgate_command(ns, args), CMD_TIMEOUT)

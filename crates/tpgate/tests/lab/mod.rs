@@ -523,6 +523,10 @@ impl Drop for Lab {
     fn drop(&mut self) {
         self.stop_host_processes();
         for name in self.created.iter().rev() {
+            // A SIGKILLed tpgate leaves its (released) lock file in the host's /run.
+            if let Some(lock) = lock_file(name) {
+                let _ = std::fs::remove_file(lock);
+            }
             let out = run("ip", &["netns", "del", name]);
             if !out.success() {
                 eprintln!("lab cleanup: ip netns del {name} failed: {}", out.stderr);
