@@ -43,7 +43,47 @@ fn tcp_through(lab: &Lab, tp: &Tpgate<'_>, egress: impl Fn(Family) -> IpAddr, wh
         tp.expect_flow("tcp", via.local, server.addr, "up");
         let via = lan_tcp(lab, &server, BULK);
         assert_via(via, egress(family), &format!("{what} 1 MiB {family:?}"));
+        server_first(lab, SocketAddr::new(a.server, 25), egress(family), what);
     }
+}
+
+/// A server-first protocol (the server greets, the client answers, as SMTP, SSH, FTP do)
+/// through the upstream: the greeting must arrive well before any long wait, the answer
+/// must reach the server, and the server must see the upstream's address.
+fn server_first(lab: &Lab, addr: SocketAddr, egress: IpAddr, what: &str) {
+    let listener = lab
+        .server
+        .enter(|| std::net::TcpListener::bind(addr))
+        .expect("bind");
+    let server = std::thread::spawn(move || {
+        let (mut s, peer) = listener.accept().expect("accept");
+        s.write_all(b"220 greeting\r\n").expect("greeting");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut buf = [0u8; 6];
+        s.read_exact(&mut buf).expect("client answer");
+        (buf, peer.ip())
+    });
+    let started = std::time::Instant::now();
+    let mut c = tcp_connect(&lab.client, addr).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut greeting = [0u8; 14];
+    c.read_exact(&mut greeting)
+        .unwrap_or_else(|e| panic!("{what}: no greeting from a server-first service: {e}"));
+    let waited = started.elapsed();
+    assert_eq!(&greeting, b"220 greeting\r\n");
+    assert!(
+        waited < Duration::from_secs(3),
+        "{what}: the greeting took {waited:?}"
+    );
+    c.write_all(b"QUIT\r\n").expect("answer");
+    let (answer, peer) = server.join().expect("server");
+    assert_eq!(
+        &answer, b"QUIT\r\n",
+        "{what}: the answer reached the server"
+    );
+    assert_eq!(peer, egress, "{what}: the server saw the upstream");
 }
 
 /// UDP over IPv4 and IPv6 through the upstream: the reply comes from the address asked,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::shutdown::Shutdown;
 use socket2::SockRef;
+use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
 use tpgate_core::net::{Destination, Network};
 use tracing::{debug, info, warn};
@@ -221,7 +222,12 @@ async fn proxied(
                 let reg = shared.registry.register(FlowInfo::new(d, &route.label));
                 return match server {
                     Server::Plain(s) => relay_direct(client, s, d, first, &reg).await,
-                    Server::Proxied(s) => relay(client, s, d, first, &reg).await,
+                    Server::Proxied(mut s) => {
+                        if first.is_empty() && !send_request_if_silent(&client, &mut s, d).await {
+                            return;
+                        }
+                        relay(client, s, d, first, &reg).await
+                    }
                 };
             }
             Err(e) => {
@@ -284,6 +290,58 @@ async fn relay_direct(
         tokio::select! {
             r = splice => ended(r, d),
             () = reg.closed() => closed(&client, d),
+        }
+    }
+}
+
+/// How long a proxied flow waits for the client to speak before the upstream's request
+/// goes out alone. Protocols that send their request with the first data (Shadowsocks)
+/// would otherwise leave a server-first service (SMTP, SSH, FTP) waiting for its client,
+/// and the client for its greeting, forever; waiting briefly first keeps the request and
+/// the client's first bytes in one packet when the client does speak first.
+const CLIENT_SILENT: Duration = Duration::from_millis(100);
+
+/// The client sent nothing yet: when it stays silent for [`CLIENT_SILENT`], an empty write
+/// sends the upstream's request (a no-op for protocols that sent it while connecting).
+/// False when the connection ended.
+async fn send_request_if_silent(client: &TcpStream, server: &mut BoxIo, d: &Decided) -> bool {
+    if client_speaks_within(client, CLIENT_SILENT).await {
+        return true;
+    }
+    let sent = async {
+        server.write(&[]).await?;
+        server.flush().await
+    };
+    match tokio::time::timeout(Duration::from_secs(10), sent).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            info!("tcp {} -> {} request failed: {e}", d.client.0, d.dst.0);
+            false
+        }
+        Err(_) => {
+            info!("tcp {} -> {} request timed out", d.client.0, d.dst.0);
+            false
+        }
+    }
+}
+
+/// Whether the client has bytes (or its end of file) for us within `wait`. Readiness alone
+/// can be stale, so a peek confirms it.
+async fn client_speaks_within(client: &TcpStream, wait: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, client.readable()).await {
+            Err(_) => return false,
+            Ok(Err(_)) => return true,
+            Ok(Ok(())) => {
+                let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+                let peeked =
+                    client.try_io(Interest::READABLE, || SockRef::from(client).peek(&mut b));
+                match peeked {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    _ => return true,
+                }
+            }
         }
     }
 }
