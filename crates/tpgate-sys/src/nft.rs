@@ -25,9 +25,43 @@ pub enum NftError {
     /// The script contained a NUL byte.
     #[error("nftables script contains a NUL byte")]
     Nul,
-    /// The kernel or the parser refused the script; the text is nft's own message.
+    /// The kernel said EPERM: an `owner` table of another live process, or no
+    /// CAP_NET_ADMIN. The text (here and below) is nft's own message.
     #[error("nftables: {0}")]
-    Rejected(String),
+    NotPermitted(String),
+    /// The kernel said EBUSY: the object is in use.
+    #[error("nftables: {0}")]
+    Busy(String),
+    /// The kernel said EEXIST: the object already exists.
+    #[error("nftables: {0}")]
+    Exists(String),
+    /// The kernel said ENOENT: no such table, chain or set.
+    #[error("nftables: {0}")]
+    NotFound(String),
+    /// Any other refusal, by the kernel or by nft's parser.
+    #[error("nftables: {0}")]
+    Other(String),
+}
+
+impl NftError {
+    /// Sorts nft's error message by the errno it reports. libnftables hands back text only;
+    /// the kernel's refusals end in `strerror(errno)`, so this is the one place that reads
+    /// it, and callers match on the variant.
+    fn refused(message: &str) -> Self {
+        let message = message.trim().to_string();
+        let says = |strerror: &str| message.contains(strerror);
+        if says("Operation not permitted") {
+            Self::NotPermitted(message)
+        } else if says("Device or resource busy") {
+            Self::Busy(message)
+        } else if says("File exists") {
+            Self::Exists(message)
+        } else if says("No such file or directory") {
+            Self::NotFound(message)
+        } else {
+            Self::Other(message)
+        }
+    }
 }
 
 /// An nftables context whose netlink socket lives as long as this value.
@@ -64,7 +98,7 @@ impl Nft {
         if rc == 0 {
             Ok(out)
         } else {
-            Err(NftError::Rejected(err.trim().to_string()))
+            Err(NftError::refused(&err))
         }
     }
 
@@ -86,5 +120,35 @@ impl Drop for Nft {
     fn drop(&mut self) {
         // SAFETY: ctx came from nft_ctx_new and is freed exactly once, here.
         unsafe { nft_ctx_free(self.ctx.as_ptr()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NftError;
+
+    #[test]
+    fn refusals_are_sorted_by_the_errno_nft_reports() {
+        let busy = "Error: Could not process rule: Device or resource busy\ndelete table inet tpgate\n^^^^^^^^^^^^^^^^^^^^^^^^^^\n";
+        assert!(
+            matches!(NftError::refused(busy), NftError::Busy(m) if m.starts_with("Error:") && m.ends_with('^'))
+        );
+        let eperm =
+            "Error: Could not process rule: Operation not permitted\ndelete table inet tpgate";
+        assert!(matches!(
+            NftError::refused(eperm),
+            NftError::NotPermitted(_)
+        ));
+        let missing =
+            "Error: No such file or directory\nlist table inet tpgate\n                ^^^^^^";
+        assert!(matches!(NftError::refused(missing), NftError::NotFound(_)));
+        let exists = "Error: Could not process rule: File exists\nadd table inet x";
+        assert!(matches!(NftError::refused(exists), NftError::Exists(_)));
+        let syntax = "Error: syntax error, unexpected newline\nadd tabel inet x\n^^^^^";
+        assert!(matches!(NftError::refused(syntax), NftError::Other(_)));
+        assert_eq!(
+            NftError::refused(" Error: x: File exists \n").to_string(),
+            "nftables: Error: x: File exists"
+        );
     }
 }

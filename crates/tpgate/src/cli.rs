@@ -140,39 +140,48 @@ fn load(path: Option<&Path>) -> Result<(Config, Vec<String>)> {
         ),
         None => ("<default>".to_string(), DEFAULT_CONFIG.to_string()),
     };
-    match config::load(&text) {
-        Ok(mut l) => {
-            let mut warnings: Vec<String> = l
-                .warnings
-                .iter()
-                .map(|d| format!("{name}:{}:{}: warning: {}", d.line, d.col, d.message))
-                .collect();
-            match providers::load_local(&mut l.config, path) {
-                Ok(w) => warnings.extend(w.into_iter().map(|w| with_warning(&w))),
-                Err(errs) => return Err(ConfigErrors(errs).into()),
-            }
-            let geo = geoip::check(&mut l.config, path).and_then(|w| {
-                geoip::load_geosite(&mut l.config, path)?;
-                Ok(w)
-            });
-            match geo {
-                Ok(Some(w)) => warnings.push(format!("warning: {w}")),
-                Ok(None) => {}
-                Err(e) => return Err(ConfigErrors(vec![format!("{e:#}")]).into()),
-            }
-            Ok((l.config, warnings))
-        }
-        Err(errs) => Err(ConfigErrors(errs.iter().map(|d| format!("{name}:{d}")).collect()).into()),
-    }
+    let (config, warnings) = match load_all(&name, &text, path) {
+        Ok(loaded) => loaded,
+        Err(errors) => return Err(ConfigErrors(printed(&errors)).into()),
+    };
+    Ok((config, printed(&warnings)))
 }
 
-/// `PATH:LINE:COL: message` -> `PATH:LINE:COL: warning: message`.
-fn with_warning(w: &str) -> String {
-    let mut parts = w.splitn(4, ':');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(p), Some(l), Some(c), Some(m)) => format!("{p}:{l}:{c}: warning:{m}"),
-        _ => format!("warning: {w}"),
+/// The config in `text` (read from `path`, called `name`), the rule providers' files and the
+/// geo databases it names; the warnings of all of them, or the errors.
+fn load_all(
+    name: &str,
+    text: &str,
+    path: Option<&Path>,
+) -> Result<(Config, Vec<config::FileDiagnostic>), Vec<config::FileDiagnostic>> {
+    use config::{FileDiagnostic, Severity};
+    let of_config = |severity, ds: &[config::Diagnostic]| -> Vec<FileDiagnostic> {
+        ds.iter()
+            .map(|d| FileDiagnostic::of_config(name, severity, d))
+            .collect()
+    };
+    let mut l = config::load(text).map_err(|errs| of_config(Severity::Error, &errs))?;
+    let mut warnings = of_config(Severity::Warning, &l.warnings);
+    warnings.extend(providers::load_local(&mut l.config, path)?);
+    let geo = geoip::check(&mut l.config, path).and_then(|w| {
+        geoip::load_geosite(&mut l.config, path)?;
+        Ok(w)
+    });
+    match geo {
+        Ok(w) => warnings.extend(w.map(|w| FileDiagnostic::general(Severity::Warning, w))),
+        Err(e) => {
+            return Err(vec![FileDiagnostic::general(
+                Severity::Error,
+                format!("{e:#}"),
+            )])
+        }
     }
+    Ok((l.config, warnings))
+}
+
+/// Each diagnostic as `tpgate check` prints it (`FILE:LINE:COL: [warning: ]message`).
+fn printed(diagnostics: &[config::FileDiagnostic]) -> Vec<String> {
+    diagnostics.iter().map(ToString::to_string).collect()
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

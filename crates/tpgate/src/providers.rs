@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper::body::Bytes;
-use tpgate_core::config::{Config, ProviderSource, RuleProvider, Tls};
-use tpgate_core::rules::RuleSet;
+use tpgate_core::config::{Config, FileDiagnostic, ProviderSource, RuleProvider, Severity, Tls};
+use tpgate_core::rules::{EntryError, RuleSet};
 use tracing::{info, warn};
 
 use crate::outbound::{Outbounds, TlsClient, Url};
@@ -24,12 +24,12 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 const RETRY: Duration = Duration::from_secs(300);
 
 /// Makes relative provider paths relative to the config file's directory (mihomo's rule),
-/// then loads every file provider and every http provider's cache. Errors are
-/// `PATH:LINE:COL: message`; warnings the same with `warning:`.
+/// then loads every file provider and every http provider's cache. Returns the warnings, or
+/// the errors; each names the provider's file and, when it is about one entry, its position.
 pub(crate) fn load_local(
     config: &mut Config,
     config_path: Option<&Path>,
-) -> Result<Vec<String>, Vec<String>> {
+) -> Result<Vec<FileDiagnostic>, Vec<FileDiagnostic>> {
     let base = config_dir(config_path);
     let (mut warnings, mut errors) = (Vec::new(), Vec::new());
     for p in &mut config.rule_providers {
@@ -46,28 +46,44 @@ pub(crate) fn load_local(
             Ok(t) => t,
             Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => {
-                errors.push(format!(
-                    "{}: rule provider `{}`: {e}",
-                    full.display(),
-                    p.name
+                errors.push(FileDiagnostic::in_file(
+                    full.display().to_string(),
+                    Severity::Error,
+                    format!("rule provider `{}`: {e}", p.name),
                 ));
                 continue;
             }
         };
+        let entry = |severity, e: &EntryError, message: String| {
+            FileDiagnostic::at(
+                full.display().to_string(),
+                (e.line, e.col),
+                severity,
+                message,
+            )
+        };
         match RuleSet::parse(p.behavior, p.format, &text) {
             Ok((set, w)) => {
-                warnings.extend(w.iter().map(|w| format!("{}:{w}", full.display())));
+                warnings.extend(
+                    w.iter()
+                        .map(|w| entry(Severity::Warning, w, w.message.clone())),
+                );
                 p.handle.replace(set);
             }
             Err(errs) if required => {
-                errors.extend(errs.iter().map(|e| format!("{}:{e}", full.display())));
+                errors.extend(
+                    errs.iter()
+                        .map(|e| entry(Severity::Error, e, e.message.clone())),
+                );
             }
             // A broken cache is downloaded again.
-            Err(errs) => warnings.push(format!(
-                "{}:{}: cached rule provider `{}` unreadable, will download again",
-                full.display(),
-                errs[0],
-                p.name
+            Err(errs) => warnings.push(entry(
+                Severity::Warning,
+                &errs[0],
+                format!(
+                    "{}: cached rule provider `{}` unreadable, will download again",
+                    errs[0].message, p.name
+                ),
             )),
         }
     }

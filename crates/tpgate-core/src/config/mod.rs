@@ -13,6 +13,7 @@ mod controller;
 mod cycles;
 mod decode;
 mod dns;
+mod file_diagnostic;
 mod groups;
 mod intercept;
 mod keys;
@@ -31,6 +32,7 @@ mod yaml;
 mod tests;
 
 pub use dns::{Dns, EnhancedMode, FilterMode, DEFAULT_FAKE_IP_RANGE};
+pub use file_diagnostic::{FileDiagnostic, Severity};
 pub use model::*;
 pub use nameserver::{parse_nameserver, Nameserver, Transport, Unusable};
 pub use providers::{ProviderSource, RuleProvider};

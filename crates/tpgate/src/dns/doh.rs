@@ -19,6 +19,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tpgate_core::config::Nameserver;
 use tracing::debug;
 
+use super::error::UpstreamError;
+
 /// Kept connections per server beyond those in use.
 const MAX_IDLE: usize = 4;
 /// A kept connection unused this long is closed rather than reused.
@@ -41,8 +43,8 @@ impl std::fmt::Debug for DohPool {
 /// Why an exchange failed: the connection (worth a retry on a new one when it was a kept
 /// one), or the server's answer.
 enum Failure {
-    Connection(io::Error),
-    Answer(io::Error),
+    Connection(UpstreamError),
+    Answer(UpstreamError),
 }
 
 impl DohPool {
@@ -75,7 +77,7 @@ impl DohPool {
                         ns.text
                     );
                 }
-                Err(Failure::Connection(e) | Failure::Answer(e)) => return Err(e),
+                Err(Failure::Connection(e) | Failure::Answer(e)) => return Err(e.into()),
             }
         }
     }
@@ -116,7 +118,7 @@ where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let io = hyper_util::rt::TokioIo::new(stream);
-    let (sender, conn) = http1::handshake(io).await.map_err(io::Error::other)?;
+    let (sender, conn) = http1::handshake(io).await.map_err(UpstreamError::Http)?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             debug!("doh connection: {e}");
@@ -137,23 +139,19 @@ async fn post(sender: &mut Sender, ns: &Nameserver, query: &[u8]) -> Result<Mess
         .header(hyper::header::CONTENT_TYPE, "application/dns-message")
         .header(hyper::header::ACCEPT, "application/dns-message")
         .body(Full::new(Bytes::copy_from_slice(query)))
-        .map_err(|e| Failure::Answer(io::Error::other(e)))?;
+        .map_err(|e| Failure::Answer(UpstreamError::Request(e)))?;
     let resp = sender
         .send_request(req)
         .await
-        .map_err(|e| Failure::Connection(io::Error::other(e)))?;
+        .map_err(|e| Failure::Connection(UpstreamError::Http(e)))?;
     if !resp.status().is_success() {
-        return Err(Failure::Answer(io::Error::other(format!(
-            "HTTP {}",
-            resp.status()
-        ))));
+        return Err(Failure::Answer(UpstreamError::Status(resp.status())));
     }
     let body = resp
         .into_body()
         .collect()
         .await
-        .map_err(|e| Failure::Answer(io::Error::other(e)))?
+        .map_err(|e| Failure::Answer(UpstreamError::Http(e)))?
         .to_bytes();
-    Message::from_vec(&body)
-        .map_err(|e| Failure::Answer(io::Error::new(io::ErrorKind::InvalidData, e.to_string())))
+    Message::from_vec(&body).map_err(|e| Failure::Answer(UpstreamError::Malformed(e)))
 }

@@ -5,6 +5,7 @@
 //! this module holds the locks, the sockets, the upstream I/O and the persistence.
 
 mod doh;
+pub(crate) mod error;
 mod pipeline;
 #[cfg(test)]
 mod reuse_tests;
@@ -28,6 +29,7 @@ use tpgate_core::dns::{Cache, CacheKey, FakePool, Mapping, Snapshot};
 use tracing::{debug, info, warn};
 
 use crate::shutdown::Shutdown;
+use error::UpstreamError;
 use upstream::Forwarder;
 
 pub(crate) use server::{bind, serve};
@@ -138,7 +140,7 @@ impl Dns {
             return Ok(*ip);
         }
         let fqdn = hickory_proto::rr::Name::from_ascii(format!("{name}."))
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+            .map_err(UpstreamError::BadName)?;
         let mut kinds = vec![RecordType::A];
         if self.cfg.ipv6 {
             kinds.push(RecordType::AAAA);
@@ -162,10 +164,10 @@ impl Dns {
                 return Ok(ip);
             }
         }
-        Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("{name}: no address"),
-        ))
+        Err(UpstreamError::NoAddress {
+            host: name.to_owned(),
+        }
+        .into())
     }
 
     /// Reads the fake-ip table saved by a previous run, if any.

@@ -17,6 +17,8 @@ use tokio::time::Instant;
 use tpgate_core::dns::{frame, Frames};
 use tracing::debug;
 
+use super::error::UpstreamError;
+
 /// A connection without queries in flight for this long is closed (servers close theirs
 /// after a few seconds to minutes; this keeps ours from outliving them by much).
 const IDLE: Duration = Duration::from_secs(30);
@@ -47,10 +49,7 @@ impl std::fmt::Debug for Pipeline {
 }
 
 fn closed() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::ConnectionAborted,
-        "connection closed before the reply",
-    )
+    UpstreamError::Closed.into()
 }
 
 impl Pipeline {
@@ -63,7 +62,7 @@ impl Pipeline {
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
         let (Some(framed), [a, b, ..]) = (frame(query), query) else {
-            return Err(io::Error::other("not a query that fits a frame"));
+            return Err(UpstreamError::Unframeable.into());
         };
         let id = u16::from_be_bytes([*a, *b]);
         // A reused connection may be closed under us once; a fresh one failing is final.
@@ -97,7 +96,7 @@ impl Pipeline {
                 }
                 Outcome::Stuck => {
                     self.forget(&queue).await;
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, "no reply"));
+                    return Err(UpstreamError::NoReply.into());
                 }
             }
         }

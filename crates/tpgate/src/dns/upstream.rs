@@ -22,6 +22,7 @@ use tpgate_core::config::{DomainPattern, Nameserver, Tls, Transport};
 use tracing::debug;
 
 use super::doh::DohPool;
+use super::error::UpstreamError;
 use super::pipeline::Pipeline;
 use crate::outbound::{connect_marked, TlsClient};
 
@@ -160,7 +161,11 @@ impl Forwarder {
 
     /// Asks the servers for `name` (all at once; the first good answer wins), then the
     /// `fallback` servers when none answered. SERVFAIL and REFUSED count as no answer.
-    pub(crate) async fn forward(&self, name: &str, query: &Message) -> io::Result<Message> {
+    pub(crate) async fn forward(
+        &self,
+        name: &str,
+        query: &Message,
+    ) -> Result<Message, UpstreamError> {
         let servers = self
             .policy
             .iter()
@@ -176,24 +181,33 @@ impl Forwarder {
         }
     }
 
-    async fn race(&self, servers: &[Arc<Upstream>], query: &Message) -> io::Result<Message> {
+    async fn race(
+        &self,
+        servers: &[Arc<Upstream>],
+        query: &Message,
+    ) -> Result<Message, UpstreamError> {
         if servers.is_empty() {
-            return Err(io::Error::new(io::ErrorKind::NotFound, "no nameserver"));
+            return Err(UpstreamError::NoNameserver);
         }
-        let attempts: Vec<BoxFuture<'_, io::Result<Message>>> = servers
+        let attempts: Vec<BoxFuture<'_, Result<Message, UpstreamError>>> = servers
             .iter()
             .map(|up| {
                 async move {
+                    let server = || up.text().to_owned();
                     let reply = tokio::time::timeout(TIMEOUT, self.exchange(up, query))
                         .await
-                        .map_err(|_| {
-                            io::Error::new(io::ErrorKind::TimedOut, format!("{up:?} timed out"))
-                        })?
-                        .map_err(|e| io::Error::new(e.kind(), format!("{up:?}: {e}")))?;
+                        .map_err(|_| UpstreamError::Timeout { server: server() })?
+                        .map_err(|source| UpstreamError::Exchange {
+                            server: server(),
+                            source,
+                        })?;
                     match reply.response_code() {
-                        ResponseCode::ServFail | ResponseCode::Refused => Err(io::Error::other(
-                            format!("{up:?} answered {}", reply.response_code()),
-                        )),
+                        code @ (ResponseCode::ServFail | ResponseCode::Refused) => {
+                            Err(UpstreamError::Refused {
+                                server: server(),
+                                code,
+                            })
+                        }
                         _ => Ok(reply),
                     }
                 }
@@ -209,7 +223,7 @@ impl Forwarder {
         let mut q = query.clone();
         let id: u16 = rand::random();
         q.set_id(id);
-        let bytes = q.to_vec().map_err(io::Error::other)?;
+        let bytes = q.to_vec().map_err(UpstreamError::Encode)?;
         let reply = match up.ns.transport {
             Transport::Udp | Transport::System => {
                 let r = udp_exchange(addr, &bytes, id, self.mark).await?;
@@ -236,7 +250,7 @@ impl Forwarder {
             }
         };
         if reply.id() != id && up.ns.transport != Transport::Https {
-            return Err(io::Error::other("reply id mismatch"));
+            return Err(UpstreamError::IdMismatch.into());
         }
         let mut reply = reply;
         reply.set_id(query.id());
@@ -252,7 +266,7 @@ impl Forwarder {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let (Some(c), Some(n)) = (&up.tls, &up.server_name) else {
-            return Err(io::Error::other("no TLS settings"));
+            return Err(UpstreamError::NoTls.into());
         };
         c.connect(n.clone(), io).await
     }
@@ -263,21 +277,20 @@ impl Forwarder {
         if let Some(ip) = up.addr.lock().ok().and_then(|a| *a) {
             return Ok(ip);
         }
-        let name = Name::from_ascii(&up.ns.host)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let name = Name::from_ascii(&up.ns.host).map_err(UpstreamError::BadName)?;
         let mut q = Message::new();
         q.set_message_type(MessageType::Query)
             .set_op_code(OpCode::Query)
             .set_recursion_desired(true)
             .add_query(Query::query(name, RecordType::A));
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "no default-nameserver");
+        let mut last: io::Error = UpstreamError::NoBootstrap.into();
         for b in &self.bootstrap {
             let Some(ip) = b.addr.lock().ok().and_then(|a| *a) else {
                 continue;
             };
             let id: u16 = rand::random();
             q.set_id(id);
-            let bytes = q.to_vec().map_err(io::Error::other)?;
+            let bytes = q.to_vec().map_err(UpstreamError::Encode)?;
             let fut = udp_exchange(SocketAddr::new(ip, b.ns.port), &bytes, id, self.mark);
             match tokio::time::timeout(TIMEOUT, fut).await {
                 Ok(Ok(reply)) => {
@@ -291,13 +304,13 @@ impl Forwarder {
                         }
                         return Ok(ip);
                     }
-                    last = io::Error::new(
-                        io::ErrorKind::NotFound,
-                        format!("{}: no address", up.ns.host),
-                    );
+                    last = UpstreamError::NoAddress {
+                        host: up.ns.host.clone(),
+                    }
+                    .into();
                 }
                 Ok(Err(e)) => last = e,
-                Err(_) => last = io::Error::new(io::ErrorKind::TimedOut, "bootstrap timed out"),
+                Err(_) => last = UpstreamError::BootstrapTimeout.into(),
             }
         }
         Err(last)
@@ -313,7 +326,7 @@ impl Forwarder {
 }
 
 fn parse(bytes: &[u8]) -> io::Result<Message> {
-    Message::from_vec(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+    Message::from_vec(bytes).map_err(|e| UpstreamError::Malformed(e).into())
 }
 
 async fn udp_exchange(addr: SocketAddr, query: &[u8], id: u16, mark: u32) -> io::Result<Message> {
@@ -342,7 +355,7 @@ async fn framed_exchange<S>(mut stream: S, query: &[u8]) -> io::Result<Message>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let len = u16::try_from(query.len()).map_err(io::Error::other)?;
+    let len = u16::try_from(query.len()).map_err(UpstreamError::TooLong)?;
     let mut out = Vec::with_capacity(query.len() + 2);
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(query);

@@ -42,10 +42,7 @@ pub(crate) fn remove_table() -> Result<bool> {
     }
     match nft.run(&format!("delete table {NFT_FAMILY} {NFT_TABLE}")) {
         Ok(_) => Ok(true),
-        Err(NftError::Rejected(msg))
-            if msg.contains("Operation not permitted")
-                || msg.contains("Device or resource busy") =>
-        {
+        Err(NftError::NotPermitted(msg) | NftError::Busy(msg)) => {
             bail!("table {NFT_FAMILY} {NFT_TABLE} is owned by a running tpgate; stop that process instead ({msg})")
         }
         Err(e) => Err(e.into()),

@@ -10,6 +10,7 @@ use socket2::Type;
 use tokio::net::{TcpSocket, TcpStream};
 use tpgate_core::net::Destination;
 
+use super::error::DialError;
 use super::resolve::Resolver;
 
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -21,12 +22,7 @@ pub(crate) async fn connect_marked(dst: SocketAddr, mark: u32) -> io::Result<Tcp
     let fut = TcpSocket::from_std_stream(s).connect(dst);
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, fut)
         .await
-        .map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("connect to {dst} timed out"),
-            )
-        })??;
+        .map_err(|_| DialError::ConnectTimeout(dst))??;
     let _ = stream.set_nodelay(true);
     Ok(stream)
 }

@@ -8,13 +8,14 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
+use super::error::HandshakeError;
 use super::BoxIo;
 
 /// Handshake replies are small; a peer that sends more without completing one is hostile.
 const MAX_HANDSHAKE: usize = 64 * 1024;
 
 /// Reads until `parse` recognises a message at the start of `buf`; removes it from `buf`.
-pub(super) async fn read_msg<T, E: std::fmt::Display>(
+pub(super) async fn read_msg<T, E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     io: &mut BoxIo,
     buf: &mut Vec<u8>,
     parse: impl Fn(&[u8]) -> Result<Option<(T, usize)>, E>,
@@ -26,19 +27,13 @@ pub(super) async fn read_msg<T, E: std::fmt::Display>(
                 return Ok(msg);
             }
             Ok(None) => {}
-            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+            Err(e) => return Err(HandshakeError::Reply(e.into()).into()),
         }
         if buf.len() >= MAX_HANDSHAKE {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "handshake reply too long",
-            ));
+            return Err(HandshakeError::ReplyTooLong.into());
         }
         if io.read_buf(buf).await? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "proxy closed during the handshake",
-            ));
+            return Err(HandshakeError::Closed.into());
         }
     }
 }

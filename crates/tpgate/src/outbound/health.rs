@@ -10,6 +10,7 @@ use tpgate_core::config::{HealthCheck, Member, Tls};
 use tpgate_core::net::Destination;
 use tracing::{debug, info};
 
+use super::error::TlsError;
 use super::group::DEAD;
 use super::tls::TlsClient;
 use super::{Group, Outbounds};
@@ -88,7 +89,7 @@ pub(crate) async fn probe(
         let io = o
             .connect(&pick.exit, &dst)
             .await?
-            .ok_or_else(|| std::io::Error::other("rejected"))?;
+            .ok_or(ProbeError::Rejected)?;
         let mut io = if url.https {
             let tls = Tls {
                 sni: Some(url.host.clone()),
@@ -108,7 +109,7 @@ pub(crate) async fn probe(
         if head.starts_with(b"HTTP/1.") {
             Ok(())
         } else {
-            Err(std::io::Error::other("not an HTTP response"))
+            Err(ProbeError::NotHttp)
         }
     };
     match tokio::time::timeout(timeout, fetch).await {
@@ -123,6 +124,23 @@ pub(crate) async fn probe(
         }
         Err(_) => None,
     }
+}
+
+/// Why a health check's GET through a member failed.
+#[derive(Debug, thiserror::Error)]
+enum ProbeError {
+    /// The member is REJECT: nothing to connect to.
+    #[error("rejected")]
+    Rejected,
+    /// What came back does not start with an HTTP/1 status line.
+    #[error("not an HTTP response")]
+    NotHttp,
+    /// The TLS settings for the URL's host could not be built.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// Connecting through the member, or the exchange itself.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
 }
 
 /// Just enough of a URL for a health check.

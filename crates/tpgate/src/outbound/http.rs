@@ -7,6 +7,7 @@ use tpgate_core::config::Credentials;
 use tpgate_core::net::Destination;
 use tpgate_core::proto::http;
 
+use super::error::HandshakeError;
 use super::framing::{read_msg, with_prefix};
 use super::tls::TlsClient;
 use super::BoxIo;
@@ -32,8 +33,7 @@ impl Http {
             .auth
             .as_ref()
             .map(|c| (c.username.as_str(), c.password.as_str()));
-        http::encode_connect(dst, auth, &mut out)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        http::encode_connect(dst, auth, &mut out).map_err(HandshakeError::request)?;
         io.write_all(&out).await?;
         let mut buf = Vec::with_capacity(512);
         read_msg(&mut io, &mut buf, |b| {

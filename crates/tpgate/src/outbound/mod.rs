@@ -5,6 +5,7 @@
 //! moves them over sockets.
 
 mod dial;
+pub(crate) mod error;
 mod framing;
 mod group;
 mod health;
@@ -28,6 +29,8 @@ use tpgate_core::config::{Config, Member, TargetId};
 use tpgate_core::flow::Verdict;
 use tpgate_core::net::Destination;
 use tracing::warn;
+
+use error::DialError;
 
 pub(crate) use dial::connect_marked;
 pub(crate) use group::Group;
@@ -267,7 +270,7 @@ impl Outbounds {
         dst: &Destination,
     ) -> io::Result<BoxIo> {
         let Some(first) = chain.first() else {
-            return Err(io::Error::other("empty chain"));
+            return Err(DialError::EmptyChain.into());
         };
         let tcp = first
             .server
@@ -281,13 +284,13 @@ impl Outbounds {
             };
             io = tokio::time::timeout(HANDSHAKE_TIMEOUT, hop.handshake(io, &next))
                 .await
-                .map_err(|_| {
-                    io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("{}: handshake timed out", hop.name),
-                    )
+                .map_err(|_| DialError::HandshakeTimeout {
+                    hop: hop.name.clone(),
                 })?
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", hop.name)))?;
+                .map_err(|source| DialError::Hop {
+                    hop: hop.name.clone(),
+                    source,
+                })?;
         }
         Ok(io)
     }
@@ -396,7 +399,7 @@ mod tests {
         let dst = Destination::Addr("203.0.113.2:7000".parse().expect("addr"));
         let pick = o.pick(id, &dst);
         assert_eq!(pick.label, "fb/a");
-        let no_udp = io::Error::new(io::ErrorKind::Unsupported, "a: udp is not enabled");
+        let no_udp = io::Error::from(DialError::UdpDisabled { proxy: "a".into() });
         o.report_error(&pick, &no_udp);
         assert_eq!(o.pick(id, &dst).label, "fb/a", "a lacks UDP but is alive");
         let refused = io::Error::from(io::ErrorKind::ConnectionRefused);

@@ -11,6 +11,8 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use socket2::Type;
 use tokio::net::UdpSocket;
 
+use super::error::ResolveError;
+
 const TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone)]
@@ -38,13 +40,18 @@ impl Resolver {
         if let Ok(ip) = host.parse() {
             return Ok(ip);
         }
-        let name = Name::from_ascii(host)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{host}: {e}")))?;
+        let name = Name::from_ascii(host).map_err(|source| ResolveError::BadName {
+            host: host.to_owned(),
+            source,
+        })?;
         let mut kinds = vec![RecordType::A];
         if self.ipv6 {
             kinds.push(RecordType::AAAA);
         }
-        let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"));
+        let mut last: io::Error = ResolveError::NoAddress {
+            host: host.to_owned(),
+        }
+        .into();
         for kind in kinds {
             for server in &self.servers {
                 match self.query(*server, &name, kind).await {
@@ -73,16 +80,14 @@ impl Resolver {
             .set_op_code(OpCode::Query)
             .set_recursion_desired(true)
             .add_query(Query::query(name.clone(), kind));
-        let bytes = msg.to_vec().map_err(io::Error::other)?;
+        let bytes = msg.to_vec().map_err(ResolveError::Encode)?;
         sock.send(&bytes).await?;
         let mut buf = vec![0u8; 4096];
         let deadline = tokio::time::Instant::now() + TIMEOUT;
         loop {
             let n = tokio::time::timeout_at(deadline, sock.recv(&mut buf))
                 .await
-                .map_err(|_| {
-                    io::Error::new(io::ErrorKind::TimedOut, format!("DNS {server} timed out"))
-                })??;
+                .map_err(|_| ResolveError::Timeout { server })??;
             let Ok(reply) = Message::from_vec(&buf[..n]) else {
                 continue;
             };

@@ -12,6 +12,7 @@ use tpgate_core::config::Credentials;
 use tpgate_core::net::Destination;
 use tpgate_core::proto::socks5::{self, Command, Method};
 
+use super::error::HandshakeError;
 use super::framing::{read_msg, with_prefix};
 use super::tls::TlsClient;
 use super::udp::{UdpRecv, UdpSend};
@@ -51,12 +52,11 @@ impl Socks5 {
         .await?;
         if method == Method::UsernamePassword {
             let Some(c) = &self.auth else {
-                return Err(io::Error::other(
-                    "server asked for a password none was configured",
-                ));
+                return Err(HandshakeError::PasswordNotConfigured.into());
             };
             out.clear();
-            socks5::encode_auth_request(&c.username, &c.password, &mut out).map_err(invalid)?;
+            socks5::encode_auth_request(&c.username, &c.password, &mut out)
+                .map_err(HandshakeError::request)?;
             io.write_all(&out).await?;
             read_msg(&mut io, &mut buf, |b| {
                 socks5::parse_auth_reply(b).map(|o| o.map(|n| ((), n)))
@@ -64,7 +64,7 @@ impl Socks5 {
             .await?;
         }
         out.clear();
-        socks5::encode_request(cmd, dst, &mut out).map_err(invalid)?;
+        socks5::encode_request(cmd, dst, &mut out).map_err(HandshakeError::request)?;
         io.write_all(&out).await?;
         let bound = read_msg(&mut io, &mut buf, socks5::parse_reply).await?;
         Ok((io, bound, buf))
@@ -113,8 +113,4 @@ impl Socks5 {
             },
         ))
     }
-}
-
-fn invalid(e: impl std::fmt::Display) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, e.to_string())
 }

@@ -14,6 +14,17 @@ struct State {
     selected: BTreeMap<String, String>,
 }
 
+/// Why the state could not be saved.
+#[derive(Debug, thiserror::Error)]
+enum SaveError {
+    /// The state did not serialise (cannot happen with string maps; kept typed anyway).
+    #[error(transparent)]
+    Encode(#[from] serde_json::Error),
+    /// Creating the directory, writing the temporary file or renaming it.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
 #[derive(Debug)]
 pub(super) struct StateFile {
     path: PathBuf,
@@ -51,15 +62,13 @@ impl StateFile {
     }
 
     /// Writes atomically (temporary file, then rename).
-    fn write(&self, st: &State) -> std::io::Result<()> {
+    fn write(&self, st: &State) -> Result<(), SaveError> {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir)?;
         }
         let tmp = self.path.with_extension("tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(st).map_err(std::io::Error::other)?,
-        )?;
-        std::fs::rename(tmp, &self.path)
+        std::fs::write(&tmp, serde_json::to_vec_pretty(st)?)?;
+        std::fs::rename(tmp, &self.path)?;
+        Ok(())
     }
 }

@@ -10,6 +10,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use tokio_rustls::TlsConnector;
 use tpgate_core::config::Tls;
 
+use super::error::TlsError;
 use super::BoxIo;
 
 /// A ready connector for one upstream's TLS settings.
@@ -29,7 +30,7 @@ impl std::fmt::Debug for TlsClient {
 
 impl TlsClient {
     /// `server` is the upstream's host, the SNI when `tls.sni` is not set.
-    pub(crate) fn new(tls: &Tls, server: &str) -> io::Result<Self> {
+    pub(crate) fn new(tls: &Tls, server: &str) -> Result<Self, TlsError> {
         let (connector, name) = Self::parts(tls, server, &[])?;
         Ok(Self { connector, name })
     }
@@ -40,11 +41,11 @@ impl TlsClient {
         tls: &Tls,
         server: &str,
         alpn: &[&[u8]],
-    ) -> io::Result<(TlsConnector, ServerName<'static>)> {
+    ) -> Result<(TlsConnector, ServerName<'static>), TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(io::Error::other)?;
+            .map_err(TlsError::Versions)?;
         let mut config = if tls.skip_cert_verify {
             builder
                 .dangerous()
@@ -58,8 +59,7 @@ impl TlsClient {
         };
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let sni = tls.sni.as_deref().unwrap_or(server).to_string();
-        let name = ServerName::try_from(sni)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let name = ServerName::try_from(sni).map_err(TlsError::ServerName)?;
         Ok((TlsConnector::from(Arc::new(config)), name))
     }
 

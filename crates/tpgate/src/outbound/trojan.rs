@@ -7,6 +7,7 @@ use tokio::io::AsyncWriteExt;
 use tpgate_core::net::Destination;
 use tpgate_core::proto::trojan::{self, Command, PasswordHash};
 
+use super::error::HandshakeError;
 use super::tls::TlsClient;
 use super::udp::{UdpRecv, UdpSend};
 use super::BoxIo;
@@ -35,8 +36,7 @@ impl Trojan {
     async fn open(&self, io: BoxIo, cmd: Command, dst: &Destination) -> io::Result<BoxIo> {
         let mut io = self.tls.wrap(io).await?;
         let mut out = Vec::with_capacity(128);
-        trojan::encode_request(&self.hash, cmd, dst, &mut out)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        trojan::encode_request(&self.hash, cmd, dst, &mut out).map_err(HandshakeError::request)?;
         io.write_all(&out).await?;
         io.flush().await?;
         Ok(io)

@@ -6,6 +6,7 @@ use tpgate_core::config::{ProxyDef, ProxyKind};
 use tpgate_core::net::Destination;
 
 use super::dial::ServerAddr;
+use super::error::{DialError, TlsError};
 use super::http::Http;
 use super::socks5::Socks5;
 use super::ss::Shadowsocks;
@@ -35,7 +36,7 @@ enum Kind {
 
 impl Upstream {
     pub(crate) fn new(def: &ProxyDef) -> io::Result<Self> {
-        let tls = |t: &Option<tpgate_core::config::Tls>| -> io::Result<Option<TlsClient>> {
+        let tls = |t: &Option<tpgate_core::config::Tls>| -> Result<Option<TlsClient>, TlsError> {
             t.as_ref()
                 .map(|t| TlsClient::new(t, &def.server))
                 .transpose()
@@ -83,10 +84,10 @@ impl Upstream {
         dst: &Destination,
     ) -> io::Result<(UdpSend, UdpRecv)> {
         if !self.udp {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!("{}: udp is not enabled for this proxy", self.name),
-            ));
+            return Err(DialError::UdpDisabled {
+                proxy: self.name.clone(),
+            }
+            .into());
         }
         let server = self.server.resolve(&ctx.resolver).await?;
         let r = match &self.kind {
@@ -99,10 +100,10 @@ impl Upstream {
                 let tcp = self.server.connect(&ctx.resolver, ctx.mark).await?;
                 t.udp(Box::new(tcp), dst).await
             }
-            Kind::Http(_) => Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!("{}: HTTP proxies carry TCP only", self.name),
-            )),
+            Kind::Http(_) => Err(DialError::UdpOverHttp {
+                proxy: self.name.clone(),
+            }
+            .into()),
         };
         r.inspect_err(|_| self.server.invalidate())
     }
