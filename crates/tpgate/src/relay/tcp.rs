@@ -309,7 +309,8 @@ async fn send_request_if_silent(client: &TcpStream, server: &mut BoxIo, d: &Deci
         return true;
     }
     let sent = async {
-        server.write(&[]).await?;
+        // An empty write: `write_all` would skip it. Its amount is 0 by definition.
+        let _empty = server.write(&[]).await?;
         server.flush().await
     };
     match tokio::time::timeout(Duration::from_secs(10), sent).await {
