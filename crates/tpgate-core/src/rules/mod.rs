@@ -8,6 +8,7 @@ mod engine;
 mod geosite;
 mod index;
 mod lookahead;
+mod offload;
 mod parse;
 mod ruleset;
 mod target;
@@ -17,6 +18,7 @@ pub use domain::{
 };
 pub use geosite::{geosite_sets, GeoSite, GeoSiteList, SiteAttribute, SiteDomain};
 pub use lookahead::{Ask, Evaluation};
+pub use offload::{AddrRange, Offload, RangeSet};
 pub use parse::parse_ports_text;
 pub use ruleset::{Behavior, EntryError, Format, RuleSet, RuleSetHandle};
 pub use target::{Mode, TargetId};

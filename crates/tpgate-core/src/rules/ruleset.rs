@@ -120,6 +120,25 @@ impl RuleSet {
             || self.classical.iter().any(Matcher::looks_at_dst_ip)
     }
 
+    /// The set's entries as destination prefixes, when that is all it holds (no names, no
+    /// classical rules): what it matches then depends on the address alone.
+    pub fn prefixes_only(&self) -> Option<Vec<IpNet>> {
+        if self.has_domains() || !self.classical.is_empty() {
+            return None;
+        }
+        let v4 = self.v4.keys().filter_map(|&(len, bits)| {
+            ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(bits), len)
+                .ok()
+                .map(IpNet::V4)
+        });
+        let v6 = self.v6.keys().filter_map(|&(len, bits)| {
+            ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(bits), len)
+                .ok()
+                .map(IpNet::V6)
+        });
+        Some(v4.chain(v6).collect())
+    }
+
     /// Whether the set has name entries (domains, globs, or classical rules on names).
     pub fn has_domains(&self) -> bool {
         !self.exact.is_empty()
