@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result};
 use crate::{daemon, doctor, geoip, install, instance, providers};
 use clap::{Parser, Subcommand};
 use tpgate_core::config::{self, Config, LogLevel};
-use tpgate_core::plan::{render_text, Plan};
+use tpgate_core::plan::render_text;
 
 /// The embedded default: intercept this machine's own TCP/UDP, relay everything DIRECT.
 const DEFAULT_CONFIG: &str = include_str!("default.yaml");
@@ -79,13 +79,17 @@ pub fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }),
-        Command::Plan(c) => load(c.config.as_deref()).map(|(cfg, warnings)| {
-            for w in warnings {
-                eprintln!("{w}");
-            }
-            print!("{}", render_text(&Plan::new(&cfg)));
-            ExitCode::SUCCESS
-        }),
+        Command::Plan(c) => load(c.config.as_deref())
+            .map(|(cfg, warnings)| {
+                for w in warnings {
+                    eprintln!("{w}");
+                }
+                daemon::plan_for(&cfg).map(|(plan, _)| {
+                    print!("{}", render_text(&plan));
+                    ExitCode::SUCCESS
+                })
+            })
+            .and_then(|r| r),
         Command::Run(c) => match load(c.config.as_deref()) {
             Ok((cfg, warnings)) => {
                 init_logging(cfg.log_level);

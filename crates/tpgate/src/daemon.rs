@@ -69,7 +69,16 @@ pub(crate) async fn run(config: Config) -> Result<()> {
     // Before anything changes (listeners with SO_REUSEPORT could even share a running
     // instance's port): a second instance must leave the running one's state alone.
     let _instance = crate::instance::InstanceLock::acquire()?;
-    let plan = Plan::new(&config);
+    let (plan, geoip) = plan_for(&config)?;
+    if !plan.offload.direct.is_empty() {
+        info!(
+            ranges = plan.offload.direct.ranges().len(),
+            "offload-direct: flows to destinations DIRECT by address alone are forwarded by the kernel (counted, not listed)"
+        );
+        if !plan.lan_interfaces.is_empty() {
+            check_masquerade();
+        }
+    }
     check_sysctls(&plan);
     raise_fd_limit();
     let listeners = bind(&plan)?;
@@ -98,13 +107,7 @@ pub(crate) async fn run(config: Config) -> Result<()> {
 
     let io = relay::HostIo {
         local: LocalAddrs::new(),
-        geoip: match (
-            &config.geoip_path,
-            config.rules.iter().any(|r| r.matcher.needs_geoip()),
-        ) {
-            (Some(path), true) => Some(crate::geoip::GeoIp::open(std::path::Path::new(path))?),
-            _ => None,
-        },
+        geoip,
         dns: dns.as_ref().map(|(d, _)| d.clone()),
     };
     let shared = Arc::new(Shared {
@@ -181,6 +184,55 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         Err(e) => warn!("teardown incomplete: {e:#}; run `tpgate down`"),
     }
     res
+}
+
+/// The plan of `config` and the GeoIP database its rules need (opened once: `GEOIP,CC`
+/// rules read it per flow, and `GEOIP,CC,DIRECT` ones are expanded into ranges for the
+/// kernel offload).
+pub(crate) fn plan_for(config: &Config) -> Result<(Plan, Option<crate::geoip::GeoIp>)> {
+    let geoip = match (
+        &config.geoip_path,
+        config.rules.iter().any(|r| r.matcher.needs_geoip()),
+    ) {
+        (Some(path), true) => Some(crate::geoip::GeoIp::open(std::path::Path::new(path))?),
+        _ => None,
+    };
+    let plan = match &geoip {
+        Some(g) => Plan::with_countries(config, &|cc| Some(g.ranges(cc))),
+        None => Plan::new(config),
+    };
+    Ok((plan, geoip))
+}
+
+/// Offloaded LAN flows leave with the client's own address: without a masquerade or SNAT
+/// rule on the way out, replies from the internet cannot find a private LAN.
+fn check_masquerade() {
+    let ruleset = tpgate_sys::Nft::new()
+        .and_then(|mut n| n.run("list ruleset"))
+        .unwrap_or_default();
+    let iptables = ["iptables-save", "iptables-legacy-save"]
+        .iter()
+        .filter_map(|t| {
+            std::process::Command::new(t)
+                .args(["-t", "nat"])
+                .output()
+                .ok()
+        })
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .collect::<String>();
+    let text = format!("{ruleset}\n{iptables}");
+    if !(text.contains("masquerade")
+        || text.contains("MASQUERADE")
+        || text.contains("snat")
+        || text.contains("SNAT"))
+    {
+        warn!(
+            "offload-direct: LAN flows to offloaded destinations are forwarded with the client's own address, \
+             and no masquerade or SNAT rule was found; add one on the WAN side \
+             (nft: `oifname \"WAN\" masquerade` in a nat postrouting chain), route the LAN, \
+             or set `intercept.offload-direct: false`"
+        );
+    }
 }
 
 /// Every relayed TCP connection holds two descriptors and every UDP flow one: the usual

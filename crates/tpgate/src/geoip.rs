@@ -26,6 +26,45 @@ impl GeoIp {
         Ok(Self { reader })
     }
 
+    /// Every network of country `cc` (upper case ISO code) in the database, for the
+    /// kernel offload of `GEOIP,CC,DIRECT`. IPv4 networks come from the IPv4 subtree (in an
+    /// IPv6 database too); IPv6 networks exclude the IPv4-mapped and -compatible ranges.
+    pub(crate) fn ranges(&self, cc: &str) -> Vec<ipnet::IpNet> {
+        let path = [PathElement::Key("country"), PathElement::Key("iso_code")];
+        let mut out = Vec::new();
+        for all in ["0.0.0.0/0", "::/0"] {
+            let Ok(cidr) = all.parse() else { continue };
+            let Ok(iter) = self.reader.within(cidr, Default::default()) else {
+                continue;
+            };
+            for item in iter.flatten() {
+                let code: Option<String> = item.decode_path(&path).ok().flatten();
+                if !code.is_some_and(|c| c.eq_ignore_ascii_case(cc)) {
+                    continue;
+                }
+                let Some(net) = item
+                    .network()
+                    .ok()
+                    .and_then(|n| n.to_string().parse::<ipnet::IpNet>().ok())
+                else {
+                    continue;
+                };
+                // The IPv6 pass sees the IPv4 subtree again (as IPv4, or embedded).
+                let embeds_v4 = match net {
+                    ipnet::IpNet::V6(n) => {
+                        let seg = n.network().segments();
+                        seg[..5] == [0; 5] && (seg[5] == 0 || seg[5] == 0xffff)
+                    }
+                    ipnet::IpNet::V4(_) => all == "::/0",
+                };
+                if !embeds_v4 {
+                    out.push(net);
+                }
+            }
+        }
+        out
+    }
+
     /// The ISO country code of `ip`, upper case; `None` when the database has none.
     pub(crate) fn country(&self, ip: IpAddr) -> Option<String> {
         let found = self.reader.lookup(ip.to_canonical()).ok()?;
@@ -122,4 +161,37 @@ pub(crate) fn load_geosite(config: &mut Config, config_path: Option<&Path>) -> R
     }
     config.geosite_path = Some(path.display().to_string());
     Ok(())
+}
+
+#[cfg(test)]
+mod ranges_tests {
+    use std::collections::BTreeMap;
+
+    use super::GeoIp;
+
+    #[test]
+    fn a_country_expands_to_its_networks_of_both_families() {
+        let mut w = mmdb_writer::Writer::new("GeoLite2-Country");
+        for (net, code) in [
+            ("203.0.113.0/25", "ZZ"),
+            ("203.0.113.128/25", "YY"),
+            ("2001:db8:2::/48", "ZZ"),
+            ("198.51.100.0/24", "YY"),
+        ] {
+            let record: BTreeMap<&str, BTreeMap<&str, &str>> =
+                [("country", [("iso_code", code)].into())].into();
+            w.insert(net.parse::<ipnet::IpNet>().unwrap(), &record)
+                .unwrap();
+        }
+        let dir = std::env::temp_dir().join(format!("tpgate-geo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("Country.mmdb");
+        std::fs::write(&path, w.to_bytes().unwrap()).unwrap();
+        let db = GeoIp::open(&path).unwrap();
+        let mut zz: Vec<String> = db.ranges("zz").iter().map(ToString::to_string).collect();
+        zz.sort();
+        assert_eq!(zz, ["2001:db8:2::/48", "203.0.113.0/25"]);
+        assert!(db.ranges("XX").is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

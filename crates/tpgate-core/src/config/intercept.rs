@@ -70,6 +70,11 @@ pub(super) fn intercept(node: &Node, d: &mut Diags, fwmark: &mut Seen) -> Interc
                     out.dns_hijack = b;
                 }
             }
+            "offload-direct" => {
+                if let Some(b) = check(d, n, &path, value::boolean(n)) {
+                    out.offload_direct = b;
+                }
+            }
             _ => unknown_key(d, &e, "intercept"),
         }
     }

@@ -154,6 +154,9 @@ pub struct Intercept {
     /// `dns-hijack`: every DNS query (port 53, UDP and TCP) from the LAN and from this host
     /// goes to the built-in DNS server, whatever server it was sent to.
     pub dns_hijack: bool,
+    /// `offload-direct`: destinations the rules send DIRECT by address alone are left to
+    /// the kernel (an nftables set checked before TPROXY); see `RuleEngine::offload`.
+    pub offload_direct: bool,
 }
 
 impl Default for Config {
@@ -196,6 +199,7 @@ impl Default for Intercept {
             rule_priority: DEFAULT_RULE_PRIORITY,
             bypass: Vec::new(),
             dns_hijack: false,
+            offload_direct: true,
         }
     }
 }

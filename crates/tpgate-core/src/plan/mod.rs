@@ -18,6 +18,7 @@ use ipnet::IpNet;
 
 use crate::config::{Backend, Config, IptablesVariant};
 use crate::net::{Mark, TableId};
+use crate::rules::Offload;
 
 /// Route `protocol` / rule `protocol` tag of everything tpgate installs, so teardown removes
 /// exactly what tpgate added (116 is unassigned in iproute2's `rt_protos`).
@@ -96,10 +97,22 @@ pub struct Plan {
     /// `dns-hijack`: the built-in DNS server's port that every port-53 query is redirected
     /// to (nat), and which the TPROXY rules leave alone.
     pub dns_hijack: Option<u16>,
+    /// Destinations DIRECT by address alone, forwarded by the kernel without TPROXY
+    /// (`offload-direct`; nftables only).
+    pub offload: Offload,
+    /// `offload-direct` is on.
+    pub offload_enabled: bool,
 }
 
 impl Plan {
+    /// The plan of `config`, with `GEOIP` countries unknown (they end the offload scan);
+    /// see [`Plan::with_countries`].
     pub fn new(config: &Config) -> Self {
+        Self::with_countries(config, &|_| None)
+    }
+
+    /// The plan of `config`; `country` gives a `GEOIP` country's ranges for the offload.
+    pub fn with_countries(config: &Config, country: &dyn Fn(&str) -> Option<Vec<IpNet>>) -> Self {
         let ic = &config.intercept;
         let families: &[Family] = if config.ipv6 {
             &[Family::V4, Family::V6]
@@ -147,8 +160,22 @@ impl Plan {
                 .dns_hijack
                 .then(|| config.dns.listen.map(|a| a.port()))
                 .flatten(),
+            offload: if ic.offload_direct {
+                config.rule_engine().offload(country, &fake_pools(config))
+            } else {
+                Offload::default()
+            },
+            offload_enabled: ic.offload_direct,
         }
     }
+}
+
+/// The fake-ip pools (with fake-ip on): their addresses stand for names, never offloaded.
+fn fake_pools(config: &Config) -> Vec<IpNet> {
+    let d = &config.dns;
+    let mut out = vec![IpNet::V4(d.fake_ip_range)];
+    out.extend(d.fake_ip_range6.map(IpNet::V6));
+    out
 }
 
 fn sysctls(config: &Config) -> Vec<Sysctl> {
@@ -191,6 +218,7 @@ pub(crate) mod tests {
                 rule_priority: DEFAULT_RULE_PRIORITY,
                 bypass: vec!["192.0.2.0/24".parse().unwrap()],
                 dns_hijack: false,
+                offload_direct: true,
             },
             rules: vec![],
             ..Config::default()

@@ -29,6 +29,10 @@ pub fn render_nft(plan: &Plan) -> String {
     line(w, 1, "");
     set(w, "bypass4", "ipv4_addr", &plan.bypass_v4);
     set(w, "bypass6", "ipv6_addr", &plan.bypass_v6);
+    if !plan.offload.direct.is_empty() {
+        offload_set(w, "direct4", "ipv4_addr", plan, false);
+        offload_set(w, "direct6", "ipv6_addr", plan, true);
+    }
 
     // PREROUTING: TPROXY for LAN traffic and for this host's own traffic looped back via lo.
     line(w, 1, "chain prerouting {");
@@ -69,6 +73,7 @@ pub fn render_nft(plan: &Plan) -> String {
             mark_set(mark)
         ),
     );
+    offload_rules(w, plan);
     line(
         w,
         2,
@@ -102,6 +107,7 @@ pub fn render_nft(plan: &Plan) -> String {
             "meta mark != 0x0 return comment \"marked by other software: its routing, not ours\"",
         );
         common_exclusions(w, plan);
+        offload_rules(w, plan);
         line(
             w,
             2,
@@ -220,6 +226,47 @@ fn common_exclusions(w: &mut String, plan: &Plan) {
     }
     line(w, 2, "ip daddr @bypass4 return");
     line(w, 2, "ip6 daddr @bypass6 return");
+}
+
+/// `offload-direct`: new flows to destinations DIRECT by address alone are left to the
+/// kernel, counted. After the established fast path, so a connection tpgate already
+/// relays keeps going to its socket.
+fn offload_rules(w: &mut String, plan: &Plan) {
+    if plan.offload.direct.is_empty() {
+        return;
+    }
+    line(
+        w,
+        2,
+        "ip daddr @direct4 counter return comment \"DIRECT by address alone: left to the kernel\"",
+    );
+    line(w, 2, "ip6 daddr @direct6 counter return");
+}
+
+/// An interval set of the offloaded ranges of one family.
+fn offload_set(w: &mut String, name: &str, ty: &str, plan: &Plan, v6: bool) {
+    line(w, 1, &format!("set {name} {{"));
+    line(w, 2, &format!("type {ty}"));
+    line(w, 2, "flags interval");
+    let elems: Vec<String> = plan
+        .offload
+        .direct
+        .ranges()
+        .iter()
+        .filter(|r| r.v6 == v6)
+        .map(|r| {
+            if r.start == r.end {
+                r.first().to_string()
+            } else {
+                format!("{}-{}", r.first(), r.last())
+            }
+        })
+        .collect();
+    if !elems.is_empty() {
+        line(w, 2, &format!("elements = {{ {} }}", elems.join(", ")));
+    }
+    line(w, 1, "}");
+    line(w, 1, "");
 }
 
 fn set(w: &mut String, name: &str, ty: &str, elems: &[IpNet]) {

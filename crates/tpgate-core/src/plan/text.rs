@@ -70,6 +70,7 @@ pub fn render_text(plan: &Plan) -> String {
     for a in addrs {
         let _ = writeln!(s, "{a}");
     }
+    offload_text(&mut s, plan);
     let _ = writeln!(s, "\n# sysctls (checked at start, never changed)");
     if plan.sysctls.is_empty() {
         let _ = writeln!(s, "# none needed");
@@ -97,4 +98,48 @@ pub(super) fn render_iptables_text(plan: &Plan) -> String {
         s.push_str(&script);
     }
     s
+}
+
+/// What `offload-direct` leaves to the kernel, and why not more.
+fn offload_text(s: &mut String, plan: &Plan) {
+    let _ = writeln!(s, "\n# offload-direct");
+    if !plan.offload_enabled {
+        let _ = writeln!(s, "# off: every intercepted flow goes through tpgate");
+        return;
+    }
+    let ranges = plan.offload.direct.ranges();
+    if ranges.is_empty() {
+        let _ = writeln!(s, "# nothing: no rule sends an address range DIRECT before a rule that can look at names, processes or ports");
+    } else {
+        let _ = writeln!(
+            s,
+            "# {} address range(s) DIRECT by address alone: new flows to them are forwarded by the kernel (nftables set direct4/direct6), counted, not relayed or listed",
+            ranges.len()
+        );
+        for r in ranges.iter().take(8) {
+            let _ = writeln!(s, "#   {} - {}", r.first(), r.last());
+        }
+        if ranges.len() > 8 {
+            let _ = writeln!(s, "#   ... {} more", ranges.len() - 8);
+        }
+        if !plan.lan_interfaces.is_empty() {
+            let _ = writeln!(
+                s,
+                "# forwarded LAN flows to them keep the client's source address: the WAN side must masquerade (nft: oifname \"WAN\" masquerade), or the LAN be routable; `intercept.offload-direct: false` turns this off"
+            );
+        }
+        if plan.backend == Backend::Iptables {
+            let _ = writeln!(
+                s,
+                "# (nftables only: with the iptables backend every flow goes through tpgate)"
+            );
+        }
+    }
+    if let Some((i, text)) = &plan.offload.stopped_at {
+        let _ = writeln!(
+            s,
+            "# rules from #{} on are decided by tpgate: `{text}` can match a flow to any address",
+            i + 1
+        );
+    }
 }
