@@ -112,6 +112,41 @@ pub(super) fn kernel(snap: &Snapshot, flat: &[Placed<'_>], out: &mut Vec<Finding
     }
 }
 
+/// `offload-direct` forwards LAN flows to its ranges with the client's own source address:
+/// something on the way out must masquerade or SNAT them, or the replies never come back.
+pub(super) fn offload(snap: &Snapshot, out: &mut Vec<Finding>) {
+    const A: Area = Area::Sysctl;
+    let Some(e) = &snap.expect else { return };
+    if !e.offload || e.lan_interfaces.is_empty() {
+        return;
+    }
+    let nat = |t: &str| {
+        let l = t.to_ascii_lowercase();
+        l.contains("masquerade") || l.contains("snat")
+    };
+    let found =
+        snap.nft_json.as_deref().is_some_and(nat) || snap.iptables.iter().any(|d| nat(&d.text));
+    if found {
+        out.push(Finding::new(
+            "offload-masquerade",
+            A,
+            Severity::Ok,
+            "a masquerade/SNAT rule exists for LAN flows left to the kernel (offload-direct)",
+        ));
+    } else {
+        out.push(
+            Finding::new(
+                "offload-masquerade",
+                A,
+                Severity::Warn,
+                "offload-direct forwards LAN flows with the client's own address, and no masquerade or SNAT rule was found",
+            )
+            .why("flows to offloaded destinations are routed, not proxied: a private LAN address leaves the WAN and the replies never find their way back")
+            .fix("nft add table ip nat; nft add chain ip nat postrouting '{ type nat hook postrouting priority srcnat; }'; nft add rule ip nat postrouting oifname \"WAN\" masquerade   (or intercept.offload-direct: false)"),
+        );
+    }
+}
+
 fn sysctl<'a>(snap: &'a Snapshot, key: &str) -> Option<&'a str> {
     snap.sysctls.get(key).map(|v| v.trim())
 }

@@ -181,6 +181,8 @@ pub struct Expect {
     pub ipv6: bool,
     pub local: bool,
     pub udp: bool,
+    /// `offload-direct` leaves some destinations to the kernel (see `Plan::offload`).
+    pub offload: bool,
 }
 
 impl From<&Config> for Expect {
@@ -194,6 +196,7 @@ impl From<&Config> for Expect {
             ipv6: c.ipv6,
             local: c.intercept.local,
             udp: c.intercept.udp,
+            offload: !crate::plan::Plan::new(c).offload.direct.is_empty(),
         }
     }
 }
@@ -254,6 +257,7 @@ pub fn diagnose(snap: &Snapshot) -> Vec<Finding> {
     checks_rules::run(snap, &chains, &flat, &mut out);
     checks_routing::run(snap, &flat, &mut out);
     checks_host::sysctls(snap, &mut out);
+    checks_host::offload(snap, &mut out);
     checks_host::listeners(snap, &flat, &mut out);
     checks_host::neighbours(snap, &chains, &mut out);
     out.sort_by_key(|f| f.area);

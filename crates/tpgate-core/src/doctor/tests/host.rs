@@ -205,3 +205,34 @@ fn modules_in_use_by_live_rules_are_present() {
         .iter()
         .any(|f| f.severity == Severity::Info && f.title.starts_with("nft_tproxy")));
 }
+
+#[test]
+fn offload_without_masquerade_is_a_warning() {
+    let mut s = healthy();
+    s.expect = Some(Expect {
+        offload: true,
+        ..expect()
+    });
+    let fs = diagnose(&s);
+    let f = with_id(&fs, "offload-masquerade");
+    if s.nft_json
+        .as_deref()
+        .is_some_and(|j| j.contains("masquerade"))
+    {
+        assert_eq!(f[0].severity, Severity::Ok);
+    } else {
+        assert_eq!(f[0].severity, Severity::Warn);
+        assert!(f[0].fix.contains("masquerade"), "{}", f[0].fix);
+    }
+    // A masquerade rule in an iptables nat table satisfies it.
+    s.nft_json = None;
+    s.iptables.push(IptablesDump {
+        family: Family::V4,
+        variant: IptVariant::Nft,
+        text: "*nat\n-A POSTROUTING -o wan0 -j MASQUERADE\nCOMMIT\n".into(),
+    });
+    assert_eq!(worst(&diagnose(&s), "offload-masquerade"), Severity::Ok);
+    // Without offloaded ranges there is nothing to say.
+    s.expect = Some(expect());
+    assert!(with_id(&diagnose(&s), "offload-masquerade").is_empty());
+}

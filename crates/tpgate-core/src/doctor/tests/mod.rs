@@ -75,6 +75,7 @@ pub(super) fn expect() -> Expect {
         ipv6: true,
         local: true,
         udp: true,
+        offload: false,
     }
 }
 
