@@ -159,6 +159,11 @@ fn drive(
     }
 }
 
+/// A LAN host's TCP flow to `dst`, driven to its decision.
+fn tcp(dst: &str, r: &Counting, lab: &Lab, s: &Settings, a: &Answers) -> Decided {
+    decided(drive(Network::Tcp, LAN_CLIENT, dst, r, lab, s, a).1)
+}
+
 fn decided(step: Step) -> Decided {
     match step {
         Step::Decided(d) => d,
@@ -528,33 +533,11 @@ fn direct_targets() {
     let lab = fake_lab();
     let a = named("www.example.test");
     // A fake-ip flow resolves its name through the DNS server.
-    let d = decided(
-        drive(
-            Network::Tcp,
-            LAN_CLIENT,
-            "198.18.0.5:443",
-            &r,
-            &lab,
-            &settings(false),
-            &a,
-        )
-        .1,
-    );
+    let d = tcp("198.18.0.5:443", &r, &lab, &settings(false), &a);
     assert_eq!(d.direct_to(), DirectTo::FakeName("video.test".into(), 443));
     assert!(d.fake());
     // override-destination: the sniffed name.
-    let d = decided(
-        drive(
-            Network::Tcp,
-            LAN_CLIENT,
-            "203.0.113.2:443",
-            &r,
-            &lab,
-            &settings(true),
-            &a,
-        )
-        .1,
-    );
+    let d = tcp("203.0.113.2:443", &r, &lab, &settings(true), &a);
     assert_eq!(
         d.direct_to(),
         DirectTo::Name("www.example.test".into(), 443)
@@ -564,18 +547,7 @@ fn direct_targets() {
         Destination::Domain("www.example.test".into(), 443)
     );
     // Otherwise the address, even with a name known.
-    let d = decided(
-        drive(
-            Network::Tcp,
-            LAN_CLIENT,
-            "203.0.113.2:22",
-            &r,
-            &lab,
-            &settings(true),
-            &a,
-        )
-        .1,
-    );
+    let d = tcp("203.0.113.2:22", &r, &lab, &settings(true), &a);
     assert_eq!(d.direct_to(), DirectTo::Addr(sa("203.0.113.2:22")));
     assert_eq!(d.destination(), Destination::Addr(sa("203.0.113.2:22")));
 }
@@ -587,36 +559,14 @@ fn dns_mapping_names_a_real_address() {
     lab.mapped.insert(ip_("203.0.113.2"), "mapped.test".into());
     let s = settings(false);
     // Not a sniffed port: the mapping's name decides in one pass.
-    let d = decided(
-        drive(
-            Network::Tcp,
-            LAN_CLIENT,
-            "203.0.113.2:22",
-            &r,
-            &lab,
-            &s,
-            &Answers::default(),
-        )
-        .1,
-    );
+    let d = tcp("203.0.113.2:22", &r, &lab, &s, &Answers::default());
     assert_eq!(
         (d.verdict, d.host_from),
         (Verdict::Reject, Some(HostFrom::DnsMapping))
     );
     assert_eq!(r.passes.get(), 1);
     // A sniffed port: a sniffed name wins over the mapping.
-    let d = decided(
-        drive(
-            Network::Tcp,
-            LAN_CLIENT,
-            "203.0.113.2:443",
-            &r,
-            &lab,
-            &s,
-            &named("other.test"),
-        )
-        .1,
-    );
+    let d = tcp("203.0.113.2:443", &r, &lab, &s, &named("other.test"));
     assert_eq!(
         (d.verdict, d.host_from),
         (Verdict::Direct, Some(HostFrom::Sniffed))
@@ -632,18 +582,7 @@ fn countries_are_looked_up_once_and_follow_the_real_address() {
         real: Some(ip_("192.0.2.7")),
         ..Answers::default()
     };
-    let d = decided(
-        drive(
-            Network::Tcp,
-            LAN_CLIENT,
-            "198.18.0.5:80",
-            &r,
-            &lab,
-            &settings(false),
-            &a,
-        )
-        .1,
-    );
+    let d = tcp("198.18.0.5:80", &r, &lab, &settings(false), &a);
     assert_eq!(d.verdict, Verdict::Reject);
     assert_eq!(d.rules_dst, sa("192.0.2.7:80"));
 }

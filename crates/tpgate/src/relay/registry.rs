@@ -59,6 +59,16 @@ pub(crate) struct Counters {
     pub(crate) down: AtomicU64,
 }
 
+impl Counters {
+    /// (up, down) now.
+    pub(crate) fn get(&self) -> (u64, u64) {
+        (
+            self.up.load(Ordering::Relaxed),
+            self.down.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// One live flow.
 #[derive(Debug)]
 pub(crate) struct Entry {
@@ -229,9 +239,10 @@ impl Drop for Registered {
             live.remove(&self.entry.id);
         }
         if let Ok(mut t) = self.registry.ended.lock() {
+            let (up, down) = self.entry.counters.get();
             t.flows += 1;
-            t.up += self.entry.up();
-            t.down += self.entry.down();
+            t.up += up;
+            t.down += down;
         }
     }
 }
