@@ -47,6 +47,9 @@ enum Command {
     /// both variants, policy rules, routes). Idempotent. Refuses while a tpgate runs in this
     /// network namespace, unless --force.
     Down(DownArgs),
+    /// Ask the running tpgate of this network namespace to re-read its config (SIGHUP): a
+    /// bad config is refused with FILE:LINE:COL in its log and the running one stays.
+    Reload,
     /// Explain what is wrong with this machine's TPROXY setup (whoever wrote it) and how
     /// to fix it; read-only. Exit 0 healthy, 1 problems found, 2 usage or config error.
     Doctor(doctor::DoctorArgs),
@@ -97,7 +100,7 @@ pub fn main() -> ExitCode {
                     tracing::warn!("{w}");
                 }
                 runtime()
-                    .and_then(|rt| rt.block_on(daemon::run(cfg)))
+                    .and_then(|rt| rt.block_on(daemon::run(cfg, c.config.clone())))
                     .map(|()| ExitCode::SUCCESS)
             }
             Err(e) => Err(e),
@@ -106,6 +109,7 @@ pub fn main() -> ExitCode {
             Ok(cfg) => doctor::run(&a, cfg.as_ref().map(|(c, _)| c)),
             Err(e) => Err(e),
         },
+        Command::Reload => reload().map(|()| ExitCode::SUCCESS),
         Command::Down(d) => {
             init_logging(LogLevel::Info);
             runtime()
@@ -133,10 +137,16 @@ pub fn main() -> ExitCode {
 /// Config problems, already formatted as `FILE:LINE:COL: message`.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid config")]
-struct ConfigErrors(Vec<String>);
+pub(crate) struct ConfigErrors(Vec<String>);
+
+impl ConfigErrors {
+    pub(crate) fn lines(&self) -> &[String] {
+        &self.0
+    }
+}
 
 /// Loads and validates; warnings come back formatted like errors.
-fn load(path: Option<&Path>) -> Result<(Config, Vec<String>)> {
+pub(crate) fn load(path: Option<&Path>) -> Result<(Config, Vec<String>)> {
     let (name, text) = match path {
         Some(p) => (
             p.display().to_string(),
@@ -210,6 +220,26 @@ fn init_logging(level: LogLevel) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
+}
+
+/// `tpgate reload`: SIGHUP to the instance that holds this namespace's lock.
+fn reload() -> Result<()> {
+    let holder = match instance::InstanceLock::acquire() {
+        Ok(_free) => anyhow::bail!("no tpgate is running in this network namespace"),
+        Err(instance::LockError::Held { holder, .. }) => holder,
+        Err(e) => return Err(e.into()),
+    };
+    let Some(pid) = holder.pid else {
+        anyhow::bail!("the running tpgate has not written its pid yet; try again");
+    };
+    let pid = i32::try_from(pid).context("pid out of range")?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .with_context(|| format!("signalling tpgate (pid {pid})"))?;
+    eprintln!("asked tpgate (pid {pid}) to reload; its log says whether the config was taken");
+    Ok(())
 }
 
 async fn down(force: bool) -> Result<()> {

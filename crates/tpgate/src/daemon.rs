@@ -14,9 +14,10 @@ use tpgate_sys::UdpRole;
 use tracing::{info, warn};
 
 use crate::local_addrs::LocalAddrs;
-use crate::outbound::{self, Outbounds};
+use crate::outbound::Outbounds;
 use crate::relay::registry::Registry;
-use crate::relay::{self, RoutingMark, Shared};
+use crate::relay::{self, RoutingMark, Shared, SharedCell};
+use crate::reload::Reloader;
 use crate::{install, shutdown};
 
 /// Bound sockets, before any rule exists: a busy port fails here, with nothing installed.
@@ -65,7 +66,8 @@ fn acceptors() -> usize {
         .clamp(1, 64)
 }
 
-pub(crate) async fn run(config: Config) -> Result<()> {
+/// `path`: the config file, re-read on SIGHUP (`None`: the embedded default).
+pub(crate) async fn run(config: Config, path: Option<std::path::PathBuf>) -> Result<()> {
     // Before anything changes (listeners with SO_REUSEPORT could even share a running
     // instance's port): a second instance must leave the running one's state alone.
     let _instance = crate::instance::InstanceLock::acquire()?;
@@ -102,8 +104,9 @@ pub(crate) async fn run(config: Config) -> Result<()> {
     };
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let outbounds = Outbounds::new(&config)?;
-    let installed = install::install(&plan).await?;
+    let mut installed = install::install(&plan).await?;
 
     let io = relay::HostIo {
         local: LocalAddrs::new(),
@@ -122,11 +125,13 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         registry: Registry::new(),
     });
     let (trigger, stop) = shutdown::channel();
+    let dns_tables = dns.as_ref().map(|(d, _)| d.clone());
+    let cell = SharedCell::new(shared.clone());
     let mut tasks = tokio::task::JoinSet::new();
     for l in listeners.tcp {
-        tasks.spawn(relay::tcp::serve(l, shared.clone(), stop.clone()));
+        tasks.spawn(relay::tcp::serve(l, cell.clone(), stop.clone()));
     }
-    let nat = relay::udp::Nat::new(shared.clone());
+    let nat = relay::udp::Nat::new(cell.clone());
     for u in listeners.udp {
         tasks.spawn(relay::udp::serve(u, nat.clone(), stop.clone()));
     }
@@ -152,8 +157,13 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         Ok(None) => {}
         Err(e) => warn!("cannot watch tpgate's iptables rules: {e:#}"),
     }
-    outbound::spawn_health_checks(&outbounds, &stop);
-    crate::providers::spawn_refresh(&config, &outbounds, &stop);
+    let mut reloader = Reloader::new(
+        path,
+        cell.clone(),
+        plan.clone(),
+        &config,
+        (stop.clone(), dns_tables),
+    );
     if let Some(listener) = api {
         tasks.spawn(crate::controller::serve(
             listener,
@@ -171,9 +181,15 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         "ready: intercepting"
     );
 
-    tokio::select! {
-        _ = sigterm.recv() => info!("SIGTERM: stopping"),
-        _ = sigint.recv() => info!("SIGINT: stopping"),
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => break info!("SIGTERM: stopping"),
+            _ = sigint.recv() => break info!("SIGINT: stopping"),
+            _ = sighup.recv() => {
+                info!("SIGHUP: reloading the config");
+                reloader.reload(&mut installed).await;
+            }
+        }
     }
     trigger.fire();
     // Interception goes first, so no new flow is sent to listeners that are closing.

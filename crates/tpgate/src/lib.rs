@@ -30,5 +30,6 @@ mod outbound;
 mod owner;
 mod providers;
 mod relay;
+mod reload;
 mod shutdown;
 mod sockdiag;

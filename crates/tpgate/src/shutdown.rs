@@ -36,3 +36,16 @@ impl Shutdown {
         let _ = rx.wait_for(|v| *v).await;
     }
 }
+
+/// A [`Shutdown`] that fires when either `a` or `b` does.
+pub(crate) fn either(a: Shutdown, b: Shutdown) -> Shutdown {
+    let (trigger, out) = channel();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = a.wait() => {}
+            () = b.wait() => {}
+        }
+        trigger.fire();
+    });
+    out
+}

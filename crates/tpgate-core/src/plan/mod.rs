@@ -11,7 +11,7 @@ mod text;
 
 pub use bypass::{DEFAULT_BYPASS_V4, DEFAULT_BYPASS_V6};
 pub use iptables::{ipt_remove, ipt_replace, render_iptables, IptState, IPT_CHAIN_PREFIX};
-pub use nft::{render_nft, NFT_FAMILY, NFT_TABLE};
+pub use nft::{render_nft, render_offload_update, NFT_FAMILY, NFT_TABLE};
 pub use text::render_text;
 
 use ipnet::IpNet;

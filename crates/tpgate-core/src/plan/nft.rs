@@ -29,7 +29,7 @@ pub fn render_nft(plan: &Plan) -> String {
     line(w, 1, "");
     set(w, "bypass4", "ipv4_addr", &plan.bypass_v4);
     set(w, "bypass6", "ipv6_addr", &plan.bypass_v6);
-    if !plan.offload.direct.is_empty() {
+    if plan.offload_enabled {
         offload_set(w, "direct4", "ipv4_addr", plan, false);
         offload_set(w, "direct6", "ipv6_addr", plan, true);
     }
@@ -232,7 +232,7 @@ fn common_exclusions(w: &mut String, plan: &Plan) {
 /// kernel, counted. After the established fast path, so a connection tpgate already
 /// relays keeps going to its socket.
 fn offload_rules(w: &mut String, plan: &Plan) {
-    if plan.offload.direct.is_empty() {
+    if !plan.offload_enabled {
         return;
     }
     line(
@@ -248,8 +248,16 @@ fn offload_set(w: &mut String, name: &str, ty: &str, plan: &Plan, v6: bool) {
     line(w, 1, &format!("set {name} {{"));
     line(w, 2, &format!("type {ty}"));
     line(w, 2, "flags interval");
-    let elems: Vec<String> = plan
-        .offload
+    let elems = offload_elements(plan, v6);
+    if !elems.is_empty() {
+        line(w, 2, &format!("elements = {{ {} }}", elems.join(", ")));
+    }
+    line(w, 1, "}");
+    line(w, 1, "");
+}
+
+fn offload_elements(plan: &Plan, v6: bool) -> Vec<String> {
+    plan.offload
         .direct
         .ranges()
         .iter()
@@ -261,12 +269,24 @@ fn offload_set(w: &mut String, name: &str, ty: &str, plan: &Plan, v6: bool) {
                 format!("{}-{}", r.first(), r.last())
             }
         })
-        .collect();
-    if !elems.is_empty() {
-        line(w, 2, &format!("elements = {{ {} }}", elems.join(", ")));
+        .collect()
+}
+
+/// One transaction that replaces the offloaded ranges of a running table (a reload).
+pub fn render_offload_update(plan: &Plan) -> String {
+    let mut s = String::new();
+    for (set, v6) in [("direct4", false), ("direct6", true)] {
+        let _ = writeln!(s, "flush set {NFT_FAMILY} {NFT_TABLE} {set}");
+        let elems = offload_elements(plan, v6);
+        if !elems.is_empty() {
+            let _ = writeln!(
+                s,
+                "add element {NFT_FAMILY} {NFT_TABLE} {set} {{ {} }}",
+                elems.join(", ")
+            );
+        }
     }
-    line(w, 1, "}");
-    line(w, 1, "");
+    s
 }
 
 fn set(w: &mut String, name: &str, ty: &str, elems: &[IpNet]) {

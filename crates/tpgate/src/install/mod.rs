@@ -111,6 +111,15 @@ impl Installed {
         }
     }
 
+    /// Replaces the kernel-offloaded DIRECT ranges (a reload), in one transaction; the
+    /// iptables backend offloads nothing.
+    pub(crate) fn update_offload(&mut self, plan: &Plan) -> Result<()> {
+        match &mut self.rules {
+            Rules::Nft(t) => t.update_offload(plan),
+            Rules::Iptables(_) => Ok(()),
+        }
+    }
+
     /// Removes the interception rules and the policy routing.
     pub(crate) async fn teardown(self) -> Result<()> {
         let r1 = match self.rules {

@@ -2,7 +2,7 @@
 //! that lives as long as the daemon.
 
 use anyhow::{bail, Result};
-use tpgate_core::plan::{render_nft, Plan, NFT_FAMILY, NFT_TABLE};
+use tpgate_core::plan::{render_nft, render_offload_update, Plan, NFT_FAMILY, NFT_TABLE};
 use tpgate_sys::{Nft, NftError};
 
 /// The table, alive while this value (and its netlink socket) is.
@@ -21,6 +21,15 @@ impl OwnedTable {
         }
         nft.run(&render_nft(plan))?;
         Ok(Self { nft })
+    }
+
+    /// Swaps the offloaded ranges for `plan`'s in one transaction (the sets exist whenever
+    /// `offload-direct` is on).
+    pub(super) fn update_offload(&mut self, plan: &Plan) -> Result<()> {
+        if plan.offload_enabled {
+            self.nft.run(&render_offload_update(plan))?;
+        }
+        Ok(())
     }
 
     pub(super) fn delete(mut self) -> Result<()> {

@@ -52,6 +52,33 @@ pub(crate) struct Shared {
     pub(crate) registry: Arc<Registry>,
 }
 
+/// The [`Shared`] new flows are decided with. A reload stores a new one; a flow keeps the
+/// one it started with for its whole life.
+#[derive(Debug)]
+pub(crate) struct SharedCell(std::sync::RwLock<Arc<Shared>>);
+
+impl SharedCell {
+    pub(crate) fn new(shared: Arc<Shared>) -> Arc<Self> {
+        Arc::new(Self(std::sync::RwLock::new(shared)))
+    }
+
+    /// The current one.
+    pub(crate) fn load(&self) -> Arc<Shared> {
+        match self.0.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces it for new flows.
+    pub(crate) fn store(&self, shared: Arc<Shared>) {
+        match self.0.write() {
+            Ok(mut s) => *s = shared,
+            Err(poisoned) => *poisoned.into_inner() = shared,
+        }
+    }
+}
+
 /// The `SO_MARK` of tpgate's own outbound sockets (`routing-mark`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RoutingMark(pub(crate) u32);

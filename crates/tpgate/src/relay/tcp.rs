@@ -18,7 +18,7 @@ use tpgate_core::flow::{Decided, DirectTo, Need, Refusal, Step};
 
 use super::registry::{Entry, FlowInfo};
 use super::sniff;
-use super::{copy, log_decided, Shared};
+use super::{copy, log_decided, Shared, SharedCell};
 use crate::outbound::{connect_marked, BoxIo, Exit, Route};
 
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -27,7 +27,7 @@ const DROP_HOLD: Duration = Duration::from_secs(30);
 
 /// Accepts until `shutdown` resolves. Accept errors (EMFILE, ...) are logged and retried
 /// after a pause; they never end the server.
-pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdown) {
+pub(crate) async fn serve(listener: TcpListener, cell: Arc<SharedCell>, shutdown: Shutdown) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -35,7 +35,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: 
         };
         match accepted {
             Ok((stream, peer)) => {
-                let shared = shared.clone();
+                let shared = cell.load();
                 tokio::spawn(async move { handle(stream, peer, shared).await });
             }
             Err(e) => {

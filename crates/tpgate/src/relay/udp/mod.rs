@@ -28,7 +28,7 @@ use tracing::debug;
 use super::gauge::{Live, LIVE};
 use super::registry::Registered;
 use super::tcp::canonical;
-use super::Shared;
+use super::{Shared, SharedCell};
 use crate::shutdown::Shutdown;
 use tpgate_core::flow::Decider;
 
@@ -126,7 +126,8 @@ impl Drop for Flow {
 
 /// The NAT table and the pool of reply sockets.
 pub(crate) struct Nat {
-    shared: Arc<Shared>,
+    /// The current rules and outbounds; each new flow is decided with what it holds then.
+    cell: Arc<SharedCell>,
     start: Instant,
     flows: Mutex<HashMap<Key, Flow>>,
     /// Reply sockets by original destination; weak so the last flow's end frees the socket.
@@ -134,13 +135,17 @@ pub(crate) struct Nat {
 }
 
 impl Nat {
-    pub(crate) fn new(shared: Arc<Shared>) -> Arc<Self> {
+    pub(crate) fn new(cell: Arc<SharedCell>) -> Arc<Self> {
         Arc::new(Self {
-            shared,
+            cell,
             start: Instant::now(),
             flows: Mutex::new(HashMap::new()),
             replies: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn shared(&self) -> Arc<Shared> {
+        self.cell.load()
     }
 
     fn now_ms(&self) -> u64 {

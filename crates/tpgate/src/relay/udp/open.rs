@@ -47,7 +47,7 @@ impl Nat {
         };
         if let Some(name) = p.hold(data) {
             p.sniffer = None;
-            p.decider.on_sniffed(name, &self.shared.settings);
+            p.decider.on_sniffed(name, &self.shared().settings);
             self.advance(flow, key);
         }
     }
@@ -63,7 +63,7 @@ impl Nat {
             if p.sniffer.is_some() {
                 return;
             }
-            let shared = &self.shared;
+            let shared = self.shared();
             match p
                 .decider
                 .poll(&shared.engine, &*shared.io, &shared.settings)
@@ -98,7 +98,7 @@ impl Nat {
                 Step::Need(Need::RealAddr { name }) => {
                     let (nat, last) = (self.clone(), f.last.clone());
                     tokio::spawn(async move {
-                        let real = crate::relay::tcp::resolve_for_rules(&nat.shared, &name).await;
+                        let real = crate::relay::tcp::resolve_for_rules(&nat.shared(), &name).await;
                         nat.clone().with_flow(key, &last, |f| {
                             if let FlowOut::Held(p) = &mut f.out {
                                 p.decider.on_real_addr(real);
@@ -134,7 +134,7 @@ impl Nat {
                 if let FlowOut::Held(p) = &mut f.out {
                     if p.sniffer.take().is_some() {
                         debug!("udp {} -> {} sniffing timed out", key.0, key.1);
-                        p.decider.on_sniffed(None, &n.shared.settings);
+                        p.decider.on_sniffed(None, &n.shared().settings);
                         n.advance(f, key);
                     }
                 }
@@ -144,7 +144,7 @@ impl Nat {
 
     /// Logs the decision, opens the flow's way out, registers it and sends what was held.
     fn apply(self: &Arc<Self>, f: &mut Flow, (src, dst): Key, d: &Decided) {
-        let route = self.shared.route(d);
+        let route = self.shared().route(d);
         log_decided(d, &route.label);
         let held = match std::mem::replace(&mut f.out, FlowOut::Drop) {
             FlowOut::Held(p) => p.held,
@@ -158,7 +158,7 @@ impl Nat {
             }
             _ => {
                 let reg = self
-                    .shared
+                    .shared()
                     .registry
                     .register(FlowInfo::new(d, &route.label));
                 let entry = reg.entry();
@@ -229,7 +229,7 @@ impl Nat {
         last: Arc<AtomicU64>,
         entry: Arc<Entry>,
     ) -> io::Result<(FlowOut, AbortHandle)> {
-        let mark = self.shared.routing_mark.0;
+        let mark = self.shared().routing_mark.0;
         let s = tpgate_sys::outbound_socket(dst.is_ipv6(), Type::DGRAM, mark)?;
         s.connect(&dst.into())?;
         let out = Arc::new(UdpSocket::from_std(s.into())?);
@@ -299,7 +299,7 @@ impl Nat {
             return Ok(s);
         }
         let std =
-            tpgate_sys::transparent_udp_socket(from, self.shared.routing_mark.0, UdpRole::Reply)?;
+            tpgate_sys::transparent_udp_socket(from, self.shared().routing_mark.0, UdpRole::Reply)?;
         let s = Arc::new(UdpSocket::from_std(std)?);
         pool.insert(from, Arc::downgrade(&s));
         Ok(s)

@@ -171,7 +171,7 @@ pub(super) async fn proxied(
     last: Arc<AtomicU64>,
     entry: Arc<Entry>,
 ) {
-    let outbounds = &nat.shared.outbounds;
+    let outbounds = &nat.shared().outbounds;
     let (mut tx_half, mut rx_half) = match up.open_udp(&outbounds.ctx, &target).await {
         Ok(halves) => halves,
         Err(e) => {
@@ -220,8 +220,8 @@ pub(super) async fn direct_named(
     entry: Arc<Entry>,
 ) {
     let opened = async {
-        let real = SocketAddr::new(nat.shared.io.resolve(&name).await?, dst.port());
-        let mark = nat.shared.routing_mark.0;
+        let real = SocketAddr::new(nat.shared().io.resolve(&name).await?, dst.port());
+        let mark = nat.shared().routing_mark.0;
         let s = tpgate_sys::outbound_socket(real.is_ipv6(), Type::DGRAM, mark)?;
         s.connect(&real.into())?;
         Ok::<_, io::Error>((UdpSocket::from_std(s.into())?, real))

@@ -91,11 +91,11 @@ fn sniffing_what_was_held_before_it_started() {
 
 #[tokio::test(start_paused = true)]
 async fn idle_flows_are_swept_after_their_own_timeouts_and_active_ones_stay() {
-    let nat = Nat::new(crate::relay::tests::shared(
+    let nat = Nat::new(SharedCell::new(crate::relay::tests::shared(
         &["MATCH,DIRECT"],
         Arc::default(),
         1,
-    ));
+    )));
     let (dns, quiet, busy) = (key(1), key(2), key(3));
     {
         let mut flows = nat.flows.lock().unwrap();
