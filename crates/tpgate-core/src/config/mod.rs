@@ -30,6 +30,7 @@ mod yaml;
 #[cfg(test)]
 mod tests;
 
+pub use controller::{Controller, Cors};
 pub use dns::{Dns, EnhancedMode, FilterMode, DEFAULT_FAKE_IP_RANGE};
 pub use model::*;
 pub use nameserver::{parse_nameserver, Nameserver, Transport, Unusable};
