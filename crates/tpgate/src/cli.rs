@@ -136,6 +136,10 @@ fn load(path: Option<&Path>) -> Result<(Config, Vec<String>)> {
                 .iter()
                 .map(|d| format!("{name}:{}:{}: warning: {}", d.line, d.col, d.message))
                 .collect();
+            if let Some(ui) = &mut l.config.controller.ui {
+                // Relative to the config file's folder, like the providers' paths.
+                *ui = providers::config_dir(path).join(&*ui).display().to_string();
+            }
             match providers::load_local(&mut l.config, path) {
                 Ok(w) => warnings.extend(w.into_iter().map(|w| with_warning(&w))),
                 Err(errs) => return Err(ConfigErrors(errs).into()),
@@ -171,21 +175,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn init_logging(level: LogLevel) {
-    use tracing_subscriber::EnvFilter;
-    let default = match level {
-        LogLevel::Silent => "off",
-        LogLevel::Error => "error",
-        LogLevel::Warning => "warn",
-        LogLevel::Info => "info",
-        LogLevel::Debug => "debug",
-    };
-    let filter = EnvFilter::try_from_env("TPGATE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+    crate::logs::init(level);
 }
 
 async fn down() -> Result<()> {

@@ -14,6 +14,7 @@ mod doctor;
 mod geoip;
 mod install;
 mod local_addrs;
+mod logs;
 mod outbound;
 mod owner;
 mod providers;

@@ -9,7 +9,7 @@ use super::yaml::{Node, Value};
 use super::{value, Config, Diags};
 
 /// The controller's settings besides its TCP address and `secret`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Controller {
     pub cors: Cors,
     /// `external-controller-unix`: a unix socket serving the API without `secret`, as
@@ -39,18 +39,6 @@ impl Default for Cors {
         Self {
             allow_origins: vec!["*".to_owned()],
             allow_private_network: true,
-        }
-    }
-}
-
-impl Default for Controller {
-    fn default() -> Self {
-        Self {
-            cors: Cors::default(),
-            unix: None,
-            ui: None,
-            ui_name: None,
-            ui_url: None,
         }
     }
 }
@@ -90,7 +78,11 @@ pub(super) fn settings(entries: &[Entry<'_>], config: &mut Config, d: &mut Diags
         c.ui_name = path(n, "external-ui-name", d);
         if let Some(name) = &c.ui_name {
             if name.split('/').any(|p| p == "..") {
-                d.error(n.pos, "external-ui-name", "must stay inside external-ui (no `..`)");
+                d.error(
+                    n.pos,
+                    "external-ui-name",
+                    "must stay inside external-ui (no `..`)",
+                );
             }
         }
     }
