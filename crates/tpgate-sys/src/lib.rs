@@ -16,7 +16,7 @@ mod udp;
 pub use batch::{send_batch, send_segmented, RecvBatch, MAX_SEGMENTS};
 pub use memory::release_free_memory;
 pub use nft::{Nft, NftError};
-pub use pktinfo::{enable_pktinfo, recv_with_local, send_from};
+pub use pktinfo::{enable_pktinfo, recv_with_arrival, recv_with_local, send_from, Arrival};
 pub use sockets::{outbound_socket, transparent_tcp_listener, transparent_udp_socket, UdpRole};
 pub use splice::{Pipe, PipePool};
 pub use udp::Datagram;

@@ -27,6 +27,22 @@ pub fn recv_with_local(
     fd: &impl AsRawFd,
     buf: &mut [u8],
 ) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
+    recv_with_arrival(fd, buf).map(|a| (a.len, a.peer, a.local))
+}
+
+/// Where a datagram came from and how it arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrival {
+    pub len: usize,
+    pub peer: SocketAddr,
+    /// The local address it was sent to.
+    pub local: Option<IpAddr>,
+    /// The index of the interface it came in on.
+    pub ifindex: Option<u32>,
+}
+
+/// Like [`recv_with_local`], also telling the interface the datagram arrived on.
+pub fn recv_with_arrival(fd: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Arrival> {
     let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo, libc::in_pktinfo);
     let mut iov = [IoSliceMut::new(buf)];
     let msg = recvmsg::<SockaddrStorage>(
@@ -47,19 +63,26 @@ pub fn recv_with_local(
                 })
         })
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram without source"))?;
-    let mut local = None;
+    let (mut local, mut ifindex) = (None, None);
     for c in msg.cmsgs()? {
         match c {
             ControlMessageOwned::Ipv4PacketInfo(i) => {
                 local = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(i.ipi_addr.s_addr))));
+                ifindex = u32::try_from(i.ipi_ifindex).ok();
             }
             ControlMessageOwned::Ipv6PacketInfo(i) => {
                 local = Some(IpAddr::V6(Ipv6Addr::from(i.ipi6_addr.s6_addr)));
+                ifindex = Some(i.ipi6_ifindex);
             }
             _ => {}
         }
     }
-    Ok((msg.bytes, peer, local))
+    Ok(Arrival {
+        len: msg.bytes,
+        peer,
+        local,
+        ifindex,
+    })
 }
 
 /// Non-blocking send of `data` to `to`, from the local address `from` when given.

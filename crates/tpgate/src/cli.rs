@@ -176,6 +176,10 @@ fn load_all(
     };
     let mut l = config::load(text).map_err(|errs| of_config(Severity::Error, &errs))?;
     let mut warnings = of_config(Severity::Warning, &l.warnings);
+    if let Some(ui) = &mut l.config.controller.ui {
+        // Relative to the config file's folder, like the providers' paths.
+        *ui = providers::config_dir(path).join(&*ui).display().to_string();
+    }
     warnings.extend(providers::load_local(&mut l.config, path)?);
     let geo = geoip::check(&mut l.config, path).and_then(|w| {
         geoip::load_geosite(&mut l.config, path)?;
@@ -205,21 +209,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn init_logging(level: LogLevel) {
-    use tracing_subscriber::EnvFilter;
-    let default = match level {
-        LogLevel::Silent => "off",
-        LogLevel::Error => "error",
-        LogLevel::Warning => "warn",
-        LogLevel::Info => "info",
-        LogLevel::Debug => "debug",
-    };
-    let filter = EnvFilter::try_from_env("TPGATE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+    crate::logs::init(level);
 }
 
 /// `tpgate reload`: SIGHUP to the instance that holds this namespace's lock.

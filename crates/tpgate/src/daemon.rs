@@ -84,16 +84,7 @@ pub(crate) async fn run(config: Config, path: Option<std::path::PathBuf>) -> Res
     check_sysctls(&plan);
     raise_fd_limit();
     let listeners = bind(&plan)?;
-    let api = match config.external_controller {
-        Some(addr) => {
-            let l = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding external-controller on {addr}"))?;
-            info!("external controller on http://{addr}");
-            Some(l)
-        }
-        None => None,
-    };
+    let api = bind_controller(&config).await?;
     // Bound before interception is installed: a busy DNS port fails the start cleanly.
     let dns = match (config.dns.enable, config.dns.listen) {
         (true, Some(addr)) => Some((
@@ -106,6 +97,10 @@ pub(crate) async fn run(config: Config, path: Option<std::path::PathBuf>) -> Res
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let outbounds = Outbounds::new(&config)?;
+    let dns_access = Arc::new(crate::dns::Access::new(
+        config.dns.allow_wan,
+        config.intercept.lan_interfaces.clone(),
+    ));
     let mut installed = install::install(&plan).await?;
 
     let io = relay::HostIo {
@@ -113,8 +108,14 @@ pub(crate) async fn run(config: Config, path: Option<std::path::PathBuf>) -> Res
         geoip,
         dns: dns.as_ref().map(|(d, _)| d.clone()),
     };
+    let engine = match outbounds.builtin_global() {
+        Some(global) => config
+            .rule_engine()
+            .with_global(tpgate_core::rules::Verdict::Proxy(global)),
+        None => config.rule_engine(),
+    };
     let shared = Arc::new(Shared {
-        engine: config.rule_engine(),
+        engine,
         settings: Settings {
             tproxy_port: config.tproxy_port,
             sniffer: config.sniffer.clone(),
@@ -124,6 +125,7 @@ pub(crate) async fn run(config: Config, path: Option<std::path::PathBuf>) -> Res
         io: Arc::new(io),
         registry: Registry::new(),
     });
+    let dns_server = dns.as_ref().map(|(d, _)| d.clone());
     let (trigger, stop) = shutdown::channel();
     let dns_tables = dns.as_ref().map(|(d, _)| d.clone());
     let cell = SharedCell::new(shared.clone());
@@ -138,7 +140,12 @@ pub(crate) async fn run(config: Config, path: Option<std::path::PathBuf>) -> Res
     tasks.spawn(nat.sweep(stop.clone()));
     tasks.spawn(relay::gauge::trim_memory(stop.clone()));
     if let Some((d, sockets)) = dns {
-        tasks.spawn(crate::dns::serve(sockets, d.clone(), stop.clone()));
+        tasks.spawn(crate::dns::serve(
+            sockets,
+            d.clone(),
+            dns_access.clone(),
+            stop.clone(),
+        ));
         tasks.spawn(d.persist(stop.clone()));
     }
     outbounds.warm_up();
@@ -164,13 +171,31 @@ pub(crate) async fn run(config: Config, path: Option<std::path::PathBuf>) -> Res
         &config,
         (stop.clone(), dns_tables),
     );
-    if let Some(listener) = api {
-        tasks.spawn(crate::controller::serve(
-            listener,
-            (outbounds.clone(), shared.registry.clone()),
-            config.secret.clone(),
-            stop.clone(),
-        ));
+    if api.tcp.is_some() || api.unix.is_some() {
+        let ui = config.controller.ui.as_ref().map(|ui| {
+            let dir = std::path::Path::new(ui);
+            match &config.controller.ui_name {
+                Some(name) => dir.join(name),
+                None => dir.to_path_buf(),
+            }
+        });
+        if let Some(dir) = ui.as_ref().filter(|d| !d.is_dir()) {
+            warn!(
+                "external-ui: {} is not a directory; /ui/ will answer 404",
+                dir.display()
+            );
+        }
+        let cx = crate::controller::Context {
+            config: Arc::new(config.clone()),
+            cell: cell.clone(),
+            dns: dns_server,
+            ui,
+            metrics: crate::controller::Metrics {
+                dns_access: Some(dns_access.clone()),
+            },
+        };
+        let api_state = crate::controller::Api::new(cx, stop.clone());
+        tasks.spawn(crate::controller::serve(api, api_state));
     }
     info!(
         port = plan.tproxy_port,
@@ -249,6 +274,40 @@ fn check_masquerade() {
              or set `intercept.offload-direct: false`"
         );
     }
+}
+
+/// The controller's listeners (TCP and unix socket), bound before anything is installed so
+/// a busy port is a clean startup error.
+async fn bind_controller(config: &Config) -> Result<crate::controller::Listeners> {
+    let mut out = crate::controller::Listeners::default();
+    if let Some(addr) = config.external_controller {
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding external-controller on {addr}"))?;
+        info!("external controller on http://{addr}");
+        out.tcp = Some(l);
+    }
+    if let Some(path) = &config.controller.unix {
+        use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+        let path = std::path::Path::new(path);
+        // A socket file left by an earlier run would make the bind fail.
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+            let _ = std::fs::remove_file(path);
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| {
+                format!("creating {} for external-controller-unix", dir.display())
+            })?;
+        }
+        let l = tokio::net::UnixListener::bind(path)
+            .with_context(|| format!("binding external-controller-unix on {}", path.display()))?;
+        // No secret on the socket (mihomo's rule): only root and its group may open it.
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+            .with_context(|| format!("chmod {}", path.display()))?;
+        info!("external controller on unix:{}", path.display());
+        out.unix = Some(l);
+    }
+    Ok(out)
 }
 
 /// Every relayed TCP connection holds two descriptors and every UDP flow one: the usual

@@ -26,6 +26,7 @@ mod geoip;
 mod install;
 mod instance;
 mod local_addrs;
+mod logs;
 mod outbound;
 mod owner;
 mod providers;

@@ -147,6 +147,26 @@ async fn refresh_loop(
     }
 }
 
+/// Loads provider `p` again now (the controller's `PUT /providers/rules/{name}`): an http
+/// provider is downloaded (and cached), a file provider read again, an inline one is
+/// already current. Returns the entry count; on failure the previous set stays.
+pub(crate) async fn update_now(p: &RuleProvider, o: &Outbounds) -> anyhow::Result<usize> {
+    match &p.source {
+        ProviderSource::Http { url, path } => download(p, url, path.as_deref(), o).await,
+        ProviderSource::File { path } => {
+            let text = tokio::fs::read_to_string(path).await?;
+            let (set, _) = RuleSet::parse(p.behavior, p.format, &text).map_err(|errs| {
+                let first = errs.first().map(ToString::to_string).unwrap_or_default();
+                anyhow::anyhow!("{path}:{first}")
+            })?;
+            let n = set.len();
+            p.handle.replace(set);
+            Ok(n)
+        }
+        ProviderSource::Inline => Ok(p.handle.current().len()),
+    }
+}
+
 /// Downloads, parses, installs, and caches one provider; returns its entry count.
 async fn download(
     p: &RuleProvider,

@@ -418,7 +418,6 @@ fn select_switches_persists_and_nests() {
         (Some("{}"), "/proxies/pick", 400),
         (None, "/proxies/pick", 400),
         (Some("{\"name\": \"nobody\"}"), "/proxies/pick", 400),
-        (Some("{\"name\": \"fast\"}"), "/proxies/auto", 400),
         (Some("{\"name\": \"plain\"}"), "/proxies/plain", 400),
         (Some("{\"name\": \"plain\"}"), "/proxies/nosuchgroup", 404),
     ];

@@ -103,7 +103,7 @@ pub(super) fn decode(root: Option<&Node>, d: &mut Diags) -> Config {
             "use-hosts" => super::dns::use_hosts(node, d, &mut config.dns),
             // Decoded below: groups and rules need every proxy and group name.
             "proxies" | "proxy-groups" | "rules" | "rule-providers" | "sub-rules" => {}
-            "external-controller" | "secret" | "state-file" => {}
+            _ if super::controller::KEYS.contains(&key) => {}
             _ if keys::MIHOMO_IGNORED.contains(&key) => {
                 d.warn(e.key_pos, key, "not used by tpgate yet; ignored");
             }

@@ -59,6 +59,10 @@ pub struct Dns {
     pub hosts: Vec<(DomainPattern, Vec<IpAddr>)>,
     /// Top-level `use-hosts`: whether `hosts` answers queries.
     pub use_hosts: bool,
+    /// `allow-wan` (tpgate's own): answer queries from any interface. Off by default: only
+    /// this machine and the `intercept.lan-interfaces` side get answers, so a server on
+    /// `0.0.0.0` is not an open resolver for the WAN.
+    pub allow_wan: bool,
 }
 
 /// mihomo's default fake range; its first address is the "gateway" and never handed out.
@@ -82,6 +86,7 @@ impl Default for Dns {
             proxy_server_nameserver: Vec::new(),
             hosts: Vec::new(),
             use_hosts: true,
+            allow_wan: false,
         }
     }
 }
@@ -134,6 +139,7 @@ const KEYS: &[&str] = &[
     "ipv6-timeout",
     "direct-nameserver",
     "direct-nameserver-follow-policy",
+    "allow-wan",
 ];
 
 /// Decodes the `dns` section into `out` (which may already hold `hosts`).
@@ -157,6 +163,7 @@ pub(super) fn dns(node: &Node, d: &mut Diags, out: &mut Dns) {
             "enable" => set_bool(n, &path, d, &mut out.enable),
             "ipv6" => set_bool(n, &path, d, &mut out.ipv6),
             "use-hosts" => set_bool(n, &path, d, &mut out.use_hosts),
+            "allow-wan" => set_bool(n, &path, d, &mut out.allow_wan),
             "listen" => {
                 if let Some(a) = check(d, n, &path, listen(n)) {
                     out.listen = Some(a);

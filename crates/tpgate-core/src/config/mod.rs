@@ -31,6 +31,7 @@ mod yaml;
 #[cfg(test)]
 mod tests;
 
+pub use controller::{Controller, Cors};
 pub use dns::{Dns, EnhancedMode, FilterMode, DEFAULT_FAKE_IP_RANGE};
 pub use file_diagnostic::{FileDiagnostic, Severity};
 pub use model::*;

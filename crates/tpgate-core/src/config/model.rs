@@ -47,6 +47,8 @@ pub struct Config {
     pub external_controller: Option<SocketAddr>,
     /// `secret`: the API's bearer token; `None`: no authentication.
     pub secret: Option<String>,
+    /// The API's other settings: unix socket, CORS, dashboard directory.
+    pub controller: super::Controller,
     /// `state-file` (tpgate's own): where the daemon keeps what survives a restart, such
     /// as the member each select group has chosen.
     pub state_file: String,
@@ -175,6 +177,7 @@ impl Default for Config {
             global_target: None,
             external_controller: None,
             secret: None,
+            controller: super::Controller::default(),
             state_file: DEFAULT_STATE_FILE.to_owned(),
             sniffer: super::Sniffer::default(),
             rule_providers: Vec::new(),

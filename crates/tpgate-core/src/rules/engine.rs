@@ -79,7 +79,7 @@ impl RuleEngine {
     /// `rule` mode: first match wins, no match is DIRECT. `global` mode: the global
     /// action for every flow. `direct` mode: DIRECT.
     pub fn decide(&self, flow: &FlowMeta) -> Decision {
-        let action = match self.mode {
+        let action = match self.mode() {
             Mode::Rule => {
                 if let Some((index, inner, action)) =
                     self.first_in(&self.rules, &self.index, flow, 0)
@@ -115,6 +115,14 @@ impl RuleEngine {
     ) -> Option<(usize, Option<(usize, usize)>, Verdict)> {
         let mut candidate = index.first_match(rules, flow);
         while let Some(i) = candidate {
+            // Only the main list's rules can be switched off (`PATCH /rules/disable`).
+            if depth == 0 && self.is_disabled(i) {
+                candidate = rules[i + 1..]
+                    .iter()
+                    .position(|r| r.matcher.matches(flow))
+                    .map(|p| p + i + 1);
+                continue;
+            }
             let Matcher::SubRule { list, .. } = rules[i].matcher else {
                 return Some((i, None, rules[i].verdict));
             };
@@ -279,6 +287,29 @@ mod tests {
         assert_eq!(e.decide(&f), decided(Verdict::Direct, None));
         let e = RuleEngine::new(Vec::new(), Mode::Global, Verdict::Direct);
         assert_eq!(e.decide(&f), decided(Verdict::Direct, None));
+    }
+
+    #[test]
+    fn mode_and_disabled_rules_change_live_and_copies_keep_their_own() {
+        let f = flow("198.51.100.2:1", "192.0.2.9:2");
+        let e = engine(&["DST-PORT,2,REJECT", "MATCH,DIRECT"], Mode::Rule);
+        assert_eq!(e.decide(&f), decided(Verdict::Reject, Some(0)));
+        assert!(e.set_disabled(0, true));
+        assert!(e.is_disabled(0));
+        assert_eq!(e.decide(&f), decided(Verdict::Direct, Some(1)));
+        assert!(!e.set_disabled(2, true), "no such rule");
+        let copy = e.clone();
+        e.set_mode(Mode::Global);
+        assert_eq!(e.mode(), Mode::Global);
+        assert_eq!(e.decide(&f), decided(Verdict::Proxy(TargetId(7)), None));
+        assert_eq!(copy.mode(), Mode::Rule, "a copy changes on its own");
+        assert!(copy.is_disabled(0), "and starts with the same switches");
+        e.set_mode(Mode::Rule);
+        e.set_disabled(0, false);
+        assert_eq!(e.decide(&f), decided(Verdict::Reject, Some(0)));
+        let e = e.with_global(Verdict::Proxy(TargetId(9)));
+        e.set_mode(Mode::Global);
+        assert_eq!(e.decide(&f), decided(Verdict::Proxy(TargetId(9)), None));
     }
 
     #[test]

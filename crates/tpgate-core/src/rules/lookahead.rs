@@ -155,7 +155,7 @@ impl RuleEngine {
 
     /// [`Self::asks`] for a flow already decided as `decision`: no second decision.
     fn asks_after(&self, q: Question, flow: &FlowMeta<'_>, decision: &Decision) -> bool {
-        if self.mode != Mode::Rule || q.candidates(&self.lookers).is_empty() {
+        if self.mode() != Mode::Rule || q.candidates(&self.lookers).is_empty() {
             return false;
         }
         let bound = decision.rule.unwrap_or(self.rules.len());

@@ -28,6 +28,7 @@ pub use parse::{parse_rule, parse_rule_with, RuleError};
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use ipnet::IpNet;
 
@@ -229,9 +230,54 @@ pub struct RuleEngine {
     /// Rules that may look at the real destination address or at the name, so
     /// [`Self::needs_real_dst`] and [`Self::name_matters`] scan only those.
     lookers: lookahead::Lookers,
-    mode: Mode,
+    /// `mode`, and which rules of the main list are switched off: changed live by the
+    /// controller (`PATCH /configs`, `PATCH /rules/disable`) while flows are decided.
+    switches: Switches,
     /// What `mode: global` sends every flow to (see `Config::global_action`).
     global: Verdict,
+}
+
+/// The parts of a [`RuleEngine`] that change while it is in use: one relaxed atomic load
+/// per decision, so a change applies to the next flow without rebuilding the rules.
+#[derive(Debug)]
+struct Switches {
+    mode: AtomicU8,
+    /// One flag per rule of the main list; a disabled rule never matches.
+    disabled: Vec<AtomicBool>,
+}
+
+impl Switches {
+    fn new(mode: Mode, rules: usize) -> Self {
+        Self {
+            mode: AtomicU8::new(mode as u8),
+            disabled: (0..rules).map(|_| AtomicBool::new(false)).collect(),
+        }
+    }
+
+    fn mode(&self) -> Mode {
+        match self.mode.load(Ordering::Relaxed) {
+            x if x == Mode::Global as u8 => Mode::Global,
+            x if x == Mode::Direct as u8 => Mode::Direct,
+            _ => Mode::Rule,
+        }
+    }
+
+    fn is_disabled(&self, i: usize) -> bool {
+        self.disabled
+            .get(i)
+            .is_some_and(|d| d.load(Ordering::Relaxed))
+    }
+}
+
+/// A copy starts with the same settings and changes on its own.
+impl Clone for Switches {
+    fn clone(&self) -> Self {
+        let copy = Self::new(self.mode(), self.disabled.len());
+        for (i, d) in copy.disabled.iter().enumerate() {
+            d.store(self.is_disabled(i), Ordering::Relaxed);
+        }
+        copy
+    }
 }
 
 impl RuleEngine {
@@ -243,10 +289,17 @@ impl RuleEngine {
             needs_geoip: rules.iter().any(|r| r.matcher.needs_geoip()),
             subs: Vec::new(),
             lookers: lookahead::Lookers::build(&rules),
+            switches: Switches::new(mode, rules.len()),
             rules,
-            mode,
             global,
         }
+    }
+
+    /// Sends `mode: global` flows to `global` instead (the daemon's built-in `GLOBAL`
+    /// selector when the config defines none).
+    pub fn with_global(mut self, global: Verdict) -> Self {
+        self.global = global;
+        self
     }
 
     /// Adds the `sub-rules` lists that `SUB-RULE` rules' `list` positions refer to.
@@ -289,7 +342,29 @@ impl RuleEngine {
     }
 
     pub fn mode(&self) -> Mode {
-        self.mode
+        self.switches.mode()
+    }
+
+    /// Switches `mode` for every flow decided from now on.
+    pub fn set_mode(&self, mode: Mode) {
+        self.switches.mode.store(mode as u8, Ordering::Relaxed);
+    }
+
+    /// Whether rule `index` of the main list is switched off.
+    pub fn is_disabled(&self, index: usize) -> bool {
+        self.switches.is_disabled(index)
+    }
+
+    /// Switches rule `index` of the main list off (or back on) for every flow decided
+    /// from now on; false when there is no such rule.
+    pub fn set_disabled(&self, index: usize, disabled: bool) -> bool {
+        match self.switches.disabled.get(index) {
+            Some(d) => {
+                d.store(disabled, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
     }
 
     /// The action of `mode: global`.

@@ -1,49 +1,74 @@
-//! `/connections`: the registry's live flows in mihomo's shape (what dashboards list), and
+//! `/connections`: the registry's live flows in mihomo's shape (what dashboards list), once
+//! or as a WebSocket pushing the same snapshot every `?interval=` ms (default 1000), and
 //! closing them (`DELETE /connections`, `DELETE /connections/{id}`), which ends the flow's
 //! relay: a TCP client gets a RST, a UDP flow leaves the NAT table.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 use tpgate_core::flow::HostFrom;
 use tracing::info;
 
-use super::{error, Api};
-use crate::relay::registry::Entry;
+use super::{bad_request, not_found, rules, streams, Api};
+use crate::relay::registry::{Entry, Registry};
 
-/// `GET /connections`.
-pub(super) async fn list(State(api): State<Api>) -> Json<Value> {
-    let (_, up, down) = api.registry.totals();
-    let conns: Vec<Value> = api
-        .registry
-        .snapshot()
-        .iter()
-        .map(|e| describe(e))
-        .collect();
-    Json(json!({
+/// The snapshot mihomo sends.
+fn snapshot(registry: &Registry) -> Value {
+    let (_, up, down) = registry.totals();
+    let conns: Vec<Value> = registry.snapshot().iter().map(|e| describe(e)).collect();
+    json!({
         "downloadTotal": down,
         "uploadTotal": up,
         "connections": conns,
-        "memory": 0,
-    }))
+        "memory": streams::rss(),
+    })
+}
+
+/// `GET /connections`; a WebSocket gets the snapshot now and every `?interval=` ms.
+pub(super) async fn list(
+    State(api): State<Api>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if !streams::wants_websocket(&headers) {
+        return Json(snapshot(&api.shared().registry)).into_response();
+    }
+    let interval = match q.get("interval").map(|i| i.parse::<u64>()) {
+        None => 1000,
+        Some(Ok(ms)) => ms.clamp(100, 3_600_000),
+        Some(Err(_)) => return bad_request(),
+    };
+    let registry = api.shared().registry.clone();
+    let items = streams::every(Duration::from_millis(interval), true, move || {
+        snapshot(&registry)
+    });
+    streams::respond(&api, &headers, ws, items)
 }
 
 /// `DELETE /connections`: closes every live flow.
 pub(super) async fn close_all(State(api): State<Api>) -> StatusCode {
-    let n = api.registry.close_all();
+    let n = api.shared().registry.close_all();
     info!(flows = n, "all connections closed by the controller");
     StatusCode::NO_CONTENT
 }
 
 /// `DELETE /connections/{id}`.
 pub(super) async fn close(State(api): State<Api>, Path(id): Path<String>) -> Response {
-    match id.parse::<u64>().ok().filter(|&id| api.registry.close(id)) {
+    match id
+        .parse::<u64>()
+        .ok()
+        .filter(|&id| api.shared().registry.close(id))
+    {
         Some(_) => StatusCode::NO_CONTENT.into_response(),
-        None => error(StatusCode::NOT_FOUND, "resource not found"),
+        None => not_found(),
     }
 }
 
@@ -51,7 +76,10 @@ pub(super) async fn close(State(api): State<Api>, Path(id): Path<String>) -> Res
 fn describe(e: &Entry) -> Value {
     let i = &e.info;
     let process = i.process.as_ref();
-    let (rule, payload) = rule_parts(&i.rule);
+    // A sub-rule's flow names the list's rule last: `SUB-RULE,(..),web > DOMAIN,x,y`.
+    let deciding = i.rule.rsplit(" > ").next().unwrap_or_default();
+    let (rule, payload) = rules::parts(deciding);
+    let rule = rules::type_name(&rule.to_ascii_uppercase()).to_owned();
     // mihomo lists the chain from the leaf back to the rule's target.
     let chains: Vec<&str> = i.route.split('/').rev().collect();
     json!({
@@ -89,19 +117,8 @@ fn describe(e: &Entry) -> Value {
     })
 }
 
-/// `DOMAIN-SUFFIX,example.com,proxy` -> (`DOMAIN-SUFFIX`, `example.com`); `MATCH,x` ->
-/// (`MATCH`, ``); `(none)` -> (`(none)`, ``).
-fn rule_parts(text: &str) -> (&str, &str) {
-    let mut parts = text.splitn(3, ',');
-    let kind = parts.next().unwrap_or_default();
-    match (parts.next(), parts.next()) {
-        (Some(payload), Some(_)) => (kind, payload),
-        _ => (kind, ""),
-    }
-}
-
 /// `2026-12-06T11:23:26.123Z`.
-fn rfc3339(t: SystemTime) -> String {
+pub(super) fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
@@ -136,17 +153,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn timestamps_and_rule_parts() {
+    fn timestamps() {
         let t = UNIX_EPOCH + Duration::from_millis(1_796_556_206_123);
         assert_eq!(rfc3339(t), "2026-12-06T11:23:26.123Z");
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
-        assert_eq!(
-            rule_parts("DOMAIN-SUFFIX,example.com,up"),
-            ("DOMAIN-SUFFIX", "example.com")
-        );
-        assert_eq!(rule_parts("MATCH,DIRECT"), ("MATCH", ""));
-        assert_eq!(rule_parts("(none)"), ("(none)", ""));
     }
 }

@@ -1,222 +1,266 @@
-//! The external controller: the part of mihomo's REST API that dashboards and scripts use
-//! to see proxies and groups, to switch a select group (`PUT /proxies/{group}`), and to list
-//! and close live connections (`/connections`, from the relay's registry). A bad
-//! request gets a 4xx answer; it never affects the daemon.
+//! The external controller: mihomo's REST API as dashboards (zashboard, metacubexd, yacd)
+//! and scripts use it, on the same paths with the same JSON, status codes and
+//! `{"message": ...}` errors. CORS answers browsers before authentication, so a preflight
+//! never gets 401; `Authorization: Bearer` or `?token=` (URL-decoded, compared in constant
+//! time) guards the rest; `/traffic`, `/memory`, `/logs` and `/connections` stream over a
+//! WebSocket or a chunked response. The same router serves the TCP address, the unix socket
+//! (without `secret`, as mihomo) and, with `external-ui`, a dashboard at `/ui/`.
+//!
+//! A bad request gets a 4xx answer; it never affects the daemon. Each route module reads the
+//! daemon through [`Api`] and changes only what mihomo's route changes.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+mod auth;
+mod configs;
+mod connections;
+mod dns;
+mod metrics;
+mod providers;
+mod proxies;
+mod rules;
+mod streams;
+#[cfg(test)]
+mod tests;
+mod ui;
 
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, StatusCode};
-use axum::middleware::{self, Next};
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use axum::http::StatusCode;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
-use tokio::net::TcpListener;
-use tpgate_core::config::{GroupKind, Member};
-use tracing::{info, warn};
+use serde_json::json;
+use tokio::net::{TcpListener, UnixListener};
+use tpgate_core::config::{Config, Cors};
+use tracing::warn;
 
-use crate::outbound::{self, Node, Outbounds};
-use crate::relay::registry::Registry;
+use crate::dns::Dns;
+use crate::relay::{Shared, SharedCell};
 use crate::shutdown::Shutdown;
 
-mod connections;
+pub(crate) use metrics::Metrics;
 
+/// What the controller reads and changes: shared by every request.
 #[derive(Clone)]
-struct Api {
-    outbounds: Arc<Outbounds>,
-    /// Live flows, for `/connections`.
-    registry: Arc<Registry>,
-    secret: Option<Arc<str>>,
+pub(crate) struct Api(Arc<Inner>);
+
+pub(crate) struct Inner {
+    /// The config as loaded (ports, rule providers, what `/configs` reports).
+    config: Arc<Config>,
+    /// The current rule engine (mode, disabled rules), outbounds and registry: a reload
+    /// replaces them, so each request reads the cell.
+    cell: Arc<SharedCell>,
+    /// The built-in DNS server, for `/dns/query` and the cache flushes.
+    dns: Option<Arc<Dns>>,
+    secret: Option<String>,
+    cors: Cors,
+    /// `external-ui` (+ `external-ui-name`), already resolved against the config's folder.
+    ui: Option<PathBuf>,
+    /// Ends the streams (WebSockets, chunked responses) at shutdown, so the server's
+    /// graceful stop does not wait for a dashboard to go away.
+    stop: Shutdown,
+    metrics: Metrics,
+    /// When each rule provider was last loaded, for `updatedAt`.
+    provider_updates: Mutex<HashMap<String, SystemTime>>,
+    started: SystemTime,
 }
 
-pub(crate) async fn serve(
-    listener: TcpListener,
-    (outbounds, registry): (Arc<Outbounds>, Arc<Registry>),
-    secret: Option<String>,
-    shutdown: Shutdown,
-) {
-    let api = Api {
-        outbounds,
-        registry,
-        secret: secret.map(Into::into),
-    };
-    let app = Router::new()
-        .route("/", get(|| async { Json(json!({"hello": "tpgate"})) }))
-        .route("/version", get(version))
-        .route("/proxies", get(proxies))
-        .route("/proxies/{name}", get(proxy).put(select))
-        .route("/proxies/{name}/delay", get(delay))
+impl Deref for Api {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// What the daemon hands the controller.
+pub(crate) struct Context {
+    pub(crate) config: Arc<Config>,
+    pub(crate) cell: Arc<SharedCell>,
+    pub(crate) dns: Option<Arc<Dns>>,
+    /// The dashboard folder, resolved (see `Inner::ui`).
+    pub(crate) ui: Option<PathBuf>,
+    pub(crate) metrics: Metrics,
+}
+
+impl Inner {
+    /// What new requests act on (the current config generation).
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        self.cell.load()
+    }
+}
+
+impl Api {
+    pub(crate) fn new(cx: Context, stop: Shutdown) -> Self {
+        Self(Arc::new(Inner {
+            secret: cx.config.secret.clone(),
+            cors: cx.config.controller.cors.clone(),
+            config: cx.config,
+            cell: cx.cell,
+            dns: cx.dns,
+            ui: cx.ui,
+            stop,
+            metrics: cx.metrics,
+            provider_updates: Mutex::new(HashMap::new()),
+            started: SystemTime::now(),
+        }))
+    }
+
+    /// The same API without `secret` (the unix socket's: mihomo trusts whoever may open it).
+    fn without_secret(&self) -> Self {
+        Self(Arc::new(Inner {
+            config: self.config.clone(),
+            cell: self.cell.clone(),
+            dns: self.dns.clone(),
+            secret: None,
+            cors: self.cors.clone(),
+            ui: self.ui.clone(),
+            stop: self.stop.clone(),
+            metrics: self.metrics.clone(),
+            provider_updates: Mutex::new(HashMap::new()),
+            started: self.started,
+        }))
+    }
+}
+
+/// Where the controller listens: the TCP address and the unix socket, bound by the daemon
+/// before anything is installed.
+#[derive(Default)]
+pub(crate) struct Listeners {
+    pub(crate) tcp: Option<TcpListener>,
+    pub(crate) unix: Option<UnixListener>,
+}
+
+/// Serves until `api`'s shutdown fires.
+pub(crate) async fn serve(listeners: Listeners, api: Api) {
+    let stop = api.stop.clone();
+    let tcp = listeners.tcp.map(|l| {
+        let app = router(api.clone());
+        let stop = stop.clone();
+        async move {
+            let shutdown = async move { stop.wait().await };
+            if let Err(e) = axum::serve(l, app).with_graceful_shutdown(shutdown).await {
+                warn!("external controller stopped: {e}");
+            }
+        }
+    });
+    let unix = listeners.unix.map(|l| {
+        let app = router(api.without_secret());
+        let stop = stop.clone();
+        async move {
+            let shutdown = async move { stop.wait().await };
+            if let Err(e) = axum::serve(l, app).with_graceful_shutdown(shutdown).await {
+                warn!("external controller (unix socket) stopped: {e}");
+            }
+        }
+    });
+    tokio::join!(
+        async move {
+            if let Some(t) = tcp {
+                t.await;
+            }
+        },
+        async move {
+            if let Some(u) = unix {
+                u.await;
+            }
+        }
+    );
+}
+
+/// Every route, behind authentication; CORS in front of all of it.
+pub(crate) fn router(api: Api) -> Router {
+    let guarded = Router::new()
+        .route("/", get(|| async { Json(json!({"hello": "mihomo"})) }))
+        .route("/version", get(configs::version))
+        .route("/traffic", get(streams::traffic))
+        .route("/memory", get(streams::memory))
+        .route("/logs", get(streams::logs))
+        .route(
+            "/configs",
+            get(configs::get_configs)
+                .patch(configs::patch_configs)
+                .put(configs::put_configs),
+        )
+        .route("/configs/geo", post(configs::geo))
+        .route("/restart", post(configs::restart))
+        .route("/upgrade", post(configs::upgrade))
+        .route("/upgrade/ui", post(configs::upgrade))
+        .route("/upgrade/geo", post(configs::geo))
+        .route("/proxies", get(proxies::list))
+        .route(
+            "/proxies/{name}",
+            get(proxies::one)
+                .put(proxies::select)
+                .delete(proxies::unfix),
+        )
+        .route("/proxies/{name}/delay", get(proxies::delay))
+        .route("/group", get(proxies::groups))
+        .route("/group/{name}", get(proxies::group))
+        .route("/group/{name}/delay", get(proxies::group_delay))
+        .route("/providers/proxies", get(providers::proxy_providers))
+        .route(
+            "/providers/proxies/{provider}",
+            get(providers::proxy_provider).put(providers::update_proxy_provider),
+        )
+        .route(
+            "/providers/proxies/{provider}/healthcheck",
+            get(providers::healthcheck),
+        )
+        .route(
+            "/providers/proxies/{provider}/{name}",
+            get(providers::provider_proxy),
+        )
+        .route(
+            "/providers/proxies/{provider}/{name}/healthcheck",
+            get(providers::provider_proxy_delay),
+        )
+        .route("/providers/rules", get(providers::rule_providers))
+        .route(
+            "/providers/rules/{name}",
+            axum::routing::put(providers::update_rule_provider),
+        )
+        .route("/rules", get(rules::list))
+        .route("/rules/disable", patch(rules::disable))
         .route(
             "/connections",
             get(connections::list).delete(connections::close_all),
         )
         .route("/connections/{id}", delete(connections::close))
-        .layer(middleware::from_fn_with_state(api.clone(), auth))
-        .with_state(api);
-    let stop = async move { shutdown.wait().await };
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-    {
-        warn!("external controller stopped: {e}");
-    }
-}
-
-/// `Authorization: Bearer <secret>` (or `?token=`), as mihomo checks it.
-async fn auth(State(api): State<Api>, req: Request, next: Next) -> Response {
-    let Some(secret) = &api.secret else {
-        return next.run(req).await;
-    };
-    let bearer = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let token = req
-        .uri()
-        .query()
-        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
-    if bearer == Some(secret) || token == Some(secret) {
-        next.run(req).await
-    } else {
-        error(StatusCode::UNAUTHORIZED, "Unauthorized")
-    }
+        .route("/dns/query", get(dns::query))
+        .route("/cache/fakeip/flush", post(dns::flush_fakeip))
+        .route("/cache/dns/flush", post(dns::flush_dns))
+        .route("/metrics", get(metrics::scrape))
+        .layer(middleware::from_fn_with_state(
+            api.clone(),
+            auth::authenticate,
+        ));
+    let ui = ui::router(api.ui.clone());
+    Router::new()
+        .merge(guarded)
+        .merge(ui)
+        .layer(middleware::from_fn_with_state(api.clone(), auth::cors))
+        .with_state(api)
 }
 
 fn error(code: StatusCode, message: &str) -> Response {
     (code, Json(json!({ "message": message }))).into_response()
 }
 
-async fn version() -> Json<Value> {
-    Json(json!({"version": env!("CARGO_PKG_VERSION"), "meta": true, "tpgate": true}))
+/// mihomo's answer to an unknown proxy, group, provider or connection.
+fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "Resource not found")
 }
 
-fn describe(o: &Outbounds, node: &Node) -> Value {
-    match node {
-        Node::Upstream(u) => json!({
-            "name": u.name,
-            "type": u.type_name,
-            "udp": u.udp,
-            "history": [],
-        }),
-        Node::Group(g) => {
-            let kind = match g.def.kind {
-                GroupKind::Select => "Selector",
-                GroupKind::UrlTest { .. } => "URLTest",
-                GroupKind::Fallback => "Fallback",
-                GroupKind::LoadBalance(_) => "LoadBalance",
-                GroupKind::Relay => "Relay",
-            };
-            let all: Vec<&str> = g.def.members.iter().map(|&m| o.member_name(m)).collect();
-            let mut v = json!({"name": g.def.name, "type": kind, "all": all, "history": []});
-            if g.def.kind != GroupKind::Relay {
-                let now = g
-                    .def
-                    .members
-                    .get(g.current())
-                    .map_or("", |&m| o.member_name(m));
-                v["now"] = json!(now);
-            }
-            v
-        }
-    }
+/// mihomo's answer to a body or query it cannot read.
+fn bad_request() -> Response {
+    error(StatusCode::BAD_REQUEST, "Body invalid")
 }
 
-/// The built-in outbounds every config has, as mihomo lists them.
-const BUILTINS: [(&str, &str, Member); 2] = [
-    ("DIRECT", "Direct", Member::Direct),
-    ("REJECT", "Reject", Member::Reject),
-];
-
-fn builtin(name: &str) -> Option<(Value, Member)> {
-    BUILTINS
-        .iter()
-        .find(|(n, ..)| *n == name)
-        .map(|&(n, kind, m)| {
-            let v = json!({"name": n, "type": kind, "udp": true, "history": []});
-            (v, m)
-        })
-}
-
-async fn proxies(State(api): State<Api>) -> Json<Value> {
-    let o = &api.outbounds;
-    let mut map: BTreeMap<String, Value> = BTreeMap::new();
-    for (name, ..) in BUILTINS {
-        if let Some((v, _)) = builtin(name) {
-            map.insert(name.into(), v);
-        }
-    }
-    for n in o.nodes() {
-        map.insert(n.name().to_string(), describe(o, n));
-    }
-    Json(json!({ "proxies": map }))
-}
-
-/// A proxy, a group, or DIRECT/REJECT (listed by `GET /proxies`, so they answer here too).
-async fn proxy(State(api): State<Api>, Path(name): Path<String>) -> Response {
-    match (api.outbounds.find(&name), builtin(&name)) {
-        (Some(n), _) => Json(describe(&api.outbounds, n)).into_response(),
-        (None, Some((v, _))) => Json(v).into_response(),
-        (None, None) => error(StatusCode::NOT_FOUND, "resource not found"),
-    }
-}
-
-#[derive(Deserialize)]
-struct SelectBody {
-    name: String,
-}
-
-/// The body is read as JSON whatever its content type says (`curl -d` sends a form type).
-async fn select(
-    State(api): State<Api>,
-    Path(group): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
-    let Ok(body) = serde_json::from_slice::<SelectBody>(&body) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "body must be JSON like {\"name\": \"member\"}",
-        );
-    };
-    if api.outbounds.find(&group).is_none() {
-        return error(StatusCode::NOT_FOUND, "resource not found");
-    }
-    match api.outbounds.select(&group, &body.name) {
-        Ok(()) => {
-            info!("group {group}: selected {}", body.name);
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Err(e) => error(StatusCode::BAD_REQUEST, &e),
-    }
-}
-
-#[derive(Deserialize)]
-struct DelayQuery {
-    url: String,
-    timeout: Option<u64>,
-}
-
-async fn delay(
-    State(api): State<Api>,
-    Path(name): Path<String>,
-    Query(q): Query<DelayQuery>,
-) -> Response {
-    let o = &api.outbounds;
-    let member = match (o.id_of(&name), builtin(&name)) {
-        (Some(id), _) => Member::Target(id),
-        (None, Some((_, m))) => m,
-        (None, None) => return error(StatusCode::NOT_FOUND, "resource not found"),
-    };
-    let Some(url) = outbound::Url::parse(&q.url) else {
-        return error(StatusCode::BAD_REQUEST, "url must be http:// or https://");
-    };
-    let timeout = Duration::from_millis(q.timeout.unwrap_or(5000).clamp(100, 60_000));
-    match outbound::probe(o, member, &url, timeout).await {
-        Some(ms) => Json(json!({ "delay": ms })).into_response(),
-        None => error(StatusCode::GATEWAY_TIMEOUT, "Timeout"),
-    }
+/// The body as JSON whatever its content type says (`curl -d` sends a form type).
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Option<T> {
+    serde_json::from_slice(body).ok()
 }

@@ -4,6 +4,8 @@
 //! decided in `tpgate_core::dns::answer` (with the pools, cache and mapping also there);
 //! this module holds the locks, the sockets, the upstream I/O and the persistence.
 
+mod access;
+mod control;
 mod doh;
 pub(crate) mod error;
 mod pipeline;
@@ -32,6 +34,7 @@ use crate::shutdown::Shutdown;
 use error::UpstreamError;
 use upstream::Forwarder;
 
+pub(crate) use access::Access;
 pub(crate) use server::{bind, serve};
 
 /// How many redir-host answers are remembered.
@@ -59,6 +62,8 @@ pub(crate) struct Dns {
     forwarder: Forwarder,
     /// Where the fake-ip table survives restarts (`<state-file>.fakeip.json`).
     store: Option<PathBuf>,
+    /// Answers served from `cache`, for the metrics.
+    pub(crate) cache_hits: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Dns {
@@ -97,6 +102,7 @@ impl Dns {
             cache: Mutex::new(Cache::default()),
             forwarder: Forwarder::new(cfg, mark)?,
             store,
+            cache_hits: std::sync::atomic::AtomicU64::new(0),
         };
         dns.load();
         info!(
@@ -266,6 +272,8 @@ impl Dns {
         if let Some(k) = &key {
             if let Some(mut hit) = lock(&self.cache).get(k, Instant::now()) {
                 debug!("dns {name}: cached");
+                self.cache_hits
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 hit.set_id(req.id());
                 return Some(hit);
             }

@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tpgate_core::dns::{frame, Frames};
 use tracing::{debug, info, warn};
 
-use super::Dns;
+use super::{Access, Dns};
 use crate::shutdown::Shutdown;
 
 /// Queries answered at once; more wait (UDP) so a flood cannot exhaust memory.
@@ -51,22 +51,35 @@ pub(crate) fn bind(addr: SocketAddr, mark: u32) -> Result<Sockets> {
     Ok(Sockets { udp, tcp })
 }
 
-/// Serves until `stop` fires.
-pub(crate) async fn serve(sockets: Sockets, dns: Arc<Dns>, stop: Shutdown) {
+/// Serves, answering whom `access` allows, until `stop` fires.
+pub(crate) async fn serve(sockets: Sockets, dns: Arc<Dns>, access: Arc<Access>, stop: Shutdown) {
     let limit = Arc::new(Semaphore::new(IN_FLIGHT));
     let udp = Arc::new(sockets.udp);
     tokio::join!(
-        serve_udp(udp, dns.clone(), limit.clone(), stop.clone()),
-        serve_tcp(sockets.tcp, dns, limit, stop),
+        serve_udp(
+            udp,
+            dns.clone(),
+            access.clone(),
+            limit.clone(),
+            stop.clone()
+        ),
+        serve_tcp(sockets.tcp, dns, access, limit, stop),
     );
 }
 
-async fn serve_udp(sock: Arc<UdpSocket>, dns: Arc<Dns>, limit: Arc<Semaphore>, stop: Shutdown) {
+async fn serve_udp(
+    sock: Arc<UdpSocket>,
+    dns: Arc<Dns>,
+    access: Arc<Access>,
+    limit: Arc<Semaphore>,
+    stop: Shutdown,
+) {
     let mut buf = vec![0u8; 4096];
     loop {
         let (n, peer, local) = tokio::select! {
-            r = sock.async_io(Interest::READABLE, || tpgate_sys::recv_with_local(&*sock, &mut buf)) => match r {
-                Ok(x) => x,
+            r = sock.async_io(Interest::READABLE, || tpgate_sys::recv_with_arrival(&*sock, &mut buf)) => match r {
+                Ok(a) if access.allows(a.peer.ip(), a.ifindex) => (a.len, a.peer, a.local),
+                Ok(_) => continue,
                 Err(e) => {
                     // ICMP errors of earlier replies surface here; they end nothing.
                     debug!("dns udp recv: {e}");
@@ -99,13 +112,20 @@ async fn serve_udp(sock: Arc<UdpSocket>, dns: Arc<Dns>, limit: Arc<Semaphore>, s
     }
 }
 
-async fn serve_tcp(listener: TcpListener, dns: Arc<Dns>, limit: Arc<Semaphore>, stop: Shutdown) {
+async fn serve_tcp(
+    listener: TcpListener,
+    dns: Arc<Dns>,
+    access: Arc<Access>,
+    limit: Arc<Semaphore>,
+    stop: Shutdown,
+) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             () = stop.wait() => return,
         };
         match accepted {
+            Ok((_, peer)) if !access.allows(peer.ip(), None) => {}
             Ok((stream, peer)) => {
                 let (dns, limit, stop) = (dns.clone(), limit.clone(), stop.clone());
                 tokio::spawn(async move {

@@ -13,6 +13,8 @@ use tpgate_core::net::Destination;
 pub(crate) const UNKNOWN: u32 = u32::MAX - 1;
 /// Failed its last check or dial.
 pub(crate) const DEAD: u32 = u32::MAX;
+/// No member fixed (see `Group::fixed`).
+const NOT_FIXED: usize = usize::MAX;
 
 #[derive(Debug)]
 pub(crate) struct Group {
@@ -21,6 +23,9 @@ pub(crate) struct Group {
     delays: Vec<AtomicU32>,
     /// select: the chosen member; url-test: the current pick, kept within `tolerance`.
     current: AtomicUsize,
+    /// url-test and fallback: a member the user fixed through the API (`PUT /proxies/{g}`),
+    /// used while it is not known dead; [`NOT_FIXED`] otherwise.
+    fixed: AtomicUsize,
     /// load-balance round-robin position.
     rr: AtomicUsize,
     /// Milliseconds since `born` of the last flow that used the group (for `lazy`).
@@ -39,6 +44,7 @@ impl Group {
             def,
             delays,
             current: AtomicUsize::new(0),
+            fixed: AtomicUsize::new(NOT_FIXED),
             rr: AtomicUsize::new(0),
             last_used: AtomicU64::new(0),
             born: Instant::now(),
@@ -109,7 +115,34 @@ impl Group {
         }
     }
 
-    /// Makes `name` the selection; false when no member has that name.
+    /// Whether the user may choose the member (`PUT /proxies/{group}`): select groups
+    /// choose by it; url-test and fallback keep it as a fixed choice until it is cleared.
+    pub(crate) fn is_selectable(&self) -> bool {
+        matches!(
+            self.def.kind,
+            GroupKind::Select | GroupKind::UrlTest { .. } | GroupKind::Fallback
+        )
+    }
+
+    /// The member fixed through the API (url-test, fallback), if any.
+    pub(crate) fn fixed(&self) -> Option<usize> {
+        Some(self.fixed.load(Ordering::Relaxed)).filter(|&i| i < self.def.members.len())
+    }
+
+    /// Makes member `i` the selection of a select group.
+    pub(crate) fn select_index(&self, i: usize) {
+        if i < self.def.members.len() {
+            self.current.store(i, Ordering::Relaxed);
+        }
+    }
+
+    /// Forgets the fixed member: the group chooses by its checks again.
+    pub(crate) fn unfix(&self) {
+        self.fixed.store(NOT_FIXED, Ordering::Relaxed);
+    }
+
+    /// Makes `name` the selection (url-test, fallback: the fixed member); false when no
+    /// member has that name.
     pub(crate) fn select_by_name<'a>(
         &self,
         name: &str,
@@ -121,6 +154,15 @@ impl Group {
             Member::Target(id) => names(*id) == Some(name),
         });
         match found {
+            Some(i)
+                if matches!(
+                    self.def.kind,
+                    GroupKind::UrlTest { .. } | GroupKind::Fallback
+                ) =>
+            {
+                self.fixed.store(i, Ordering::Relaxed);
+                true
+            }
             Some(i) => {
                 self.current.store(i, Ordering::Relaxed);
                 true
@@ -136,6 +178,9 @@ impl Group {
             return 0;
         }
         let alive = |i: &usize| self.delay(*i) != DEAD;
+        if let Some(i) = self.fixed().filter(alive) {
+            return i;
+        }
         match self.def.kind {
             GroupKind::Select | GroupKind::Relay => self.current.load(Ordering::Relaxed).min(n - 1),
             GroupKind::Fallback => (0..n).find(alive).unwrap_or(0),
@@ -291,5 +336,21 @@ mod tests {
         g.mark_dead(1);
         let picks: Vec<usize> = (0..4).map(|_| g.choose(&dst(1))).collect();
         assert_eq!(picks, [0, 2, 0, 2]);
+    }
+
+    #[test]
+    fn a_fixed_member_wins_while_alive_and_unfixing_returns_to_the_checks() {
+        let g = group(GroupKind::Fallback, 3);
+        let names = |id: TargetId| ["a", "b", "c"].get(id.0 as usize).copied();
+        assert!(g.is_selectable());
+        assert!(g.select_by_name("c", names));
+        assert_eq!((g.fixed(), g.choose(&dst(1))), (Some(2), 2));
+        g.mark_dead(2);
+        assert_eq!(g.choose(&dst(1)), 0, "a dead fixed member is passed over");
+        g.set_delay(2, 10);
+        g.unfix();
+        assert_eq!((g.fixed(), g.choose(&dst(1))), (None, 0));
+        assert!(!g.select_by_name("x", names));
+        assert!(!group(GroupKind::Relay, 2).is_selectable());
     }
 }

@@ -60,6 +60,7 @@ async fn check_group(o: &Outbounds, g: &Group, url: &Url, timeout: Duration) {
         let now = r.unwrap_or(DEAD);
         g.set_delay(i, now);
         let name = o.member_name(g.def.members[i]);
+        o.history.record(name, r);
         if (before == DEAD) != (now == DEAD) {
             if now == DEAD {
                 info!(

@@ -9,6 +9,7 @@ pub(crate) mod error;
 mod framing;
 mod group;
 mod health;
+pub(crate) mod history;
 mod http;
 mod resolve;
 mod socks5;
@@ -25,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tpgate_core::config::{Config, Member, TargetId};
+use tpgate_core::config::{Config, GroupDef, GroupKind, Member, TargetId};
 use tpgate_core::flow::Verdict;
 use tpgate_core::net::Destination;
 use tracing::warn;
@@ -33,7 +34,7 @@ use tracing::warn;
 use error::DialError;
 
 pub(crate) use dial::connect_marked;
-pub(crate) use group::Group;
+pub(crate) use group::{Group, DEAD};
 pub(crate) use health::{probe, spawn_all as spawn_health_checks, Url};
 pub(crate) use resolve::{system_nameservers, Resolver};
 pub(crate) use tls::TlsClient;
@@ -107,7 +108,17 @@ pub(crate) struct Outbounds {
     nodes: Vec<Node>,
     pub(crate) ctx: Arc<Ctx>,
     state: state::StateFile,
+    /// The built-in `GLOBAL` selector (the last node), when the config defines no group of
+    /// that name: what `mode: global` uses and what dashboards order groups by.
+    global: Option<TargetId>,
+    /// Delay measurements by name, for the API's `history` and `alive`.
+    pub(crate) history: history::Histories,
+    /// Failed connects by route label, for the metrics.
+    failures: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
+
+/// The name of the selector `mode: global` uses.
+pub(crate) const GLOBAL: &str = "GLOBAL";
 
 impl Outbounds {
     pub(crate) fn new(config: &Config) -> io::Result<Arc<Self>> {
@@ -129,7 +140,32 @@ impl Outbounds {
             }
             nodes.push(Node::Group(Arc::new(group)));
         }
-        Ok(Arc::new(Self { nodes, ctx, state }))
+        let global = match config.global_target {
+            Some(_) => None,
+            None => {
+                let id = u32::try_from(nodes.len()).ok().map(TargetId);
+                let group = global_group(config, nodes.len());
+                if let Some(name) = state.selected(GLOBAL) {
+                    group.select_by_name(&name, |id| config.target_name(id));
+                }
+                nodes.push(Node::Group(Arc::new(group)));
+                id
+            }
+        };
+        Ok(Arc::new(Self {
+            nodes,
+            ctx,
+            state,
+            global,
+            history: history::Histories::default(),
+            failures: std::sync::Mutex::default(),
+        }))
+    }
+
+    /// The built-in `GLOBAL` selector, when the config defines none (see
+    /// `RuleEngine::with_global`).
+    pub(crate) fn builtin_global(&self) -> Option<TargetId> {
+        self.global
     }
 
     /// Resolves every upstream's server name in the background, so the first flow does not
@@ -325,9 +361,21 @@ impl Outbounds {
     /// A flow through `pick` failed to connect: the groups that chose it stop choosing that
     /// member until a health check sees it alive again.
     pub(crate) fn report_failure(&self, pick: &Route) {
+        self.count_failure(pick);
         for (g, i) in &pick.path {
             g.mark_dead(*i);
         }
+    }
+
+    fn count_failure(&self, pick: &Route) {
+        if let Ok(mut f) = self.failures.lock() {
+            *f.entry(pick.label.clone()).or_default() += 1;
+        }
+    }
+
+    /// Failed connects so far, by route label.
+    pub(crate) fn failures(&self) -> std::collections::HashMap<String, u64> {
+        self.failures.lock().map(|f| f.clone()).unwrap_or_default()
     }
 
     /// A flow through `pick` failed with `e`. Only a failure to reach the member counts
@@ -335,17 +383,20 @@ impl Outbounds {
     /// `Unsupported`) is alive, and failing TCP over because of a UDP flow would move every
     /// connection off a working upstream until the next health check.
     pub(crate) fn report_error(&self, pick: &Route, e: &io::Error) {
-        if e.kind() != io::ErrorKind::Unsupported {
+        if e.kind() == io::ErrorKind::Unsupported {
+            self.count_failure(pick);
+        } else {
             self.report_failure(pick);
         }
     }
 
-    /// The select group `name` now uses `member`; saved so it survives a restart.
+    /// The select group `name` now uses `member` (a url-test or fallback group: uses it
+    /// while it lives, until [`Self::unfix`]); saved so it survives a restart.
     pub(crate) fn select(&self, group: &str, member: &str) -> Result<(), String> {
         let Some(Node::Group(g)) = self.find(group) else {
             return Err(format!("no group named {group}"));
         };
-        if !g.is_select() {
+        if !g.is_selectable() {
             return Err(format!("{group} is not a select group"));
         }
         let names = |id: TargetId| self.node(id).map(Node::name);
@@ -356,6 +407,19 @@ impl Outbounds {
         Ok(())
     }
 
+    /// Clears the member fixed in url-test or fallback group `group`; false when `group`
+    /// is not such a group.
+    pub(crate) fn unfix(&self, group: &str) -> bool {
+        match self.find(group) {
+            Some(Node::Group(g)) if g.is_selectable() && !g.is_select() => {
+                g.unfix();
+                self.state.clear_selected(group);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The name of a group member, for the controller.
     pub(crate) fn member_name(&self, m: Member) -> &str {
         match m {
@@ -364,6 +428,28 @@ impl Outbounds {
             Member::Target(id) => self.node(id).map_or("?", Node::name),
         }
     }
+}
+
+/// mihomo's `GLOBAL`: a selector over DIRECT, REJECT, every proxy and every group, in config
+/// order; it starts on what `mode: global` used before there was a selector (the first
+/// proxy, else DIRECT).
+fn global_group(config: &Config, targets: usize) -> Group {
+    let ids =
+        (0..targets).filter_map(|i| u32::try_from(i).ok().map(|i| Member::Target(TargetId(i))));
+    let members: Vec<Member> = [Member::Direct, Member::Reject]
+        .into_iter()
+        .chain(ids)
+        .collect();
+    let g = Group::new(GroupDef {
+        name: GLOBAL.to_owned(),
+        kind: GroupKind::Select,
+        members,
+        health: None,
+    });
+    if !config.proxies.is_empty() {
+        g.select_index(2);
+    }
+    g
 }
 
 impl Node {

@@ -61,6 +61,18 @@ impl StateFile {
         }
     }
 
+    /// Forgets `group`'s saved choice.
+    pub(super) fn clear_selected(&self, group: &str) {
+        let Ok(mut st) = self.state.lock() else {
+            return;
+        };
+        if st.selected.remove(group).is_some() {
+            if let Err(e) = self.write(&st) {
+                warn!(path = %self.path.display(), "cannot save the selection: {e}");
+            }
+        }
+    }
+
     /// Writes atomically (temporary file, then rename).
     fn write(&self, st: &State) -> Result<(), SaveError> {
         if let Some(dir) = self.path.parent() {

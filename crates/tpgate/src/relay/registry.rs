@@ -130,6 +130,10 @@ pub(crate) struct Totals {
     pub(crate) flows: u64,
     pub(crate) up: u64,
     pub(crate) down: u64,
+    /// The same by what the metrics break them down by: flows by (network, origin), bytes
+    /// (up, down) by route label.
+    pub(crate) flows_by_kind: HashMap<(Network, Origin), u64>,
+    pub(crate) bytes_by_route: HashMap<String, (u64, u64)>,
 }
 
 /// Every live flow, by id.
@@ -211,6 +215,29 @@ impl Registry {
     }
 }
 
+/// Ended flows by (network, origin) and bytes (up, down) by route, for the metrics (the
+/// live ones are in [`Registry::snapshot`]).
+pub(crate) struct Ended {
+    pub(crate) flows_by_kind: HashMap<(Network, Origin), u64>,
+    pub(crate) bytes_by_route: HashMap<String, (u64, u64)>,
+}
+
+impl Registry {
+    /// What [`Ended`] says.
+    pub(crate) fn ended(&self) -> Ended {
+        self.ended.lock().map_or_else(
+            |_| Ended {
+                flows_by_kind: HashMap::new(),
+                bytes_by_route: HashMap::new(),
+            },
+            |t| Ended {
+                flows_by_kind: t.flows_by_kind.clone(),
+                bytes_by_route: t.bytes_by_route.clone(),
+            },
+        )
+    }
+}
+
 /// A registered flow: listed while this lives; dropping it (the relay ended) unlists it and
 /// adds its bytes to the totals.
 #[derive(Debug)]
@@ -239,10 +266,14 @@ impl Drop for Registered {
             live.remove(&self.entry.id);
         }
         if let Ok(mut t) = self.registry.ended.lock() {
-            let (up, down) = self.entry.counters.get();
+            let (i, (up, down)) = (&self.entry.info, self.entry.counters.get());
             t.flows += 1;
             t.up += up;
             t.down += down;
+            *t.flows_by_kind.entry((i.network, i.origin)).or_default() += 1;
+            let route = t.bytes_by_route.entry(i.route.clone()).or_default();
+            route.0 += up;
+            route.1 += down;
         }
     }
 }

@@ -90,13 +90,13 @@ fn api_and_state_settings() {
           127.0.0.1:9090 only (write 0.0.0.0:9090 to listen on every address)"
         ]
     );
-    let l = ok("external-controller: 0.0.0.0:9090\nsecret: ''\n");
-    assert_eq!(l.config.secret, None);
-    assert!(
-        warnings(&l)[0].contains("has no `secret`"),
-        "{:?}",
-        l.warnings
+    let m = error_at(
+        "external-controller: 0.0.0.0:9090\nsecret: ''\n",
+        1,
+        22,
+        "external-controller",
     );
+    assert!(m.contains("set `secret: "), "{m}");
     let l = ok("external-controller: ''\n");
     assert_eq!(l.config.external_controller, None);
     let m = error_at("external-controller: 9090\n", 1, 22, "external-controller");

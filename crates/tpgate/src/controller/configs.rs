@@ -1,0 +1,181 @@
+//! `/configs` and the routes that change the daemon itself. `GET /configs` reports what is
+//! in force in mihomo's shape (ports tpgate does not have are 0); `PATCH /configs` changes
+//! `mode` and `log-level` live, accepts the other keys only when they already hold, and
+//! says which it cannot change; `PUT /configs` (reload), `/configs/geo`, `/restart` and
+//! `/upgrade*` answer 501 with what to do instead: tpgate neither reloads, restarts,
+//! downloads databases nor upgrades itself from the API.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use tpgate_core::rules::Mode;
+use tracing::info;
+
+use super::{bad_request, error, Api};
+use crate::logs;
+
+pub(super) async fn version() -> Json<Value> {
+    Json(json!({"version": env!("CARGO_PKG_VERSION"), "meta": true, "tpgate": true}))
+}
+
+pub(super) fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Rule => "rule",
+        Mode::Global => "global",
+        Mode::Direct => "direct",
+    }
+}
+
+fn parse_mode(s: &str) -> Option<Mode> {
+    [Mode::Rule, Mode::Global, Mode::Direct]
+        .into_iter()
+        .find(|&m| s.eq_ignore_ascii_case(mode_name(m)))
+}
+
+/// What `GET /configs` answers.
+fn general(api: &Api) -> Value {
+    let c = &api.config;
+    json!({
+        "port": 0,
+        "socks-port": 0,
+        "redir-port": 0,
+        "tproxy-port": c.tproxy_port,
+        "mixed-port": 0,
+        "tun": {
+            "enable": false,
+            "device": "",
+            "stack": "",
+            "dns-hijack": [],
+            "auto-route": false,
+            "auto-detect-interface": false,
+            "file-descriptor": 0,
+        },
+        "tuic-server": {"enable": false, "listen": "", "certificate": "", "private-key": ""},
+        "ss-config": "",
+        "vmess-config": "",
+        "authentication": [],
+        "skip-auth-prefixes": [],
+        "lan-allowed-ips": [],
+        "lan-disallowed-ips": [],
+        "allow-lan": !c.intercept.lan_interfaces.is_empty(),
+        "bind-address": "*",
+        "inbound-tfo": false,
+        "inbound-mptcp": false,
+        "mode": mode_name(api.shared().engine.mode()),
+        "modes": ["rule", "global", "direct"],
+        "unified-delay": false,
+        "log-level": logs::level_name(logs::level()),
+        "ipv6": c.ipv6,
+        "interface-name": "",
+        "routing-mark": c.routing_mark,
+        "geox-url": {"geo-ip": "", "mmdb": "", "asn": "", "geo-site": ""},
+        "geo-auto-update": false,
+        "geo-update-interval": 0,
+        "geodata-mode": false,
+        "geodata-loader": "",
+        "geosite-matcher": "",
+        "tcp-concurrent": false,
+        "find-process-mode": "strict",
+        "sniffing": c.sniffer.enable,
+        "global-client-fingerprint": "",
+        "global-ua": "",
+        "etag-support": false,
+        "keep-alive-idle": 0,
+        "keep-alive-interval": 0,
+        "disable-keep-alive": false,
+    })
+}
+
+pub(super) async fn get_configs(State(api): State<Api>) -> Json<Value> {
+    Json(general(&api))
+}
+
+/// `PATCH /configs`: all or nothing; 204, or 400 saying what cannot change.
+pub(super) async fn patch_configs(State(api): State<Api>, body: Bytes) -> Response {
+    let Ok(Value::Object(patch)) = serde_json::from_slice::<Value>(&body) else {
+        return bad_request();
+    };
+    let now = general(&api);
+    let (mut mode, mut level) = (None, None);
+    for (key, value) in &patch {
+        match key.as_str() {
+            "mode" => match value.as_str().and_then(parse_mode) {
+                Some(m) => mode = Some(m),
+                None => return bad_request(),
+            },
+            "log-level" => match value.as_str().and_then(logs::parse_level) {
+                Some(l) => level = Some(l),
+                None => return bad_request(),
+            },
+            _ => {
+                if let Some(problem) = unchangeable(&now, key, value) {
+                    return error(StatusCode::BAD_REQUEST, &problem);
+                }
+            }
+        }
+    }
+    if let Some(m) = mode {
+        api.shared().engine.set_mode(m);
+        info!("mode switched to {} by the controller", mode_name(m));
+    }
+    if let Some(l) = level {
+        logs::set_level(l);
+        info!("log level set to {} by the controller", logs::level_name(l));
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Why `key: value` cannot be applied, or `None` when it already holds (or is a key mihomo
+/// would ignore too).
+fn unchangeable(now: &Value, key: &str, value: &Value) -> Option<String> {
+    let current = now.get(key)?;
+    let same = match (current, value) {
+        // `tun: {enable: false}` is the state, whatever else it lists.
+        (Value::Object(cur), Value::Object(want)) => {
+            want.iter().all(|(k, v)| cur.get(k).is_none_or(|c| c == v))
+        }
+        (c, v) => c == v,
+    };
+    (!same).then(|| {
+        format!(
+            "tpgate cannot change `{key}` while running (only `mode` and `log-level`); edit \
+             the config file and restart tpgate"
+        )
+    })
+}
+
+fn not_supported(message: &str) -> Response {
+    error(StatusCode::NOT_IMPLEMENTED, message)
+}
+
+/// `PUT /configs` (reload from a path or payload).
+pub(super) async fn put_configs(State(_): State<Api>, _body: Bytes) -> Response {
+    not_supported(
+        "tpgate does not reload its config through the API yet: check it with `tpgate check \
+         -c FILE`, then restart tpgate (systemctl restart tpgate)",
+    )
+}
+
+/// `POST /configs/geo`, `/upgrade/geo`.
+pub(super) async fn geo() -> Response {
+    not_supported("tpgate downloads no geo databases: replace the files named by geoip-path and geosite-path, then restart tpgate")
+}
+
+/// `POST /restart`.
+pub(super) async fn restart() -> Response {
+    not_supported(
+        "tpgate does not restart itself from the API: restart the service (systemctl \
+         restart tpgate)",
+    )
+}
+
+/// `POST /upgrade`, `/upgrade/ui`.
+pub(super) async fn upgrade() -> Response {
+    not_supported(
+        "tpgate does not upgrade itself or its dashboard: install a new tpgate with your \
+         package manager, and unpack a new dashboard into external-ui",
+    )
+}

@@ -1,0 +1,213 @@
+//! `/providers/proxies` and `/providers/rules`. tpgate has no proxy providers yet, so, as
+//! mihomo does for the proxies written in the config, one `default` provider of type
+//! `Compatible` holds DIRECT, REJECT, every proxy and every group in config order; updating
+//! it changes nothing. Rule providers are the config's `rule-providers`, with their live
+//! entry counts; `PUT` loads one again now.
+
+use std::time::SystemTime;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value};
+use tpgate_core::config::{ProviderSource, RuleProvider, DEFAULT_HEALTH_URL};
+use tpgate_core::rules::{Behavior, Format};
+use tracing::{info, warn};
+
+use super::connections::rfc3339;
+use super::proxies::{self, DelayQuery};
+use super::{error, not_found, Api};
+use crate::outbound::Node;
+
+/// mihomo's name of the provider of the config's own proxies.
+const DEFAULT: &str = "default";
+
+/// The names the `default` provider holds: like `GLOBAL`'s members.
+fn default_names(api: &Api) -> Vec<String> {
+    let shared = api.shared();
+    let o = &shared.outbounds;
+    let global = o.builtin_global();
+    ["DIRECT", "REJECT"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(
+            o.nodes()
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| global.is_none_or(|g| g.0 as usize != *i))
+                .map(|(_, n)| n.name().to_owned()),
+        )
+        .collect()
+}
+
+fn default_provider(api: &Api) -> Value {
+    let proxies: Vec<Value> = default_names(api)
+        .iter()
+        .filter_map(|n| proxies::describe(api, n))
+        .collect();
+    json!({
+        "name": DEFAULT,
+        "type": "Proxy",
+        "vehicleType": "Compatible",
+        "proxies": proxies,
+        "testUrl": "",
+        "expectedStatus": "*",
+    })
+}
+
+/// `GET /providers/proxies`.
+pub(super) async fn proxy_providers(State(api): State<Api>) -> Json<Value> {
+    Json(json!({"providers": {DEFAULT: default_provider(&api)}}))
+}
+
+/// `GET /providers/proxies/{provider}`.
+pub(super) async fn proxy_provider(
+    State(api): State<Api>,
+    Path(provider): Path<String>,
+) -> Response {
+    if provider != DEFAULT {
+        return not_found();
+    }
+    Json(default_provider(&api)).into_response()
+}
+
+/// `PUT /providers/proxies/{provider}`: the config's own proxies are always current.
+pub(super) async fn update_proxy_provider(
+    State(_): State<Api>,
+    Path(provider): Path<String>,
+) -> Response {
+    if provider != DEFAULT {
+        return not_found();
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `GET /providers/proxies/{provider}/healthcheck`: tests every proxy of the provider
+/// (against each group's own URL when it has one, else the default URL), records the
+/// results, then 204.
+pub(super) async fn healthcheck(State(api): State<Api>, Path(provider): Path<String>) -> Response {
+    if provider != DEFAULT {
+        return not_found();
+    }
+    let shared = api.shared();
+    let o = &shared.outbounds;
+    let names: Vec<String> = o
+        .nodes()
+        .iter()
+        .filter_map(|n| match n {
+            Node::Upstream(u) => Some(u.name.clone()),
+            Node::Group(_) => None,
+        })
+        .collect();
+    let Some(url) = crate::outbound::Url::parse(DEFAULT_HEALTH_URL) else {
+        return StatusCode::NO_CONTENT.into_response();
+    };
+    let tests = names.iter().filter_map(|n| {
+        let id = o.id_of(n)?;
+        let url = &url;
+        Some(async move {
+            let m = tpgate_core::config::Member::Target(id);
+            let r = crate::outbound::probe(o, m, url, std::time::Duration::from_secs(5)).await;
+            o.history.record(n, r);
+        })
+    });
+    futures::future::join_all(tests).await;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `GET /providers/proxies/{provider}/{name}`.
+pub(super) async fn provider_proxy(
+    State(api): State<Api>,
+    Path((provider, name)): Path<(String, String)>,
+) -> Response {
+    if provider != DEFAULT || !default_names(&api).contains(&name) {
+        return not_found();
+    }
+    proxies::one(State(api), Path(name)).await
+}
+
+/// `GET /providers/proxies/{provider}/{name}/healthcheck?url=&timeout=`: a delay test.
+pub(super) async fn provider_proxy_delay(
+    State(api): State<Api>,
+    Path((provider, name)): Path<(String, String)>,
+    q: Query<DelayQuery>,
+) -> Response {
+    if provider != DEFAULT || !default_names(&api).contains(&name) {
+        return not_found();
+    }
+    proxies::delay(State(api), Path(name), q).await
+}
+
+fn behavior(b: Behavior) -> &'static str {
+    match b {
+        Behavior::Domain => "Domain",
+        Behavior::IpCidr => "IPCIDR",
+        Behavior::Classical => "Classical",
+    }
+}
+
+fn format(f: Format) -> &'static str {
+    match f {
+        Format::Yaml => "YamlRule",
+        Format::Text => "TextRule",
+    }
+}
+
+fn vehicle(p: &RuleProvider) -> &'static str {
+    match p.source {
+        ProviderSource::File { .. } => "File",
+        ProviderSource::Http { .. } => "HTTP",
+        ProviderSource::Inline => "Inline",
+    }
+}
+
+fn rule_provider(api: &Api, p: &RuleProvider) -> Value {
+    let updated = api
+        .provider_updates
+        .lock()
+        .ok()
+        .and_then(|u| u.get(&p.name).copied())
+        .unwrap_or(api.started);
+    json!({
+        "behavior": behavior(p.behavior),
+        "format": format(p.format),
+        "name": p.name,
+        "ruleCount": p.handle.current().len(),
+        "type": "Rule",
+        "vehicleType": vehicle(p),
+        "updatedAt": rfc3339(updated),
+    })
+}
+
+/// `GET /providers/rules`.
+pub(super) async fn rule_providers(State(api): State<Api>) -> Json<Value> {
+    let mut all = Map::new();
+    for p in &api.config.rule_providers {
+        all.insert(p.name.clone(), rule_provider(&api, p));
+    }
+    Json(json!({ "providers": all }))
+}
+
+/// `PUT /providers/rules/{name}`: 204 once loaded again, 503 with why it failed.
+pub(super) async fn update_rule_provider(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+) -> Response {
+    let Some(p) = api.config.rule_providers.iter().find(|p| p.name == name) else {
+        return not_found();
+    };
+    match crate::providers::update_now(p, &api.shared().outbounds).await {
+        Ok(n) => {
+            info!(provider = %name, entries = n, "rule provider updated by the controller");
+            if let Ok(mut u) = api.provider_updates.lock() {
+                u.insert(name, SystemTime::now());
+            }
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => {
+            warn!(provider = %name, "rule provider update failed: {e:#}");
+            error(StatusCode::SERVICE_UNAVAILABLE, &format!("{e:#}"))
+        }
+    }
+}
