@@ -125,7 +125,9 @@ fn the_wan_side_gets_no_dns_answers_and_nothing_from_the_api() {
     let m = poll(Duration::from_secs(5), || udp_query(&lab.client, lan_dns))
         .unwrap_or_else(|| panic!("LAN UDP query not answered:\n{}", tp.log_text()));
     assert_eq!(answer(&m), [IpAddr::V4(ANSWER)]);
-    let m = tcp_query(&lab.client, lan_dns).expect("tcp").expect("LAN TCP answer");
+    let m = tcp_query(&lab.client, lan_dns)
+        .expect("tcp")
+        .expect("LAN TCP answer");
     assert_eq!(answer(&m), [IpAddr::V4(ANSWER)]);
     let own = SocketAddr::new(v4.gw_wan, DNS_PORT);
     let m = udp_query(&lab.gw, own).expect("the gateway's own query");
@@ -133,7 +135,10 @@ fn the_wan_side_gets_no_dns_answers_and_nothing_from_the_api() {
 
     // The WAN is not, even when it asks the LAN address.
     for dst in [wan_dns, lan_dns] {
-        assert!(udp_query(&lab.server, dst).is_none(), "WAN UDP to {dst} answered");
+        assert!(
+            udp_query(&lab.server, dst).is_none(),
+            "WAN UDP to {dst} answered"
+        );
         match tcp_query(&lab.server, dst) {
             Ok(None) | Err(_) => {}
             Ok(Some(m)) => panic!("WAN TCP to {dst} answered: {m:?}"),
@@ -142,10 +147,21 @@ fn the_wan_side_gets_no_dns_answers_and_nothing_from_the_api() {
 
     // The controller: from the WAN, 401 without data, and a preflight says nothing.
     let api_wan = SocketAddr::new(v4.gw_wan, API_PORT);
-    for path in ["/", "/version", "/proxies", "/configs", "/connections", "/metrics", "/rules"] {
+    for path in [
+        "/",
+        "/version",
+        "/proxies",
+        "/configs",
+        "/connections",
+        "/metrics",
+        "/rules",
+    ] {
         let (status, text) = get(&lab.server, api_wan, path, "");
         assert_eq!(status, 401, "{path}: {text}");
-        assert!(text.ends_with("{\"message\":\"Unauthorized\"}"), "{path}: {text}");
+        assert!(
+            text.ends_with("{\"message\":\"Unauthorized\"}"),
+            "{path}: {text}"
+        );
     }
     let (status, text) = get(&lab.server, api_wan, "/proxies?token=wrong", "");
     assert_eq!(status, 401, "{text}");
@@ -156,13 +172,21 @@ fn the_wan_side_gets_no_dns_answers_and_nothing_from_the_api() {
          Access-Control-Request-Method: GET\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(status, 204, "{text}");
-    assert!(text.ends_with("\r\n\r\n"), "a preflight has no body: {text}");
+    assert!(
+        text.ends_with("\r\n\r\n"),
+        "a preflight has no body: {text}"
+    );
     assert!(!text.contains("proxies\":"), "{text}");
 
     // The LAN with the secret (URL-encoded in ?token=, as a dashboard's WebSocket sends it)
     // sees everything, including the refused queries.
     let api_lan = SocketAddr::new(v4.gw_lan, API_PORT);
-    let (status, text) = get(&lab.client, api_lan, "/version?token=lab%2Bsecret%2F%3D", "");
+    let (status, text) = get(
+        &lab.client,
+        api_lan,
+        "/version?token=lab%2Bsecret%2F%3D",
+        "",
+    );
     assert_eq!(status, 200, "{text}");
     let (status, metrics) = get(
         &lab.client,
