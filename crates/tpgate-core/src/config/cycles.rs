@@ -88,6 +88,7 @@ mod tests {
                 .map(|m| Member::Target(TargetId(*m)))
                 .collect(),
             health: None,
+            ui: crate::config::GroupUi::default(),
         }
     }
 

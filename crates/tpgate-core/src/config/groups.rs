@@ -8,7 +8,7 @@ use super::cycles::report_cycles;
 use super::decode::{check, entries, Entry};
 use super::names::{self, Declared, Known, Names, Outcome};
 use super::yaml::{Node, Pos, Value};
-use super::{keys, value, Diags, GroupDef, GroupKind, HealthCheck, LbStrategy, Member};
+use super::{keys, value, Diags, GroupDef, GroupKind, GroupUi, HealthCheck, LbStrategy, Member};
 
 /// The URL url-test, fallback and load-balance groups check when none is written.
 pub const DEFAULT_HEALTH_URL: &str = "https://www.gstatic.com/generate_204";
@@ -23,6 +23,7 @@ pub(super) struct RawGroup<'a> {
     kind: GroupKind,
     members: &'a [Node],
     health: Option<HealthCheck>,
+    ui: GroupUi,
     /// `use` or `include-all*` was written: members tpgate does not fetch yet, so an empty
     /// `proxies` is not the user's mistake.
     providers: bool,
@@ -148,6 +149,14 @@ fn group<'a>(node: &'a Node, path: String, d: &mut Diags) -> Declared<RawGroup<'
     }
 
     let health = health(&fields, kind, &path, &who, d);
+    let ui = GroupUi {
+        hidden: field("hidden")
+            .and_then(|n| check(d, n, &at("hidden"), value::boolean(n)))
+            .unwrap_or(false),
+        icon: field("icon")
+            .and_then(|n| check(d, n, &at("icon"), value::text(n)))
+            .unwrap_or_default(),
+    };
     if d.errors.len() > errors {
         return out;
     }
@@ -160,6 +169,7 @@ fn group<'a>(node: &'a Node, path: String, d: &mut Diags) -> Declared<RawGroup<'
         kind,
         members,
         health,
+        ui,
         providers,
     });
     out
@@ -261,6 +271,7 @@ pub(super) fn resolve(
             kind: g.kind,
             members: members(g, path, names, d),
             health: g.health.clone(),
+            ui: g.ui.clone(),
         })
         .collect();
     let at: Vec<(Pos, String)> = ready

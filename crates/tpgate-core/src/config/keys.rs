@@ -197,6 +197,8 @@ pub(super) const GROUP_FIELDS: &[&str] = &[
     "lazy",
     "timeout",
     "strategy",
+    "hidden",
+    "icon",
 ];
 
 /// The group types tpgate implements.
@@ -216,8 +218,6 @@ pub(super) const GROUP_NOT_YET: &[&str] = &[
 
 /// Group fields that only matter to mihomo's dashboard or dialer.
 pub(super) const GROUP_IGNORED: &[&str] = &[
-    "hidden",
-    "icon",
     "disable-udp",
     "interface-name",
     "routing-mark",

@@ -98,6 +98,16 @@ pub struct GroupDef {
     /// `url`/`interval`/`lazy`/`timeout`; always set for url-test, fallback and
     /// load-balance; for select and relay only when a `url` is written.
     pub health: Option<HealthCheck>,
+    /// `hidden` and `icon`: only for dashboards.
+    pub ui: GroupUi,
+}
+
+/// How dashboards show a group (mihomo's `hidden`, `icon`); no effect on routing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupUi {
+    pub hidden: bool,
+    /// A URL or data URI; empty for none.
+    pub icon: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -124,8 +124,8 @@ pub(super) fn describe(api: &Api, name: &str) -> Option<Value> {
                     .map_or("", |&x| o.member_name(x));
                 m.insert("fixed".into(), json!(fixed));
             }
-            m.insert("hidden".into(), json!(false));
-            m.insert("icon".into(), json!(""));
+            m.insert("hidden".into(), json!(g.def.ui.hidden));
+            m.insert("icon".into(), json!(g.def.ui.icon));
             m
         }
     };

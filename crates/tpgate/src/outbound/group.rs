@@ -243,6 +243,7 @@ mod tests {
             kind,
             members: (0..n).map(|i| Member::Target(TargetId(i))).collect(),
             health: None,
+            ui: tpgate_core::config::GroupUi::default(),
         })
     }
 

@@ -445,6 +445,7 @@ fn global_group(config: &Config, targets: usize) -> Group {
         kind: GroupKind::Select,
         members,
         health: None,
+        ui: tpgate_core::config::GroupUi::default(),
     });
     if !config.proxies.is_empty() {
         g.select_index(2);

@@ -273,8 +273,6 @@ fn skipped_members_and_groups() {
              `use`/`include-all` members are not supported yet); it rejects all traffic",
             "12:5: proxy-groups[4].use: not supported yet; ignored",
             "13:5: proxy-groups[4].filter: not supported yet; ignored",
-            "14:5: proxy-groups[4].icon: not used by tpgate; ignored",
-            "15:5: proxy-groups[4].hidden: not used by tpgate; ignored",
             "16:5: proxy-groups[4].lazzy: unknown field (did you mean `lazy`?); ignored",
             "17:64: proxy-groups[5].strategy: sticky-sessions is not supported yet; \
              consistent-hashing is used",
@@ -283,6 +281,8 @@ fn skipped_members_and_groups() {
         ]
     );
     let c = &l.config;
+    let prov = c.groups.iter().find(|g| g.name == "Prov").expect("Prov");
+    assert_eq!((prov.ui.hidden, prov.ui.icon.as_str()), (true, "x.png"));
     let groups: Vec<_> = c
         .groups
         .iter()

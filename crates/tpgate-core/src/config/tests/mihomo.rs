@@ -140,7 +140,6 @@ fn realistic_mihomo_config_loads_with_warnings() {
             "56:12: proxy-groups[5].name: group `Streaming` has no member tpgate can use (its \
              `use`/`include-all` members are not supported yet); it rejects all traffic",
             "56:37: proxy-groups[5].use: not supported yet; ignored",
-            "56:56: proxy-groups[5].icon: not used by tpgate; ignored",
             "57:25: proxy-groups[6].type: type smart is not supported by tpgate; group `Smart` \
              skipped",
             "58:12: proxy-groups[7].name: group `Old` has no member tpgate can use (every \

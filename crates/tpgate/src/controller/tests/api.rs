@@ -166,7 +166,8 @@ async fn proxies_in_config_order_with_global_history_and_fixed_members() {
     );
     assert_eq!(p["DIRECT"]["type"], "Direct");
     assert_eq!(p["pick"]["hidden"], false);
-    assert_eq!(p["pick"]["icon"], "");
+    assert_eq!(p["pick"]["icon"], "https://icons.example/p.svg");
+    assert_eq!(p["auto"]["icon"], "");
 
     // Groups alone, in order; a proxy is no group.
     let g = s.get_json("/group").await;

@@ -216,7 +216,7 @@ proxies:
   - {name: a, type: socks5, server: 127.0.0.1, port: 9, udp: true}
   - {name: b, type: socks5, server: 127.0.0.1, port: 9}
 proxy-groups:
-  - {name: pick, type: select, proxies: [b, a, DIRECT]}
+  - {name: pick, type: select, proxies: [b, a, DIRECT], icon: 'https://icons.example/p.svg'}
   - {name: auto, type: url-test, proxies: [a, b], url: 'http://127.0.0.1:9/', interval: 0}
   - {name: safe, type: fallback, proxies: [a, b], url: 'http://127.0.0.1:9/', interval: 0}
   - {name: spread, type: load-balance, proxies: [a, b], url: 'http://127.0.0.1:9/', interval: 0}
