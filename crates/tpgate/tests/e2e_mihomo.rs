@@ -1,7 +1,7 @@
 //! End-to-end: a realistic mihomo (Clash.Meta) config, as a subscription ships it (ports
-//! tpgate does not open, a `dns` section, vmess/vless/hysteria2 proxies, groups that name
-//! them, DOMAIN/GEOIP rules, and `Country.mmdb` beside it as mihomo keeps it in its home
-//! directory), plus tpgate's `intercept` section pointing at the lab.
+//! tpgate does not open, a `dns` section, vmess, vless-with-vision and hysteria2 proxies,
+//! groups that name them, DOMAIN/GEOIP rules, and `Country.mmdb` beside it as mihomo keeps
+//! it in its home directory), plus tpgate's `intercept` section pointing at the lab.
 //! `tpgate check` accepts it with exactly the expected warnings (text, line and column), and
 //! `tpgate run` carries the LAN's traffic through the upstream the groups choose: the select
 //! group's first member is a url-test group that, with its unsupported members dropped,
@@ -229,8 +229,14 @@ fn expected_warnings(text: &str) -> Vec<String> {
         ),
         w(
             "type: vless",
-            "vless",
-            "proxies[1].type: type vless is not supported by tpgate; proxy `JP vless` skipped",
+            "flow",
+            "proxies[1].flow: flow xtls-rprx-vision is not supported by tpgate; proxy `JP vless` \
+             skipped",
+        ),
+        w(
+            "type: vless",
+            "client-fingerprint",
+            "proxies[1].client-fingerprint: not used by tpgate; ignored",
         ),
         w(
             "type: hysteria2",

@@ -108,12 +108,11 @@ pub(super) const MIHOMO_IGNORED: &[&str] = &[
 pub(super) const PROXY_COMMON: &[&str] = &["name", "type", "server", "port"];
 
 /// The proxy types tpgate speaks.
-pub(super) const PROXY_TYPES: &[&str] = &["socks5", "http", "ss", "trojan"];
+pub(super) const PROXY_TYPES: &[&str] = &["socks5", "http", "ss", "trojan", "vless"];
 
 /// Proxy types of mihomo that tpgate does not speak: such a proxy is skipped.
 pub(super) const PROXY_TYPES_UNSUPPORTED: &[&str] = &[
     "vmess",
-    "vless",
     "hysteria",
     "hysteria2",
     "tuic",
@@ -142,6 +141,14 @@ pub(super) fn proxy_fields(kind: &str) -> &'static [&'static str] {
         "http" => &["username", "password", "tls", "sni", "skip-cert-verify"],
         "ss" => &["cipher", "password", "udp"],
         "trojan" => &["password", "sni", "servername", "skip-cert-verify", "udp"],
+        "vless" => &[
+            "uuid",
+            "tls",
+            "sni",
+            "servername",
+            "skip-cert-verify",
+            "udp",
+        ],
         _ => &[],
     }
 }
@@ -184,6 +191,8 @@ pub(super) const PROXY_IGNORED: &[&str] = &[
     "certificate",
     "private-key",
     "plugin-opts",
+    // tpgate frames VLESS UDP the plain way, which servers speaking xudp accept too.
+    "packet-encoding",
 ];
 
 /// Fields of a proxy group that tpgate reads.

@@ -1,4 +1,4 @@
-//! `proxies:` -> [`ProxyDef`]s. tpgate speaks socks5, http, ss and trojan; a proxy of
+//! `proxies:` -> [`ProxyDef`]s. tpgate speaks socks5, http, ss, trojan and vless; a proxy of
 //! another type, or one that needs something tpgate lacks (a plugin, a websocket or
 //! reality transport, an unsupported cipher), is skipped with one warning so the rest of a
 //! mihomo config still loads. Names are checked for uniqueness later, by `names`.
@@ -7,7 +7,7 @@ use super::cipher::{check_password, cipher, supported_names};
 use super::decode::{check, entries, Entry};
 use super::names::{self, Declared, Outcome};
 use super::yaml::{Node, Pos, Value};
-use super::{keys, value, Credentials, Diags, ProxyDef, ProxyKind, Tls};
+use super::{keys, value, Credentials, Diags, ProxyDef, ProxyKind, Tls, Uuid};
 
 pub(super) fn proxies(node: &Node, d: &mut Diags) -> Vec<Declared<ProxyDef>> {
     let Some(list) = check(d, node, "proxies", value::list(node)) else {
@@ -120,6 +120,7 @@ fn proxy(node: &Node, path: String, d: &mut Diags) -> Declared<ProxyDef> {
     let kind = match kind.as_str() {
         "socks5" | "http" => plain(&f, &kind, d),
         "ss" => shadowsocks(&f, node.pos, &who, &mut skip, d),
+        "vless" => vless(&f, node.pos, d),
         _ => trojan(&f, node.pos, d),
     };
     let outcome = match (kind, server, port) {
@@ -317,4 +318,28 @@ fn trojan(f: &Fields<'_>, at: Pos, d: &mut Diags) -> Option<ProxyKind> {
     }
     let tls = tls(f, d);
     Some(ProxyKind::Trojan { password, tls })
+}
+
+/// `vless`: the user id, optional TLS. A `flow` (XTLS Vision) or another `network` is a
+/// transport field, so such a proxy was already skipped by `other_fields`.
+fn vless(f: &Fields<'_>, at: Pos, d: &mut Diags) -> Option<ProxyKind> {
+    let uuid = f.required(d, at, "uuid", |n| {
+        value::string(n)?.parse::<Uuid>().map_err(|e| e.to_string())
+    })?;
+    let tls = f
+        .get(d, "tls", value::boolean)
+        .unwrap_or(false)
+        .then(|| tls(f, d));
+    if tls.is_none() {
+        for key in ["sni", "servername", "skip-cert-verify"] {
+            if let Some(e) = f.entries.iter().find(|e| e.key == key) {
+                d.warn(
+                    e.key_pos,
+                    &f.path(key),
+                    "only used with `tls: true`; ignored",
+                );
+            }
+        }
+    }
+    Some(ProxyKind::Vless { uuid, tls })
 }

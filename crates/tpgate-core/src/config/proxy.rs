@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+pub use crate::proto::vless::Uuid;
 pub use crate::rules::TargetId;
 
 /// A named upstream proxy.
@@ -35,6 +36,8 @@ pub enum ProxyKind {
     Shadowsocks { cipher: Cipher, password: String },
     /// `type: trojan` (always TLS).
     Trojan { password: String, tls: Tls },
+    /// `type: vless` without a flow, over TCP (`tls: true`: inside TLS).
+    Vless { uuid: Uuid, tls: Option<Tls> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,6 +19,7 @@ mod tls;
 mod trojan;
 pub(crate) mod udp;
 mod upstream;
+mod vless;
 
 use std::io;
 use std::path::PathBuf;

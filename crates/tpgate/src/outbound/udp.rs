@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::UdpSocket;
 use tpgate_core::net::Destination;
-use tpgate_core::proto::{socks5, trojan};
+use tpgate_core::proto::{socks5, trojan, vless};
 
 use super::ss::SsUdp;
 use super::BoxIo;
@@ -23,6 +23,11 @@ pub(crate) enum UdpSend {
         wr: WriteHalf<BoxIo>,
         buf: Vec<u8>,
     },
+    /// The destination was fixed by the request; packets carry only a length.
+    Vless {
+        wr: WriteHalf<BoxIo>,
+        buf: Vec<u8>,
+    },
 }
 
 pub(crate) enum UdpRecv {
@@ -34,6 +39,10 @@ pub(crate) enum UdpRecv {
     },
     Shadowsocks(Arc<SsUdp>),
     Trojan {
+        rd: ReadHalf<BoxIo>,
+        acc: Vec<u8>,
+    },
+    Vless {
         rd: ReadHalf<BoxIo>,
         acc: Vec<u8>,
     },
@@ -56,6 +65,12 @@ impl UdpSend {
             Self::Trojan { wr, buf } => {
                 buf.clear();
                 trojan::encode_udp_packet(dst, data, buf).map_err(invalid)?;
+                wr.write_all(buf).await?;
+                wr.flush().await?;
+            }
+            Self::Vless { wr, buf } => {
+                buf.clear();
+                vless::encode_udp_packet(data, buf).map_err(invalid)?;
                 wr.write_all(buf).await?;
                 wr.flush().await?;
             }
@@ -101,6 +116,20 @@ impl UdpRecv {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "trojan UDP stream closed",
+                    ));
+                }
+            },
+            Self::Vless { rd, acc } => loop {
+                if let Some((payload, used)) = vless::parse_udp_packet(acc) {
+                    let len = payload.len().min(out.len());
+                    out[..len].copy_from_slice(&payload[..len]);
+                    acc.drain(..used);
+                    return Ok(len);
+                }
+                if rd.read_buf(acc).await? == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "VLESS UDP stream closed",
                     ));
                 }
             },

