@@ -118,6 +118,7 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         io: Arc::new(io),
         registry: Registry::new(),
     });
+    crate::privileges::report(shared.engine.needs_process());
     let (trigger, stop) = shutdown::channel();
     let mut tasks = tokio::task::JoinSet::new();
     for l in listeners.tcp {

@@ -28,6 +28,7 @@ mod instance;
 mod local_addrs;
 mod outbound;
 mod owner;
+mod privileges;
 mod providers;
 mod relay;
 mod shutdown;
