@@ -126,6 +126,7 @@ pub(crate) async fn run(config: Config, path: Option<std::path::PathBuf>) -> Res
         registry: Registry::new(),
     });
     let dns_server = dns.as_ref().map(|(d, _)| d.clone());
+    crate::privileges::report(shared.engine.needs_process());
     let (trigger, stop) = shutdown::channel();
     let dns_tables = dns.as_ref().map(|(d, _)| d.clone());
     let cell = SharedCell::new(shared.clone());

@@ -23,7 +23,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tracing::{info, warn};
 
-/// Where the lock files live: a tmpfs emptied at boot, writable by the systemd unit.
+/// Where the lock files live: a tmpfs emptied at boot. The systemd unit's
+/// `RuntimeDirectory=tpgate` creates it for the `tpgate` user (and, when `down` as root made
+/// it first, hands it over).
 pub(crate) const LOCK_DIR: &str = "/run/tpgate";
 
 /// How long `down --force` waits for the holder to stop after SIGTERM (it removes its own
@@ -95,8 +97,14 @@ pub(crate) enum LockError {
     /// This namespace cannot be identified (no /proc).
     #[error("cannot identify this network namespace (/proc/thread-self/ns/net)")]
     Netns(#[source] io::Error),
-    /// The lock file cannot be created, opened, locked or written (not root?).
-    #[error("cannot take the single-instance lock {} (tpgate needs root)", path.display())]
+    /// The lock file cannot be created, opened, locked or written: not root, and the
+    /// directory is not this user's (the systemd unit's `RuntimeDirectory=` makes it so).
+    #[error(
+        "cannot take the single-instance lock {}: run tpgate as root, or as a user that may \
+         write {} (the systemd unit's RuntimeDirectory=tpgate makes it the tpgate user's)",
+        path.display(),
+        path.parent().unwrap_or(path).display()
+    )]
     Io {
         path: PathBuf,
         #[source]

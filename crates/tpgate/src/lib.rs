@@ -29,6 +29,7 @@ mod local_addrs;
 mod logs;
 mod outbound;
 mod owner;
+mod privileges;
 mod providers;
 mod relay;
 mod reload;

@@ -65,9 +65,50 @@ impl fmt::Display for Variant {
     }
 }
 
+/// Why iptables-legacy cannot be used by this process: it is not root. `*-legacy-save`
+/// lists the tables from `/proc/net/ip(6)_tables_names` and `*-legacy-restore` takes the
+/// xtables lock `/run/xtables.lock`, both root's alone (iptables-nft needs neither).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "iptables-legacy needs root: its table list {path} and the xtables lock \
+     /run/xtables.lock are root's alone; use `iptables-variant: nft` or `backend: nftables`, \
+     or run tpgate as root"
+)]
+struct LegacyNeedsRoot {
+    path: &'static str,
+}
+
+/// Fails with [`LegacyNeedsRoot`] when this process may not read the legacy table list.
+fn legacy_readable(family: Family) -> Result<(), LegacyNeedsRoot> {
+    let path = match family {
+        Family::V4 => "/proc/net/ip_tables_names",
+        Family::V6 => "/proc/net/ip6_tables_names",
+    };
+    match std::fs::File::open(path) {
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => Err(LegacyNeedsRoot { path }),
+        _ => Ok(()),
+    }
+}
+
+/// Logs that a variant's rules could not be read: a warning, except for iptables-legacy
+/// without root, which cannot have been used by this user (said once, at info).
+fn unreadable(variant: Variant, e: &anyhow::Error) {
+    if e.downcast_ref::<LegacyNeedsRoot>().is_some() {
+        info!(
+            "iptables-legacy rules not checked ({e}); if a tpgate running as root used \
+             iptables-legacy here, run `tpgate down` as root"
+        );
+    } else {
+        warn!("cannot read the {variant} rules: {e:#}");
+    }
+}
+
 /// tpgate's chains of one family as `<variant>-save` shows them; `None` when the variant's
 /// binaries are not installed.
 fn state(variant: Variant, family: Family) -> Result<Option<IptState>> {
+    if variant == Variant::Legacy {
+        legacy_readable(family)?;
+    }
     let bin = variant.binary(family, "save");
     let out = match Command::new(&bin).stdin(Stdio::null()).output() {
         Ok(out) => out,
@@ -149,9 +190,12 @@ fn refuse_live_owner(variant: Variant, states: &[IptState], what: &str) -> Resul
 pub(super) fn choose(wanted: IptablesVariant) -> Result<Variant> {
     // A variant whose rules cannot be read (its kernel side missing) cannot be used, and
     // cannot hold chains either.
+    if wanted == IptablesVariant::Legacy {
+        legacy_readable(Family::V4)?;
+    }
     let read = |v: Variant| {
         states(v).unwrap_or_else(|e| {
-            warn!("cannot read the {v} rules: {e:#}");
+            unreadable(v, &e);
             None
         })
     };
@@ -344,7 +388,7 @@ pub(crate) fn remove_chains() -> Result<usize> {
                 found.push((variant, states));
             }
             Ok(None) => debug!("{variant} is not installed"),
-            Err(e) => warn!("cannot read the {variant} rules: {e:#}"),
+            Err(e) => unreadable(variant, &e),
         }
     }
     let mut removed = 0;

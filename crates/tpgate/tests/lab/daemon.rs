@@ -25,8 +25,16 @@ pub(crate) fn tpgate_bin() -> String {
 
 /// `ip netns exec <ns> tpgate args...` as a command (not yet started).
 fn tpgate_command(ns: &Netns, args: &[&str]) -> Command {
+    tpgate_command_wrapped(ns, &[], args)
+}
+
+/// `ip netns exec <ns> <wrapper...> tpgate args...`: `wrapper` runs tpgate in another way
+/// (another user, fewer capabilities: [`super::Unprivileged`]) and must exec it in the end.
+fn tpgate_command_wrapped(ns: &Netns, wrapper: &[String], args: &[&str]) -> Command {
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &ns.name, &tpgate_bin()])
+    cmd.args(["netns", "exec", &ns.name])
+        .args(wrapper)
+        .arg(tpgate_bin())
         .args(args)
         // tracing's colours would split `key=value` with escape codes.
         .env("NO_COLOR", "1");
@@ -78,24 +86,43 @@ impl<'lab> Tpgate<'lab> {
     /// Starts tpgate with `config` in the gateway and waits for its `ready` line.
     pub(crate) fn start(lab: &'lab Lab, config: &Path) -> Self {
         let mut tp = Self::spawn(lab, config);
-        if tp
+        tp.wait_ready();
+        tp
+    }
+
+    /// Waits for the `ready` line; panics with the log if it does not come.
+    fn wait_ready(&mut self) {
+        if self
             .wait_for_line(READY_TIMEOUT, |l| has_word(l, "ready"))
             .is_none()
         {
-            let status = tp.try_status();
+            let status = self.try_status();
             panic!(
                 "tpgate did not log `ready` within {READY_TIMEOUT:?} (exit: {status:?}); log:\n{}",
-                tp.log_text()
+                self.log_text()
             );
         }
-        tp
     }
 
     /// Starts tpgate without waiting for anything.
     pub(crate) fn spawn(lab: &'lab Lab, config: &Path) -> Self {
+        Self::spawn_wrapped(lab, config, &[])
+    }
+
+    /// Starts tpgate through `wrapper` (see [`tpgate_command_wrapped`]) and waits for its
+    /// `ready` line.
+    pub(crate) fn start_wrapped(lab: &'lab Lab, config: &Path, wrapper: &[String]) -> Self {
+        let mut tp = Self::spawn_wrapped(lab, config, wrapper);
+        tp.wait_ready();
+        tp
+    }
+
+    /// Starts tpgate through `wrapper` without waiting for anything.
+    pub(crate) fn spawn_wrapped(lab: &'lab Lab, config: &Path, wrapper: &[String]) -> Self {
         let config_arg = config.to_str().expect("utf-8 config path");
-        let mut cmd = tpgate_command(&lab.gw, &["run", "-c", config_arg]);
-        // `ip netns exec` execs the binary in place, so the child's pid is tpgate's.
+        let mut cmd = tpgate_command_wrapped(&lab.gw, wrapper, &["run", "-c", config_arg]);
+        // `ip netns exec` execs the binary in place (and a wrapper must too), so the
+        // child's pid is tpgate's.
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

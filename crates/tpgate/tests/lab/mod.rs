@@ -4,9 +4,10 @@
 //! the test panics. Nothing here touches the root network namespace: links are created
 //! directly inside the lab's namespaces and every sysctl is written through `ip netns exec`.
 //!
-//! Deliberately not here: the tpgate process ([`daemon`]), the echo peers ([`peers`]), the
-//! optional WAN switch with extra hosts for upstream proxies ([`wan`]), the real upstream proxy
-//! servers ([`upstreams`]) and the minimal proxy clients and HTTP helpers ([`clients`]).
+//! Deliberately not here: the tpgate process ([`daemon`], and as the systemd unit runs it:
+//! [`unprivileged`]), the echo peers ([`peers`]), the optional WAN switch with extra hosts
+//! for upstream proxies ([`wan`]), the real upstream proxy servers ([`upstreams`]) and the
+//! minimal proxy clients and HTTP helpers ([`clients`]).
 //!
 //! Run as root: `cargo test -p tpgate --test e2e_tcp` (also `e2e_udp`, `e2e_lifecycle`,
 //! `e2e_lab`); without root every test prints `SKIPPED` and passes. Needs `ip` (iproute2),
@@ -18,24 +19,28 @@
 mod clients;
 mod daemon;
 mod delay;
+mod dns_client;
 mod http;
 mod names;
 mod peers;
 mod process;
 mod proxy_config;
 mod through;
+mod unprivileged;
 mod upstreams;
 mod wan;
 
 pub(crate) use clients::*;
 pub(crate) use daemon::*;
 pub(crate) use delay::*;
+pub(crate) use dns_client::*;
 pub(crate) use http::*;
 pub(crate) use names::*;
 pub(crate) use peers::*;
 pub(crate) use process::*;
 pub(crate) use proxy_config::*;
 pub(crate) use through::*;
+pub(crate) use unprivileged::*;
 pub(crate) use upstreams::*;
 pub(crate) use wan::*;
 
