@@ -466,6 +466,32 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn hostile_bytes_never_panic(buf in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            let rand = Randomness {
+                body_key: [1; 16],
+                body_iv: [2; 16],
+                response_auth: 3,
+                auth_nonce: [0; 4],
+                connection_nonce: [0; 8],
+                padding: [0; 15],
+                padding_len: 0,
+            };
+            if let Ok(Some(used)) = parse_response(&rand, &buf) {
+                proptest::prop_assert!(used <= buf.len());
+            }
+            for sec in [Security::None, Security::Aes128Gcm, Security::Chacha20Poly1305] {
+                let mut rx = BodyCipher::response(sec, &rand);
+                let mut rest = buf.clone();
+                while let Ok(Some((payload, used))) = rx.open_chunk(&mut rest) {
+                    proptest::prop_assert!(used >= 2 + payload.len() && used <= rest.len());
+                    rest.drain(..used);
+                }
+            }
+        }
+    }
+
     #[test]
     fn auth_id_carries_a_checksum() {
         let key = cmd_key(&Uuid([1; 16]));
