@@ -1,6 +1,6 @@
 //! End-to-end against the real sing-box as the VLESS and the VMess (AEAD) server, plain and
 //! inside TLS: a LAN client's TCP (IPv4 and IPv6 destinations, a 1 MiB byte-exact echo, a
-//! server-first exchange) and, for VLESS, UDP reach the server through it, the server seeing the upstream host's
+//! server-first exchange) and UDP reach the server through it, the server seeing the upstream host's
 //! address; a wrong uuid fails that one connection cleanly, with a log line, and tpgate
 //! goes on.
 
@@ -206,4 +206,30 @@ fn vmess_chacha_carries_tcp() {
 #[test]
 fn vmess_none_in_tls_carries_tcp() {
     vmess("vmesstls", true, "none");
+}
+
+#[test]
+fn vmess_carries_udp() {
+    with_server(
+        "vmessudp",
+        Inbound::Vmess {
+            tls: false,
+            cipher: "auto",
+        },
+        |lab, up, tp| {
+            udp_through(lab, up, tp, "vmess");
+        },
+    );
+}
+
+#[test]
+fn vmess_tls_carries_udp() {
+    with_server(
+        "vmesstlsudp",
+        Inbound::Vmess {
+            tls: true,
+            cipher: "chacha20-poly1305",
+        },
+        |lab, up, tp| udp_through(lab, up, tp, "vmess+tls"),
+    );
 }

@@ -131,7 +131,7 @@ fn proxy(node: &Node, path: String, d: &mut Diags) -> Declared<ProxyDef> {
             name: name.clone().unwrap_or_default(),
             server,
             port,
-            udp: udp && !matches!(kind, ProxyKind::Http { .. } | ProxyKind::Vmess { .. }),
+            udp: udp && !matches!(kind, ProxyKind::Http { .. }),
             kind,
         }),
         _ => Outcome::Invalid,
@@ -331,8 +331,7 @@ fn vless(f: &Fields<'_>, at: Pos, d: &mut Diags) -> Option<ProxyKind> {
     Some(ProxyKind::Vless { uuid, tls })
 }
 
-/// `vmess`: the AEAD header only (`alterId: 0`), the body ciphers tpgate has; TCP only
-/// for now, so `udp: true` is read past with a warning.
+/// `vmess`: the AEAD header only (`alterId: 0`), the body ciphers tpgate has.
 fn vmess(f: &Fields<'_>, at: Pos, who: &str, skip: &mut bool, d: &mut Diags) -> Option<ProxyKind> {
     let uuid = f.required(d, at, "uuid", |n| {
         value::string(n)?.parse::<Uuid>().map_err(|e| e.to_string())
@@ -368,12 +367,6 @@ fn vmess(f: &Fields<'_>, at: Pos, who: &str, skip: &mut bool, d: &mut Diags) -> 
             }
         },
     };
-    if let Some(e) = f.entries.iter().find(|e| e.key == "udp") {
-        if f.get(d, "udp", value::boolean) == Some(true) {
-            let message = "UDP over vmess is not supported by tpgate yet; ignored";
-            d.warn(e.key_pos, &f.path("udp"), message);
-        }
-    }
     let tls = optional_tls(f, d);
     Some(ProxyKind::Vmess {
         uuid,

@@ -39,7 +39,7 @@ pub enum ProxyKind {
     Trojan { password: String, tls: Tls },
     /// `type: vless` without a flow, over TCP (`tls: true`: inside TLS).
     Vless { uuid: Uuid, tls: Option<Tls> },
-    /// `type: vmess` with `alterId: 0` (AEAD header), TCP only.
+    /// `type: vmess` with `alterId: 0` (AEAD header).
     Vmess {
         uuid: Uuid,
         cipher: VmessCipher,

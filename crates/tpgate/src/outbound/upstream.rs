@@ -122,8 +122,11 @@ impl Upstream {
                 let tcp = self.server.connect(&ctx.resolver, ctx.mark).await?;
                 v.udp(Box::new(tcp), dst).await
             }
-            // The loader never sets `udp` for these.
-            Kind::Http(_) | Kind::Vmess(_) => Err(DialError::UdpOverHttp {
+            Kind::Vmess(v) => {
+                let tcp = self.server.connect(&ctx.resolver, ctx.mark).await?;
+                v.udp(Box::new(tcp), dst).await
+            }
+            Kind::Http(_) => Err(DialError::UdpOverHttp {
                 proxy: self.name.clone(),
             }
             .into()),

@@ -16,10 +16,13 @@ use tracing::info;
 
 use super::error::HandshakeError;
 use super::tls::TlsClient;
+use super::udp::{UdpRecv, UdpSend};
 use super::BoxIo;
 
-/// Largest payload per chunk written.
+/// Largest payload per chunk written on a TCP stream.
 const CHUNK: usize = 16 * 1024;
+/// Largest datagram: a chunk's length field counts the tag too.
+pub(crate) const MAX_DATAGRAM: usize = 65535 - 16;
 
 #[derive(Debug)]
 pub(crate) struct Vmess {
@@ -41,6 +44,24 @@ impl Vmess {
     }
 
     pub(crate) async fn connect(&self, io: BoxIo, dst: &Destination) -> io::Result<BoxIo> {
+        Ok(Box::new(self.open(io, Command::Tcp, dst, CHUNK).await?))
+    }
+
+    /// UDP: one chunk per datagram both ways, the destination fixed by the request. A read
+    /// returns at most one chunk, so a large enough buffer reads exactly one datagram.
+    pub(crate) async fn udp(&self, io: BoxIo, dst: &Destination) -> io::Result<(UdpSend, UdpRecv)> {
+        let io: BoxIo = Box::new(self.open(io, Command::Udp, dst, MAX_DATAGRAM).await?);
+        let (rd, wr) = tokio::io::split(io);
+        Ok((UdpSend::Vmess { wr }, UdpRecv::Vmess { rd }))
+    }
+
+    async fn open(
+        &self,
+        io: BoxIo,
+        cmd: Command,
+        dst: &Destination,
+        max_chunk: usize,
+    ) -> io::Result<VmessStream> {
         let mut io = match &self.tls {
             Some(tls) => tls.wrap(io).await?,
             None => io,
@@ -50,19 +71,11 @@ impl Vmess {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let mut out = Vec::with_capacity(128);
-        vmess::encode_request(
-            &self.uuid,
-            self.security,
-            Command::Tcp,
-            dst,
-            &rand,
-            now,
-            &mut out,
-        )
-        .map_err(HandshakeError::request)?;
+        vmess::encode_request(&self.uuid, self.security, cmd, dst, &rand, now, &mut out)
+            .map_err(HandshakeError::request)?;
         io.write_all(&out).await?;
         io.flush().await?;
-        Ok(Box::new(VmessStream {
+        Ok(VmessStream {
             inner: io,
             rand,
             tx: BodyCipher::request(self.security, &rand),
@@ -75,8 +88,9 @@ impl Vmess {
             out: Vec::with_capacity(CHUNK + 64),
             out_pos: 0,
             closing: false,
+            max_chunk,
             name: self.name.clone(),
-        }))
+        })
     }
 }
 
@@ -118,6 +132,8 @@ struct VmessStream {
     out_pos: usize,
     /// The end-of-stream chunk has been queued.
     closing: bool,
+    /// Largest payload one write seals into one chunk.
+    max_chunk: usize,
     name: String,
 }
 
@@ -230,7 +246,7 @@ impl AsyncWrite for VmessStream {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let n = buf.len().min(CHUNK);
+        let n = buf.len().min(this.max_chunk);
         this.tx
             .seal_chunk(&buf[..n], &mut this.out)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;

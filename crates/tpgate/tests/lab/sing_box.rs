@@ -188,7 +188,9 @@ impl<'lab> SingBox<'lab> {
         let server = self.host.v4;
         let (kind, extra) = match self.inbound {
             Inbound::Vless { .. } => ("vless", "udp: true, network: tcp".to_owned()),
-            Inbound::Vmess { cipher, .. } => ("vmess", format!("alterId: 0, cipher: {cipher}")),
+            Inbound::Vmess { cipher, .. } => {
+                ("vmess", format!("alterId: 0, cipher: {cipher}, udp: true"))
+            }
         };
         let tls = if self.inbound.tls() {
             format!(", tls: true, servername: {VLESS_SNI}, skip-cert-verify: true")

@@ -451,9 +451,6 @@ fn vmess_parses_into_the_model() {
     }
     let item = format!("{{name: p, type: vmess, server: a, port: 1, uuid: {ID}, udp: true}}");
     let l = ok(&with_proxies(&[&item]));
-    assert_eq!(
-        warnings(&l),
-        ["2:92: proxies[0].udp: UDP over vmess is not supported by tpgate yet; ignored"]
-    );
-    assert!(!l.config.proxies[0].udp);
+    assert_eq!(warnings(&l), Vec::<String>::new());
+    assert!(l.config.proxies[0].udp);
 }
