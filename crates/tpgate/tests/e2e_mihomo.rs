@@ -1,5 +1,5 @@
 //! End-to-end: a realistic mihomo (Clash.Meta) config, as a subscription ships it (ports
-//! tpgate does not open, a `dns` section, vmess, vless-with-vision and hysteria2 proxies,
+//! tpgate does not open, a `dns` section, vmess (ws), vless (vision) and hysteria2 proxies,
 //! groups that name them, DOMAIN/GEOIP rules, and `Country.mmdb` beside it as mihomo keeps
 //! it in its home directory), plus tpgate's `intercept` section pointing at the lab.
 //! `tpgate check` accepts it with exactly the expected warnings (text, line and column), and
@@ -224,8 +224,8 @@ fn expected_warnings(text: &str) -> Vec<String> {
         ignored("profile"),
         w(
             "type: vmess",
-            "vmess",
-            "proxies[0].type: type vmess is not supported by tpgate; proxy `HK vmess` skipped",
+            "network",
+            "proxies[0].network: network ws is not supported by tpgate; proxy `HK vmess` skipped",
         ),
         w(
             "type: vless",

@@ -1,6 +1,6 @@
-//! End-to-end against the real sing-box as the VLESS server, plain and inside TLS: a LAN
-//! client's TCP (IPv4 and IPv6 destinations, a 1 MiB byte-exact echo, a server-first
-//! exchange) and UDP reach the server through it, the server seeing the upstream host's
+//! End-to-end against the real sing-box as the VLESS and the VMess (AEAD) server, plain and
+//! inside TLS: a LAN client's TCP (IPv4 and IPv6 destinations, a 1 MiB byte-exact echo, a
+//! server-first exchange) and UDP reach the server through it, the server seeing the upstream host's
 //! address; a wrong uuid fails that one connection cleanly, with a log line, and tpgate
 //! goes on.
 
@@ -124,6 +124,10 @@ fn udp_through(lab: &Lab, up: &SingBox<'_>, tp: &Tpgate<'_>, what: &str) {
 /// Port 81 goes through `bad`: the client's connection ends without data (EOF or reset,
 /// never a hang), tpgate logs why once, nothing reaches the destination, and `up` still works.
 fn wrong_uuid_fails_cleanly(lab: &Lab, up: &SingBox<'_>, tp: &Tpgate<'_>) {
+    wrong_uuid_fails_cleanly_with(lab, up, tp, "bad: no VLESS response");
+}
+
+fn wrong_uuid_fails_cleanly_with(lab: &Lab, up: &SingBox<'_>, tp: &Tpgate<'_>, log: &str) {
     let a = Family::V4.addrs();
     let refused = TcpEchoServer::start(&lab.server, SocketAddr::new(a.server, 81));
     let mut s = tcp_connect(&lab.client, refused.addr).expect("connect");
@@ -138,9 +142,7 @@ fn wrong_uuid_fails_cleanly(lab: &Lab, up: &SingBox<'_>, tp: &Tpgate<'_>) {
         Err(e) => panic!("expected reset or EOF with a wrong uuid, got {e}"),
     }
     let line = tp
-        .wait_for_line(Duration::from_secs(5), |l| {
-            l.contains("bad: no VLESS response")
-        })
+        .wait_for_line(Duration::from_secs(5), |l| l.contains(log))
         .unwrap_or_else(|| panic!("no log line for the wrong uuid; log:\n{}", tp.log_text()));
     assert!(line.contains("wrong uuid"), "{line}");
     assert!(refused.peers().is_empty(), "{:?}", refused.peers());
@@ -179,5 +181,55 @@ fn vless_tls_carries_udp() {
         |lab, up, tp| {
             udp_through(lab, up, tp, "vless+tls");
         },
+    );
+}
+
+/// VMess AEAD through sing-box: TCP over IPv4 and IPv6 (1 MiB echo, server-first) and a
+/// wrong uuid failing cleanly, for `cipher` (TLS around it when `tls`).
+fn vmess(tag: &str, tls: bool, cipher: &'static str) {
+    with_server(tag, Inbound::Vmess { tls, cipher }, |lab, up, tp| {
+        tcp_through(lab, up, tp, &format!("vmess {cipher}"));
+        wrong_uuid_fails_cleanly_with(lab, up, tp, "bad: no VMess response");
+    });
+}
+
+#[test]
+fn vmess_aes_carries_tcp() {
+    vmess("vmessaes", false, "auto");
+}
+
+#[test]
+fn vmess_chacha_carries_tcp() {
+    vmess("vmesscha", false, "chacha20-poly1305");
+}
+
+#[test]
+fn vmess_none_in_tls_carries_tcp() {
+    vmess("vmesstls", true, "none");
+}
+
+#[test]
+fn vmess_carries_udp() {
+    with_server(
+        "vmessudp",
+        Inbound::Vmess {
+            tls: false,
+            cipher: "auto",
+        },
+        |lab, up, tp| {
+            udp_through(lab, up, tp, "vmess");
+        },
+    );
+}
+
+#[test]
+fn vmess_tls_carries_udp() {
+    with_server(
+        "vmesstlsudp",
+        Inbound::Vmess {
+            tls: true,
+            cipher: "chacha20-poly1305",
+        },
+        |lab, up, tp| udp_through(lab, up, tp, "vmess+tls"),
     );
 }

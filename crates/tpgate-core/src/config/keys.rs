@@ -108,11 +108,10 @@ pub(super) const MIHOMO_IGNORED: &[&str] = &[
 pub(super) const PROXY_COMMON: &[&str] = &["name", "type", "server", "port"];
 
 /// The proxy types tpgate speaks.
-pub(super) const PROXY_TYPES: &[&str] = &["socks5", "http", "ss", "trojan", "vless"];
+pub(super) const PROXY_TYPES: &[&str] = &["socks5", "http", "ss", "trojan", "vless", "vmess"];
 
 /// Proxy types of mihomo that tpgate does not speak: such a proxy is skipped.
 pub(super) const PROXY_TYPES_UNSUPPORTED: &[&str] = &[
-    "vmess",
     "hysteria",
     "hysteria2",
     "tuic",
@@ -141,6 +140,16 @@ pub(super) fn proxy_fields(kind: &str) -> &'static [&'static str] {
         "http" => &["username", "password", "tls", "sni", "skip-cert-verify"],
         "ss" => &["cipher", "password", "udp"],
         "trojan" => &["password", "sni", "servername", "skip-cert-verify", "udp"],
+        "vmess" => &[
+            "uuid",
+            "alterId",
+            "cipher",
+            "tls",
+            "sni",
+            "servername",
+            "skip-cert-verify",
+            "udp",
+        ],
         "vless" => &[
             "uuid",
             "tls",

@@ -7,7 +7,7 @@ use super::cipher::{check_password, cipher, supported_names};
 use super::decode::{check, entries, Entry};
 use super::names::{self, Declared, Outcome};
 use super::yaml::{Node, Pos, Value};
-use super::{keys, value, Credentials, Diags, ProxyDef, ProxyKind, Tls, Uuid};
+use super::{keys, value, Credentials, Diags, ProxyDef, ProxyKind, Tls, Uuid, VmessCipher};
 
 pub(super) fn proxies(node: &Node, d: &mut Diags) -> Vec<Declared<ProxyDef>> {
     let Some(list) = check(d, node, "proxies", value::list(node)) else {
@@ -121,6 +121,7 @@ fn proxy(node: &Node, path: String, d: &mut Diags) -> Declared<ProxyDef> {
         "socks5" | "http" => plain(&f, &kind, d),
         "ss" => shadowsocks(&f, node.pos, &who, &mut skip, d),
         "vless" => vless(&f, node.pos, d),
+        "vmess" => vmess(&f, node.pos, &who, &mut skip, d),
         _ => trojan(&f, node.pos, d),
     };
     let outcome = match (kind, server, port) {
@@ -326,6 +327,56 @@ fn vless(f: &Fields<'_>, at: Pos, d: &mut Diags) -> Option<ProxyKind> {
     let uuid = f.required(d, at, "uuid", |n| {
         value::string(n)?.parse::<Uuid>().map_err(|e| e.to_string())
     })?;
+    let tls = optional_tls(f, d);
+    Some(ProxyKind::Vless { uuid, tls })
+}
+
+/// `vmess`: the AEAD header only (`alterId: 0`), the body ciphers tpgate has.
+fn vmess(f: &Fields<'_>, at: Pos, who: &str, skip: &mut bool, d: &mut Diags) -> Option<ProxyKind> {
+    let uuid = f.required(d, at, "uuid", |n| {
+        value::string(n)?.parse::<Uuid>().map_err(|e| e.to_string())
+    })?;
+    if let Some(node) = f.node("alterId") {
+        if f.get(d, "alterId", |n| value::uint(n, u16::MAX.into()))? != 0 {
+            if !*skip {
+                let message = format!(
+                    "alterId other than 0 (the legacy header) is not supported by tpgate; {who} skipped"
+                );
+                d.warn(node.pos, &f.path("alterId"), message);
+            }
+            *skip = true;
+        }
+    }
+    let cipher = match f.get(d, "cipher", value::string) {
+        None => Some(VmessCipher::Aes128Gcm),
+        Some(c) => match c.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" | "aes-128-gcm" => Some(VmessCipher::Aes128Gcm),
+            "chacha20-poly1305" => Some(VmessCipher::Chacha20Poly1305),
+            "none" => Some(VmessCipher::None),
+            other => {
+                if !*skip {
+                    let node = f.node("cipher")?;
+                    let message = format!(
+                        "cipher {other} is not supported by tpgate for vmess (supported: auto, \
+                         aes-128-gcm, chacha20-poly1305, none); {who} skipped"
+                    );
+                    d.warn(node.pos, &f.path("cipher"), message);
+                }
+                *skip = true;
+                None
+            }
+        },
+    };
+    let tls = optional_tls(f, d);
+    Some(ProxyKind::Vmess {
+        uuid,
+        cipher: cipher?,
+        tls,
+    })
+}
+
+/// `tls: true` and its fields, or a warning for each TLS field written without it.
+fn optional_tls(f: &Fields<'_>, d: &mut Diags) -> Option<Tls> {
     let tls = f
         .get(d, "tls", value::boolean)
         .unwrap_or(false)
@@ -341,5 +392,5 @@ fn vless(f: &Fields<'_>, at: Pos, d: &mut Diags) -> Option<ProxyKind> {
             }
         }
     }
-    Some(ProxyKind::Vless { uuid, tls })
+    tls
 }

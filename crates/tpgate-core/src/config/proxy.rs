@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 pub use crate::proto::vless::Uuid;
+pub use crate::proto::vmess::Security as VmessCipher;
 pub use crate::rules::TargetId;
 
 /// A named upstream proxy.
@@ -38,6 +39,12 @@ pub enum ProxyKind {
     Trojan { password: String, tls: Tls },
     /// `type: vless` without a flow, over TCP (`tls: true`: inside TLS).
     Vless { uuid: Uuid, tls: Option<Tls> },
+    /// `type: vmess` with `alterId: 0` (AEAD header).
+    Vmess {
+        uuid: Uuid,
+        cipher: VmessCipher,
+        tls: Option<Tls>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

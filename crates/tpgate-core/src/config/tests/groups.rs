@@ -7,7 +7,7 @@ use super::*;
 const PROXIES: &str = "proxies:
   - {name: a, type: socks5, server: 192.0.2.1, port: 1080}
   - {name: b, type: trojan, server: 192.0.2.2, port: 443, password: x}
-  - {name: v, type: vmess, server: 192.0.2.3, port: 443}
+  - {name: v, type: snell, server: 192.0.2.3, port: 443}
 ";
 
 /// PROXIES (ids a=0, b=1; v skipped) followed by `rest`, which starts on line 5.
@@ -103,7 +103,7 @@ fn every_kind_with_defaults_and_forward_references() {
     assert_eq!(
         warnings(&l),
         [
-            "4:21: proxies[2].type: type vmess is not supported by tpgate; proxy `v` skipped",
+            "4:21: proxies[2].type: type snell is not supported by tpgate; proxy `v` skipped",
             "10:54: proxy-groups[4].tolerance: only used by url-test groups; ignored"
         ]
     );
@@ -260,7 +260,7 @@ fn skipped_members_and_groups() {
     assert_eq!(
         warnings(&l),
         [
-            "4:21: proxies[2].type: type vmess is not supported by tpgate; proxy `v` skipped",
+            "4:21: proxies[2].type: type snell is not supported by tpgate; proxy `v` skipped",
             "6:54: proxy-groups[0].proxies[3]: `a` is listed twice; ignored",
             "6:57: proxy-groups[0].proxies[4]: PASS cannot be a group member; dropped",
             "7:12: proxy-groups[1].name: group `OnlyV` has no member tpgate can use (every \

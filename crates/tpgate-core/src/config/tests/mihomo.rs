@@ -80,7 +80,7 @@ proxies:
     skip-cert-verify: false
     udp: true
     client-fingerprint: chrome
-  - {name: sg-vmess, type: vmess, server: sg.example.com, port: 443, uuid: 0, alterId: 0, cipher: auto}
+  - {name: sg-vmess, type: snell, server: sg.example.com, port: 443, uuid: 0, alterId: 0, cipher: auto}
   - {name: ws-trojan, type: trojan, server: ws.example.com, port: 443, password: x, network: ws, ws-opts: {path: /t}}
   - {name: old-ss, type: ss, server: 203.0.113.7, port: 8388, cipher: aes-256-cfb, password: x}
   - {name: home-socks, type: socks5, server: 192.0.2.5, port: 1080, username: me, password: 123456, udp: true}
@@ -129,7 +129,7 @@ fn realistic_mihomo_config_loads_with_warnings() {
              from DNS",
             "23:1: tun: not used by tpgate yet; ignored",
             "42:5: proxies[2].client-fingerprint: not used by tpgate; ignored",
-            "43:28: proxies[3].type: type vmess is not supported by tpgate; proxy `sg-vmess` \
+            "43:28: proxies[3].type: type snell is not supported by tpgate; proxy `sg-vmess` \
              skipped",
             "44:85: proxies[4].network: network ws is not supported by tpgate; proxy \
              `ws-trojan` skipped",

@@ -310,7 +310,7 @@ fn type_specific_errors() {
 fn names_are_unique_across_proxies_and_groups() {
     let text = "proxies:
   - {name: a, type: socks5, server: a, port: 1}
-  - {name: a, type: vmess}
+  - {name: a, type: snell}
 proxy-groups:
   - {name: b, type: select, proxies: [a]}
   - {name: a, type: select, proxies: [b]}
@@ -400,4 +400,57 @@ fn vless_parses_into_the_model() {
         "proxies[0]",
     );
     assert!(m.contains("missing `uuid`"), "{m}");
+}
+
+#[test]
+fn vmess_parses_into_the_model() {
+    const ID: &str = "b831381d-6324-4d53-ad4f-8cda48b30811";
+    let l = ok(&with_proxies(&[
+        &format!("{{name: m1, type: vmess, server: 192.0.2.8, port: 443, uuid: {ID}, alterId: 0, cipher: auto}}"),
+        &format!("{{name: m2, type: vmess, server: m.example, port: 8443, uuid: {ID}, cipher: none, tls: true, servername: s.example}}"),
+    ]));
+    assert_eq!(warnings(&l), Vec::<String>::new());
+    let uuid: Uuid = ID.parse().unwrap();
+    assert_eq!(
+        l.config.proxies,
+        [
+            proxy(
+                "m1",
+                "192.0.2.8",
+                443,
+                false,
+                ProxyKind::Vmess {
+                    uuid,
+                    cipher: VmessCipher::Aes128Gcm,
+                    tls: None
+                }
+            ),
+            proxy(
+                "m2",
+                "m.example",
+                8443,
+                false,
+                ProxyKind::Vmess {
+                    uuid,
+                    cipher: VmessCipher::None,
+                    tls: Some(tls(Some("s.example"), false))
+                }
+            ),
+        ]
+    );
+    for (extra, key, message) in [
+        ("alterId: 64", "alterId", "alterId other than 0 (the legacy header) is not supported by tpgate; proxy `p` skipped"),
+        ("cipher: zero", "cipher", "cipher zero is not supported by tpgate for vmess (supported: auto, aes-128-gcm, chacha20-poly1305, none); proxy `p` skipped"),
+    ] {
+        let item = format!("{{name: p, type: vmess, server: a, port: 1, uuid: {ID}, {extra}}}");
+        let l = ok(&with_proxies(&[&item]));
+        let w = warnings(&l);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].ends_with(&format!("proxies[0].{key}: {message}")), "{w:?}");
+        assert!(l.config.proxies.is_empty());
+    }
+    let item = format!("{{name: p, type: vmess, server: a, port: 1, uuid: {ID}, udp: true}}");
+    let l = ok(&with_proxies(&[&item]));
+    assert_eq!(warnings(&l), Vec::<String>::new());
+    assert!(l.config.proxies[0].udp);
 }

@@ -7,7 +7,7 @@ use super::*;
 #[test]
 fn unsupported_types_and_ciphers_are_skipped_with_one_warning() {
     let text = with_proxies(&[
-        "{name: v, type: vmess, server: a, port: 1, uuid: x, alterId: 0, cipher: auto}",
+        "{name: v, type: snell, server: a, port: 1, uuid: x, alterId: 0, cipher: auto}",
         "{name: h2, type: Hysteria2, server: a, port: 1}",
         "{name: w, type: sock5, server: a, port: 1}",
         "{name: c, type: ss, server: a, port: 1, cipher: aes-256-cfb, password: x}",
@@ -18,7 +18,7 @@ fn unsupported_types_and_ciphers_are_skipped_with_one_warning() {
     assert_eq!(
         warnings(&l),
         [
-            "2:21: proxies[0].type: type vmess is not supported by tpgate; proxy `v` skipped",
+            "2:21: proxies[0].type: type snell is not supported by tpgate; proxy `v` skipped",
             "3:22: proxies[1].type: type hysteria2 is not supported by tpgate; proxy `h2` skipped",
             "4:21: proxies[2].type: unknown type `sock5` (did you mean `socks5`?); proxy `w` skipped",
             "5:53: proxies[3].cipher: cipher aes-256-cfb is not supported by tpgate (supported: \
@@ -32,7 +32,7 @@ fn unsupported_types_and_ciphers_are_skipped_with_one_warning() {
     let names: Vec<_> = l.config.proxies.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["ok"]);
     // A skipped proxy still needs a name, and its name is taken.
-    let m = error_at(&with_proxies(&["{type: vmess}"]), 2, 5, "proxies[0]");
+    let m = error_at(&with_proxies(&["{type: snell}"]), 2, 5, "proxies[0]");
     assert!(m.ends_with("missing `name`"), "{m}");
 }
 
