@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result};
 
 use crate::{daemon, doctor, geoip, install, providers};
 use clap::{Parser, Subcommand};
-use tpgate_core::config::{self, Config, LogLevel};
+use tpgate_core::config::{Config, LogLevel};
 use tpgate_core::plan::{render_text, Plan};
 
 /// The embedded default: intercept this machine's own TCP/UDP, relay everything DIRECT.
@@ -36,10 +36,14 @@ struct Cli {
 enum Command {
     /// Install interception and serve until SIGINT/SIGTERM, then remove everything.
     Run(ConfigArg),
-    /// Validate a config: exit 0, or 2 with FILE:LINE:COL per problem.
+    /// Validate a config: exit 0, or 2 with FILE:LINE:COL per problem; warnings always,
+    /// then a summary (usable proxies, skipped types, empty groups, downloads at start).
     Check {
         #[arg(short, long)]
         config: PathBuf,
+        /// Unknown keys are errors, not warnings.
+        #[arg(long)]
+        strict: bool,
     },
     /// Print what `run` would install; change nothing.
     Plan(ConfigArg),
@@ -62,12 +66,7 @@ struct ConfigArg {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.command {
-        Command::Check { config } => load(Some(&config)).map(|(_, warnings)| {
-            for w in warnings {
-                eprintln!("{w}");
-            }
-            ExitCode::SUCCESS
-        }),
+        Command::Check { config, strict } => crate::check::run(&config, strict),
         Command::Plan(c) => load(c.config.as_deref()).map(|(cfg, warnings)| {
             for w in warnings {
                 eprintln!("{w}");
@@ -118,10 +117,10 @@ pub fn main() -> ExitCode {
 /// Config problems, already formatted as `FILE:LINE:COL: message`.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid config")]
-struct ConfigErrors(Vec<String>);
+pub(crate) struct ConfigErrors(pub(crate) Vec<String>);
 
 /// Loads and validates; warnings come back formatted like errors.
-fn load(path: Option<&Path>) -> Result<(Config, Vec<String>)> {
+pub(crate) fn load(path: Option<&Path>) -> Result<(Config, Vec<String>)> {
     let (name, text) = match path {
         Some(p) => (
             p.display().to_string(),
@@ -129,7 +128,7 @@ fn load(path: Option<&Path>) -> Result<(Config, Vec<String>)> {
         ),
         None => ("<default>".to_string(), DEFAULT_CONFIG.to_string()),
     };
-    match config::load(&text) {
+    match crate::check::load_config(&text, path, false).into_loaded() {
         Ok(mut l) => {
             let mut warnings: Vec<String> = l
                 .warnings
@@ -141,8 +140,11 @@ fn load(path: Option<&Path>) -> Result<(Config, Vec<String>)> {
                 Err(errs) => return Err(ConfigErrors(errs).into()),
             }
             let geo = geoip::check(&mut l.config, path).and_then(|w| {
-                geoip::load_geosite(&mut l.config, path)?;
-                Ok(w)
+                let site = geoip::load_geosite(&mut l.config, path)?;
+                Ok(match (w, site) {
+                    (Some(a), Some(b)) => Some(format!("{a}\nwarning: {b}")),
+                    (a, b) => a.or(b),
+                })
             });
             match geo {
                 Ok(Some(w)) => warnings.push(format!("warning: {w}")),
@@ -156,7 +158,7 @@ fn load(path: Option<&Path>) -> Result<(Config, Vec<String>)> {
 }
 
 /// `PATH:LINE:COL: message` -> `PATH:LINE:COL: warning: message`.
-fn with_warning(w: &str) -> String {
+pub(crate) fn with_warning(w: &str) -> String {
     let mut parts = w.splitn(4, ':');
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
         (Some(p), Some(l), Some(c), Some(m)) => format!("{p}:{l}:{c}: warning:{m}"),

@@ -228,10 +228,7 @@ pub(super) fn dns(node: &Node, d: &mut Diags, out: &mut Dns) {
             }
             _ => {
                 debug_assert!(!KEYS.contains(&e.key));
-                let hint = super::keys::suggest(e.key, KEYS)
-                    .map(|s| format!("; did you mean `{s}`?"))
-                    .unwrap_or_default();
-                d.error(e.key_pos, &path, format!("unknown key `{}`{hint}", e.key));
+                super::decode::unknown_key(d, &e, "dns", KEYS);
             }
         }
     }
@@ -262,6 +259,9 @@ pub(super) fn hosts(node: &Node, d: &mut Diags, out: &mut Dns) {
         );
         return;
     }
+    // mihomo: a value is an address, a list of addresses, or one domain name (an alias,
+    // answered like a CNAME to that name).
+    let mut aliases = Vec::new();
     for e in entries(node, "hosts", d) {
         let path = format!("hosts.{}", e.key);
         let Some(pattern) = check(d, e.value, &path, DomainPattern::parse(e.key)) else {
@@ -269,12 +269,35 @@ pub(super) fn hosts(node: &Node, d: &mut Diags, out: &mut Dns) {
         };
         let ips = match &e.value.value {
             Value::Seq(_) => items(e.value, &path, d, address),
+            Value::Str(s) if s.trim().parse::<IpAddr>().is_err() => {
+                match value::host(e.value) {
+                    Ok(target) => aliases.push((pattern, target, e.value.pos, path)),
+                    Err(m) => d.error(e.value.pos, &path, m),
+                }
+                continue;
+            }
             _ => check(d, e.value, &path, address(e.value))
                 .into_iter()
                 .collect(),
         };
         if !ips.is_empty() {
             out.hosts.push((pattern, ips));
+        }
+    }
+    // An alias takes the addresses its target has in `hosts`; one whose target is not
+    // there is answered by the nameservers under its own name.
+    for (pattern, target, pos, path) in aliases {
+        let target = target.trim_end_matches('.').to_ascii_lowercase();
+        match out.host_addrs(&target).map(<[IpAddr]>::to_vec) {
+            Some(ips) => out.hosts.push((pattern, ips)),
+            None => d.warn(
+                pos,
+                &path,
+                format!(
+                    "an alias of `{target}`, which `hosts` has no address for; tpgate does not \
+                     follow aliases to the nameservers yet, so this name is resolved as itself"
+                ),
+            ),
         }
     }
 }
@@ -469,15 +492,33 @@ mod tests {
             ]
         );
         assert_eq!(
-            errors("hosts:\n  a.example: not-an-ip\n"),
+            errors("hosts:\n  a.example: 'not a name'\n"),
             [
-                "2:14: hosts.a.example: `not-an-ip` is not an IP address (tpgate's hosts take \
-              addresses, not names)"
+                "2:14: hosts.a.example: `not a name` is not an IP address or a host name: ' ' is \
+              not allowed (letters, digits, `-` and `_`; IDNs in punycode)"
             ]
         );
+        // Unknown keys are warnings now (mihomo ignores them), with the suggestion.
+        let l = load("dns:\n  enable: true\n  nameserverr: []\n");
         assert_eq!(
-            errors("dns:\n  enable: true\n  nameserverr: []\n")[0],
-            "3:3: dns.nameserverr: unknown key `nameserverr`; did you mean `nameserver`?"
+            l.warnings[1].to_string(),
+            "3:3: dns.nameserverr: unknown key `nameserverr`; did you mean `nameserver`?; ignored"
+        );
+        assert!(l.warnings[1].unknown);
+    }
+
+    #[test]
+    fn hosts_aliases_take_their_targets_addresses() {
+        let l = load("hosts:\n  nas.lan: 192.0.2.7\n  files.lan: nas.lan\n  ext.lan: x.example\n  '+.multi.lan': [192.0.2.8, 192.0.2.9]\n");
+        let d = &l.config.dns;
+        assert_eq!(d.host_addrs("files.lan"), d.host_addrs("nas.lan"));
+        assert_eq!(d.host_addrs("a.multi.lan").map(<[IpAddr]>::len), Some(2));
+        assert!(d.host_addrs("ext.lan").is_none());
+        let w: Vec<String> = l.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("4:12: hosts.ext.lan: an alias of `x.example`"),
+            "{w:?}"
         );
     }
 

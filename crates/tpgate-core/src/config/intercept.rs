@@ -70,7 +70,7 @@ pub(super) fn intercept(node: &Node, d: &mut Diags, fwmark: &mut Seen) -> Interc
                     out.dns_hijack = b;
                 }
             }
-            _ => unknown_key(d, &e, "intercept"),
+            _ => unknown_key(d, &e, "intercept", super::keys::INTERCEPT),
         }
     }
     if !out.local && out.lan_interfaces.is_empty() && !d.has_errors() {

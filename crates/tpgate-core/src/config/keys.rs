@@ -123,7 +123,6 @@ pub(super) const PROXY_TYPES_UNSUPPORTED: &[&str] = &[
     "mieru",
     "anytls",
     "ssh",
-    "direct",
     "dns",
     "reject",
 ];
@@ -197,14 +196,6 @@ pub(super) const GROUP_FIELDS: &[&str] = &[
     "lazy",
     "timeout",
     "strategy",
-];
-
-/// The group types tpgate implements.
-pub(super) const GROUP_TYPES: &[&str] =
-    &["select", "url-test", "fallback", "load-balance", "relay"];
-
-/// Group fields that pull members from providers or by pattern: not supported yet.
-pub(super) const GROUP_NOT_YET: &[&str] = &[
     "use",
     "include-all",
     "include-all-proxies",
@@ -212,18 +203,18 @@ pub(super) const GROUP_NOT_YET: &[&str] = &[
     "filter",
     "exclude-filter",
     "exclude-type",
-];
-
-/// Group fields that only matter to mihomo's dashboard or dialer.
-pub(super) const GROUP_IGNORED: &[&str] = &[
+    "expected-status",
     "hidden",
     "icon",
     "disable-udp",
-    "interface-name",
-    "routing-mark",
-    "expected-status",
-    "max-failed-times",
 ];
+
+/// The group types tpgate implements.
+pub(super) const GROUP_TYPES: &[&str] =
+    &["select", "url-test", "fallback", "load-balance", "relay"];
+
+/// Group fields that only matter to mihomo's dialer.
+pub(super) const GROUP_IGNORED: &[&str] = &["interface-name", "routing-mark", "max-failed-times"];
 
 /// The candidate closest to `key` by edit distance, when it is close enough to be a typo.
 /// Case and `_` versus `-` do not count as differences.
@@ -305,7 +296,7 @@ mod tests {
             assert!(!PROXY_IGNORED.contains(field), "{field}");
         }
         for field in GROUP_FIELDS {
-            assert!(!GROUP_NOT_YET.contains(field) && !GROUP_IGNORED.contains(field));
+            assert!(!GROUP_IGNORED.contains(field));
         }
     }
 

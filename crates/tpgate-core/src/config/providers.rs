@@ -50,7 +50,29 @@ pub(super) fn rule_providers(node: &Node, d: &mut Diags) -> Vec<RuleProvider> {
         .collect()
 }
 
+const KEYS: &[&str] = &[
+    "type",
+    "behavior",
+    "format",
+    "path",
+    "url",
+    "interval",
+    "payload",
+    "proxy",
+    "size-limit",
+    "header",
+];
+
 fn provider(name: &str, node: &Node, d: &mut Diags) -> Option<RuleProvider> {
+    let p = provider_fields(name, node, d);
+    if p.is_none() {
+        // Rules naming it are dropped without a second error.
+        d.broken_providers.push(name.to_owned());
+    }
+    p
+}
+
+fn provider_fields(name: &str, node: &Node, d: &mut Diags) -> Option<RuleProvider> {
     let path = format!("rule-providers.{name}");
     let Value::Map(_) = &node.value else {
         let found = node.value.describe();
@@ -127,17 +149,10 @@ fn provider(name: &str, node: &Node, d: &mut Diags) -> Option<RuleProvider> {
                     .map(|s| (s > 0).then(|| Duration::from_secs(s.max(60))));
             }
             "payload" => payload = Some(n),
-            "proxy" | "size-limit" => {
+            "proxy" | "size-limit" | "header" => {
                 d.warn(e.key_pos, &p, "not used by tpgate yet; ignored");
             }
-            _ => {
-                d.error(
-                    e.key_pos,
-                    &p,
-                    "unknown key; expected type, behavior, format, path, url, interval or payload",
-                );
-                ok = false;
-            }
+            _ => super::decode::unknown_key(d, &e, &path, KEYS),
         }
     }
     let Some(kind) = kind else {

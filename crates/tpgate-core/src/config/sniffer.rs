@@ -67,6 +67,9 @@ impl Sniffer {
 pub enum DomainPattern {
     Suffix(String),
     Glob(Wildcard),
+    /// Text that is not a domain name (`Mijia Cloud` in mihomo's own example), compared
+    /// case-insensitively as a whole: sniffed names are matched as plain strings.
+    Literal(String),
 }
 
 impl DomainPattern {
@@ -81,10 +84,17 @@ impl DomainPattern {
         }
     }
 
+    /// Like [`Self::parse`], but text that is no domain pattern becomes a
+    /// [`Self::Literal`], as mihomo's sniffer reads `skip-domain` and `force-domain`.
+    pub fn lenient(text: &str) -> Self {
+        Self::parse(text).unwrap_or_else(|_| Self::Literal(text.trim().to_lowercase()))
+    }
+
     pub fn matches(&self, name: &str) -> bool {
         match self {
             Self::Suffix(s) => crate::rules::domain_suffix_matches(name, s),
             Self::Glob(w) => w.matches(name),
+            Self::Literal(s) => name.eq_ignore_ascii_case(s),
         }
     }
 }
@@ -153,7 +163,7 @@ pub(super) fn sniffer(node: &Node, d: &mut Diags) -> Sniffer {
             }
             _ => {
                 debug_assert!(!KEYS.contains(&e.key));
-                unknown_key(d, &e, "sniffer");
+                unknown_key(d, &e, "sniffer", KEYS);
             }
         }
     }
@@ -180,10 +190,13 @@ fn sniff(node: &Node, path: &str, d: &mut Diags, out: &mut Sniffer) {
             "HTTP" => (&mut out.http_ports, &defaults.http_ports),
             "QUIC" => (&mut out.quic_ports, &defaults.quic_ports),
             _ => {
-                d.error(
+                d.unknown(
                     e.key_pos,
                     &p,
-                    format!("unknown protocol `{}`; expected TLS, HTTP or QUIC", e.key),
+                    format!(
+                        "unknown protocol `{}`; expected TLS, HTTP or QUIC; ignored",
+                        e.key
+                    ),
                 );
                 continue;
             }
@@ -206,11 +219,7 @@ fn sniff(node: &Node, path: &str, d: &mut Diags, out: &mut Sniffer) {
                         out.override_destination |= b;
                     }
                 }
-                _ => d.error(
-                    f.key_pos,
-                    &fp,
-                    "unknown key; expected ports or override-destination",
-                ),
+                _ => unknown_key(d, &f, &p, &["ports", "override-destination"]),
             }
         }
     }
@@ -247,7 +256,7 @@ fn port_list(node: &Node, path: &str, d: &mut Diags) -> Vec<PortRange> {
 
 fn patterns(node: &Node, path: &str, d: &mut Diags) -> Vec<DomainPattern> {
     super::decode::items(node, path, d, |n| {
-        value::string(n).and_then(DomainPattern::parse)
+        value::string(n).map(DomainPattern::lenient)
     })
 }
 
@@ -264,5 +273,8 @@ mod tests {
         assert!(p.matches("nas.lan") && !p.matches("lan"));
         let p = DomainPattern::parse("Exact.Example.com").unwrap();
         assert!(p.matches("exact.example.com") && !p.matches("www.exact.example.com"));
+        let p = DomainPattern::lenient("Mijia Cloud");
+        assert_eq!(p, DomainPattern::Literal("mijia cloud".into()));
+        assert!(p.matches("mijia cloud") && !p.matches("cloud"));
     }
 }

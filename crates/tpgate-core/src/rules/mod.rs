@@ -157,6 +157,9 @@ pub struct Rule {
     pub no_resolve: bool,
     /// The rule text as written, e.g. `DST-PORT,25,REJECT`, for logs.
     pub text: String,
+    /// Options after the target that tpgate (like mihomo) does not read and ignored; the
+    /// config loader warns about them.
+    pub ignored: Vec<String>,
 }
 
 /// What the engine knows about a flow when it decides.

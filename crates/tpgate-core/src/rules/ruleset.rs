@@ -163,6 +163,11 @@ impl RuleSet {
                             "{kind} rules are not supported yet; entry skipped"
                         )))
                     }
+                    Err(super::RuleError::Skipped(why)) => {
+                        return Err(AddError::Skipped(
+                            why.replace("rule skipped", "entry skipped"),
+                        ))
+                    }
                     Err(e) => return Err(AddError::Bad(e.to_string())),
                 }
             }

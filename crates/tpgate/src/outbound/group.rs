@@ -193,12 +193,11 @@ mod tests {
     use super::*;
 
     fn group(kind: GroupKind, n: u32) -> Group {
-        Group::new(GroupDef {
-            name: "g".into(),
+        Group::new(GroupDef::new(
+            "g",
             kind,
-            members: (0..n).map(|i| Member::Target(TargetId(i))).collect(),
-            health: None,
-        })
+            (0..n).map(|i| Member::Target(TargetId(i))).collect(),
+        ))
     }
 
     fn dst(i: u8) -> Destination {

@@ -133,8 +133,11 @@ impl Outbounds {
     /// wait for DNS and a name that does not resolve is reported at start.
     pub(crate) fn warm_up(self: &Arc<Self>) {
         for n in &self.nodes {
-            if let Node::Upstream(u) = n {
-                let (u, ctx) = (u.clone(), self.ctx.clone());
+            if let Node::Upstream(u) = n.clone() {
+                if u.is_direct() {
+                    continue;
+                }
+                let ctx = self.ctx.clone();
                 tokio::spawn(async move {
                     if let Err(e) = u.server.resolve(&ctx.resolver).await {
                         warn!(
@@ -223,7 +226,11 @@ impl Outbounds {
         match node {
             Node::Upstream(u) => {
                 pick.label.push_str(&u.name);
-                Exit::Chain(vec![u.clone()])
+                if u.is_direct() {
+                    Exit::Direct
+                } else {
+                    Exit::Chain(vec![u.clone()])
+                }
             }
             Node::Group(g) if g.is_relay() => {
                 pick.label.push_str(&g.def.name);

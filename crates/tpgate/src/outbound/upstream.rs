@@ -31,6 +31,8 @@ enum Kind {
     Http(Http),
     Shadowsocks(Shadowsocks),
     Trojan(Trojan),
+    /// `type: direct`: routes resolve it to a DIRECT exit; it never handshakes.
+    Direct,
 }
 
 impl Upstream {
@@ -55,6 +57,7 @@ impl Upstream {
                 Kind::Trojan(Trojan::new(password, TlsClient::new(t, &def.server)?)),
                 "Trojan",
             ),
+            ProxyKind::Direct => (Kind::Direct, "Direct"),
         };
         Ok(Self {
             name: def.name.clone(),
@@ -65,6 +68,11 @@ impl Upstream {
         })
     }
 
+    /// A `type: direct` proxy: flows through it connect directly.
+    pub(crate) fn is_direct(&self) -> bool {
+        matches!(self.kind, Kind::Direct)
+    }
+
     /// Speaks this proxy's protocol over `io`, which reaches this proxy's server, so that the
     /// returned stream reaches `dst`.
     pub(crate) async fn handshake(&self, io: BoxIo, dst: &Destination) -> io::Result<BoxIo> {
@@ -73,6 +81,7 @@ impl Upstream {
             Kind::Http(h) => h.connect(io, dst).await,
             Kind::Shadowsocks(s) => s.wrap(io, dst),
             Kind::Trojan(t) => t.connect(io, dst).await,
+            Kind::Direct => Ok(io),
         }
     }
 
@@ -99,7 +108,7 @@ impl Upstream {
                 let tcp = self.server.connect(&ctx.resolver, ctx.mark).await?;
                 t.udp(Box::new(tcp), dst).await
             }
-            Kind::Http(_) => Err(io::Error::new(
+            Kind::Http(_) | Kind::Direct => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 format!("{}: HTTP proxies carry TCP only", self.name),
             )),

@@ -21,6 +21,7 @@ fn t(id: u32) -> Member {
 
 fn health(url: &str, interval: u64, lazy: bool, timeout: u64) -> Option<HealthCheck> {
     Some(HealthCheck {
+        expected_status: None,
         url: url.to_owned(),
         interval: Duration::from_secs(interval),
         lazy,
@@ -255,6 +256,12 @@ fn skipped_members_and_groups() {
     lazzy: false
   - {name: Sticky, type: load-balance, proxies: [a], strategy: sticky-sessions}
   - {name: Sel2, type: select, proxies: [a], interval: 60}
+proxy-providers:
+  sub:
+    type: inline
+    payload:
+      - {name: HK 1, type: socks5, server: 192.0.2.9, port: 1080}
+      - {name: US 1, type: socks5, server: 192.0.2.10, port: 1080}
 ",
     ));
     assert_eq!(
@@ -269,12 +276,6 @@ fn skipped_members_and_groups() {
              skipped",
             "9:12: proxy-groups[3].name: relay `Chain` lost a hop that tpgate skipped, so the \
              chain cannot be built; the group rejects all traffic",
-            "10:11: proxy-groups[4].name: group `Prov` has no member tpgate can use (its \
-             `use`/`include-all` members are not supported yet); it rejects all traffic",
-            "12:5: proxy-groups[4].use: not supported yet; ignored",
-            "13:5: proxy-groups[4].filter: not supported yet; ignored",
-            "14:5: proxy-groups[4].icon: not used by tpgate; ignored",
-            "15:5: proxy-groups[4].hidden: not used by tpgate; ignored",
             "16:5: proxy-groups[4].lazzy: unknown field (did you mean `lazy`?); ignored",
             "17:64: proxy-groups[5].strategy: sticky-sessions is not supported yet; \
              consistent-hashing is used",
@@ -295,7 +296,7 @@ fn skipped_members_and_groups() {
             ("Sel", vec![t(0)]),
             ("OnlyV", vec![Member::Reject]),
             ("Chain", vec![Member::Reject]),
-            ("Prov", vec![Member::Reject]),
+            ("Prov", vec![]),
             ("Sticky", vec![t(0)]),
             ("Sel2", vec![t(0)]),
         ]
@@ -304,4 +305,14 @@ fn skipped_members_and_groups() {
         c.groups[4].kind,
         GroupKind::LoadBalance(LbStrategy::ConsistentHashing)
     );
+    // `use` with `filter`: the provider's HK proxy only; `icon` and `hidden` are kept.
+    let prov = &c.groups[3];
+    assert_eq!(
+        c.expand_group(prov, &c.provided()),
+        [Slot::Provided {
+            provider: 0,
+            index: 0
+        }]
+    );
+    assert!(prov.hidden && prov.icon.as_deref() == Some("x.png"));
 }
