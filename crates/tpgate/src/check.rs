@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
-use tpgate_core::config::{self, Files, Options, Report};
+use tpgate_core::config::{self, Files, Options, ProxySource, Report};
 
 use crate::{geoip, providers};
 
@@ -31,13 +31,22 @@ pub(crate) fn load_config(text: &str, path: Option<&Path>, strict: bool) -> Repo
     let files = ConfigFiles {
         base: providers::config_dir(path),
     };
-    config::load_with(
+    let mut report = config::load_with(
         text,
         &Options {
             strict,
             files: Some(&files),
         },
-    )
+    );
+    // The daemon writes http providers' caches where the config's directory says.
+    if let Some(c) = report.config.as_mut() {
+        for p in &mut c.proxy_providers {
+            if let ProxySource::Http { path, .. } = &mut p.source {
+                *path = files.base.join(&*path).display().to_string();
+            }
+        }
+    }
+    report
 }
 
 /// `tpgate check -c FILE [--strict]`: exit 0 valid, 2 invalid.

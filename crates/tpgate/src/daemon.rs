@@ -148,6 +148,7 @@ pub(crate) async fn run(config: Config) -> Result<()> {
     }
     outbound::spawn_health_checks(&outbounds, &stop);
     crate::providers::spawn_refresh(&config, &outbounds, &stop);
+    crate::providers::spawn_proxy_refresh(&config, &outbounds, &stop);
     if let Some(listener) = api {
         tasks.spawn(crate::controller::serve(
             listener,

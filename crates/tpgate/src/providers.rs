@@ -3,6 +3,9 @@
 //! before anything is applied; `http` providers are downloaded in the background, through a
 //! marked DIRECT connection, at start when nothing is cached and then every `interval`, and
 //! swapped in whole. A failed download keeps the previous set and is logged once per try.
+//! Proxy providers (`proxy-providers`, type http) are downloaded the same way, size-limited,
+//! written atomically to their `path`, and handed to the outbounds, which expand the
+//! groups using them again; established connections keep their outbound.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,7 +13,8 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper::body::Bytes;
-use tpgate_core::config::{Config, ProviderSource, RuleProvider, Tls};
+use tpgate_core::config::subscription::SubscriptionInfo;
+use tpgate_core::config::{Config, ProviderSource, ProxyProvider, ProxySource, RuleProvider, Tls};
 use tpgate_core::rules::RuleSet;
 use tracing::{info, warn};
 
@@ -165,6 +169,17 @@ async fn download(
 
 /// GET `url` over a marked DIRECT connection (TLS for https), following no redirects.
 async fn get(url: &str, o: &Outbounds) -> anyhow::Result<Bytes> {
+    fetch(url, o, &[], MAX_BODY).await.map(|(body, _)| body)
+}
+
+/// [`get`] with extra request headers and a body limit; also returns the
+/// `subscription-userinfo` response header.
+async fn fetch(
+    url: &str,
+    o: &Outbounds,
+    headers: &[(String, String)],
+    limit: usize,
+) -> anyhow::Result<(Bytes, Option<String>)> {
     let u = Url::parse(url).ok_or_else(|| anyhow::anyhow!("bad URL"))?;
     let tcp = o.connect_direct(&u.destination()).await?;
     let io: crate::outbound::BoxIo = if u.https {
@@ -179,17 +194,135 @@ async fn get(url: &str, o: &Outbounds) -> anyhow::Result<Bytes> {
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
     tokio::spawn(conn);
-    let req = hyper::Request::get(u.path.as_str())
-        .header(hyper::header::HOST, u.host_header())
-        .header(hyper::header::USER_AGENT, "tpgate")
-        .body(Empty::<Bytes>::new())?;
-    let resp = sender.send_request(req).await?;
+    let mut req = hyper::Request::get(u.path.as_str()).header(hyper::header::HOST, u.host_header());
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("user-agent"))
+    {
+        // Subscriptions answer Clash YAML to clients that name themselves so.
+        req = req.header(hyper::header::USER_AGENT, "clash.meta tpgate");
+    }
+    for (k, v) in headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let resp = sender
+        .send_request(req.body(Empty::<Bytes>::new())?)
+        .await?;
     if !resp.status().is_success() {
         anyhow::bail!("HTTP {}", resp.status());
     }
-    let body = Limited::new(resp.into_body(), MAX_BODY)
+    let info = resp
+        .headers()
+        .get("subscription-userinfo")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = Limited::new(resp.into_body(), limit)
         .collect()
         .await
-        .map_err(|e| anyhow::anyhow!("reading the body: {e}"))?;
-    Ok(body.to_bytes())
+        .map_err(|e| anyhow::anyhow!("reading the body (at most {limit} bytes): {e}"))?;
+    Ok((body.to_bytes(), info))
+}
+
+/// Starts the download task of every http proxy provider: at start (the cache, if any, is
+/// already in use) and every `interval`. A failed download keeps what the provider has.
+pub(crate) fn spawn_proxy_refresh(
+    config: &Config,
+    outbounds: &Arc<Outbounds>,
+    shutdown: &Shutdown,
+) {
+    for (k, p) in config.proxy_providers.iter().enumerate() {
+        if let ProxySource::Http { url, path, header } = &p.source {
+            let job = ProxyJob {
+                k,
+                p: p.clone(),
+                url: url.clone(),
+                // Made absolute by `check::load_config`.
+                cache: PathBuf::from(path),
+                header: header.clone(),
+            };
+            let (o, stop) = (outbounds.clone(), shutdown.clone());
+            tokio::spawn(async move { job.run(o, stop).await });
+        }
+    }
+}
+
+struct ProxyJob {
+    k: usize,
+    p: ProxyProvider,
+    url: String,
+    cache: PathBuf,
+    header: Vec<(String, String)>,
+}
+
+impl ProxyJob {
+    async fn run(self, o: Arc<Outbounds>, stop: Shutdown) {
+        let mut wait = Duration::ZERO;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = stop.wait() => return,
+            }
+            let name = &self.p.name;
+            wait = match self.once(&o).await {
+                Ok(n) => {
+                    info!(provider = %name, proxies = n, "proxy provider updated from {}", self.url);
+                    match self.p.interval {
+                        Some(i) => i,
+                        None => return,
+                    }
+                }
+                Err(e) => {
+                    let kept = o.provided_count(self.k);
+                    warn!(
+                        provider = %name,
+                        "proxy provider download from {} failed: {e:#}; keeping the {kept}                          proxies it had (from {})",
+                        self.url,
+                        self.cache.display()
+                    );
+                    self.p.interval.unwrap_or(RETRY).min(RETRY)
+                }
+            };
+        }
+    }
+
+    /// Downloads, reads, installs and caches; the number of usable proxies.
+    async fn once(&self, o: &Outbounds) -> anyhow::Result<usize> {
+        let limit = usize::try_from(self.p.size_limit).unwrap_or(usize::MAX);
+        let (body, info) =
+            tokio::time::timeout(FETCH_TIMEOUT, fetch(&self.url, o, &self.header, limit))
+                .await
+                .map_err(|_| anyhow::anyhow!("timed out"))??;
+        let read = self.p.read(&body).map_err(|m| anyhow::anyhow!("{m}"))?;
+        for w in &read.warnings {
+            warn!(provider = %self.p.name, "{}:{w}", self.url);
+        }
+        if read.proxies.is_empty() {
+            anyhow::bail!("no proxy tpgate can use in it");
+        }
+        if let Some(info) = info {
+            o.set_subscription_info(&self.p.name, SubscriptionInfo::parse(&info));
+        }
+        o.set_provided(self.k, &read.proxies)?;
+        let cache = self.cache.clone();
+        let written = tokio::task::spawn_blocking(move || write_atomically(&cache, &body)).await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                warn!(provider = %self.p.name, "cannot write the cache {}: {e}", self.cache.display())
+            }
+            Err(e) => warn!(provider = %self.p.name, "cannot write the cache: {e}"),
+        }
+        Ok(read.proxies.len())
+    }
+}
+
+/// Writes `path` whole or not at all: a temporary file beside it, then a rename.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
 }

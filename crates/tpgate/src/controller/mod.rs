@@ -111,14 +111,14 @@ fn describe(o: &Outbounds, node: &Node) -> Value {
                 GroupKind::LoadBalance(_) => "LoadBalance",
                 GroupKind::Relay => "Relay",
             };
-            let all: Vec<&str> = g.def.members.iter().map(|&m| o.member_name(m)).collect();
+            let members = g.members();
+            let all: Vec<String> = members.list.iter().map(|&m| o.member_name(m)).collect();
             let mut v = json!({"name": g.def.name, "type": kind, "all": all, "history": []});
             if g.def.kind != GroupKind::Relay {
-                let now = g
-                    .def
-                    .members
+                let now = members
+                    .list
                     .get(g.current())
-                    .map_or("", |&m| o.member_name(m));
+                    .map_or(String::new(), |&m| o.member_name(m));
                 v["now"] = json!(now);
             }
             v
@@ -150,7 +150,7 @@ async fn proxies(State(api): State<Api>) -> Json<Value> {
             map.insert(name.into(), v);
         }
     }
-    for n in o.nodes() {
+    for n in &o.nodes() {
         map.insert(n.name().to_string(), describe(o, n));
     }
     Json(json!({ "proxies": map }))
@@ -159,7 +159,7 @@ async fn proxies(State(api): State<Api>) -> Json<Value> {
 /// A proxy, a group, or DIRECT/REJECT (listed by `GET /proxies`, so they answer here too).
 async fn proxy(State(api): State<Api>, Path(name): Path<String>) -> Response {
     match (api.outbounds.find(&name), builtin(&name)) {
-        (Some(n), _) => Json(describe(&api.outbounds, n)).into_response(),
+        (Some(n), _) => Json(describe(&api.outbounds, &n)).into_response(),
         (None, Some((v, _))) => Json(v).into_response(),
         (None, None) => error(StatusCode::NOT_FOUND, "resource not found"),
     }
