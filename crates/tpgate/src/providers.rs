@@ -46,7 +46,7 @@ pub(crate) fn load_local(
         };
         let full = base.join(&*file);
         *file = full.display().to_string();
-        let text = match std::fs::read_to_string(&full) {
+        let text = match std::fs::read(&full) {
             Ok(t) => t,
             Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => {
@@ -58,7 +58,7 @@ pub(crate) fn load_local(
                 continue;
             }
         };
-        match RuleSet::parse(p.behavior, p.format, &text) {
+        match RuleSet::parse_bytes(p.behavior, p.format, &text) {
             Ok((set, w)) => {
                 warnings.extend(w.iter().map(|w| format!("{}:{w}", full.display())));
                 p.handle.replace(set);
@@ -145,8 +145,8 @@ async fn download(
     let body = tokio::time::timeout(FETCH_TIMEOUT, get(url, o))
         .await
         .map_err(|_| anyhow::anyhow!("timed out"))??;
-    let text = String::from_utf8(body.to_vec()).map_err(|_| anyhow::anyhow!("not UTF-8 text"))?;
-    let (set, _) = RuleSet::parse(p.behavior, p.format, &text).map_err(|errs| {
+    let text = body.to_vec();
+    let (set, _) = RuleSet::parse_bytes(p.behavior, p.format, &text).map_err(|errs| {
         anyhow::anyhow!("line {}:{}: {}", errs[0].line, errs[0].col, errs[0].message)
     })?;
     let n = set.len();

@@ -107,19 +107,12 @@ fn provider_fields(name: &str, node: &Node, d: &mut Diags) -> Option<RuleProvide
             "format" => match value::string(n) {
                 Ok("yaml") => format = Format::Yaml,
                 Ok("text") => format = Format::Text,
-                Ok("mrs") => {
-                    d.error(
-                        n.pos,
-                        &p,
-                        "the binary mrs format is not supported; use yaml or text",
-                    );
-                    ok = false;
-                }
+                Ok("mrs") => format = Format::Mrs,
                 Ok(other) => {
                     d.error(
                         n.pos,
                         &p,
-                        format!("unknown format `{other}`; expected yaml or text"),
+                        format!("unknown format `{other}`; expected yaml, text or mrs"),
                     );
                     ok = false;
                 }
@@ -171,6 +164,16 @@ fn provider_fields(name: &str, node: &Node, d: &mut Diags) -> Option<RuleProvide
         }
         return None;
     };
+    if format == Format::Mrs && (behavior == Behavior::Classical || kind == "inline") {
+        let at = node.pos;
+        d.error(
+            at,
+            &path,
+            "the mrs format holds domain or ipcidr sets in a file or download; not \
+             classical, not inline",
+        );
+        return None;
+    }
     let handle = RuleSetHandle::new(name);
     let source = match kind {
         "file" => ProviderSource::File {

@@ -8,6 +8,7 @@ mod engine;
 mod geosite;
 mod index;
 mod lookahead;
+mod mrs;
 mod parse;
 mod ruleset;
 mod target;
@@ -17,6 +18,7 @@ pub use domain::{
 };
 pub use geosite::{geosite_sets, GeoSite, GeoSiteList, SiteAttribute, SiteDomain};
 pub use lookahead::{Ask, Evaluation};
+pub use mrs::mrs_entries;
 pub use parse::parse_ports_text;
 pub use ruleset::{Behavior, EntryError, Format, RuleSet, RuleSetHandle};
 pub use target::{Mode, TargetId};
