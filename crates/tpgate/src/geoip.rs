@@ -98,6 +98,14 @@ pub(crate) fn load_geosite(
         .flat_map(|r| r.matcher.geosites_mut())
         .map(|h| h.name().to_owned())
         .collect();
+    // `geosite:` entries of fake-ip-filter and nameserver-policy too.
+    names.extend(
+        config
+            .dns
+            .sets_mut(true)
+            .iter()
+            .map(|h| h.name().to_owned()),
+    );
     if names.is_empty() {
         return Ok(None);
     }
@@ -131,6 +139,11 @@ pub(crate) fn load_geosite(
             if let Some(shared) = handles.get(h.name()) {
                 *h = shared.clone();
             }
+        }
+    }
+    for h in config.dns.sets_mut(true) {
+        if let Some(shared) = handles.get(h.name()) {
+            *h = shared.clone();
         }
     }
     config.geosite_path = Some(path.display().to_string());

@@ -118,6 +118,7 @@ pub(super) fn decode(root: Option<&Node>, d: &mut Diags) -> Config {
             _ => unknown_key(d, e, "", &top_candidates()),
         }
     }
+    tun_dns(&entries, &mut config, d);
     if config.intercept.dns_hijack {
         let at = entries
             .iter()
@@ -169,6 +170,56 @@ pub(super) fn decode(root: Option<&Node>, d: &mut Diags) -> Config {
         }
     }
     config
+}
+
+/// A fake-ip or redir-host config written for mihomo's TUN has `dns.enable` and no
+/// `listen` (TUN hijacks port 53 itself): tpgate picks `[::]:1053` (`0.0.0.0:1053`
+/// without IPv6) and, unless `intercept.dns-hijack` is written, redirects every port-53
+/// query from the LAN interfaces and this machine to it, and says so.
+fn tun_dns(entries: &[Entry<'_>], config: &mut Config, d: &mut Diags) {
+    use super::EnhancedMode;
+    let dns = &mut config.dns;
+    if !dns.enable || dns.listen.is_some() || dns.enhanced_mode == EnhancedMode::Normal {
+        return;
+    }
+    let Some(node) = entries.iter().find(|e| e.key == "dns") else {
+        return;
+    };
+    let listen: std::net::SocketAddr = if config.ipv6 {
+        (std::net::Ipv6Addr::UNSPECIFIED, 1053).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 1053).into()
+    };
+    dns.listen = Some(listen);
+    dns.listen_chosen = true;
+    let written = entries.iter().any(|e| {
+        e.key == "intercept"
+            && matches!(&e.value.value, Value::Map(m)
+                if m.iter().any(|(k, _)| k.value == Value::Str("dns-hijack".into())))
+    });
+    let hijack = if written {
+        if config.intercept.dns_hijack {
+            "port-53 queries are redirected to it (intercept.dns-hijack)"
+        } else {
+            "intercept.dns-hijack is false, so only clients that ask it directly use it"
+        }
+    } else {
+        config.intercept.dns_hijack = true;
+        "every port-53 query from the LAN interfaces and this machine is redirected to it \
+         (intercept.dns-hijack: false turns that off)"
+    };
+    let mode = match dns.enhanced_mode {
+        EnhancedMode::FakeIp => "fake-ip",
+        _ => "redir-host",
+    };
+    d.warn(
+        node.key_pos,
+        "dns",
+        format!(
+            "no `listen` ({mode} configs written for a TUN have none): the DNS server \
+             listens on {listen} and {hijack}"
+        ),
+    );
 }
 
 /// A mapping's entries with string keys, in order; reports other keys and duplicates.
@@ -321,6 +372,7 @@ fn upstreams(entries: &[Entry<'_>], config: &mut Config, d: &mut Diags) {
     config.rule_providers = field("rule-providers")
         .map(|n| rule_providers(n, d))
         .unwrap_or_default();
+    bind_dns_sets(entries, config, d);
     let sub_node = field("sub-rules");
     let sub_entries = sub_node.map(|n| match &n.value {
         Value::Map(_) => self::entries(n, "sub-rules", d),
@@ -357,6 +409,29 @@ fn upstreams(entries: &[Entry<'_>], config: &mut Config, d: &mut Diags) {
     }
     if let Some(n) = field("rules") {
         config.rules = rules("rules", n, &names, &config.rule_providers, &sub_names, d);
+    }
+}
+
+/// `rule-set:NAME` entries of the DNS settings share the rule provider's set.
+fn bind_dns_sets(entries: &[Entry<'_>], config: &mut Config, d: &mut Diags) {
+    let at = entries.iter().find(|e| e.key == "dns").map(|e| e.key_pos);
+    let providers = &config.rule_providers;
+    let mut unknown = Vec::new();
+    for h in config.dns.sets_mut(false) {
+        match providers.iter().find(|p| p.name == h.name()) {
+            Some(p) => *h = p.handle.clone(),
+            None => unknown.push(h.name().to_owned()),
+        }
+    }
+    unknown.sort();
+    unknown.dedup();
+    if let (Some(pos), false) = (at, unknown.is_empty()) {
+        let names = unknown.join(", ");
+        d.warn(
+            pos,
+            "dns",
+            format!("rule-set entries name no rule provider ({names}); they match nothing"),
+        );
     }
 }
 

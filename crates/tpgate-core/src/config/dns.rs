@@ -13,6 +13,7 @@ use super::nameserver::{parse_nameserver, Nameserver, Transport, Unusable};
 use super::sniffer::DomainPattern;
 use super::yaml::{Node, Value};
 use super::{value, Diags};
+use crate::rules::RuleSetHandle;
 
 /// How A/AAAA queries are answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +32,9 @@ pub enum EnhancedMode {
 pub enum FilterMode {
     Blacklist,
     Whitelist,
+    /// `fake-ip-filter` entries are rules (`RULE-SET,x,real-ip`, `MATCH,fake-ip`), first
+    /// match wins; see [`Dns::fake_ip_rules`].
+    Rule,
 }
 
 /// The `dns` settings plus `hosts`.
@@ -46,6 +50,10 @@ pub struct Dns {
     pub fake_ip_range6: Option<Ipv6Net>,
     pub fake_ip_filter: Vec<DomainPattern>,
     pub fake_ip_filter_mode: FilterMode,
+    /// With `fake-ip-filter-mode: rule`: `(pattern, fake)` in order; no match: fake.
+    pub fake_ip_rules: Vec<(DomainPattern, bool)>,
+    /// tpgate chose `listen` (a fake-ip or redir-host config written for TUN has none).
+    pub listen_chosen: bool,
     /// Resolves the names of the other nameservers; IP literals only.
     pub default_nameserver: Vec<Nameserver>,
     pub nameserver: Vec<Nameserver>,
@@ -75,6 +83,8 @@ impl Default for Dns {
             fake_ip_range6: None,
             fake_ip_filter: Vec::new(),
             fake_ip_filter_mode: FilterMode::Blacklist,
+            fake_ip_rules: Vec::new(),
+            listen_chosen: false,
             default_nameserver: Vec::new(),
             nameserver: Vec::new(),
             fallback: Vec::new(),
@@ -92,11 +102,33 @@ impl Dns {
         if self.enhanced_mode != EnhancedMode::FakeIp {
             return false;
         }
+        if self.fake_ip_filter_mode == FilterMode::Rule {
+            return self
+                .fake_ip_rules
+                .iter()
+                .find(|(p, _)| p.matches(name))
+                .is_none_or(|(_, fake)| *fake);
+        }
         let listed = self.fake_ip_filter.iter().any(|p| p.matches(name));
         match self.fake_ip_filter_mode {
-            FilterMode::Blacklist => !listed,
+            FilterMode::Blacklist | FilterMode::Rule => !listed,
             FilterMode::Whitelist => listed,
         }
+    }
+
+    /// The handles of `geosite:`/`rule-set:` entries (`geosite`: which kind), for binding.
+    pub fn sets_mut(&mut self, geosite: bool) -> Vec<&mut RuleSetHandle> {
+        let patterns = self
+            .fake_ip_filter
+            .iter_mut()
+            .chain(self.fake_ip_rules.iter_mut().map(|(p, _)| p))
+            .chain(self.nameserver_policy.iter_mut().map(|(p, _)| p));
+        patterns
+            .filter_map(|p| match p {
+                DomainPattern::Set { geosite: g, handle } if *g == geosite => Some(handle),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The fixed addresses of `name` from `hosts`, when `use-hosts` is on.
@@ -150,6 +182,7 @@ pub(super) fn dns(node: &Node, d: &mut Diags, out: &mut Dns) {
             return;
         }
     }
+    let mut filter = None;
     for e in entries(node, "dns", d) {
         let path = format!("dns.{}", e.key);
         let n = e.value;
@@ -182,11 +215,12 @@ pub(super) fn dns(node: &Node, d: &mut Diags, out: &mut Dns) {
                 Some(_) => d.error(n.pos, &path, "expected an IPv6 range of /126 or wider"),
                 None => {}
             },
-            "fake-ip-filter" => out.fake_ip_filter = patterns(n, &path, d),
+            "fake-ip-filter" => filter = Some(n),
             "fake-ip-filter-mode" => {
                 let words = [
                     ("blacklist", FilterMode::Blacklist),
                     ("whitelist", FilterMode::Whitelist),
+                    ("rule", FilterMode::Rule),
                 ];
                 if let Some(m) = check(d, n, &path, value::keyword(n, &words)) {
                     out.fake_ip_filter_mode = m;
@@ -207,23 +241,19 @@ pub(super) fn dns(node: &Node, d: &mut Diags, out: &mut Dns) {
             }
             "nameserver" => out.nameserver = servers(n, &path, d),
             "fallback" => out.fallback = servers(n, &path, d),
-            "proxy-server-nameserver" => {
-                out.proxy_server_nameserver = servers(n, &path, d);
-                d.warn(
-                    e.key_pos,
-                    &path,
-                    "not used yet: proxy server names are resolved with /etc/resolv.conf",
-                );
+            // Accepted: tpgate resolves proxy servers' names with its marked resolver
+            // and DIRECT flows' names through `nameserver`, which is what these mean in
+            // a transparent gateway with no TUN.
+            "proxy-server-nameserver" => out.proxy_server_nameserver = servers(n, &path, d),
+            "direct-nameserver" => {
+                servers(n, &path, d);
+            }
+            "respect-rules" | "direct-nameserver-follow-policy" => {
+                check(d, n, &path, value::boolean(n));
             }
             "nameserver-policy" => out.nameserver_policy = policy(n, &path, d),
-            "respect-rules"
-            | "fallback-filter"
-            | "prefer-h3"
-            | "use-system-hosts"
-            | "cache-algorithm"
-            | "ipv6-timeout"
-            | "direct-nameserver"
-            | "direct-nameserver-follow-policy" => {
+            "fallback-filter" | "prefer-h3" | "use-system-hosts" | "cache-algorithm"
+            | "ipv6-timeout" => {
                 d.warn(e.key_pos, &path, "not used by tpgate yet; ignored");
             }
             _ => {
@@ -232,11 +262,18 @@ pub(super) fn dns(node: &Node, d: &mut Diags, out: &mut Dns) {
             }
         }
     }
-    if out.enable && out.enhanced_mode != EnhancedMode::Normal && out.listen.is_none() {
+    if let Some(n) = filter {
+        if out.fake_ip_filter_mode == FilterMode::Rule {
+            out.fake_ip_rules = filter_rules(n, "dns.fake-ip-filter", d);
+        } else {
+            out.fake_ip_filter = patterns(n, "dns.fake-ip-filter", d);
+        }
+    }
+    if out.enable && out.enhanced_mode == EnhancedMode::Normal && out.listen.is_none() {
         d.warn(
             node.pos,
             "dns",
-            "no `listen`: the DNS server is not started, so no flow gets its name from DNS",
+            "no `listen`: the DNS server is not started",
         );
     }
     if out.enable && out.nameserver.is_empty() {
@@ -335,8 +372,40 @@ fn listen(n: &Node) -> Result<SocketAddr, String> {
 
 fn patterns(node: &Node, path: &str, d: &mut Diags) -> Vec<DomainPattern> {
     items(node, path, d, |n| {
-        value::string(n).and_then(|s| DomainPattern::parse(s.trim_start_matches("geosite:")))
+        value::string(n).and_then(DomainPattern::parse_list)
     })
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// `fake-ip-filter` in `rule` mode: `TYPE,ARGUMENT,fake-ip|real-ip` or `MATCH,ACTION`.
+fn filter_rules(node: &Node, path: &str, d: &mut Diags) -> Vec<(DomainPattern, bool)> {
+    let one = |n: &Node| -> Result<Vec<(DomainPattern, bool)>, String> {
+        let text = value::string(n)?;
+        let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+        let (kind, arg, action) = match parts.as_slice() {
+            [k, a] if k.eq_ignore_ascii_case("MATCH") => ("MATCH", "", *a),
+            [k, arg, a] => (*k, *arg, *a),
+            _ => return Err(format!("`{text}`: expected TYPE,ARGUMENT,fake-ip|real-ip")),
+        };
+        let fake = match action.to_ascii_lowercase().as_str() {
+            "fake-ip" => true,
+            "real-ip" => false,
+            other => return Err(format!("`{other}`: expected fake-ip or real-ip")),
+        };
+        let patterns = match kind.to_ascii_uppercase().as_str() {
+            "MATCH" => vec![DomainPattern::Any],
+            "DOMAIN" => vec![DomainPattern::parse(arg)?],
+            "DOMAIN-SUFFIX" => vec![DomainPattern::parse(&format!("+.{arg}"))?],
+            "DOMAIN-WILDCARD" => vec![DomainPattern::parse(arg)?],
+            "GEOSITE" => DomainPattern::parse_list(&format!("geosite:{arg}"))?,
+            "RULE-SET" => DomainPattern::parse_list(&format!("rule-set:{arg}"))?,
+            other => return Err(format!("{other} is not read in fake-ip-filter rules")),
+        };
+        Ok(patterns.into_iter().map(|p| (p, fake)).collect())
+    };
+    items(node, path, d, one).into_iter().flatten().collect()
 }
 
 /// A list of nameservers; the ones tpgate cannot use are dropped with a warning.
@@ -378,18 +447,10 @@ fn policy(node: &Node, path: &str, d: &mut Diags) -> Vec<(DomainPattern, Vec<Nam
     let mut out = Vec::new();
     for e in entries(node, path, d) {
         let p = format!("{path}.{}", e.key);
-        // mihomo also allows `"+.a.com,+.b.com"` and `geosite:cn` keys.
-        if e.key.starts_with("geosite:") || e.key.starts_with("rule-set:") {
-            d.warn(
-                e.key_pos,
-                &p,
-                "geosite/rule-set keys are not supported yet; ignored",
-            );
-            continue;
-        }
+        // mihomo also allows `"+.a.com,+.b.com"`, `geosite:cn,private` and `rule-set:x`.
         let list = servers(e.value, &p, d);
-        for key in e.key.split(',').map(str::trim).filter(|k| !k.is_empty()) {
-            if let Some(pat) = check(d, e.value, &p, DomainPattern::parse(key)) {
+        if let Some(pats) = check(d, e.value, &p, DomainPattern::parse_list(e.key)) {
+            for pat in pats {
                 out.push((pat, list.clone()));
             }
         }
@@ -453,10 +514,8 @@ mod tests {
         assert_eq!(d.host_addrs("router.lan").unwrap().len(), 1);
         assert_eq!(d.host_addrs("x.multi.example").unwrap().len(), 2);
         let w: Vec<String> = l.warnings.iter().map(ToString::to_string).collect();
-        assert_eq!(
-            w,
-            ["14:3: dns.respect-rules: not used by tpgate yet; ignored"]
-        );
+        // respect-rules is accepted: tpgate's own lookups already follow its routing.
+        assert!(w.is_empty(), "{w:?}");
     }
 
     #[test]
@@ -500,11 +559,60 @@ mod tests {
         );
         // Unknown keys are warnings now (mihomo ignores them), with the suggestion.
         let l = load("dns:\n  enable: true\n  nameserverr: []\n");
+        let w = l
+            .warnings
+            .iter()
+            .find(|w| w.unknown)
+            .expect("unknown key warning");
         assert_eq!(
-            l.warnings[1].to_string(),
+            w.to_string(),
             "3:3: dns.nameserverr: unknown key `nameserverr`; did you mean `nameserver`?; ignored"
         );
-        assert!(l.warnings[1].unknown);
+    }
+
+    #[test]
+    fn tun_configs_get_a_dns_path() {
+        // fake-ip without listen: [::]:1053 and dns-hijack, with a warning saying so.
+        let l =
+            load("dns:\n  enable: true\n  enhanced-mode: fake-ip\n  nameserver: [192.0.2.53]\n");
+        assert_eq!(l.config.dns.listen, Some("[::]:1053".parse().unwrap()));
+        assert!(l.config.dns.listen_chosen && l.config.intercept.dns_hijack);
+        assert!(
+            l.warnings[0].message.contains("listens on [::]:1053"),
+            "{:?}",
+            l.warnings
+        );
+        // `dns-hijack: false` keeps the server but not the redirect.
+        let l = load("ipv6: false\nintercept: {dns-hijack: false}\ndns:\n  enable: true\n  enhanced-mode: fake-ip\n  nameserver: [192.0.2.53]\n");
+        assert_eq!(l.config.dns.listen, Some("0.0.0.0:1053".parse().unwrap()));
+        assert!(!l.config.intercept.dns_hijack);
+    }
+
+    #[test]
+    fn filters_and_policies_with_sets_and_rules() {
+        let l = load("rule-providers:\n  cn: {type: inline, behavior: domain, payload: ['+.cn.example']}\ndns:\n  enable: true\n  listen: 0.0.0.0:1053\n  enhanced-mode: fake-ip\n  fake-ip-filter: ['rule-set:cn', 'geosite:private,apple', '+.lan,*.local']\n  nameserver-policy: {'geosite:cn': 192.0.2.1, 'rule-set:cn': 192.0.2.2}\n  proxy-server-nameserver: [192.0.2.3]\n  direct-nameserver: [192.0.2.4]\n");
+        let d = &l.config.dns;
+        assert_eq!(d.fake_ip_filter.len(), 5);
+        assert!(!d.wants_fake("a.cn.example"), "bound to the rule provider");
+        assert!(!d.wants_fake("nas.lan") && d.wants_fake("www.example.com"));
+        assert_eq!(d.nameserver_policy.len(), 2);
+        assert_eq!(l.config.dns.clone().sets_mut(true).len(), 3);
+        assert_eq!(
+            l.warnings.len(),
+            1,
+            "only 'no nameserver': {:?}",
+            l.warnings
+        );
+        // rule mode: first match wins, no match is fake.
+        let l = load("dns:\n  enable: true\n  listen: 0.0.0.0:1053\n  enhanced-mode: fake-ip\n  fake-ip-filter-mode: rule\n  fake-ip-filter: ['DOMAIN-SUFFIX,lan,real-ip', 'DOMAIN,x.example,fake-ip', 'MATCH,real-ip']\n");
+        let d = &l.config.dns;
+        assert!(
+            !d.wants_fake("nas.lan") && d.wants_fake("x.example") && !d.wants_fake("y.example")
+        );
+        assert_eq!(
+            errors("dns:\n  fake-ip-filter-mode: rule\n  fake-ip-filter: ['DOMAIN,a,maybe']\n")[0],
+            "3:20: dns.fake-ip-filter[0]: `maybe`: expected fake-ip or real-ip"
+        );
     }
 
     #[test]

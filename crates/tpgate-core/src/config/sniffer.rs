@@ -8,7 +8,13 @@ use std::time::Duration;
 use super::decode::{check, entries, unknown_key};
 use super::yaml::{Node, Value};
 use super::{value, Diags};
-use crate::rules::{parse_ports_text, PortRange, Wildcard};
+use crate::rules::{parse_ports_text, PortRange, RuleSetHandle, Wildcard};
+
+fn strip_prefix_ci<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    text.get(..prefix.len())
+        .filter(|p| p.eq_ignore_ascii_case(prefix))
+        .map(|_| &text[prefix.len()..])
+}
 
 /// Sniffing settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +76,14 @@ pub enum DomainPattern {
     /// Text that is not a domain name (`Mijia Cloud` in mihomo's own example), compared
     /// case-insensitively as a whole: sniffed names are matched as plain strings.
     Literal(String),
+    /// `geosite:NAME` or `rule-set:NAME` (DNS settings): the names of a GeoSite list or a
+    /// rule provider, bound when the config is loaded (geosite lists by the daemon).
+    Set {
+        geosite: bool,
+        handle: RuleSetHandle,
+    },
+    /// Every name (`MATCH` in `fake-ip-filter-mode: rule`).
+    Any,
 }
 
 impl DomainPattern {
@@ -95,7 +109,39 @@ impl DomainPattern {
             Self::Suffix(s) => crate::rules::domain_suffix_matches(name, s),
             Self::Glob(w) => w.matches(name),
             Self::Literal(s) => name.eq_ignore_ascii_case(s),
+            Self::Set { handle, .. } => handle.current().matches_host(name),
+            Self::Any => true,
         }
+    }
+
+    /// `geosite:a,b`, `rule-set:x`, or `+.a.example,b.example`: the patterns of one entry of
+    /// a DNS list (mihomo allows comma lists there).
+    pub fn parse_list(text: &str) -> Result<Vec<Self>, String> {
+        let text = text.trim();
+        let set = |geosite: bool, names: &str| -> Result<Vec<Self>, String> {
+            names
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(|n| {
+                    Ok(Self::Set {
+                        geosite,
+                        handle: RuleSetHandle::new(n),
+                    })
+                })
+                .collect()
+        };
+        if let Some(rest) = strip_prefix_ci(text, "geosite:") {
+            return set(true, rest);
+        }
+        if let Some(rest) = strip_prefix_ci(text, "rule-set:") {
+            return set(false, rest);
+        }
+        text.split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(Self::parse)
+            .collect()
     }
 }
 

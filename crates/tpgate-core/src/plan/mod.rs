@@ -96,6 +96,8 @@ pub struct Plan {
     /// `dns-hijack`: the built-in DNS server's port that every port-53 query is redirected
     /// to (nat), and which the TPROXY rules leave alone.
     pub dns_hijack: Option<u16>,
+    /// The built-in DNS server's address and whether tpgate chose it (no `dns.listen`).
+    pub dns_server: Option<(std::net::SocketAddr, bool)>,
 }
 
 impl Plan {
@@ -147,6 +149,11 @@ impl Plan {
                 .dns_hijack
                 .then(|| config.dns.listen.map(|a| a.port()))
                 .flatten(),
+            dns_server: config
+                .dns
+                .listen
+                .filter(|_| config.dns.enable)
+                .map(|a| (a, config.dns.listen_chosen)),
         }
     }
 }

@@ -268,6 +268,12 @@ impl RuleSet {
         self.contains_ip(flow.dst.ip()) || self.classical.iter().any(|m| m.matches(flow))
     }
 
+    /// Whether the set's domain entries hold `host` (what `fake-ip-filter` and
+    /// `nameserver-policy` ask of `rule-set:`/`geosite:` entries).
+    pub fn matches_host(&self, host: &str) -> bool {
+        self.matches_name(host)
+    }
+
     fn matches_name(&self, host: &str) -> bool {
         if self.exact.contains(host) {
             return true;

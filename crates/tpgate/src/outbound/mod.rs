@@ -507,7 +507,9 @@ mod tests {
 
     #[test]
     fn provider_refresh_regroups_and_keeps_what_did_not_change() {
-        let text = "state-file: /nonexistent/tpgate-test/state.json\n\
+        // A state file that can never be written (not even as root): no selection leaks
+        // from one run to the next.
+        let text = "state-file: /dev/null/tpgate-state.json\n\
                     proxies:\n\
                     \x20 - {name: 直连, type: direct}\n\
                     proxy-providers:\n\

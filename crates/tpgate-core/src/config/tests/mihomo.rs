@@ -130,8 +130,9 @@ fn realistic_mihomo_config_loads_with_warnings() {
             "12:1: unified-delay: not used by tpgate yet; ignored",
             "13:1: global-client-fingerprint: not used by tpgate yet; ignored",
             "14:1: profile: not used by tpgate yet; ignored",
-            "20:3: dns: no `listen`: the DNS server is not started, so no flow gets its name \
-             from DNS",
+            "19:1: dns: no `listen` (fake-ip configs written for a TUN have none): the DNS \
+             server listens on [::]:1053 and every port-53 query from the LAN interfaces and \
+             this machine is redirected to it (intercept.dns-hijack: false turns that off)",
             "23:1: tun: not used by tpgate yet; ignored",
             "42:5: proxies[2].client-fingerprint: not used by tpgate; ignored",
             "43:28: proxies[3].type: type vmess is not supported by tpgate; proxy `sg-vmess` \
