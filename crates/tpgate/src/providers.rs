@@ -326,3 +326,83 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A one-shot HTTP server on loopback answering `status` with `body` and a
+    /// `subscription-userinfo` header.
+    async fn serve_once(status: &'static str, body: &'static str) -> std::net::SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 2048];
+            let _ = s.read(&mut buf).await;
+            let reply = format!(
+                "HTTP/1.1 {status}\r\nsubscription-userinfo: upload=1; download=2; total=10; expire=99\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(reply.as_bytes()).await;
+        });
+        addr
+    }
+
+    fn setup(addr: std::net::SocketAddr, cache: &Path) -> (Arc<Outbounds>, ProxyJob) {
+        let text = format!(
+            "state-file: /dev/null/tpgate-state.json\nproxy-providers:\n  sub: {{type: http, url: 'http://{addr}/sub', path: {}}}\nproxy-groups:\n  - {{name: G, type: select, use: [sub]}}\n",
+            cache.display()
+        );
+        let config = tpgate_core::config::load(&text).expect("config").config;
+        let o = Outbounds::new(&config).expect("outbounds");
+        let ProxySource::Http { url, header, .. } = &config.proxy_providers[0].source else {
+            panic!("http provider")
+        };
+        let job = ProxyJob {
+            k: 0,
+            p: config.proxy_providers[0].clone(),
+            url: url.clone(),
+            cache: cache.to_path_buf(),
+            header: header.clone(),
+        };
+        (o, job)
+    }
+
+    #[tokio::test]
+    async fn a_download_fills_the_groups_and_the_cache_and_a_failure_keeps_them() {
+        let dir = std::env::temp_dir().join(format!("tpgate-provider-{}", std::process::id()));
+        let cache = dir.join("proxies/sub.yaml");
+        let body = "ss://YWVzLTEyOC1nY206dGVzdA@192.0.2.1:8388#HK\nvmess://x\n";
+        let addr = serve_once("200 OK", body).await;
+        let (o, job) = setup(addr, &cache);
+        let g = o.id_of("G").expect("group");
+        let dst = tpgate_core::net::Destination::Addr("203.0.113.2:443".parse().expect("addr"));
+        assert_eq!(
+            o.pick(g, &dst).label,
+            "G/REJECT",
+            "nothing before the download"
+        );
+        assert_eq!(job.once(&o).await.expect("download"), 1);
+        assert_eq!(o.pick(g, &dst).label, "G/HK");
+        assert_eq!(std::fs::read_to_string(&cache).expect("cache"), body);
+        let info = o.subscription_info("sub").expect("userinfo");
+        assert_eq!((info.total, info.expire), (10, 99));
+        // A failed download (HTTP 500, then garbage) keeps the proxies and the cache.
+        let addr = serve_once("500 Oops", "").await;
+        let (_, bad) = setup(addr, &cache);
+        assert!(bad.once(&o).await.is_err());
+        let addr = serve_once("200 OK", "hello").await;
+        let (_, garbage) = setup(addr, &cache);
+        assert!(garbage.once(&o).await.is_err());
+        assert_eq!(o.pick(g, &dst).label, "G/HK");
+        assert_eq!(std::fs::read_to_string(&cache).expect("cache"), body);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
