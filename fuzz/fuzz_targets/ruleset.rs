@@ -1,4 +1,4 @@
-//! A rule-provider file (any behaviour, either format) must parse or fail cleanly, and a
+//! A rule-provider file (any behaviour and format, mrs included) must parse or fail cleanly, and a
 //! parsed set must match without panicking.
 #![no_main]
 #![forbid(unsafe_code)]
@@ -9,10 +9,9 @@ use tpgate_core::rules::{Behavior, FlowMeta, Format, RuleSet};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let Some((&sel, rest)) = data.split_first() else { return };
-    let Ok(text) = std::str::from_utf8(rest) else { return };
     let behavior = [Behavior::Domain, Behavior::IpCidr, Behavior::Classical][usize::from(sel % 3)];
-    let format = if sel & 4 == 0 { Format::Yaml } else { Format::Text };
-    if let Ok((set, _)) = RuleSet::parse(behavior, format, text) {
+    let format = [Format::Yaml, Format::Text, Format::Mrs][usize::from((sel >> 2) % 3)];
+    if let Ok((set, _)) = RuleSet::parse_bytes(behavior, format, rest) {
         let flow = FlowMeta {
             network: Network::Tcp,
             src: SocketAddr::from(([198, 51, 100, 2], 40000)),

@@ -36,10 +36,14 @@ struct Cli {
 enum Command {
     /// Install interception and serve until SIGINT/SIGTERM, then remove everything.
     Run(ConfigArg),
-    /// Validate a config: exit 0, or 2 with FILE:LINE:COL per problem.
+    /// Validate a config: exit 0, or 2 with FILE:LINE:COL per problem; warnings always,
+    /// then a summary (usable proxies, skipped types, empty groups, downloads at start).
     Check {
         #[arg(short, long)]
         config: PathBuf,
+        /// Unknown keys are errors, not warnings.
+        #[arg(long)]
+        strict: bool,
     },
     /// Print what `run` would install; change nothing.
     Plan(ConfigArg),
@@ -76,12 +80,7 @@ struct DownArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.command {
-        Command::Check { config } => load(Some(&config)).map(|(_, warnings)| {
-            for w in warnings {
-                eprintln!("{w}");
-            }
-            ExitCode::SUCCESS
-        }),
+        Command::Check { config, strict } => crate::check::run(&config, strict),
         Command::Plan(c) => load(c.config.as_deref())
             .map(|(cfg, warnings)| {
                 for w in warnings {
@@ -137,7 +136,7 @@ pub fn main() -> ExitCode {
 /// Config problems, already formatted as `FILE:LINE:COL: message`.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid config")]
-pub(crate) struct ConfigErrors(Vec<String>);
+pub(crate) struct ConfigErrors(pub(crate) Vec<String>);
 
 impl ConfigErrors {
     pub(crate) fn lines(&self) -> &[String] {
@@ -174,7 +173,9 @@ fn load_all(
             .map(|d| FileDiagnostic::of_config(name, severity, d))
             .collect()
     };
-    let mut l = config::load(text).map_err(|errs| of_config(Severity::Error, &errs))?;
+    let mut l = crate::check::load_config(text, path, false)
+        .into_loaded()
+        .map_err(|errs| of_config(Severity::Error, &errs))?;
     let mut warnings = of_config(Severity::Warning, &l.warnings);
     if let Some(ui) = &mut l.config.controller.ui {
         // Relative to the config file's folder, like the providers' paths.
@@ -182,8 +183,8 @@ fn load_all(
     }
     warnings.extend(providers::load_local(&mut l.config, path)?);
     let geo = geoip::check(&mut l.config, path).and_then(|w| {
-        geoip::load_geosite(&mut l.config, path)?;
-        Ok(w)
+        let site = geoip::load_geosite(&mut l.config, path)?;
+        Ok(w.into_iter().chain(site))
     });
     match geo {
         Ok(w) => warnings.extend(w.map(|w| FileDiagnostic::general(Severity::Warning, w))),

@@ -126,18 +126,39 @@ fn all_rules(config: &mut Config) -> impl Iterator<Item = &mut tpgate_core::rule
 
 /// Loads the lists `GEOSITE` rules name from `geosite-path` (relative to the config file's
 /// directory; default `GeoSite.dat` there) into their rules. Only the named lists are kept.
-pub(crate) fn load_geosite(config: &mut Config, config_path: Option<&Path>) -> Result<()> {
+/// Like the country database: a missing default file (a mihomo config counting on mihomo's
+/// download) is a warning, returned, and its GEOSITE rules never match; a `geosite-path`
+/// that cannot be read, or a list the file lacks, is an error.
+pub(crate) fn load_geosite(
+    config: &mut Config,
+    config_path: Option<&Path>,
+) -> Result<Option<String>> {
     let mut names: Vec<String> = all_rules(config)
         .flat_map(|r| r.matcher.geosites_mut())
         .map(|h| h.name().to_owned())
         .collect();
+    // `geosite:` entries of fake-ip-filter and nameserver-policy too.
+    names.extend(
+        config
+            .dns
+            .sets_mut(true)
+            .iter()
+            .map(|h| h.name().to_owned()),
+    );
     if names.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     names.sort();
     names.dedup();
     let base = crate::providers::config_dir(config_path);
     let path = base.join(config.geosite_path.as_deref().unwrap_or("GeoSite.dat"));
+    if config.geosite_path.is_none() && !path.exists() {
+        return Ok(Some(format!(
+            "{}: no geosite file; GEOSITE rules will not match (tpgate downloads nothing: \
+             put a v2ray geosite.dat there or set `geosite-path`)",
+            path.display()
+        )));
+    }
     let data = std::fs::read(&path).with_context(|| {
         format!(
             "{}: GEOSITE rules need a geosite file (set `geosite-path`)",
@@ -159,8 +180,13 @@ pub(crate) fn load_geosite(config: &mut Config, config_path: Option<&Path>) -> R
             }
         }
     }
+    for h in config.dns.sets_mut(true) {
+        if let Some(shared) = handles.get(h.name()) {
+            *h = shared.clone();
+        }
+    }
     config.geosite_path = Some(path.display().to_string());
-    Ok(())
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+mod check;
 pub mod cli;
 mod controller;
 mod daemon;

@@ -3,6 +3,9 @@
 //! before anything is applied; `http` providers are downloaded in the background, through a
 //! marked DIRECT connection, at start when nothing is cached and then every `interval`, and
 //! swapped in whole. A failed download keeps the previous set and is logged once per try.
+//! Proxy providers (`proxy-providers`, type http) are downloaded the same way, size-limited,
+//! written atomically to their `path`, and handed to the outbounds, which expand the
+//! groups using them again; established connections keep their outbound.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,7 +13,10 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper::body::Bytes;
-use tpgate_core::config::{Config, FileDiagnostic, ProviderSource, RuleProvider, Severity, Tls};
+use tpgate_core::config::subscription::SubscriptionInfo;
+use tpgate_core::config::{
+    Config, FileDiagnostic, ProviderSource, ProxyProvider, ProxySource, RuleProvider, Severity, Tls,
+};
 use tpgate_core::rules::{EntryError, RuleSet};
 use tracing::{info, warn};
 
@@ -42,7 +48,7 @@ pub(crate) fn load_local(
         };
         let full = base.join(&*file);
         *file = full.display().to_string();
-        let text = match std::fs::read_to_string(&full) {
+        let text = match std::fs::read(&full) {
             Ok(t) => t,
             Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => {
@@ -62,7 +68,7 @@ pub(crate) fn load_local(
                 message,
             )
         };
-        match RuleSet::parse(p.behavior, p.format, &text) {
+        match RuleSet::parse_bytes(p.behavior, p.format, &text) {
             Ok((set, w)) => {
                 warnings.extend(
                     w.iter()
@@ -177,8 +183,8 @@ async fn download(
     let body = tokio::time::timeout(FETCH_TIMEOUT, get(url, o))
         .await
         .map_err(|_| anyhow::anyhow!("timed out"))??;
-    let text = String::from_utf8(body.to_vec()).map_err(|_| anyhow::anyhow!("not UTF-8 text"))?;
-    let (set, _) = RuleSet::parse(p.behavior, p.format, &text).map_err(|errs| {
+    let text = body.to_vec();
+    let (set, _) = RuleSet::parse_bytes(p.behavior, p.format, &text).map_err(|errs| {
         anyhow::anyhow!("line {}:{}: {}", errs[0].line, errs[0].col, errs[0].message)
     })?;
     let n = set.len();
@@ -201,6 +207,17 @@ async fn download(
 
 /// GET `url` over a marked DIRECT connection (TLS for https), following no redirects.
 async fn get(url: &str, o: &Outbounds) -> anyhow::Result<Bytes> {
+    fetch(url, o, &[], MAX_BODY).await.map(|(body, _)| body)
+}
+
+/// [`get`] with extra request headers and a body limit; also returns the
+/// `subscription-userinfo` response header.
+async fn fetch(
+    url: &str,
+    o: &Outbounds,
+    headers: &[(String, String)],
+    limit: usize,
+) -> anyhow::Result<(Bytes, Option<String>)> {
     let u = Url::parse(url).ok_or_else(|| anyhow::anyhow!("bad URL"))?;
     let tcp = o.connect_direct(&u.destination()).await?;
     let io: crate::outbound::BoxIo = if u.https {
@@ -215,17 +232,215 @@ async fn get(url: &str, o: &Outbounds) -> anyhow::Result<Bytes> {
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
     tokio::spawn(conn);
-    let req = hyper::Request::get(u.path.as_str())
-        .header(hyper::header::HOST, u.host_header())
-        .header(hyper::header::USER_AGENT, "tpgate")
-        .body(Empty::<Bytes>::new())?;
-    let resp = sender.send_request(req).await?;
+    let mut req = hyper::Request::get(u.path.as_str()).header(hyper::header::HOST, u.host_header());
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("user-agent"))
+    {
+        // Subscriptions answer Clash YAML to clients that name themselves so.
+        req = req.header(hyper::header::USER_AGENT, "clash.meta tpgate");
+    }
+    for (k, v) in headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let resp = sender
+        .send_request(req.body(Empty::<Bytes>::new())?)
+        .await?;
     if !resp.status().is_success() {
         anyhow::bail!("HTTP {}", resp.status());
     }
-    let body = Limited::new(resp.into_body(), MAX_BODY)
+    let info = resp
+        .headers()
+        .get("subscription-userinfo")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = Limited::new(resp.into_body(), limit)
         .collect()
         .await
-        .map_err(|e| anyhow::anyhow!("reading the body: {e}"))?;
-    Ok(body.to_bytes())
+        .map_err(|e| anyhow::anyhow!("reading the body (at most {limit} bytes): {e}"))?;
+    Ok((body.to_bytes(), info))
+}
+
+/// Starts the download task of every http proxy provider: at start (the cache, if any, is
+/// already in use) and every `interval`. A failed download keeps what the provider has.
+pub(crate) fn spawn_proxy_refresh(
+    config: &Config,
+    outbounds: &Arc<Outbounds>,
+    shutdown: &Shutdown,
+) {
+    for (k, p) in config.proxy_providers.iter().enumerate() {
+        if let ProxySource::Http { url, path, header } = &p.source {
+            let job = ProxyJob {
+                k,
+                p: p.clone(),
+                url: url.clone(),
+                // Made absolute by `check::load_config`.
+                cache: PathBuf::from(path),
+                header: header.clone(),
+            };
+            let (o, stop) = (outbounds.clone(), shutdown.clone());
+            tokio::spawn(async move { job.run(o, stop).await });
+        }
+    }
+}
+
+struct ProxyJob {
+    k: usize,
+    p: ProxyProvider,
+    url: String,
+    cache: PathBuf,
+    header: Vec<(String, String)>,
+}
+
+impl ProxyJob {
+    async fn run(self, o: Arc<Outbounds>, stop: Shutdown) {
+        let mut wait = Duration::ZERO;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = stop.wait() => return,
+            }
+            let name = &self.p.name;
+            wait = match self.once(&o).await {
+                Ok(n) => {
+                    info!(provider = %name, proxies = n, "proxy provider updated from {}", self.url);
+                    match self.p.interval {
+                        Some(i) => i,
+                        None => return,
+                    }
+                }
+                Err(e) => {
+                    let kept = o.provided_count(self.k);
+                    warn!(
+                        provider = %name,
+                        "proxy provider download from {} failed: {e:#}; keeping the {kept}                          proxies it had (from {})",
+                        self.url,
+                        self.cache.display()
+                    );
+                    self.p.interval.unwrap_or(RETRY).min(RETRY)
+                }
+            };
+        }
+    }
+
+    /// Downloads, reads, installs and caches; the number of usable proxies.
+    async fn once(&self, o: &Outbounds) -> anyhow::Result<usize> {
+        let limit = usize::try_from(self.p.size_limit).unwrap_or(usize::MAX);
+        let (body, info) =
+            tokio::time::timeout(FETCH_TIMEOUT, fetch(&self.url, o, &self.header, limit))
+                .await
+                .map_err(|_| anyhow::anyhow!("timed out"))??;
+        let read = self.p.read(&body).map_err(|m| anyhow::anyhow!("{m}"))?;
+        for w in &read.warnings {
+            warn!(provider = %self.p.name, "{}:{w}", self.url);
+        }
+        if read.proxies.is_empty() {
+            anyhow::bail!("no proxy tpgate can use in it");
+        }
+        if let Some(info) = info {
+            o.set_subscription_info(&self.p.name, SubscriptionInfo::parse(&info));
+        }
+        o.set_provided(self.k, &read.proxies)?;
+        let cache = self.cache.clone();
+        let written = tokio::task::spawn_blocking(move || write_atomically(&cache, &body)).await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                warn!(provider = %self.p.name, "cannot write the cache {}: {e}", self.cache.display())
+            }
+            Err(e) => warn!(provider = %self.p.name, "cannot write the cache: {e}"),
+        }
+        Ok(read.proxies.len())
+    }
+}
+
+/// Writes `path` whole or not at all: a temporary file beside it, then a rename.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A one-shot HTTP server on loopback answering `status` with `body` and a
+    /// `subscription-userinfo` header.
+    async fn serve_once(status: &'static str, body: &'static str) -> std::net::SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 2048];
+            let _ = s.read(&mut buf).await;
+            let reply = format!(
+                "HTTP/1.1 {status}\r\nsubscription-userinfo: upload=1; download=2; total=10; expire=99\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(reply.as_bytes()).await;
+        });
+        addr
+    }
+
+    fn setup(addr: std::net::SocketAddr, cache: &Path) -> (Arc<Outbounds>, ProxyJob) {
+        let text = format!(
+            "state-file: /dev/null/tpgate-state.json\nproxy-providers:\n  sub: {{type: http, url: 'http://{addr}/sub', path: {}}}\nproxy-groups:\n  - {{name: G, type: select, use: [sub]}}\n",
+            cache.display()
+        );
+        let config = tpgate_core::config::load(&text).expect("config").config;
+        let o = Outbounds::new(&config).expect("outbounds");
+        let ProxySource::Http { url, header, .. } = &config.proxy_providers[0].source else {
+            panic!("http provider")
+        };
+        let job = ProxyJob {
+            k: 0,
+            p: config.proxy_providers[0].clone(),
+            url: url.clone(),
+            cache: cache.to_path_buf(),
+            header: header.clone(),
+        };
+        (o, job)
+    }
+
+    #[tokio::test]
+    async fn a_download_fills_the_groups_and_the_cache_and_a_failure_keeps_them() {
+        let dir = std::env::temp_dir().join(format!("tpgate-provider-{}", std::process::id()));
+        let cache = dir.join("proxies/sub.yaml");
+        let body = "ss://YWVzLTEyOC1nY206dGVzdA@192.0.2.1:8388#HK\nvmess://x\n";
+        let addr = serve_once("200 OK", body).await;
+        let (o, job) = setup(addr, &cache);
+        let g = o.id_of("G").expect("group");
+        let dst = tpgate_core::net::Destination::Addr("203.0.113.2:443".parse().expect("addr"));
+        assert_eq!(
+            o.pick(g, &dst).label,
+            "G/REJECT",
+            "nothing before the download"
+        );
+        assert_eq!(job.once(&o).await.expect("download"), 1);
+        assert_eq!(o.pick(g, &dst).label, "G/HK");
+        assert_eq!(std::fs::read_to_string(&cache).expect("cache"), body);
+        let info = o.subscription_info("sub").expect("userinfo");
+        assert_eq!((info.total, info.expire), (10, 99));
+        // A failed download (HTTP 500, then garbage) keeps the proxies and the cache.
+        let addr = serve_once("500 Oops", "").await;
+        let (_, bad) = setup(addr, &cache);
+        assert!(bad.once(&o).await.is_err());
+        let addr = serve_once("200 OK", "hello").await;
+        let (_, garbage) = setup(addr, &cache);
+        assert!(garbage.once(&o).await.is_err());
+        assert_eq!(o.pick(g, &dst).label, "G/HK");
+        assert_eq!(std::fs::read_to_string(&cache).expect("cache"), body);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

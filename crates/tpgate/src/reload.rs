@@ -152,5 +152,6 @@ fn start_generation(config: &Config, outbounds: &Arc<Outbounds>, stop: &Shutdown
     let both = shutdown::either(generation, stop.clone());
     outbound::spawn_health_checks(outbounds, &both);
     crate::providers::spawn_refresh(config, outbounds, &both);
+    crate::providers::spawn_proxy_refresh(config, outbounds, &both);
     trigger
 }

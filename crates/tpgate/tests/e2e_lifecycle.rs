@@ -283,9 +283,11 @@ fn down_on_a_clean_gateway_does_nothing() {
 
 /// Two bad configs, each with its error on line 3.
 const BAD_CONFIGS: [(&str, &str); 2] = [
+    // An unknown key is only a warning now (mihomo ignores them too); a proxy without
+    // `server` is broken for both.
     (
-        "unknown-key.yaml",
-        "tproxy-port: 7893\nrouting-mark: 255\nno-such-key: 1\nrules:\n  - MATCH,DIRECT\n",
+        "no-server.yaml",
+        "tproxy-port: 7893\nrouting-mark: 255\nproxies: [{name: a, type: socks5, port: 1080}]\nrules:\n  - MATCH,DIRECT\n",
     ),
     (
         "bad-port.yaml",

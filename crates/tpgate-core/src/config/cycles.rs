@@ -80,16 +80,14 @@ mod tests {
     use crate::config::{GroupKind, TargetId};
 
     fn group(name: &str, members: &[u32]) -> GroupDef {
-        GroupDef {
-            name: name.to_owned(),
-            kind: GroupKind::Select,
-            members: members
+        GroupDef::new(
+            name,
+            GroupKind::Select,
+            members
                 .iter()
                 .map(|m| Member::Target(TargetId(*m)))
                 .collect(),
-            health: None,
-            ui: crate::config::GroupUi::default(),
-        }
+        )
     }
 
     fn cycles(groups: &[GroupDef]) -> Vec<String> {

@@ -3,11 +3,12 @@
 //! when no error was.
 
 use super::controller::settings;
-use super::groups::{groups, resolve};
+use super::groups::{groups, resolve, Context};
 use super::intercept::intercept;
 use super::names::{Known, Names, Outcome, GLOBAL};
 use super::providers::rule_providers;
 use super::proxies::proxies;
+use super::proxy_providers::proxy_providers;
 use super::rule_list::rules;
 use super::sniffer::sniffer;
 use super::yaml::{Node, Pos, Value};
@@ -102,14 +103,22 @@ pub(super) fn decode(root: Option<&Node>, d: &mut Diags) -> Config {
             "hosts" => super::dns::hosts(node, d, &mut config.dns),
             "use-hosts" => super::dns::use_hosts(node, d, &mut config.dns),
             // Decoded below: groups and rules need every proxy and group name.
-            "proxies" | "proxy-groups" | "rules" | "rule-providers" | "sub-rules" => {}
+            "proxies" | "proxy-groups" | "rules" | "rule-providers" | "sub-rules"
+            | "proxy-providers" => {}
             _ if super::controller::KEYS.contains(&key) => {}
             _ if keys::MIHOMO_IGNORED.contains(&key) => {
                 d.warn(e.key_pos, key, "not used by tpgate yet; ignored");
             }
-            _ => unknown_key(d, e, ""),
+            _ if key.starts_with("cfw-") => {
+                d.warn(e.key_pos, key, "a Clash for Windows setting; ignored");
+            }
+            // Keys that exist to hold YAML anchors (`rule-anchor:`, `pr: &pr {...}`,
+            // `x-common:`) are how mihomo configs share settings: nothing to report.
+            _ if key.starts_with("x-") || only_anchors(node, d) => {}
+            _ => unknown_key(d, e, "", &top_candidates()),
         }
     }
+    tun_dns(&entries, &mut config, d);
     if config.intercept.dns_hijack {
         let at = entries
             .iter()
@@ -163,6 +172,56 @@ pub(super) fn decode(root: Option<&Node>, d: &mut Diags) -> Config {
     config
 }
 
+/// A fake-ip or redir-host config written for mihomo's TUN has `dns.enable` and no
+/// `listen` (TUN hijacks port 53 itself): tpgate picks `[::]:1053` (`0.0.0.0:1053`
+/// without IPv6) and, unless `intercept.dns-hijack` is written, redirects every port-53
+/// query from the LAN interfaces and this machine to it, and says so.
+fn tun_dns(entries: &[Entry<'_>], config: &mut Config, d: &mut Diags) {
+    use super::EnhancedMode;
+    let dns = &mut config.dns;
+    if !dns.enable || dns.listen.is_some() || dns.enhanced_mode == EnhancedMode::Normal {
+        return;
+    }
+    let Some(node) = entries.iter().find(|e| e.key == "dns") else {
+        return;
+    };
+    let listen: std::net::SocketAddr = if config.ipv6 {
+        (std::net::Ipv6Addr::UNSPECIFIED, 1053).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 1053).into()
+    };
+    dns.listen = Some(listen);
+    dns.listen_chosen = true;
+    let written = entries.iter().any(|e| {
+        e.key == "intercept"
+            && matches!(&e.value.value, Value::Map(m)
+                if m.iter().any(|(k, _)| k.value == Value::Str("dns-hijack".into())))
+    });
+    let hijack = if written {
+        if config.intercept.dns_hijack {
+            "port-53 queries are redirected to it (intercept.dns-hijack)"
+        } else {
+            "intercept.dns-hijack is false, so only clients that ask it directly use it"
+        }
+    } else {
+        config.intercept.dns_hijack = true;
+        "every port-53 query from the LAN interfaces and this machine is redirected to it \
+         (intercept.dns-hijack: false turns that off)"
+    };
+    let mode = match dns.enhanced_mode {
+        EnhancedMode::FakeIp => "fake-ip",
+        _ => "redir-host",
+    };
+    d.warn(
+        node.key_pos,
+        "dns",
+        format!(
+            "no `listen` ({mode} configs written for a TUN have none): the DNS server \
+             listens on {listen} and {hijack}"
+        ),
+    );
+}
+
 /// A mapping's entries with string keys, in order; reports other keys and duplicates.
 pub(super) fn entries<'a>(node: &'a Node, section: &str, d: &mut Diags) -> Vec<Entry<'a>> {
     let Value::Map(map) = &node.value else {
@@ -197,7 +256,33 @@ fn join(section: &str, key: &str) -> String {
     }
 }
 
-pub(super) fn unknown_key(d: &mut Diags, e: &Entry<'_>, section: &str) {
+fn top_candidates() -> Vec<&'static str> {
+    keys::TOP
+        .iter()
+        .chain(keys::MIHOMO_IGNORED)
+        .copied()
+        .collect()
+}
+
+/// Whether a value is there only for its anchors: it carries one, or it is a mapping or
+/// list whose every entry does.
+fn only_anchors(node: &Node, d: &Diags) -> bool {
+    if d.anchored.contains(&node.pos) {
+        return true;
+    }
+    match &node.value {
+        Value::Map(entries) => {
+            !entries.is_empty() && entries.iter().all(|(_, v)| d.anchored.contains(&v.pos))
+        }
+        Value::Seq(items) => !items.is_empty() && items.iter().all(|v| d.anchored.contains(&v.pos)),
+        _ => false,
+    }
+}
+
+/// A key tpgate does not know in `section` (empty: the top level): a warning with a "did
+/// you mean" among `candidates`, or a hint when it belongs in another section; an error
+/// under `--strict`. mihomo ignores unknown keys, so a config it runs keeps loading.
+pub(super) fn unknown_key(d: &mut Diags, e: &Entry<'_>, section: &str, candidates: &[&str]) {
     let key = e.key;
     let hint = if section.is_empty() && keys::INTERCEPT.contains(&key) {
         format!("; `{key}` belongs in the `intercept` section")
@@ -206,23 +291,14 @@ pub(super) fn unknown_key(d: &mut Diags, e: &Entry<'_>, section: &str) {
     {
         format!("; `{key}` is a top-level key")
     } else {
-        let candidates: Vec<&str> = if section.is_empty() {
-            keys::TOP
-                .iter()
-                .chain(keys::MIHOMO_IGNORED)
-                .copied()
-                .collect()
-        } else {
-            keys::INTERCEPT.to_vec()
-        };
-        keys::suggest(key, &candidates)
+        keys::suggest(key, candidates)
             .map(|s| format!("; did you mean `{s}`?"))
             .unwrap_or_default()
     };
-    d.error(
+    d.unknown(
         e.key_pos,
         &join(section, key),
-        format!("unknown key `{key}`{hint}"),
+        format!("unknown key `{key}`{hint}; ignored"),
     );
 }
 
@@ -271,6 +347,9 @@ fn upstreams(entries: &[Entry<'_>], config: &mut Config, d: &mut Diags) {
     let declared_groups = field("proxy-groups")
         .map(|n| groups(n, d))
         .unwrap_or_default();
+    config.proxy_providers = field("proxy-providers")
+        .map(|n| proxy_providers(n, d))
+        .unwrap_or_default();
     let names = Names::new(&declared_proxies, &declared_groups, d);
     config.proxies = declared_proxies
         .into_iter()
@@ -279,7 +358,13 @@ fn upstreams(entries: &[Entry<'_>], config: &mut Config, d: &mut Diags) {
             Outcome::Skipped | Outcome::Invalid => None,
         })
         .collect();
-    config.groups = resolve(&declared_groups, &names, config.proxies.len(), d);
+    let cx = Context {
+        names: &names,
+        proxies: &config.proxies,
+        providers: &config.proxy_providers,
+    };
+    config.groups = resolve(&declared_groups, &cx, d);
+    empty_groups(&declared_groups, config, d);
     config.global_target = match names.get(GLOBAL) {
         Some(Known::Target(id)) if id.0 as usize >= config.proxies.len() => Some(id),
         _ => None,
@@ -287,6 +372,7 @@ fn upstreams(entries: &[Entry<'_>], config: &mut Config, d: &mut Diags) {
     config.rule_providers = field("rule-providers")
         .map(|n| rule_providers(n, d))
         .unwrap_or_default();
+    bind_dns_sets(entries, config, d);
     let sub_node = field("sub-rules");
     let sub_entries = sub_node.map(|n| match &n.value {
         Value::Map(_) => self::entries(n, "sub-rules", d),
@@ -323,6 +409,71 @@ fn upstreams(entries: &[Entry<'_>], config: &mut Config, d: &mut Diags) {
     }
     if let Some(n) = field("rules") {
         config.rules = rules("rules", n, &names, &config.rule_providers, &sub_names, d);
+    }
+}
+
+/// `rule-set:NAME` entries of the DNS settings share the rule provider's set.
+fn bind_dns_sets(entries: &[Entry<'_>], config: &mut Config, d: &mut Diags) {
+    let at = entries.iter().find(|e| e.key == "dns").map(|e| e.key_pos);
+    let providers = &config.rule_providers;
+    let mut unknown = Vec::new();
+    for h in config.dns.sets_mut(false) {
+        match providers.iter().find(|p| p.name == h.name()) {
+            Some(p) => *h = p.handle.clone(),
+            None => unknown.push(h.name().to_owned()),
+        }
+    }
+    unknown.sort();
+    unknown.dedup();
+    if let (Some(pos), false) = (at, unknown.is_empty()) {
+        let names = unknown.join(", ");
+        d.warn(
+            pos,
+            "dns",
+            format!("rule-set entries name no rule provider ({names}); they match nothing"),
+        );
+    }
+}
+
+/// Warns about each group that `use`s providers or includes all proxies and still has no
+/// member tpgate can use now (an http provider not downloaded yet does not count).
+fn empty_groups(
+    declared: &[super::names::Declared<super::groups::RawGroup<'_>>],
+    config: &Config,
+    d: &mut Diags,
+) {
+    let provided = config.provided();
+    for g in &config.groups {
+        if g.uses.is_empty() && !g.members.is_empty() {
+            continue;
+        }
+        let waiting = g.uses.iter().any(|&k| {
+            config.proxy_providers.get(k).is_some_and(|p| {
+                p.proxies.is_empty() && matches!(p.source, super::ProxySource::Http { .. })
+            })
+        });
+        if waiting {
+            continue;
+        }
+        let slots = config.expand_group(g, &provided);
+        if slots == [super::Slot::Member(super::Member::Reject)] {
+            if let Some((pos, path)) = declared.iter().find_map(|r| {
+                r.name
+                    .as_ref()
+                    .filter(|(n, _)| *n == g.name)
+                    .map(|(_, p)| (*p, format!("{}.name", r.path)))
+            }) {
+                d.warn(
+                    pos,
+                    &path,
+                    format!(
+                        "group `{}` has no member tpgate can use (its providers and filters \
+                         left none); it rejects all traffic",
+                        g.name
+                    ),
+                );
+            }
+        }
     }
 }
 

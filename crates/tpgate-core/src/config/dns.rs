@@ -13,6 +13,7 @@ use super::nameserver::{parse_nameserver, Nameserver, Transport, Unusable};
 use super::sniffer::DomainPattern;
 use super::yaml::{Node, Value};
 use super::{value, Diags};
+use crate::rules::RuleSetHandle;
 
 /// How A/AAAA queries are answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +32,9 @@ pub enum EnhancedMode {
 pub enum FilterMode {
     Blacklist,
     Whitelist,
+    /// `fake-ip-filter` entries are rules (`RULE-SET,x,real-ip`, `MATCH,fake-ip`), first
+    /// match wins; see [`Dns::fake_ip_rules`].
+    Rule,
 }
 
 /// The `dns` settings plus `hosts`.
@@ -46,6 +50,10 @@ pub struct Dns {
     pub fake_ip_range6: Option<Ipv6Net>,
     pub fake_ip_filter: Vec<DomainPattern>,
     pub fake_ip_filter_mode: FilterMode,
+    /// With `fake-ip-filter-mode: rule`: `(pattern, fake)` in order; no match: fake.
+    pub fake_ip_rules: Vec<(DomainPattern, bool)>,
+    /// tpgate chose `listen` (a fake-ip or redir-host config written for TUN has none).
+    pub listen_chosen: bool,
     /// Resolves the names of the other nameservers; IP literals only.
     pub default_nameserver: Vec<Nameserver>,
     pub nameserver: Vec<Nameserver>,
@@ -79,6 +87,8 @@ impl Default for Dns {
             fake_ip_range6: None,
             fake_ip_filter: Vec::new(),
             fake_ip_filter_mode: FilterMode::Blacklist,
+            fake_ip_rules: Vec::new(),
+            listen_chosen: false,
             default_nameserver: Vec::new(),
             nameserver: Vec::new(),
             fallback: Vec::new(),
@@ -97,11 +107,33 @@ impl Dns {
         if self.enhanced_mode != EnhancedMode::FakeIp {
             return false;
         }
+        if self.fake_ip_filter_mode == FilterMode::Rule {
+            return self
+                .fake_ip_rules
+                .iter()
+                .find(|(p, _)| p.matches(name))
+                .is_none_or(|(_, fake)| *fake);
+        }
         let listed = self.fake_ip_filter.iter().any(|p| p.matches(name));
         match self.fake_ip_filter_mode {
-            FilterMode::Blacklist => !listed,
+            FilterMode::Blacklist | FilterMode::Rule => !listed,
             FilterMode::Whitelist => listed,
         }
+    }
+
+    /// The handles of `geosite:`/`rule-set:` entries (`geosite`: which kind), for binding.
+    pub fn sets_mut(&mut self, geosite: bool) -> Vec<&mut RuleSetHandle> {
+        let patterns = self
+            .fake_ip_filter
+            .iter_mut()
+            .chain(self.fake_ip_rules.iter_mut().map(|(p, _)| p))
+            .chain(self.nameserver_policy.iter_mut().map(|(p, _)| p));
+        patterns
+            .filter_map(|p| match p {
+                DomainPattern::Set { geosite: g, handle } if *g == geosite => Some(handle),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The fixed addresses of `name` from `hosts`, when `use-hosts` is on.
@@ -156,6 +188,7 @@ pub(super) fn dns(node: &Node, d: &mut Diags, out: &mut Dns) {
             return;
         }
     }
+    let mut filter = None;
     for e in entries(node, "dns", d) {
         let path = format!("dns.{}", e.key);
         let n = e.value;
@@ -189,11 +222,12 @@ pub(super) fn dns(node: &Node, d: &mut Diags, out: &mut Dns) {
                 Some(_) => d.error(n.pos, &path, "expected an IPv6 range of /126 or wider"),
                 None => {}
             },
-            "fake-ip-filter" => out.fake_ip_filter = patterns(n, &path, d),
+            "fake-ip-filter" => filter = Some(n),
             "fake-ip-filter-mode" => {
                 let words = [
                     ("blacklist", FilterMode::Blacklist),
                     ("whitelist", FilterMode::Whitelist),
+                    ("rule", FilterMode::Rule),
                 ];
                 if let Some(m) = check(d, n, &path, value::keyword(n, &words)) {
                     out.fake_ip_filter_mode = m;
@@ -214,39 +248,39 @@ pub(super) fn dns(node: &Node, d: &mut Diags, out: &mut Dns) {
             }
             "nameserver" => out.nameserver = servers(n, &path, d),
             "fallback" => out.fallback = servers(n, &path, d),
-            "proxy-server-nameserver" => {
-                out.proxy_server_nameserver = servers(n, &path, d);
-                d.warn(
-                    e.key_pos,
-                    &path,
-                    "not used yet: proxy server names are resolved with /etc/resolv.conf",
-                );
+            // Accepted: tpgate resolves proxy servers' names with its marked resolver
+            // and DIRECT flows' names through `nameserver`, which is what these mean in
+            // a transparent gateway with no TUN.
+            "proxy-server-nameserver" => out.proxy_server_nameserver = servers(n, &path, d),
+            "direct-nameserver" => {
+                servers(n, &path, d);
+            }
+            "respect-rules" | "direct-nameserver-follow-policy" => {
+                check(d, n, &path, value::boolean(n));
             }
             "nameserver-policy" => out.nameserver_policy = policy(n, &path, d),
-            "respect-rules"
-            | "fallback-filter"
-            | "prefer-h3"
-            | "use-system-hosts"
-            | "cache-algorithm"
-            | "ipv6-timeout"
-            | "direct-nameserver"
-            | "direct-nameserver-follow-policy" => {
+            "fallback-filter" | "prefer-h3" | "use-system-hosts" | "cache-algorithm"
+            | "ipv6-timeout" => {
                 d.warn(e.key_pos, &path, "not used by tpgate yet; ignored");
             }
             _ => {
                 debug_assert!(!KEYS.contains(&e.key));
-                let hint = super::keys::suggest(e.key, KEYS)
-                    .map(|s| format!("; did you mean `{s}`?"))
-                    .unwrap_or_default();
-                d.error(e.key_pos, &path, format!("unknown key `{}`{hint}", e.key));
+                super::decode::unknown_key(d, &e, "dns", KEYS);
             }
         }
     }
-    if out.enable && out.enhanced_mode != EnhancedMode::Normal && out.listen.is_none() {
+    if let Some(n) = filter {
+        if out.fake_ip_filter_mode == FilterMode::Rule {
+            out.fake_ip_rules = filter_rules(n, "dns.fake-ip-filter", d);
+        } else {
+            out.fake_ip_filter = patterns(n, "dns.fake-ip-filter", d);
+        }
+    }
+    if out.enable && out.enhanced_mode == EnhancedMode::Normal && out.listen.is_none() {
         d.warn(
             node.pos,
             "dns",
-            "no `listen`: the DNS server is not started, so no flow gets its name from DNS",
+            "no `listen`: the DNS server is not started",
         );
     }
     if out.enable && out.nameserver.is_empty() {
@@ -269,6 +303,9 @@ pub(super) fn hosts(node: &Node, d: &mut Diags, out: &mut Dns) {
         );
         return;
     }
+    // mihomo: a value is an address, a list of addresses, or one domain name (an alias,
+    // answered like a CNAME to that name).
+    let mut aliases = Vec::new();
     for e in entries(node, "hosts", d) {
         let path = format!("hosts.{}", e.key);
         let Some(pattern) = check(d, e.value, &path, DomainPattern::parse(e.key)) else {
@@ -276,12 +313,35 @@ pub(super) fn hosts(node: &Node, d: &mut Diags, out: &mut Dns) {
         };
         let ips = match &e.value.value {
             Value::Seq(_) => items(e.value, &path, d, address),
+            Value::Str(s) if s.trim().parse::<IpAddr>().is_err() => {
+                match value::host(e.value) {
+                    Ok(target) => aliases.push((pattern, target, e.value.pos, path)),
+                    Err(m) => d.error(e.value.pos, &path, m),
+                }
+                continue;
+            }
             _ => check(d, e.value, &path, address(e.value))
                 .into_iter()
                 .collect(),
         };
         if !ips.is_empty() {
             out.hosts.push((pattern, ips));
+        }
+    }
+    // An alias takes the addresses its target has in `hosts`; one whose target is not
+    // there is answered by the nameservers under its own name.
+    for (pattern, target, pos, path) in aliases {
+        let target = target.trim_end_matches('.').to_ascii_lowercase();
+        match out.host_addrs(&target).map(<[IpAddr]>::to_vec) {
+            Some(ips) => out.hosts.push((pattern, ips)),
+            None => d.warn(
+                pos,
+                &path,
+                format!(
+                    "an alias of `{target}`, which `hosts` has no address for; tpgate does not \
+                     follow aliases to the nameservers yet, so this name is resolved as itself"
+                ),
+            ),
         }
     }
 }
@@ -319,8 +379,40 @@ fn listen(n: &Node) -> Result<SocketAddr, String> {
 
 fn patterns(node: &Node, path: &str, d: &mut Diags) -> Vec<DomainPattern> {
     items(node, path, d, |n| {
-        value::string(n).and_then(|s| DomainPattern::parse(s.trim_start_matches("geosite:")))
+        value::string(n).and_then(DomainPattern::parse_list)
     })
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// `fake-ip-filter` in `rule` mode: `TYPE,ARGUMENT,fake-ip|real-ip` or `MATCH,ACTION`.
+fn filter_rules(node: &Node, path: &str, d: &mut Diags) -> Vec<(DomainPattern, bool)> {
+    let one = |n: &Node| -> Result<Vec<(DomainPattern, bool)>, String> {
+        let text = value::string(n)?;
+        let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+        let (kind, arg, action) = match parts.as_slice() {
+            [k, a] if k.eq_ignore_ascii_case("MATCH") => ("MATCH", "", *a),
+            [k, arg, a] => (*k, *arg, *a),
+            _ => return Err(format!("`{text}`: expected TYPE,ARGUMENT,fake-ip|real-ip")),
+        };
+        let fake = match action.to_ascii_lowercase().as_str() {
+            "fake-ip" => true,
+            "real-ip" => false,
+            other => return Err(format!("`{other}`: expected fake-ip or real-ip")),
+        };
+        let patterns = match kind.to_ascii_uppercase().as_str() {
+            "MATCH" => vec![DomainPattern::Any],
+            "DOMAIN" => vec![DomainPattern::parse(arg)?],
+            "DOMAIN-SUFFIX" => vec![DomainPattern::parse(&format!("+.{arg}"))?],
+            "DOMAIN-WILDCARD" => vec![DomainPattern::parse(arg)?],
+            "GEOSITE" => DomainPattern::parse_list(&format!("geosite:{arg}"))?,
+            "RULE-SET" => DomainPattern::parse_list(&format!("rule-set:{arg}"))?,
+            other => return Err(format!("{other} is not read in fake-ip-filter rules")),
+        };
+        Ok(patterns.into_iter().map(|p| (p, fake)).collect())
+    };
+    items(node, path, d, one).into_iter().flatten().collect()
 }
 
 /// A list of nameservers; the ones tpgate cannot use are dropped with a warning.
@@ -362,18 +454,10 @@ fn policy(node: &Node, path: &str, d: &mut Diags) -> Vec<(DomainPattern, Vec<Nam
     let mut out = Vec::new();
     for e in entries(node, path, d) {
         let p = format!("{path}.{}", e.key);
-        // mihomo also allows `"+.a.com,+.b.com"` and `geosite:cn` keys.
-        if e.key.starts_with("geosite:") || e.key.starts_with("rule-set:") {
-            d.warn(
-                e.key_pos,
-                &p,
-                "geosite/rule-set keys are not supported yet; ignored",
-            );
-            continue;
-        }
+        // mihomo also allows `"+.a.com,+.b.com"`, `geosite:cn,private` and `rule-set:x`.
         let list = servers(e.value, &p, d);
-        for key in e.key.split(',').map(str::trim).filter(|k| !k.is_empty()) {
-            if let Some(pat) = check(d, e.value, &p, DomainPattern::parse(key)) {
+        if let Some(pats) = check(d, e.value, &p, DomainPattern::parse_list(e.key)) {
+            for pat in pats {
                 out.push((pat, list.clone()));
             }
         }
@@ -437,10 +521,8 @@ mod tests {
         assert_eq!(d.host_addrs("router.lan").unwrap().len(), 1);
         assert_eq!(d.host_addrs("x.multi.example").unwrap().len(), 2);
         let w: Vec<String> = l.warnings.iter().map(ToString::to_string).collect();
-        assert_eq!(
-            w,
-            ["14:3: dns.respect-rules: not used by tpgate yet; ignored"]
-        );
+        // respect-rules is accepted: tpgate's own lookups already follow its routing.
+        assert!(w.is_empty(), "{w:?}");
     }
 
     #[test]
@@ -476,15 +558,82 @@ mod tests {
             ]
         );
         assert_eq!(
-            errors("hosts:\n  a.example: not-an-ip\n"),
+            errors("hosts:\n  a.example: 'not a name'\n"),
             [
-                "2:14: hosts.a.example: `not-an-ip` is not an IP address (tpgate's hosts take \
-              addresses, not names)"
+                "2:14: hosts.a.example: `not a name` is not an IP address or a host name: ' ' is \
+              not allowed (letters, digits, `-` and `_`; IDNs in punycode)"
             ]
         );
+        // Unknown keys are warnings now (mihomo ignores them), with the suggestion.
+        let l = load("dns:\n  enable: true\n  nameserverr: []\n");
+        let w = l
+            .warnings
+            .iter()
+            .find(|w| w.unknown)
+            .expect("unknown key warning");
         assert_eq!(
-            errors("dns:\n  enable: true\n  nameserverr: []\n")[0],
-            "3:3: dns.nameserverr: unknown key `nameserverr`; did you mean `nameserver`?"
+            w.to_string(),
+            "3:3: dns.nameserverr: unknown key `nameserverr`; did you mean `nameserver`?; ignored"
+        );
+    }
+
+    #[test]
+    fn tun_configs_get_a_dns_path() {
+        // fake-ip without listen: [::]:1053 and dns-hijack, with a warning saying so.
+        let l =
+            load("dns:\n  enable: true\n  enhanced-mode: fake-ip\n  nameserver: [192.0.2.53]\n");
+        assert_eq!(l.config.dns.listen, Some("[::]:1053".parse().unwrap()));
+        assert!(l.config.dns.listen_chosen && l.config.intercept.dns_hijack);
+        assert!(
+            l.warnings[0].message.contains("listens on [::]:1053"),
+            "{:?}",
+            l.warnings
+        );
+        // `dns-hijack: false` keeps the server but not the redirect.
+        let l = load("ipv6: false\nintercept: {dns-hijack: false}\ndns:\n  enable: true\n  enhanced-mode: fake-ip\n  nameserver: [192.0.2.53]\n");
+        assert_eq!(l.config.dns.listen, Some("0.0.0.0:1053".parse().unwrap()));
+        assert!(!l.config.intercept.dns_hijack);
+    }
+
+    #[test]
+    fn filters_and_policies_with_sets_and_rules() {
+        let l = load("rule-providers:\n  cn: {type: inline, behavior: domain, payload: ['+.cn.example']}\ndns:\n  enable: true\n  listen: 0.0.0.0:1053\n  enhanced-mode: fake-ip\n  fake-ip-filter: ['rule-set:cn', 'geosite:private,apple', '+.lan,*.local']\n  nameserver-policy: {'geosite:cn': 192.0.2.1, 'rule-set:cn': 192.0.2.2}\n  proxy-server-nameserver: [192.0.2.3]\n  direct-nameserver: [192.0.2.4]\n");
+        let d = &l.config.dns;
+        assert_eq!(d.fake_ip_filter.len(), 5);
+        assert!(!d.wants_fake("a.cn.example"), "bound to the rule provider");
+        assert!(!d.wants_fake("nas.lan") && d.wants_fake("www.example.com"));
+        assert_eq!(d.nameserver_policy.len(), 2);
+        assert_eq!(l.config.dns.clone().sets_mut(true).len(), 3);
+        assert_eq!(
+            l.warnings.len(),
+            1,
+            "only 'no nameserver': {:?}",
+            l.warnings
+        );
+        // rule mode: first match wins, no match is fake.
+        let l = load("dns:\n  enable: true\n  listen: 0.0.0.0:1053\n  enhanced-mode: fake-ip\n  fake-ip-filter-mode: rule\n  fake-ip-filter: ['DOMAIN-SUFFIX,lan,real-ip', 'DOMAIN,x.example,fake-ip', 'MATCH,real-ip']\n");
+        let d = &l.config.dns;
+        assert!(
+            !d.wants_fake("nas.lan") && d.wants_fake("x.example") && !d.wants_fake("y.example")
+        );
+        assert_eq!(
+            errors("dns:\n  fake-ip-filter-mode: rule\n  fake-ip-filter: ['DOMAIN,a,maybe']\n")[0],
+            "3:20: dns.fake-ip-filter[0]: `maybe`: expected fake-ip or real-ip"
+        );
+    }
+
+    #[test]
+    fn hosts_aliases_take_their_targets_addresses() {
+        let l = load("hosts:\n  nas.lan: 192.0.2.7\n  files.lan: nas.lan\n  ext.lan: x.example\n  '+.multi.lan': [192.0.2.8, 192.0.2.9]\n");
+        let d = &l.config.dns;
+        assert_eq!(d.host_addrs("files.lan"), d.host_addrs("nas.lan"));
+        assert_eq!(d.host_addrs("a.multi.lan").map(<[IpAddr]>::len), Some(2));
+        assert!(d.host_addrs("ext.lan").is_none());
+        let w: Vec<String> = l.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("4:12: hosts.ext.lan: an alias of `x.example`"),
+            "{w:?}"
         );
     }
 

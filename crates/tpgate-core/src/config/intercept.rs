@@ -75,7 +75,7 @@ pub(super) fn intercept(node: &Node, d: &mut Diags, fwmark: &mut Seen) -> Interc
                     out.offload_direct = b;
                 }
             }
-            _ => unknown_key(d, &e, "intercept"),
+            _ => unknown_key(d, &e, "intercept", super::keys::INTERCEPT),
         }
     }
     if !out.local && out.lan_interfaces.is_empty() && !d.has_errors() {

@@ -44,6 +44,7 @@ pub(super) const INTERCEPT: &[&str] = &[
     "rule-priority",
     "bypass",
     "dns-hijack",
+    "offload-direct",
 ];
 
 /// Top-level keys of mihomo (Clash.Meta), Clash Premium and Clash for Windows that tpgate
@@ -121,7 +122,6 @@ pub(super) const PROXY_TYPES_UNSUPPORTED: &[&str] = &[
     "mieru",
     "anytls",
     "ssh",
-    "direct",
     "dns",
     "reject",
 ];
@@ -215,16 +215,6 @@ pub(super) const GROUP_FIELDS: &[&str] = &[
     "lazy",
     "timeout",
     "strategy",
-    "hidden",
-    "icon",
-];
-
-/// The group types tpgate implements.
-pub(super) const GROUP_TYPES: &[&str] =
-    &["select", "url-test", "fallback", "load-balance", "relay"];
-
-/// Group fields that pull members from providers or by pattern: not supported yet.
-pub(super) const GROUP_NOT_YET: &[&str] = &[
     "use",
     "include-all",
     "include-all-proxies",
@@ -232,16 +222,18 @@ pub(super) const GROUP_NOT_YET: &[&str] = &[
     "filter",
     "exclude-filter",
     "exclude-type",
+    "expected-status",
+    "hidden",
+    "icon",
+    "disable-udp",
 ];
 
-/// Group fields that only matter to mihomo's dashboard or dialer.
-pub(super) const GROUP_IGNORED: &[&str] = &[
-    "disable-udp",
-    "interface-name",
-    "routing-mark",
-    "expected-status",
-    "max-failed-times",
-];
+/// The group types tpgate implements.
+pub(super) const GROUP_TYPES: &[&str] =
+    &["select", "url-test", "fallback", "load-balance", "relay"];
+
+/// Group fields that only matter to mihomo's dialer.
+pub(super) const GROUP_IGNORED: &[&str] = &["interface-name", "routing-mark", "max-failed-times"];
 
 /// The candidate closest to `key` by edit distance, when it is close enough to be a typo.
 /// Case and `_` versus `-` do not count as differences.
@@ -323,7 +315,7 @@ mod tests {
             assert!(!PROXY_IGNORED.contains(field), "{field}");
         }
         for field in GROUP_FIELDS {
-            assert!(!GROUP_NOT_YET.contains(field) && !GROUP_IGNORED.contains(field));
+            assert!(!GROUP_IGNORED.contains(field));
         }
     }
 

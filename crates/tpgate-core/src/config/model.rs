@@ -56,6 +56,8 @@ pub struct Config {
     pub sniffer: super::Sniffer,
     /// `rule-providers`: the sets `RULE-SET` rules name.
     pub rule_providers: Vec<super::RuleProvider>,
+    /// `proxy-providers`: lists of proxies that groups pull in (`use`, `include-all`).
+    pub proxy_providers: Vec<super::ProxyProvider>,
     /// `geoip-path` (tpgate's own): the MaxMind-format country database `GEOIP` rules use;
     /// default `Country.mmdb` next to the config, as mihomo keeps it.
     pub geoip_path: Option<String>,
@@ -181,6 +183,7 @@ impl Default for Config {
             state_file: DEFAULT_STATE_FILE.to_owned(),
             sniffer: super::Sniffer::default(),
             rule_providers: Vec::new(),
+            proxy_providers: Vec::new(),
             geoip_path: None,
             geosite_path: None,
             sub_rules: Vec::new(),

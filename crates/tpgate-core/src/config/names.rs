@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use super::yaml::{Node, Pos};
 use super::{keys, value, Diags, TargetId};
 
-/// Targets every config has (matched case-insensitively, as rules spell them freely).
+/// Targets every config has. A name is the built-in only when spelled exactly so (mihomo's
+/// names are case-sensitive: a proxy may be called `Direct`); a rule or member that names
+/// no declared proxy still finds the built-in in any case.
 const BUILTINS: &[&str] = &["DIRECT", "REJECT", "REJECT-DROP", "PASS", "COMPATIBLE"];
 /// The group mihomo's global mode uses: a group may take the name, a proxy may not.
 pub(super) const GLOBAL: &str = "GLOBAL";
@@ -106,6 +108,14 @@ impl Names {
         names
     }
 
+    /// The name a target id was given.
+    pub(super) fn name_of(&self, id: TargetId) -> Option<String> {
+        self.map
+            .iter()
+            .find(|(_, (k, _))| *k == Known::Target(id))
+            .map(|(n, _)| n.clone())
+    }
+
     pub(super) fn get(&self, name: &str) -> Option<Known> {
         self.map.get(name).map(|(known, _)| *known)
     }
@@ -138,7 +148,7 @@ pub(super) fn name(node: &Node, group: bool) -> Result<String, String> {
     if name.trim().is_empty() {
         return Err("a name cannot be empty".to_owned());
     }
-    if let Some(b) = builtin(&name) {
+    if let Some(b) = BUILTINS.iter().find(|b| **b == name.trim()) {
         return Err(format!("`{name}` is the built-in {b}; choose another name"));
     }
     if name == GLOBAL && !group {
@@ -179,12 +189,14 @@ mod tests {
             .unwrap_err()
             .contains("reserved"));
         assert!(name(&node(" "), true).unwrap_err().contains("empty"));
-        for b in ["DIRECT", "reject", "Reject-Drop", "PASS"] {
+        for b in ["DIRECT", "REJECT", "REJECT-DROP", "PASS"] {
             assert!(
                 name(&node(b), true).unwrap_err().contains("built-in"),
                 "{b}"
             );
         }
+        // Case-sensitive, as in mihomo: `Direct` is a name of its own.
+        assert_eq!(name(&node("Direct"), false), Ok("Direct".into()));
         assert_eq!(builtin("reject-drop"), Some("REJECT-DROP"));
         assert_eq!(builtin("Proxy"), None);
     }

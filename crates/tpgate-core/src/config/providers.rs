@@ -50,7 +50,29 @@ pub(super) fn rule_providers(node: &Node, d: &mut Diags) -> Vec<RuleProvider> {
         .collect()
 }
 
+const KEYS: &[&str] = &[
+    "type",
+    "behavior",
+    "format",
+    "path",
+    "url",
+    "interval",
+    "payload",
+    "proxy",
+    "size-limit",
+    "header",
+];
+
 fn provider(name: &str, node: &Node, d: &mut Diags) -> Option<RuleProvider> {
+    let p = provider_fields(name, node, d);
+    if p.is_none() {
+        // Rules naming it are dropped without a second error.
+        d.broken_providers.push(name.to_owned());
+    }
+    p
+}
+
+fn provider_fields(name: &str, node: &Node, d: &mut Diags) -> Option<RuleProvider> {
     let path = format!("rule-providers.{name}");
     let Value::Map(_) = &node.value else {
         let found = node.value.describe();
@@ -85,19 +107,12 @@ fn provider(name: &str, node: &Node, d: &mut Diags) -> Option<RuleProvider> {
             "format" => match value::string(n) {
                 Ok("yaml") => format = Format::Yaml,
                 Ok("text") => format = Format::Text,
-                Ok("mrs") => {
-                    d.error(
-                        n.pos,
-                        &p,
-                        "the binary mrs format is not supported; use yaml or text",
-                    );
-                    ok = false;
-                }
+                Ok("mrs") => format = Format::Mrs,
                 Ok(other) => {
                     d.error(
                         n.pos,
                         &p,
-                        format!("unknown format `{other}`; expected yaml or text"),
+                        format!("unknown format `{other}`; expected yaml, text or mrs"),
                     );
                     ok = false;
                 }
@@ -127,17 +142,10 @@ fn provider(name: &str, node: &Node, d: &mut Diags) -> Option<RuleProvider> {
                     .map(|s| (s > 0).then(|| Duration::from_secs(s.max(60))));
             }
             "payload" => payload = Some(n),
-            "proxy" | "size-limit" => {
+            "proxy" | "size-limit" | "header" => {
                 d.warn(e.key_pos, &p, "not used by tpgate yet; ignored");
             }
-            _ => {
-                d.error(
-                    e.key_pos,
-                    &p,
-                    "unknown key; expected type, behavior, format, path, url, interval or payload",
-                );
-                ok = false;
-            }
+            _ => super::decode::unknown_key(d, &e, &path, KEYS),
         }
     }
     let Some(kind) = kind else {
@@ -156,6 +164,16 @@ fn provider(name: &str, node: &Node, d: &mut Diags) -> Option<RuleProvider> {
         }
         return None;
     };
+    if format == Format::Mrs && (behavior == Behavior::Classical || kind == "inline") {
+        let at = node.pos;
+        d.error(
+            at,
+            &path,
+            "the mrs format holds domain or ipcidr sets in a file or download; not \
+             classical, not inline",
+        );
+        return None;
+    }
     let handle = RuleSetHandle::new(name);
     let source = match kind {
         "file" => ProviderSource::File {

@@ -60,7 +60,8 @@ impl<'a> Fields<'a> {
     }
 }
 
-fn proxy(node: &Node, path: String, d: &mut Diags) -> Declared<ProxyDef> {
+/// One proxy mapping; also used for the proxies of proxy providers.
+pub(super) fn proxy(node: &Node, path: String, d: &mut Diags) -> Declared<ProxyDef> {
     let invalid = |path| Declared {
         path,
         name: None,
@@ -92,7 +93,11 @@ fn proxy(node: &Node, path: String, d: &mut Diags) -> Declared<ProxyDef> {
         return declared(Outcome::Invalid);
     };
     let kind = kind.trim().to_ascii_lowercase();
+    if kind == "direct" {
+        return declared(direct(&f, name.clone(), d, errors));
+    }
     if !keys::PROXY_TYPES.contains(&kind.as_str()) {
+        d.summary.skipped(&kind);
         let type_node = f.node("type").unwrap_or(node);
         let why = if keys::PROXY_TYPES_UNSUPPORTED.contains(&kind.as_str()) {
             format!("type {kind} is not supported by tpgate")
@@ -117,6 +122,7 @@ fn proxy(node: &Node, path: String, d: &mut Diags) -> Declared<ProxyDef> {
     let port = f.required(d, node.pos, "port", port);
     let udp = f.get(d, "udp", value::boolean).unwrap_or(false);
     let mut skip = other_fields(&f, &kind, &who, d);
+    let kind_name = kind.clone();
     let kind = match kind.as_str() {
         "socks5" | "http" => plain(&f, &kind, d),
         "ss" => shadowsocks(&f, node.pos, &who, &mut skip, d),
@@ -126,7 +132,10 @@ fn proxy(node: &Node, path: String, d: &mut Diags) -> Declared<ProxyDef> {
     };
     let outcome = match (kind, server, port) {
         _ if d.errors.len() > errors => Outcome::Invalid,
-        _ if skip => Outcome::Skipped,
+        _ if skip => {
+            d.summary.skipped(&kind_name);
+            Outcome::Skipped
+        }
         (Some(kind), Some(server), Some(port)) => Outcome::Ready(ProxyDef {
             name: name.clone().unwrap_or_default(),
             server,
@@ -137,6 +146,35 @@ fn proxy(node: &Node, path: String, d: &mut Diags) -> Declared<ProxyDef> {
         _ => Outcome::Invalid,
     };
     declared(outcome)
+}
+
+/// `type: direct`: connects directly; only `udp` and dialing options, which tpgate's own
+/// marked dialing replaces.
+fn direct(f: &Fields<'_>, name: Option<String>, d: &mut Diags, errors: usize) -> Outcome<ProxyDef> {
+    for e in &f.entries {
+        match e.key {
+            "name" | "type" | "udp" => {}
+            key if keys::PROXY_IGNORED.contains(&key) => {
+                d.warn(e.key_pos, &f.path(key), "not used by tpgate; ignored");
+            }
+            key => d.warn(
+                e.key_pos,
+                &f.path(key),
+                "not a field of direct proxies; ignored",
+            ),
+        }
+    }
+    let udp = f.get(d, "udp", value::boolean).unwrap_or(true);
+    match name {
+        Some(name) if d.errors.len() == errors => Outcome::Ready(ProxyDef {
+            name,
+            server: String::new(),
+            port: 0,
+            udp,
+            kind: ProxyKind::Direct,
+        }),
+        _ => Outcome::Invalid,
+    }
 }
 
 fn port(node: &Node) -> Result<u16, String> {

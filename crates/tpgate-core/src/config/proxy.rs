@@ -45,6 +45,25 @@ pub enum ProxyKind {
         cipher: VmessCipher,
         tls: Option<Tls>,
     },
+    /// `type: direct`: a named way out that connects directly (mihomo configs name one
+    /// `直连` or `Direct` and route to it). `server` is empty and `port` 0.
+    Direct,
+}
+
+impl ProxyKind {
+    /// The type as mihomo's adapters name it (`Shadowsocks`, `Socks5`...), which group
+    /// `exclude-type` compares against.
+    pub const fn adapter_type(&self) -> &'static str {
+        match self {
+            Self::Socks5 { .. } => "Socks5",
+            Self::Http { .. } => "Http",
+            Self::Shadowsocks { .. } => "Shadowsocks",
+            Self::Trojan { .. } => "Trojan",
+            Self::Vless { .. } => "Vless",
+            Self::Vmess { .. } => "Vmess",
+            Self::Direct => "Direct",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,23 +120,24 @@ impl Cipher {
 pub struct GroupDef {
     pub name: String,
     pub kind: GroupKind,
-    /// Members in order, never empty. A relay's members are never `Direct` or `Reject`,
-    /// except a lone `[Reject]`: a group left with no usable member (they were all of
-    /// unsupported types, or a relay lost a hop) rejects all traffic.
+    /// The members written in `proxies` (and, with `include-all-proxies`, every proxy of
+    /// `proxies:`), in order, after `exclude-filter`/`exclude-type`. Never empty when
+    /// `uses` is: a relay's members are never `Direct` or `Reject` except a lone
+    /// `[Reject]`, and a group left with no usable member (they were all of unsupported
+    /// types, or a relay lost a hop) is `[Reject]` and rejects all traffic.
     pub members: Vec<Member>,
+    /// Proxy providers (indexes into `Config::proxy_providers`) whose proxies follow
+    /// `members`, from `use` or `include-all-providers`; see [`GroupDef::expand`].
+    pub uses: Vec<usize>,
+    /// `filter`, `exclude-filter`, `exclude-type` applied to the providers' proxies.
+    pub filter: super::NameFilter,
     /// `url`/`interval`/`lazy`/`timeout`; always set for url-test, fallback and
     /// load-balance; for select and relay only when a `url` is written.
     pub health: Option<HealthCheck>,
-    /// `hidden` and `icon`: only for dashboards.
-    pub ui: GroupUi,
-}
-
-/// How dashboards show a group (mihomo's `hidden`, `icon`); no effect on routing.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GroupUi {
+    /// `hidden`, `icon`, `disable-udp`: kept for the controller and the UDP relay.
     pub hidden: bool,
-    /// A URL or data URI; empty for none.
-    pub icon: String,
+    pub icon: Option<String>,
+    pub disable_udp: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +163,37 @@ pub enum GroupKind {
     Relay,
 }
 
+impl GroupDef {
+    /// A group of `members` with every other field at its default (no providers, no
+    /// filter, no health check).
+    pub fn new(name: &str, kind: GroupKind, members: Vec<Member>) -> Self {
+        Self {
+            name: name.to_owned(),
+            kind,
+            members,
+            uses: Vec::new(),
+            filter: super::NameFilter::default(),
+            health: None,
+            hidden: false,
+            icon: None,
+            disable_udp: false,
+        }
+    }
+}
+
+impl GroupKind {
+    /// The type as mihomo's adapters name it, which `exclude-type` compares against.
+    pub const fn adapter_type(self) -> &'static str {
+        match self {
+            Self::Select => "Selector",
+            Self::UrlTest { .. } => "URLTest",
+            Self::Fallback => "Fallback",
+            Self::LoadBalance(_) => "LoadBalance",
+            Self::Relay => "Relay",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LbStrategy {
     ConsistentHashing,
@@ -151,6 +202,8 @@ pub enum LbStrategy {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
+    /// `expected-status`: the HTTP status codes that count as alive (`None`: any).
+    pub expected_status: Option<Vec<(u16, u16)>>,
     /// An `http://` or `https://` URL fetched through each member.
     pub url: String,
     /// Time between checks; zero: no periodic check.

@@ -35,10 +35,18 @@ pub(super) fn rules(
         };
         match parse_rule_with(text, lookup) {
             Ok(mut rule) => {
+                for option in std::mem::take(&mut rule.ignored) {
+                    let message =
+                        format!("option `{option}` is not read (mihomo ignores it too); ignored");
+                    d.warn(item.pos, &path, message);
+                }
                 let mut bound = true;
                 for h in rule.matcher.rule_sets_mut() {
                     match providers.iter().find(|p| p.name == h.name()) {
                         Some(p) => *h = p.handle.clone(),
+                        None if d.broken_providers.iter().any(|b| b == h.name()) => {
+                            bound = false;
+                        }
                         None => {
                             let message = format!(
                                 "unknown rule provider `{}` (declare it under rule-providers)",
@@ -71,11 +79,11 @@ pub(super) fn rules(
             }
             Err(RuleError::UnknownTarget { target }) => {
                 match (names::builtin(&target), names.get(&target)) {
-                    (Some(builtin), _) => {
+                    (Some(builtin), None) => {
                         let message = format!("{builtin} is not supported yet; rule skipped");
                         d.warn(item.pos, &path, message);
                     }
-                    (None, Some(Known::Skipped)) => {
+                    (_, Some(Known::Skipped)) => {
                         let message = format!(
                             "target `{target}` was skipped (see its warning); rule skipped, so \
                              its traffic falls through to the rules below"
@@ -83,7 +91,7 @@ pub(super) fn rules(
                         d.warn(item.pos, &path, message);
                     }
                     // Its error is already reported.
-                    (None, Some(Known::Invalid | Known::Target(_))) => {}
+                    (_, Some(Known::Invalid | Known::Target(_))) => {}
                     (None, None) => {
                         let hint = names.hint(&target);
                         let message = format!(
@@ -94,6 +102,7 @@ pub(super) fn rules(
                     }
                 }
             }
+            Err(RuleError::Skipped(why)) => d.warn(item.pos, &path, why),
             Err(e @ RuleError::Malformed(_)) => d.error(item.pos, &path, e),
         }
     }

@@ -8,7 +8,13 @@ use std::time::Duration;
 use super::decode::{check, entries, unknown_key};
 use super::yaml::{Node, Value};
 use super::{value, Diags};
-use crate::rules::{parse_ports_text, PortRange, Wildcard};
+use crate::rules::{parse_ports_text, PortRange, RuleSetHandle, Wildcard};
+
+fn strip_prefix_ci<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    text.get(..prefix.len())
+        .filter(|p| p.eq_ignore_ascii_case(prefix))
+        .map(|_| &text[prefix.len()..])
+}
 
 /// Sniffing settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +73,17 @@ impl Sniffer {
 pub enum DomainPattern {
     Suffix(String),
     Glob(Wildcard),
+    /// Text that is not a domain name (`Mijia Cloud` in mihomo's own example), compared
+    /// case-insensitively as a whole: sniffed names are matched as plain strings.
+    Literal(String),
+    /// `geosite:NAME` or `rule-set:NAME` (DNS settings): the names of a GeoSite list or a
+    /// rule provider, bound when the config is loaded (geosite lists by the daemon).
+    Set {
+        geosite: bool,
+        handle: RuleSetHandle,
+    },
+    /// Every name (`MATCH` in `fake-ip-filter-mode: rule`).
+    Any,
 }
 
 impl DomainPattern {
@@ -81,11 +98,50 @@ impl DomainPattern {
         }
     }
 
+    /// Like [`Self::parse`], but text that is no domain pattern becomes a
+    /// [`Self::Literal`], as mihomo's sniffer reads `skip-domain` and `force-domain`.
+    pub fn lenient(text: &str) -> Self {
+        Self::parse(text).unwrap_or_else(|_| Self::Literal(text.trim().to_lowercase()))
+    }
+
     pub fn matches(&self, name: &str) -> bool {
         match self {
             Self::Suffix(s) => crate::rules::domain_suffix_matches(name, s),
             Self::Glob(w) => w.matches(name),
+            Self::Literal(s) => name.eq_ignore_ascii_case(s),
+            Self::Set { handle, .. } => handle.current().matches_host(name),
+            Self::Any => true,
         }
+    }
+
+    /// `geosite:a,b`, `rule-set:x`, or `+.a.example,b.example`: the patterns of one entry of
+    /// a DNS list (mihomo allows comma lists there).
+    pub fn parse_list(text: &str) -> Result<Vec<Self>, String> {
+        let text = text.trim();
+        let set = |geosite: bool, names: &str| -> Result<Vec<Self>, String> {
+            names
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(|n| {
+                    Ok(Self::Set {
+                        geosite,
+                        handle: RuleSetHandle::new(n),
+                    })
+                })
+                .collect()
+        };
+        if let Some(rest) = strip_prefix_ci(text, "geosite:") {
+            return set(true, rest);
+        }
+        if let Some(rest) = strip_prefix_ci(text, "rule-set:") {
+            return set(false, rest);
+        }
+        text.split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(Self::parse)
+            .collect()
     }
 }
 
@@ -153,7 +209,7 @@ pub(super) fn sniffer(node: &Node, d: &mut Diags) -> Sniffer {
             }
             _ => {
                 debug_assert!(!KEYS.contains(&e.key));
-                unknown_key(d, &e, "sniffer");
+                unknown_key(d, &e, "sniffer", KEYS);
             }
         }
     }
@@ -180,10 +236,13 @@ fn sniff(node: &Node, path: &str, d: &mut Diags, out: &mut Sniffer) {
             "HTTP" => (&mut out.http_ports, &defaults.http_ports),
             "QUIC" => (&mut out.quic_ports, &defaults.quic_ports),
             _ => {
-                d.error(
+                d.unknown(
                     e.key_pos,
                     &p,
-                    format!("unknown protocol `{}`; expected TLS, HTTP or QUIC", e.key),
+                    format!(
+                        "unknown protocol `{}`; expected TLS, HTTP or QUIC; ignored",
+                        e.key
+                    ),
                 );
                 continue;
             }
@@ -206,11 +265,7 @@ fn sniff(node: &Node, path: &str, d: &mut Diags, out: &mut Sniffer) {
                         out.override_destination |= b;
                     }
                 }
-                _ => d.error(
-                    f.key_pos,
-                    &fp,
-                    "unknown key; expected ports or override-destination",
-                ),
+                _ => unknown_key(d, &f, &p, &["ports", "override-destination"]),
             }
         }
     }
@@ -247,7 +302,7 @@ fn port_list(node: &Node, path: &str, d: &mut Diags) -> Vec<PortRange> {
 
 fn patterns(node: &Node, path: &str, d: &mut Diags) -> Vec<DomainPattern> {
     super::decode::items(node, path, d, |n| {
-        value::string(n).and_then(DomainPattern::parse)
+        value::string(n).map(DomainPattern::lenient)
     })
 }
 
@@ -264,5 +319,8 @@ mod tests {
         assert!(p.matches("nas.lan") && !p.matches("lan"));
         let p = DomainPattern::parse("Exact.Example.com").unwrap();
         assert!(p.matches("exact.example.com") && !p.matches("www.exact.example.com"));
+        let p = DomainPattern::lenient("Mijia Cloud");
+        assert_eq!(p, DomainPattern::Literal("mijia cloud".into()));
+        assert!(p.matches("mijia cloud") && !p.matches("cloud"));
     }
 }

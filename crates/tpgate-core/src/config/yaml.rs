@@ -3,7 +3,7 @@
 //! on saphyr's event parser; scalars are resolved with saphyr's YAML 1.2 core schema, and
 //! merge keys (`<<: *base`) are applied. It knows nothing of tpgate's keys.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use saphyr::{Scalar, ScanError};
@@ -20,7 +20,7 @@ const MAX_DEPTH: usize = 64;
 const MAX_ALIAS_NODES: usize = 100_000;
 
 /// A 1-based line and column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct Pos {
     pub(crate) line: usize,
     pub(crate) col: usize,
@@ -110,6 +110,8 @@ enum Frame {
 struct Builder {
     stack: Vec<Frame>,
     anchors: HashMap<usize, Node>,
+    /// Where each anchored node starts.
+    anchored: HashSet<Pos>,
     alias_nodes: usize,
     root: Option<Node>,
 }
@@ -154,6 +156,7 @@ impl Builder {
 
     fn finish(&mut self, node: Node, anchor: usize) {
         if anchor != 0 {
+            self.anchored.insert(node.pos);
             self.anchors.insert(anchor, node.clone());
         }
         match self.stack.last_mut() {
@@ -205,8 +208,20 @@ fn scalar(value: Scalar<'_>) -> Value {
     }
 }
 
+/// One parsed document and where its anchors (`&name`) were defined.
+pub(crate) struct Document {
+    pub(crate) root: Option<Node>,
+    pub(crate) anchored: HashSet<Pos>,
+}
+
 /// Parses one YAML document. `Ok(None)`: the text holds no document (empty or comments).
+#[cfg(test)]
 pub(crate) fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
+    parse_document(text).map(|d| d.root)
+}
+
+/// [`parse`], keeping the positions of anchored nodes.
+pub(crate) fn parse_document(text: &str) -> Result<Document, SyntaxError> {
     let mut parser = Parser::new_from_str(text);
     let mut b = Builder::default();
     let mut documents = 0usize;
@@ -254,7 +269,10 @@ pub(crate) fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
             Event::Alias(id) => b.alias(id, pos)?,
         }
     }
-    Ok(b.root)
+    Ok(Document {
+        root: b.root,
+        anchored: b.anchored,
+    })
 }
 
 #[cfg(test)]

@@ -102,6 +102,8 @@ pub struct Plan {
     pub offload: Offload,
     /// `offload-direct` is on.
     pub offload_enabled: bool,
+    /// The built-in DNS server's address and whether tpgate chose it (no `dns.listen`).
+    pub dns_server: Option<(std::net::SocketAddr, bool)>,
 }
 
 impl Plan {
@@ -166,6 +168,11 @@ impl Plan {
                 Offload::default()
             },
             offload_enabled: ic.offload_direct,
+            dns_server: config
+                .dns
+                .listen
+                .filter(|_| config.dns.enable)
+                .map(|a| (a, config.dns.listen_chosen)),
         }
     }
 }

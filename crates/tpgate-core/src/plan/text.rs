@@ -71,6 +71,14 @@ pub fn render_text(plan: &Plan) -> String {
         let _ = writeln!(s, "{a}");
     }
     offload_text(&mut s, plan);
+    if let Some((addr, chosen)) = plan.dns_server {
+        let why = if chosen {
+            "  # chosen by tpgate: the config enables fake-ip/redir-host DNS without dns.listen"
+        } else {
+            ""
+        };
+        let _ = writeln!(s, "dns udp+tcp {addr}{why}");
+    }
     let _ = writeln!(s, "\n# sysctls (checked at start, never changed)");
     if plan.sysctls.is_empty() {
         let _ = writeln!(s, "# none needed");

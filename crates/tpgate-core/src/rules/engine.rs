@@ -423,6 +423,7 @@ mod tests {
                 verdict: actions[a],
                 no_resolve: false,
                 text: String::new(),
+                ignored: Vec::new(),
             }).collect();
             let expected = ranges.iter().position(|&(s, len, _)| s <= port && port <= s + len);
             let e = RuleEngine::new(rules, Mode::Rule, Verdict::Direct);

@@ -8,6 +8,7 @@ mod engine;
 mod geosite;
 mod index;
 mod lookahead;
+mod mrs;
 mod offload;
 mod parse;
 mod ruleset;
@@ -18,6 +19,7 @@ pub use domain::{
 };
 pub use geosite::{geosite_sets, GeoSite, GeoSiteList, SiteAttribute, SiteDomain};
 pub use lookahead::{Ask, Evaluation};
+pub use mrs::mrs_entries;
 pub use offload::{AddrRange, Offload, RangeSet};
 pub use parse::parse_ports_text;
 pub use ruleset::{Behavior, EntryError, Format, RuleSet, RuleSetHandle};
@@ -160,6 +162,9 @@ pub struct Rule {
     pub no_resolve: bool,
     /// The rule text as written, e.g. `DST-PORT,25,REJECT`, for logs.
     pub text: String,
+    /// Options after the target that tpgate (like mihomo) does not read and ignored; the
+    /// config loader warns about them.
+    pub ignored: Vec<String>,
 }
 
 /// What the engine knows about a flow when it decides.

@@ -22,6 +22,10 @@ pub enum RuleError {
     /// caller's lookup knows.
     #[error("unknown target `{target}` (expected DIRECT, REJECT, REJECT-DROP or a proxy name)")]
     UnknownTarget { target: String },
+    /// The rule is well formed but uses something tpgate lacks (a GeoIP.dat category, an
+    /// option that changes what it matches): the caller skips it with this message.
+    #[error("{0}")]
+    Skipped(String),
     /// The rule cannot be read: the message says why.
     #[error("{0}")]
     Malformed(String),
@@ -122,28 +126,39 @@ fn finish(
         }
     };
     let mut no_resolve = false;
+    let mut ignored = Vec::new();
     for option in &rest[1..] {
-        if option.eq_ignore_ascii_case("no-resolve") && !no_resolve {
+        if option.eq_ignore_ascii_case("no-resolve") {
             no_resolve = true;
-        } else {
-            return Err(malformed(format!(
-                "unexpected field `{option}` after the target; only `no-resolve` may follow it"
-            )));
+        } else if option.eq_ignore_ascii_case("src") {
+            // mihomo: the CIDR is matched against the source; ignoring it would send other
+            // traffic through this rule.
+            return Err(RuleError::Skipped(
+                "the `src` option is not supported yet; rule skipped".to_owned(),
+            ));
+        } else if !option.is_empty() {
+            // mihomo reads only the options it knows and ignores the rest.
+            ignored.push((*option).to_owned());
         }
     }
-    let action = match target.to_ascii_uppercase().as_str() {
-        "DIRECT" => Verdict::Direct,
-        "REJECT" => Verdict::Reject,
-        "REJECT-DROP" => Verdict::RejectDrop,
-        _ => targets(target).ok_or_else(|| RuleError::UnknownTarget {
-            target: target.to_owned(),
-        })?,
+    // A declared name first: names are case-sensitive, so a proxy may be called `Direct`.
+    let action = match (targets(target), target.to_ascii_uppercase().as_str()) {
+        (Some(v), _) => v,
+        (None, "DIRECT") => Verdict::Direct,
+        (None, "REJECT") => Verdict::Reject,
+        (None, "REJECT-DROP") => Verdict::RejectDrop,
+        (None, _) => {
+            return Err(RuleError::UnknownTarget {
+                target: target.to_owned(),
+            })
+        }
     };
     Ok(Rule {
         matcher,
         verdict: action,
         no_resolve,
         text: text.to_owned(),
+        ignored,
     })
 }
 
@@ -227,6 +242,7 @@ fn sub_rule_rule(text: &str, tail: &str) -> Result<Rule, RuleError> {
         verdict: Verdict::Direct,
         no_resolve: false,
         text: text.to_owned(),
+        ignored: Vec::new(),
     })
 }
 
@@ -377,11 +393,26 @@ pub(crate) fn parse_cidr(text: &str) -> Result<IpNet, String> {
     Ok(net.trunc())
 }
 
-/// A two-letter country code (any case) or `LAN`.
+/// A two-letter country code (any case) or `LAN`; `private` (the GeoIP.dat category of
+/// the same ranges) is read as `LAN`. Other GeoIP.dat categories (`telegram`, `netflix`)
+/// skip the rule: a country database does not have them.
 fn country(text: &str) -> Result<String, RuleError> {
     let code = text.trim().to_ascii_uppercase();
+    if code == "PRIVATE" {
+        return Ok("LAN".to_owned());
+    }
     if code == "LAN" || (code.len() == 2 && code.bytes().all(|b| b.is_ascii_uppercase())) {
         Ok(code)
+    } else if !code.is_empty()
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'!')
+    {
+        Err(RuleError::Skipped(format!(
+            "`{}` is a GeoIP.dat category, which tpgate does not read yet (it reads country \
+             databases: two-letter codes, LAN); rule skipped",
+            text.trim()
+        )))
     } else {
         Err(malformed(format!(
             "`{text}` is not a country code (two letters like CN, or LAN)"
@@ -532,7 +563,11 @@ mod tests {
         assert!(ok("IP-CIDR,10.0.0.0/8,DIRECT,no-resolve").no_resolve);
         assert!(ok("IP-CIDR,10.0.0.0/8,DIRECT, No-Resolve ").no_resolve);
         assert!(!ok("IP-CIDR,10.0.0.0/8,DIRECT").no_resolve);
-        assert!(bad("IP-CIDR,10.0.0.0/8,DIRECT,no-resolve,no-resolve").contains("unexpected field"));
+        // mihomo ignores options it does not know, and repeated ones; so does tpgate (the
+        // loader warns about them).
+        let r = ok("IP-CIDR,10.0.0.0/8,DIRECT,no-resolve,no-resolve,extra");
+        assert!(r.no_resolve);
+        assert_eq!(r.ignored, ["extra"]);
     }
 
     #[test]
@@ -692,10 +727,19 @@ mod tests {
                 target: "🚀 proxy".into()
             })
         );
-        // Built-ins win over the lookup.
-        let all = |_: &str| Some(Verdict::Proxy(TargetId(0)));
+        // Names are case-sensitive and a declared name wins: a proxy may be called
+        // `Direct`; the built-in is found in any case only when no name matches.
+        let direct_proxy = |n: &str| (n == "Direct").then_some(Verdict::Proxy(TargetId(0)));
         assert_eq!(
-            parse_rule_with("MATCH,direct", all).unwrap().verdict,
+            parse_rule_with("MATCH,Direct", direct_proxy)
+                .unwrap()
+                .verdict,
+            Verdict::Proxy(TargetId(0))
+        );
+        assert_eq!(
+            parse_rule_with("MATCH,direct", direct_proxy)
+                .unwrap()
+                .verdict,
             Verdict::Direct
         );
     }
@@ -716,8 +760,19 @@ mod tests {
         assert!(bad("DST-PORT").contains("missing argument"));
         assert!(bad("DST-PORT,,DIRECT").contains("missing argument"));
         assert!(bad("MATCH").contains("missing target"));
-        assert!(bad("MATCH,DIRECT,extra").contains("unexpected field `extra`"));
-        assert!(bad("IP-CIDR,10.0.0.0/8,DIRECT,src").contains("unexpected field"));
+        assert_eq!(ok("MATCH,DIRECT,extra").ignored, ["extra"]);
+        assert!(matches!(
+            parse_rule("IP-CIDR,10.0.0.0/8,DIRECT,src"),
+            Err(RuleError::Skipped(_))
+        ));
+        assert!(matches!(
+            parse_rule("GEOIP,telegram,DIRECT"),
+            Err(RuleError::Skipped(_))
+        ));
+        assert_eq!(
+            ok("GEOIP,private,DIRECT").matcher,
+            ok("GEOIP,LAN,DIRECT").matcher
+        );
         assert!(bad("NETWORK,icmp,DIRECT").contains("tcp or udp"));
         assert!(bad("ORIGIN,lan,DIRECT").contains("local or forwarded"));
         assert!(bad("FOO,1,DIRECT").contains("unknown rule type `FOO`"));
@@ -728,6 +783,6 @@ mod tests {
     #[test]
     fn malformed_wins_over_unknown_target() {
         assert!(bad("IP-CIDR,nope,Proxy").contains("is not a CIDR"));
-        assert!(bad("IP-CIDR,10.0.0.0/8,Proxy,bogus").contains("unexpected field"));
+        assert!(bad("IP-CIDR,nope,Proxy,bogus").contains("is not a CIDR"));
     }
 }

@@ -42,6 +42,8 @@ pub enum Format {
     Yaml,
     /// One entry per line; `#` starts a comment.
     Text,
+    /// mihomo's binary format (domain and ipcidr sets), see [`super::mrs_entries`].
+    Mrs,
 }
 
 /// A parsed set.
@@ -84,7 +86,7 @@ impl RuleSet {
         text: &str,
     ) -> Result<(Self, Vec<EntryError>), Vec<EntryError>> {
         let entries = match format {
-            Format::Text => text_entries(text),
+            Format::Text | Format::Mrs => text_entries(text),
             Format::Yaml => yaml_entries(text)?,
         };
         let mut set = Self::default();
@@ -101,6 +103,33 @@ impl RuleSet {
             Ok((set, warnings))
         } else {
             Err(errors)
+        }
+    }
+
+    /// Parses a provider's file as it came: text, or the binary mrs format. Errors and
+    /// warnings are as [`Self::parse`]'s (an mrs file that cannot be read is one error at
+    /// 1:1; its entries have the line of their rank).
+    pub fn parse_bytes(
+        behavior: Behavior,
+        format: Format,
+        bytes: &[u8],
+    ) -> Result<(Self, Vec<EntryError>), Vec<EntryError>> {
+        let one = |message: String| {
+            vec![EntryError {
+                line: 1,
+                col: 1,
+                message,
+            }]
+        };
+        match format {
+            Format::Mrs => {
+                let entries = super::mrs_entries(bytes, behavior).map_err(one)?;
+                Self::parse(behavior, Format::Text, &entries.join("\n"))
+            }
+            _ => match std::str::from_utf8(bytes) {
+                Ok(text) => Self::parse(behavior, format, text),
+                Err(e) => Err(one(format!("not UTF-8 text: {e}"))),
+            },
         }
     }
 
@@ -182,6 +211,11 @@ impl RuleSet {
                             "{kind} rules are not supported yet; entry skipped"
                         )))
                     }
+                    Err(super::RuleError::Skipped(why)) => {
+                        return Err(AddError::Skipped(
+                            why.replace("rule skipped", "entry skipped"),
+                        ))
+                    }
                     Err(e) => return Err(AddError::Bad(e.to_string())),
                 }
             }
@@ -251,6 +285,12 @@ impl RuleSet {
             }
         }
         self.contains_ip(flow.dst.ip()) || self.classical.iter().any(|m| m.matches(flow))
+    }
+
+    /// Whether the set's domain entries hold `host` (what `fake-ip-filter` and
+    /// `nameserver-policy` ask of `rule-set:`/`geosite:` entries).
+    pub fn matches_host(&self, host: &str) -> bool {
+        self.matches_name(host)
     }
 
     fn matches_name(&self, host: &str) -> bool {

@@ -151,6 +151,7 @@ fn format(f: Format) -> &'static str {
     match f {
         Format::Yaml => "YamlRule",
         Format::Text => "TextRule",
+        Format::Mrs => "MrsRule",
     }
 }
 

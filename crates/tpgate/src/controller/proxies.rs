@@ -95,18 +95,18 @@ pub(super) fn describe(api: &Api, name: &str) -> Option<Value> {
     let id = o.id_of(name)?;
     let node = o.node(id)?;
     let udp = udp(o, Member::Target(id), 0);
-    let mut m = match node {
+    let mut m = match &node {
         Node::Upstream(u) => common(api, &u.name, u.type_name, udp),
         Node::Group(g) => {
             let mut m = common(api, &g.def.name, group_type(g), udp);
-            let all: Vec<&str> = g.def.members.iter().map(|&x| o.member_name(x)).collect();
+            let members = g.members();
+            let all: Vec<String> = members.list.iter().map(|&x| o.member_name(x)).collect();
             m.insert("all".into(), json!(all));
             if !g.is_relay() && !matches!(g.def.kind, GroupKind::LoadBalance(_)) {
-                let now = g
-                    .def
-                    .members
+                let now = members
+                    .list
                     .get(g.current())
-                    .map_or("", |&x| o.member_name(x));
+                    .map_or(String::new(), |&x| o.member_name(x));
                 m.insert("now".into(), json!(now));
             }
             if matches!(
@@ -120,12 +120,12 @@ pub(super) fn describe(api: &Api, name: &str) -> Option<Value> {
             if matches!(g.def.kind, GroupKind::UrlTest { .. } | GroupKind::Fallback) {
                 let fixed = g
                     .fixed()
-                    .and_then(|i| g.def.members.get(i))
-                    .map_or("", |&x| o.member_name(x));
+                    .and_then(|i| members.list.get(i))
+                    .map_or(String::new(), |&x| o.member_name(x));
                 m.insert("fixed".into(), json!(fixed));
             }
-            m.insert("hidden".into(), json!(g.def.ui.hidden));
-            m.insert("icon".into(), json!(g.def.ui.icon));
+            m.insert("hidden".into(), json!(g.def.hidden));
+            m.insert("icon".into(), json!(g.def.icon.clone().unwrap_or_default()));
             m
         }
     };
@@ -134,11 +134,11 @@ pub(super) fn describe(api: &Api, name: &str) -> Option<Value> {
 }
 
 /// Every name `/proxies` lists, in order.
-pub(super) fn names(o: &Outbounds) -> Vec<&str> {
+pub(super) fn names(o: &Outbounds) -> Vec<String> {
     BUILTINS
         .iter()
-        .map(|(n, ..)| *n)
-        .chain(o.nodes().iter().map(Node::name))
+        .map(|(n, ..)| (*n).to_owned())
+        .chain(o.nodes().iter().map(|n| n.name().to_owned()))
         .collect()
 }
 
@@ -146,8 +146,8 @@ pub(super) fn names(o: &Outbounds) -> Vec<&str> {
 pub(super) async fn list(State(api): State<Api>) -> Json<Value> {
     let mut all = Map::new();
     for name in names(&api.shared().outbounds) {
-        if let Some(v) = describe(&api, name) {
-            all.insert(name.to_owned(), v);
+        if let Some(v) = describe(&api, &name) {
+            all.insert(name, v);
         }
     }
     Json(json!({ "proxies": all }))
@@ -353,12 +353,13 @@ pub(super) async fn group_delay(
     if !g.is_select() && g.is_selectable() {
         o.unfix(&name);
     }
-    let tests = g.def.members.iter().enumerate().map(|(i, &m)| {
-        let (url, g) = (&url, &g);
+    let members = g.members();
+    let tests = members.list.iter().enumerate().map(|(i, &m)| {
+        let (url, members) = (&url, &members);
         async move {
             let member = o.member_name(m);
-            let r = test(o, member, m, url, timeout).await;
-            g.set_delay(i, r.unwrap_or(outbound::DEAD));
+            let r = test(o, &member, m, url, timeout).await;
+            members.set_delay(i, r.unwrap_or(outbound::DEAD));
             (member, r.ok())
         }
     });

@@ -4,6 +4,7 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use tpgate_core::config::{GroupDef, GroupKind, LbStrategy, Member, TargetId};
@@ -18,9 +19,13 @@ const NOT_FIXED: usize = usize::MAX;
 
 #[derive(Debug)]
 pub(crate) struct Group {
+    /// As configured; `def.members` are only the members written in the config, the
+    /// current list (with providers' proxies) is [`Group::members`].
     pub(crate) def: GroupDef,
-    /// Per member: the last measured delay in ms, or [`UNKNOWN`] / [`DEAD`].
-    delays: Vec<AtomicU32>,
+    /// The members now and, per member, the last measured delay in ms, or [`UNKNOWN`] /
+    /// [`DEAD`]. Replaced whole when a proxy provider's list changes, so a flow reads one
+    /// consistent snapshot and established connections are not touched.
+    now: RwLock<Arc<Members>>,
     /// select: the chosen member; url-test: the current pick, kept within `tolerance`.
     current: AtomicUsize,
     /// url-test and fallback: a member the user fixed through the API (`PUT /proxies/{g}`),
@@ -33,16 +38,30 @@ pub(crate) struct Group {
     born: Instant,
 }
 
+/// A group's members at one time, with their delays.
+#[derive(Debug)]
+pub(crate) struct Members {
+    pub(crate) list: Vec<Member>,
+    delays: Vec<AtomicU32>,
+}
+
+impl Members {
+    fn new(list: Vec<Member>) -> Self {
+        let delays = list.iter().map(|_| AtomicU32::new(UNKNOWN)).collect();
+        Self { list, delays }
+    }
+}
+
 impl Group {
     pub(crate) fn new(def: GroupDef) -> Self {
-        let delays = def
-            .members
-            .iter()
-            .map(|_| AtomicU32::new(UNKNOWN))
-            .collect();
+        let members = Members::new(def.members.clone());
+        Self::with_members(def, members)
+    }
+
+    fn with_members(def: GroupDef, members: Members) -> Self {
         Self {
             def,
-            delays,
+            now: RwLock::new(Arc::new(members)),
             current: AtomicUsize::new(0),
             fixed: AtomicUsize::new(NOT_FIXED),
             rr: AtomicUsize::new(0),
@@ -73,20 +92,53 @@ impl Group {
         self.last_used.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn delay(&self, i: usize) -> u32 {
-        self.delays
-            .get(i)
-            .map_or(DEAD, |d| d.load(Ordering::Relaxed))
+    /// The members now.
+    pub(crate) fn members(&self) -> Arc<Members> {
+        self.now
+            .read()
+            .map_or_else(|e| e.into_inner().clone(), |m| m.clone())
     }
 
-    pub(crate) fn set_delay(&self, i: usize, ms: u32) {
-        if let Some(d) = self.delays.get(i) {
-            d.store(ms, Ordering::Relaxed);
+    /// Replaces the members (a provider changed): delays and the selection carry over to
+    /// the members that stay, by identity.
+    pub(crate) fn set_members(&self, list: Vec<Member>) {
+        let old = self.members();
+        if old.list == list {
+            return;
+        }
+        let selected = old.list.get(self.current.load(Ordering::Relaxed)).copied();
+        let new = Members::new(list);
+        for (i, m) in new.list.iter().enumerate() {
+            if let Some(j) = old.list.iter().position(|o| o == m) {
+                new.delays[i].store(old.delays[j].load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+        let keep = selected
+            .and_then(|m| new.list.iter().position(|n| *n == m))
+            .unwrap_or(0);
+        self.current.store(keep, Ordering::Relaxed);
+        match self.now.write() {
+            Ok(mut g) => *g = Arc::new(new),
+            Err(e) => *e.into_inner() = Arc::new(new),
         }
     }
 
+    #[cfg(test)]
+    pub(crate) fn set_delay(&self, i: usize, ms: u32) {
+        self.members().set_delay(i, ms);
+    }
+
+    #[cfg(test)]
     pub(crate) fn mark_dead(&self, i: usize) {
         self.set_delay(i, DEAD);
+    }
+
+    /// Marks `m` dead, wherever it is now in the list.
+    pub(crate) fn mark_member_dead(&self, m: Member) {
+        let now = self.members();
+        if let Some(i) = now.list.iter().position(|x| *x == m) {
+            now.set_delay(i, DEAD);
+        }
     }
 
     /// The member index in use now (what `now` shows in the API): the member the next flow
@@ -106,8 +158,9 @@ impl Group {
     /// The members not known dead, in order; every member when all are dead (a flow then
     /// tries one rather than failing without a try). Never empty for a group with members.
     fn live(&self) -> Vec<usize> {
-        let n = self.def.members.len().max(1);
-        let live: Vec<usize> = (0..n).filter(|&i| self.delay(i) != DEAD).collect();
+        let now = self.members();
+        let n = now.list.len().max(1);
+        let live: Vec<usize> = (0..n).filter(|&i| now.delay(i) != DEAD).collect();
         if live.is_empty() {
             (0..n).collect()
         } else {
@@ -126,12 +179,12 @@ impl Group {
 
     /// The member fixed through the API (url-test, fallback), if any.
     pub(crate) fn fixed(&self) -> Option<usize> {
-        Some(self.fixed.load(Ordering::Relaxed)).filter(|&i| i < self.def.members.len())
+        Some(self.fixed.load(Ordering::Relaxed)).filter(|&i| i < self.members().list.len())
     }
 
     /// Makes member `i` the selection of a select group.
     pub(crate) fn select_index(&self, i: usize) {
-        if i < self.def.members.len() {
+        if i < self.members().list.len() {
             self.current.store(i, Ordering::Relaxed);
         }
     }
@@ -143,15 +196,15 @@ impl Group {
 
     /// Makes `name` the selection (url-test, fallback: the fixed member); false when no
     /// member has that name.
-    pub(crate) fn select_by_name<'a>(
+    pub(crate) fn select_by_name(
         &self,
         name: &str,
-        names: impl Fn(TargetId) -> Option<&'a str>,
+        names: impl Fn(TargetId) -> Option<String>,
     ) -> bool {
-        let found = self.def.members.iter().position(|m| match m {
+        let found = self.members().list.iter().position(|m| match m {
             Member::Direct => name == "DIRECT",
             Member::Reject => name == "REJECT",
-            Member::Target(id) => names(*id) == Some(name),
+            Member::Target(id) => names(*id).as_deref() == Some(name),
         });
         match found {
             Some(i)
@@ -173,36 +226,56 @@ impl Group {
 
     /// Which member serves a flow to `dst` now.
     pub(crate) fn choose(&self, dst: &Destination) -> usize {
-        let n = self.def.members.len();
+        let now = self.members();
+        now.choose(self, dst)
+    }
+}
+
+impl Members {
+    pub(crate) fn delay(&self, i: usize) -> u32 {
+        self.delays
+            .get(i)
+            .map_or(DEAD, |d| d.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_delay(&self, i: usize, ms: u32) {
+        if let Some(d) = self.delays.get(i) {
+            d.store(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// Which member of this snapshot serves a flow to `dst` for group `g`.
+    pub(crate) fn choose(&self, g: &Group, dst: &Destination) -> usize {
+        let n = self.list.len();
         if n == 0 {
             return 0;
         }
         let alive = |i: &usize| self.delay(*i) != DEAD;
-        if let Some(i) = self.fixed().filter(alive) {
+        if let Some(i) = g.fixed().filter(alive) {
             return i;
         }
-        match self.def.kind {
-            GroupKind::Select | GroupKind::Relay => self.current.load(Ordering::Relaxed).min(n - 1),
+        match g.def.kind {
+            GroupKind::Select | GroupKind::Relay => g.current.load(Ordering::Relaxed).min(n - 1),
             GroupKind::Fallback => (0..n).find(alive).unwrap_or(0),
             GroupKind::UrlTest { tolerance } => {
                 let Some(best) = (0..n).filter(alive).min_by_key(|&i| self.delay(i)) else {
-                    return self.current.load(Ordering::Relaxed).min(n - 1);
+                    return g.current.load(Ordering::Relaxed).min(n - 1);
                 };
-                let cur = self.current.load(Ordering::Relaxed).min(n - 1);
+                let cur = g.current.load(Ordering::Relaxed).min(n - 1);
                 let tol = u32::try_from(tolerance.as_millis()).unwrap_or(u32::MAX);
                 let (dc, db) = (self.delay(cur), self.delay(best));
                 if dc != DEAD && dc <= db.saturating_add(tol) {
                     cur
                 } else {
-                    self.current.store(best, Ordering::Relaxed);
+                    g.current.store(best, Ordering::Relaxed);
                     best
                 }
             }
             GroupKind::LoadBalance(strategy) => {
-                let live = self.live();
+                let live = g.live();
                 match strategy {
                     LbStrategy::RoundRobin => {
-                        live[self.rr.fetch_add(1, Ordering::Relaxed) % live.len()]
+                        live[g.rr.fetch_add(1, Ordering::Relaxed) % live.len()]
                     }
                     // Rendezvous hashing: a destination stays on its member while that member
                     // lives, and only its own destinations move when it dies.
@@ -238,13 +311,11 @@ mod tests {
     use super::*;
 
     fn group(kind: GroupKind, n: u32) -> Group {
-        Group::new(GroupDef {
-            name: "g".into(),
+        Group::new(GroupDef::new(
+            "g",
             kind,
-            members: (0..n).map(|i| Member::Target(TargetId(i))).collect(),
-            health: None,
-            ui: tpgate_core::config::GroupUi::default(),
-        })
+            (0..n).map(|i| Member::Target(TargetId(i))).collect(),
+        ))
     }
 
     fn dst(i: u8) -> Destination {
@@ -342,7 +413,7 @@ mod tests {
     #[test]
     fn a_fixed_member_wins_while_alive_and_unfixing_returns_to_the_checks() {
         let g = group(GroupKind::Fallback, 3);
-        let names = |id: TargetId| ["a", "b", "c"].get(id.0 as usize).copied();
+        let names = |id: TargetId| ["a", "b", "c"].get(id.0 as usize).map(|s| (*s).to_owned());
         assert!(g.is_selectable());
         assert!(g.select_by_name("c", names));
         assert_eq!((g.fixed(), g.choose(&dst(1))), (Some(2), 2));

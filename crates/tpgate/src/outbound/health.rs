@@ -53,14 +53,24 @@ async fn group_loop(o: Arc<Outbounds>, g: Arc<Group>, hc: HealthCheck, shutdown:
 }
 
 async fn check_group(o: &Outbounds, g: &Group, url: &Url, timeout: Duration) {
-    let probes = g.def.members.iter().map(|&m| probe(o, m, url, timeout));
+    // One snapshot: a provider refresh meanwhile replaces the list, not these delays.
+    let members = g.members();
+    let expected = g
+        .def
+        .health
+        .as_ref()
+        .and_then(|h| h.expected_status.as_deref());
+    let probes = members
+        .list
+        .iter()
+        .map(|&m| probe_expecting(o, m, url, timeout, expected));
     let results = futures::future::join_all(probes).await;
     for (i, r) in results.into_iter().enumerate() {
-        let before = g.delay(i);
+        let before = members.delay(i);
         let now = r.unwrap_or(DEAD);
-        g.set_delay(i, now);
-        let name = o.member_name(g.def.members[i]);
-        o.history.record(name, r);
+        members.set_delay(i, now);
+        let name = o.member_name(members.list[i]);
+        o.history.record(&name, r);
         if (before == DEAD) != (now == DEAD) {
             if now == DEAD {
                 info!(
@@ -82,6 +92,18 @@ pub(crate) async fn probe(
     member: Member,
     url: &Url,
     timeout: Duration,
+) -> Option<u32> {
+    probe_expecting(o, member, url, timeout, None).await
+}
+
+/// [`probe`], counting only the statuses of `expected` (a group's `expected-status`) as
+/// alive.
+async fn probe_expecting(
+    o: &Outbounds,
+    member: Member,
+    url: &Url,
+    timeout: Duration,
+    expected: Option<&[(u16, u16)]>,
 ) -> Option<u32> {
     let start = Instant::now();
     let dst = url.destination();
@@ -107,10 +129,16 @@ pub(crate) async fn probe(
         io.write_all(req.as_bytes()).await?;
         let mut head = [0u8; 12];
         io.read_exact(&mut head).await?;
-        if head.starts_with(b"HTTP/1.") {
-            Ok(())
-        } else {
-            Err(ProbeError::NotHttp)
+        if !head.starts_with(b"HTTP/1.") {
+            return Err(ProbeError::NotHttp);
+        }
+        let status: Option<u16> = std::str::from_utf8(&head[9..12])
+            .ok()
+            .and_then(|s| s.parse().ok());
+        match (expected, status) {
+            (None, _) => Ok(()),
+            (Some(ranges), Some(s)) if ranges.iter().any(|(a, b)| (*a..=*b).contains(&s)) => Ok(()),
+            (Some(_), s) => Err(ProbeError::UnexpectedStatus(s)),
         }
     };
     match tokio::time::timeout(timeout, fetch).await {
@@ -136,6 +164,9 @@ enum ProbeError {
     /// What came back does not start with an HTTP/1 status line.
     #[error("not an HTTP response")]
     NotHttp,
+    /// A status outside the group's `expected-status`.
+    #[error("status {0:?} is not an expected-status")]
+    UnexpectedStatus(Option<u16>),
     /// The TLS settings for the URL's host could not be built.
     #[error(transparent)]
     Tls(#[from] TlsError),

@@ -11,6 +11,7 @@ mod group;
 mod health;
 pub(crate) mod history;
 mod http;
+mod provided;
 mod resolve;
 mod socks5;
 mod ss;
@@ -24,11 +25,12 @@ mod vmess;
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tpgate_core::config::{Config, GroupDef, GroupKind, Member, TargetId};
+use tpgate_core::config::subscription::SubscriptionInfo;
+use tpgate_core::config::{Config, GroupDef, GroupKind, Member, ProxyDef, Slot, TargetId};
 use tpgate_core::flow::Verdict;
 use tpgate_core::net::Destination;
 use tracing::warn;
@@ -77,7 +79,7 @@ pub(crate) struct Route {
     /// For logs and the registry: `DIRECT`, `REJECT`, `auto/dante`, `chain(ms>dante)`.
     pub(crate) label: String,
     pub(crate) exit: Exit,
-    path: Vec<(Arc<Group>, usize)>,
+    path: Vec<(Arc<Group>, Member)>,
     /// The rule target it was made for (`None` for a health check's member pick).
     target: Option<TargetId>,
 }
@@ -104,7 +106,8 @@ pub(crate) struct Ctx {
     pub(crate) resolver: Resolver,
 }
 
-/// Every proxy and group of the config, by [`TargetId`].
+/// Every proxy and group of the config, by [`TargetId`], and the proxies of proxy
+/// providers, which take the ids after those (see [`provided`]).
 #[derive(Debug)]
 pub(crate) struct Outbounds {
     nodes: Vec<Node>,
@@ -117,6 +120,11 @@ pub(crate) struct Outbounds {
     pub(crate) history: history::Histories,
     /// Failed connects by route label, for the metrics.
     failures: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// The config, for expanding groups again when a provider's list changes.
+    config: Config,
+    provided: RwLock<provided::Table>,
+    /// `subscription-userinfo` of each http proxy provider's last download, by name.
+    subscriptions: std::sync::Mutex<std::collections::HashMap<String, SubscriptionInfo>>,
 }
 
 /// The name of the selector `mode: global` uses.
@@ -136,7 +144,8 @@ impl Outbounds {
         for g in &config.groups {
             let group = Group::new(g.clone());
             if let Some(name) = state.selected(&g.name) {
-                if !group.select_by_name(&name, |id| config.target_name(id)) {
+                let static_name = |id| config.target_name(id).map(str::to_owned);
+                if g.uses.is_empty() && !group.select_by_name(&name, static_name) {
                     warn!(group = %g.name, member = name, "saved selection no longer exists; using the first member");
                 }
             }
@@ -148,20 +157,41 @@ impl Outbounds {
                 let id = u32::try_from(nodes.len()).ok().map(TargetId);
                 let group = global_group(config, nodes.len());
                 if let Some(name) = state.selected(GLOBAL) {
-                    group.select_by_name(&name, |id| config.target_name(id));
+                    group.select_by_name(&name, |id| config.target_name(id).map(str::to_owned));
                 }
                 nodes.push(Node::Group(Arc::new(group)));
                 id
             }
         };
-        Ok(Arc::new(Self {
+        let base = u32::try_from(nodes.len()).unwrap_or(u32::MAX);
+        let o = Arc::new(Self {
             nodes,
             ctx,
             state,
             global,
             history: history::Histories::default(),
             failures: std::sync::Mutex::default(),
-        }))
+            config: config.clone(),
+            provided: RwLock::new(provided::Table::new(base, config.proxy_providers.len())),
+            subscriptions: std::sync::Mutex::default(),
+        });
+        {
+            let mut t = o
+                .provided
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (k, p) in config.proxy_providers.iter().enumerate() {
+                t.set(k, &p.proxies)?;
+            }
+        }
+        o.regroup();
+        // Saved selections of groups filled by providers (their members exist now).
+        for g in o.groups() {
+            if let Some(name) = o.state.selected(&g.def.name) {
+                g.select_by_name(&name, |id| o.node(id).map(|n| n.name().to_owned()));
+            }
+        }
+        Ok(o)
     }
 
     /// The built-in `GLOBAL` selector, when the config defines none (see
@@ -174,8 +204,11 @@ impl Outbounds {
     /// wait for DNS and a name that does not resolve is reported at start.
     pub(crate) fn warm_up(self: &Arc<Self>) {
         for n in &self.nodes {
-            if let Node::Upstream(u) = n {
-                let (u, ctx) = (u.clone(), self.ctx.clone());
+            if let Node::Upstream(u) = n.clone() {
+                if u.is_direct() {
+                    continue;
+                }
+                let ctx = self.ctx.clone();
                 tokio::spawn(async move {
                     if let Err(e) = u.server.resolve(&ctx.resolver).await {
                         warn!(
@@ -188,12 +221,18 @@ impl Outbounds {
         }
     }
 
-    pub(crate) fn node(&self, id: TargetId) -> Option<&Node> {
-        self.nodes.get(id.0 as usize)
+    pub(crate) fn node(&self, id: TargetId) -> Option<Node> {
+        match self.nodes.get(id.0 as usize) {
+            Some(n) => Some(n.clone()),
+            None => self.table().get(id).map(Node::Upstream),
+        }
     }
 
-    pub(crate) fn nodes(&self) -> &[Node] {
-        &self.nodes
+    /// Every node: the config's, then the providers' proxies.
+    pub(crate) fn nodes(&self) -> Vec<Node> {
+        let mut out = self.nodes.clone();
+        out.extend(self.table().all().map(Node::Upstream));
+        out
     }
 
     pub(crate) fn groups(&self) -> impl Iterator<Item = &Arc<Group>> {
@@ -203,13 +242,77 @@ impl Outbounds {
         })
     }
 
-    pub(crate) fn find(&self, name: &str) -> Option<&Node> {
-        self.nodes.iter().find(|n| n.name() == name)
+    pub(crate) fn find(&self, name: &str) -> Option<Node> {
+        self.id_of(name).and_then(|id| self.node(id))
     }
 
     pub(crate) fn id_of(&self, name: &str) -> Option<TargetId> {
-        let i = self.nodes.iter().position(|n| n.name() == name)?;
-        u32::try_from(i).ok().map(TargetId)
+        match self.nodes.iter().position(|n| n.name() == name) {
+            Some(i) => u32::try_from(i).ok().map(TargetId),
+            None => self.table().id_of(name),
+        }
+    }
+
+    fn table(&self) -> std::sync::RwLockReadGuard<'_, provided::Table> {
+        self.provided
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Provider `k` now has `proxies`: their outbounds are built (an unchanged proxy keeps
+    /// its outbound and id), and every group using `k` is expanded again. Connections
+    /// already established keep the outbound they hold.
+    pub(crate) fn set_provided(&self, k: usize, proxies: &[ProxyDef]) -> io::Result<()> {
+        {
+            let mut t = self
+                .provided
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            t.set(k, proxies)?;
+        }
+        self.regroup();
+        Ok(())
+    }
+
+    /// How many proxies provider `k` has now.
+    pub(crate) fn provided_count(&self, k: usize) -> usize {
+        self.table().defs().get(k).map_or(0, Vec::len)
+    }
+
+    /// The `subscription-userinfo` of provider `name`'s last download.
+    pub(crate) fn set_subscription_info(&self, name: &str, info: SubscriptionInfo) {
+        if let Ok(mut m) = self.subscriptions.lock() {
+            m.insert(name.to_owned(), info);
+        }
+    }
+
+    /// What the controller shows of a subscription (traffic used and left, expiry).
+    #[allow(dead_code)] // read by the controller's provider routes, which come next
+    pub(crate) fn subscription_info(&self, name: &str) -> Option<SubscriptionInfo> {
+        self.subscriptions.lock().ok()?.get(name).copied()
+    }
+
+    /// Expands every group that has providers or `include-all-proxies` members again.
+    fn regroup(&self) {
+        let t = self.table();
+        let lists = t.defs();
+        let provided: Vec<&[ProxyDef]> = lists.iter().map(Vec::as_slice).collect();
+        for g in self.groups() {
+            if g.def.uses.is_empty() && !g.def.members.is_empty() {
+                continue;
+            }
+            let slots = self.config.expand_group(&g.def, &provided);
+            let members = slots
+                .into_iter()
+                .map(|s| match s {
+                    Slot::Member(m) => m,
+                    Slot::Provided { provider, index } => {
+                        t.id(provider, index).map_or(Member::Reject, Member::Target)
+                    }
+                })
+                .collect();
+            g.set_members(members);
+        }
     }
 
     /// The route of a flow to `dst` the rules sent to `verdict`.
@@ -264,13 +367,17 @@ impl Outbounds {
         match node {
             Node::Upstream(u) => {
                 pick.label.push_str(&u.name);
-                Exit::Chain(vec![u.clone()])
+                if u.is_direct() {
+                    Exit::Direct
+                } else {
+                    Exit::Chain(vec![u.clone()])
+                }
             }
             Node::Group(g) if g.is_relay() => {
                 pick.label.push_str(&g.def.name);
                 pick.label.push('(');
                 let mut chain = Vec::new();
-                for (i, &m) in g.def.members.iter().enumerate() {
+                for (i, &m) in g.members().list.iter().enumerate() {
                     if i > 0 {
                         pick.label.push('>');
                     }
@@ -289,11 +396,14 @@ impl Outbounds {
             }
             Node::Group(g) => {
                 g.touch();
-                let i = g.choose(dst);
+                let now = g.members();
+                let i = now.choose(&g, dst);
                 pick.label.push_str(&g.def.name);
-                pick.path.push((g.clone(), i));
-                match g.def.members.get(i) {
-                    Some(&m) => self.resolve(m, dst, pick, depth + 1),
+                match now.list.get(i) {
+                    Some(&m) => {
+                        pick.path.push((g.clone(), m));
+                        self.resolve(m, dst, pick, depth + 1)
+                    }
                     None => Exit::Reject,
                 }
             }
@@ -364,8 +474,8 @@ impl Outbounds {
     /// member until a health check sees it alive again.
     pub(crate) fn report_failure(&self, pick: &Route) {
         self.count_failure(pick);
-        for (g, i) in &pick.path {
-            g.mark_dead(*i);
+        for (g, m) in &pick.path {
+            g.mark_member_dead(*m);
         }
     }
 
@@ -401,7 +511,7 @@ impl Outbounds {
         if !g.is_selectable() {
             return Err(format!("{group} is not a select group"));
         }
-        let names = |id: TargetId| self.node(id).map(Node::name);
+        let names = |id: TargetId| self.node(id).map(|n| n.name().to_owned());
         if !g.select_by_name(member, names) {
             return Err(format!("{member} is not a member of {group}"));
         }
@@ -423,11 +533,13 @@ impl Outbounds {
     }
 
     /// The name of a group member, for the controller.
-    pub(crate) fn member_name(&self, m: Member) -> &str {
+    pub(crate) fn member_name(&self, m: Member) -> String {
         match m {
-            Member::Direct => "DIRECT",
-            Member::Reject => "REJECT",
-            Member::Target(id) => self.node(id).map_or("?", Node::name),
+            Member::Direct => "DIRECT".to_owned(),
+            Member::Reject => "REJECT".to_owned(),
+            Member::Target(id) => self
+                .node(id)
+                .map_or("?".to_owned(), |n| n.name().to_owned()),
         }
     }
 }
@@ -442,13 +554,7 @@ fn global_group(config: &Config, targets: usize) -> Group {
         .into_iter()
         .chain(ids)
         .collect();
-    let g = Group::new(GroupDef {
-        name: GLOBAL.to_owned(),
-        kind: GroupKind::Select,
-        members,
-        health: None,
-        ui: tpgate_core::config::GroupUi::default(),
-    });
+    let g = Group::new(GroupDef::new(GLOBAL, GroupKind::Select, members));
     if !config.proxies.is_empty() {
         g.select_index(2);
     }
@@ -479,6 +585,57 @@ mod tests {
                     rules: [\"MATCH,fb\"]\n";
         let config = tpgate_core::config::load(text).expect("config").config;
         Outbounds::new(&config).expect("outbounds")
+    }
+
+    #[test]
+    fn provider_refresh_regroups_and_keeps_what_did_not_change() {
+        // A state file that can never be written (not even as root): no selection leaks
+        // from one run to the next.
+        let text = "state-file: /dev/null/tpgate-state.json\n\
+                    proxies:\n\
+                    \x20 - {name: 直连, type: direct}\n\
+                    proxy-providers:\n\
+                    \x20 sub:\n\
+                    \x20   type: inline\n\
+                    \x20   payload:\n\
+                    \x20     - {name: HK 1, type: socks5, server: 192.0.2.1, port: 1080}\n\
+                    \x20     - {name: US 1, type: socks5, server: 192.0.2.2, port: 1080}\n\
+                    proxy-groups:\n\
+                    \x20 - {name: G, type: select, proxies: [直连], use: [sub], filter: HK}\n\
+                    rules: [\"MATCH,G\"]\n";
+        let config = tpgate_core::config::load(text).expect("config").config;
+        let o = Outbounds::new(&config).expect("outbounds");
+        let g = o.id_of("G").expect("group");
+        let dst = Destination::Addr("203.0.113.2:443".parse().expect("addr"));
+        assert_eq!(o.pick(g, &dst).label, "G/直连");
+        assert!(
+            matches!(o.pick(g, &dst).exit, Exit::Direct),
+            "type: direct goes direct"
+        );
+        o.select("G", "HK 1").expect("select");
+        let hk1 = o.id_of("HK 1").expect("provided proxy");
+        assert_eq!(o.pick(g, &dst).label, "G/HK 1");
+        // The subscription changes: HK 1 stays (same id, still selected), HK 2 arrives,
+        // US 1 leaves.
+        let mut next = config.proxy_providers[0].proxies.clone();
+        next[1].name = "HK 2".into();
+        o.set_provided(0, &next).expect("refresh");
+        assert_eq!(o.id_of("HK 1"), Some(hk1));
+        assert!(o.id_of("US 1").is_none());
+        let Some(Node::Group(group)) = o.node(g) else {
+            panic!("G is a group")
+        };
+        let names: Vec<String> = group
+            .members()
+            .list
+            .iter()
+            .map(|&m| o.member_name(m))
+            .collect();
+        assert_eq!(names, ["直连", "HK 1", "HK 2"]);
+        assert_eq!(o.pick(g, &dst).label, "G/HK 1");
+        // A subscription with nothing usable leaves the group with its written member.
+        o.set_provided(0, &[]).expect("refresh");
+        assert_eq!(o.pick(g, &dst).label, "G/直连");
     }
 
     #[test]

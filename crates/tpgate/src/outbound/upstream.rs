@@ -37,6 +37,8 @@ enum Kind {
     Trojan(Trojan),
     Vless(Vless),
     Vmess(Vmess),
+    /// `type: direct`: routes resolve it to a DIRECT exit; it never handshakes.
+    Direct,
 }
 
 impl Upstream {
@@ -72,6 +74,7 @@ impl Upstream {
                 Kind::Vmess(Vmess::new(&def.name, *uuid, *cipher, tls(t)?)),
                 "Vmess",
             ),
+            ProxyKind::Direct => (Kind::Direct, "Direct"),
         };
         Ok(Self {
             name: def.name.clone(),
@@ -80,6 +83,11 @@ impl Upstream {
             type_name,
             kind,
         })
+    }
+
+    /// A `type: direct` proxy: flows through it connect directly.
+    pub(crate) fn is_direct(&self) -> bool {
+        matches!(self.kind, Kind::Direct)
     }
 
     /// Speaks this proxy's protocol over `io`, which reaches this proxy's server, so that the
@@ -92,6 +100,7 @@ impl Upstream {
             Kind::Trojan(t) => t.connect(io, dst).await,
             Kind::Vless(v) => v.connect(io, dst).await,
             Kind::Vmess(v) => v.connect(io, dst).await,
+            Kind::Direct => Ok(io),
         }
     }
 
@@ -126,7 +135,7 @@ impl Upstream {
                 let tcp = self.server.connect(&ctx.resolver, ctx.mark).await?;
                 v.udp(Box::new(tcp), dst).await
             }
-            Kind::Http(_) => Err(DialError::UdpOverHttp {
+            Kind::Http(_) | Kind::Direct => Err(DialError::UdpOverHttp {
                 proxy: self.name.clone(),
             }
             .into()),

@@ -21,6 +21,7 @@ fn t(id: u32) -> Member {
 
 fn health(url: &str, interval: u64, lazy: bool, timeout: u64) -> Option<HealthCheck> {
     Some(HealthCheck {
+        expected_status: None,
         url: url.to_owned(),
         interval: Duration::from_secs(interval),
         lazy,
@@ -255,6 +256,12 @@ fn skipped_members_and_groups() {
     lazzy: false
   - {name: Sticky, type: load-balance, proxies: [a], strategy: sticky-sessions}
   - {name: Sel2, type: select, proxies: [a], interval: 60}
+proxy-providers:
+  sub:
+    type: inline
+    payload:
+      - {name: HK 1, type: socks5, server: 192.0.2.9, port: 1080}
+      - {name: US 1, type: socks5, server: 192.0.2.10, port: 1080}
 ",
     ));
     assert_eq!(
@@ -269,10 +276,6 @@ fn skipped_members_and_groups() {
              skipped",
             "9:12: proxy-groups[3].name: relay `Chain` lost a hop that tpgate skipped, so the \
              chain cannot be built; the group rejects all traffic",
-            "10:11: proxy-groups[4].name: group `Prov` has no member tpgate can use (its \
-             `use`/`include-all` members are not supported yet); it rejects all traffic",
-            "12:5: proxy-groups[4].use: not supported yet; ignored",
-            "13:5: proxy-groups[4].filter: not supported yet; ignored",
             "16:5: proxy-groups[4].lazzy: unknown field (did you mean `lazy`?); ignored",
             "17:64: proxy-groups[5].strategy: sticky-sessions is not supported yet; \
              consistent-hashing is used",
@@ -282,7 +285,7 @@ fn skipped_members_and_groups() {
     );
     let c = &l.config;
     let prov = c.groups.iter().find(|g| g.name == "Prov").expect("Prov");
-    assert_eq!((prov.ui.hidden, prov.ui.icon.as_str()), (true, "x.png"));
+    assert_eq!((prov.hidden, prov.icon.as_deref()), (true, Some("x.png")));
     let groups: Vec<_> = c
         .groups
         .iter()
@@ -295,7 +298,7 @@ fn skipped_members_and_groups() {
             ("Sel", vec![t(0)]),
             ("OnlyV", vec![Member::Reject]),
             ("Chain", vec![Member::Reject]),
-            ("Prov", vec![Member::Reject]),
+            ("Prov", vec![]),
             ("Sticky", vec![t(0)]),
             ("Sel2", vec![t(0)]),
         ]
@@ -304,4 +307,118 @@ fn skipped_members_and_groups() {
         c.groups[4].kind,
         GroupKind::LoadBalance(LbStrategy::ConsistentHashing)
     );
+    // `use` with `filter`: the provider's HK proxy only; `icon` and `hidden` are kept.
+    let prov = &c.groups[3];
+    assert_eq!(
+        c.expand_group(prov, &c.provided()),
+        [Slot::Provided {
+            provider: 0,
+            index: 0
+        }]
+    );
+    assert!(prov.hidden && prov.icon.as_deref() == Some("x.png"));
+}
+
+/// mihomo's member order: written `proxies` (plus every proxy, sorted by name, for
+/// `include-all-proxies`, through `filter`), then each provider of `use` through `filter`
+/// (regex by regex); `exclude-filter` and `exclude-type` over all; nothing left: REJECT.
+#[test]
+fn provider_and_include_all_members_in_mihomo_order() {
+    let l = ok("proxies:
+  - {name: zz HK, type: socks5, server: 192.0.2.1, port: 1}
+  - {name: aa JP, type: http, server: 192.0.2.2, port: 1}
+  - {name: mm HK, type: ss, server: 192.0.2.3, port: 1, cipher: aes-128-gcm, password: x}
+proxy-providers:
+  p1:
+    type: inline
+    payload:
+      - {name: p1 JP, type: socks5, server: 192.0.2.11, port: 1}
+      - {name: p1 HK, type: socks5, server: 192.0.2.12, port: 1}
+  p0:
+    type: inline
+    filter: HK|JP
+    exclude-type: http
+    override: {additional-suffix: ' (p0)', udp: true}
+    payload:
+      - {name: p0 HK, type: socks5, server: 192.0.2.21, port: 1}
+      - {name: p0 US, type: socks5, server: 192.0.2.22, port: 1}
+      - {name: p0 JP, type: http, server: 192.0.2.23, port: 1}
+proxy-groups:
+  - {name: All, type: select, include-all-proxies: true}
+  - {name: HKfirst, type: select, proxies: [DIRECT], include-all: true, filter: 'HK`JP'}
+  - {name: NoHttp, type: select, include-all-proxies: true, exclude-type: Http|shadowsocks}
+  - {name: Empty, type: select, use: [p1], filter: 'US'}
+  - {name: Twice, type: select, use: [p1, p0], filter: 'JP`HK'}
+");
+    let c = &l.config;
+    let t = |i| Slot::Member(Member::Target(TargetId(i)));
+    let pv = |provider, index| Slot::Provided { provider, index };
+    let exp = |name: &str| {
+        let g = c.groups.iter().find(|g| g.name == name).unwrap();
+        c.expand_group(g, &c.provided())
+    };
+    // Sorted by name: aa JP(1), mm HK(2), zz HK(0).
+    assert_eq!(exp("All"), [t(1), t(2), t(0)]);
+    // Providers sorted by name for include-all: p0 (index 1), then p1 (index 0).
+    let p0: Vec<&str> = c.proxy_providers[1]
+        .proxies
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(
+        p0,
+        ["p0 HK (p0)"],
+        "provider filter, exclude-type, override"
+    );
+    assert!(c.proxy_providers[1].proxies[0].udp);
+    // Two providers (include-all) and two regexes: mihomo reorders everything by regex,
+    // what matches none (DIRECT) at the end.
+    assert_eq!(
+        exp("HKfirst"),
+        [
+            t(2),
+            t(0),
+            pv(1, 0),
+            pv(0, 1),
+            t(1),
+            pv(0, 0),
+            Slot::Member(Member::Direct),
+        ]
+    );
+    assert_eq!(exp("NoHttp"), [t(0)]);
+    assert_eq!(exp("Empty"), [Slot::Member(Member::Reject)]);
+    // Two providers and two regexes: everything reordered by regex (JP first).
+    assert_eq!(exp("Twice"), [pv(0, 0), pv(0, 1), pv(1, 0)]);
+    assert!(
+        warnings(&l)
+            .iter()
+            .any(|w| w.contains("group `Empty` has no member tpgate can use")),
+        "{:?}",
+        warnings(&l)
+    );
+}
+
+#[test]
+fn group_provider_errors() {
+    let m = error_at(
+        "proxy-groups:\n  - {name: G, type: select, use: [nope]}\n",
+        2,
+        35,
+        "proxy-groups[0].use[0]",
+    );
+    assert!(m.contains("unknown proxy provider `nope`"), "{m}");
+    let m = error_at(
+        "proxy-groups:\n  - {name: G, type: select, proxies: [DIRECT], filter: '('}\n",
+        2,
+        56,
+        "proxy-groups[0].filter",
+    );
+    assert!(m.contains("not a valid regex"), "{m}");
+    let m = error_at(
+        "proxy-groups:\n  - {name: G, type: select}\n",
+        2,
+        5,
+        "proxy-groups[0].proxies",
+    );
+    assert!(m.contains("needs at least one member"), "{m}");
 }

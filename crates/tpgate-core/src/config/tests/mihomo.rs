@@ -111,6 +111,11 @@ rules:
   - SRC-IP-CIDR,192.168.1.50/32,Smart
   - GEOIP,CN,DIRECT
   - MATCH,Proxy
+proxy-providers:
+  provider-a:
+    type: http
+    url: https://sub.example/clash.yaml
+    interval: 3600
 "#;
 
 #[test]
@@ -125,8 +130,9 @@ fn realistic_mihomo_config_loads_with_warnings() {
             "12:1: unified-delay: not used by tpgate yet; ignored",
             "13:1: global-client-fingerprint: not used by tpgate yet; ignored",
             "14:1: profile: not used by tpgate yet; ignored",
-            "20:3: dns: no `listen`: the DNS server is not started, so no flow gets its name \
-             from DNS",
+            "19:1: dns: no `listen` (fake-ip configs written for a TUN have none): the DNS \
+             server listens on [::]:1053 and every port-53 query from the LAN interfaces and \
+             this machine is redirected to it (intercept.dns-hijack: false turns that off)",
             "23:1: tun: not used by tpgate yet; ignored",
             "42:5: proxies[2].client-fingerprint: not used by tpgate; ignored",
             "43:28: proxies[3].type: type snell is not supported by tpgate; proxy `sg-vmess` \
@@ -137,9 +143,6 @@ fn realistic_mihomo_config_loads_with_warnings() {
              (supported: aes-128-gcm, aes-256-gcm, chacha20-ietf-poly1305, \
              2022-blake3-aes-128-gcm, 2022-blake3-aes-256-gcm, 2022-blake3-chacha20-poly1305); \
              proxy `old-ss` skipped",
-            "56:12: proxy-groups[5].name: group `Streaming` has no member tpgate can use (its \
-             `use`/`include-all` members are not supported yet); it rejects all traffic",
-            "56:37: proxy-groups[5].use: not supported yet; ignored",
             "57:25: proxy-groups[6].type: type smart is not supported by tpgate; group `Smart` \
              skipped",
             "58:12: proxy-groups[7].name: group `Old` has no member tpgate can use (every \
@@ -195,7 +198,7 @@ fn realistic_mihomo_config_loads_with_warnings() {
             ("Fallback", vec![t(2), t(0)]),
             ("Balance", vec![t(0), t(1)]),
             ("Chain", vec![t(3), t(2)]),
-            ("Streaming", vec![Member::Reject]),
+            ("Streaming", vec![]),
             ("Old", vec![Member::Reject]),
             ("GLOBAL", vec![t(5), t(9), t(4), Member::Direct]),
         ]
@@ -253,10 +256,38 @@ fn realistic_mihomo_config_loads_with_warnings() {
 }
 
 #[test]
-fn unknown_top_level_keys_are_still_errors() {
-    // An anchor holder is not a mihomo key: it is rejected, like any unknown key.
+fn unknown_top_level_keys_warn_and_anchor_holders_are_silent() {
+    // A key that only holds an anchor is how mihomo configs share settings.
     let text = format!("p: &common {{udp: true}}\n{MIHOMO}");
-    assert_eq!(error_lines(&text), ["1:1: p: unknown key `p`"]);
+    assert_eq!(warnings(&ok(&text)).len(), warnings(&ok(MIHOMO)).len());
+    // Any other unknown key is a warning, an error under --strict.
+    let text = format!("p: 1\n{MIHOMO}");
+    assert_eq!(warnings(&ok(&text))[0], "1:1: p: unknown key `p`; ignored");
+    assert_eq!(
+        strict_errors(&text)
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["1:1: p: unknown key `p`; ignored"]
+    );
+    let r = load_with(&text, &Options::default());
+    assert_eq!(
+        r.summary.downloads,
+        [(
+            "proxy provider provider-a".to_owned(),
+            "https://sub.example/clash.yaml".to_owned(),
+            Some("proxies/provider-a.yaml".to_owned())
+        )]
+    );
+    assert_eq!(r.summary.waiting_groups, ["Streaming"]);
+    assert_eq!(r.summary.empty_groups, ["Old"]);
+    assert_eq!(r.summary.proxies, 5);
+    assert_eq!(
+        r.summary.skipped_types.len(),
+        3,
+        "{:?}",
+        r.summary.skipped_types
+    );
 }
 
 fn tpgate_core_ports(start: u16, end: u16) -> PortRange {

@@ -44,6 +44,45 @@ fn error_at(text: &str, line: usize, col: usize, path: &str) -> String {
     e.message.clone()
 }
 
+/// Like [`error_at`] for a problem that is an error only under `--strict` (an unknown
+/// key): checks that the lenient load warns at the same place, marked `unknown`.
+#[track_caller]
+fn strict_error_at(text: &str, line: usize, col: usize, path: &str) -> String {
+    let lenient = ok(text);
+    assert!(
+        lenient
+            .warnings
+            .iter()
+            .any(|w| (w.line, w.col, w.path.as_str(), w.unknown) == (line, col, path, true)),
+        "{:#?}",
+        lenient.warnings
+    );
+    let r = load_with(
+        text,
+        &Options {
+            strict: true,
+            ..Options::default()
+        },
+    );
+    assert_eq!(r.errors.len(), 1, "{:#?}", r.errors);
+    let e = &r.errors[0];
+    assert_eq!(
+        (e.line, e.col, e.path.as_str()),
+        (line, col, path),
+        "{e:#?}"
+    );
+    e.message.clone()
+}
+
+/// Every error under `--strict`, in document order.
+fn strict_errors(text: &str) -> Vec<Diagnostic> {
+    let strict = Options {
+        strict: true,
+        ..Options::default()
+    };
+    load_with(text, &strict).errors
+}
+
 /// Warnings as displayed: `line:col: path: message`.
 fn warnings(l: &Loaded) -> Vec<String> {
     l.warnings.iter().map(ToString::to_string).collect()

@@ -88,7 +88,7 @@ rules:
 #[test]
 fn provider_errors_have_positions() {
     let e = errors(
-        "rule-providers:\n  a: {type: file, behavior: domain}\n  b: {type: ftp, behavior: domain, path: x}\n  c: {type: inline, behavior: ipcidr, payload: [192.0.2.0/24, nonsense]}\n  d: {type: file, behavior: domain, path: x, format: mrs}\nrules:\n  - RULE-SET,nope,DIRECT\n",
+        "rule-providers:\n  a: {type: file, behavior: domain}\n  b: {type: ftp, behavior: domain, path: x}\n  c: {type: inline, behavior: ipcidr, payload: [192.0.2.0/24, nonsense]}\n  d: {type: inline, behavior: domain, payload: [], format: mrs}\nrules:\n  - RULE-SET,nope,DIRECT\n  - RULE-SET,d,DIRECT\n",
     );
     let at = |line: usize| {
         e.iter()
@@ -102,6 +102,11 @@ fn provider_errors_have_positions() {
     assert!(at(4).contains("nonsense"), "{e:?}");
     assert!(at(5).contains("mrs"), "{e:?}");
     assert!(at(7).contains("unknown rule provider `nope`"), "{e:?}");
+    // A rule naming a provider that had an error gets no second error.
+    assert_eq!(at(8), "", "{e:?}");
+    // mrs files of domain and ipcidr sets are read (rules::mrs).
+    let l = ok("rule-providers:\n  d: {type: file, behavior: domain, path: x.mrs, format: mrs}\nrules:\n  - RULE-SET,d,DIRECT\n");
+    assert_eq!(l.config.rule_providers[0].format, crate::rules::Format::Mrs);
 }
 
 #[test]

@@ -220,11 +220,21 @@ fn field_errors_point_at_the_node() {
     );
     assert!(m.contains("empty"), "{m}");
     let m = at(
-        "{name: Direct, type: socks5, server: a, port: 1}",
+        "{name: DIRECT, type: socks5, server: a, port: 1}",
         12,
         "proxies[0].name",
     );
     assert!(m.contains("built-in DIRECT"), "{m}");
+    // Names are case-sensitive (mihomo's): `Direct` is a name of its own, and a `type:
+    // direct` proxy is a real way out that rules and groups may name.
+    let l = ok(&with_proxies(&[
+        "{name: Direct, type: socks5, server: a, port: 1}",
+        "{name: 直连, type: direct, udp: true}",
+    ]));
+    assert_eq!(l.config.proxies[1].kind, ProxyKind::Direct);
+    let l = ok("proxies:\n  - {name: 直连, type: direct}\nproxy-groups:\n  - {name: G, type: select, proxies: [直连, DIRECT]}\nrules:\n  - MATCH,直连\n");
+    assert_eq!(l.config.rules[0].verdict, Verdict::Proxy(TargetId(0)));
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
     let m = at(
         "{name: GLOBAL, type: socks5, server: a, port: 1}",
         12,
