@@ -198,6 +198,9 @@ pub(crate) async fn run(config: Config) -> Result<()> {
     // Interception goes first, so no new flow is sent to listeners that are closing.
     let res = installed.teardown().await;
     while tasks.join_next().await.is_some() {}
+    if let Some(path) = &config.controller.unix {
+        let _ = std::fs::remove_file(path);
+    }
     match &res {
         Ok(()) => info!("interception removed"),
         Err(e) => warn!("teardown incomplete: {e:#}; run `tpgate down`"),

@@ -243,11 +243,6 @@ fn expected_warnings(text: &str) -> Vec<String> {
             "proxies[3].tfo: not used by tpgate; ignored",
         ),
         w(
-            "- name: Proxy",
-            "icon",
-            "proxy-groups[0].icon: not used by tpgate; ignored",
-        ),
-        w(
             "- name: Overseas",
             "Overseas",
             "proxy-groups[2].name: group `Overseas` has no member tpgate can use (every member \
