@@ -163,11 +163,27 @@ pub(crate) async fn run(config: Config) -> Result<()> {
                 None => dir.to_path_buf(),
             }
         });
-        if let Some(dir) = ui.as_ref().filter(|d| !d.is_dir()) {
-            warn!(
-                "external-ui: {} is not a directory; /ui/ will answer 404",
-                dir.display()
-            );
+        match (&ui, &config.controller.ui_url) {
+            (Some(dir), Some(url)) if !dir.join("index.html").is_file() => {
+                let (dir, url, o, stop) =
+                    (dir.clone(), url.clone(), outbounds.clone(), stop.clone());
+                tokio::spawn(async move {
+                    tokio::select! {
+                        r = crate::dashboard::fetch(&dir, &url, &o) => match r {
+                            Ok(n) => info!("external-ui: {n} files from {url} in {}", dir.display()),
+                            Err(e) => warn!("external-ui: downloading {url}: {e:#}"),
+                        },
+                        () = stop.wait() => {}
+                    }
+                });
+            }
+            (Some(dir), None) if !dir.is_dir() => {
+                warn!(
+                    "external-ui: {} is not a directory; /ui/ will answer 404",
+                    dir.display()
+                );
+            }
+            _ => {}
         }
         let cx = crate::controller::Context {
             config: Arc::new(config.clone()),

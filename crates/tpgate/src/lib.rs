@@ -9,6 +9,7 @@
 pub mod cli;
 mod controller;
 mod daemon;
+mod dashboard;
 mod dns;
 mod doctor;
 mod geoip;
