@@ -180,11 +180,27 @@ pub(crate) async fn run(config: Config, path: Option<std::path::PathBuf>) -> Res
                 None => dir.to_path_buf(),
             }
         });
-        if let Some(dir) = ui.as_ref().filter(|d| !d.is_dir()) {
-            warn!(
-                "external-ui: {} is not a directory; /ui/ will answer 404",
-                dir.display()
-            );
+        match (&ui, &config.controller.ui_url) {
+            (Some(dir), Some(url)) if !dir.join("index.html").is_file() => {
+                let (dir, url, o, stop) =
+                    (dir.clone(), url.clone(), outbounds.clone(), stop.clone());
+                tokio::spawn(async move {
+                    tokio::select! {
+                        r = crate::dashboard::fetch(&dir, &url, &o) => match r {
+                            Ok(n) => info!("external-ui: {n} files from {url} in {}", dir.display()),
+                            Err(e) => warn!("external-ui: downloading {url}: {e:#}"),
+                        },
+                        () = stop.wait() => {}
+                    }
+                });
+            }
+            (Some(dir), None) if !dir.is_dir() => {
+                warn!(
+                    "external-ui: {} is not a directory; /ui/ will answer 404",
+                    dir.display()
+                );
+            }
+            _ => {}
         }
         let cx = crate::controller::Context {
             config: Arc::new(config.clone()),
@@ -221,6 +237,9 @@ pub(crate) async fn run(config: Config, path: Option<std::path::PathBuf>) -> Res
     // Interception goes first, so no new flow is sent to listeners that are closing.
     let res = installed.teardown().await;
     while tasks.join_next().await.is_some() {}
+    if let Some(path) = &config.controller.unix {
+        let _ = std::fs::remove_file(path);
+    }
     match &res {
         Ok(()) => info!("interception removed"),
         Err(e) => warn!("teardown incomplete: {e:#}; run `tpgate down`"),

@@ -21,6 +21,7 @@ mod check;
 pub mod cli;
 mod controller;
 mod daemon;
+mod dashboard;
 mod dns;
 mod doctor;
 mod geoip;

@@ -103,10 +103,12 @@ fn config(lab: &Lab, allow_wan: bool) -> String {
     lab.config_text()
         + &format!(
             "external-controller: 0.0.0.0:{API_PORT}\n\
+             external-controller-unix: {unix}\n\
              secret: '{SECRET}'\n\
              dns:\n  enable: true\n  listen: 0.0.0.0:{DNS_PORT}\n  allow-wan: {allow_wan}\n  \
              nameserver: ['udp://192.0.2.53:53']\n\
-             hosts:\n  router.lan: {ANSWER}\n"
+             hosts:\n  router.lan: {ANSWER}\n",
+            unix = lab.dir.join("run/api.sock").display()
         )
 }
 
@@ -201,6 +203,20 @@ fn the_wan_side_gets_no_dns_answers_and_nothing_from_the_api() {
         .and_then(|v| v.trim().parse::<f64>().ok())
         .unwrap_or_else(|| panic!("no refused counter:\n{metrics}"));
     assert!(refused >= 4.0, "{refused}");
+
+    // The unix socket needs no secret (as mihomo), and only root and its group may open it.
+    let sock = lab.dir.join("run/api.sock");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&sock).expect("socket file").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o660);
+    let mut u = std::os::unix::net::UnixStream::connect(&sock).expect("unix socket");
+    u.write_all(b"GET /configs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    let mut text = String::new();
+    u.read_to_string(&mut text).expect("read");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("\"mode\":\"rule\""), "{text}");
     drop(tp);
 
     // `dns.allow-wan: true`: the WAN is answered.

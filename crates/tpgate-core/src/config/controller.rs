@@ -19,8 +19,8 @@ pub struct Controller {
     pub ui: Option<String>,
     /// `external-ui-name`: the subdirectory of `external-ui` to serve.
     pub ui_name: Option<String>,
-    /// `external-ui-url`: where mihomo downloads the dashboard from; tpgate downloads
-    /// nothing and only reports it.
+    /// `external-ui-url`: a zip of the dashboard, downloaded once into `external-ui` when
+    /// that holds no `index.html`.
     pub ui_url: Option<String>,
 }
 
@@ -88,8 +88,8 @@ pub(super) fn settings(entries: &[Entry<'_>], config: &mut Config, d: &mut Diags
     }
     if let Some(n) = field("external-ui-url") {
         c.ui_url = path(n, "external-ui-url", d);
-        if c.ui_url.is_some() {
-            let message = "tpgate downloads no dashboard: unpack it into `external-ui` yourself";
+        if c.ui_url.is_some() && c.ui.is_none() {
+            let message = "needs `external-ui`, the folder to unpack the dashboard into; ignored";
             d.warn(n.pos, "external-ui-url", message);
         }
     }
@@ -306,8 +306,15 @@ mod tests {
         assert_eq!(c.cors.allow_origins, ["http://192.0.2.7:8080"]);
         assert!(!c.cors.allow_private_network);
         let l = crate::config::load("external-ui-url: https://example.com/ui.zip\n").unwrap();
-        assert_eq!(l.warnings.len(), 1);
+        assert_eq!(l.warnings.len(), 1, "no folder to unpack into");
         assert_eq!(l.config.controller.cors, Cors::default());
+        let text = "external-ui: ui\nexternal-ui-url: https://example.com/ui.zip\n";
+        let l = crate::config::load(text).unwrap();
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        assert_eq!(
+            l.config.controller.ui_url.as_deref(),
+            Some("https://example.com/ui.zip")
+        );
         for bad in [
             "external-ui-name: ../etc\n",
             "external-controller-cors: [x]\n",

@@ -49,6 +49,13 @@ def main():
         "--disable-dev-shm-usage",
         "--window-size=1400,1000",
         "--lang=en-US",
+        # Nothing but the dashboard: no update checks or other background requests.
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-default-apps",
+        "--disable-domain-reliability",
+        "--disable-sync",
+        "--no-first-run",
     ):
         opts.add_argument(a)
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)

@@ -4,6 +4,7 @@
 
 mod api;
 mod live;
+mod routes;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
