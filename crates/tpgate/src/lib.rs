@@ -28,6 +28,7 @@ mod instance;
 mod local_addrs;
 mod outbound;
 mod owner;
+mod persist;
 mod privileges;
 mod providers;
 mod relay;

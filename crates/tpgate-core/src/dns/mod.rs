@@ -12,7 +12,7 @@ mod frame;
 mod mapping;
 pub mod reply;
 
-pub use cache::{Cache, Key as CacheKey};
+pub use cache::{Cache, Key as CacheKey, FAILURE_TTL};
 pub use fakeip::{FakePool, Snapshot, MAX_POOL};
 pub use frame::{frame, Frames};
 pub use mapping::{Mapping, MIN_MAPPING_TTL};
