@@ -3,20 +3,4 @@
 //! prefixed by its length as a big-endian u16 (the format of the captured fixtures).
 #![no_main]
 #![forbid(unsafe_code)]
-use tpgate_core::sniff::{quic::QuicSniffer, Sniffed};
-
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let mut sniffer = QuicSniffer::new();
-    let mut last = Sniffed::NeedMore;
-    let mut rest = data;
-    while rest.len() >= 2 {
-        let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
-        let datagram = &rest[2..(2 + len).min(rest.len())];
-        rest = &rest[2 + datagram.len()..];
-        let verdict = sniffer.push(datagram);
-        if last != Sniffed::NeedMore {
-            assert_eq!(verdict, last);
-        }
-        last = verdict;
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tpgate_fuzz::sniff_quic::run(data));

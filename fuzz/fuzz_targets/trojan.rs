@@ -2,15 +2,4 @@
 //! bytes it came from.
 #![no_main]
 #![forbid(unsafe_code)]
-use tpgate_core::proto::trojan::{encode_udp_packet, parse_udp_packet};
-
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let mut rest = data;
-    while let Ok(Some((packet, used))) = parse_udp_packet(rest) {
-        assert!(used > 0 && used <= rest.len());
-        let mut again = Vec::new();
-        encode_udp_packet(&packet.dst, packet.payload, &mut again).unwrap();
-        assert_eq!(again, rest[..used]);
-        rest = &rest[used..];
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tpgate_fuzz::trojan::run(data));

@@ -31,6 +31,7 @@ mod local_addrs;
 mod logs;
 mod outbound;
 mod owner;
+mod persist;
 mod privileges;
 mod providers;
 mod relay;

@@ -1,8 +1,8 @@
 //! Answers from upstream, kept for their TTL (clamped), negative answers (NXDOMAIN, and
-//! NOERROR without records) for the SOA minimum (RFC 2308). A hit is served with the TTLs
-//! lowered by the time it spent here. The key includes the EDNS client subnet, which is
-//! passed upstream untouched, so one subnet's answer is never served to another. No clock:
-//! callers pass `now`.
+//! NOERROR without records) for the SOA minimum (RFC 2308), failures (no usable answer at
+//! all) for a few seconds (RFC 9520). A hit is served with the TTLs lowered by the time it
+//! spent here. The key includes the EDNS client subnet, which is passed upstream untouched,
+//! so one subnet's answer is never served to another. No clock: callers pass `now`.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -18,6 +18,11 @@ const MAX_TTL: Duration = Duration::from_secs(3600);
 /// Negative answers without an SOA record.
 const NEGATIVE_TTL: Duration = Duration::from_secs(30);
 const CAPACITY: usize = 8192;
+/// How long a failed resolution (no nameserver gave a usable answer) is remembered:
+/// clients that retry get SERVFAIL at once instead of each waiting out the upstream
+/// timeout again, and a dead or broken nameserver is not asked once per retry (RFC 9520:
+/// at least 1 s; 5 s is its suggested start).
+pub const FAILURE_TTL: Duration = Duration::from_secs(5);
 
 /// What a cached answer is found by: the first question, the DO bit and the client subnet.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -52,15 +57,24 @@ struct Entry {
     ttl: Duration,
 }
 
-/// Upstream answers by [`Key`], bounded in size.
+/// Upstream answers by [`Key`], bounded in size; and the keys no nameserver answered
+/// lately (never an answer: a failure is not kept as a message, so nothing a broken server
+/// sent can be served from here).
 #[derive(Default)]
 pub struct Cache {
     entries: HashMap<Key, Entry>,
+    /// Key -> until when it counts as failed.
+    failures: HashMap<Key, Instant>,
 }
 
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Cache({} entries)", self.entries.len())
+        write!(
+            f,
+            "Cache({} entries, {} failures)",
+            self.entries.len(),
+            self.failures.len()
+        )
     }
 }
 
@@ -97,6 +111,7 @@ impl Cache {
                 self.entries.clear();
             }
         }
+        self.failures.remove(&key);
         self.entries.insert(
             key,
             Entry {
@@ -105,6 +120,29 @@ impl Cache {
                 ttl,
             },
         );
+    }
+
+    /// Remembers for [`FAILURE_TTL`] that no nameserver answered `key`.
+    pub fn put_failure(&mut self, key: Key, now: Instant) {
+        if self.failures.len() >= CAPACITY {
+            self.failures.retain(|_, until| *until > now);
+            if self.failures.len() >= CAPACITY {
+                self.failures.clear();
+            }
+        }
+        self.failures.insert(key, now + FAILURE_TTL);
+    }
+
+    /// Whether no nameserver answered `key` less than [`FAILURE_TTL`] ago.
+    pub fn failed_recently(&mut self, key: &Key, now: Instant) -> bool {
+        match self.failures.get(key) {
+            Some(until) if *until > now => true,
+            Some(_) => {
+                self.failures.remove(key);
+                false
+            }
+            None => false,
+        }
     }
 }
 
@@ -168,6 +206,29 @@ mod tests {
         let hit = c.get(&key, now + Duration::from_secs(40)).unwrap();
         assert_eq!(hit.answers()[0].ttl(), 60);
         assert!(c.get(&key, now + Duration::from_secs(100)).is_none());
+    }
+
+    #[test]
+    fn failures_are_remembered_briefly_and_an_answer_ends_them() {
+        let now = Instant::now();
+        let q = query("down.example.");
+        let key = Key::of(&q).unwrap();
+        let mut c = Cache::default();
+        assert!(!c.failed_recently(&key, now));
+        c.put_failure(key.clone(), now);
+        assert!(c.failed_recently(&key, now + FAILURE_TTL / 2));
+        assert!(c.get(&key, now).is_none(), "a failure is no answer");
+        assert!(!c.failed_recently(&key, now + FAILURE_TTL));
+        c.put_failure(key.clone(), now);
+        let mut reply = q.clone();
+        reply.set_message_type(MessageType::Response);
+        reply.add_answer(Record::from_rdata(
+            Name::from_str("down.example.").unwrap(),
+            60,
+            RData::A(A(Ipv4Addr::new(203, 0, 113, 2))),
+        ));
+        c.put(key.clone(), &reply, now);
+        assert!(!c.failed_recently(&key, now));
     }
 
     #[test]

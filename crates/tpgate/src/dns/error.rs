@@ -44,6 +44,10 @@ pub(crate) enum UpstreamError {
     /// The reply's id is not the query's.
     #[error("reply id mismatch")]
     IdMismatch,
+    /// The reply does not answer the query (not a response, another question, truncated
+    /// over a stream): never cached, never handed on.
+    #[error("not an answer to the query: {0}")]
+    NotAnAnswer(tpgate_core::dns::reply::NotAnAnswer),
     /// A DoT or DoH server without TLS settings (the loader never builds one).
     #[error("no TLS settings")]
     NoTls,
@@ -87,7 +91,7 @@ impl UpstreamError {
                 io::ErrorKind::TimedOut
             }
             Self::Exchange { source, .. } => source.kind(),
-            Self::Malformed(_) => io::ErrorKind::InvalidData,
+            Self::Malformed(_) | Self::NotAnAnswer(_) => io::ErrorKind::InvalidData,
             Self::BadName(_) => io::ErrorKind::InvalidInput,
             Self::Closed => io::ErrorKind::ConnectionAborted,
             Self::Refused { .. }

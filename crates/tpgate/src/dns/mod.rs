@@ -27,7 +27,7 @@ use hickory_proto::rr::{RData, RecordType};
 use ipnet::IpNet;
 use tpgate_core::config::EnhancedMode;
 use tpgate_core::dns::answer::{self, Step, Tables, Transport};
-use tpgate_core::dns::{Cache, CacheKey, FakePool, Mapping, Snapshot};
+use tpgate_core::dns::{Cache, CacheKey, FakePool, Mapping, Snapshot, FAILURE_TTL};
 use tracing::{debug, info, warn};
 
 use crate::shutdown::Shutdown;
@@ -208,41 +208,61 @@ impl Dns {
         }
     }
 
-    /// Writes the fake-ip table (atomically: a crash leaves the old file).
-    pub(crate) fn save(&self) {
+    /// Writes the fake-ip table (atomically: a crash leaves the old file whole); says how
+    /// many names it holds, or why it could not be written.
+    fn save(&self) -> Option<io::Result<usize>> {
         let (Some(path), Some(pool4)) = (&self.store, &self.fake4) else {
-            return;
+            return None;
         };
         let mut snap = lock(pool4).snapshot();
         if let Some(p6) = &self.fake6 {
             snap.entries.extend(lock(p6).snapshot().entries);
         }
-        let tmp = path.with_extension("json.tmp");
-        let res = path
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| std::fs::write(&tmp, snap.to_json()))
-            .and_then(|()| std::fs::rename(&tmp, path));
-        match res {
-            Ok(()) => debug!("fake-ip table saved to {}", path.display()),
-            Err(e) => warn!("saving the fake-ip table to {}: {e}", path.display()),
-        }
+        let names = snap.entries.len();
+        Some(crate::persist::write_atomic(path, snap.to_json().as_bytes()).map(|()| names))
     }
 
-    /// Saves the fake-ip table every [`PERSIST_EVERY`] and once more at shutdown.
+    /// Saves the fake-ip table every [`PERSIST_EVERY`] and once more at shutdown. A
+    /// failure is said once when it starts (and again when saving works again), not every
+    /// minute; the one at shutdown always, since those names are then lost.
     pub(crate) async fn persist(self: Arc<Self>, stop: Shutdown) {
-        if self.store.is_none() {
+        let Some(path) = self.store.clone() else {
             return;
-        }
+        };
+        let path = path.display();
+        let mut failing = false;
         let mut tick = tokio::time::interval(PERSIST_EVERY);
         tick.tick().await;
         loop {
             tokio::select! {
-                _ = tick.tick() => self.save(),
+                _ = tick.tick() => {}
                 () = stop.wait() => break,
             }
+            match self.save() {
+                Some(Ok(n)) if failing => {
+                    failing = false;
+                    info!("fake-ip table ({n} names) saved to {path} again");
+                }
+                Some(Ok(n)) => debug!("fake-ip table ({n} names) saved to {path}"),
+                Some(Err(e)) if !failing => {
+                    failing = true;
+                    warn!(
+                        "cannot save the fake-ip table to {path}: {e}; trying again every \
+                         {PERSIST_EVERY:?}, and once more at shutdown"
+                    );
+                }
+                Some(Err(e)) => debug!("still cannot save the fake-ip table to {path}: {e}"),
+                None => {}
+            }
         }
-        self.save();
+        match self.save() {
+            Some(Ok(n)) => info!("fake-ip table ({n} names) saved to {path}"),
+            Some(Err(e)) => warn!(
+                "cannot save the fake-ip table to {path}: {e}; clients' cached fake \
+                 addresses will stand for nothing after the restart"
+            ),
+            None => {}
+        }
     }
 
     /// Answers one query in wire format (see [`answer::start`]); `udp` bounds the reply's
@@ -266,16 +286,22 @@ impl Dns {
         }
     }
 
-    /// The nameservers' answer to `req` (through the cache); `None` when none answered.
+    /// The nameservers' answer to `req` (through the cache); `None` when none answered,
+    /// now or less than [`FAILURE_TTL`] ago.
     async fn forward(&self, req: &Message, name: &str) -> Option<Message> {
         let key = CacheKey::of(req);
         if let Some(k) = &key {
-            if let Some(mut hit) = lock(&self.cache).get(k, Instant::now()) {
+            let mut cache = lock(&self.cache);
+            if let Some(mut hit) = cache.get(k, Instant::now()) {
                 debug!("dns {name}: cached");
                 self.cache_hits
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 hit.set_id(req.id());
                 return Some(hit);
+            }
+            if cache.failed_recently(k, Instant::now()) {
+                debug!("dns {name}: no answer less than {FAILURE_TTL:?} ago");
+                return None;
             }
         }
         match self.forwarder.forward(name, req).await {
@@ -290,6 +316,9 @@ impl Dns {
             }
             Err(e) => {
                 info!("dns {name}: no answer: {e}");
+                if let Some(k) = key {
+                    lock(&self.cache).put_failure(k, Instant::now());
+                }
                 None
             }
         }

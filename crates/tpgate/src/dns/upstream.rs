@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::UdpSocket;
 use tokio_rustls::TlsConnector;
 use tpgate_core::config::{DomainPattern, Nameserver, Tls, Transport};
+use tpgate_core::dns::reply;
 use tracing::debug;
 
 use super::doh::DohPool;
@@ -224,34 +225,36 @@ impl Forwarder {
         let id: u16 = rand::random();
         q.set_id(id);
         let bytes = q.to_vec().map_err(UpstreamError::Encode)?;
-        let reply = match up.ns.transport {
+        // `stream`: the reply came over TCP, TLS or HTTPS, where truncated is final.
+        let (reply, stream) = match up.ns.transport {
             Transport::Udp | Transport::System => {
-                let r = udp_exchange(addr, &bytes, id, self.mark).await?;
+                let r = udp_exchange(addr, &q, &bytes, self.mark).await?;
                 if r.truncated() {
-                    tcp_exchange(addr, &bytes, self.mark).await?
+                    (tcp_exchange(addr, &bytes, self.mark).await?, true)
                 } else {
-                    r
+                    (r, false)
                 }
             }
-            Transport::Tcp => tcp_exchange(addr, &bytes, self.mark).await?,
+            Transport::Tcp => (tcp_exchange(addr, &bytes, self.mark).await?, true),
             Transport::Tls => {
                 let connect = || async {
                     self.tls_connect(up, connect_marked(addr, self.mark).await?)
                         .await
                 };
-                up.dot.exchange(&bytes, connect).await?
+                (up.dot.exchange(&bytes, connect).await?, true)
             }
             Transport::Https => {
                 let connect = || async {
                     self.tls_connect(up, connect_marked(addr, self.mark).await?)
                         .await
                 };
-                up.doh.exchange(&up.ns, &bytes, connect).await?
+                (up.doh.exchange(&up.ns, &bytes, connect).await?, true)
             }
         };
         if reply.id() != id && up.ns.transport != Transport::Https {
             return Err(UpstreamError::IdMismatch.into());
         }
+        reply::check(&q, &reply, stream).map_err(UpstreamError::NotAnAnswer)?;
         let mut reply = reply;
         reply.set_id(query.id());
         Ok(reply)
@@ -288,10 +291,9 @@ impl Forwarder {
             let Some(ip) = b.addr.lock().ok().and_then(|a| *a) else {
                 continue;
             };
-            let id: u16 = rand::random();
-            q.set_id(id);
+            q.set_id(rand::random());
             let bytes = q.to_vec().map_err(UpstreamError::Encode)?;
-            let fut = udp_exchange(SocketAddr::new(ip, b.ns.port), &bytes, id, self.mark);
+            let fut = udp_exchange(SocketAddr::new(ip, b.ns.port), &q, &bytes, self.mark);
             match tokio::time::timeout(TIMEOUT, fut).await {
                 Ok(Ok(reply)) => {
                     let found = reply.answers().iter().find_map(|r| match r.data() {
@@ -329,19 +331,30 @@ fn parse(bytes: &[u8]) -> io::Result<Message> {
     Message::from_vec(bytes).map_err(|e| UpstreamError::Malformed(e).into())
 }
 
-async fn udp_exchange(addr: SocketAddr, query: &[u8], id: u16, mark: u32) -> io::Result<Message> {
+/// `query` (as `bytes`) to `addr` over UDP; the first datagram carrying its id decides.
+async fn udp_exchange(
+    addr: SocketAddr,
+    query: &Message,
+    bytes: &[u8],
+    mark: u32,
+) -> io::Result<Message> {
     let s = tpgate_sys::outbound_socket(addr.is_ipv6(), Type::DGRAM, mark)?;
     s.connect(&addr.into())?;
     let sock = UdpSocket::from_std(s.into())?;
-    sock.send(query).await?;
+    sock.send(bytes).await?;
+    let id = query.id().to_be_bytes();
     let mut buf = vec![0u8; UDP_BUF];
     loop {
         let n = sock.recv(&mut buf).await?;
-        // A stray or spoofed datagram does not end the wait.
-        match parse(&buf[..n]) {
-            Ok(m) if m.id() == id && m.message_type() == MessageType::Response => return Ok(m),
-            _ => continue,
+        // A stray datagram (another id) does not end the wait. One with the query's id
+        // that is no answer to it (garbage, cut short, a query, another question) does:
+        // the server is broken, and waiting would only turn SERVFAIL into a time-out.
+        if buf[..n].get(..2) != Some(&id[..]) {
+            continue;
         }
+        let m = parse(&buf[..n])?;
+        reply::check(query, &m, false).map_err(UpstreamError::NotAnAnswer)?;
+        return Ok(m);
     }
 }
 

@@ -32,14 +32,20 @@ pub(super) struct StateFile {
 }
 
 impl StateFile {
-    /// Reads the file; a missing or unreadable one is an empty state (logged when corrupt).
+    /// Reads the file; a missing one is an empty state, and so is one that cannot be read
+    /// or does not parse whole (logged): nothing of a damaged file is used. Writes are
+    /// atomic ([`crate::persist`]), so only damage from outside gets here.
     pub(super) fn load(path: PathBuf) -> Self {
         let state = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
                 warn!(path = %path.display(), "state file unreadable, starting fresh: {e}");
                 State::default()
             }),
-            Err(_) => State::default(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(e) => {
+                warn!(path = %path.display(), "cannot read the state file, starting fresh: {e}");
+                State::default()
+            }
         };
         Self {
             path,
@@ -57,7 +63,11 @@ impl StateFile {
         };
         st.selected.insert(group.to_string(), member.to_string());
         if let Err(e) = self.write(&st) {
-            warn!(path = %self.path.display(), "cannot save the selection: {e}");
+            warn!(
+                path = %self.path.display(),
+                "cannot save the selection {group} = {member} (it holds until tpgate \
+                 stops): {e}"
+            );
         }
     }
 
@@ -73,14 +83,9 @@ impl StateFile {
         }
     }
 
-    /// Writes atomically (temporary file, then rename).
+    /// Writes atomically: a reader sees the old file or the new one, never half of it.
     fn write(&self, st: &State) -> Result<(), SaveError> {
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(st)?)?;
-        std::fs::rename(tmp, &self.path)?;
+        crate::persist::write_atomic(&self.path, &serde_json::to_vec_pretty(st)?)?;
         Ok(())
     }
 }

@@ -5,7 +5,7 @@
 //! the host's `/run/tpgate` is never handed to another user.
 
 use std::os::unix::fs::chown;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::Lab;
 
@@ -22,6 +22,8 @@ pub(crate) const UNIT_CAP_EFF: u64 = (1 << 12) | (1 << 13) | (1 << 10);
 #[derive(Debug, Clone)]
 pub(crate) struct Unprivileged {
     caps: Vec<String>,
+    /// Directories mounted read-only for tpgate (in its mount namespace only).
+    read_only: Vec<PathBuf>,
 }
 
 impl Unprivileged {
@@ -39,7 +41,15 @@ impl Unprivileged {
                 .chain(extra)
                 .map(|c| (*c).to_owned())
                 .collect(),
+            read_only: Vec::new(),
         }
+    }
+
+    /// Also makes `dir` read-only for tpgate (a read-only bind mount in its private mount
+    /// namespace: even root would get EROFS there), as a full or remounted disk would.
+    pub(crate) fn read_only(mut self, dir: &Path) -> Self {
+        self.read_only.push(dir.to_owned());
+        self
     }
 
     /// The command that runs the rest of the line as the unit would (see the module doc);
@@ -47,10 +57,18 @@ impl Unprivileged {
     pub(crate) fn wrapper(&self) -> Vec<String> {
         let set: Vec<String> = self.caps.iter().map(|c| format!("+{c}")).collect();
         let set = set.join(",");
+        let read_only: String = self
+            .read_only
+            .iter()
+            .map(|d| {
+                let d = d.display();
+                format!("mount --bind '{d}' '{d}' && mount -o remount,bind,ro '{d}' && ")
+            })
+            .collect();
         let script = format!(
             "mkdir -p /run/tpgate && \
              mount -t tmpfs -o mode=0755,uid={NOBODY},gid={NOBODY},size=1m tpgate-run /run/tpgate && \
-             exec \"$@\""
+             {read_only}exec \"$@\""
         );
         [
             "unshare",
