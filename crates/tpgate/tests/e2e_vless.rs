@@ -9,17 +9,11 @@ mod lab;
 mod sing_box;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use lab::{
-    assert_via, lan_tcp, lan_udp, lan_udp_rounds, tcp_connect, Family, Lab, TcpEchoServer, Tpgate,
-    UdpEchoServer,
-};
+use lab::*;
 use sing_box::{sing_box, Inbound, SingBox, VLESS_UUID, WRONG_UUID};
-
-/// Bytes each way in the bulk echo.
-const BULK: usize = 1 << 20;
 
 /// A lab with one WAN host running sing-box with `inbound`, and tpgate using it as `up`
 /// (plus `bad`, the same server with a wrong uuid, for port 81).
@@ -41,84 +35,6 @@ fn with_server(tag: &str, inbound: Inbound, test: impl FnOnce(&Lab, &SingBox<'_>
     );
     let tp = Tpgate::start(&lab, &config);
     test(&lab, &up, &tp);
-}
-
-/// TCP over IPv4 and IPv6: a short and a 1 MiB echo, a server-first exchange.
-fn tcp_through(lab: &Lab, up: &SingBox<'_>, tp: &Tpgate<'_>, what: &str) {
-    for family in [Family::V4, Family::V6] {
-        let a = family.addrs();
-        let egress = up.egress(family);
-        let server = TcpEchoServer::start(&lab.server, SocketAddr::new(a.server, 80));
-        let via = lan_tcp(lab, &server, 1000);
-        assert_via(via, egress, &format!("{what} tcp {family:?}"));
-        tp.expect_flow("tcp", via.local, server.addr, "up");
-        let via = lan_tcp(lab, &server, BULK);
-        assert_via(via, egress, &format!("{what} 1 MiB {family:?}"));
-        server_first(lab, SocketAddr::new(a.server, 25), egress, what);
-    }
-}
-
-/// The server greets first (SMTP, SSH): the greeting must come through at once although
-/// the client has sent nothing, and the answer must reach the server.
-fn server_first(lab: &Lab, addr: SocketAddr, egress: IpAddr, what: &str) {
-    let listener = lab
-        .server
-        .enter(|| std::net::TcpListener::bind(addr))
-        .expect("bind");
-    let server = std::thread::spawn(move || {
-        let (mut s, peer) = listener.accept().expect("accept");
-        s.write_all(b"220 greeting\r\n").expect("greeting");
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        let mut buf = [0u8; 6];
-        s.read_exact(&mut buf).expect("client answer");
-        (buf, peer.ip())
-    });
-    let started = std::time::Instant::now();
-    let mut c = tcp_connect(&lab.client, addr).expect("connect");
-    c.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let mut greeting = [0u8; 14];
-    c.read_exact(&mut greeting)
-        .unwrap_or_else(|e| panic!("{what}: no greeting from a server-first service: {e}"));
-    let waited = started.elapsed();
-    assert_eq!(&greeting, b"220 greeting\r\n");
-    assert!(
-        waited < Duration::from_secs(3),
-        "{what}: the greeting took {waited:?}"
-    );
-    c.write_all(b"QUIT\r\n").expect("answer");
-    let (answer, peer) = server.join().expect("server");
-    assert_eq!(
-        &answer, b"QUIT\r\n",
-        "{what}: the answer reached the server"
-    );
-    assert_eq!(peer, egress, "{what}: the server saw the upstream");
-}
-
-/// UDP over IPv4 and IPv6: two associations, then three round trips on one; replies come
-/// from the address asked (checked by `lan_udp`).
-fn udp_through(lab: &Lab, up: &SingBox<'_>, tp: &Tpgate<'_>, what: &str) {
-    for family in [Family::V4, Family::V6] {
-        let a = family.addrs();
-        let server = UdpEchoServer::start(&lab.server, SocketAddr::new(a.server, 7000));
-        for flow in 0..2 {
-            let payload = format!("{what} {family:?} flow {flow}");
-            let via = lan_udp(lab, family, &server, payload.as_bytes());
-            assert_via(
-                via,
-                up.egress(family),
-                &format!("{what} udp {family:?} {flow}"),
-            );
-            tp.expect_flow("udp", via.local, server.addr, "up");
-        }
-        let via = lan_udp_rounds(lab, family, &server, 3);
-        assert_via(
-            via,
-            up.egress(family),
-            &format!("{what} udp {family:?} rounds"),
-        );
-    }
 }
 
 /// Port 81 goes through `bad`: the client's connection ends without data (EOF or reset,
@@ -153,7 +69,7 @@ fn wrong_uuid_fails_cleanly_with(lab: &Lab, up: &SingBox<'_>, tp: &Tpgate<'_>, l
 #[test]
 fn vless_carries_tcp() {
     with_server("vless", Inbound::Vless { tls: false }, |lab, up, tp| {
-        tcp_through(lab, up, tp, "vless");
+        tcp_through(lab, tp, |f| up.egress(f), "vless");
         wrong_uuid_fails_cleanly(lab, up, tp);
     });
 }
@@ -161,7 +77,7 @@ fn vless_carries_tcp() {
 #[test]
 fn vless_tls_carries_tcp() {
     with_server("vlesstls", Inbound::Vless { tls: true }, |lab, up, tp| {
-        tcp_through(lab, up, tp, "vless+tls");
+        tcp_through(lab, tp, |f| up.egress(f), "vless+tls");
         wrong_uuid_fails_cleanly(lab, up, tp);
     });
 }
@@ -169,7 +85,7 @@ fn vless_tls_carries_tcp() {
 #[test]
 fn vless_carries_udp() {
     with_server("vlessudp", Inbound::Vless { tls: false }, |lab, up, tp| {
-        udp_through(lab, up, tp, "vless");
+        udp_through(lab, tp, |f| up.egress(f), "vless");
     });
 }
 
@@ -179,7 +95,7 @@ fn vless_tls_carries_udp() {
         "vlesstlsudp",
         Inbound::Vless { tls: true },
         |lab, up, tp| {
-            udp_through(lab, up, tp, "vless+tls");
+            udp_through(lab, tp, |f| up.egress(f), "vless+tls");
         },
     );
 }
@@ -188,7 +104,7 @@ fn vless_tls_carries_udp() {
 /// wrong uuid failing cleanly, for `cipher` (TLS around it when `tls`).
 fn vmess(tag: &str, tls: bool, cipher: &'static str) {
     with_server(tag, Inbound::Vmess { tls, cipher }, |lab, up, tp| {
-        tcp_through(lab, up, tp, &format!("vmess {cipher}"));
+        tcp_through(lab, tp, |f| up.egress(f), &format!("vmess {cipher}"));
         wrong_uuid_fails_cleanly_with(lab, up, tp, "bad: no VMess response");
     });
 }
@@ -217,7 +133,7 @@ fn vmess_carries_udp() {
             cipher: "auto",
         },
         |lab, up, tp| {
-            udp_through(lab, up, tp, "vmess");
+            udp_through(lab, tp, |f| up.egress(f), "vmess");
         },
     );
 }
@@ -230,6 +146,6 @@ fn vmess_tls_carries_udp() {
             tls: true,
             cipher: "chacha20-poly1305",
         },
-        |lab, up, tp| udp_through(lab, up, tp, "vmess+tls"),
+        |lab, up, tp| udp_through(lab, tp, |f| up.egress(f), "vmess+tls"),
     );
 }

@@ -2,12 +2,17 @@
 //! server saw: the proof that a flow went through a given upstream (each upstream host has
 //! its own address) rather than out of the gateway (203.0.113.1) or not at all.
 
-use std::net::{IpAddr, SocketAddr};
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::time::Duration;
 
 use super::{
-    echo_exact, pattern, poll, tcp_connect, udp_exchange, Family, Lab, TcpEchoServer, UdpEchoServer,
+    echo_exact, pattern, poll, tcp_connect, udp_exchange, Family, Lab, TcpEchoServer, Tpgate,
+    UdpEchoServer,
 };
+
+/// Bytes each way in the bulk echo through an upstream.
+pub(crate) const BULK: usize = 1 << 20;
 
 /// How long a UDP reply through an upstream may take.
 pub(crate) const UDP_WAIT: Duration = Duration::from_secs(5);
@@ -128,5 +133,93 @@ pub(crate) fn lan_udp_rounds(
     Via {
         local: SocketAddr::new(family.addrs().client, local.port()),
         seen: server.peers()[before],
+    }
+}
+
+/// TCP over IPv4 and IPv6 through the upstream whose host address is `egress(family)`: a
+/// short and a 1 MiB echo, the server sees the upstream, tpgate logs `action=up`.
+pub(crate) fn tcp_through(
+    lab: &Lab,
+    tp: &Tpgate<'_>,
+    egress: impl Fn(Family) -> IpAddr,
+    what: &str,
+) {
+    for family in [Family::V4, Family::V6] {
+        let a = family.addrs();
+        let server = TcpEchoServer::start(&lab.server, SocketAddr::new(a.server, 80));
+        let via = lan_tcp(lab, &server, 1000);
+        assert_via(via, egress(family), &format!("{what} tcp {family:?}"));
+        tp.expect_flow("tcp", via.local, server.addr, "up");
+        let via = lan_tcp(lab, &server, BULK);
+        assert_via(via, egress(family), &format!("{what} 1 MiB {family:?}"));
+        server_first(lab, SocketAddr::new(a.server, 25), egress(family), what);
+    }
+}
+
+/// A server-first protocol (the server greets, the client answers, as SMTP, SSH, FTP do)
+/// through the upstream: the greeting must arrive well before any long wait, the answer
+/// must reach the server, and the server must see the upstream's address.
+pub(crate) fn server_first(lab: &Lab, addr: SocketAddr, egress: IpAddr, what: &str) {
+    let listener = lab.server.enter(|| TcpListener::bind(addr)).expect("bind");
+    let server = std::thread::spawn(move || {
+        let (mut s, peer) = listener.accept().expect("accept");
+        s.write_all(b"220 greeting\r\n").expect("greeting");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut buf = [0u8; 6];
+        s.read_exact(&mut buf).expect("client answer");
+        (buf, peer.ip())
+    });
+    let started = std::time::Instant::now();
+    let mut c = tcp_connect(&lab.client, addr).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut greeting = [0u8; 14];
+    c.read_exact(&mut greeting)
+        .unwrap_or_else(|e| panic!("{what}: no greeting from a server-first service: {e}"));
+    let waited = started.elapsed();
+    assert_eq!(&greeting, b"220 greeting\r\n");
+    assert!(
+        waited < Duration::from_secs(3),
+        "{what}: the greeting took {waited:?}"
+    );
+    c.write_all(b"QUIT\r\n").expect("answer");
+    let (answer, peer) = server.join().expect("server");
+    assert_eq!(
+        &answer, b"QUIT\r\n",
+        "{what}: the answer reached the server"
+    );
+    assert_eq!(peer, egress, "{what}: the server saw the upstream");
+}
+
+/// UDP over IPv4 and IPv6 through the upstream: the reply comes from the address asked,
+/// the server sees the upstream, tpgate logs `action=up`. Per family: two client sockets
+/// (a second association to the same upstream must work too), then one socket doing three
+/// round trips (several datagrams in one association).
+pub(crate) fn udp_through(
+    lab: &Lab,
+    tp: &Tpgate<'_>,
+    egress: impl Fn(Family) -> IpAddr,
+    what: &str,
+) {
+    for family in [Family::V4, Family::V6] {
+        let a = family.addrs();
+        let server = UdpEchoServer::start(&lab.server, SocketAddr::new(a.server, 7000));
+        for flow in 0..2 {
+            let payload = format!("{what} {family:?} flow {flow}");
+            let via = lan_udp(lab, family, &server, payload.as_bytes());
+            assert_via(
+                via,
+                egress(family),
+                &format!("{what} udp {family:?} flow {flow}"),
+            );
+            tp.expect_flow("udp", via.local, server.addr, "up");
+        }
+        let via = lan_udp_rounds(lab, family, &server, 3);
+        assert_via(
+            via,
+            egress(family),
+            &format!("{what} udp {family:?} 3 rounds"),
+        );
     }
 }
