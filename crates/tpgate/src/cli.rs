@@ -153,7 +153,17 @@ pub(crate) fn load(path: Option<&Path>) -> Result<(Config, Vec<String>)> {
         ),
         None => ("<default>".to_string(), DEFAULT_CONFIG.to_string()),
     };
-    let (config, warnings) = match load_all(&name, &text, path) {
+    load_text(&name, &text, path)
+}
+
+/// Loads and validates `text`, called `name` in the messages; relative paths in it are
+/// taken from `path`'s folder (`PUT /configs` with a `payload` uses the running config's).
+pub(crate) fn load_text(
+    name: &str,
+    text: &str,
+    path: Option<&Path>,
+) -> Result<(Config, Vec<String>)> {
+    let (config, warnings) = match load_all(name, text, path) {
         Ok(loaded) => loaded,
         Err(errors) => return Err(ConfigErrors(printed(&errors)).into()),
     };

@@ -1,70 +1,23 @@
 //! `tpgate run`: bind the listeners, install interception, serve until SIGINT/SIGTERM, and
 //! take everything back.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tpgate_core::config::Config;
 use tpgate_core::flow::Settings;
 use tpgate_core::plan::Plan;
-use tpgate_sys::UdpRole;
 use tracing::{info, warn};
 
+use crate::listen::Listening;
 use crate::local_addrs::LocalAddrs;
 use crate::outbound::Outbounds;
 use crate::relay::registry::Registry;
 use crate::relay::{self, RoutingMark, Shared, SharedCell};
-use crate::reload::Reloader;
+use crate::reload::{ConfigCell, Parts, Reloader};
 use crate::{install, shutdown};
-
-/// Bound sockets, before any rule exists: a busy port fails here, with nothing installed.
-struct Listeners {
-    tcp: Vec<TcpListener>,
-    udp: Vec<UdpSocket>,
-}
-
-fn bind(plan: &Plan) -> Result<Listeners> {
-    let l = plan.listeners;
-    let mut addrs = vec![SocketAddr::from((Ipv4Addr::UNSPECIFIED, l.port))];
-    if l.ipv6 {
-        addrs.push(SocketAddr::from((Ipv6Addr::UNSPECIFIED, l.port)));
-    }
-    let mut out = Listeners {
-        tcp: vec![],
-        udp: vec![],
-    };
-    let acceptors = acceptors();
-    for a in &addrs {
-        for _ in 0..acceptors {
-            let t = tpgate_sys::transparent_tcp_listener(*a, plan.routing_mark, acceptors > 1)
-                .with_context(|| {
-                    format!("binding transparent TCP listener on {a} (needs root or CAP_NET_ADMIN)")
-                })?;
-            out.tcp.push(TcpListener::from_std(t)?);
-        }
-        if l.udp {
-            let u = tpgate_sys::transparent_udp_socket(*a, plan.routing_mark, UdpRole::Listener)
-                .with_context(|| format!("binding transparent UDP listener on {a}"))?;
-            out.udp.push(UdpSocket::from_std(u)?);
-        }
-    }
-    Ok(out)
-}
-
-/// TCP listeners per address, each with its own accept loop, among which the kernel spreads
-/// new connections (`SO_REUSEPORT`): one per CPU, up to 4 (`TPGATE_ACCEPTORS` overrides, to
-/// compare in benchmarks).
-fn acceptors() -> usize {
-    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    std::env::var("TPGATE_ACCEPTORS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| cpus.min(4))
-        .clamp(1, 64)
-}
 
 /// `path`: the config file, re-read on SIGHUP (`None`: the embedded default).
 pub(crate) async fn run(config: Config, path: Option<std::path::PathBuf>) -> Result<()> {
@@ -83,7 +36,7 @@ pub(crate) async fn run(config: Config, path: Option<std::path::PathBuf>) -> Res
     }
     check_sysctls(&plan);
     raise_fd_limit();
-    let listeners = bind(&plan)?;
+    let listeners = crate::listen::bind(&plan)?;
     let api = bind_controller(&config).await?;
     // Bound before interception is installed: a busy DNS port fails the start cleanly.
     let dns = match (config.dns.enable, config.dns.listen) {
@@ -108,12 +61,7 @@ pub(crate) async fn run(config: Config, path: Option<std::path::PathBuf>) -> Res
         geoip,
         dns: dns.as_ref().map(|(d, _)| d.clone()),
     };
-    let engine = match outbounds.builtin_global() {
-        Some(global) => config
-            .rule_engine()
-            .with_global(tpgate_core::rules::Verdict::Proxy(global)),
-        None => config.rule_engine(),
-    };
+    let engine = crate::reload::engine_for(&config, &outbounds);
     let shared = Arc::new(Shared {
         engine,
         settings: Settings {
@@ -131,13 +79,9 @@ pub(crate) async fn run(config: Config, path: Option<std::path::PathBuf>) -> Res
     let dns_tables = dns.as_ref().map(|(d, _)| d.clone());
     let cell = SharedCell::new(shared.clone());
     let mut tasks = tokio::task::JoinSet::new();
-    for l in listeners.tcp {
-        tasks.spawn(relay::tcp::serve(l, cell.clone(), stop.clone()));
-    }
     let nat = relay::udp::Nat::new(cell.clone());
-    for u in listeners.udp {
-        tasks.spawn(relay::udp::serve(u, nat.clone(), stop.clone()));
-    }
+    let mut listening = Listening::new(cell.clone(), nat.clone(), stop.clone());
+    listening.start(listeners);
     tasks.spawn(nat.sweep(stop.clone()));
     tasks.spawn(relay::gauge::trim_memory(stop.clone()));
     if let Some((d, sockets)) = dns {
@@ -150,27 +94,35 @@ pub(crate) async fn run(config: Config, path: Option<std::path::PathBuf>) -> Res
         tasks.spawn(d.persist(stop.clone()));
     }
     outbounds.warm_up();
+    let (plan_tx, plan_rx) = tokio::sync::watch::channel(plan.clone());
     {
-        let (plan, stop) = (plan.clone(), stop.clone());
+        let stop = stop.clone();
         tasks.spawn(async move {
-            if let Err(e) = install::watch::run(plan, stop).await {
+            if let Err(e) = install::watch::run(plan_rx, stop).await {
                 warn!("routing watcher stopped: {e:#}");
             }
         });
     }
-    match installed.iptables_guard(&plan) {
-        Ok(Some(guard)) => {
-            tasks.spawn(install::watch::iptables(guard, stop.clone()));
-        }
-        Ok(None) => {}
-        Err(e) => warn!("cannot watch tpgate's iptables rules: {e:#}"),
+    if let Some(guard) = installed.iptables_guard() {
+        tasks.spawn(install::watch::iptables(guard, stop.clone()));
     }
+    let config_cell = ConfigCell::new(config.clone());
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<crate::reload::Request>(4);
     let mut reloader = Reloader::new(
         path,
         cell.clone(),
         plan.clone(),
         &config,
-        (stop.clone(), dns_tables),
+        (
+            stop.clone(),
+            Parts {
+                listening,
+                plan_tx,
+                dns: dns_tables,
+                dns_access: dns_access.clone(),
+                config: config_cell.clone(),
+            },
+        ),
     );
     if api.tcp.is_some() || api.unix.is_some() {
         let ui = config.controller.ui.as_ref().map(|ui| {
@@ -203,7 +155,8 @@ pub(crate) async fn run(config: Config, path: Option<std::path::PathBuf>) -> Res
             _ => {}
         }
         let cx = crate::controller::Context {
-            config: Arc::new(config.clone()),
+            config: config_cell.clone(),
+            reload: Some(reload_tx.clone()),
             cell: cell.clone(),
             dns: dns_server,
             ui,
@@ -229,7 +182,12 @@ pub(crate) async fn run(config: Config, path: Option<std::path::PathBuf>) -> Res
             _ = sigint.recv() => break info!("SIGINT: stopping"),
             _ = sighup.recv() => {
                 info!("SIGHUP: reloading the config");
-                reloader.reload(&mut installed).await;
+                let _ = reloader.reload(&mut installed, crate::reload::Source::File(None)).await;
+            }
+            Some(req) = reload_rx.recv() => {
+                info!("reload asked for by the controller");
+                let res = reloader.reload(&mut installed, req.source).await;
+                let _ = req.reply.send(res);
             }
         }
     }

@@ -27,6 +27,7 @@ mod doctor;
 mod geoip;
 mod install;
 mod instance;
+mod listen;
 mod local_addrs;
 mod logs;
 mod outbound;

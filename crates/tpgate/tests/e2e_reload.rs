@@ -127,3 +127,307 @@ fn reload_swaps_rules_for_new_flows_and_keeps_established_ones() {
         "routed by the kernel now"
     );
 }
+
+/// The interception state as the gateway's kernel shows it: the nftables ruleset and every
+/// iptables variant's rules.
+fn interception_text(lab: &Lab) -> String {
+    let mut text = lab.gw.exec("nft", &["list", "ruleset"]).stdout;
+    for save in lab::IPTABLES_SAVES {
+        text.push_str(&lab.gw.exec(save, &[]).stdout);
+    }
+    text
+}
+
+/// The gateway's tpgate policy-routing rules of one family (`fwmark` lines).
+fn fwmark_rules(lab: &Lab, family: Family) -> Vec<String> {
+    lab.gw
+        .ip_rules(family)
+        .lines()
+        .filter(|l| l.contains("fwmark"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Counts, in the server's namespace, packets that arrive with a LAN client's source
+/// address: a packet that passed the gateway unintercepted (relayed ones come from the
+/// gateway's WAN address).
+struct LeakCounter<'a>(&'a Lab);
+
+impl<'a> LeakCounter<'a> {
+    fn install(lab: &'a Lab) -> Self {
+        let v4 = Family::V4.addrs().client;
+        let v6 = Family::V6.addrs().client;
+        let script = format!(
+            "table inet tpgleak {{\n chain input {{\n  type filter hook input priority 0; policy accept;\n  ip saddr {v4} counter\n  ip6 saddr {v6} counter\n }}\n}}\n"
+        );
+        let path = lab.write_file("leak.nft", &script);
+        let out = lab.server.exec("nft", &["-f", &path.display().to_string()]);
+        assert!(out.success(), "leak counter: {}", out.stderr);
+        Self(lab)
+    }
+
+    fn packets(&self) -> u64 {
+        let text = self
+            .0
+            .server
+            .sh("nft", &["list", "chain", "inet", "tpgleak", "input"]);
+        text.split("packets ")
+            .skip(1)
+            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
+    }
+}
+
+/// Ten reloads while a bulk TCP transfer and a UDP flow run: rules, the tproxy port, the LAN
+/// interfaces, the bypass list and the marks change, one file is bad and one payload (via
+/// `PUT /configs`) is bad. Nothing established breaks, every new connection in between is
+/// intercepted, and the server never sees a packet from the client's own address.
+fn reloads_under_load(backend: Backend, tag: &str) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let Some(mut lab) = Lab::new(tag) else {
+        return;
+    };
+    lab.backend = backend;
+    let a = Family::V4.addrs();
+    // A second LAN-side interface, added to and removed from `lan-interfaces`.
+    let extra = "tpgx0";
+    lab.gw.ip(&[
+        "link", "add", extra, "type", "veth", "peer", "name", "tpgx1",
+    ]);
+    lab.gw.ip(&["link", "set", extra, "up"]);
+    let base = lab.proxy_config_text(&[], &[], &["DST-PORT,9,REJECT", "MATCH,DIRECT"]);
+    let port_line = format!("tproxy-port: {}", lab::TPROXY_PORT);
+    let lan_line = format!("lan-interfaces: [{}]", lab.lan_if);
+    let other_port = lab::TPROXY_PORT + 1;
+    let with_port = |t: &str| t.replace(&port_line, &format!("tproxy-port: {other_port}"));
+    let with_extra = |t: &str| {
+        t.replace(
+            &lan_line,
+            &format!("lan-interfaces: [{}, {extra}]", lab.lan_if),
+        )
+    };
+    let with_marks = |t: &str| {
+        t.replace(
+            "  local: true\n",
+            "  local: true\n  fwmark: 0x77\n  route-table: 177\n",
+        )
+    };
+    let with_bypass = |t: &str| t.replace("  bypass:\n", "  bypass:\n    - 203.0.113.200/32\n");
+    let config = lab.write_file("tpgate.yaml", &base);
+    let tp = Tpgate::start(&lab, &config);
+    let server = TcpEchoServer::start(&lab.server, SocketAddr::new(a.server, 80));
+    let udp_server = UdpEchoServer::start(&lab.server, SocketAddr::new(a.server, 7000));
+    let leaks = LeakCounter::install(&lab);
+
+    // The load: a bulk TCP echo and a UDP request/response flow, both opened before.
+    let stop = Arc::new(AtomicBool::new(false));
+    let bulk_bytes = Arc::new(AtomicU64::new(0));
+    let bulk = {
+        let mut s = tcp_connect(&lab.client, server.addr).expect("bulk connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let (stop, bytes) = (stop.clone(), bulk_bytes.clone());
+        std::thread::spawn(move || -> Result<(), String> {
+            let chunk = lab::pattern(64 * 1024, 7);
+            let mut back = vec![0u8; chunk.len()];
+            // Bounded: at most 100k rounds (about 6.5 GB), or until told to stop.
+            for _ in 0..100_000 {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                s.write_all(&chunk)
+                    .map_err(|e| format!("bulk write: {e}"))?;
+                s.read_exact(&mut back)
+                    .map_err(|e| format!("bulk read: {e}"))?;
+                if back != chunk {
+                    return Err("bulk: the echo differs".into());
+                }
+                bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            }
+            Ok(())
+        })
+    };
+    let udp_rounds = Arc::new(AtomicU64::new(0));
+    let udp = {
+        let sock = lab
+            .client
+            .enter(|| UdpSocket::bind(SocketAddr::new(a.client, 0)))
+            .expect("udp bind");
+        sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let (stop, rounds, dst) = (stop.clone(), udp_rounds.clone(), udp_server.addr);
+        std::thread::spawn(move || -> Result<(), String> {
+            let mut buf = [0u8; 64];
+            for seq in 0u64..100_000 {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                let msg = seq.to_be_bytes();
+                sock.send_to(&msg, dst)
+                    .map_err(|e| format!("udp send: {e}"))?;
+                let (n, from) = sock
+                    .recv_from(&mut buf)
+                    .map_err(|e| format!("udp datagram {seq} unanswered: {e}"))?;
+                if (&buf[..n], from) != (&msg[..], dst) {
+                    return Err(format!("udp datagram {seq}: {:?} from {from}", &buf[..n]));
+                }
+                rounds.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(())
+        })
+    };
+    let wait_progress = |what: &str, counter: &AtomicU64| {
+        let start = counter.load(Ordering::Relaxed);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while counter.load(Ordering::Relaxed) <= start {
+            assert!(std::time::Instant::now() < deadline, "{what} stalled");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_progress("bulk TCP", &bulk_bytes);
+    wait_progress("UDP flow", &udp_rounds);
+
+    let api = lab::Api::new(&lab, None);
+    let probe = |step: &str| {
+        let x = tcp_echo(&lab.client, server.addr, step.as_bytes())
+            .unwrap_or_else(|e| panic!("{step}: a new connection failed: {e}"));
+        assert_eq!(x.echoed, step.as_bytes(), "{step}");
+        let peer = server.peers().last().copied().expect("a peer");
+        assert_eq!(
+            peer.ip(),
+            a.gw_wan,
+            "{step}: the new connection was intercepted"
+        );
+    };
+    // (config text, what the kernel must show afterwards)
+    let steps: Vec<(&str, String)> = vec![
+        ("rules", base.replace("DST-PORT,9,", "DST-PORT,10,")),
+        ("tproxy-port", with_port(&base)),
+        ("lan-interfaces", with_extra(&with_port(&base))),
+        ("bad file", "rules:\n  - NOT-A-RULE,x,DIRECT\n".to_owned()),
+        ("bypass", with_bypass(&with_extra(&with_port(&base)))),
+        (
+            "marks",
+            with_marks(&with_bypass(&with_extra(&with_port(&base)))),
+        ),
+        ("port back", with_marks(&with_bypass(&with_extra(&base)))),
+        ("lan back", with_marks(&with_bypass(&base))),
+        ("marks back", with_bypass(&base)),
+        ("bypass back", base.clone()),
+    ];
+    let mut refused = 0;
+    for (i, (step, text)) in steps.iter().enumerate() {
+        std::fs::write(&config, text).unwrap();
+        reload(&lab, &tp, i + 1);
+        if *step == "bad file" {
+            refused += 1;
+        }
+        let log = tp.log_text();
+        assert_eq!(
+            log.matches("reload refused").count(),
+            refused,
+            "{step}:\n{log}"
+        );
+        let kernel = interception_text(&lab);
+        let port_now = if text.contains(&format!("tproxy-port: {other_port}")) {
+            other_port
+        } else {
+            lab::TPROXY_PORT
+        };
+        let (port_then, port_not) = if *step == "bad file" {
+            (other_port, lab::TPROXY_PORT)
+        } else {
+            (
+                port_now,
+                if port_now == other_port {
+                    lab::TPROXY_PORT
+                } else {
+                    other_port
+                },
+            )
+        };
+        assert!(
+            kernel.contains(&port_then.to_string()),
+            "{step}: port {port_then}:\n{kernel}"
+        );
+        assert!(
+            !kernel.contains(&port_not.to_string()),
+            "{step}: port {port_not} gone:\n{kernel}"
+        );
+        let extra_wanted = text.contains(extra) || *step == "bad file";
+        assert_eq!(
+            kernel.contains(extra),
+            extra_wanted,
+            "{step}: {extra}:\n{kernel}"
+        );
+        let marks_wanted = text.contains("route-table: 177");
+        for family in [Family::V4, Family::V6] {
+            let rules = fwmark_rules(&lab, family);
+            assert_eq!(
+                rules.len(),
+                1,
+                "{step}: one tpgate rule per family: {rules:?}"
+            );
+            assert_eq!(rules[0].contains("177"), marks_wanted, "{step}: {rules:?}");
+        }
+        probe(step);
+        wait_progress(&format!("{step}: bulk TCP"), &bulk_bytes);
+        wait_progress(&format!("{step}: UDP flow"), &udp_rounds);
+    }
+
+    // Through the controller: a bad payload is refused with its position, a good one
+    // applied.
+    let put = |text: &str| {
+        let body = serde_json::json!({ "payload": text }).to_string();
+        api.request("PUT", "/configs?force=true", Some(&body))
+    };
+    let bad = put("rules:\n  - NOT-A-RULE,x,DIRECT\n");
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(
+        bad.json()["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("payload:2:"),
+        "{}",
+        bad.body
+    );
+    let good = put(&with_port(&base));
+    assert_eq!(good.status, 204, "{}", good.body);
+    assert!(interception_text(&lab).contains(&other_port.to_string()));
+    assert_eq!(
+        api.request("GET", "/configs", None).json()["tproxy-port"],
+        other_port
+    );
+    probe("payload");
+    let outside = api.request("PUT", "/configs", Some(r#"{"path": "/etc/passwd"}"#));
+    assert_eq!(outside.status, 400, "{}", outside.body);
+
+    stop.store(true, Ordering::Relaxed);
+    bulk.join()
+        .expect("bulk thread")
+        .expect("the bulk transfer kept going");
+    udp.join()
+        .expect("udp thread")
+        .expect("the UDP flow kept going");
+    assert_eq!(
+        leaks.packets(),
+        0,
+        "no packet reached the server unintercepted"
+    );
+    eprintln!(
+        "{tag}: {} MB echoed, {} UDP rounds across the reloads",
+        bulk_bytes.load(Ordering::Relaxed) >> 20,
+        udp_rounds.load(Ordering::Relaxed)
+    );
+}
+
+#[test]
+fn reloads_under_load_nftables() {
+    reloads_under_load(Backend::Nftables, "reloadnft");
+}
+
+#[test]
+fn reloads_under_load_iptables() {
+    reloads_under_load(Backend::IptablesLegacy, "reloadipt");
+}

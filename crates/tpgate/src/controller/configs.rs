@@ -1,9 +1,10 @@
 //! `/configs` and the routes that change the daemon itself. `GET /configs` reports what is
 //! in force in mihomo's shape (ports tpgate does not have are 0); `PATCH /configs` changes
 //! `mode` and `log-level` live, accepts the other keys only when they already hold, and
-//! says which it cannot change; `PUT /configs` (reload), `/configs/geo`, `/restart` and
-//! `/upgrade*` answer 501 with what to do instead: tpgate neither reloads, restarts,
-//! downloads databases nor upgrades itself from the API.
+//! says which it cannot change; `PUT /configs` reloads (from the running config's file, a
+//! `path`, or a `payload`), answering 400 with the `FILE:LINE:COL` lines of a refused config;
+//! `/configs/geo`, `/restart` and `/upgrade*` answer 501 with what to do instead: tpgate
+//! neither restarts, downloads databases nor upgrades itself from the API.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -16,6 +17,7 @@ use tracing::info;
 
 use super::{bad_request, error, Api};
 use crate::logs;
+use crate::reload::{Request, Source};
 
 pub(super) async fn version() -> Json<Value> {
     Json(json!({"version": env!("CARGO_PKG_VERSION"), "meta": true, "tpgate": true}))
@@ -37,7 +39,7 @@ fn parse_mode(s: &str) -> Option<Mode> {
 
 /// What `GET /configs` answers.
 fn general(api: &Api) -> Value {
-    let c = &api.config;
+    let c = api.config();
     json!({
         "port": 0,
         "socks-port": 0,
@@ -141,8 +143,8 @@ fn unchangeable(now: &Value, key: &str, value: &Value) -> Option<String> {
     };
     (!same).then(|| {
         format!(
-            "tpgate cannot change `{key}` while running (only `mode` and `log-level`); edit \
-             the config file and restart tpgate"
+            "tpgate cannot change `{key}` from PATCH (only `mode` and `log-level`); edit \
+             the config file and reload it (`tpgate reload`, or PUT /configs)"
         )
     })
 }
@@ -151,12 +153,43 @@ fn not_supported(message: &str) -> Response {
     error(StatusCode::NOT_IMPLEMENTED, message)
 }
 
-/// `PUT /configs` (reload from a path or payload).
-pub(super) async fn put_configs(State(_): State<Api>, _body: Bytes) -> Response {
-    not_supported(
-        "tpgate does not reload its config through the API yet: check it with `tpgate check \
-         -c FILE`, then restart tpgate (systemctl restart tpgate)",
-    )
+/// `PUT /configs` (`{"path": "...", "payload": "..."}`, both optional): a reload, as
+/// `SIGHUP` does; 204, or 400 with why the config was refused (the running one stays).
+pub(super) async fn put_configs(State(api): State<Api>, body: Bytes) -> Response {
+    #[derive(serde::Deserialize, Default)]
+    struct Put {
+        #[serde(default)]
+        path: String,
+        #[serde(default)]
+        payload: String,
+    }
+    let put = if body.iter().all(u8::is_ascii_whitespace) {
+        Put::default()
+    } else {
+        match serde_json::from_slice::<Put>(&body) {
+            Ok(p) => p,
+            Err(_) => return bad_request(),
+        }
+    };
+    let Some(requests) = &api.reload else {
+        return not_supported("this tpgate controller has no daemon to reload");
+    };
+    let source = if !put.payload.is_empty() {
+        Source::Payload(put.payload)
+    } else if !put.path.is_empty() {
+        Source::File(Some(put.path.into()))
+    } else {
+        Source::File(None)
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if requests.send(Request { source, reply }).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "tpgate is stopping");
+    }
+    match answer.await {
+        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(lines)) => error(StatusCode::BAD_REQUEST, &lines.join("\n")),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "tpgate is stopping"),
+    }
 }
 
 /// `POST /configs/geo`, `/upgrade/geo`.

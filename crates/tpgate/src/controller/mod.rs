@@ -40,6 +40,7 @@ use tracing::warn;
 
 use crate::dns::Dns;
 use crate::relay::{Shared, SharedCell};
+use crate::reload::{ConfigCell, Requests};
 use crate::shutdown::Shutdown;
 
 pub(crate) use metrics::Metrics;
@@ -49,8 +50,11 @@ pub(crate) use metrics::Metrics;
 pub(crate) struct Api(Arc<Inner>);
 
 pub(crate) struct Inner {
-    /// The config as loaded (ports, rule providers, what `/configs` reports).
-    config: Arc<Config>,
+    /// The config in force (ports, rule providers, what `/configs` reports); a reload
+    /// replaces it.
+    config: Arc<ConfigCell>,
+    /// Where `PUT /configs` sends its reloads (`None`: no daemon to reload, in tests).
+    reload: Option<Requests>,
     /// The current rule engine (mode, disabled rules), outbounds and registry: a reload
     /// replaces them, so each request reads the cell.
     cell: Arc<SharedCell>,
@@ -78,7 +82,8 @@ impl Deref for Api {
 
 /// What the daemon hands the controller.
 pub(crate) struct Context {
-    pub(crate) config: Arc<Config>,
+    pub(crate) config: Arc<ConfigCell>,
+    pub(crate) reload: Option<Requests>,
     pub(crate) cell: Arc<SharedCell>,
     pub(crate) dns: Option<Arc<Dns>>,
     /// The dashboard folder, resolved (see `Inner::ui`).
@@ -91,14 +96,20 @@ impl Inner {
     pub(crate) fn shared(&self) -> Arc<Shared> {
         self.cell.load()
     }
+
+    /// The config in force.
+    pub(crate) fn config(&self) -> Arc<Config> {
+        self.config.load()
+    }
 }
 
 impl Api {
     pub(crate) fn new(cx: Context, stop: Shutdown) -> Self {
         Self(Arc::new(Inner {
-            secret: cx.config.secret.clone(),
-            cors: cx.config.controller.cors.clone(),
+            secret: cx.config.load().secret.clone(),
+            cors: cx.config.load().controller.cors.clone(),
             config: cx.config,
+            reload: cx.reload,
             cell: cx.cell,
             dns: cx.dns,
             ui: cx.ui,
@@ -113,6 +124,7 @@ impl Api {
     fn without_secret(&self) -> Self {
         Self(Arc::new(Inner {
             config: self.config.clone(),
+            reload: self.reload.clone(),
             cell: self.cell.clone(),
             dns: self.dns.clone(),
             secret: None,

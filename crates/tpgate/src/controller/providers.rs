@@ -184,7 +184,8 @@ fn rule_provider(api: &Api, p: &RuleProvider) -> Value {
 /// `GET /providers/rules`.
 pub(super) async fn rule_providers(State(api): State<Api>) -> Json<Value> {
     let mut all = Map::new();
-    for p in &api.config.rule_providers {
+    let config = api.config();
+    for p in &config.rule_providers {
         all.insert(p.name.clone(), rule_provider(&api, p));
     }
     Json(json!({ "providers": all }))
@@ -195,7 +196,8 @@ pub(super) async fn update_rule_provider(
     State(api): State<Api>,
     Path(name): Path<String>,
 ) -> Response {
-    let Some(p) = api.config.rule_providers.iter().find(|p| p.name == name) else {
+    let config = api.config();
+    let Some(p) = config.rule_providers.iter().find(|p| p.name == name) else {
         return not_found();
     };
     match crate::providers::update_now(p, &api.shared().outbounds).await {

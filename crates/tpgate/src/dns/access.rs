@@ -21,8 +21,8 @@ const REFRESH: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub(crate) struct Access {
     allow_wan: bool,
-    /// `intercept.lan-interfaces`.
-    lan: Vec<String>,
+    /// `intercept.lan-interfaces` (a reload may change them).
+    lan: RwLock<Vec<String>>,
     view: RwLock<(Instant, View)>,
     /// Queries answered and refused, for the metrics.
     allowed: AtomicU64,
@@ -45,7 +45,7 @@ impl Access {
         let view = read(&lan);
         Self {
             allow_wan,
-            lan,
+            lan: RwLock::new(lan),
             view: RwLock::new((Instant::now(), view)),
             allowed: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -70,6 +70,17 @@ impl Access {
         ok
     }
 
+    /// A reload's new `intercept.lan-interfaces`, in force for the next query.
+    pub(crate) fn set_lan(&self, lan: Vec<String>) {
+        let view = read(&lan);
+        if let Ok(mut l) = self.lan.write() {
+            *l = lan;
+        }
+        if let Ok(mut v) = self.view.write() {
+            *v = (Instant::now(), view);
+        }
+    }
+
     /// Queries refused so far.
     pub(crate) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
@@ -86,7 +97,10 @@ impl Access {
                 return f(&v.1);
             }
         }
-        let fresh = read(&self.lan);
+        let fresh = match self.lan.read() {
+            Ok(lan) => read(&lan),
+            Err(poisoned) => read(&poisoned.into_inner()),
+        };
         let ok = f(&fresh);
         if let Ok(mut v) = self.view.write() {
             *v = (Instant::now(), fresh);

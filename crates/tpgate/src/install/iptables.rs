@@ -14,6 +14,7 @@
 use std::fmt;
 use std::io::{ErrorKind, Write as _};
 use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context as _, Result};
 use tpgate_core::config::IptablesVariant;
@@ -274,6 +275,15 @@ fn default_variant() -> Variant {
 pub(super) struct Chains {
     variant: Variant,
     removed: bool,
+    /// What the chains should be, shared with the [`Guard`]; locked while either changes
+    /// them, so a watcher never puts back a plan a reload just replaced.
+    wanted: Arc<Mutex<Wanted>>,
+}
+
+/// The plan the chains follow and the `(chains, jumps)` per family it installed.
+struct Wanted {
+    plan: Plan,
+    counts: [(usize, usize); 2],
 }
 
 impl Chains {
@@ -282,6 +292,10 @@ impl Chains {
         let chains = Self {
             variant,
             removed: false,
+            wanted: Arc::new(Mutex::new(Wanted {
+                plan: plan.clone(),
+                counts: [(0, 0); 2],
+            })),
         };
         for family in FAMILIES {
             let old = state(variant, family)?.unwrap_or_default();
@@ -297,20 +311,37 @@ impl Chains {
             }
         }
         info!("iptables rules installed with {variant}");
+        chains.lock().counts = counts(variant)?;
         Ok(chains)
     }
 
-    /// What a watcher needs to put the chains back.
-    pub(super) fn guard(&self, plan: &Plan) -> Result<Guard> {
-        let mut want = [(0, 0); 2];
-        for (i, family) in FAMILIES.into_iter().enumerate() {
-            want[i] = state(self.variant, family)?.unwrap_or_default().counts();
+    fn lock(&self) -> std::sync::MutexGuard<'_, Wanted> {
+        self.wanted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Replaces the chains with `plan`'s (a reload that changed the intercept section):
+    /// one `iptables-restore` per family, each one transaction.
+    pub(super) fn replace(&mut self, plan: &Plan) -> Result<()> {
+        let mut wanted = self.lock();
+        for family in FAMILIES {
+            let old = state(self.variant, family)?.unwrap_or_default();
+            if let Some(script) = ipt_replace(plan, family, &old, Some(std::process::id())) {
+                restore(self.variant, family, &script)?;
+            }
         }
-        Ok(Guard {
-            plan: plan.clone(),
+        wanted.plan = plan.clone();
+        wanted.counts = counts(self.variant)?;
+        Ok(())
+    }
+
+    /// What a watcher needs to put the chains back.
+    pub(super) fn guard(&self) -> Guard {
+        Guard {
             variant: self.variant,
-            want,
-        })
+            wanted: self.wanted.clone(),
+        }
     }
 
     pub(super) fn remove(mut self) -> Result<()> {
@@ -333,23 +364,35 @@ impl Drop for Chains {
 /// flag, so a firewall reload (`iptables-restore` without `--noflush`, `nft flush ruleset`
 /// under iptables-nft, firewalld, ufw) silently takes them away.
 pub(crate) struct Guard {
-    plan: Plan,
     variant: Variant,
-    /// `(chains, jumps)` per family right after the install.
-    want: [(usize, usize); 2],
+    wanted: Arc<Mutex<Wanted>>,
+}
+
+/// `(chains, jumps)` of tpgate's per family, as installed now.
+fn counts(variant: Variant) -> Result<[(usize, usize); 2]> {
+    let mut out = [(0, 0); 2];
+    for (i, family) in FAMILIES.into_iter().enumerate() {
+        out[i] = state(variant, family)?.unwrap_or_default().counts();
+    }
+    Ok(out)
 }
 
 impl Guard {
     /// Re-installs where fewer chains or jumps are found than were installed; returns
     /// whether it did.
     pub(crate) fn reassert(&self) -> Result<bool> {
+        let wanted = self
+            .wanted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut fixed = false;
         for (i, family) in FAMILIES.into_iter().enumerate() {
             let now = state(self.variant, family)?.unwrap_or_default();
-            if now.counts() == self.want[i] {
+            if now.counts() == wanted.counts[i] {
                 continue;
             }
-            if let Some(script) = ipt_replace(&self.plan, family, &now, Some(std::process::id())) {
+            if let Some(script) = ipt_replace(&wanted.plan, family, &now, Some(std::process::id()))
+            {
                 restore(self.variant, family, &script)?;
                 fixed = true;
             }

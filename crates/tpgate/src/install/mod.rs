@@ -104,11 +104,38 @@ pub(crate) async fn install(plan: &Plan) -> Result<Installed> {
 impl Installed {
     /// For the iptables backend, what keeps its chains in place (see [`watch::iptables`]);
     /// nftables needs none: its owned table cannot be removed by others.
-    pub(crate) fn iptables_guard(&self, plan: &Plan) -> Result<Option<iptables::Guard>> {
+    pub(crate) fn iptables_guard(&self) -> Option<iptables::Guard> {
         match &self.rules {
-            Rules::Nft(_) => Ok(None),
-            Rules::Iptables(c) => c.guard(plan).map(Some),
+            Rules::Nft(_) => None,
+            Rules::Iptables(c) => Some(c.guard()),
         }
+    }
+
+    /// A reload whose intercept section changed: `old` is replaced by `new`. The new policy
+    /// routing goes in first, then the rules are swapped in one transaction (nftables) or
+    /// one `iptables-restore` per family, then routing that only `old` used goes. A marked
+    /// packet finds its route at every moment and no packet passes unintercepted. The
+    /// routing watcher must follow `new` before this (it would restore `old`'s objects).
+    pub(crate) async fn replace(&mut self, old: &Plan, new: &Plan) -> Result<()> {
+        routing::add_missing(new)
+            .await
+            .context("adding the new policy routing")?;
+        let swapped = match &mut self.rules {
+            Rules::Nft(t) => t.replace(new).context("replacing the nftables table"),
+            Rules::Iptables(c) => c.replace(new).context("replacing the iptables chains"),
+        };
+        if let Err(e) = swapped {
+            // The old rules are still in force: take back what was added for the new ones.
+            if let Err(e2) = routing::remove_unlisted(old).await {
+                warn!("could not remove the new policy routing after a failed swap: {e2:#}");
+            }
+            return Err(e);
+        }
+        let gone = routing::remove_unlisted(new)
+            .await
+            .context("removing the old policy routing")?;
+        debug!(objects = gone, "old policy routing removed");
+        Ok(())
     }
 
     /// Replaces the kernel-offloaded DIRECT ranges (a reload), in one transaction; the

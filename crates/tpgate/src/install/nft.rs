@@ -32,6 +32,17 @@ impl OwnedTable {
         Ok(())
     }
 
+    /// Replaces the whole table with `plan`'s (a reload that changed the intercept section)
+    /// in one transaction: no packet sees a moment without interception.
+    pub(super) fn replace(&mut self, plan: &Plan) -> Result<()> {
+        let script = format!(
+            "delete table {NFT_FAMILY} {NFT_TABLE}\n{}",
+            render_nft(plan)
+        );
+        self.nft.run(&script)?;
+        Ok(())
+    }
+
     pub(super) fn delete(mut self) -> Result<()> {
         self.nft
             .run(&format!("delete table {NFT_FAMILY} {NFT_TABLE}"))?;

@@ -31,7 +31,12 @@ const SETTLE: Duration = Duration::from_millis(100);
 /// After the first report, at most one log line per this period while others keep deleting.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
-pub(crate) async fn run(plan: Plan, shutdown: Shutdown) -> Result<()> {
+/// `plan`: the plan in force (a reload that changes the intercept section sends the next
+/// one before it swaps anything).
+pub(crate) async fn run(
+    plan: tokio::sync::watch::Receiver<Plan>,
+    shutdown: Shutdown,
+) -> Result<()> {
     let (mut conn, _handle, mut events) =
         rtnetlink::new_connection().context("opening rtnetlink")?;
     conn.socket_mut()
@@ -55,7 +60,8 @@ pub(crate) async fn run(plan: Plan, shutdown: Shutdown) -> Result<()> {
         if shutdown.is_fired() {
             return Ok(());
         }
-        match super::routing::add_missing(&plan).await {
+        let current = plan.borrow().clone();
+        match super::routing::add_missing(&current).await {
             Ok(0) => {}
             Ok(n) => {
                 restored += 1;

@@ -97,7 +97,8 @@ pub(super) async fn start_with(
     let (trigger, stop) = shutdown::channel();
     let api = Api::new(
         Context {
-            config: Arc::new(config),
+            config: crate::reload::ConfigCell::new(config),
+            reload: None,
             cell: crate::relay::SharedCell::new(shared.clone()),
             dns,
             ui,

@@ -1,0 +1,175 @@
+//! The transparent listeners TPROXY delivers to. They are bound before interception is
+//! installed (a busy port fails the start with nothing installed), and a reload that
+//! changes the tproxy port, `udp` or `ipv6` binds the new ones before the rules point at
+//! them and retires the old ones a moment after the rules stopped pointing at them (what
+//! was already queued on them is still served). Established TCP connections do not depend
+//! on their listener, and UDP flows live in the one NAT table every UDP listener shares,
+//! so both keep going across the change.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use tokio::net::{TcpListener, UdpSocket};
+use tpgate_core::plan::Plan;
+use tpgate_sys::UdpRole;
+use tracing::{debug, info};
+
+use crate::relay::{self, udp::Nat, SharedCell};
+use crate::shutdown::{self, Shutdown, Trigger};
+
+/// How long a replaced listener keeps serving after the rules moved away from it: enough
+/// for the connections in its accept queue and the datagrams in its buffer.
+const RETIRE_AFTER: Duration = Duration::from_secs(2);
+
+/// One listening address of one protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Key {
+    addr: SocketAddr,
+    udp: bool,
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", if self.udp { "udp" } else { "tcp" }, self.addr)
+    }
+}
+
+enum Sockets {
+    /// Several per address, among which the kernel spreads connections (`SO_REUSEPORT`).
+    Tcp(Vec<TcpListener>),
+    Udp(UdpSocket),
+}
+
+/// Listeners bound and not yet serving.
+pub(crate) struct Bound(Vec<(Key, Sockets)>);
+
+/// The listeners serving now; each ends when its trigger fires (or is dropped).
+pub(crate) struct Listening {
+    cell: Arc<SharedCell>,
+    nat: Arc<Nat>,
+    stop: Shutdown,
+    running: Vec<(Key, Trigger)>,
+}
+
+/// The listening addresses `plan` needs.
+fn wanted(plan: &Plan) -> Vec<Key> {
+    let l = plan.listeners;
+    let mut addrs = vec![SocketAddr::from((Ipv4Addr::UNSPECIFIED, l.port))];
+    if l.ipv6 {
+        addrs.push(SocketAddr::from((Ipv6Addr::UNSPECIFIED, l.port)));
+    }
+    let mut keys = Vec::new();
+    for addr in addrs {
+        keys.push(Key { addr, udp: false });
+        if l.udp {
+            keys.push(Key { addr, udp: true });
+        }
+    }
+    keys
+}
+
+/// Binds what `plan` needs except `skip` (already serving).
+fn bind_except(plan: &Plan, skip: &[Key]) -> Result<Bound> {
+    let acceptors = acceptors();
+    let mut out = Vec::new();
+    for key in wanted(plan).into_iter().filter(|k| !skip.contains(k)) {
+        let a = key.addr;
+        let sockets = if key.udp {
+            let u = tpgate_sys::transparent_udp_socket(a, plan.routing_mark, UdpRole::Listener)
+                .with_context(|| format!("binding transparent UDP listener on {a}"))?;
+            Sockets::Udp(UdpSocket::from_std(u)?)
+        } else {
+            let mut tcp = Vec::new();
+            for _ in 0..acceptors {
+                let t = tpgate_sys::transparent_tcp_listener(a, plan.routing_mark, acceptors > 1)
+                    .with_context(|| {
+                    format!("binding transparent TCP listener on {a} (needs root or CAP_NET_ADMIN)")
+                })?;
+                tcp.push(TcpListener::from_std(t)?);
+            }
+            Sockets::Tcp(tcp)
+        };
+        out.push((key, sockets));
+    }
+    Ok(Bound(out))
+}
+
+/// The start's listeners, before any rule exists.
+pub(crate) fn bind(plan: &Plan) -> Result<Bound> {
+    bind_except(plan, &[])
+}
+
+/// TCP listeners per address, each with its own accept loop, among which the kernel spreads
+/// new connections (`SO_REUSEPORT`): one per CPU, up to 4 (`TPGATE_ACCEPTORS` overrides, to
+/// compare in benchmarks).
+fn acceptors() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    std::env::var("TPGATE_ACCEPTORS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| cpus.min(4))
+        .clamp(1, 64)
+}
+
+impl Listening {
+    pub(crate) fn new(cell: Arc<SharedCell>, nat: Arc<Nat>, stop: Shutdown) -> Self {
+        Self {
+            cell,
+            nat,
+            stop,
+            running: Vec::new(),
+        }
+    }
+
+    /// Serves `bound` until the daemon stops or a reload retires it.
+    pub(crate) fn start(&mut self, bound: Bound) {
+        for (key, sockets) in bound.0 {
+            let (trigger, retired) = shutdown::channel();
+            let stop = shutdown::either(retired, self.stop.clone());
+            match sockets {
+                Sockets::Tcp(ls) => {
+                    for l in ls {
+                        tokio::spawn(relay::tcp::serve(l, self.cell.clone(), stop.clone()));
+                    }
+                }
+                Sockets::Udp(u) => {
+                    tokio::spawn(relay::udp::serve(u, self.nat.clone(), stop));
+                }
+            }
+            debug!("listening on {key}");
+            self.running.push((key, trigger));
+        }
+    }
+
+    /// Binds what `plan` needs that is not served yet (nothing is changed on failure).
+    pub(crate) fn bind_missing(&self, plan: &Plan) -> Result<Bound> {
+        let running: Vec<Key> = self.running.iter().map(|(k, _)| *k).collect();
+        bind_except(plan, &running)
+    }
+
+    /// Ends, after [`RETIRE_AFTER`], the listeners `plan` does not need.
+    pub(crate) fn retire_unwanted(&mut self, plan: &Plan) {
+        let keep = wanted(plan);
+        let (stay, go): (Vec<_>, Vec<_>) = std::mem::take(&mut self.running)
+            .into_iter()
+            .partition(|(k, _)| keep.contains(k));
+        self.running = stay;
+        if go.is_empty() {
+            return;
+        }
+        let names: Vec<String> = go.iter().map(|(k, _)| k.to_string()).collect();
+        info!(
+            listeners = ?names,
+            "replaced listeners close in {}s (what they queued is still served)",
+            RETIRE_AFTER.as_secs()
+        );
+        tokio::spawn(async move {
+            tokio::time::sleep(RETIRE_AFTER).await;
+            for (_, trigger) in go {
+                trigger.fire();
+            }
+        });
+    }
+}
