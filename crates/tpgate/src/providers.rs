@@ -284,6 +284,42 @@ pub(crate) fn spawn_proxy_refresh(
     }
 }
 
+/// `PUT /providers/proxies/{name}`: provider `k` of `config` is downloaded now (http) or
+/// read again (file); the number of usable proxies it has. A failure keeps what it had.
+pub(crate) async fn update_proxy_provider_now(
+    config: &Config,
+    k: usize,
+    o: &Outbounds,
+) -> anyhow::Result<usize> {
+    let Some(p) = config.proxy_providers.get(k) else {
+        anyhow::bail!("no proxy provider {k}");
+    };
+    match &p.source {
+        ProxySource::Http { url, path, header } => {
+            let job = ProxyJob {
+                k,
+                p: p.clone(),
+                url: url.clone(),
+                cache: PathBuf::from(path),
+                header: header.clone(),
+            };
+            job.once(o).await
+        }
+        ProxySource::File { path } => {
+            let body = tokio::fs::read(path)
+                .await
+                .map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+            let read = p.read(&body).map_err(|m| anyhow::anyhow!("{path}: {m}"))?;
+            for w in &read.warnings {
+                warn!(provider = %p.name, "{path}:{w}");
+            }
+            o.set_provided(k, &read.proxies)?;
+            Ok(read.proxies.len())
+        }
+        ProxySource::Inline => Ok(o.provided_count(k)),
+    }
+}
+
 struct ProxyJob {
     k: usize,
     p: ProxyProvider,

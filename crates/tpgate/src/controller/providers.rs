@@ -1,8 +1,10 @@
-//! `/providers/proxies` and `/providers/rules`. tpgate has no proxy providers yet, so, as
-//! mihomo does for the proxies written in the config, one `default` provider of type
-//! `Compatible` holds DIRECT, REJECT, every proxy and every group in config order; updating
-//! it changes nothing. Rule providers are the config's `rule-providers`, with their live
-//! entry counts; `PUT` loads one again now.
+//! `/providers/proxies` and `/providers/rules`. As mihomo does, one `default` provider of
+//! type `Compatible` holds DIRECT, REJECT, every proxy and every group written in the config,
+//! in config order (updating it changes nothing); each `proxy-providers` entry follows with
+//! the proxies it has now, when it was last updated and its `subscriptionInfo`. `PUT`
+//! downloads an http provider (or reads a file provider) again now; `healthcheck` tests its
+//! proxies. Rule providers are the config's `rule-providers`, with their live entry counts;
+//! `PUT` loads one again now.
 
 use std::time::SystemTime;
 
@@ -11,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
-use tpgate_core::config::{ProviderSource, RuleProvider, DEFAULT_HEALTH_URL};
+use tpgate_core::config::{ProviderSource, ProxySource, RuleProvider, DEFAULT_HEALTH_URL};
 use tpgate_core::rules::{Behavior, Format};
 use tracing::{info, warn};
 
@@ -56,9 +58,85 @@ fn default_provider(api: &Api) -> Value {
     })
 }
 
+/// A provider named in a path: the config's own proxies, or proxy provider `k`.
+#[derive(Clone, Copy)]
+enum Which {
+    Default,
+    Provided(usize),
+}
+
+fn which(api: &Api, name: &str) -> Option<Which> {
+    if name == DEFAULT {
+        return Some(Which::Default);
+    }
+    api.config()
+        .proxy_providers
+        .iter()
+        .position(|p| p.name == name)
+        .map(Which::Provided)
+}
+
+/// The proxy names provider `w` holds now.
+fn names_of(api: &Api, w: Which) -> Vec<String> {
+    match w {
+        Which::Default => default_names(api),
+        Which::Provided(k) => api.shared().outbounds.provided_names(k),
+    }
+}
+
+/// mihomo's shape of proxy provider `k`.
+fn provided_provider(api: &Api, k: usize) -> Option<Value> {
+    let config = api.config();
+    let p = config.proxy_providers.get(k)?;
+    let shared = api.shared();
+    let o = &shared.outbounds;
+    let proxies: Vec<Value> = o
+        .provided_names(k)
+        .iter()
+        .filter_map(|n| proxies::describe(api, n))
+        .collect();
+    let vehicle = match p.source {
+        ProxySource::File { .. } => "File",
+        ProxySource::Http { .. } => "HTTP",
+        ProxySource::Inline => "Inline",
+    };
+    let mut v = json!({
+        "name": p.name,
+        "type": "Proxy",
+        "vehicleType": vehicle,
+        "proxies": proxies,
+        "testUrl": p.health.as_ref().map_or("", |h| h.url.as_str()),
+        "expectedStatus": "*",
+        "updatedAt": rfc3339(o.provided_at(k).unwrap_or(api.started)),
+    });
+    if let Some(info) = o.subscription_info(&p.name) {
+        v["subscriptionInfo"] = json!({
+            "Upload": info.upload,
+            "Download": info.download,
+            "Total": info.total,
+            "Expire": info.expire,
+        });
+    }
+    Some(v)
+}
+
+fn provider_json(api: &Api, w: Which) -> Option<Value> {
+    match w {
+        Which::Default => Some(default_provider(api)),
+        Which::Provided(k) => provided_provider(api, k),
+    }
+}
+
 /// `GET /providers/proxies`.
 pub(super) async fn proxy_providers(State(api): State<Api>) -> Json<Value> {
-    Json(json!({"providers": {DEFAULT: default_provider(&api)}}))
+    let mut all = Map::new();
+    all.insert(DEFAULT.to_owned(), default_provider(&api));
+    for k in 0..api.config().proxy_providers.len() {
+        if let Some(v) = provided_provider(&api, k) {
+            all.insert(v["name"].as_str().unwrap_or_default().to_owned(), v);
+        }
+    }
+    Json(json!({ "providers": all }))
 }
 
 /// `GET /providers/proxies/{provider}`.
@@ -66,41 +144,68 @@ pub(super) async fn proxy_provider(
     State(api): State<Api>,
     Path(provider): Path<String>,
 ) -> Response {
-    if provider != DEFAULT {
-        return not_found();
+    match which(&api, &provider).and_then(|w| provider_json(&api, w)) {
+        Some(v) => Json(v).into_response(),
+        None => not_found(),
     }
-    Json(default_provider(&api)).into_response()
 }
 
-/// `PUT /providers/proxies/{provider}`: the config's own proxies are always current.
+/// `PUT /providers/proxies/{provider}`: an http provider is downloaded again now, a file
+/// provider read again; 204, or 503 with why (the provider keeps what it had). The
+/// config's own proxies are always current.
 pub(super) async fn update_proxy_provider(
-    State(_): State<Api>,
+    State(api): State<Api>,
     Path(provider): Path<String>,
 ) -> Response {
-    if provider != DEFAULT {
-        return not_found();
+    match which(&api, &provider) {
+        None => not_found(),
+        Some(Which::Default) => StatusCode::NO_CONTENT.into_response(),
+        Some(Which::Provided(k)) => {
+            let config = api.config();
+            let shared = api.shared();
+            match crate::providers::update_proxy_provider_now(&config, k, &shared.outbounds).await {
+                Ok(n) => {
+                    info!(provider = %provider, proxies = n, "proxy provider updated by the controller");
+                    StatusCode::NO_CONTENT.into_response()
+                }
+                Err(e) => {
+                    warn!(provider = %provider, "proxy provider update failed: {e:#}");
+                    error(StatusCode::SERVICE_UNAVAILABLE, &format!("{e:#}"))
+                }
+            }
+        }
     }
-    StatusCode::NO_CONTENT.into_response()
 }
 
 /// `GET /providers/proxies/{provider}/healthcheck`: tests every proxy of the provider
-/// (against each group's own URL when it has one, else the default URL), records the
-/// results, then 204.
+/// (against the provider's `health-check` URL when it has one, else the default URL),
+/// records the results, then 204.
 pub(super) async fn healthcheck(State(api): State<Api>, Path(provider): Path<String>) -> Response {
-    if provider != DEFAULT {
+    let Some(w) = which(&api, &provider) else {
         return not_found();
-    }
+    };
     let shared = api.shared();
     let o = &shared.outbounds;
-    let names: Vec<String> = o
-        .nodes()
-        .iter()
-        .filter_map(|n| match n {
-            Node::Upstream(u) => Some(u.name.clone()),
-            Node::Group(_) => None,
-        })
-        .collect();
-    let Some(url) = crate::outbound::Url::parse(DEFAULT_HEALTH_URL) else {
+    let names: Vec<String> = match w {
+        Which::Default => o
+            .nodes()
+            .iter()
+            .filter_map(|n| match n {
+                Node::Upstream(u) => Some(u.name.clone()),
+                Node::Group(_) => None,
+            })
+            .collect(),
+        Which::Provided(k) => o.provided_names(k),
+    };
+    let url = match w {
+        Which::Provided(k) => api.config().proxy_providers[k]
+            .health
+            .as_ref()
+            .map(|h| h.url.clone()),
+        Which::Default => None,
+    };
+    let Some(url) = crate::outbound::Url::parse(url.as_deref().unwrap_or(DEFAULT_HEALTH_URL))
+    else {
         return StatusCode::NO_CONTENT.into_response();
     };
     let tests = names.iter().filter_map(|n| {
@@ -121,7 +226,7 @@ pub(super) async fn provider_proxy(
     State(api): State<Api>,
     Path((provider, name)): Path<(String, String)>,
 ) -> Response {
-    if provider != DEFAULT || !default_names(&api).contains(&name) {
+    if !which(&api, &provider).is_some_and(|w| names_of(&api, w).contains(&name)) {
         return not_found();
     }
     proxies::one(State(api), Path(name)).await
@@ -133,7 +238,7 @@ pub(super) async fn provider_proxy_delay(
     Path((provider, name)): Path<(String, String)>,
     q: Query<DelayQuery>,
 ) -> Response {
-    if provider != DEFAULT || !default_names(&api).contains(&name) {
+    if !which(&api, &provider).is_some_and(|w| names_of(&api, w).contains(&name)) {
         return not_found();
     }
     proxies::delay(State(api), Path(name), q).await

@@ -125,6 +125,8 @@ pub(crate) struct Outbounds {
     provided: RwLock<provided::Table>,
     /// `subscription-userinfo` of each http proxy provider's last download, by name.
     subscriptions: std::sync::Mutex<std::collections::HashMap<String, SubscriptionInfo>>,
+    /// When each proxy provider's list was last set (loaded or downloaded), by index.
+    provided_at: std::sync::Mutex<std::collections::HashMap<usize, std::time::SystemTime>>,
 }
 
 /// The name of the selector `mode: global` uses.
@@ -174,6 +176,7 @@ impl Outbounds {
             config: config.clone(),
             provided: RwLock::new(provided::Table::new(base, config.proxy_providers.len())),
             subscriptions: std::sync::Mutex::default(),
+            provided_at: std::sync::Mutex::default(),
         });
         {
             let mut t = o
@@ -271,7 +274,24 @@ impl Outbounds {
             t.set(k, proxies)?;
         }
         self.regroup();
+        if let Ok(mut at) = self.provided_at.lock() {
+            at.insert(k, std::time::SystemTime::now());
+        }
         Ok(())
+    }
+
+    /// The names of provider `k`'s proxies now, in order.
+    pub(crate) fn provided_names(&self, k: usize) -> Vec<String> {
+        self.table()
+            .defs()
+            .get(k)
+            .map(|l| l.iter().map(|d| d.name.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// When provider `k`'s list was last set.
+    pub(crate) fn provided_at(&self, k: usize) -> Option<std::time::SystemTime> {
+        self.provided_at.lock().ok()?.get(&k).copied()
     }
 
     /// How many proxies provider `k` has now.
@@ -287,7 +307,6 @@ impl Outbounds {
     }
 
     /// What the controller shows of a subscription (traffic used and left, expiry).
-    #[allow(dead_code)] // read by the controller's provider routes, which come next
     pub(crate) fn subscription_info(&self, name: &str) -> Option<SubscriptionInfo> {
         self.subscriptions.lock().ok()?.get(name).copied()
     }

@@ -315,3 +315,90 @@ async fn dashboard_files_and_the_unix_socket() {
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn proxy_providers_are_listed_updated_and_checked() {
+    let dir = std::env::temp_dir().join(format!("tpgate-ctl-providers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("sub.yaml");
+    let socks =
+        |name: &str| format!("{{name: {name}, type: socks5, server: 192.0.2.9, port: 1080}}");
+    std::fs::write(&file, format!("proxies:\n  - {}\n", socks("F1"))).unwrap();
+    let yaml = format!(
+        "proxy-providers:\n  inl:\n    type: inline\n    payload:\n      - {}\n  f:\n    type: file\n    path: {}\n    health-check: {{enable: true, url: 'http://192.0.2.1/gen', interval: 300}}\nproxy-groups:\n  - {{name: G, type: select, use: [inl, f]}}\nrules:\n  - MATCH,G\n",
+        socks("I1"),
+        file.display()
+    );
+    let s = start(&yaml).await;
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v["proxies"]
+            .as_array()
+            .unwrap_or_else(|| panic!("proxies in {v}"))
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let all = s.get_json("/providers/proxies").await;
+    let inl = &all["providers"]["inl"];
+    assert_eq!(
+        (inl["type"].as_str(), inl["vehicleType"].as_str()),
+        (Some("Proxy"), Some("Inline"))
+    );
+    assert_eq!(names(inl), ["I1"]);
+    assert!(
+        inl["updatedAt"].as_str().is_some_and(|t| t.contains('T')),
+        "{inl}"
+    );
+    let f = &all["providers"]["f"];
+    assert_eq!(f["vehicleType"], "File");
+    assert_eq!(f["testUrl"], "http://192.0.2.1/gen");
+    assert!(
+        all["providers"]["default"].is_object(),
+        "the config's own proxies stay"
+    );
+
+    // The file changes; PUT reads it again and the group follows.
+    std::fs::write(
+        &file,
+        format!("proxies:\n  - {}\n  - {}\n", socks("F2"), socks("F3")),
+    )
+    .unwrap();
+    assert_eq!(
+        s.call("PUT", "/providers/proxies/f", &[], None)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        names(&s.get_json("/providers/proxies/f").await),
+        ["F2", "F3"]
+    );
+    let g = s.get_json("/proxies/G").await;
+    assert!(
+        g["all"].as_array().unwrap().iter().any(|n| n == "F3"),
+        "the group has the provider's new proxy: {g}"
+    );
+    // A broken file is refused and the provider keeps what it had.
+    std::fs::write(&file, "proxies: [{name: broken").unwrap();
+    assert_eq!(
+        s.call("PUT", "/providers/proxies/f", &[], None)
+            .await
+            .status,
+        503
+    );
+    assert_eq!(
+        names(&s.get_json("/providers/proxies/f").await),
+        ["F2", "F3"]
+    );
+
+    assert_eq!(s.get_json("/providers/proxies/inl/I1").await["name"], "I1");
+    assert_eq!(s.get("/providers/proxies/inl/F2").await.status, 404);
+    assert_eq!(s.get("/providers/proxies/nope").await.status, 404);
+    assert_eq!(
+        s.call("PUT", "/providers/proxies/nope", &[], None)
+            .await
+            .status,
+        404
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
