@@ -82,7 +82,7 @@ pub(crate) async fn run(config: Config, path: Option<std::path::PathBuf>) -> Res
     let nat = relay::udp::Nat::new(cell.clone());
     let mut listening = Listening::new(cell.clone(), nat.clone(), stop.clone());
     listening.start(listeners);
-    tasks.spawn(nat.sweep(stop.clone()));
+    tasks.spawn(nat.clone().sweep(stop.clone()));
     tasks.spawn(relay::gauge::trim_memory(stop.clone()));
     if let Some((d, sockets)) = dns {
         tasks.spawn(crate::dns::serve(
@@ -107,6 +107,7 @@ pub(crate) async fn run(config: Config, path: Option<std::path::PathBuf>) -> Res
         tasks.spawn(install::watch::iptables(guard, stop.clone()));
     }
     let config_cell = ConfigCell::new(config.clone());
+    let reload_stats = Arc::new(crate::reload::ReloadStats::default());
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<crate::reload::Request>(4);
     let mut reloader = Reloader::new(
         path,
@@ -121,6 +122,7 @@ pub(crate) async fn run(config: Config, path: Option<std::path::PathBuf>) -> Res
                 dns: dns_tables,
                 dns_access: dns_access.clone(),
                 config: config_cell.clone(),
+                stats: reload_stats.clone(),
             },
         ),
     );
@@ -162,6 +164,8 @@ pub(crate) async fn run(config: Config, path: Option<std::path::PathBuf>) -> Res
             ui,
             metrics: crate::controller::Metrics {
                 dns_access: Some(dns_access.clone()),
+                nat: Some(nat.clone()),
+                reloads: Some(reload_stats.clone()),
             },
         };
         let api_state = crate::controller::Api::new(cx, stop.clone());

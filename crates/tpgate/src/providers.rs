@@ -108,6 +108,46 @@ pub(crate) fn config_dir(config_path: Option<&Path>) -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
+/// Update outcomes of one provider, for the metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Updates {
+    pub(crate) ok: u64,
+    pub(crate) failed: u64,
+    /// The last successful update.
+    pub(crate) last_ok: Option<std::time::SystemTime>,
+}
+
+/// Outcomes by (`rule` or `proxy`, provider name), for the whole process: counters must
+/// not restart when a reload replaces the providers.
+static UPDATES: std::sync::Mutex<Vec<((&'static str, String), Updates)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Records one update of a `kind` (`rule`, `proxy`) provider.
+pub(crate) fn record_update(kind: &'static str, name: &str, ok: bool) {
+    let mut all = UPDATES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let i = match all.iter().position(|((k, n), _)| *k == kind && n == name) {
+        Some(i) => i,
+        None => {
+            all.push(((kind, name.to_owned()), Updates::default()));
+            all.len() - 1
+        }
+    };
+    let u = &mut all[i].1;
+    if ok {
+        u.ok += 1;
+        u.last_ok = Some(std::time::SystemTime::now());
+    } else {
+        u.failed += 1;
+    }
+}
+
+/// Every provider's update outcomes so far.
+pub(crate) fn updates() -> Vec<((&'static str, String), Updates)> {
+    UPDATES.lock().map(|u| u.clone()).unwrap_or_default()
+}
+
 /// Starts the refresh task of every http provider.
 pub(crate) fn spawn_refresh(config: &Config, outbounds: &Arc<Outbounds>, shutdown: &Shutdown) {
     for p in &config.rule_providers {
@@ -140,7 +180,9 @@ async fn refresh_loop(
             () = tokio::time::sleep(wait) => {}
             () = stop.wait() => return,
         }
-        wait = match download(&p, &url, cache.as_deref(), &o).await {
+        let got = download(&p, &url, cache.as_deref(), &o).await;
+        record_update("rule", &p.name, got.is_ok());
+        wait = match got {
             Ok(n) => {
                 info!(provider = %p.name, entries = n, "rule provider updated from {url}");
                 p.interval.unwrap_or(Duration::MAX)
@@ -337,7 +379,9 @@ impl ProxyJob {
                 () = stop.wait() => return,
             }
             let name = &self.p.name;
-            wait = match self.once(&o).await {
+            let got = self.once(&o).await;
+            record_update("proxy", name, got.is_ok());
+            wait = match got {
                 Ok(n) => {
                     info!(provider = %name, proxies = n, "proxy provider updated from {}", self.url);
                     match self.p.interval {

@@ -49,6 +49,13 @@ impl ConfigCell {
     }
 }
 
+/// Reloads applied and refused since start, for the metrics.
+#[derive(Debug, Default)]
+pub(crate) struct ReloadStats {
+    pub(crate) applied: std::sync::atomic::AtomicU64,
+    pub(crate) refused: std::sync::atomic::AtomicU64,
+}
+
 /// Where a reload reads the config from.
 #[derive(Debug)]
 pub(crate) enum Source {
@@ -76,6 +83,7 @@ pub(crate) struct Parts {
     pub(crate) dns: Option<Arc<crate::dns::Dns>>,
     pub(crate) dns_access: Arc<crate::dns::Access>,
     pub(crate) config: Arc<ConfigCell>,
+    pub(crate) stats: Arc<ReloadStats>,
 }
 
 /// What a reload replaces, and what it needs to build the next generation.
@@ -130,6 +138,11 @@ impl Reloader {
         source: Source,
     ) -> Result<(), Vec<String>> {
         let res = self.try_reload(installed, source).await;
+        let counter = match res {
+            Ok(()) => &self.parts.stats.applied,
+            Err(_) => &self.parts.stats.refused,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Err(lines) = &res {
             for l in lines {
                 warn!("{l}");

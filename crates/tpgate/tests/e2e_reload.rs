@@ -403,6 +403,44 @@ fn reloads_under_load(backend: Backend, tag: &str) {
     let outside = api.request("PUT", "/configs", Some(r#"{"path": "/etc/passwd"}"#));
     assert_eq!(outside.status, 400, "{}", outside.body);
 
+    // The metrics saw all of it: ten reloads applied, three refused (a file, a payload, a
+    // path), the live UDP flow in the NAT table, and the probes counted by action and rule.
+    let scrape = api.request("GET", "/metrics", None);
+    assert_eq!(scrape.status, 200);
+    let parsed = prometheus_parse::Scrape::parse(scrape.body.lines().map(|l| Ok(l.to_owned())))
+        .expect("prometheus text");
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        let s = parsed
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+            .unwrap_or_else(|| panic!("{name} {labels:?} in\n{}", scrape.body));
+        match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            ref other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(
+        value("tpgate_reloads_total", &[("result", "applied")]),
+        10.0
+    );
+    assert_eq!(value("tpgate_reloads_total", &[("result", "refused")]), 3.0);
+    assert!(value("tpgate_udp_nat_flows", &[]) >= 1.0);
+    // The parser splits label values at commas: the rule is read from the line itself.
+    let line = r#"tpgate_flows_total{network="tcp",origin="forwarded",action="DIRECT",rule="MATCH,DIRECT"} "#;
+    let probes: f64 = scrape
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix(line))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no MATCH,DIRECT flows in\n{}", scrape.body));
+    assert!(
+        probes >= 12.0,
+        "the bulk connection and eleven probes: {probes}"
+    );
+
     stop.store(true, Ordering::Relaxed);
     bulk.join()
         .expect("bulk thread")

@@ -1,8 +1,11 @@
 //! `GET /metrics` (behind the same secret as the rest): Prometheus/OpenMetrics text, made
-//! at each scrape from what the daemon already counts: flows live and ended by network and
-//! origin, bytes by route, failed connects by route, each proxy's last health-check delay,
-//! DNS queries (answered, refused, cache hits), and the process's memory and descriptors.
-//! Nothing here counts on its own, so a scrape costs one pass over the live flows.
+//! at each scrape from what the daemon already counts: flows live and ended by network,
+//! origin, action and rule; bytes by route; failed connects by route and reason; each
+//! proxy's last health-check delay; DNS queries (answered, refused, cache hits), each
+//! upstream server's answers, failures and latency, and the fake-ip pools' use; the UDP NAT
+//! table's size and idle evictions; provider updates and their age; geodata file ages;
+//! reloads; the process's memory and descriptors. Nothing here counts on its own, so a
+//! scrape costs one pass over the live flows.
 
 use std::collections::HashMap;
 
@@ -14,12 +17,15 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tpgate_core::net::{Network, Origin};
+use std::time::SystemTime;
 
 use super::{streams, Api};
 use crate::dns::{Access, Dns};
 use crate::outbound::Node;
 use crate::relay::origin_name;
+use crate::relay::registry::FlowKind;
+use crate::relay::udp::Nat;
+use crate::reload::ReloadStats;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -28,13 +34,25 @@ type Labels = Vec<(&'static str, String)>;
 pub(crate) struct Metrics {
     /// Who the DNS server answered and refused.
     pub(crate) dns_access: Option<std::sync::Arc<Access>>,
+    /// The UDP NAT table.
+    pub(crate) nat: Option<std::sync::Arc<Nat>>,
+    pub(crate) reloads: Option<std::sync::Arc<ReloadStats>>,
 }
 
-fn kind(n: Network, o: Origin) -> Labels {
+fn kind(k: &FlowKind) -> Labels {
+    let (n, o, action, rule) = k;
     vec![
         ("network", n.to_string()),
-        ("origin", origin_name(o).to_owned()),
+        ("origin", origin_name(*o).to_owned()),
+        ("action", (*action).to_owned()),
+        ("rule", rule.clone()),
     ]
+}
+
+fn seconds_since(t: SystemTime) -> i64 {
+    SystemTime::now()
+        .duration_since(t)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
@@ -64,15 +82,12 @@ pub(super) fn collect(api: &Api) -> Registry {
     let active = Family::<Labels, Gauge>::default();
     let total = Family::<Labels, Counter>::default();
     for e in &live {
-        active
-            .get_or_create(&kind(e.info.network, e.info.origin))
-            .inc();
-        total
-            .get_or_create(&kind(e.info.network, e.info.origin))
-            .inc();
+        let labels = kind(&e.info.kind());
+        active.get_or_create(&labels).inc();
+        total.get_or_create(&labels).inc();
     }
-    for (&(n, o), &flows) in &ended.flows_by_kind {
-        total.get_or_create(&kind(n, o)).inc_by(flows);
+    for (k, &flows) in &ended.flows_by_kind {
+        total.get_or_create(&kind(k)).inc_by(flows);
     }
     r.register(
         "tpgate_flows_active",
@@ -110,12 +125,14 @@ pub(super) fn collect(api: &Api) -> Registry {
     let shared = api.shared();
     let o = &shared.outbounds;
     let failures = Family::<Labels, Counter>::default();
-    for (route, n) in o.failures() {
-        failures.get_or_create(&vec![("route", route)]).inc_by(n);
+    for ((route, reason), n) in o.failures() {
+        failures
+            .get_or_create(&vec![("route", route), ("reason", reason.to_owned())])
+            .inc_by(n);
     }
     r.register(
         "tpgate_dial_failures",
-        "Connects through a route that failed",
+        "Connects through a route that failed, by reason (connect_timeout, handshake_timeout, handshake, tls, resolve, refused, reset, unreachable, unsupported, other)",
         failures,
     );
 
@@ -164,7 +181,31 @@ pub(super) fn collect(api: &Api) -> Registry {
             "DNS answers served from the cache",
             cache_hits(dns),
         );
+        dns_metrics(&mut r, dns);
     }
+    if let Some(nat) = &api.metrics.nat {
+        gauge(
+            &mut r,
+            "tpgate_udp_nat_flows",
+            "UDP flows in the NAT table",
+            as_i64(nat.len() as u64),
+        );
+        counter(
+            &mut r,
+            "tpgate_udp_nat_evictions",
+            "UDP flows removed from the NAT table for being idle",
+            nat.evicted(),
+        );
+    }
+    if let Some(reloads) = &api.metrics.reloads {
+        let f = Family::<Labels, Counter>::default();
+        for (result, n) in [("applied", &reloads.applied), ("refused", &reloads.refused)] {
+            f.get_or_create(&vec![("result", result.to_owned())])
+                .inc_by(n.load(std::sync::atomic::Ordering::Relaxed));
+        }
+        r.register("tpgate_reloads", "Config reloads, by result", f);
+    }
+    provider_metrics(&mut r, api);
     gauge(
         &mut r,
         "tpgate_process_resident_memory_bytes",
@@ -178,6 +219,112 @@ pub(super) fn collect(api: &Api) -> Registry {
         as_i64(open_fds()),
     );
     r
+}
+
+fn dns_metrics(r: &mut Registry, dns: &Dns) {
+    let answers = Family::<Labels, Counter>::default();
+    let failures = Family::<Labels, Counter>::default();
+    let latency = Family::<Labels, Counter<f64>>::default();
+    for (server, ok, failed, secs) in dns.upstream_stats() {
+        let labels = vec![("server", server)];
+        answers.get_or_create(&labels).inc_by(ok);
+        failures.get_or_create(&labels).inc_by(failed);
+        latency.get_or_create(&labels).inc_by(secs);
+    }
+    r.register(
+        "tpgate_dns_upstream_answers",
+        "Answers from each upstream DNS server",
+        answers,
+    );
+    r.register(
+        "tpgate_dns_upstream_failures",
+        "Queries to each upstream DNS server that failed (timeout, error, SERVFAIL, REFUSED)",
+        failures,
+    );
+    r.register(
+        "tpgate_dns_upstream_latency_seconds",
+        "Total time each upstream DNS server took to answer (divide by the answers for the mean)",
+        latency,
+    );
+    let used = Family::<Labels, Gauge>::default();
+    let size = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    for (family, n, capacity) in dns.fake_ip_use() {
+        let labels = vec![("family", family.to_owned())];
+        used.get_or_create(&labels).set(as_i64(n));
+        #[allow(clippy::cast_precision_loss)] // a size, shown as a float on purpose
+        size.get_or_create(&labels).set(capacity as f64);
+    }
+    r.register(
+        "tpgate_dns_fake_ip_used",
+        "Fake-ip addresses holding a name",
+        used,
+    );
+    r.register(
+        "tpgate_dns_fake_ip_capacity",
+        "Addresses in the fake-ip range",
+        size,
+    );
+}
+
+/// Provider update outcomes and ages, proxies per provider, geodata file ages.
+fn provider_metrics(r: &mut Registry, api: &Api) {
+    let updates = Family::<Labels, Counter>::default();
+    let age = Family::<Labels, Gauge>::default();
+    for ((kind, name), u) in crate::providers::updates() {
+        for (result, n) in [("ok", u.ok), ("failed", u.failed)] {
+            updates
+                .get_or_create(&vec![
+                    ("kind", kind.to_owned()),
+                    ("provider", name.clone()),
+                    ("result", result.to_owned()),
+                ])
+                .inc_by(n);
+        }
+        if let Some(t) = u.last_ok {
+            age.get_or_create(&vec![("kind", kind.to_owned()), ("provider", name)])
+                .set(seconds_since(t));
+        }
+    }
+    let config = api.config();
+    let shared = api.shared();
+    let proxies = Family::<Labels, Gauge>::default();
+    for (k, p) in config.proxy_providers.iter().enumerate() {
+        let labels = vec![("provider", p.name.clone())];
+        proxies
+            .get_or_create(&labels)
+            .set(as_i64(shared.outbounds.provided_count(k) as u64));
+    }
+    r.register(
+        "tpgate_provider_updates",
+        "Provider downloads and reloads, by kind (rule, proxy) and result",
+        updates,
+    );
+    r.register(
+        "tpgate_provider_update_age_seconds",
+        "Seconds since each provider's last successful update",
+        age,
+    );
+    r.register(
+        "tpgate_proxy_provider_proxies",
+        "Usable proxies each proxy provider has now",
+        proxies,
+    );
+    let geo = Family::<Labels, Gauge>::default();
+    for (file, path) in [
+        ("geoip", config.geoip_path.as_deref()),
+        ("geosite", config.geosite_path.as_deref()),
+    ] {
+        let modified = path.and_then(|p| std::fs::metadata(p).ok()?.modified().ok());
+        if let Some(t) = modified {
+            geo.get_or_create(&vec![("file", file.to_owned())])
+                .set(seconds_since(t));
+        }
+    }
+    r.register(
+        "tpgate_geodata_age_seconds",
+        "Seconds since each geodata file in use was last written",
+        geo,
+    );
 }
 
 fn cache_hits(dns: &Dns) -> u64 {

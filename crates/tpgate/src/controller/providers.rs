@@ -305,7 +305,9 @@ pub(super) async fn update_rule_provider(
     let Some(p) = config.rule_providers.iter().find(|p| p.name == name) else {
         return not_found();
     };
-    match crate::providers::update_now(p, &api.shared().outbounds).await {
+    let got = crate::providers::update_now(p, &api.shared().outbounds).await;
+    crate::providers::record_update("rule", &name, got.is_ok());
+    match got {
         Ok(n) => {
             info!(provider = %name, entries = n, "rule provider updated by the controller");
             if let Ok(mut u) = api.provider_updates.lock() {

@@ -120,6 +120,36 @@ impl Dns {
         }
     }
 
+    /// Per upstream server: (name as written, answers, failures, seconds the answers took).
+    pub(crate) fn upstream_stats(&self) -> Vec<(String, u64, u64, f64)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.forwarder
+            .stats()
+            .into_iter()
+            .map(|(name, s)| {
+                let secs = s.latency_micros.load(Relaxed) as f64 / 1e6;
+                (
+                    name,
+                    s.answers.load(Relaxed),
+                    s.failures.load(Relaxed),
+                    secs,
+                )
+            })
+            .collect()
+    }
+
+    /// The fake-ip pools' use: (family, addresses handed out, addresses in the range).
+    pub(crate) fn fake_ip_use(&self) -> Vec<(&'static str, u64, u128)> {
+        let mut out = Vec::new();
+        for (family, pool) in [("ipv4", &self.fake4), ("ipv6", &self.fake6)] {
+            if let Some(p) = pool {
+                let p = lock(p);
+                out.push((family, p.len() as u64, p.capacity()));
+            }
+        }
+        out
+    }
+
     /// The name a fake destination stands for.
     pub(crate) fn fake_name(&self, ip: IpAddr) -> FakeName {
         let Some(pool) = self.pool(ip) else {

@@ -6,6 +6,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,6 +44,16 @@ pub(crate) struct Upstream {
     dot: Pipeline,
     /// DoH: the kept-alive HTTP/1.1 connections.
     doh: DohPool,
+    /// What the metrics report of this server.
+    stats: UpstreamStats,
+}
+
+/// Answers, failures and the total time the answers took, of one server.
+#[derive(Debug, Default)]
+pub(crate) struct UpstreamStats {
+    pub(crate) answers: AtomicU64,
+    pub(crate) failures: AtomicU64,
+    pub(crate) latency_micros: AtomicU64,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -77,6 +88,7 @@ impl Upstream {
             server_name,
             dot: Pipeline::default(),
             doh: DohPool::default(),
+            stats: UpstreamStats::default(),
         })
     }
 
@@ -96,6 +108,7 @@ impl Upstream {
             server_name: None,
             dot: Pipeline::default(),
             doh: DohPool::default(),
+            stats: UpstreamStats::default(),
         }
     }
 
@@ -115,6 +128,23 @@ pub(crate) struct Forwarder {
 }
 
 impl Forwarder {
+    /// Every server (bootstrap, main, fallback, policy) with its statistics, once each.
+    pub(crate) fn stats(&self) -> Vec<(String, &UpstreamStats)> {
+        let mut out: Vec<(String, &UpstreamStats)> = Vec::new();
+        let all = self
+            .bootstrap
+            .iter()
+            .chain(&self.main)
+            .chain(&self.fallback)
+            .chain(self.policy.iter().flat_map(|(_, l)| l));
+        for up in all {
+            if !out.iter().any(|(t, _)| t == up.text()) {
+                out.push((up.text().to_owned(), &up.stats));
+            }
+        }
+        out
+    }
+
     pub(crate) fn new(cfg: &tpgate_core::config::Dns, mark: u32) -> io::Result<Self> {
         // /etc/resolv.conf may name this very server (listen on 127.0.0.1:53): asking it
         // would loop, so such entries are dropped.
@@ -195,22 +225,39 @@ impl Forwarder {
             .map(|up| {
                 async move {
                     let server = || up.text().to_owned();
-                    let reply = tokio::time::timeout(TIMEOUT, self.exchange(up, query))
-                        .await
-                        .map_err(|_| UpstreamError::Timeout { server: server() })?
-                        .map_err(|source| UpstreamError::Exchange {
-                            server: server(),
-                            source,
-                        })?;
-                    match reply.response_code() {
-                        code @ (ResponseCode::ServFail | ResponseCode::Refused) => {
-                            Err(UpstreamError::Refused {
+                    let started = std::time::Instant::now();
+                    let answer = async {
+                        let reply = tokio::time::timeout(TIMEOUT, self.exchange(up, query))
+                            .await
+                            .map_err(|_| UpstreamError::Timeout { server: server() })?
+                            .map_err(|source| UpstreamError::Exchange {
                                 server: server(),
-                                code,
-                            })
+                                source,
+                            })?;
+                        match reply.response_code() {
+                            code @ (ResponseCode::ServFail | ResponseCode::Refused) => {
+                                Err(UpstreamError::Refused {
+                                    server: server(),
+                                    code,
+                                })
+                            }
+                            _ => Ok(reply),
                         }
-                        _ => Ok(reply),
                     }
+                    .await;
+                    let st = &up.stats;
+                    match &answer {
+                        Ok(_) => {
+                            st.answers.fetch_add(1, Ordering::Relaxed);
+                            let us =
+                                u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                            st.latency_micros.fetch_add(us, Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            st.failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    answer
                 }
                 .boxed()
             })

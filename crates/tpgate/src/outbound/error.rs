@@ -163,6 +163,40 @@ impl From<ResolveError> for io::Error {
     }
 }
 
+/// The metrics' word for why a flow through an upstream failed: `connect_timeout`,
+/// `handshake_timeout`, `handshake` (the proxy refused or spoke wrongly), `tls`, `resolve`,
+/// `unsupported` (the member cannot carry this flow), or the socket error's kind
+/// (`refused`, `reset`, `unreachable`, `other`).
+pub(crate) fn failure_reason(e: &io::Error) -> &'static str {
+    let inner = e.get_ref();
+    if let Some(d) = inner.and_then(|i| i.downcast_ref::<DialError>()) {
+        return match d {
+            DialError::ConnectTimeout(_) => "connect_timeout",
+            DialError::HandshakeTimeout { .. } => "handshake_timeout",
+            DialError::UdpDisabled { .. } | DialError::UdpOverHttp { .. } => "unsupported",
+            DialError::EmptyChain => "other",
+            DialError::Hop { source, .. } => failure_reason(source),
+        };
+    }
+    if inner.is_some_and(|i| i.is::<HandshakeError>()) {
+        return "handshake";
+    }
+    if inner.is_some_and(|i| i.is::<TlsError>()) {
+        return "tls";
+    }
+    if inner.is_some_and(|i| i.is::<ResolveError>()) {
+        return "resolve";
+    }
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "refused",
+        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => "reset",
+        io::ErrorKind::TimedOut => "timeout",
+        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => "unreachable",
+        io::ErrorKind::Unsupported => "unsupported",
+        _ => "other",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,5 +224,39 @@ mod tests {
             panic!("not a hop error: {e:?}");
         };
         assert!(matches!(typed(source), Some(HandshakeError::Closed)));
+    }
+}
+
+#[cfg(test)]
+mod reason_tests {
+    use super::*;
+
+    #[test]
+    fn failure_reasons_name_the_stage_that_failed() {
+        let addr: SocketAddr = "192.0.2.1:1080".parse().unwrap();
+        let cases: [(io::Error, &str); 6] = [
+            (DialError::ConnectTimeout(addr).into(), "connect_timeout"),
+            (
+                DialError::HandshakeTimeout { hop: "a".into() }.into(),
+                "handshake_timeout",
+            ),
+            (
+                DialError::Hop {
+                    hop: "a".into(),
+                    source: io::Error::from(io::ErrorKind::ConnectionRefused),
+                }
+                .into(),
+                "refused",
+            ),
+            (
+                DialError::UdpOverHttp { proxy: "h".into() }.into(),
+                "unsupported",
+            ),
+            (io::Error::from(io::ErrorKind::ConnectionReset), "reset"),
+            (io::Error::from(io::ErrorKind::InvalidInput), "other"),
+        ];
+        for (e, want) in cases {
+            assert_eq!(failure_reason(&e), want, "{e}");
+        }
     }
 }

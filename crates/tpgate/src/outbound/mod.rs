@@ -119,7 +119,7 @@ pub(crate) struct Outbounds {
     /// Delay measurements by name, for the API's `history` and `alive`.
     pub(crate) history: history::Histories,
     /// Failed connects by route label, for the metrics.
-    failures: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    failures: std::sync::Mutex<std::collections::HashMap<(String, &'static str), u64>>,
     /// The config, for expanding groups again when a provider's list changes.
     config: Config,
     provided: RwLock<provided::Table>,
@@ -491,21 +491,22 @@ impl Outbounds {
 
     /// A flow through `pick` failed to connect: the groups that chose it stop choosing that
     /// member until a health check sees it alive again.
-    pub(crate) fn report_failure(&self, pick: &Route) {
-        self.count_failure(pick);
+    pub(crate) fn report_failure(&self, pick: &Route, e: &io::Error) {
+        self.count_failure(pick, e);
         for (g, m) in &pick.path {
             g.mark_member_dead(*m);
         }
     }
 
-    fn count_failure(&self, pick: &Route) {
+    fn count_failure(&self, pick: &Route, e: &io::Error) {
         if let Ok(mut f) = self.failures.lock() {
-            *f.entry(pick.label.clone()).or_default() += 1;
+            *f.entry((pick.label.clone(), error::failure_reason(e)))
+                .or_default() += 1;
         }
     }
 
-    /// Failed connects so far, by route label.
-    pub(crate) fn failures(&self) -> std::collections::HashMap<String, u64> {
+    /// Failed connects so far, by route label and reason ([`error::failure_reason`]).
+    pub(crate) fn failures(&self) -> std::collections::HashMap<(String, &'static str), u64> {
         self.failures.lock().map(|f| f.clone()).unwrap_or_default()
     }
 
@@ -515,9 +516,9 @@ impl Outbounds {
     /// connection off a working upstream until the next health check.
     pub(crate) fn report_error(&self, pick: &Route, e: &io::Error) {
         if e.kind() == io::ErrorKind::Unsupported {
-            self.count_failure(pick);
+            self.count_failure(pick, e);
         } else {
-            self.report_failure(pick);
+            self.report_failure(pick, e);
         }
     }
 

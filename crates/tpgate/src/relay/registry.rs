@@ -34,7 +34,23 @@ pub(crate) struct FlowInfo {
     pub(crate) route: String,
 }
 
+/// What the metrics count flows by: network, origin, action (`DIRECT`, `REJECT`,
+/// `REJECT-DROP` or `PROXY`) and the deciding rule as written.
+pub(crate) type FlowKind = (Network, Origin, &'static str, String);
+
 impl FlowInfo {
+    /// What the metrics count this flow under.
+    pub(crate) fn kind(&self) -> FlowKind {
+        // A group's route ends in what it chose: `Select/DIRECT` is DIRECT.
+        let action = match self.route.rsplit('/').next().unwrap_or_default() {
+            "DIRECT" => "DIRECT",
+            "REJECT" => "REJECT",
+            "REJECT-DROP" => "REJECT-DROP",
+            _ => "PROXY",
+        };
+        (self.network, self.origin, action, self.rule.clone())
+    }
+
     pub(crate) fn new(d: &Decided, route: &str) -> Self {
         Self {
             network: d.network,
@@ -130,9 +146,9 @@ pub(crate) struct Totals {
     pub(crate) flows: u64,
     pub(crate) up: u64,
     pub(crate) down: u64,
-    /// The same by what the metrics break them down by: flows by (network, origin), bytes
-    /// (up, down) by route label.
-    pub(crate) flows_by_kind: HashMap<(Network, Origin), u64>,
+    /// The same by what the metrics break them down by: flows by kind, bytes (up, down)
+    /// by route label.
+    pub(crate) flows_by_kind: HashMap<FlowKind, u64>,
     pub(crate) bytes_by_route: HashMap<String, (u64, u64)>,
 }
 
@@ -218,7 +234,7 @@ impl Registry {
 /// Ended flows by (network, origin) and bytes (up, down) by route, for the metrics (the
 /// live ones are in [`Registry::snapshot`]).
 pub(crate) struct Ended {
-    pub(crate) flows_by_kind: HashMap<(Network, Origin), u64>,
+    pub(crate) flows_by_kind: HashMap<FlowKind, u64>,
     pub(crate) bytes_by_route: HashMap<String, (u64, u64)>,
 }
 
@@ -270,7 +286,7 @@ impl Drop for Registered {
             t.flows += 1;
             t.up += up;
             t.down += down;
-            *t.flows_by_kind.entry((i.network, i.origin)).or_default() += 1;
+            *t.flows_by_kind.entry(i.kind()).or_default() += 1;
             let route = t.bytes_by_route.entry(i.route.clone()).or_default();
             route.0 += up;
             route.1 += down;

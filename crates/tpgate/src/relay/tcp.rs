@@ -231,7 +231,7 @@ async fn proxied(
                 };
             }
             Err(e) => {
-                o.report_failure(&route);
+                o.report_failure(&route, &e);
                 let again = match route.target() {
                     Some(id) if attempt < 2 => o.pick(id, &target),
                     _ => route.clone(),

@@ -215,6 +215,9 @@ async fn metrics_parse_as_prometheus_text_and_count_the_flows() {
     c.add_down(64);
     s.shared.outbounds.history.record("a", Some(42));
     s.shared.outbounds.history.record("b", None);
+    let provider = format!("metrics-test-{}", std::process::id());
+    crate::providers::record_update("proxy", &provider, true);
+    crate::providers::record_update("proxy", &provider, false);
     assert_eq!(s.get("/metrics").await.status, 401);
     let r = s
         .call("GET", "/metrics", &[("authorization", "Bearer x")], None)
@@ -240,9 +243,19 @@ async fn metrics_parse_as_prometheus_text_and_count_the_flows() {
             ref other => panic!("{other:?}"),
         }
     };
-    let fwd = [("network", "tcp"), ("origin", "forwarded")];
+    let fwd = [
+        ("network", "tcp"),
+        ("origin", "forwarded"),
+        ("action", "PROXY"),
+    ];
     assert_eq!(value("tpgate_flows_total", &fwd), 2.0);
     assert_eq!(value("tpgate_flows_active", &fwd), 1.0);
+    // The parser splits label values at commas; the rule label is checked as written.
+    assert!(
+        text.lines().any(|l| l
+            == r#"tpgate_flows_total{network="udp",origin="local",action="DIRECT",rule="DOMAIN-SUFFIX,example.com,DIRECT"} 1"#),
+        "{text}"
+    );
     assert_eq!(
         value(
             "tpgate_flows_total",
@@ -276,6 +289,20 @@ async fn metrics_parse_as_prometheus_text_and_count_the_flows() {
         42.0
     );
     assert_eq!(value("tpgate_proxy_alive", &[("proxy", "b")]), 0.0);
+    for result in ["ok", "failed"] {
+        let labels = [
+            ("kind", "proxy"),
+            ("provider", provider.as_str()),
+            ("result", result),
+        ];
+        assert_eq!(value("tpgate_provider_updates_total", &labels), 1.0);
+    }
+    assert!(
+        value(
+            "tpgate_provider_update_age_seconds",
+            &[("provider", provider.as_str())]
+        ) < 60.0
+    );
     assert!(value("tpgate_process_resident_memory_bytes", &[]) > 0.0);
     assert!(value("tpgate_process_open_fds", &[]) > 0.0);
     drop((a, c));

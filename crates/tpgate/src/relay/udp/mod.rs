@@ -132,6 +132,8 @@ pub(crate) struct Nat {
     flows: Mutex<HashMap<Key, Flow>>,
     /// Reply sockets by original destination; weak so the last flow's end frees the socket.
     replies: Mutex<HashMap<SocketAddr, Weak<UdpSocket>>>,
+    /// Flows removed by the sweep for being idle, for the metrics.
+    evicted: AtomicU64,
 }
 
 impl Nat {
@@ -141,7 +143,18 @@ impl Nat {
             start: Instant::now(),
             flows: Mutex::new(HashMap::new()),
             replies: Mutex::new(HashMap::new()),
+            evicted: AtomicU64::new(0),
         })
+    }
+
+    /// Flows in the table now.
+    pub(crate) fn len(&self) -> usize {
+        self.flows.lock().map_or(0, |f| f.len())
+    }
+
+    /// Flows the sweep removed for being idle, since start.
+    pub(crate) fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
     }
 
     fn shared(&self) -> Arc<Shared> {
@@ -185,6 +198,7 @@ impl Nat {
                     let keep = u128::from(idle_ms) < f.idle.as_millis();
                     if !keep {
                         debug!("udp {src} -> {dst} idle, closed");
+                        self.evicted.fetch_add(1, Ordering::Relaxed);
                     }
                     keep
                 });
