@@ -350,3 +350,35 @@ pub(super) async fn scrape(State(api): State<Api>) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every metric the Grafana dashboard in `packaging/` queries is one this module
+    /// registers (counters are registered without their `_total`).
+    #[test]
+    fn the_grafana_dashboard_queries_only_metrics_that_exist() {
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../../../packaging/grafana-dashboard.json"))
+                .expect("dashboard JSON");
+        let source = include_str!("metrics.rs");
+        let mut checked = 0;
+        for panel in dashboard["panels"].as_array().expect("panels") {
+            for target in panel["targets"].as_array().expect("targets") {
+                let expr = target["expr"].as_str().expect("expr");
+                for name in expr
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|w| w.starts_with("tpgate_"))
+                {
+                    let base = name.strip_suffix("_total").unwrap_or(name);
+                    assert!(
+                        source.contains(&format!("\"{base}\"")),
+                        "panel {}: {name} is not a tpgate metric",
+                        panel["title"]
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 20, "{checked}");
+    }
+}
