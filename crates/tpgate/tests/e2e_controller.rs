@@ -180,6 +180,30 @@ fn the_wan_side_gets_no_dns_answers_and_nothing_from_the_api() {
     );
     assert!(!text.contains("proxies\":"), "{text}");
 
+    // The tproxy port, on either of the gateway's addresses: refused like a closed port
+    // (a reset for TCP, no answer for UDP), from the WAN as from the LAN.
+    for ns in [&lab.server, &lab.client] {
+        for ip in [v4.gw_wan, v4.gw_lan] {
+            let dst = SocketAddr::new(ip, lab::TPROXY_PORT);
+            match tcp_connect(ns, dst) {
+                Err(e) => assert_eq!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionRefused,
+                    "{dst}: {e}"
+                ),
+                Ok(_) => panic!("{} connected to the tproxy port {dst}", ns.name),
+            }
+            let sock = ns
+                .enter(|| UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))))
+                .expect("udp bind");
+            sock.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            sock.send_to(b"hello", dst).expect("udp send");
+            let mut buf = [0u8; 64];
+            assert!(sock.recv_from(&mut buf).is_err(), "{dst} answered over UDP");
+        }
+    }
+
     // The LAN with the secret (URL-encoded in ?token=, as a dashboard's WebSocket sends it)
     // sees everything, including the refused queries.
     let api_lan = SocketAddr::new(v4.gw_lan, API_PORT);

@@ -469,3 +469,39 @@ fn reloads_under_load_nftables() {
 fn reloads_under_load_iptables() {
     reloads_under_load(Backend::IptablesLegacy, "reloadipt");
 }
+
+/// A select group's choice made in the controller survives a reload, and new flows follow
+/// it (proved at the server).
+#[test]
+fn select_choices_survive_a_reload() {
+    let Some(mut lab) = Lab::new("reloadsel") else {
+        return;
+    };
+    lab.backend = Backend::Nftables;
+    let a = Family::V4.addrs();
+    let groups = ["{name: G, type: select, proxies: [REJECT, DIRECT]}".to_owned()];
+    let text = |extra: &str| {
+        lab.proxy_config_text(&[], &groups, &[extra, "DST-PORT,80,G", "MATCH,DIRECT"])
+    };
+    let config = lab.write_file("tpgate.yaml", &text("DST-PORT,9,REJECT"));
+    let tp = Tpgate::start(&lab, &config);
+    let server = TcpEchoServer::start(&lab.server, SocketAddr::new(a.server, 80));
+    let api = lab::Api::new(&lab, None);
+    let refused = tcp_echo(&lab.client, server.addr, b"x");
+    assert!(
+        refused.is_err() || refused.as_ref().is_ok_and(|x| x.echoed.is_empty()),
+        "G starts on REJECT: {refused:?}"
+    );
+    assert_eq!(api.select("G", "DIRECT").status, 204);
+    std::fs::write(&config, text("DST-PORT,10,REJECT")).unwrap();
+    reload(&lab, &tp, 1);
+    assert!(
+        tp.log_text().contains("config reloaded"),
+        "{}",
+        tp.log_text()
+    );
+    assert_eq!(api.now("G"), "DIRECT", "the choice survived the reload");
+    let through = tcp_echo(&lab.client, server.addr, b"after").expect("G is DIRECT now");
+    assert_eq!(through.echoed, b"after");
+    assert_eq!(server.wait_peers(1)[0].ip(), a.gw_wan, "relayed by tpgate");
+}
