@@ -402,8 +402,16 @@ fn reloads_under_load(backend: Backend, tag: &str) {
     probe("payload");
     let outside = api.request("PUT", "/configs", Some(r#"{"path": "/etc/passwd"}"#));
     assert_eq!(outside.status, 400, "{}", outside.body);
+    // A restart is a reload of the file (the last step wrote `base`: the port goes back).
+    let restart = api.request("POST", "/restart", None);
+    assert_eq!(
+        (restart.status, restart.json()["status"].as_str()),
+        (200, Some("ok"))
+    );
+    assert!(!interception_text(&lab).contains(&other_port.to_string()));
+    probe("restart");
 
-    // The metrics saw all of it: ten reloads applied, three refused (a file, a payload, a
+    // The metrics saw all of it: eleven reloads applied, three refused (a file, a payload, a
     // path), the live UDP flow in the NAT table, and the probes counted by action and rule.
     let scrape = api.request("GET", "/metrics", None);
     assert_eq!(scrape.status, 200);
@@ -424,7 +432,7 @@ fn reloads_under_load(backend: Backend, tag: &str) {
     };
     assert_eq!(
         value("tpgate_reloads_total", &[("result", "applied")]),
-        10.0
+        11.0
     );
     assert_eq!(value("tpgate_reloads_total", &[("result", "refused")]), 3.0);
     assert!(value("tpgate_udp_nat_flows", &[]) >= 1.0);
@@ -437,8 +445,8 @@ fn reloads_under_load(backend: Backend, tag: &str) {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no MATCH,DIRECT flows in\n{}", scrape.body));
     assert!(
-        probes >= 12.0,
-        "the bulk connection and eleven probes: {probes}"
+        probes >= 13.0,
+        "the bulk connection and twelve probes: {probes}"
     );
 
     stop.store(true, Ordering::Relaxed);

@@ -3,8 +3,9 @@
 //! `mode` and `log-level` live, accepts the other keys only when they already hold, and
 //! says which it cannot change; `PUT /configs` reloads (from the running config's file, a
 //! `path`, or a `payload`), answering 400 with the `FILE:LINE:COL` lines of a refused config;
-//! `/configs/geo`, `/restart` and `/upgrade*` answer 501 with what to do instead: tpgate
-//! neither restarts, downloads databases nor upgrades itself from the API.
+//! `POST /restart` is a reload too (everything applies live); `/configs/geo` and `/upgrade*`
+//! answer 501 with what to do instead: tpgate neither downloads databases nor upgrades
+//! itself from the API.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -171,9 +172,6 @@ pub(super) async fn put_configs(State(api): State<Api>, body: Bytes) -> Response
             Err(_) => return bad_request(),
         }
     };
-    let Some(requests) = &api.reload else {
-        return not_supported("this tpgate controller has no daemon to reload");
-    };
     let source = if !put.payload.is_empty() {
         Source::Payload(put.payload)
     } else if !put.path.is_empty() {
@@ -181,14 +179,9 @@ pub(super) async fn put_configs(State(api): State<Api>, body: Bytes) -> Response
     } else {
         Source::File(None)
     };
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    if requests.send(Request { source, reply }).await.is_err() {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "tpgate is stopping");
-    }
-    match answer.await {
-        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
-        Ok(Err(lines)) => error(StatusCode::BAD_REQUEST, &lines.join("\n")),
-        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "tpgate is stopping"),
+    match reload(&api, source).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(r) => r,
     }
 }
 
@@ -197,12 +190,32 @@ pub(super) async fn geo() -> Response {
     not_supported("tpgate downloads no geo databases: replace the files named by geoip-path and geosite-path, then restart tpgate")
 }
 
-/// `POST /restart`.
-pub(super) async fn restart() -> Response {
-    not_supported(
-        "tpgate does not restart itself from the API: restart the service (systemctl \
-         restart tpgate)",
-    )
+/// `POST /restart`: tpgate applies every part of a config live, so a restart is a reload
+/// of the config file (the DNS server's and the controller's addresses excepted, which the
+/// log names when they changed); `{"status":"ok"}`, or 400 with why it was refused.
+pub(super) async fn restart(State(api): State<Api>) -> Response {
+    match reload(&api, Source::File(None)).await {
+        Ok(()) => Json(json!({"status": "ok"})).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// Asks the daemon for a reload from `source`; the error is the response to give.
+async fn reload(api: &Api, source: Source) -> Result<(), Response> {
+    let Some(requests) = &api.reload else {
+        return Err(not_supported(
+            "this tpgate controller has no daemon to reload",
+        ));
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if requests.send(Request { source, reply }).await.is_err() {
+        return Err(error(StatusCode::SERVICE_UNAVAILABLE, "tpgate is stopping"));
+    }
+    match answer.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(lines)) => Err(error(StatusCode::BAD_REQUEST, &lines.join("\n"))),
+        Err(_) => Err(error(StatusCode::SERVICE_UNAVAILABLE, "tpgate is stopping")),
+    }
 }
 
 /// `POST /upgrade`, `/upgrade/ui`.
