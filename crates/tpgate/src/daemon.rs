@@ -110,7 +110,7 @@ pub(crate) async fn run(config: Config, path: Option<std::path::PathBuf>) -> Res
     let reload_stats = Arc::new(crate::reload::ReloadStats::default());
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<crate::reload::Request>(4);
     let mut reloader = Reloader::new(
-        path,
+        path.clone(),
         cell.clone(),
         plan.clone(),
         &config,
@@ -123,6 +123,7 @@ pub(crate) async fn run(config: Config, path: Option<std::path::PathBuf>) -> Res
                 dns_access: dns_access.clone(),
                 config: config_cell.clone(),
                 stats: reload_stats.clone(),
+                requests: reload_tx.clone(),
             },
         ),
     );
@@ -159,6 +160,7 @@ pub(crate) async fn run(config: Config, path: Option<std::path::PathBuf>) -> Res
         let cx = crate::controller::Context {
             config: config_cell.clone(),
             reload: Some(reload_tx.clone()),
+            config_path: path.clone(),
             cell: cell.clone(),
             dns: dns_server,
             ui,
@@ -213,10 +215,9 @@ pub(crate) async fn run(config: Config, path: Option<std::path::PathBuf>) -> Res
 /// rules read it per flow, and `GEOIP,CC,DIRECT` ones are expanded into ranges for the
 /// kernel offload).
 pub(crate) fn plan_for(config: &Config) -> Result<(Plan, Option<crate::geoip::GeoIp>)> {
-    let geoip = match (
-        &config.geoip_path,
-        config.rules.iter().any(|r| r.matcher.needs_geoip()),
-    ) {
+    let geoip = match (&config.geoip_path, crate::geoip::uses_geoip(config)) {
+        // Missing only when `geox-url.mmdb` will fetch it (the load said so).
+        (Some(path), true) if !std::path::Path::new(path).exists() => None,
         (Some(path), true) => Some(crate::geoip::GeoIp::open(std::path::Path::new(path))?),
         _ => None,
     };

@@ -87,12 +87,7 @@ impl GeoIp {
 /// names no `geoip-path` (mihomo configs count on mihomo downloading the file) gets a
 /// warning instead, and its GEOIP rules never match; returned as `Ok(Some(warning))`.
 pub(crate) fn check(config: &mut Config, config_path: Option<&Path>) -> Result<Option<String>> {
-    let needed = config.rules.iter().any(|r| r.matcher.needs_geoip())
-        || config
-            .sub_rules
-            .iter()
-            .any(|(_, l)| l.iter().any(|r| r.matcher.needs_geoip()));
-    if !needed {
+    if !uses_geoip(config) {
         return Ok(None);
     }
     let base = crate::providers::config_dir(config_path);
@@ -103,15 +98,42 @@ pub(crate) fn check(config: &mut Config, config_path: Option<&Path>) -> Result<O
             config.geoip_path = Some(path.display().to_string());
             Ok(None)
         }
-        Err(e) if explicit => Err(e.context("GEOIP rules need a country database")),
+        Err(e) if explicit && config.geox.mmdb.is_none() => {
+            Err(e.context("GEOIP rules need a country database"))
+        }
         Err(e) => {
-            config.geoip_path = None;
-            Ok(Some(format!(
-                "{e:#}; GEOIP rules will not match (tpgate downloads nothing: put a \
-                 GeoLite2-Country database there or set `geoip-path`)"
-            )))
+            let then = match &config.geox.mmdb {
+                // Kept: the download goes there, and the reload after it reads it.
+                Some(url) => {
+                    config.geoip_path = Some(path.display().to_string());
+                    format!("GEOIP rules will not match until `tpgate run` has downloaded it from {url} (geox-url.mmdb)")
+                }
+                None => {
+                    config.geoip_path = None;
+                    "GEOIP rules will not match (put a GeoLite2-Country database there, set \
+                     `geoip-path`, or set `geox-url.mmdb` to have tpgate download it)"
+                        .to_owned()
+                }
+            };
+            Ok(Some(format!("{e:#}; {then}")))
         }
     }
+}
+
+/// Whether `config`'s rules or DNS settings use `GEOSITE` lists.
+pub(crate) fn uses_geosite(config: &Config) -> bool {
+    let mut c = config.clone();
+    let rules = all_rules(&mut c).any(|r| r.matcher.geosites_mut().into_iter().next().is_some());
+    rules || !c.dns.sets_mut(true).is_empty()
+}
+
+/// Whether `config`'s rules use the country database.
+pub(crate) fn uses_geoip(config: &Config) -> bool {
+    config.rules.iter().any(|r| r.matcher.needs_geoip())
+        || config
+            .sub_rules
+            .iter()
+            .any(|(_, l)| l.iter().any(|r| r.matcher.needs_geoip()))
 }
 
 /// The main rules and every `sub-rules` list's.
@@ -152,12 +174,25 @@ pub(crate) fn load_geosite(
     names.dedup();
     let base = crate::providers::config_dir(config_path);
     let path = base.join(config.geosite_path.as_deref().unwrap_or("GeoSite.dat"));
-    if config.geosite_path.is_none() && !path.exists() {
-        return Ok(Some(format!(
-            "{}: no geosite file; GEOSITE rules will not match (tpgate downloads nothing: \
-             put a v2ray geosite.dat there or set `geosite-path`)",
-            path.display()
-        )));
+    if !path.exists() {
+        match &config.geox.geosite {
+            Some(url) => {
+                return Ok(Some(format!(
+                    "{}: no geosite file yet; GEOSITE rules will not match until `tpgate run` \
+                     has downloaded it from {url} (geox-url.geosite)",
+                    path.display()
+                )))
+            }
+            None if config.geosite_path.is_none() => {
+                return Ok(Some(format!(
+                    "{}: no geosite file; GEOSITE rules will not match (put a v2ray \
+                     geosite.dat there, set `geosite-path`, or set `geox-url.geosite` to have \
+                     tpgate download it)",
+                    path.display()
+                )))
+            }
+            None => {}
+        }
     }
     let data = std::fs::read(&path).with_context(|| {
         format!(

@@ -24,6 +24,7 @@ mod daemon;
 mod dashboard;
 mod dns;
 mod doctor;
+mod geodata;
 mod geoip;
 mod install;
 mod instance;

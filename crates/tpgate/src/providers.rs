@@ -254,7 +254,7 @@ async fn get(url: &str, o: &Outbounds) -> anyhow::Result<Bytes> {
 
 /// [`get`] with extra request headers and a body limit; also returns the
 /// `subscription-userinfo` response header.
-async fn fetch(
+pub(crate) async fn fetch(
     url: &str,
     o: &Outbounds,
     headers: &[(String, String)],
@@ -435,7 +435,7 @@ impl ProxyJob {
 }
 
 /// Writes `path` whole or not at all: a temporary file beside it, then a rename.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }

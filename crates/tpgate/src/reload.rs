@@ -84,6 +84,8 @@ pub(crate) struct Parts {
     pub(crate) dns_access: Arc<crate::dns::Access>,
     pub(crate) config: Arc<ConfigCell>,
     pub(crate) stats: Arc<ReloadStats>,
+    /// Where a generation's geodata downloads ask for the reload that reads them.
+    pub(crate) requests: Requests,
 }
 
 /// What a reload replaces, and what it needs to build the next generation.
@@ -119,7 +121,7 @@ impl Reloader {
         (stop, parts): (Shutdown, Parts),
     ) -> Self {
         let outbounds = cell.load().outbounds.clone();
-        let generation = start_generation(config, &outbounds, &stop);
+        let generation = start_generation(config, &outbounds, &stop, (&path, &parts.requests));
         Self {
             path,
             cell,
@@ -231,7 +233,12 @@ impl Reloader {
             registry: old.registry.clone(),
         });
         self.cell.store(next);
-        let generation = start_generation(&config, &outbounds, &self.stop);
+        let generation = start_generation(
+            &config,
+            &outbounds,
+            &self.stop,
+            (&self.path, &self.parts.requests),
+        );
         std::mem::replace(&mut self.generation, generation).fire();
         self.plan = plan;
         info!(
@@ -319,13 +326,19 @@ fn same_interception(a: &Plan, b: &Plan) -> bool {
     strip(a) == strip(b)
 }
 
-/// Health checks and provider refreshes of one config generation, until the returned
-/// trigger fires or the daemon stops.
-fn start_generation(config: &Config, outbounds: &Arc<Outbounds>, stop: &Shutdown) -> Trigger {
+/// Health checks, provider refreshes and geodata downloads of one config generation, until
+/// the returned trigger fires or the daemon stops.
+fn start_generation(
+    config: &Config,
+    outbounds: &Arc<Outbounds>,
+    stop: &Shutdown,
+    (path, requests): (&Option<PathBuf>, &Requests),
+) -> Trigger {
     let (trigger, generation) = shutdown::channel();
     let both = shutdown::either(generation, stop.clone());
     outbound::spawn_health_checks(outbounds, &both);
     crate::providers::spawn_refresh(config, outbounds, &both);
     crate::providers::spawn_proxy_refresh(config, outbounds, &both);
+    crate::geodata::spawn(config, path.clone(), outbounds, requests.clone(), both);
     trigger
 }

@@ -177,3 +177,157 @@ fn geosite_rules_decide_by_list() {
     assert_eq!(out.code, Some(2), "{out:?}");
     assert!(out.stderr.contains("nope"), "{}", out.stderr);
 }
+
+/// Files served over HTTP from the server's namespace (`GET /NAME`), changeable while it
+/// runs; every request's path is recorded.
+struct FileServer {
+    files: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>>,
+    hits: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FileServer {
+    fn start(lab: &Lab, addr: SocketAddr) -> Self {
+        use std::io::{BufRead as _, Write as _};
+        use std::sync::atomic::Ordering;
+        let listener = lab
+            .server
+            .enter(|| std::net::TcpListener::bind(addr))
+            .expect("bind the file server");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let me = Self {
+            files: Default::default(),
+            hits: Default::default(),
+            stop: Default::default(),
+        };
+        let (files, hits, stop) = (me.files.clone(), me.hits.clone(), me.stop.clone());
+        std::thread::spawn(move || {
+            // Bounded: the test ends it, and it gives up after five minutes regardless.
+            let until = std::time::Instant::now() + Duration::from_secs(300);
+            while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < until {
+                let Ok((s, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                s.set_nonblocking(false).expect("blocking");
+                s.set_read_timeout(Some(Duration::from_secs(5)))
+                    .expect("timeout");
+                let mut reader = std::io::BufReader::new(&s);
+                let mut first = String::new();
+                if reader.read_line(&mut first).is_err() {
+                    continue;
+                }
+                // The rest of the request head.
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let path = first.split_whitespace().nth(1).unwrap_or("").to_owned();
+                hits.lock().unwrap().push(path.clone());
+                let body = files.lock().unwrap().get(&path).cloned();
+                let mut w = &s;
+                let _ = match body {
+                    Some(b) => w
+                        .write_all(
+                            format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", b.len())
+                                .as_bytes(),
+                        )
+                        .and_then(|()| w.write_all(&b)),
+                    None => w.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"),
+                };
+            }
+        });
+        me
+    }
+
+    fn put(&self, path: &str, bytes: Vec<u8>) {
+        self.files.lock().unwrap().insert(path.to_owned(), bytes);
+    }
+
+    fn hits(&self, path: &str) -> usize {
+        self.hits
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| *p == path)
+            .count()
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// `geox-url`: missing geodata is downloaded at start over the gateway's own (marked)
+/// connection and read by a reload; `POST /configs/geo` downloads again, refuses a broken
+/// file (the one in place stays) and applies a good one.
+#[test]
+fn geox_url_downloads_missing_geodata_and_updates_it_from_the_api() {
+    let Some(lab) = Lab::new("geox") else {
+        return;
+    };
+    let (v4, v6) = (Family::V4.addrs(), Family::V6.addrs());
+    let files = FileServer::start(&lab, SocketAddr::new(v4.server, 8000));
+    files.put(
+        "/Country.mmdb",
+        country_db(&[("2001:db8:2::/64", "JP"), ("203.0.113.0/24", "US")]),
+    );
+    files.put("/GeoSite.dat", geosite_dat());
+    let text = lab.proxy_config_text(
+        &[],
+        &[],
+        &["GEOIP,jp,REJECT", "GEOSITE,category-ads,REJECT", "MATCH,DIRECT"],
+    ) + &format!(
+        "geox-url:\n  mmdb: http://{s}:8000/Country.mmdb\n  geosite: http://{s}:8000/GeoSite.dat\n  geoip: http://{s}:8000/unused.dat\n",
+        s = v4.server
+    );
+    let path = lab.write_file("tpgate.yaml", &text);
+    let check = tpgate_oneshot(&lab.gw, &["check", "-c", &path.display().to_string()]);
+    assert!(check.success(), "check: {}", check.stderr);
+    assert!(
+        check.stderr.contains("downloaded it from"),
+        "{}",
+        check.stderr
+    );
+    let tp = Tpgate::start(&lab, &path);
+    tp.wait_for_line(Duration::from_secs(20), |l| l.contains("config reloaded"))
+        .unwrap_or_else(|| panic!("no reload after the downloads:\n{}", tp.log_text()));
+    assert_eq!(
+        (files.hits("/Country.mmdb"), files.hits("/GeoSite.dat")),
+        (1, 1)
+    );
+    let mmdb = lab.dir.join("Country.mmdb");
+    assert!(mmdb.exists() && lab.dir.join("GeoSite.dat").exists());
+
+    let jp = TcpEchoServer::start(&lab.server, SocketAddr::new(v6.server, 80));
+    let us = TcpEchoServer::start(&lab.server, SocketAddr::new(v4.server, 80));
+    let rejected =
+        |dst: SocketAddr| tcp_echo(&lab.client, dst, b"hi").map_or(true, |x| x.echoed.is_empty());
+    assert!(rejected(jp.addr), "GEOIP reads the downloaded database");
+    assert!(!rejected(us.addr));
+    assert!(
+        lab::lan_request_for(&lab, "a.ads.example", us.addr).is_empty(),
+        "GEOSITE reads the downloaded list"
+    );
+
+    // A broken database is refused; the file in place and the rules stay.
+    let api = lab::Api::new(&lab, None);
+    let before = std::fs::read(&mmdb).unwrap();
+    files.put("/Country.mmdb", b"not a database".to_vec());
+    let r = api.request("POST", "/configs/geo", None);
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert!(r.body.contains("Country.mmdb"), "{}", r.body);
+    assert_eq!(std::fs::read(&mmdb).unwrap(), before);
+    assert!(rejected(jp.addr));
+
+    // A new one (the IPv4 network is JP now) is applied at once.
+    files.put("/Country.mmdb", country_db(&[("203.0.113.0/24", "JP")]));
+    let r = api.request("POST", "/configs/geo", None);
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert!(rejected(us.addr), "the new database is in force");
+    assert!(!rejected(jp.addr));
+    assert_eq!(files.hits("/Country.mmdb"), 3);
+    assert_eq!(files.hits("/unused.dat"), 0, "geoip.dat is not tpgate's");
+}

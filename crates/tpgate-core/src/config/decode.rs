@@ -99,6 +99,17 @@ pub(super) fn decode(root: Option<&Node>, d: &mut Diags) -> Config {
             "sniffer" => config.sniffer = sniffer(node, d),
             "geoip-path" => config.geoip_path = check(d, node, key, value::text(node)),
             "geosite-path" => config.geosite_path = check(d, node, key, value::text(node)),
+            "geox-url" => geox_url(node, d, &mut config.geox),
+            "geo-auto-update" => {
+                if let Some(b) = check(d, node, key, value::boolean(node)) {
+                    config.geox.auto_update = b;
+                }
+            }
+            "geo-update-interval" => {
+                if let Some(h) = check(d, node, key, nonzero(value::uint(node, 24 * 365))) {
+                    config.geox.interval = std::time::Duration::from_secs(h * 3600);
+                }
+            }
             "dns" => super::dns::dns(node, d, &mut config.dns),
             "hosts" => super::dns::hosts(node, d, &mut config.dns),
             "use-hosts" => super::dns::use_hosts(node, d, &mut config.dns),
@@ -223,6 +234,24 @@ fn tun_dns(entries: &[Entry<'_>], config: &mut Config, d: &mut Diags) {
 }
 
 /// A mapping's entries with string keys, in order; reports other keys and duplicates.
+/// `geox-url`: the URLs of the files tpgate reads (`mmdb`, `geosite`); mihomo's `geoip`
+/// (geoip.dat) and `asn` are accepted and not used.
+fn geox_url(node: &Node, d: &mut Diags, out: &mut super::Geox) {
+    for e in entries(node, "geox-url", d) {
+        let path = format!("geox-url.{}", e.key);
+        match e.key {
+            "mmdb" => out.mmdb = check(d, e.value, &path, value::text(e.value)),
+            "geosite" => out.geosite = check(d, e.value, &path, value::text(e.value)),
+            "geoip" | "asn" => d.warn(
+                e.key_pos,
+                &path,
+                "not used by tpgate (it reads the country database `mmdb` and `geosite`)",
+            ),
+            _ => d.warn(e.key_pos, &path, "unknown key; ignored"),
+        }
+    }
+}
+
 pub(super) fn entries<'a>(node: &'a Node, section: &str, d: &mut Diags) -> Vec<Entry<'a>> {
     let Value::Map(map) = &node.value else {
         return Vec::new();

@@ -64,6 +64,9 @@ pub struct Config {
     /// `geosite-path` (tpgate's own): the v2ray `geosite.dat` `GEOSITE` rules use; default
     /// `GeoSite.dat` next to the config.
     pub geosite_path: Option<String>,
+    /// `geox-url`, `geo-auto-update`, `geo-update-interval`: where the geodata files come
+    /// from and whether they are refreshed.
+    pub geox: Geox,
     /// `sub-rules`: named rule lists that `SUB-RULE` rules descend into, in file order.
     pub sub_rules: Vec<(String, Vec<Rule>)>,
     /// `dns` (with the top-level `hosts`): the built-in DNS server.
@@ -186,6 +189,7 @@ impl Default for Config {
             proxy_providers: Vec::new(),
             geoip_path: None,
             geosite_path: None,
+            geox: Geox::default(),
             sub_rules: Vec::new(),
             dns: super::Dns::default(),
         }
@@ -206,6 +210,32 @@ impl Default for Intercept {
             bypass: Vec::new(),
             dns_hijack: false,
             offload_direct: true,
+        }
+    }
+}
+
+/// Downloading the geodata files (mihomo's `geox-url`). tpgate downloads only when the
+/// config says where from: a file is fetched at start when it is missing, on
+/// `POST /configs/geo`, and every `interval` with `auto_update`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Geox {
+    /// `geox-url.mmdb`: the country database (`geoip-path`, default `Country.mmdb`).
+    pub mmdb: Option<String>,
+    /// `geox-url.geosite`: the v2ray geosite list (`geosite-path`, default `GeoSite.dat`).
+    pub geosite: Option<String>,
+    /// `geo-auto-update`.
+    pub auto_update: bool,
+    /// `geo-update-interval` (hours in the file; mihomo's default 24).
+    pub interval: std::time::Duration,
+}
+
+impl Default for Geox {
+    fn default() -> Self {
+        Self {
+            mmdb: None,
+            geosite: None,
+            auto_update: false,
+            interval: std::time::Duration::from_secs(24 * 3600),
         }
     }
 }

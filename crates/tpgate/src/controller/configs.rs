@@ -3,9 +3,9 @@
 //! `mode` and `log-level` live, accepts the other keys only when they already hold, and
 //! says which it cannot change; `PUT /configs` reloads (from the running config's file, a
 //! `path`, or a `payload`), answering 400 with the `FILE:LINE:COL` lines of a refused config;
-//! `POST /restart` is a reload too (everything applies live); `/configs/geo` and `/upgrade*`
-//! answer 501 with what to do instead: tpgate neither downloads databases nor upgrades
-//! itself from the API.
+//! `POST /restart` is a reload too (everything applies live); `POST /configs/geo` downloads
+//! the geodata files from `geox-url` and reloads; `/upgrade` and `/upgrade/ui` answer 501:
+//! tpgate does not upgrade itself from the API.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -185,9 +185,38 @@ pub(super) async fn put_configs(State(api): State<Api>, body: Bytes) -> Response
     }
 }
 
-/// `POST /configs/geo`, `/upgrade/geo`.
-pub(super) async fn geo() -> Response {
-    not_supported("tpgate downloads no geo databases: replace the files named by geoip-path and geosite-path, then restart tpgate")
+/// `POST /configs/geo`, `/upgrade/geo`: downloads every geodata file the config uses from
+/// its `geox-url`, then reloads; 204, 400 when the config names no URL, 502 with what failed
+/// (the files in place stay).
+pub(super) async fn geo(State(api): State<Api>) -> Response {
+    let config = api.config();
+    if crate::geodata::wanted(&config, api.config_path.as_deref()).is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the config names no geodata to download: set `geox-url.mmdb` (GEOIP rules) or \
+             `geox-url.geosite` (GEOSITE rules)",
+        );
+    }
+    let shared = api.shared();
+    match crate::geodata::update(
+        &config,
+        api.config_path.as_deref(),
+        &shared.outbounds,
+        false,
+    )
+    .await
+    {
+        Ok(_) => match reload(&api, Source::File(None)).await {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(r) => r,
+        },
+        Err(lines) => {
+            for l in &lines {
+                tracing::warn!("{l}");
+            }
+            error(StatusCode::BAD_GATEWAY, &lines.join("\n"))
+        }
+    }
 }
 
 /// `POST /restart`: tpgate applies every part of a config live, so a restart is a reload

@@ -55,6 +55,8 @@ pub(crate) struct Inner {
     config: Arc<ConfigCell>,
     /// Where `PUT /configs` sends its reloads (`None`: no daemon to reload, in tests).
     reload: Option<Requests>,
+    /// The config file (geodata paths are relative to its folder).
+    config_path: Option<PathBuf>,
     /// The current rule engine (mode, disabled rules), outbounds and registry: a reload
     /// replaces them, so each request reads the cell.
     cell: Arc<SharedCell>,
@@ -84,6 +86,7 @@ impl Deref for Api {
 pub(crate) struct Context {
     pub(crate) config: Arc<ConfigCell>,
     pub(crate) reload: Option<Requests>,
+    pub(crate) config_path: Option<PathBuf>,
     pub(crate) cell: Arc<SharedCell>,
     pub(crate) dns: Option<Arc<Dns>>,
     /// The dashboard folder, resolved (see `Inner::ui`).
@@ -110,6 +113,7 @@ impl Api {
             cors: cx.config.load().controller.cors.clone(),
             config: cx.config,
             reload: cx.reload,
+            config_path: cx.config_path,
             cell: cx.cell,
             dns: cx.dns,
             ui: cx.ui,
@@ -125,6 +129,7 @@ impl Api {
         Self(Arc::new(Inner {
             config: self.config.clone(),
             reload: self.reload.clone(),
+            config_path: self.config_path.clone(),
             cell: self.cell.clone(),
             dns: self.dns.clone(),
             secret: None,

@@ -99,6 +99,7 @@ pub(super) async fn start_with(
         Context {
             config: crate::reload::ConfigCell::new(config),
             reload: None,
+            config_path: None,
             cell: crate::relay::SharedCell::new(shared.clone()),
             dns,
             ui,

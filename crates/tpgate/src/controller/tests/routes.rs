@@ -62,7 +62,6 @@ async fn configs_mode_and_log_level_change_live_the_rest_is_reported() {
         ("POST", "/restart"),
         ("POST", "/upgrade"),
         ("POST", "/upgrade/ui"),
-        ("POST", "/configs/geo"),
     ] {
         let r = s
             .call(method, path, &[], Some(r#"{"path":"","payload":""}"#))
@@ -73,6 +72,13 @@ async fn configs_mode_and_log_level_change_live_the_rest_is_reported() {
             "{r:?}"
         );
     }
+    // No `geox-url` in this config: nothing to download, and it says what to set.
+    let r = s.call("POST", "/configs/geo", &[], None).await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["message"].as_str().unwrap().contains("geox-url"),
+        "{r:?}"
+    );
 }
 
 #[tokio::test]
