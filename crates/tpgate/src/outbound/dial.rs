@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use socket2::Type;
+use socket2::{SockRef, TcpKeepalive, Type};
 use tokio::net::{TcpSocket, TcpStream};
 use tpgate_core::net::Destination;
 
@@ -14,6 +14,21 @@ use super::error::DialError;
 use super::resolve::Resolver;
 
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long bytes sent to an upstream proxy may stay unacknowledged before the connection is
+/// given up (`TCP_USER_TIMEOUT`). An upstream that vanished without a RST or FIN (a
+/// blackhole: its host or a middlebox drops everything) would otherwise hold the flow for
+/// the kernel's ~15 minutes of retransmissions, and a client waiting on it with nothing to
+/// send, until the relay's idle limit.
+const UPSTREAM_USER_TIMEOUT: Duration = Duration::from_secs(20);
+/// An idle upstream connection is probed after this long without a packet from it
+/// (`TCP_KEEPIDLE`), then every [`KEEPALIVE_INTERVAL`]; with [`UPSTREAM_USER_TIMEOUT`] set,
+/// the kernel gives up once nothing came back for that long (about 20 s after the last
+/// packet), instead of counting probes. One probe per 15 s is nothing to a live upstream.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// Probes before giving up; the kernel counts them only when no user timeout is set.
+const KEEPALIVE_PROBES: u32 = 3;
 
 /// Connects to `dst` from a socket carrying `mark`, within [`CONNECT_TIMEOUT`].
 pub(crate) async fn connect_marked(dst: SocketAddr, mark: u32) -> io::Result<TcpStream> {
@@ -82,10 +97,45 @@ impl ServerAddr {
         }
     }
 
+    /// A marked connection to the upstream's server that notices when the server vanishes
+    /// silently (see [`UPSTREAM_USER_TIMEOUT`]).
     pub(crate) async fn connect(&self, resolver: &Resolver, mark: u32) -> io::Result<TcpStream> {
         let addr = self.resolve(resolver).await?;
-        connect_marked(addr, mark)
+        let stream = connect_marked(addr, mark)
             .await
-            .inspect_err(|_| self.invalidate())
+            .inspect_err(|_| self.invalidate())?;
+        detect_silent_death(&stream)?;
+        Ok(stream)
+    }
+}
+
+/// Keepalive probes and a user timeout on an upstream connection: a dead upstream ends the
+/// flow with `ETIMEDOUT` within about 20 s, whether bytes were in flight or not.
+fn detect_silent_death(stream: &TcpStream) -> io::Result<()> {
+    let s = SockRef::from(stream);
+    let keepalive = TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
+    s.set_tcp_keepalive(&keepalive)?;
+    s.set_tcp_user_timeout(Some(UPSTREAM_USER_TIMEOUT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn upstream_connections_notice_a_silent_death() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        detect_silent_death(&stream).unwrap();
+        let s = SockRef::from(&stream);
+        assert!(s.keepalive().unwrap());
+        assert_eq!(s.tcp_keepalive_time().unwrap(), KEEPALIVE_IDLE);
+        assert_eq!(s.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
+        assert_eq!(s.tcp_user_timeout().unwrap(), Some(UPSTREAM_USER_TIMEOUT));
     }
 }

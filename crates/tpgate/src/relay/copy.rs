@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 use super::registry::Counters;
+use super::{Broken, Failed};
 
 /// Large enough that a bulk transfer moves in few system calls (and whole 2022-cipher
 /// chunks), small enough to be cheap while a burst lasts.
@@ -65,16 +66,16 @@ impl BufPool {
     }
 }
 
-/// Copies both ways until both sides finished (EOF is passed on as a write shutdown, so a
-/// half-closed connection keeps flowing the other way) or nothing moved for `idle`.
-/// Returns bytes (a->b, b->a), or the error that ended it.
+/// Copies both ways between the client `a` and the server side `b` until both sides
+/// finished (EOF is passed on as a write shutdown, so a half-closed connection keeps flowing
+/// the other way) or nothing moved for `idle`. Returns bytes (a->b, b->a), or what ended it.
 /// `counters` (up: a->b) follow the bytes while it runs.
 pub(super) async fn relay<A, B>(
     a: A,
     b: B,
     idle: Duration,
     counters: &Counters,
-) -> io::Result<(u64, u64)>
+) -> Result<(u64, u64), Broken>
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -88,7 +89,7 @@ pub(super) async fn relay_with<A, B>(
     b: B,
     idle: Duration,
     counters: &Counters,
-) -> io::Result<(u64, u64)>
+) -> Result<(u64, u64), Broken>
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -110,8 +111,8 @@ where
         OneWay::new(pool, &counters.down),
     );
     let copy = poll_fn(|cx| {
-        let up = ab.poll(cx, &mut a, &mut b)?;
-        let down = ba.poll(cx, &mut b, &mut a)?;
+        let up = ab.poll(cx, &mut a, &mut b).map_err(|f| f.broken(true))?;
+        let down = ba.poll(cx, &mut b, &mut a).map_err(|f| f.broken(false))?;
         match (up, down) {
             (Poll::Ready(up), Poll::Ready(down)) => Poll::Ready(Ok((up, down))),
             _ => Poll::Pending,
@@ -125,7 +126,7 @@ where
             () = tokio::time::sleep_until(deadline) => {
                 let seen = start + Duration::from_millis(last.load(Ordering::Relaxed));
                 if seen + idle <= Instant::now() {
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout"));
+                    return Err(Broken::Idle);
                 }
                 deadline = seen + idle;
             }
@@ -166,7 +167,12 @@ impl<'p> OneWay<'p> {
         }
     }
 
-    fn poll<R, W>(&mut self, cx: &mut Context<'_>, r: &mut R, w: &mut W) -> Poll<io::Result<u64>>
+    fn poll<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut R,
+        w: &mut W,
+    ) -> Poll<Result<u64, Failed>>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
@@ -191,7 +197,7 @@ impl<'p> OneWay<'p> {
         cx: &mut Context<'_>,
         r: &mut R,
         w: &mut W,
-    ) -> Poll<io::Result<u64>>
+    ) -> Poll<Result<u64, Failed>>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
@@ -199,9 +205,10 @@ impl<'p> OneWay<'p> {
         loop {
             if let Some(buf) = &self.buf {
                 while self.pos < self.cap {
-                    let n = ready!(Pin::new(&mut *w).poll_write(cx, &buf[self.pos..self.cap]))?;
+                    let n = ready!(Pin::new(&mut *w).poll_write(cx, &buf[self.pos..self.cap]))
+                        .map_err(Failed::Write)?;
                     if n == 0 {
-                        return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                        return Poll::Ready(Err(Failed::Write(io::ErrorKind::WriteZero.into())));
                     }
                     self.pos += n;
                     self.moved += n as u64;
@@ -211,7 +218,7 @@ impl<'p> OneWay<'p> {
             }
             if self.eof {
                 // Shutting down flushes first.
-                ready!(Pin::new(&mut *w).poll_shutdown(cx))?;
+                ready!(Pin::new(&mut *w).poll_shutdown(cx)).map_err(Failed::Write)?;
                 return Poll::Ready(Ok(self.moved));
             }
             let mut buf = self.buf.take().unwrap_or_else(|| self.pool.take());
@@ -222,14 +229,14 @@ impl<'p> OneWay<'p> {
                     // flushed before waiting.
                     self.pool.give_back(buf);
                     if self.unflushed {
-                        ready!(Pin::new(&mut *w).poll_flush(cx))?;
+                        ready!(Pin::new(&mut *w).poll_flush(cx)).map_err(Failed::Write)?;
                         self.unflushed = false;
                     }
                     return Poll::Pending;
                 }
                 Poll::Ready(Err(e)) => {
                     self.pool.give_back(buf);
-                    return Poll::Ready(Err(e));
+                    return Poll::Ready(Err(Failed::Read(e)));
                 }
                 Poll::Ready(Ok(())) => {
                     let n = rb.filled().len();
@@ -409,6 +416,40 @@ mod tests {
         assert_eq!(pool.held(), 0);
     }
 
+    /// A reset from either end is blamed on that end, whichever direction noticed it.
+    #[tokio::test]
+    async fn a_reset_is_blamed_on_the_side_that_sent_it() {
+        for server_resets in [true, false] {
+            let (client, proxy_a) = pair().await;
+            let (proxy_b, server) = pair().await;
+            let counters = Counters::default();
+            let relay = relay(proxy_a, proxy_b, Duration::from_secs(5), &counters);
+            let reset = async {
+                let (mut gone, mut stays) = if server_resets {
+                    (server, client)
+                } else {
+                    (client, server)
+                };
+                // Bytes toward the side that will reset, then a RST (linger 0, unread data).
+                stays.write_all(b"hello").await.unwrap();
+                let mut b = [0u8; 5];
+                gone.read_exact(&mut b).await.unwrap();
+                stays.write_all(b"unread").await.unwrap();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                socket2::SockRef::from(&gone)
+                    .set_linger(Some(Duration::ZERO))
+                    .unwrap();
+                drop(gone);
+                stays
+            };
+            let (_stays, r) = tokio::join!(reset, relay);
+            match (server_resets, &r) {
+                (true, Err(Broken::Server(_))) | (false, Err(Broken::Client(_))) => {}
+                _ => panic!("server_resets={server_resets}: {r:?}"),
+            }
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn idle_connections_time_out_and_active_ones_do_not() {
         let (mut client, proxy_a) = tokio::io::duplex(64);
@@ -432,6 +473,6 @@ mod tests {
         assert!(!relay.is_finished());
         tokio::time::sleep(Duration::from_secs(11)).await;
         let err = relay.await.unwrap().unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(matches!(err, Broken::Idle), "{err:?}");
     }
 }

@@ -79,6 +79,54 @@ impl SharedCell {
     }
 }
 
+/// Why a TCP relay ended before both directions finished: which side's socket failed, so
+/// the flow's last line can say whether the client went away or the upstream broke.
+#[derive(Debug)]
+pub(crate) enum Broken {
+    /// Nothing moved either way for the idle limit.
+    Idle,
+    /// Reading from or writing to the client failed.
+    Client(std::io::Error),
+    /// Reading from or writing to the server side (the first upstream's connection, for a
+    /// proxied flow) failed.
+    Server(std::io::Error),
+    /// tpgate itself could not go on (no pipe for splice).
+    Local(std::io::Error),
+}
+
+impl std::fmt::Display for Broken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Idle => f.write_str("idle timeout"),
+            Self::Client(e) => write!(f, "client: {e}"),
+            Self::Server(e) => write!(f, "server: {e}"),
+            Self::Local(e) => write!(f, "local: {e}"),
+        }
+    }
+}
+
+/// One direction's failure, before the relay knows which side that direction reads from.
+#[derive(Debug)]
+enum Failed {
+    /// Reading the source failed.
+    Read(std::io::Error),
+    /// Writing (flushing, shutting down) the sink failed.
+    Write(std::io::Error),
+    /// Neither side: tpgate could not go on (see [`Broken::Local`]).
+    Local(std::io::Error),
+}
+
+impl Failed {
+    /// The relay's view of a failure of the client-to-server direction (`up`) or the other.
+    fn broken(self, up: bool) -> Broken {
+        match (self, up) {
+            (Self::Read(e), true) | (Self::Write(e), false) => Broken::Client(e),
+            (Self::Read(e), false) | (Self::Write(e), true) => Broken::Server(e),
+            (Self::Local(e), _) => Broken::Local(e),
+        }
+    }
+}
+
 /// The `SO_MARK` of tpgate's own outbound sockets (`routing-mark`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RoutingMark(pub(crate) u32);

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tpgate_sys::{Pipe, PipePool};
 
 use super::registry::Counters;
+use super::{Broken, Failed};
 
 /// Pipes of 1 MiB move bulk transfers in few syscalls; the kernel charges their pages
 /// only while they hold data.
@@ -21,21 +22,29 @@ const PIPE_SIZE: usize = 1 << 20;
 /// Idle pipes kept for reuse across connections.
 static POOL: PipePool = PipePool::new(PIPE_SIZE, 64);
 
-/// Relays until both directions ended or nothing moved for `idle`; returns bytes
-/// (a->b, b->a), which `counters` (up: a->b) follow while it runs.
+/// Relays between the client `a` and the server `b` until both directions ended or nothing
+/// moved for `idle`; returns bytes (a->b, b->a), which `counters` (up: a->b) follow while it
+/// runs, or what ended it.
 pub(super) async fn relay(
     a: &TcpStream,
     b: &TcpStream,
     idle: Duration,
     counters: &Counters,
-) -> io::Result<(u64, u64)> {
+) -> Result<(u64, u64), Broken> {
     let start = Instant::now();
     let last = AtomicU64::new(0);
     let both = async {
-        tokio::try_join!(
-            one_way(a, b, &last, start, &counters.up),
+        let up = async {
+            one_way(a, b, &last, start, &counters.up)
+                .await
+                .map_err(|f| f.broken(true))
+        };
+        let down = async {
             one_way(b, a, &last, start, &counters.down)
-        )
+                .await
+                .map_err(|f| f.broken(false))
+        };
+        tokio::try_join!(up, down)
     };
     tokio::pin!(both);
     let mut deadline = start + idle;
@@ -45,7 +54,7 @@ pub(super) async fn relay(
             () = tokio::time::sleep_until(deadline) => {
                 let seen = start + Duration::from_millis(last.load(Ordering::Relaxed));
                 if seen + idle <= Instant::now() {
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout"));
+                    return Err(Broken::Idle);
                 }
                 deadline = seen + idle;
             }
@@ -60,11 +69,11 @@ async fn one_way(
     last: &AtomicU64,
     start: Instant,
     counter: &AtomicU64,
-) -> io::Result<u64> {
+) -> Result<u64, Failed> {
     let mut total = 0u64;
     loop {
-        src.readable().await?;
-        let pipe = POOL.take()?;
+        src.readable().await.map_err(Failed::Read)?;
+        let pipe = POOL.take().map_err(Failed::Local)?;
         // Keep the pipe while the source has more right away; give it back when empty.
         loop {
             let n = match src.try_io(Interest::READABLE, || pipe.fill(src, PIPE_SIZE)) {
@@ -81,11 +90,11 @@ async fn one_way(
                 // The pipe is empty (nothing was moved): reusable.
                 Err(e) => {
                     POOL.give_back(pipe);
-                    return Err(e);
+                    return Err(Failed::Read(e));
                 }
             };
             // On an error the pipe may hold bytes: dropped, not returned.
-            drain(&pipe, dst, n).await?;
+            drain(&pipe, dst, n).await.map_err(Failed::Write)?;
             total += n as u64;
             counter.fetch_add(n as u64, Ordering::Relaxed);
             let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -154,7 +163,10 @@ mod tests {
             client
         };
         let (client, r) = tokio::join!(reset, relay);
-        assert!(r.is_err(), "{r:?}");
+        assert!(
+            matches!(r, Err(Broken::Server(_))),
+            "the server broke it: {r:?}"
+        );
         drop(client);
     }
 }

@@ -18,7 +18,7 @@ use tpgate_core::flow::{Decided, DirectTo, Need, Refusal, Step};
 
 use super::registry::{Entry, FlowInfo};
 use super::sniff;
-use super::{copy, log_decided, Shared, SharedCell};
+use super::{copy, log_decided, Broken, Shared, SharedCell};
 use crate::outbound::{connect_marked, BoxIo, Exit, Route};
 
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -226,7 +226,8 @@ async fn proxied(
                         if first.is_empty() && !send_request_if_silent(&client, &mut s, d).await {
                             return;
                         }
-                        relay(client, s, d, first, &reg).await
+                        let via = Via::of(&route);
+                        relay(client, s, d, first, &reg, via.as_ref()).await
                     }
                 };
             }
@@ -251,11 +252,40 @@ async fn proxied(
     reset(&client);
 }
 
+/// The upstream a proxied flow's server side is connected to, named in the line that says
+/// it broke.
+struct Via<'r> {
+    /// The route, as the flow's first line showed it (`safe/one`, `chain(ms>dante)`).
+    label: &'r str,
+    /// The first hop, whose connection tpgate holds: a later hop's failure reaches tpgate
+    /// through it.
+    hop: &'r crate::outbound::Upstream,
+}
+
+impl<'r> Via<'r> {
+    fn of(route: &'r Route) -> Option<Self> {
+        match &route.exit {
+            Exit::Chain(chain) => chain.first().map(|hop| Self {
+                label: &route.label,
+                hop,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// Sends `first` (what sniffing read from the client) on, then relays both ways until the
 /// connection ends or its registry entry is closed. The client socket has `TCP_NODELAY`
-/// from the listener; outbound sockets set it when connected.
-async fn relay<S>(mut client: TcpStream, mut server: S, d: &Decided, first: Vec<u8>, reg: &Entry)
-where
+/// from the listener; outbound sockets set it when connected. `via`: the upstream, for a
+/// proxied flow.
+async fn relay<S>(
+    mut client: TcpStream,
+    mut server: S,
+    d: &Decided,
+    first: Vec<u8>,
+    reg: &Entry,
+    via: Option<&Via<'_>>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     if send_first(&mut server, first, d).await {
@@ -267,7 +297,7 @@ where
             }
         };
         match outcome {
-            Some(r) => ended(r, d),
+            Some(r) => ended(r, &client, d, reg, via),
             None => closed(&client, d),
         }
     }
@@ -283,12 +313,12 @@ async fn relay_direct(
     reg: &Entry,
 ) {
     if !splice_enabled() {
-        return relay(client, server, d, first, reg).await;
+        return relay(client, server, d, first, reg, None).await;
     }
     if send_first(&mut server, first, d).await {
         let splice = super::splice::relay(&client, &server, IDLE_TIMEOUT, &reg.counters);
         tokio::select! {
-            r = splice => ended(r, d),
+            r = splice => ended(r, &client, d, reg, None),
             () = reg.closed() => closed(&client, d),
         }
     }
@@ -371,11 +401,46 @@ where
     }
 }
 
-fn ended(r: std::io::Result<(u64, u64)>, d: &Decided) {
+/// The end of a relayed flow. The server side failing is passed on to the client as a RST
+/// (a FIN would pass a cut-off transfer for a complete one); through an upstream it is a
+/// fault worth one info line, naming the route, the hop and why (a DIRECT server resetting,
+/// or a client going away, is everyday traffic: debug).
+fn ended(
+    r: Result<(u64, u64), Broken>,
+    client: &TcpStream,
+    d: &Decided,
+    reg: &Entry,
+    via: Option<&Via<'_>>,
+) {
     let (src, dst) = (d.client.0, d.dst.0);
-    match r {
-        Ok((up, down)) => debug!("tcp {src} -> {dst} closed up={up} down={down}"),
-        Err(e) => debug!("tcp {src} -> {dst} ended: {e}"),
+    let e = match r {
+        Ok((up, down)) => return debug!("tcp {src} -> {dst} closed up={up} down={down}"),
+        Err(e) => e,
+    };
+    let (up, down) = reg.counters.get();
+    match (&e, via) {
+        (Broken::Server(e), Some(via)) => {
+            reset(client);
+            let (hop, server) = (&via.hop.name, &via.hop.server);
+            let host = if server.host.contains(':') {
+                format!("[{}]", server.host)
+            } else {
+                server.host.clone()
+            };
+            info!(
+                "tcp {src} -> {dst} via {} failed after up={up} down={down}: upstream {hop} \
+                 ({host}:{}): {e}",
+                via.label, server.port
+            );
+        }
+        (Broken::Server(_), None) => {
+            reset(client);
+            debug!("tcp {src} -> {dst} ended up={up} down={down}: {e}");
+        }
+        (Broken::Local(_), _) => warn!("tcp {src} -> {dst} ended: {e}"),
+        (Broken::Idle | Broken::Client(_), _) => {
+            debug!("tcp {src} -> {dst} ended up={up} down={down}: {e}");
+        }
     }
 }
 

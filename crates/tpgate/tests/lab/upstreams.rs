@@ -224,6 +224,20 @@ impl<'lab> ProcUpstream<'lab> {
         );
     }
 
+    /// Freezes the process (SIGSTOP to the pid this test started) or thaws it (SIGCONT).
+    /// Frozen, its kernel still accepts connections and takes in data, but the program
+    /// answers nothing: an upstream that accepts TCP and never answers the handshake.
+    pub(crate) fn freeze(&self, frozen: bool) {
+        let child = self.child.as_ref().expect("the upstream is running");
+        let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits i32"));
+        let sig = if frozen {
+            Signal::SIGSTOP
+        } else {
+            Signal::SIGCONT
+        };
+        kill(pid, sig).unwrap_or_else(|e| panic!("{sig} to {}: {e}", self.kind.program()));
+    }
+
     /// Stops the process (SIGTERM so dante takes its children along, SIGKILL after 2 s),
     /// then SIGKILLs anything still running in the host's namespace.
     pub(crate) fn stop(&mut self) {
