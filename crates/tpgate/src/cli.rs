@@ -88,6 +88,14 @@ pub fn main() -> ExitCode {
                 }
                 daemon::plan_for(&cfg).map(|(plan, _)| {
                     print!("{}", render_text(&plan));
+                    for name in &plan.lan_interfaces {
+                        if nix::net::if_::if_nametoindex(name.as_str()).is_err() {
+                            println!(
+                                "note: lan interface {name} does not exist here (yet): its \
+                                 traffic is intercepted as soon as it appears"
+                            );
+                        }
+                    }
                     ExitCode::SUCCESS
                 })
             })

@@ -95,6 +95,15 @@ pub(crate) async fn run(config: Config, path: Option<std::path::PathBuf>) -> Res
     }
     outbounds.warm_up();
     let (plan_tx, plan_rx) = tokio::sync::watch::channel(plan.clone());
+    let (lan_tx, lan_rx) = tokio::sync::watch::channel(plan.lan_interfaces.clone());
+    {
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            if let Err(e) = install::lan_watch::run(lan_rx, stop).await {
+                warn!("lan interface watcher stopped: {e:#}");
+            }
+        });
+    }
     {
         let stop = stop.clone();
         tasks.spawn(async move {
@@ -119,6 +128,7 @@ pub(crate) async fn run(config: Config, path: Option<std::path::PathBuf>) -> Res
             Parts {
                 listening,
                 plan_tx,
+                lan_tx,
                 dns: dns_tables,
                 dns_access: dns_access.clone(),
                 config: config_cell.clone(),

@@ -80,6 +80,8 @@ pub(crate) struct Parts {
     pub(crate) listening: Listening,
     /// The plan the routing watcher restores.
     pub(crate) plan_tx: watch::Sender<Plan>,
+    /// The LAN interfaces the link watcher reports on.
+    pub(crate) lan_tx: watch::Sender<Vec<String>>,
     pub(crate) dns: Option<Arc<crate::dns::Dns>>,
     pub(crate) dns_access: Arc<crate::dns::Access>,
     pub(crate) config: Arc<ConfigCell>,
@@ -275,6 +277,7 @@ impl Reloader {
         }
         self.parts.listening.retire_unwanted(plan);
         self.parts.dns_access.set_lan(plan.lan_interfaces.clone());
+        self.parts.lan_tx.send_replace(plan.lan_interfaces.clone());
         info!(
             port = plan.tproxy_port,
             local = plan.local,

@@ -3,6 +3,7 @@
 //! tagged policy-routing rules and routes.
 
 mod iptables;
+pub(crate) mod lan_watch;
 mod nft;
 mod routing;
 pub(crate) mod watch;
