@@ -375,3 +375,108 @@ fn plan_prints_the_plan_and_changes_nothing() {
     );
     assert_eq!(lab.gw_state(), before, "`plan` changed the gateway");
 }
+
+/// `kill -9` during a bulk transfer with 1,000 more connections open (nftables): every
+/// relayed connection ends at once (nothing hangs), new LAN and local connections flow
+/// unproxied immediately, and a new instance started right after intercepts again.
+#[test]
+fn sigkill_under_load_leaves_traffic_flowing_and_a_new_instance_takes_over() {
+    use std::io::{Read as _, Write as _};
+    let Some(mut lab) = Lab::new("killload") else {
+        return;
+    };
+    lab.backend = lab::Backend::Nftables;
+    // 1,000 client sockets here, as many in the echo server: the test's own limit.
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .expect("getrlimit");
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard)
+        .expect("raise the test's open-files limit");
+    let a = Family::V4.addrs();
+    let config = lab.write_config();
+    let mut tp = Tpgate::start(&lab, &config);
+    let server = TcpEchoServer::start(&lab.server, SocketAddr::new(a.server, 80));
+
+    let mut idle = Vec::with_capacity(1000);
+    for i in 0..1000 {
+        let s =
+            tcp_connect(&lab.client, server.addr).unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        idle.push(s);
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let bulk = {
+        let mut s = tcp_connect(&lab.client, server.addr).expect("bulk connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let stop = stop.clone();
+        std::thread::spawn(move || -> (u64, std::io::Result<()>) {
+            let chunk = lab::pattern(64 * 1024, 3);
+            let mut back = vec![0u8; chunk.len()];
+            let mut moved = 0u64;
+            // Bounded: 100k rounds, or until the relay breaks (the point of this test).
+            for _ in 0..100_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    return (moved, Ok(()));
+                }
+                if let Err(e) = s.write_all(&chunk).and_then(|()| s.read_exact(&mut back)) {
+                    return (moved, Err(e));
+                }
+                moved += chunk.len() as u64;
+            }
+            (moved, Ok(()))
+        })
+    };
+    assert!(
+        poll(Duration::from_secs(10), || Some(())
+            .filter(|()| server.peers().len() >= 1001))
+        .is_some(),
+        "the server saw {} connections",
+        server.peers().len()
+    );
+    assert!(
+        server.peers().iter().all(|p| p.ip() == a.gw_wan),
+        "every connection was relayed"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+
+    tp.signal(Signal::SIGKILL);
+    assert!(
+        tp.wait_exit(Duration::from_secs(5)).is_some(),
+        "still running"
+    );
+    // The bulk transfer ends with an error instead of hanging (its read timeout is 10 s).
+    let (moved, end) = bulk.join().expect("bulk thread");
+    assert!(moved > 0, "the transfer ran before the kill");
+    assert!(end.is_err(), "the relay's sockets died with it");
+    // So do the idle ones: each reads an end (EOF or reset), none hangs.
+    for (i, s) in idle.iter_mut().enumerate() {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 1];
+        match s.read(&mut b) {
+            Ok(0) | Err(_) => {}
+            Ok(_) => panic!("idle connection {i} got data"),
+        }
+    }
+    drop(idle);
+    // New connections, from the LAN and from the gateway itself, flow unproxied at once.
+    let x = tcp_echo(&lab.client, server.addr, b"after").expect("LAN traffic after the kill");
+    assert_eq!(x.echoed, b"after");
+    assert_eq!(server.peers().last(), Some(&x.local), "forwarded untouched");
+    let own = tcp_echo(&lab.gw, server.addr, b"own").expect("local traffic after the kill");
+    assert_eq!(own.echoed, b"own");
+
+    // A new instance started right after takes over.
+    let started = std::time::Instant::now();
+    let tp2 = Tpgate::start(&lab, &config);
+    let x = tcp_echo(&lab.client, server.addr, b"again").expect("through the new instance");
+    eprintln!(
+        "killload: a new instance relayed after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(x.echoed, b"again");
+    assert_eq!(
+        server.peers().last().map(|p| p.ip()),
+        Some(a.gw_wan),
+        "intercepted again"
+    );
+    tp2.expect_flow("tcp", x.local, server.addr, "DIRECT");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+}
