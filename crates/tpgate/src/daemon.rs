@@ -228,7 +228,10 @@ pub(crate) fn plan_for(config: &Config) -> Result<(Plan, Option<crate::geoip::Ge
     let geoip = match (&config.geoip_path, crate::geoip::uses_geoip(config)) {
         // Missing only when `geox-url.mmdb` will fetch it (the load said so).
         (Some(path), true) if !std::path::Path::new(path).exists() => None,
-        (Some(path), true) => Some(crate::geoip::GeoIp::open(std::path::Path::new(path))?),
+        (Some(path), true) => Some(crate::geoip::GeoIp::open_for(
+            config,
+            std::path::Path::new(path),
+        )?),
         _ => None,
     };
     let plan = match &geoip {

@@ -28,7 +28,7 @@ const RETRY: Duration = Duration::from_secs(300);
 /// One geodata file tpgate reads, and where it comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct GeoFile {
-    /// `mmdb` or `geosite`, as in `geox-url`.
+    /// `mmdb`, `geoip` (geoip.dat, `geodata-mode`) or `geosite`, as in `geox-url`.
     pub(crate) kind: &'static str,
     pub(crate) path: PathBuf,
     pub(crate) url: String,
@@ -38,10 +38,15 @@ pub(crate) struct GeoFile {
 pub(crate) fn wanted(config: &Config, config_path: Option<&Path>) -> Vec<GeoFile> {
     let base = crate::providers::config_dir(config_path);
     let mut out = Vec::new();
-    if let (Some(url), true) = (&config.geox.mmdb, crate::geoip::uses_geoip(config)) {
-        let path = base.join(config.geoip_path.as_deref().unwrap_or("Country.mmdb"));
+    let (kind, url, default) = if config.geox.geodata_mode {
+        ("geoip", &config.geox.geoip, "GeoIP.dat")
+    } else {
+        ("mmdb", &config.geox.mmdb, "Country.mmdb")
+    };
+    if let (Some(url), true) = (url, crate::geoip::uses_geoip(config)) {
+        let path = base.join(config.geoip_path.as_deref().unwrap_or(default));
         out.push(GeoFile {
-            kind: "mmdb",
+            kind,
             path,
             url: url.clone(),
         });
@@ -66,6 +71,9 @@ fn check(kind: &str, data: &[u8], scratch: &Path) -> Result<()> {
                 .with_context(|| format!("writing {}", scratch.display()))?;
             crate::geoip::GeoIp::open(scratch).map(|_| ())
         }
+        "geoip" => tpgate_core::rules::geoip_dat_categories(data, &[])
+            .map(|_| ())
+            .map_err(|e| anyhow::anyhow!("{e}")),
         _ => tpgate_core::rules::geosite_sets(data, &[])
             .map(|_| ())
             .map_err(|e| anyhow::anyhow!("not a geosite list: {e}")),

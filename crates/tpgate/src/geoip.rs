@@ -1,6 +1,8 @@
-//! The GeoIP country database of `GEOIP` / `SRC-GEOIP` rules: a MaxMind-format `.mmdb`
-//! (GeoLite2-Country, or mihomo's `Country.mmdb`), read into memory once; and the lists
-//! of `GEOSITE` rules, read from a v2ray `geosite.dat` when the config is loaded.
+//! The GeoIP data of `GEOIP` / `SRC-GEOIP` rules: a MaxMind-format country database
+//! (GeoLite2-Country, or mihomo's `Country.mmdb`) read into memory once, or with
+//! `geodata-mode` a v2ray `geoip.dat` of which only the categories rules name are kept
+//! (country codes and sets such as `telegram`); and the lists of `GEOSITE` rules, read from
+//! a v2ray `geosite.dat` when the config is loaded.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -10,7 +12,13 @@ use maxminddb::{PathElement, Reader};
 use tpgate_core::config::Config;
 
 pub(crate) struct GeoIp {
-    reader: Reader<Vec<u8>>,
+    source: Source,
+}
+
+enum Source {
+    Mmdb(Reader<Vec<u8>>),
+    /// `geodata-mode`: the named categories of a geoip.dat.
+    Dat(Vec<(String, tpgate_core::rules::GeoIpCategory)>),
 }
 
 impl std::fmt::Debug for GeoIp {
@@ -23,18 +31,63 @@ impl GeoIp {
     pub(crate) fn open(path: &Path) -> Result<Self> {
         let reader = Reader::open_readfile(path)
             .with_context(|| format!("{}: cannot read the GeoIP database", path.display()))?;
-        Ok(Self { reader })
+        Ok(Self {
+            source: Source::Mmdb(reader),
+        })
+    }
+
+    /// `geodata-mode`: the categories `names` of the geoip.dat at `path`.
+    pub(crate) fn open_dat(path: &Path, names: &[String]) -> Result<Self> {
+        let data = std::fs::read(path)
+            .with_context(|| format!("{}: cannot read the geoip.dat", path.display()))?;
+        let cats = tpgate_core::rules::geoip_dat_categories(&data, names)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Ok(Self {
+            source: Source::Dat(cats),
+        })
+    }
+
+    /// What `config` reads: the geoip.dat with `geodata-mode`, else the country database.
+    pub(crate) fn open_for(config: &Config, path: &Path) -> Result<Self> {
+        if config.geox.geodata_mode {
+            Self::open_dat(path, &geoip_codes(config))
+        } else {
+            Self::open(path)
+        }
+    }
+
+    /// Upper-case codes of `ip`: its country (country database), or every named category
+    /// holding it (geoip.dat).
+    pub(crate) fn codes(&self, ip: IpAddr) -> Vec<String> {
+        match &self.source {
+            Source::Mmdb(_) => self.country(ip).into_iter().collect(),
+            Source::Dat(cats) => cats
+                .iter()
+                .filter(|(_, c)| c.contains(ip.to_canonical()))
+                .map(|(n, _)| n.clone())
+                .collect(),
+        }
     }
 
     /// Every network of country `cc` (upper case ISO code) in the database, for the
     /// kernel offload of `GEOIP,CC,DIRECT`. IPv4 networks come from the IPv4 subtree (in an
     /// IPv6 database too); IPv6 networks exclude the IPv4-mapped and -compatible ranges.
     pub(crate) fn ranges(&self, cc: &str) -> Vec<ipnet::IpNet> {
+        let reader = match &self.source {
+            Source::Mmdb(r) => r,
+            Source::Dat(cats) => {
+                return cats
+                    .iter()
+                    .find(|(n, c)| n.eq_ignore_ascii_case(cc) && !c.reverse)
+                    .map(|(_, c)| c.nets.clone())
+                    .unwrap_or_default()
+            }
+        };
         let path = [PathElement::Key("country"), PathElement::Key("iso_code")];
         let mut out = Vec::new();
         for all in ["0.0.0.0/0", "::/0"] {
             let Ok(cidr) = all.parse() else { continue };
-            let Ok(iter) = self.reader.within(cidr, Default::default()) else {
+            let Ok(iter) = reader.within(cidr, Default::default()) else {
                 continue;
             };
             for item in iter.flatten() {
@@ -66,8 +119,11 @@ impl GeoIp {
     }
 
     /// The ISO country code of `ip`, upper case; `None` when the database has none.
-    pub(crate) fn country(&self, ip: IpAddr) -> Option<String> {
-        let found = self.reader.lookup(ip.to_canonical()).ok()?;
+    fn country(&self, ip: IpAddr) -> Option<String> {
+        let Source::Mmdb(reader) = &self.source else {
+            return None;
+        };
+        let found = reader.lookup(ip.to_canonical()).ok()?;
         let path = [PathElement::Key("country"), PathElement::Key("iso_code")];
         let code: Option<String> = found.decode_path(&path).ok()?;
         code.or_else(|| {
@@ -92,32 +148,82 @@ pub(crate) fn check(config: &mut Config, config_path: Option<&Path>) -> Result<O
     }
     let base = crate::providers::config_dir(config_path);
     let explicit = config.geoip_path.is_some();
-    let path = base.join(config.geoip_path.as_deref().unwrap_or("Country.mmdb"));
-    match GeoIp::open(&path) {
+    let dat = config.geox.geodata_mode;
+    let (default, url, key) = if dat {
+        ("GeoIP.dat", config.geox.geoip.clone(), "geox-url.geoip")
+    } else {
+        ("Country.mmdb", config.geox.mmdb.clone(), "geox-url.mmdb")
+    };
+    let path = base.join(config.geoip_path.as_deref().unwrap_or(default));
+    // A country database knows countries only: mihomo's GeoIP.dat categories never match.
+    let categories: Vec<String> = geoip_codes(config)
+        .into_iter()
+        .filter(|c| c.len() != 2)
+        .collect();
+    let note = (!dat && !categories.is_empty()).then(|| {
+        format!(
+            "GEOIP {} are GeoIP.dat categories, which a country database does not have: those \
+             rules never match (set `geodata-mode: true` with a geoip.dat to use them)",
+            categories.join(", ")
+        )
+    });
+    let opened = if !path.exists() && !explicit && url.is_none() {
+        Err(anyhow::anyhow!("{}: no such file", path.display()))
+    } else {
+        GeoIp::open_for(config, &path)
+    };
+    match opened {
         Ok(_) => {
             config.geoip_path = Some(path.display().to_string());
-            Ok(None)
+            Ok(note)
         }
-        Err(e) if explicit && config.geox.mmdb.is_none() => {
-            Err(e.context("GEOIP rules need a country database"))
-        }
+        Err(e) if (explicit || path.exists()) && url.is_none() => Err(e.context(if dat {
+            "GEOIP rules need the geoip.dat (geodata-mode)"
+        } else {
+            "GEOIP rules need a country database"
+        })),
+        Err(e) if path.exists() => Err(e.context("GEOIP rules cannot use this file")),
         Err(e) => {
-            let then = match &config.geox.mmdb {
+            let then = match &url {
                 // Kept: the download goes there, and the reload after it reads it.
                 Some(url) => {
                     config.geoip_path = Some(path.display().to_string());
-                    format!("GEOIP rules will not match until `tpgate run` has downloaded it from {url} (geox-url.mmdb)")
+                    format!("GEOIP rules will not match until `tpgate run` has downloaded it from {url} ({key})")
                 }
                 None => {
                     config.geoip_path = None;
-                    "GEOIP rules will not match (put a GeoLite2-Country database there, set \
-                     `geoip-path`, or set `geox-url.mmdb` to have tpgate download it)"
-                        .to_owned()
+                    format!(
+                        "GEOIP rules will not match (put a {} there, set `geoip-path`, or set \
+                         `{key}` to have tpgate download it)",
+                        if dat {
+                            "v2ray geoip.dat"
+                        } else {
+                            "GeoLite2-Country database"
+                        }
+                    )
                 }
             };
-            Ok(Some(format!("{e:#}; {then}")))
+            let mut w = format!("{e:#}; {then}");
+            if let Some(n) = note {
+                w = format!("{w}; {n}");
+            }
+            Ok(Some(w))
         }
     }
+}
+
+/// The `GEOIP` / `SRC-GEOIP` codes `config`'s rules name (`LAN` aside), once each.
+pub(crate) fn geoip_codes(config: &Config) -> Vec<String> {
+    let mut codes: Vec<String> = config
+        .rules
+        .iter()
+        .chain(config.sub_rules.iter().flat_map(|(_, l)| l))
+        .flat_map(|r| r.matcher.geoip_codes())
+        .map(str::to_owned)
+        .collect();
+    codes.sort();
+    codes.dedup();
+    codes
 }
 
 /// Whether `config`'s rules or DNS settings use `GEOSITE` lists.

@@ -331,3 +331,84 @@ fn geox_url_downloads_missing_geodata_and_updates_it_from_the_api() {
     assert_eq!(files.hits("/Country.mmdb"), 3);
     assert_eq!(files.hits("/unused.dat"), 0, "geoip.dat is not tpgate's");
 }
+
+/// A v2ray geoip.dat: the lab's IPv6 server network in `TELEGRAM`, its IPv4 one in `US`.
+fn geoip_dat() -> Vec<u8> {
+    use prost::Message as _;
+    use tpgate_core::rules::{Cidr, GeoIpEntry, GeoIpList};
+    let v6 = Family::V6.addrs().server;
+    let std::net::IpAddr::V6(v6) = v6 else {
+        unreachable!()
+    };
+    GeoIpList {
+        entry: vec![
+            GeoIpEntry {
+                country_code: "TELEGRAM".into(),
+                cidr: vec![Cidr {
+                    ip: v6.octets().to_vec(),
+                    prefix: 64,
+                }],
+                reverse_match: false,
+            },
+            GeoIpEntry {
+                country_code: "US".into(),
+                cidr: vec![Cidr {
+                    ip: vec![203, 0, 113, 0],
+                    prefix: 24,
+                }],
+                reverse_match: false,
+            },
+        ],
+    }
+    .encode_to_vec()
+}
+
+/// `geodata-mode: true`: GEOIP rules read a geoip.dat (downloaded from `geox-url.geoip`),
+/// categories such as `telegram` included. Without it, `check` says such rules never match.
+#[test]
+fn geodata_mode_reads_geoip_dat_categories() {
+    let Some(lab) = Lab::new("geodat") else {
+        return;
+    };
+    let (v4, v6) = (Family::V4.addrs(), Family::V6.addrs());
+    let rules = ["GEOIP,telegram,REJECT", "GEOIP,us,DIRECT", "MATCH,REJECT"];
+    let plain = lab.write_file("plain.yaml", &lab.proxy_config_text(&[], &[], &rules));
+    let out = tpgate_oneshot(&lab.gw, &["check", "-c", &plain.display().to_string()]);
+    assert!(
+        out.stderr.contains("TELEGRAM are GeoIP.dat categories")
+            && out.stderr.contains("never match"),
+        "{}",
+        out.stderr
+    );
+
+    let files = FileServer::start(&lab, SocketAddr::new(v4.server, 8000));
+    files.put("/geoip.dat", geoip_dat());
+    let text = lab.proxy_config_text(&[], &[], &rules)
+        + &format!(
+            "geodata-mode: true\ngeox-url:\n  geoip: http://{}:8000/geoip.dat\n",
+            v4.server
+        );
+    let path = lab.write_file("tpgate.yaml", &text);
+    let tp = Tpgate::start(&lab, &path);
+    tp.wait_for_line(Duration::from_secs(20), |l| l.contains("config reloaded"))
+        .unwrap_or_else(|| panic!("no reload after the download:\n{}", tp.log_text()));
+    assert!(lab.dir.join("GeoIP.dat").exists());
+    let tg = TcpEchoServer::start(&lab.server, SocketAddr::new(v6.server, 80));
+    assert!(
+        tcp_echo(&lab.client, tg.addr, b"hi").map_or(true, |x| x.echoed.is_empty()),
+        "the telegram category is rejected"
+    );
+    let us = TcpEchoServer::start(&lab.server, SocketAddr::new(v4.server, 80));
+    let x = tcp_echo(&lab.client, us.addr, b"hello").expect("US destination");
+    assert_eq!(x.echoed, b"hello");
+    // DIRECT by address alone (the category's networks): the kernel forwards it.
+    assert_eq!(
+        us.wait_peers(1),
+        vec![x.local],
+        "offloaded from the geoip.dat's ranges"
+    );
+    let set = lab
+        .gw
+        .sh("nft", &["list", "set", "inet", "tpgate", "direct4"]);
+    assert!(set.contains("203.0.113.0/24"), "{set}");
+}

@@ -100,6 +100,11 @@ pub(super) fn decode(root: Option<&Node>, d: &mut Diags) -> Config {
             "geoip-path" => config.geoip_path = check(d, node, key, value::text(node)),
             "geosite-path" => config.geosite_path = check(d, node, key, value::text(node)),
             "geox-url" => geox_url(node, d, &mut config.geox),
+            "geodata-mode" => {
+                if let Some(b) = check(d, node, key, value::boolean(node)) {
+                    config.geox.geodata_mode = b;
+                }
+            }
             "geo-auto-update" => {
                 if let Some(b) = check(d, node, key, value::boolean(node)) {
                     config.geox.auto_update = b;
@@ -242,10 +247,11 @@ fn geox_url(node: &Node, d: &mut Diags, out: &mut super::Geox) {
         match e.key {
             "mmdb" => out.mmdb = check(d, e.value, &path, value::text(e.value)),
             "geosite" => out.geosite = check(d, e.value, &path, value::text(e.value)),
-            "geoip" | "asn" => d.warn(
+            "geoip" => out.geoip = check(d, e.value, &path, value::text(e.value)),
+            "asn" => d.warn(
                 e.key_pos,
                 &path,
-                "not used by tpgate (it reads the country database `mmdb` and `geosite`)",
+                "not used by tpgate (IP-ASN rules are not supported yet)",
             ),
             _ => d.warn(e.key_pos, &path, "unknown key; ignored"),
         }

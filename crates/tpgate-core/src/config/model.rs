@@ -223,6 +223,12 @@ pub struct Geox {
     pub mmdb: Option<String>,
     /// `geox-url.geosite`: the v2ray geosite list (`geosite-path`, default `GeoSite.dat`).
     pub geosite: Option<String>,
+    /// `geox-url.geoip`: the v2ray geoip.dat read with `geodata-mode` (`geoip-path`, default
+    /// `GeoIP.dat`).
+    pub geoip: Option<String>,
+    /// `geodata-mode: true`: `GEOIP` rules read a v2ray geoip.dat (country codes and
+    /// categories such as `telegram`) instead of the country database.
+    pub geodata_mode: bool,
     /// `geo-auto-update`.
     pub auto_update: bool,
     /// `geo-update-interval` (hours in the file; mihomo's default 24).
@@ -234,6 +240,8 @@ impl Default for Geox {
         Self {
             mmdb: None,
             geosite: None,
+            geoip: None,
+            geodata_mode: false,
             auto_update: false,
             interval: std::time::Duration::from_secs(24 * 3600),
         }

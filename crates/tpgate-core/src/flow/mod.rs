@@ -44,7 +44,9 @@ pub trait Tables {
     /// The name `ip` was recently answered for by the DNS server (redir-host mapping).
     fn mapped_name(&self, ip: IpAddr) -> Option<String>;
     /// The ISO country of `ip`, when a database is loaded.
-    fn country(&self, ip: IpAddr) -> Option<String>;
+    /// What the GeoIP database says of `ip`: its country, or (`geodata-mode`) each category
+    /// holding it; upper case.
+    fn geo_codes(&self, ip: IpAddr) -> Vec<String>;
 }
 
 /// The rule engine as the decider uses it: one [`Rules::evaluate`] call is one pass.
@@ -327,8 +329,8 @@ impl Decider {
                     }
                     if rules.needs_geoip() {
                         self.geo = Some(Geo {
-                            dst: tables.country(dst.ip()),
-                            src: tables.country(src.ip()),
+                            dst: tables.geo_codes(dst.ip()),
+                            src: tables.geo_codes(src.ip()),
                         });
                     }
                     if self.origin == Origin::Local && rules.needs_process() {
@@ -357,7 +359,7 @@ impl Decider {
                         Some(ip) => {
                             let real = SocketAddr::new(ip, self.start.dst.0.port());
                             if let Some(g) = &mut self.geo {
-                                g.dst = tables.country(ip);
+                                g.dst = tables.geo_codes(ip);
                             }
                             let host = self.fake.clone();
                             let again = self.pass(rules, real, host.as_deref(), Ask::Nothing);

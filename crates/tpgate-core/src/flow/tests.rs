@@ -59,8 +59,8 @@ impl Tables for Lab {
     fn mapped_name(&self, ip: IpAddr) -> Option<String> {
         self.mapped.get(&ip).cloned()
     }
-    fn country(&self, ip: IpAddr) -> Option<String> {
-        self.countries.get(&ip).cloned()
+    fn geo_codes(&self, ip: IpAddr) -> Vec<String> {
+        self.countries.get(&ip).cloned().into_iter().collect()
     }
 }
 

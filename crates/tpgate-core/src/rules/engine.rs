@@ -39,8 +39,8 @@ impl Matcher {
                 .is_some_and(|n| r.matches(n)),
             Self::GeoIp(code) if code == "LAN" => is_lan(flow.dst.ip()),
             Self::SrcGeoIp(code) if code == "LAN" => is_lan(flow.src.ip()),
-            Self::GeoIp(code) => flow.geo.and_then(|g| g.dst.as_ref()) == Some(code),
-            Self::SrcGeoIp(code) => flow.geo.and_then(|g| g.src.as_ref()) == Some(code),
+            Self::GeoIp(code) => flow.geo.is_some_and(|g| g.dst.contains(code)),
+            Self::SrcGeoIp(code) => flow.geo.is_some_and(|g| g.src.contains(code)),
             Self::Uid(ranges) => process(flow)
                 .and_then(|p| p.uid)
                 .is_some_and(|u| ranges.iter().any(|&(a, b)| a <= u && u <= b)),

@@ -5,6 +5,7 @@
 
 mod domain;
 mod engine;
+mod geoip_dat;
 mod geosite;
 mod index;
 mod lookahead;
@@ -17,6 +18,7 @@ mod target;
 pub use domain::{
     normalise as normalise_domain, suffix_matches as domain_suffix_matches, DomainRegex, Wildcard,
 };
+pub use geoip_dat::{geoip_dat_categories, Cidr, GeoIpCategory, GeoIpEntry, GeoIpList};
 pub use geosite::{geosite_sets, GeoSite, GeoSiteList, SiteAttribute, SiteDomain};
 pub use lookahead::{Ask, Evaluation};
 pub use mrs::mrs_entries;
@@ -185,11 +187,13 @@ pub struct FlowMeta<'a> {
     pub geo: Option<&'a Geo>,
 }
 
-/// ISO 3166 country codes (upper case) of a flow's addresses, from a GeoIP database.
+/// What a GeoIP database says of a flow's addresses (upper case): the ISO 3166 country code
+/// from a country database, or every category containing the address from a `geoip.dat`
+/// (`geodata-mode`: `CN`, `TELEGRAM`...).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Geo {
-    pub dst: Option<String>,
-    pub src: Option<String>,
+    pub dst: Vec<String>,
+    pub src: Vec<String>,
 }
 
 /// What is known about the local process that owns a flow.
@@ -420,6 +424,14 @@ impl Matcher {
 
     /// Every `GEOSITE` handle in this matcher (logic entries and `SUB-RULE` conditions
     /// included).
+    /// The `GEOIP` / `SRC-GEOIP` codes this matcher (or one inside it) names, `LAN` aside.
+    pub fn geoip_codes(&self) -> Vec<&str> {
+        match self {
+            Self::GeoIp(c) | Self::SrcGeoIp(c) if c != "LAN" => vec![c.as_str()],
+            _ => self.inner().iter().flat_map(Self::geoip_codes).collect(),
+        }
+    }
+
     pub fn geosites_mut(&mut self) -> Vec<&mut RuleSetHandle> {
         match self {
             Self::GeoSite(h) => vec![h],

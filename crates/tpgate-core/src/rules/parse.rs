@@ -393,26 +393,20 @@ pub(crate) fn parse_cidr(text: &str) -> Result<IpNet, String> {
     Ok(net.trunc())
 }
 
-/// A two-letter country code (any case) or `LAN`; `private` (the GeoIP.dat category of
-/// the same ranges) is read as `LAN`. Other GeoIP.dat categories (`telegram`, `netflix`)
-/// skip the rule: a country database does not have them.
+/// A two-letter country code (any case), `LAN`, or a GeoIP.dat category (`telegram`,
+/// `netflix`: matched with `geodata-mode`, never by a country database, as in mihomo);
+/// upper case. `private` (the GeoIP.dat category of the same ranges) is read as `LAN`.
 fn country(text: &str) -> Result<String, RuleError> {
     let code = text.trim().to_ascii_uppercase();
     if code == "PRIVATE" {
         return Ok("LAN".to_owned());
     }
-    if code == "LAN" || (code.len() == 2 && code.bytes().all(|b| b.is_ascii_uppercase())) {
-        Ok(code)
-    } else if !code.is_empty()
+    if !code.is_empty()
         && code
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'!')
     {
-        Err(RuleError::Skipped(format!(
-            "`{}` is a GeoIP.dat category, which tpgate does not read yet (it reads country \
-             databases: two-letter codes, LAN); rule skipped",
-            text.trim()
-        )))
+        Ok(code)
     } else {
         Err(malformed(format!(
             "`{text}` is not a country code (two letters like CN, or LAN)"
@@ -765,10 +759,12 @@ mod tests {
             parse_rule("IP-CIDR,10.0.0.0/8,DIRECT,src"),
             Err(RuleError::Skipped(_))
         ));
-        assert!(matches!(
-            parse_rule("GEOIP,telegram,DIRECT"),
-            Err(RuleError::Skipped(_))
-        ));
+        // GeoIP.dat categories are kept (matched with `geodata-mode`).
+        assert_eq!(
+            ok("GEOIP,telegram,DIRECT").matcher,
+            Matcher::GeoIp("TELEGRAM".into())
+        );
+        assert!(bad("GEOIP,a b,DIRECT").contains("not a country code"));
         assert_eq!(
             ok("GEOIP,private,DIRECT").matcher,
             ok("GEOIP,LAN,DIRECT").matcher

@@ -59,8 +59,8 @@ impl Tables for HostIo {
         self.dns.as_ref()?.mapped_name(ip)
     }
 
-    fn country(&self, ip: IpAddr) -> Option<String> {
-        self.geoip.as_ref()?.country(ip)
+    fn geo_codes(&self, ip: IpAddr) -> Vec<String> {
+        self.geoip.as_ref().map(|g| g.codes(ip)).unwrap_or_default()
     }
 }
 

@@ -45,8 +45,8 @@ impl Tables for TestIo {
     fn mapped_name(&self, _: IpAddr) -> Option<String> {
         None
     }
-    fn country(&self, _: IpAddr) -> Option<String> {
-        None
+    fn geo_codes(&self, _: IpAddr) -> Vec<String> {
+        Vec::new()
     }
 }
 
