@@ -9,6 +9,7 @@ pub mod config;
 pub mod dns_fakeip;
 pub mod dns_reply;
 pub mod dns_request;
+pub mod geoip_dat;
 pub mod geosite;
 pub mod http_connect;
 pub mod rule;
@@ -28,6 +29,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("dns_fakeip", dns_fakeip::run),
     ("dns_reply", dns_reply::run),
     ("dns_request", dns_request::run),
+    ("geoip_dat", geoip_dat::run),
     ("geosite", geosite::run),
     ("http_connect", http_connect::run),
     ("rule", rule::run),
