@@ -225,15 +225,7 @@ pub(crate) async fn run(config: Config, path: Option<std::path::PathBuf>) -> Res
 /// rules read it per flow, and `GEOIP,CC,DIRECT` ones are expanded into ranges for the
 /// kernel offload).
 pub(crate) fn plan_for(config: &Config) -> Result<(Plan, Option<crate::geoip::GeoIp>)> {
-    let geoip = match (&config.geoip_path, crate::geoip::uses_geoip(config)) {
-        // Missing only when `geox-url.mmdb` will fetch it (the load said so).
-        (Some(path), true) if !std::path::Path::new(path).exists() => None,
-        (Some(path), true) => Some(crate::geoip::GeoIp::open_for(
-            config,
-            std::path::Path::new(path),
-        )?),
-        _ => None,
-    };
+    let geoip = crate::geoip::GeoIp::load(config)?;
     let plan = match &geoip {
         Some(g) => Plan::with_countries(config, &|cc| Some(g.ranges(cc))),
         None => Plan::new(config),

@@ -51,6 +51,14 @@ pub(crate) fn wanted(config: &Config, config_path: Option<&Path>) -> Vec<GeoFile
             url: url.clone(),
         });
     }
+    if let (Some(url), true) = (&config.geox.asn, crate::geoip::uses_asn(config)) {
+        let path = base.join(config.asn_path.as_deref().unwrap_or("ASN.mmdb"));
+        out.push(GeoFile {
+            kind: "asn",
+            path,
+            url: url.clone(),
+        });
+    }
     if let (Some(url), true) = (&config.geox.geosite, crate::geoip::uses_geosite(config)) {
         let path = base.join(config.geosite_path.as_deref().unwrap_or("GeoSite.dat"));
         out.push(GeoFile {
@@ -65,7 +73,7 @@ pub(crate) fn wanted(config: &Config, config_path: Option<&Path>) -> Vec<GeoFile
 /// Checks that `data` is a usable file of `kind`.
 fn check(kind: &str, data: &[u8], scratch: &Path) -> Result<()> {
     match kind {
-        "mmdb" => {
+        "mmdb" | "asn" => {
             // The reader opens files: the scratch copy is what becomes the new file.
             std::fs::write(scratch, data)
                 .with_context(|| format!("writing {}", scratch.display()))?;

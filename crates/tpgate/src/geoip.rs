@@ -12,7 +12,10 @@ use maxminddb::{PathElement, Reader};
 use tpgate_core::config::Config;
 
 pub(crate) struct GeoIp {
-    source: Source,
+    /// The country database or geoip.dat (`None`: only `IP-ASN` rules need a lookup).
+    source: Option<Source>,
+    /// The ASN database of `IP-ASN` rules.
+    asn: Option<Reader<Vec<u8>>>,
 }
 
 enum Source {
@@ -32,8 +35,28 @@ impl GeoIp {
         let reader = Reader::open_readfile(path)
             .with_context(|| format!("{}: cannot read the GeoIP database", path.display()))?;
         Ok(Self {
-            source: Source::Mmdb(reader),
+            source: Some(Source::Mmdb(reader)),
+            asn: None,
         })
+    }
+
+    /// What `config`'s rules read, as the load resolved it (`geoip-path`, `asn-path`); a
+    /// file that is still missing (a `geox-url` download will bring it) is left out.
+    /// `None` when nothing is needed or there.
+    pub(crate) fn load(config: &Config) -> Result<Option<Self>> {
+        let present = |p: &Option<String>| p.clone().filter(|p| Path::new(p).exists());
+        let source = match present(&config.geoip_path) {
+            Some(path) if uses_geoip(config) => Self::open_for(config, Path::new(&path))?.source,
+            _ => None,
+        };
+        let asn = match present(&config.asn_path) {
+            Some(path) if uses_asn(config) => Some(
+                Reader::open_readfile(&path)
+                    .with_context(|| format!("{path}: cannot read the ASN database"))?,
+            ),
+            _ => None,
+        };
+        Ok((source.is_some() || asn.is_some()).then_some(Self { source, asn }))
     }
 
     /// `geodata-mode`: the categories `names` of the geoip.dat at `path`.
@@ -43,7 +66,8 @@ impl GeoIp {
         let cats = tpgate_core::rules::geoip_dat_categories(&data, names)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(Self {
-            source: Source::Dat(cats),
+            source: Some(Source::Dat(cats)),
+            asn: None,
         })
     }
 
@@ -59,23 +83,71 @@ impl GeoIp {
     /// Upper-case codes of `ip`: its country (country database), or every named category
     /// holding it (geoip.dat).
     pub(crate) fn codes(&self, ip: IpAddr) -> Vec<String> {
-        match &self.source {
-            Source::Mmdb(_) => self.country(ip).into_iter().collect(),
-            Source::Dat(cats) => cats
+        let mut out: Vec<String> = match &self.source {
+            Some(Source::Mmdb(_)) => self.country(ip).into_iter().collect(),
+            Some(Source::Dat(cats)) => cats
                 .iter()
                 .filter(|(_, c)| c.contains(ip.to_canonical()))
                 .map(|(n, _)| n.clone())
                 .collect(),
+            None => Vec::new(),
+        };
+        if let Some(n) = self.asn_of(ip) {
+            out.push(format!("AS{n}"));
         }
+        out
+    }
+
+    /// The autonomous system number of `ip` in the ASN database.
+    fn asn_of(&self, ip: IpAddr) -> Option<u32> {
+        let found = self.asn.as_ref()?.lookup(ip.to_canonical()).ok()?;
+        found
+            .decode_path(&[PathElement::Key("autonomous_system_number")])
+            .ok()?
+    }
+
+    /// Every network of autonomous system `n` in the ASN database.
+    fn asn_ranges(&self, n: u32) -> Vec<ipnet::IpNet> {
+        let Some(reader) = &self.asn else {
+            return Vec::new();
+        };
+        let key = [PathElement::Key("autonomous_system_number")];
+        let mut out = Vec::new();
+        for all in ["0.0.0.0/0", "::/0"] {
+            let Ok(cidr) = all.parse() else { continue };
+            let Ok(iter) = reader.within(cidr, Default::default()) else {
+                continue;
+            };
+            for item in iter.flatten() {
+                let asn: Option<u32> = item.decode_path(&key).ok().flatten();
+                if asn != Some(n) {
+                    continue;
+                }
+                if let Some(net) = item
+                    .network()
+                    .ok()
+                    .and_then(|n| n.to_string().parse::<ipnet::IpNet>().ok())
+                {
+                    if !embeds_v4(net, all) {
+                        out.push(net);
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Every network of country `cc` (upper case ISO code) in the database, for the
     /// kernel offload of `GEOIP,CC,DIRECT`. IPv4 networks come from the IPv4 subtree (in an
     /// IPv6 database too); IPv6 networks exclude the IPv4-mapped and -compatible ranges.
     pub(crate) fn ranges(&self, cc: &str) -> Vec<ipnet::IpNet> {
+        if let Some(n) = cc.strip_prefix("AS").and_then(|n| n.parse().ok()) {
+            return self.asn_ranges(n);
+        }
         let reader = match &self.source {
-            Source::Mmdb(r) => r,
-            Source::Dat(cats) => {
+            None => return Vec::new(),
+            Some(Source::Mmdb(r)) => r,
+            Some(Source::Dat(cats)) => {
                 return cats
                     .iter()
                     .find(|(n, c)| n.eq_ignore_ascii_case(cc) && !c.reverse)
@@ -102,15 +174,7 @@ impl GeoIp {
                 else {
                     continue;
                 };
-                // The IPv6 pass sees the IPv4 subtree again (as IPv4, or embedded).
-                let embeds_v4 = match net {
-                    ipnet::IpNet::V6(n) => {
-                        let seg = n.network().segments();
-                        seg[..5] == [0; 5] && (seg[5] == 0 || seg[5] == 0xffff)
-                    }
-                    ipnet::IpNet::V4(_) => all == "::/0",
-                };
-                if !embeds_v4 {
+                if !embeds_v4(net, all) {
                     out.push(net);
                 }
             }
@@ -120,7 +184,7 @@ impl GeoIp {
 
     /// The ISO country code of `ip`, upper case; `None` when the database has none.
     fn country(&self, ip: IpAddr) -> Option<String> {
-        let Source::Mmdb(reader) = &self.source else {
+        let Some(Source::Mmdb(reader)) = &self.source else {
             return None;
         };
         let found = reader.lookup(ip.to_canonical()).ok()?;
@@ -143,6 +207,15 @@ impl GeoIp {
 /// names no `geoip-path` (mihomo configs count on mihomo downloading the file) gets a
 /// warning instead, and its GEOIP rules never match; returned as `Ok(Some(warning))`.
 pub(crate) fn check(config: &mut Config, config_path: Option<&Path>) -> Result<Option<String>> {
+    let country = check_country(config, config_path)?;
+    let asn = check_asn(config, config_path)?;
+    Ok(match (country, asn) {
+        (Some(a), Some(b)) => Some(format!("{a}\nwarning: {b}")),
+        (a, b) => a.or(b),
+    })
+}
+
+fn check_country(config: &mut Config, config_path: Option<&Path>) -> Result<Option<String>> {
     if !uses_geoip(config) {
         return Ok(None);
     }
@@ -226,6 +299,70 @@ pub(crate) fn geoip_codes(config: &Config) -> Vec<String> {
     codes
 }
 
+/// Whether a network seen in the `all` pass of a `within` walk is the IPv4 subtree seen
+/// again from the IPv6 pass (as IPv4, or embedded in IPv6).
+fn embeds_v4(net: ipnet::IpNet, all: &str) -> bool {
+    match net {
+        ipnet::IpNet::V6(n) => {
+            let seg = n.network().segments();
+            seg[..5] == [0; 5] && (seg[5] == 0 || seg[5] == 0xffff)
+        }
+        ipnet::IpNet::V4(_) => all == "::/0",
+    }
+}
+
+/// Whether `config`'s rules use `IP-ASN` / `SRC-IP-ASN`.
+pub(crate) fn uses_asn(config: &Config) -> bool {
+    config
+        .rules
+        .iter()
+        .chain(config.sub_rules.iter().flat_map(|(_, l)| l))
+        .any(|r| r.matcher.needs_asn())
+}
+
+/// `IP-ASN` rules: resolves `asn-path` (default `ASN.mmdb` next to the config) like the
+/// country database; a missing default (or one `geox-url.asn` will bring) is a warning.
+fn check_asn(config: &mut Config, config_path: Option<&Path>) -> Result<Option<String>> {
+    if !uses_asn(config) {
+        return Ok(None);
+    }
+    let base = crate::providers::config_dir(config_path);
+    let explicit = config.asn_path.is_some();
+    let path = base.join(config.asn_path.as_deref().unwrap_or("ASN.mmdb"));
+    if path.exists() {
+        Reader::open_readfile(&path).with_context(|| {
+            format!(
+                "{}: IP-ASN rules cannot read this ASN database",
+                path.display()
+            )
+        })?;
+        config.asn_path = Some(path.display().to_string());
+        return Ok(None);
+    }
+    match &config.geox.asn {
+        Some(url) => {
+            config.asn_path = Some(path.display().to_string());
+            Ok(Some(format!(
+                "{}: no ASN database yet; IP-ASN rules will not match until `tpgate run` has \
+                 downloaded it from {url} (geox-url.asn)",
+                path.display()
+            )))
+        }
+        None if explicit => anyhow::bail!(
+            "{}: IP-ASN rules need an ASN database (set `asn-path` or `geox-url.asn`)",
+            path.display()
+        ),
+        None => {
+            config.asn_path = None;
+            Ok(Some(format!(
+                "{}: no ASN database; IP-ASN rules will not match (put a GeoLite2-ASN database \
+                 there, set `asn-path`, or set `geox-url.asn` to have tpgate download it)",
+                path.display()
+            )))
+        }
+    }
+}
+
 /// Whether `config`'s rules or DNS settings use `GEOSITE` lists.
 pub(crate) fn uses_geosite(config: &Config) -> bool {
     let mut c = config.clone();
@@ -235,11 +372,7 @@ pub(crate) fn uses_geosite(config: &Config) -> bool {
 
 /// Whether `config`'s rules use the country database.
 pub(crate) fn uses_geoip(config: &Config) -> bool {
-    config.rules.iter().any(|r| r.matcher.needs_geoip())
-        || config
-            .sub_rules
-            .iter()
-            .any(|(_, l)| l.iter().any(|r| r.matcher.needs_geoip()))
+    !geoip_codes(config).is_empty()
 }
 
 /// The main rules and every `sub-rules` list's.

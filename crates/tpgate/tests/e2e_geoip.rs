@@ -412,3 +412,73 @@ fn geodata_mode_reads_geoip_dat_categories() {
         .sh("nft", &["list", "set", "inet", "tpgate", "direct4"]);
     assert!(set.contains("203.0.113.0/24"), "{set}");
 }
+
+/// A GeoLite2-ASN-shaped database: `{autonomous_system_number, _organization}` per network.
+fn asn_db(entries: &[(&str, u32)]) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Asn {
+        autonomous_system_number: u32,
+        autonomous_system_organization: String,
+    }
+    let mut w = mmdb_writer::Writer::new("GeoLite2-ASN");
+    for (net, n) in entries {
+        let record = Asn {
+            autonomous_system_number: *n,
+            autonomous_system_organization: format!("Example AS{n}"),
+        };
+        w.insert(net.parse::<ipnet::IpNet>().expect("net"), &record)
+            .expect("insert");
+    }
+    w.to_bytes().expect("serialise")
+}
+
+/// `IP-ASN` rules read the ASN database (downloaded from `geox-url.asn`); an ASN that is
+/// DIRECT by address alone is offloaded with its networks.
+#[test]
+fn ip_asn_rules_decide_by_autonomous_system() {
+    let Some(lab) = Lab::new("ipasn") else {
+        return;
+    };
+    let (v4, v6) = (Family::V4.addrs(), Family::V6.addrs());
+    let files = FileServer::start(&lab, SocketAddr::new(v4.server, 8000));
+    files.put(
+        "/ASN.mmdb",
+        asn_db(&[("2001:db8:2::/64", 64500), ("203.0.113.0/24", 64501)]),
+    );
+    let text = lab.proxy_config_text(
+        &[],
+        &[],
+        &[
+            "IP-ASN,64500,REJECT",
+            "IP-ASN,AS64501,DIRECT",
+            "MATCH,REJECT",
+        ],
+    ) + &format!("geox-url:\n  asn: http://{}:8000/ASN.mmdb\n", v4.server);
+    let path = lab.write_file("tpgate.yaml", &text);
+    let tp = Tpgate::start(&lab, &path);
+    tp.wait_for_line(Duration::from_secs(20), |l| l.contains("config reloaded"))
+        .unwrap_or_else(|| panic!("no reload after the download:\n{}", tp.log_text()));
+    let blocked = TcpEchoServer::start(&lab.server, SocketAddr::new(v6.server, 80));
+    assert!(
+        tcp_echo(&lab.client, blocked.addr, b"hi").map_or(true, |x| x.echoed.is_empty()),
+        "AS64500 is rejected"
+    );
+    let line = tp
+        .wait_for_line(Duration::from_secs(5), |l| {
+            l.contains(&format!(" -> {} ", blocked.addr))
+        })
+        .expect("flow line");
+    assert!(line.contains("IP-ASN,64500"), "{line}");
+    let open = TcpEchoServer::start(&lab.server, SocketAddr::new(v4.server, 80));
+    let x = tcp_echo(&lab.client, open.addr, b"hello").expect("AS64501 destination");
+    assert_eq!(x.echoed, b"hello");
+    assert_eq!(
+        open.wait_peers(1),
+        vec![x.local],
+        "offloaded from the ASN's networks"
+    );
+    let set = lab
+        .gw
+        .sh("nft", &["list", "set", "inet", "tpgate", "direct4"]);
+    assert!(set.contains("203.0.113.0/24"), "{set}");
+}

@@ -99,6 +99,7 @@ pub(super) fn decode(root: Option<&Node>, d: &mut Diags) -> Config {
             "sniffer" => config.sniffer = sniffer(node, d),
             "geoip-path" => config.geoip_path = check(d, node, key, value::text(node)),
             "geosite-path" => config.geosite_path = check(d, node, key, value::text(node)),
+            "asn-path" => config.asn_path = check(d, node, key, value::text(node)),
             "geox-url" => geox_url(node, d, &mut config.geox),
             "geodata-mode" => {
                 if let Some(b) = check(d, node, key, value::boolean(node)) {
@@ -239,8 +240,8 @@ fn tun_dns(entries: &[Entry<'_>], config: &mut Config, d: &mut Diags) {
 }
 
 /// A mapping's entries with string keys, in order; reports other keys and duplicates.
-/// `geox-url`: the URLs of the files tpgate reads (`mmdb`, `geosite`); mihomo's `geoip`
-/// (geoip.dat) and `asn` are accepted and not used.
+/// `geox-url`: the URLs of the files tpgate reads: `mmdb` (country database), `geoip`
+/// (geoip.dat, with `geodata-mode`), `geosite`, `asn`.
 fn geox_url(node: &Node, d: &mut Diags, out: &mut super::Geox) {
     for e in entries(node, "geox-url", d) {
         let path = format!("geox-url.{}", e.key);
@@ -248,11 +249,7 @@ fn geox_url(node: &Node, d: &mut Diags, out: &mut super::Geox) {
             "mmdb" => out.mmdb = check(d, e.value, &path, value::text(e.value)),
             "geosite" => out.geosite = check(d, e.value, &path, value::text(e.value)),
             "geoip" => out.geoip = check(d, e.value, &path, value::text(e.value)),
-            "asn" => d.warn(
-                e.key_pos,
-                &path,
-                "not used by tpgate (IP-ASN rules are not supported yet)",
-            ),
+            "asn" => out.asn = check(d, e.value, &path, value::text(e.value)),
             _ => d.warn(e.key_pos, &path, "unknown key; ignored"),
         }
     }

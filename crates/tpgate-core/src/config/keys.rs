@@ -26,6 +26,7 @@ pub(super) const TOP: &[&str] = &[
     "rule-providers",
     "geoip-path",
     "geosite-path",
+    "asn-path",
     "geox-url",
     "geodata-mode",
     "geo-auto-update",

@@ -64,6 +64,9 @@ pub struct Config {
     /// `geosite-path` (tpgate's own): the v2ray `geosite.dat` `GEOSITE` rules use; default
     /// `GeoSite.dat` next to the config.
     pub geosite_path: Option<String>,
+    /// `asn-path` (tpgate's own): the MaxMind-format ASN database (GeoLite2-ASN) `IP-ASN`
+    /// rules use; default `ASN.mmdb` next to the config, as mihomo keeps it.
+    pub asn_path: Option<String>,
     /// `geox-url`, `geo-auto-update`, `geo-update-interval`: where the geodata files come
     /// from and whether they are refreshed.
     pub geox: Geox,
@@ -189,6 +192,7 @@ impl Default for Config {
             proxy_providers: Vec::new(),
             geoip_path: None,
             geosite_path: None,
+            asn_path: None,
             geox: Geox::default(),
             sub_rules: Vec::new(),
             dns: super::Dns::default(),
@@ -226,6 +230,8 @@ pub struct Geox {
     /// `geox-url.geoip`: the v2ray geoip.dat read with `geodata-mode` (`geoip-path`, default
     /// `GeoIP.dat`).
     pub geoip: Option<String>,
+    /// `geox-url.asn`: the ASN database (`asn-path`, default `ASN.mmdb`).
+    pub asn: Option<String>,
     /// `geodata-mode: true`: `GEOIP` rules read a v2ray geoip.dat (country codes and
     /// categories such as `telegram`) instead of the country database.
     pub geodata_mode: bool,
@@ -241,6 +247,7 @@ impl Default for Geox {
             mmdb: None,
             geosite: None,
             geoip: None,
+            asn: None,
             geodata_mode: false,
             auto_update: false,
             interval: std::time::Duration::from_secs(24 * 3600),

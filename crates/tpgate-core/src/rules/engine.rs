@@ -41,6 +41,8 @@ impl Matcher {
             Self::SrcGeoIp(code) if code == "LAN" => is_lan(flow.src.ip()),
             Self::GeoIp(code) => flow.geo.is_some_and(|g| g.dst.contains(code)),
             Self::SrcGeoIp(code) => flow.geo.is_some_and(|g| g.src.contains(code)),
+            Self::IpAsn(code) => flow.geo.is_some_and(|g| g.dst.contains(code)),
+            Self::SrcIpAsn(code) => flow.geo.is_some_and(|g| g.src.contains(code)),
             Self::Uid(ranges) => process(flow)
                 .and_then(|p| p.uid)
                 .is_some_and(|u| ranges.iter().any(|&(a, b)| a <= u && u <= b)),

@@ -75,7 +75,7 @@ impl Question {
     fn asked_by(self, m: &Matcher) -> bool {
         match self {
             Self::RealDst => m.any_inside(&|m| match m {
-                Matcher::IpCidr(_) | Matcher::GeoIp(_) => Some(true),
+                Matcher::IpCidr(_) | Matcher::GeoIp(_) | Matcher::IpAsn(_) => Some(true),
                 Matcher::RuleSet(h) => Some(h.current().has_cidrs()),
                 Matcher::NoResolve(_) => Some(false),
                 _ => None,

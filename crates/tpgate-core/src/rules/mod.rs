@@ -137,6 +137,11 @@ pub enum Matcher {
     GeoIp(String),
     /// `SRC-GEOIP,CC`: the source's country.
     SrcGeoIp(String),
+    /// `IP-ASN,N`: the destination's autonomous system, from the ASN database; held as
+    /// `AS<N>`, the code the database lookup gives.
+    IpAsn(String),
+    /// `SRC-IP-ASN,N`: the source's.
+    SrcIpAsn(String),
     /// `GEOSITE,name`: the name is in that list of the geosite file (loaded by the daemon
     /// into the handle, named by the list in lower case).
     GeoSite(RuleSetHandle),
@@ -448,17 +453,27 @@ impl Matcher {
     /// logic rules containing one that is not [`Self::NoResolve`].
     pub fn looks_at_dst_ip(&self) -> bool {
         match self {
-            Self::IpCidr(_) | Self::GeoIp(_) | Self::RuleSet(_) => true,
+            Self::IpCidr(_) | Self::GeoIp(_) | Self::IpAsn(_) | Self::RuleSet(_) => true,
             Self::NoResolve(_) => false,
             _ => self.inner().iter().any(Self::looks_at_dst_ip),
         }
     }
 
-    /// Whether this matcher (or one inside it) needs the GeoIP database.
+    /// Whether this matcher (or one inside it) needs a GeoIP lookup of the flow's
+    /// addresses (the country database or geoip.dat, or the ASN database).
     pub fn needs_geoip(&self) -> bool {
         match self {
             Self::GeoIp(c) | Self::SrcGeoIp(c) => c != "LAN",
+            Self::IpAsn(_) | Self::SrcIpAsn(_) => true,
             _ => self.inner().iter().any(Self::needs_geoip),
+        }
+    }
+
+    /// Whether this matcher (or one inside it) is an `IP-ASN` / `SRC-IP-ASN` rule.
+    pub fn needs_asn(&self) -> bool {
+        match self {
+            Self::IpAsn(_) | Self::SrcIpAsn(_) => true,
+            _ => self.inner().iter().any(Self::needs_asn),
         }
     }
 

@@ -202,7 +202,7 @@ fn prefixes(m: &Matcher, country: &dyn Fn(&str) -> Option<Vec<IpNet>>) -> Option
         Matcher::IpCidr(net) => Some(vec![*net]),
         Matcher::NoResolve(inner) => prefixes(inner, country),
         Matcher::GeoIp(cc) if cc == "LAN" => LAN.iter().map(|s| s.parse().ok()).collect(),
-        Matcher::GeoIp(cc) => country(cc),
+        Matcher::GeoIp(cc) | Matcher::IpAsn(cc) => country(cc),
         Matcher::RuleSet(h) => h.current().prefixes_only(),
         _ => None,
     }

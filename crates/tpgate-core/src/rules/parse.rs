@@ -33,8 +33,6 @@ pub enum RuleError {
 
 /// Rule types of mihomo (and Clash Premium) that tpgate does not match on yet.
 const UNSUPPORTED: &[&str] = &[
-    "IP-ASN",
-    "SRC-IP-ASN",
     "IP-SUFFIX",
     "SRC-IP-SUFFIX",
     "IN-PORT",
@@ -338,6 +336,8 @@ fn matcher(kind: &str, arg: &str) -> Result<Matcher, RuleError> {
         "GEOIP" => Matcher::GeoIp(country(arg)?),
         "GEOSITE" => Matcher::GeoSite(RuleSetHandle::new(&arg.to_ascii_lowercase())),
         "SRC-GEOIP" => Matcher::SrcGeoIp(country(arg)?),
+        "IP-ASN" => Matcher::IpAsn(asn(arg)?),
+        "SRC-IP-ASN" => Matcher::SrcIpAsn(asn(arg)?),
         "DOMAIN-SUFFIX" => Matcher::DomainSuffix(normalise(arg).map_err(malformed)?),
         "DOMAIN-KEYWORD" => Matcher::DomainKeyword(normalise(arg).map_err(malformed)?),
         "DOMAIN-WILDCARD" => Matcher::DomainWildcard(Wildcard::new(arg).map_err(malformed)?),
@@ -412,6 +412,19 @@ fn country(text: &str) -> Result<String, RuleError> {
             "`{text}` is not a country code (two letters like CN, or LAN)"
         )))
     }
+}
+
+/// An autonomous system number (`13335`, or `AS13335`), held as `AS13335`.
+fn asn(text: &str) -> Result<String, RuleError> {
+    let t = text.trim();
+    let digits = t
+        .strip_prefix("AS")
+        .or_else(|| t.strip_prefix("as"))
+        .unwrap_or(t);
+    digits
+        .parse::<u32>()
+        .map(|n| format!("AS{n}"))
+        .map_err(|_| malformed(format!("`{t}` is not an AS number (like 13335)")))
 }
 
 /// `1000`, `1000-1999`, or a `/`-separated list of those.
@@ -568,9 +581,9 @@ mod tests {
     fn unsupported_types_are_recognised() {
         for text in [
             "PROCESS-NAME-WILDCARD,cu*,DIRECT",
-            "ip-asn,13335,DIRECT",
-            "AND,((IP-ASN,13335),(NETWORK,UDP)),DIRECT",
-            "OR,((NOT,((IP-ASN,13335))),(NETWORK,UDP)),DIRECT",
+            "in-port,7890,DIRECT",
+            "AND,((IN-PORT,7890),(NETWORK,UDP)),DIRECT",
+            "OR,((NOT,((IN-PORT,7890))),(NETWORK,UDP)),DIRECT",
         ] {
             assert!(
                 matches!(parse_rule(text), Err(RuleError::Unsupported { .. })),
@@ -578,9 +591,18 @@ mod tests {
             );
         }
         assert_eq!(
-            parse_rule("ip-asn,13335,DIRECT").unwrap_err().to_string(),
-            "IP-ASN rules are not supported yet"
+            parse_rule("in-port,7890,DIRECT").unwrap_err().to_string(),
+            "IN-PORT rules are not supported yet"
         );
+        assert_eq!(
+            ok("ip-asn,13335,DIRECT").matcher,
+            Matcher::IpAsn("AS13335".into())
+        );
+        assert_eq!(
+            ok("SRC-IP-ASN,AS64500,DIRECT").matcher,
+            Matcher::SrcIpAsn("AS64500".into())
+        );
+        assert!(bad("IP-ASN,cloudflare,DIRECT").contains("not an AS number"));
     }
 
     #[test]

@@ -204,6 +204,11 @@ impl RuleSet {
                                 "RULE-SET and GEOSITE inside a rule set are not supported".into(),
                             ))
                         }
+                        // The ASN lookup is made for the main rules' IP-ASN entries only.
+                        Matcher::IpAsn(_) | Matcher::SrcIpAsn(_) => return Err(AddError::Skipped(
+                            "IP-ASN rules inside a rule set are not supported yet; entry skipped"
+                                .into(),
+                        )),
                         other => self.classical.push(other),
                     },
                     Err(super::RuleError::Unsupported { kind }) => {

@@ -318,7 +318,7 @@ fn rule_errors_and_warnings() {
     let m = error_at("rules:\n  - MATCH,Proxy\n", 2, 5, "rules[0]");
     assert!(m.contains("unknown target `Proxy`"), "{m}");
 
-    let l = ok("rules:\n  - IN-PORT,7890,DIRECT\n  - ip-asn,13335,DIRECT\n  - MATCH,DIRECT\n");
+    let l = ok("rules:\n  - IN-PORT,7890,DIRECT\n  - in-type,HTTP,DIRECT\n  - MATCH,DIRECT\n");
     let w: Vec<_> = l
         .warnings
         .iter()
@@ -335,7 +335,7 @@ fn rule_errors_and_warnings() {
             (
                 3,
                 5,
-                "rules[1]: IP-ASN rules are not supported yet; rule skipped"
+                "rules[1]: IN-TYPE rules are not supported yet; rule skipped"
             ),
         ]
     );

@@ -15,7 +15,7 @@ rules:
   - NETWORK,udp,G,no-resolve
   - IP-CIDR,192.0.2.0/24,v
   - SRC-PORT,1000,S
-  - IP-ASN,13335,nobody
+  - IN-PORT,7890,nobody
   - DST-PORT,23,PASS
   - MATCH,b
 ",
@@ -41,7 +41,7 @@ rules:
              traffic falls through to the rules below",
             "12:5: rules[3]: target `S` was skipped (see its warning); rule skipped, so its \
              traffic falls through to the rules below",
-            "13:5: rules[4]: IP-ASN rules are not supported yet; rule skipped",
+            "13:5: rules[4]: IN-PORT rules are not supported yet; rule skipped",
             "14:5: rules[5]: PASS is not supported yet; rule skipped",
         ]
     );
