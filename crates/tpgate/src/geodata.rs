@@ -90,10 +90,12 @@ fn check(kind: &str, data: &[u8], scratch: &Path) -> Result<()> {
 
 /// Downloads `f`, checks it and puts it in place; the bytes written.
 pub(crate) async fn download(f: &GeoFile, o: &Outbounds) -> Result<usize> {
-    let (body, _) =
-        tokio::time::timeout(TIMEOUT, crate::providers::fetch(&f.url, o, &[], MAX_SIZE))
-            .await
-            .map_err(|_| anyhow::anyhow!("timed out after {}s", TIMEOUT.as_secs()))??;
+    let (body, _) = tokio::time::timeout(
+        TIMEOUT,
+        crate::providers::fetch(&f.url, o, &[], MAX_SIZE, None),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("timed out after {}s", TIMEOUT.as_secs()))??;
     let (kind, path) = (f.kind, f.path.clone());
     let n = body.len();
     tokio::task::spawn_blocking(move || -> Result<()> {

@@ -26,6 +26,9 @@ use crate::shutdown::Shutdown;
 /// Largest provider file accepted (big community lists are a few MiB).
 const MAX_BODY: usize = 64 << 20;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one proxy provider download may take, headers and body (mihomo's
+/// `DefaultHttpTimeout`): a subscription that stalls must not hold the refresh for long.
+const PROXY_FETCH_TIMEOUT: Duration = Duration::from_secs(20);
 /// Retry period after a failed download when no `interval` is set.
 const RETRY: Duration = Duration::from_secs(300);
 
@@ -249,27 +252,44 @@ async fn download(
 
 /// GET `url` over a marked DIRECT connection (TLS for https), following no redirects.
 async fn get(url: &str, o: &Outbounds) -> anyhow::Result<Bytes> {
-    fetch(url, o, &[], MAX_BODY).await.map(|(body, _)| body)
+    fetch(url, o, &[], MAX_BODY, None)
+        .await
+        .map(|(body, _)| body)
 }
 
-/// [`get`] with extra request headers and a body limit; also returns the
+/// [`get`] with extra request headers, a body limit, and optionally through the proxy or
+/// group named `via` (a proxy provider's `proxy`) instead of DIRECT; also returns the
 /// `subscription-userinfo` response header.
 pub(crate) async fn fetch(
     url: &str,
     o: &Outbounds,
     headers: &[(String, String)],
     limit: usize,
+    via: Option<&str>,
 ) -> anyhow::Result<(Bytes, Option<String>)> {
     let u = Url::parse(url).ok_or_else(|| anyhow::anyhow!("bad URL"))?;
-    let tcp = o.connect_direct(&u.destination()).await?;
+    let dst = u.destination();
+    let tcp: crate::outbound::BoxIo = match via {
+        None => Box::new(o.connect_direct(&dst).await?),
+        Some(name) => {
+            let id = o
+                .id_of(name)
+                .ok_or_else(|| anyhow::anyhow!("no proxy or group `{name}` to download through"))?;
+            let pick = o.pick(id, &dst);
+            o.connect(&pick.exit, &dst)
+                .await
+                .map_err(|e| anyhow::anyhow!("through {}: {e}", pick.label))?
+                .ok_or_else(|| anyhow::anyhow!("through {}: rejected", pick.label))?
+        }
+    };
     let io: crate::outbound::BoxIo = if u.https {
         let tls = Tls {
             sni: Some(u.host.clone()),
             skip_cert_verify: false,
         };
-        TlsClient::new(&tls, &u.host)?.wrap(Box::new(tcp)).await?
+        TlsClient::new(&tls, &u.host)?.wrap(tcp).await?
     } else {
-        Box::new(tcp)
+        tcp
     };
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
@@ -311,7 +331,13 @@ pub(crate) fn spawn_proxy_refresh(
     shutdown: &Shutdown,
 ) {
     for (k, p) in config.proxy_providers.iter().enumerate() {
-        if let ProxySource::Http { url, path, header } = &p.source {
+        if let ProxySource::Http {
+            url,
+            path,
+            header,
+            proxy,
+        } = &p.source
+        {
             let job = ProxyJob {
                 k,
                 p: p.clone(),
@@ -319,6 +345,7 @@ pub(crate) fn spawn_proxy_refresh(
                 // Made absolute by `check::load_config`.
                 cache: PathBuf::from(path),
                 header: header.clone(),
+                via: proxy.clone(),
             };
             let (o, stop) = (outbounds.clone(), shutdown.clone());
             tokio::spawn(async move { job.run(o, stop).await });
@@ -337,13 +364,19 @@ pub(crate) async fn update_proxy_provider_now(
         anyhow::bail!("no proxy provider {k}");
     };
     match &p.source {
-        ProxySource::Http { url, path, header } => {
+        ProxySource::Http {
+            url,
+            path,
+            header,
+            proxy,
+        } => {
             let job = ProxyJob {
                 k,
                 p: p.clone(),
                 url: url.clone(),
                 cache: PathBuf::from(path),
                 header: header.clone(),
+                via: proxy.clone(),
             };
             job.once(o).await
         }
@@ -368,6 +401,8 @@ struct ProxyJob {
     url: String,
     cache: PathBuf,
     header: Vec<(String, String)>,
+    /// The provider's `proxy`: what the download goes through (`None`: DIRECT).
+    via: Option<String>,
 }
 
 impl ProxyJob {
@@ -393,7 +428,8 @@ impl ProxyJob {
                     let kept = o.provided_count(self.k);
                     warn!(
                         provider = %name,
-                        "proxy provider download from {} failed: {e:#}; keeping the {kept}                          proxies it had (from {})",
+                        "proxy provider download from {} failed: {e:#}; keeping the {kept} \
+                         proxies it had (from {})",
                         self.url,
                         self.cache.display()
                     );
@@ -406,16 +442,21 @@ impl ProxyJob {
     /// Downloads, reads, installs and caches; the number of usable proxies.
     async fn once(&self, o: &Outbounds) -> anyhow::Result<usize> {
         let limit = usize::try_from(self.p.size_limit).unwrap_or(usize::MAX);
-        let (body, info) =
-            tokio::time::timeout(FETCH_TIMEOUT, fetch(&self.url, o, &self.header, limit))
-                .await
-                .map_err(|_| anyhow::anyhow!("timed out"))??;
+        let download = fetch(&self.url, o, &self.header, limit, self.via.as_deref());
+        let (body, info) = tokio::time::timeout(PROXY_FETCH_TIMEOUT, download)
+            .await
+            .map_err(|_| anyhow::anyhow!("timed out after {PROXY_FETCH_TIMEOUT:?}"))??;
         let read = self.p.read(&body).map_err(|m| anyhow::anyhow!("{m}"))?;
+        if read.proxies.is_empty() {
+            // One line for the failed refresh, saying why: the first entries' problems.
+            let why: Vec<&str> = read.warnings.iter().take(2).map(String::as_str).collect();
+            if why.is_empty() {
+                anyhow::bail!("no proxy tpgate can use in it");
+            }
+            anyhow::bail!("no proxy tpgate can use in it ({})", why.join("; "));
+        }
         for w in &read.warnings {
             warn!(provider = %self.p.name, "{}:{w}", self.url);
-        }
-        if read.proxies.is_empty() {
-            anyhow::bail!("no proxy tpgate can use in it");
         }
         if let Some(info) = info {
             o.set_subscription_info(&self.p.name, SubscriptionInfo::parse(&info));
@@ -489,6 +530,7 @@ mod tests {
             url: url.clone(),
             cache: cache.to_path_buf(),
             header: header.clone(),
+            via: None,
         };
         (o, job)
     }

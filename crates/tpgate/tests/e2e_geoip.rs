@@ -6,23 +6,13 @@
 
 mod lab;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use lab::{has_field, tcp_echo, tpgate_oneshot, Family, Lab, TcpEchoServer, Tpgate};
-
-/// A GeoLite2-Country-shaped database: `{country: {iso_code}}` per network.
-fn country_db(entries: &[(&str, &str)]) -> Vec<u8> {
-    let mut w = mmdb_writer::Writer::new("GeoLite2-Country");
-    for (net, code) in entries {
-        let record: BTreeMap<&str, BTreeMap<&str, &str>> =
-            [("country", [("iso_code", *code)].into())].into();
-        w.insert(net.parse::<ipnet::IpNet>().expect("net"), &record)
-            .expect("insert");
-    }
-    w.to_bytes().expect("serialise")
-}
+use lab::{
+    country_db, has_field, tcp_echo, tpgate_oneshot, Family, FileServer, Lab, Reply, TcpEchoServer,
+    Tpgate,
+};
 
 #[test]
 fn geoip_rules_decide_by_country() {
@@ -178,88 +168,6 @@ fn geosite_rules_decide_by_list() {
     assert!(out.stderr.contains("nope"), "{}", out.stderr);
 }
 
-/// Files served over HTTP from the server's namespace (`GET /NAME`), changeable while it
-/// runs; every request's path is recorded.
-struct FileServer {
-    files: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>>,
-    hits: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl FileServer {
-    fn start(lab: &Lab, addr: SocketAddr) -> Self {
-        use std::io::{BufRead as _, Write as _};
-        use std::sync::atomic::Ordering;
-        let listener = lab
-            .server
-            .enter(|| std::net::TcpListener::bind(addr))
-            .expect("bind the file server");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let me = Self {
-            files: Default::default(),
-            hits: Default::default(),
-            stop: Default::default(),
-        };
-        let (files, hits, stop) = (me.files.clone(), me.hits.clone(), me.stop.clone());
-        std::thread::spawn(move || {
-            // Bounded: the test ends it, and it gives up after five minutes regardless.
-            let until = std::time::Instant::now() + Duration::from_secs(300);
-            while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < until {
-                let Ok((s, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                };
-                s.set_nonblocking(false).expect("blocking");
-                s.set_read_timeout(Some(Duration::from_secs(5)))
-                    .expect("timeout");
-                let mut reader = std::io::BufReader::new(&s);
-                let mut first = String::new();
-                if reader.read_line(&mut first).is_err() {
-                    continue;
-                }
-                // The rest of the request head.
-                let mut line = String::new();
-                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                    line.clear();
-                }
-                let path = first.split_whitespace().nth(1).unwrap_or("").to_owned();
-                hits.lock().unwrap().push(path.clone());
-                let body = files.lock().unwrap().get(&path).cloned();
-                let mut w = &s;
-                let _ = match body {
-                    Some(b) => w
-                        .write_all(
-                            format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", b.len())
-                                .as_bytes(),
-                        )
-                        .and_then(|()| w.write_all(&b)),
-                    None => w.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"),
-                };
-            }
-        });
-        me
-    }
-
-    fn put(&self, path: &str, bytes: Vec<u8>) {
-        self.files.lock().unwrap().insert(path.to_owned(), bytes);
-    }
-
-    fn hits(&self, path: &str) -> usize {
-        self.hits
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|p| *p == path)
-            .count()
-    }
-}
-
-impl Drop for FileServer {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
 /// `geox-url`: missing geodata is downloaded at start over the gateway's own (marked)
 /// connection and read by a reload; `POST /configs/geo` downloads again, refuses a broken
 /// file (the one in place stays) and applies a good one.
@@ -269,12 +177,15 @@ fn geox_url_downloads_missing_geodata_and_updates_it_from_the_api() {
         return;
     };
     let (v4, v6) = (Family::V4.addrs(), Family::V6.addrs());
-    let files = FileServer::start(&lab, SocketAddr::new(v4.server, 8000));
+    let files = FileServer::start(&lab.server, SocketAddr::new(v4.server, 8000));
     files.put(
         "/Country.mmdb",
-        country_db(&[("2001:db8:2::/64", "JP"), ("203.0.113.0/24", "US")]),
+        Reply::Body(country_db(&[
+            ("2001:db8:2::/64", "JP"),
+            ("203.0.113.0/24", "US"),
+        ])),
     );
-    files.put("/GeoSite.dat", geosite_dat());
+    files.put("/GeoSite.dat", Reply::Body(geosite_dat()));
     let text = lab.proxy_config_text(
         &[],
         &[],
@@ -315,7 +226,7 @@ fn geox_url_downloads_missing_geodata_and_updates_it_from_the_api() {
     // A broken database is refused; the file in place and the rules stay.
     let api = lab::Api::new(&lab, None);
     let before = std::fs::read(&mmdb).unwrap();
-    files.put("/Country.mmdb", b"not a database".to_vec());
+    files.put("/Country.mmdb", Reply::Body(b"not a database".to_vec()));
     let r = api.request("POST", "/configs/geo", None);
     assert_eq!(r.status, 502, "{}", r.body);
     assert!(r.body.contains("Country.mmdb"), "{}", r.body);
@@ -323,7 +234,10 @@ fn geox_url_downloads_missing_geodata_and_updates_it_from_the_api() {
     assert!(rejected(jp.addr));
 
     // A new one (the IPv4 network is JP now) is applied at once.
-    files.put("/Country.mmdb", country_db(&[("203.0.113.0/24", "JP")]));
+    files.put(
+        "/Country.mmdb",
+        Reply::Body(country_db(&[("203.0.113.0/24", "JP")])),
+    );
     let r = api.request("POST", "/configs/geo", None);
     assert_eq!(r.status, 204, "{}", r.body);
     assert!(rejected(us.addr), "the new database is in force");

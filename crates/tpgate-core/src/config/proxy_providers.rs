@@ -46,12 +46,15 @@ pub enum ProxySource {
     /// `type: file`: `path`, relative to the config's directory.
     File { path: String },
     /// `type: http`: downloaded from `url` at start and every `interval`, over a marked
-    /// DIRECT connection, and cached at `path` (default `proxies/NAME.yaml`).
+    /// DIRECT connection or through `proxy`, and cached at `path` (default `proxies/NAME.yaml`).
     Http {
         url: String,
         path: String,
         /// `header`: extra request headers, e.g. a `User-Agent` some subscriptions want.
         header: Vec<(String, String)>,
+        /// `proxy`: the proxy or group (by name) the download goes through; `None`: a marked
+        /// DIRECT connection (also when written `DIRECT`).
+        proxy: Option<String>,
     },
     /// `type: inline`: the `payload` list in the config.
     Inline,
@@ -267,15 +270,6 @@ fn provider(name: &str, node: &Node, d: &mut Diags) -> Option<ProxyProvider> {
     for e in &fields {
         match e.key {
             "dialer-proxy" => d.warn(e.key_pos, &at(e.key), "not used by tpgate yet; ignored"),
-            "proxy" => {
-                if value::string(e.value).is_ok_and(|v| !v.eq_ignore_ascii_case("DIRECT")) {
-                    d.warn(
-                        e.key_pos,
-                        &at("proxy"),
-                        "tpgate downloads providers over a marked DIRECT connection; ignored",
-                    );
-                }
-            }
             k if KEYS.contains(&k) => {}
             _ => unknown_key(d, e, &path, KEYS),
         }
@@ -307,10 +301,12 @@ fn provider(name: &str, node: &Node, d: &mut Diags) -> Option<ProxyProvider> {
         });
         check(d, n, &at("url"), u)
     });
+    // No floor: mihomo has none, and a subscription's owner decides how often it is asked.
     let interval = field("interval")
         .and_then(|n| check(d, n, &at("interval"), value::uint(n, 365 * 86_400)))
         .filter(|s| *s > 0)
-        .map(|s| Duration::from_secs(s.max(60)));
+        .map(Duration::from_secs);
+    let via = text(d, "proxy").filter(|v| !v.eq_ignore_ascii_case("DIRECT"));
     let size_limit = field("size-limit")
         .and_then(|n| check(d, n, &at("size-limit"), value::uint(n, u64::MAX)))
         .filter(|s| *s > 0)
@@ -353,6 +349,7 @@ fn provider(name: &str, node: &Node, d: &mut Diags) -> Option<ProxyProvider> {
                 url,
                 path: file.unwrap_or_else(|| format!("proxies/{name}.yaml")),
                 header,
+                proxy: via,
             }
         }
         _ => ProxySource::Inline,

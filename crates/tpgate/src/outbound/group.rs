@@ -134,6 +134,16 @@ impl Group {
     }
 
     /// Marks `m` dead, wherever it is now in the list.
+    /// A health check of `m` outside the group (its proxy provider's) measured `ms`.
+    pub(crate) fn set_member_delay(&self, m: Member, ms: u32) {
+        let now = self.members();
+        for (i, x) in now.list.iter().enumerate() {
+            if *x == m {
+                now.set_delay(i, ms);
+            }
+        }
+    }
+
     pub(crate) fn mark_member_dead(&self, m: Member) {
         let now = self.members();
         if let Some(i) = now.list.iter().position(|x| *x == m) {

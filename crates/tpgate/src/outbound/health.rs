@@ -1,12 +1,15 @@
 //! Health checks: an HTTP(S) GET of the group's `url` through each member, in the
 //! background, never blocking a connection. The delay is the time to the response's status
 //! line; a failure or timeout marks the member dead until a later check succeeds.
+//! A proxy provider's `health-check` does the same for the provider's proxies, whichever
+//! groups use them (also when its list changes), and every group holding one of them
+//! takes the verdict.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tpgate_core::config::{HealthCheck, Member, Tls};
+use tpgate_core::config::{HealthCheck, Member, TargetId, Tls};
 use tpgate_core::net::Destination;
 use tracing::{debug, info};
 
@@ -16,7 +19,7 @@ use super::tls::TlsClient;
 use super::{Group, Outbounds};
 use crate::shutdown::Shutdown;
 
-/// Starts one checker per group that has a health check.
+/// Starts one checker per group, and per proxy provider, that has a health check.
 pub(crate) fn spawn_all(outbounds: &Arc<Outbounds>, shutdown: &Shutdown) {
     for g in outbounds.groups() {
         if let Some(hc) = g.def.health.clone() {
@@ -26,6 +29,102 @@ pub(crate) fn spawn_all(outbounds: &Arc<Outbounds>, shutdown: &Shutdown) {
                 hc,
                 shutdown.clone(),
             ));
+        }
+    }
+    for (k, p) in outbounds.config.proxy_providers.iter().enumerate() {
+        if let Some(hc) = p.health.clone() {
+            let (o, stop) = (outbounds.clone(), shutdown.clone());
+            tokio::spawn(provider_loop(o, k, p.name.clone(), hc, stop));
+        }
+    }
+}
+
+/// Checks provider `k`'s proxies every `interval` (when `lazy`, only if a group holding one
+/// was used since) and whenever its list changes.
+async fn provider_loop(o: Arc<Outbounds>, k: usize, name: String, hc: HealthCheck, stop: Shutdown) {
+    let Some(url) = Url::parse(&hc.url) else {
+        info!(provider = %name, url = %hc.url, "health check url not usable; no checks");
+        return;
+    };
+    // The list last checked and, per group holding its proxies, its last use then.
+    let mut checked: Option<(Vec<Provided>, Vec<GroupUse>)> = None;
+    let mut next = tokio::time::Instant::now();
+    loop {
+        let changed = o.provided_changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let proxies = o.provided_ids(k);
+        let holders: Vec<Arc<Group>> = o
+            .groups()
+            .filter(|g| {
+                let m = g.members();
+                proxies
+                    .iter()
+                    .any(|(_, id)| m.list.contains(&Member::Target(*id)))
+            })
+            .cloned()
+            .collect();
+        let due = tokio::time::Instant::now() >= next;
+        let uses: Vec<(String, u64)> = holders
+            .iter()
+            .map(|g| (g.def.name.clone(), g.last_used()))
+            .collect();
+        let run = match &checked {
+            None => true,
+            Some((before, _)) if *before != proxies => true,
+            Some((_, used)) => due && (!hc.lazy || *used != uses),
+        };
+        if run {
+            check_provider(&o, &name, &proxies, &holders, &hc, &url).await;
+            checked = Some((proxies, uses));
+        }
+        if due || run {
+            if hc.interval.is_zero() {
+                next = tokio::time::Instant::now() + Duration::from_secs(365 * 86_400);
+            } else {
+                next = tokio::time::Instant::now() + hc.interval;
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => {}
+            () = changed => {}
+            () = stop.wait() => return,
+        }
+    }
+}
+
+/// A group's name and its last use (see `Group::last_used`).
+type GroupUse = (String, u64);
+/// A provided proxy's name and id.
+type Provided = (String, TargetId);
+
+async fn check_provider(
+    o: &Outbounds,
+    provider: &str,
+    proxies: &[(String, TargetId)],
+    holders: &[Arc<Group>],
+    hc: &HealthCheck,
+    url: &Url,
+) {
+    let expected = hc.expected_status.as_deref();
+    let probes = proxies
+        .iter()
+        .map(|(_, id)| probe_expecting(o, Member::Target(*id), url, hc.timeout, expected));
+    let results = futures::future::join_all(probes).await;
+    for ((name, id), r) in proxies.iter().zip(results) {
+        let was_alive = o.history.last(name).is_some();
+        let seen = !o.history.of(name).is_empty();
+        o.history.record(name, r);
+        let now = r.unwrap_or(DEAD);
+        for g in holders {
+            g.set_member_delay(Member::Target(*id), now);
+        }
+        match r {
+            None if was_alive || !seen => {
+                info!("provider {provider}: proxy {name} failed its health check");
+            }
+            Some(ms) if !was_alive => info!("provider {provider}: proxy {name} is up ({ms} ms)"),
+            _ => debug!("provider {provider}: proxy {name} delay {now}"),
         }
     }
 }

@@ -127,6 +127,8 @@ pub(crate) struct Outbounds {
     subscriptions: std::sync::Mutex<std::collections::HashMap<String, SubscriptionInfo>>,
     /// When each proxy provider's list was last set (loaded or downloaded), by index.
     provided_at: std::sync::Mutex<std::collections::HashMap<usize, std::time::SystemTime>>,
+    /// Woken when a provider's list is set, so its health check sees new proxies at once.
+    provided_changed: tokio::sync::Notify,
 }
 
 /// The name of the selector `mode: global` uses.
@@ -177,6 +179,7 @@ impl Outbounds {
             provided: RwLock::new(provided::Table::new(base, config.proxy_providers.len())),
             subscriptions: std::sync::Mutex::default(),
             provided_at: std::sync::Mutex::default(),
+            provided_changed: tokio::sync::Notify::new(),
         });
         {
             let mut t = o
@@ -277,7 +280,19 @@ impl Outbounds {
         if let Ok(mut at) = self.provided_at.lock() {
             at.insert(k, std::time::SystemTime::now());
         }
+        self.provided_changed.notify_waiters();
         Ok(())
+    }
+
+    /// Provider `k`'s proxies now: name and id, in order.
+    pub(crate) fn provided_ids(&self, k: usize) -> Vec<(String, TargetId)> {
+        let t = self.table();
+        let names = t.defs().get(k).cloned().unwrap_or_default();
+        names
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, d)| Some((d.name, t.id(k, i)?)))
+            .collect()
     }
 
     /// The names of provider `k`'s proxies now, in order.
