@@ -295,8 +295,8 @@ fn geodata_mode_reads_geoip_dat_categories() {
         out.stderr
     );
 
-    let files = FileServer::start(&lab, SocketAddr::new(v4.server, 8000));
-    files.put("/geoip.dat", geoip_dat());
+    let files = FileServer::start(&lab.server, SocketAddr::new(v4.server, 8000));
+    files.put("/geoip.dat", Reply::Body(geoip_dat()));
     let text = lab.proxy_config_text(&[], &[], &rules)
         + &format!(
             "geodata-mode: true\ngeox-url:\n  geoip: http://{}:8000/geoip.dat\n",
@@ -354,10 +354,13 @@ fn ip_asn_rules_decide_by_autonomous_system() {
         return;
     };
     let (v4, v6) = (Family::V4.addrs(), Family::V6.addrs());
-    let files = FileServer::start(&lab, SocketAddr::new(v4.server, 8000));
+    let files = FileServer::start(&lab.server, SocketAddr::new(v4.server, 8000));
     files.put(
         "/ASN.mmdb",
-        asn_db(&[("2001:db8:2::/64", 64500), ("203.0.113.0/24", 64501)]),
+        Reply::Body(asn_db(&[
+            ("2001:db8:2::/64", 64500),
+            ("203.0.113.0/24", 64501),
+        ])),
     );
     let text = lab.proxy_config_text(
         &[],
