@@ -349,6 +349,10 @@ pub(crate) fn spawn_proxy_refresh(
             };
             let (o, stop) = (outbounds.clone(), shutdown.clone());
             tokio::spawn(async move { job.run(o, stop).await });
+        } else if let (ProxySource::File { path }, Some(every)) = (&p.source, p.interval) {
+            let (config, o, stop) = (config.clone(), outbounds.clone(), shutdown.clone());
+            let path = PathBuf::from(path);
+            tokio::spawn(async move { watch_file(config, k, path, every, o, stop).await });
         }
     }
 }
@@ -392,6 +396,43 @@ pub(crate) async fn update_proxy_provider_now(
             Ok(read.proxies.len())
         }
         ProxySource::Inline => Ok(o.provided_count(k)),
+    }
+}
+
+/// A file proxy provider with `interval`: the file is read again every `interval` and the
+/// provider updated when its content changed (a broken file keeps what it had, and says
+/// why once per change).
+async fn watch_file(
+    config: Config,
+    k: usize,
+    path: PathBuf,
+    every: Duration,
+    o: Arc<Outbounds>,
+    stop: Shutdown,
+) {
+    let name = config.proxy_providers[k].name.clone();
+    let mut seen = tokio::fs::read(&path).await.ok();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stop.wait() => return,
+        }
+        let now = tokio::fs::read(&path).await.ok();
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        let got = update_proxy_provider_now(&config, k, &o).await;
+        record_update("proxy", &name, got.is_ok());
+        match got {
+            Ok(n) => info!(provider = %name, proxies = n, "proxy provider file {} changed: read again", path.display()),
+            Err(e) => warn!(
+                provider = %name,
+                "proxy provider file {} changed but cannot be used: {e:#}; keeping the {} proxies it had",
+                path.display(),
+                o.provided_count(k)
+            ),
+        }
     }
 }
 
