@@ -72,6 +72,7 @@ pub(crate) async fn run(config: Config, path: Option<std::path::PathBuf>) -> Res
         routing_mark: RoutingMark(config.routing_mark),
         io: Arc::new(io),
         registry: Registry::new(),
+        limits: relay::limits::Limits::new(&config.limits, open_files_limit()),
     });
     let dns_server = dns.as_ref().map(|(d, _)| d.clone());
     crate::privileges::report(shared.engine.needs_process());
@@ -316,6 +317,13 @@ fn raise_fd_limit() {
         Ok(_) => {}
         Err(e) => warn!("cannot read the open files limit: {e}"),
     }
+}
+
+/// The open-files limit in force (after [`raise_fd_limit`]); the default
+/// `limits.max-connections` follows it.
+fn open_files_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, Resource};
+    getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft)
 }
 
 fn check_sysctls(plan: &Plan) {

@@ -233,7 +233,9 @@ impl Reloader {
             routing_mark: RoutingMark(config.routing_mark),
             io: Arc::new(io),
             registry: old.registry.clone(),
+            limits: old.limits.clone(),
         });
+        old.limits.set(&config.limits);
         self.cell.store(next);
         let generation = start_generation(
             &config,

@@ -97,6 +97,7 @@ pub(super) fn decode(root: Option<&Node>, d: &mut Diags) -> Config {
             }
             "intercept" => config.intercept = intercept(node, d, &mut fwmark),
             "sniffer" => config.sniffer = sniffer(node, d),
+            "limits" => config.limits = super::limits::limits(node, d),
             "geoip-path" => config.geoip_path = check(d, node, key, value::text(node)),
             "geosite-path" => config.geosite_path = check(d, node, key, value::text(node)),
             "asn-path" => config.asn_path = check(d, node, key, value::text(node)),

@@ -35,6 +35,7 @@ pub(super) const TOP: &[&str] = &[
     "dns",
     "hosts",
     "use-hosts",
+    "limits",
 ];
 
 /// Keys of the `intercept` section.

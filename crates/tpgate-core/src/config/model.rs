@@ -74,6 +74,8 @@ pub struct Config {
     pub sub_rules: Vec<(String, Vec<Rule>)>,
     /// `dns` (with the top-level `hosts`): the built-in DNS server.
     pub dns: super::Dns,
+    /// `limits` (tpgate's own): caps on live flows, in all and per client address.
+    pub limits: super::Limits,
 }
 
 impl Config {
@@ -196,6 +198,7 @@ impl Default for Config {
             geox: Geox::default(),
             sub_rules: Vec::new(),
             dns: super::Dns::default(),
+            limits: super::Limits::default(),
         }
     }
 }

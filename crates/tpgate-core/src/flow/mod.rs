@@ -11,6 +11,7 @@
 //!
 //! Deliberately not here: sockets, timers, sniffing bytes (the `sniff` module), resolving.
 
+pub mod caps;
 #[cfg(test)]
 mod tests;
 

@@ -183,6 +183,7 @@ pub(super) fn collect(api: &Api) -> Registry {
         );
         dns_metrics(&mut r, dns);
     }
+    limit_metrics(&mut r, &shared.limits);
     if let Some(nat) = &api.metrics.nat {
         gauge(
             &mut r,
@@ -219,6 +220,36 @@ pub(super) fn collect(api: &Api) -> Registry {
         as_i64(open_fds()),
     );
     r
+}
+
+/// New flows refused for the `limits`, and the caps and live count they are checked against.
+fn limit_metrics(r: &mut Registry, limits: &crate::relay::limits::Limits) {
+    let refused = Family::<Labels, Counter>::default();
+    for (network, over, n) in limits.refused() {
+        let labels = vec![
+            ("network", network.to_string()),
+            ("reason", over.label().to_owned()),
+        ];
+        refused.get_or_create(&labels).inc_by(n);
+    }
+    r.register(
+        "tpgate_flows_refused",
+        "New TCP connections (reset) and UDP flows (datagram dropped) refused for the limits, by reason (max-connections, per-source)",
+        refused,
+    );
+    let (max, per_source) = limits.caps();
+    let caps = Family::<Labels, Gauge>::default();
+    for (limit, v) in [("max-connections", max), ("per-source", per_source)] {
+        caps.get_or_create(&vec![("limit", limit.to_owned())])
+            .set(as_i64(v as u64));
+    }
+    r.register("tpgate_flow_limit", "The limits in force", caps);
+    gauge(
+        r,
+        "tpgate_flows_admitted",
+        "Live TCP connections and UDP flows holding a place under the limits (includes those not decided yet)",
+        as_i64(limits.live() as u64),
+    );
 }
 
 fn dns_metrics(r: &mut Registry, dns: &Dns) {

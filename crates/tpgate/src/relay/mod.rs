@@ -15,6 +15,7 @@
 mod copy;
 pub(crate) mod gauge;
 mod io;
+pub(crate) mod limits;
 pub(crate) mod registry;
 mod sniff;
 mod splice;
@@ -50,6 +51,8 @@ pub(crate) struct Shared {
     /// The decider's answers: tables, process lookup, resolving fake-ip names.
     pub(crate) io: Arc<dyn FlowIo>,
     pub(crate) registry: Arc<Registry>,
+    /// The caps on live flows; one for the daemon's life, carried across reloads.
+    pub(crate) limits: Arc<limits::Limits>,
 }
 
 /// The [`Shared`] new flows are decided with. A reload stores a new one; a flow keeps the

@@ -26,7 +26,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 const DROP_HOLD: Duration = Duration::from_secs(30);
 
 /// Accepts until `shutdown` resolves. Accept errors (EMFILE, ...) are logged and retried
-/// after a pause; they never end the server.
+/// after a pause; they never end the server. A connection over the `limits` is reset as
+/// soon as it is accepted; the others hold their slot until they end.
 pub(crate) async fn serve(listener: TcpListener, cell: Arc<SharedCell>, shutdown: Shutdown) {
     loop {
         let accepted = tokio::select! {
@@ -36,7 +37,15 @@ pub(crate) async fn serve(listener: TcpListener, cell: Arc<SharedCell>, shutdown
         match accepted {
             Ok((stream, peer)) => {
                 let shared = cell.load();
-                tokio::spawn(async move { handle(stream, peer, shared).await });
+                // Over a cap: a RST at once, before any work (a flood must cost little).
+                let Some(slot) = shared.limits.admit(Network::Tcp, peer.ip()) else {
+                    reset(&stream);
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    handle(stream, peer, shared).await;
+                });
             }
             Err(e) => {
                 warn!(error = %e, "accept failed");

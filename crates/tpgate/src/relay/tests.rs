@@ -98,6 +98,7 @@ pub(crate) fn shared(rules: &[&str], io: Arc<TestIo>, http_port: u16) -> Arc<Sha
         routing_mark: RoutingMark(0),
         io,
         registry: Registry::new(),
+        limits: super::limits::Limits::new(&config.limits, 65_536),
     })
 }
 

@@ -374,3 +374,46 @@ fn nothing_to_intercept_is_an_error_at_the_section() {
         errs[0].message
     );
 }
+
+#[test]
+fn limits_are_positive_integers_in_a_mapping() {
+    let l = ok("limits:\n  max-connections: 2000\n  per-source: 500\n  udp-table-size: 0x400\n")
+        .config
+        .limits;
+    assert_eq!(
+        l,
+        Limits {
+            max_connections: Some(2000),
+            per_source: Some(500),
+            udp_table_size: Some(1024),
+        }
+    );
+    assert_eq!(ok("limits:\n").config.limits, Limits::default());
+    let m = error_at("limits:\n  per-source: 0\n", 2, 15, "limits.per-source");
+    assert!(m.contains("at least 1"), "{m}");
+    let m = error_at(
+        "limits:\n  max-connections: -5\n",
+        2,
+        20,
+        "limits.max-connections",
+    );
+    assert!(m.contains("negative"), "{m}");
+    let m = error_at(
+        "limits:\n  udp-table-size: many\n",
+        2,
+        19,
+        "limits.udp-table-size",
+    );
+    assert!(m.contains("expected an integer"), "{m}");
+    let m = error_at(
+        "limits:\n  max-connections: 99999999\n",
+        2,
+        20,
+        "limits.max-connections",
+    );
+    assert!(m.contains("out of range"), "{m}");
+    let m = error_at("limits: 5\n", 1, 9, "limits");
+    assert!(m.contains("expected a mapping"), "{m}");
+    let m = strict_error_at("limits:\n  per-sources: 5\n", 2, 3, "limits.per-sources");
+    assert!(m.contains("did you mean `per-source`?"), "{m}");
+}

@@ -86,6 +86,7 @@ pub(super) async fn start_with(
         routing_mark: RoutingMark(config.routing_mark),
         io: Arc::new(TestIo::default()),
         registry: Registry::new(),
+        limits: crate::relay::limits::Limits::new(&config.limits, 65_536),
     });
     let dns = (config.dns.enable).then(|| {
         crate::dns::Dns::new(&config.dns, config.routing_mark, &config.state_file).expect("dns")

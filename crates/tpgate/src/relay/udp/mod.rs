@@ -26,14 +26,13 @@ use tpgate_sys::RecvBatch;
 use tracing::debug;
 
 use super::gauge::{Live, LIVE};
+use super::limits::Slot;
 use super::registry::Registered;
 use super::tcp::canonical;
 use super::{Shared, SharedCell};
 use crate::shutdown::Shutdown;
 use tpgate_core::flow::Decider;
 
-/// At most this many flows; when full, the least recently active eighth is evicted.
-const MAX_FLOWS: usize = 16_384;
 const IDLE: Duration = Duration::from_secs(60);
 /// DNS and other port-53 exchanges are one question, one answer.
 const IDLE_DNS: Duration = Duration::from_secs(10);
@@ -114,6 +113,8 @@ struct Flow {
     last: Arc<AtomicU64>,
     idle: Duration,
     _live: Live,
+    /// Its place under the `limits`, given back when the flow leaves the table.
+    _slot: Slot,
 }
 
 impl Drop for Flow {
@@ -284,8 +285,12 @@ impl Nat {
             }
             return None;
         }
-        if flows.len() >= MAX_FLOWS {
-            evict(flows);
+        // Over a cap: the datagram is dropped, and the next one of this key asks again.
+        let limits = self.shared().limits.clone();
+        let slot = limits.admit(tpgate_core::net::Network::Udp, src.ip())?;
+        let table = limits.udp_table_size();
+        if flows.len() >= table {
+            evict(flows, table);
         }
         let mut flow = Flow {
             out: FlowOut::Drop,
@@ -294,6 +299,7 @@ impl Nat {
             last: Arc::new(AtomicU64::new(now)),
             idle: if dst.port() == 53 { IDLE_DNS } else { IDLE },
             _live: LIVE.enter(),
+            _slot: slot,
         };
         self.first_datagram(&mut flow, (src, dst), data);
         flows.insert((src, dst), flow);
@@ -304,7 +310,7 @@ impl Nat {
 /// Makes room in a full table: drops the least recently active eighth of the flows in one
 /// pass, so a churn of new flows costs O(1) per flow on average and never locks new
 /// clients out.
-fn evict(flows: &mut HashMap<Key, Flow>) {
+fn evict(flows: &mut HashMap<Key, Flow>, table: usize) {
     let mut lasts: Vec<u64> = flows
         .values()
         .map(|f| f.last.load(Ordering::Relaxed))
@@ -316,7 +322,7 @@ fn evict(flows: &mut HashMap<Key, Flow>) {
     flows.retain(|_, f| f.last.load(Ordering::Relaxed) > cutoff);
     debug!(
         evicted = before - flows.len(),
-        "udp NAT table full ({MAX_FLOWS} flows): least recently active flows evicted"
+        "udp NAT table full ({table} flows): least recently active flows evicted"
     );
 }
 

@@ -1,4 +1,19 @@
 use super::*;
+use crate::relay::limits::Limits;
+
+/// Caps no test here reaches.
+fn slot() -> Slot {
+    static LIMITS: std::sync::OnceLock<Arc<Limits>> = std::sync::OnceLock::new();
+    let l = tpgate_core::config::Limits {
+        max_connections: Some(1 << 20),
+        per_source: Some(1 << 20),
+        udp_table_size: None,
+    };
+    LIMITS
+        .get_or_init(|| Limits::new(&l, 65_536))
+        .admit(tpgate_core::net::Network::Udp, key(0).0.ip())
+        .expect("under the caps")
+}
 
 fn flow(last: u64) -> Flow {
     Flow {
@@ -8,6 +23,7 @@ fn flow(last: u64) -> Flow {
         last: Arc::new(AtomicU64::new(last)),
         idle: IDLE,
         _live: LIVE.enter(),
+        _slot: slot(),
     }
 }
 
@@ -31,7 +47,7 @@ fn a_full_table_evicts_the_least_recently_active_flows() {
         let last = u64::from(i) * 7919 % 1000;
         flows.insert(key(i), flow(last));
     }
-    evict(&mut flows);
+    evict(&mut flows, 1000);
     let kept: Vec<u64> = flows
         .values()
         .map(|f| f.last.load(Ordering::Relaxed))
@@ -130,4 +146,51 @@ async fn idle_flows_are_swept_after_their_own_timeouts_and_active_ones_stay() {
     assert!(live(&busy), "active every second: kept");
     trigger.fire();
     sweeper.await.unwrap();
+}
+
+#[tokio::test]
+async fn new_flows_over_the_per_source_cap_are_dropped_and_others_still_get_in() {
+    let shared = crate::relay::tests::shared(&["MATCH,REJECT"], Arc::default(), 1);
+    shared.limits.set(&tpgate_core::config::Limits {
+        max_connections: Some(100),
+        per_source: Some(3),
+        udp_table_size: Some(4),
+    });
+    let limits = shared.limits.clone();
+    let nat = Nat::new(SharedCell::new(shared));
+    let other = SocketAddr::from(([198, 51, 100, 3], 4000));
+    let dst = key(0).1;
+    {
+        let mut flows = nat.flows.lock().unwrap();
+        for i in 1..=10u16 {
+            let (src, dst) = key(i);
+            assert!(nat.forward(&mut flows, src, dst, b"x", 0).is_none());
+        }
+        assert_eq!(flows.len(), 3, "the flooding source holds its cap");
+        let (src, _) = key(1);
+        nat.forward(&mut flows, src, dst, b"again", 0);
+        assert_eq!(flows.len(), 3, "an existing flow's datagram is no new flow");
+        nat.forward(&mut flows, other, dst, b"y", 0);
+        assert!(flows.contains_key(&(other, dst)), "another source gets in");
+        let next = SocketAddr::from(([198, 51, 100, 4], 4000));
+        nat.forward(&mut flows, next, dst, b"z", 0);
+        assert!(
+            flows.contains_key(&(next, dst)) && flows.len() <= 4,
+            "a full table makes room by evicting, within udp-table-size: {}",
+            flows.len()
+        );
+    }
+    let refused: u64 = limits
+        .refused()
+        .iter()
+        .filter(|(n, _, _)| *n == tpgate_core::net::Network::Udp)
+        .map(|r| r.2)
+        .sum();
+    assert_eq!(refused, 7);
+    nat.flows.lock().unwrap().clear();
+    assert_eq!(
+        limits.live(),
+        0,
+        "flows leaving the table give their slots back"
+    );
 }
