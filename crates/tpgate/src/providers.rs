@@ -425,7 +425,9 @@ async fn watch_file(
         let got = update_proxy_provider_now(&config, k, &o).await;
         record_update("proxy", &name, got.is_ok());
         match got {
-            Ok(n) => info!(provider = %name, proxies = n, "proxy provider file {} changed: read again", path.display()),
+            Ok(n) => {
+                info!(provider = %name, proxies = n, "proxy provider file {} changed: read again", path.display())
+            }
             Err(e) => warn!(
                 provider = %name,
                 "proxy provider file {} changed but cannot be used: {e:#}; keeping the {} proxies it had",
