@@ -93,8 +93,7 @@ fn timers_survive_wall_clock_jumps() {
         let log = tp.log_text();
         let last = log
             .lines()
-            .filter(|l| l.contains(&format!(" -> {}", server.addr)))
-            .last()
+            .rfind(|l| l.contains(&format!(" -> {}", server.addr)))
             .unwrap_or_else(|| panic!("{step}: no flow line:\n{log}"))
             .to_owned();
         // `2026-12-06T15:00:00.000000Z  INFO tcp ...`
