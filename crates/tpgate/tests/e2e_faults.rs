@@ -267,3 +267,124 @@ fn read_only_state_dir_keeps_the_daemon_running_and_damaged_state_unused() {
         "nothing in the state directory changed"
     );
 }
+
+/// A 64 KiB tmpfs mounted on `dir` while this lives (unmounted on drop, also when the
+/// test fails): a state directory that can be filled up.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).expect("create mount point");
+        let out = lab::run(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                "size=64k",
+                "tpgate-test",
+                &dir.display().to_string(),
+            ],
+        );
+        assert!(out.success(), "mount tmpfs: {}", out.stderr);
+        Self(dir.to_owned())
+    }
+
+    /// Fills the disk with `dir/filler` until the kernel says it is full.
+    fn fill(&self) {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(self.0.join("filler")).expect("filler");
+        let block = [0u8; 1024];
+        for _ in 0..1024 {
+            if f.write_all(&block).and_then(|()| f.sync_all()).is_err() {
+                return;
+            }
+        }
+        panic!("a 64 KiB disk took 1 MiB");
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.0.join("filler")).expect("remove filler");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = lab::run("umount", &["-l", &self.0.display().to_string()]);
+    }
+}
+
+/// A full state directory: a choice that cannot be saved is said and holds in memory, the
+/// saved state is left whole (never truncated, no temporary left behind), and once there is
+/// room again the next save works.
+#[test]
+fn full_state_dir_keeps_the_daemon_running_and_the_saved_state_whole() {
+    let Some(lab) = Lab::new("fullstate") else {
+        return;
+    };
+    let v4 = Family::V4.addrs();
+    let dir = lab.dir.join("full-state");
+    let disk = SmallDisk::mount(&dir);
+    let state = dir.join("state.json");
+    let text = lab
+        .proxy_config_text(
+            &[],
+            &["{name: Proxy, type: select, proxies: [DIRECT, REJECT]}".to_owned()],
+            &["MATCH,Proxy"],
+        )
+        .replace(
+            &lab.state_file().display().to_string(),
+            &state.display().to_string(),
+        );
+    let config = lab.write_file("tpgate.yaml", &text);
+    let tp = Tpgate::start(&lab, &config);
+    let api = Api::new(&lab, None);
+    let server = TcpEchoServer::start(&lab.server, SocketAddr::new(v4.server, 80));
+    let echoes =
+        |data: &[u8]| tcp_echo(&lab.client, server.addr, data).is_ok_and(|x| x.echoed == data);
+
+    // A saved choice (DIRECT, made explicit), then the disk fills up.
+    assert_eq!(api.select("Proxy", "DIRECT").status, 204);
+    assert!(
+        poll(WAIT, || Some(())
+            .filter(
+                |()| std::fs::read_to_string(&state).is_ok_and(|s| s.contains("DIRECT"))
+            ))
+        .is_some(),
+        "the choice was saved"
+    );
+    let saved = std::fs::read(&state).unwrap();
+    disk.fill();
+
+    assert_eq!(api.select("Proxy", "REJECT").status, 204);
+    let line = tp
+        .wait_for_line(WAIT, |l| {
+            l.contains("cannot save the selection Proxy = REJECT")
+        })
+        .unwrap_or_else(|| panic!("the failed save went unmentioned:\n{}", tp.log_text()));
+    assert!(line.contains("No space left on device"), "{line}");
+    assert!(!echoes(b"a"), "REJECT holds in memory");
+    assert_eq!(
+        std::fs::read(&state).unwrap(),
+        saved,
+        "the saved state is whole"
+    );
+    let names: Vec<String> = contents(&dir).into_keys().collect();
+    assert_eq!(names, ["filler", "state.json"], "no temporary left behind");
+
+    // Room again: the next choice is saved.
+    disk.free();
+    assert_eq!(api.select("Proxy", "DIRECT").status, 204);
+    assert!(echoes(b"b"), "DIRECT relays");
+    assert_eq!(api.select("Proxy", "REJECT").status, 204);
+    assert!(
+        poll(WAIT, || Some(())
+            .filter(
+                |()| std::fs::read_to_string(&state).is_ok_and(|s| s.contains("REJECT"))
+            ))
+        .is_some(),
+        "saved once there is room: {:?}",
+        std::fs::read_to_string(&state)
+    );
+    drop(tp);
+}
