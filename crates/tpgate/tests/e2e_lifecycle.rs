@@ -392,7 +392,11 @@ fn sigkill_under_load_leaves_traffic_flowing_and_a_new_instance_takes_over() {
     nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard)
         .expect("raise the test's open-files limit");
     let a = Family::V4.addrs();
-    let config = lab.write_config();
+    // One LAN host opens them all: its per-source cap must allow it on any fd limit.
+    let config = lab.write_file(
+        "tpgate.yaml",
+        &(lab.config_text() + "limits:\n  max-connections: 4000\n  per-source: 4000\n"),
+    );
     let mut tp = Tpgate::start(&lab, &config);
     let server = TcpEchoServer::start(&lab.server, SocketAddr::new(a.server, 80));
 

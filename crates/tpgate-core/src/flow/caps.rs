@@ -58,11 +58,17 @@ impl Caps {
 
     /// One more flow from `src`, or why not.
     pub fn admit(&mut self, src: IpAddr) -> Result<(), Over> {
+        self.admit_from(src, false)
+    }
+
+    /// Like [`Self::admit`]; `own` (this machine's own traffic, one source address for
+    /// everything it opens) is held to the total only.
+    pub fn admit_from(&mut self, src: IpAddr, own: bool) -> Result<(), Over> {
         if self.live >= self.max {
             return Err(Over::Total);
         }
         let n = self.by_source.entry(src).or_insert(0);
-        if *n >= self.per_source {
+        if *n >= self.per_source && !own {
             return Err(Over::PerSource);
         }
         *n += 1;
@@ -173,6 +179,21 @@ mod tests {
         c.release(ip(2));
         assert_eq!(c.admit(ip(6)), Ok(()), "a freed slot goes to whoever comes");
         assert_eq!(c.admit(ip(2)), Err(Over::Total));
+    }
+
+    #[test]
+    fn this_machines_own_traffic_is_held_to_the_total_only() {
+        let mut c = Caps::new(4, 1);
+        c.admit_from(ip(2), true).unwrap();
+        c.admit_from(ip(2), true).unwrap();
+        assert_eq!(
+            c.admit(ip(2)),
+            Err(Over::PerSource),
+            "the same address from the LAN"
+        );
+        c.admit(ip(3)).unwrap();
+        c.admit_from(ip(2), true).unwrap();
+        assert_eq!(c.admit_from(ip(2), true), Err(Over::Total));
     }
 
     #[test]

@@ -105,10 +105,22 @@ impl Limits {
 
     /// A slot for a new `network` flow from `src`; `None`: refused (counted, and logged
     /// when this address has not been for a while).
+    #[cfg(test)]
     pub(crate) fn admit(self: &Arc<Self>, network: Network, src: IpAddr) -> Option<Slot> {
+        self.admit_from(network, src, false)
+    }
+
+    /// Like [`Self::admit`]; `own`: this machine's own traffic, held to `max-connections`
+    /// only (everything it opens shares its few addresses).
+    pub(crate) fn admit_from(
+        self: &Arc<Self>,
+        network: Network,
+        src: IpAddr,
+        own: bool,
+    ) -> Option<Slot> {
         let src = src.to_canonical();
         let admitted = match self.caps.lock() {
-            Ok(mut caps) => caps.admit(src),
+            Ok(mut caps) => caps.admit_from(src, own),
             // A panic while counting: let flows through rather than refuse them all.
             Err(_) => Ok(()),
         };

@@ -38,7 +38,8 @@ pub(crate) async fn serve(listener: TcpListener, cell: Arc<SharedCell>, shutdown
             Ok((stream, peer)) => {
                 let shared = cell.load();
                 // Over a cap: a RST at once, before any work (a flood must cost little).
-                let Some(slot) = shared.limits.admit(Network::Tcp, peer.ip()) else {
+                let own = shared.io.is_local(peer.ip());
+                let Some(slot) = shared.limits.admit_from(Network::Tcp, peer.ip(), own) else {
                     reset(&stream);
                     continue;
                 };

@@ -286,8 +286,10 @@ impl Nat {
             return None;
         }
         // Over a cap: the datagram is dropped, and the next one of this key asks again.
-        let limits = self.shared().limits.clone();
-        let slot = limits.admit(tpgate_core::net::Network::Udp, src.ip())?;
+        let shared = self.shared();
+        let own = shared.io.is_local(src.ip());
+        let limits = shared.limits.clone();
+        let slot = limits.admit_from(tpgate_core::net::Network::Udp, src.ip(), own)?;
         let table = limits.udp_table_size();
         if flows.len() >= table {
             evict(flows, table);
