@@ -123,7 +123,11 @@ impl Installed {
             .context("adding the new policy routing")?;
         let swapped = match &mut self.rules {
             Rules::Nft(t) => t.replace(new).context("replacing the nftables table"),
-            Rules::Iptables(c) => c.replace(new).context("replacing the iptables chains"),
+            // iptables-save/-restore are processes that may wait for the xtables lock: off
+            // the worker, so the relays it runs keep moving (the daemon's runtime is
+            // multi-threaded).
+            Rules::Iptables(c) => tokio::task::block_in_place(|| c.replace(new))
+                .context("replacing the iptables chains"),
         };
         if let Err(e) = swapped {
             // The old rules are still in force: take back what was added for the new ones.
