@@ -4,8 +4,8 @@
 //! proxy's last health-check delay; DNS queries (answered, refused, cache hits), each
 //! upstream server's answers, failures and latency, and the fake-ip pools' use; the UDP NAT
 //! table's size and idle evictions; provider updates and their age; geodata file ages;
-//! reloads; the process's memory and descriptors. Nothing here counts on its own, so a
-//! scrape costs one pass over the live flows.
+//! reloads; the process's memory and descriptors and the runtime's live tasks. Nothing here
+//! counts on its own, so a scrape costs one pass over the live flows.
 
 use std::collections::HashMap;
 
@@ -218,6 +218,13 @@ pub(super) fn collect(api: &Api) -> Registry {
         "tpgate_process_open_fds",
         "Open file descriptors of the tpgate process",
         as_i64(open_fds()),
+    );
+    gauge(
+        &mut r,
+        "tpgate_tokio_tasks",
+        "Tasks alive in the tokio runtime (relays, listeners, timers, the controller's own)",
+        tokio::runtime::Handle::try_current()
+            .map_or(0, |h| as_i64(h.metrics().num_alive_tasks() as u64)),
     );
     r
 }
