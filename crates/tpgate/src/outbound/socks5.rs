@@ -3,7 +3,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use socket2::Type;
 use tokio::io::AsyncWriteExt;
@@ -100,17 +99,9 @@ impl Socks5 {
         };
         let s = tpgate_sys::outbound_socket(relay.is_ipv6(), Type::DGRAM, mark)?;
         s.connect(&relay.into())?;
-        let sock = Arc::new(UdpSocket::from_std(s.into())?);
-        Ok((
-            UdpSend::Socks5 {
-                sock: sock.clone(),
-                buf: Vec::with_capacity(2048),
-            },
-            UdpRecv::Socks5 {
-                sock,
-                ctrl,
-                buf: vec![0; 65_536],
-            },
+        Ok(super::udp::from_socks5(
+            UdpSocket::from_std(s.into())?,
+            ctrl,
         ))
     }
 }

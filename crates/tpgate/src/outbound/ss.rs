@@ -9,14 +9,16 @@ use shadowsocks::config::{ServerConfig, ServerType};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use bytes::{Bytes, BytesMut};
 use shadowsocks::context::{Context as SsContext, SharedContext};
 use shadowsocks::crypto::CipherKind;
-use shadowsocks::net::ConnectOpts;
+use shadowsocks::relay::udprelay::crypto_io::{decrypt_server_payload, encrypt_client_payload};
 use shadowsocks::relay::udprelay::options::UdpSocketControlData;
-use shadowsocks::relay::udprelay::ProxySocket;
 use shadowsocks::relay::Address;
 use shadowsocks::ProxyClientStream;
+use socket2::Type;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::UdpSocket;
 use tpgate_core::config::Cipher;
 use tpgate_core::net::Destination;
 
@@ -67,51 +69,79 @@ impl Shadowsocks {
         }))
     }
 
-    /// A UDP association for one flow.
-    pub(crate) async fn udp(&self, server: SocketAddr, mark: u32) -> io::Result<SsUdp> {
+    /// A UDP association for one flow: a marked socket connected to the server; the crate's
+    /// packet functions seal and open each datagram, so tpgate sends and receives them in
+    /// batches.
+    pub(crate) fn udp(&self, server: SocketAddr, mark: u32) -> io::Result<SsUdp> {
         let cfg = self.server_config(server)?;
-        let opts = ConnectOpts {
-            fwmark: Some(mark),
-            ..ConnectOpts::default()
-        };
-        let sock = ProxySocket::connect_with_opts(self.context.clone(), &cfg, &opts)
-            .await
-            .map_err(io::Error::from)?;
-        let mut ctrl = UdpSocketControlData::default();
-        ctrl.client_session_id = rand::random();
+        let s = tpgate_sys::outbound_socket(server.is_ipv6(), Type::DGRAM, mark)?;
+        s.connect(&server.into())?;
         Ok(SsUdp {
-            sock,
-            ctrl: std::sync::Mutex::new(ctrl),
+            sock: UdpSocket::from_std(s.into())?,
+            context: self.context.clone(),
+            method: cfg.method(),
+            key: cfg.key().into(),
+            identity_keys: cfg.clone_identity_keys(),
         })
     }
 }
 
+/// A sending half's session: SIP022 (the 2022 ciphers) keys a UDP session by a random client
+/// session id and drops a packet id it has seen, so ids count up from 1. Ignored by the
+/// classic ciphers.
+pub(crate) struct SsControl(UdpSocketControlData);
+
 pub(crate) struct SsUdp {
-    sock: ProxySocket<shadowsocks::net::UdpSocket>,
-    /// SIP022 (the 2022 ciphers) keys a UDP session by a random client session id and drops
-    /// a packet id it has seen: one session per flow, ids counting up from 1. Ignored by the
-    /// classic ciphers.
-    ctrl: std::sync::Mutex<UdpSocketControlData>,
+    sock: UdpSocket,
+    context: SharedContext,
+    method: CipherKind,
+    key: Box<[u8]>,
+    identity_keys: Arc<Vec<Bytes>>,
 }
 
 impl SsUdp {
-    pub(crate) async fn send(&self, dst: &Destination, data: &[u8]) -> io::Result<()> {
-        let ctrl = {
-            let mut c = self.ctrl.lock().unwrap_or_else(|p| p.into_inner());
-            c.packet_id += 1;
-            c.clone()
-        };
-        self.sock
-            .send_with_ctrl(&address(dst), &ctrl, data)
-            .await
-            .map_err(io::Error::from)?;
-        Ok(())
+    pub(crate) fn socket(&self) -> &UdpSocket {
+        &self.sock
     }
 
-    /// Receives one datagram's payload into `buf`; returns its length.
-    pub(crate) async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let (n, _from, _) = self.sock.recv(buf).await.map_err(io::Error::from)?;
-        Ok(n)
+    /// A new session for one flow's datagrams.
+    pub(crate) fn new_session(&self) -> SsControl {
+        let mut ctrl = UdpSocketControlData::default();
+        ctrl.client_session_id = rand::random();
+        SsControl(ctrl)
+    }
+
+    /// Appends `data` for `dst`, sealed as one packet of the session, to `out`.
+    pub(crate) fn seal(
+        &self,
+        ctrl: &mut SsControl,
+        dst: &Destination,
+        data: &[u8],
+        out: &mut BytesMut,
+    ) {
+        ctrl.0.packet_id += 1;
+        encrypt_client_payload(
+            &self.context,
+            self.method,
+            &self.key,
+            &address(dst),
+            &ctrl.0,
+            &self.identity_keys,
+            data,
+            out,
+        );
+    }
+
+    /// Opens a packet from the server in place: the payload's length, now at the start of
+    /// `raw`; `None` for a packet that does not open (dropped).
+    pub(crate) fn open(&self, raw: &mut [u8]) -> Option<usize> {
+        match decrypt_server_payload(&self.context, self.method, &self.key, raw) {
+            Ok((n, _, _)) => Some(n),
+            Err(e) => {
+                tracing::debug!("shadowsocks: a UDP packet dropped: {e}");
+                None
+            }
+        }
     }
 }
 

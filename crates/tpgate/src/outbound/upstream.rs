@@ -122,7 +122,7 @@ impl Upstream {
                 let tcp = self.server.connect(&ctx.resolver, ctx.mark).await?;
                 s.udp(Box::new(tcp), server, ctx.mark).await
             }
-            Kind::Shadowsocks(s) => s.udp(server, ctx.mark).await.map(super::udp::from_ss),
+            Kind::Shadowsocks(s) => s.udp(server, ctx.mark).map(super::udp::from_ss),
             Kind::Trojan(t) => {
                 let tcp = self.server.connect(&ctx.resolver, ctx.mark).await?;
                 t.udp(Box::new(tcp), dst).await

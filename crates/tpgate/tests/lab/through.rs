@@ -195,7 +195,7 @@ pub(crate) fn server_first(lab: &Lab, addr: SocketAddr, egress: IpAddr, what: &s
 /// UDP over IPv4 and IPv6 through the upstream: the reply comes from the address asked,
 /// the server sees the upstream, tpgate logs `action=up`. Per family: two client sockets
 /// (a second association to the same upstream must work too), then one socket doing three
-/// round trips (several datagrams in one association).
+/// round trips (several datagrams in one association), then a burst (batches both ways).
 pub(crate) fn udp_through(
     lab: &Lab,
     tp: &Tpgate<'_>,
@@ -221,5 +221,77 @@ pub(crate) fn udp_through(
             egress(family),
             &format!("{what} udp {family:?} 3 rounds"),
         );
+        let via = lan_udp_burst(lab, family, &server);
+        assert_via(via, egress(family), &format!("{what} udp {family:?} burst"));
+    }
+}
+
+/// Datagrams of one burst: equal sizes first (they travel as one batch, segmented where the
+/// upstream is a datagram socket), then sizes that differ. None is empty or needs
+/// fragments: shadowsocks-rust's server drops empty payloads and sends with fragmentation
+/// off (over-MTU datagrams are its to drop, not tpgate's).
+const BURST: usize = 48;
+
+/// One flow: a first exchange, then [`BURST`] datagrams sent back to back without waiting;
+/// every one must come back once, byte for byte, from the server's address.
+pub(crate) fn lan_udp_burst(lab: &Lab, family: Family, server: &UdpEchoServer) -> Via {
+    let before = server.peers().len();
+    let socket = lab
+        .client
+        .enter(|| std::net::UdpSocket::bind(family.any()))
+        .expect("bind client udp");
+    socket.set_read_timeout(Some(UDP_WAIT)).expect("timeout");
+    let mut buf = vec![0u8; 4096];
+    socket.send_to(b"burst opens", server.addr).expect("send");
+    let (n, _) = socket
+        .recv_from(&mut buf)
+        .unwrap_or_else(|e| panic!("burst: no reply to the first datagram ({e})"));
+    assert_eq!(&buf[..n], b"burst opens");
+    let sent: Vec<Vec<u8>> = (0..BURST)
+        .map(|i| {
+            let len = if i < 32 {
+                1200
+            } else {
+                [1, 7, 64, 300, 1000, 1300][i % 6]
+            };
+            let mut d: Vec<u8> = (0..len).map(|j| (i * 31 + j) as u8).collect();
+            if len >= 2 {
+                d[..2].copy_from_slice(&(i as u16).to_be_bytes());
+            } else {
+                d[0] = i as u8;
+            }
+            d
+        })
+        .collect();
+    for d in &sent {
+        socket.send_to(d, server.addr).expect("send burst");
+    }
+    let mut missing = sent.clone();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    while !missing.is_empty() {
+        let Ok((n, from)) = socket.recv_from(&mut buf) else {
+            break;
+        };
+        assert_eq!(from, server.addr, "burst: reply source");
+        let pos = missing
+            .iter()
+            .position(|d| d[..] == buf[..n])
+            .unwrap_or_else(|| panic!("burst: a reply of {n} bytes that was not sent, or twice"));
+        missing.swap_remove(pos);
+    }
+    assert!(
+        missing.is_empty(),
+        "burst: {} of {BURST} datagrams not echoed (sizes {:?}); the server got {} of {}",
+        missing.len(),
+        missing.iter().map(Vec::len).collect::<Vec<_>>(),
+        server.peers().len() - before,
+        BURST + 1
+    );
+    let local = socket.local_addr().expect("local addr");
+    Via {
+        local: SocketAddr::new(family.addrs().client, local.port()),
+        seen: server.peers()[before],
     }
 }

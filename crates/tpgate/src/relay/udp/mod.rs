@@ -8,6 +8,8 @@
 mod open;
 mod pump;
 
+pub(crate) use pump::send_batch_or_drop;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -259,7 +261,7 @@ impl Nat {
             }
         }
         for (sock, datagrams) in runs {
-            pump::send_batch_or_drop(&sock, &datagrams, None);
+            send_batch_or_drop(&sock, &datagrams, None);
         }
     }
 
@@ -331,7 +333,7 @@ fn evict(flows: &mut HashMap<Key, Flow>, table: usize) {
 /// One client datagram onto a decided flow's way out.
 fn deliver(out: &FlowOut, data: &[u8], src: SocketAddr, dst: SocketAddr) {
     match out {
-        FlowOut::Direct(s) => pump::send_batch_or_drop(s, &[data], None),
+        FlowOut::Direct(s) => send_batch_or_drop(s, &[data], None),
         FlowOut::Queue(tx) => {
             if tx.try_send(Bytes::copy_from_slice(data)).is_err() {
                 debug!("udp {src} -> {dst} datagram dropped: queue full");

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use socket2::{SockRef, Type};
+use socket2::Type;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -17,6 +17,7 @@ use tpgate_sys::RecvBatch;
 use tracing::{debug, info};
 
 use super::{Nat, MAX_DATAGRAM};
+use crate::outbound::udp::{Batch, BATCH};
 use crate::outbound::{Route, Upstream};
 use crate::relay::registry::Entry;
 
@@ -39,7 +40,7 @@ const GSO_MAX_BYTES: usize = 65_000;
 /// one segmented send each, the rest in one sendmmsg; order is kept. Goes straight to the
 /// socket because tokio's `try_send` refuses until the reactor has once reported the socket
 /// writable.
-pub(super) fn send_batch_or_drop(sock: &UdpSocket, datagrams: &[&[u8]], to: Option<SocketAddr>) {
+pub(crate) fn send_batch_or_drop(sock: &UdpSocket, datagrams: &[&[u8]], to: Option<SocketAddr>) {
     let mut singles = 0..0;
     let mut i = 0;
     while i < datagrams.len() {
@@ -132,17 +133,7 @@ pub(super) async fn replies(
         if !ready {
             return;
         }
-        let r = out.try_io(Interest::READABLE, || {
-            REPLIES.with(|b| {
-                let mut b = b.borrow_mut();
-                let n = b.recv(&*out)?;
-                let got: Vec<&[u8]> = (0..n).filter_map(|i| b.get(i).map(|(_, d)| d)).collect();
-                entry.add_down(got.iter().map(|d| d.len()).sum());
-                send_batch_or_drop(&reply, &got, Some(client));
-                Ok(n)
-            })
-        });
-        match r {
+        match forward_replies(&out, &reply, client, &entry) {
             Ok(_) => last.store(nat.now_ms(), Ordering::Relaxed),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             // ICMP port unreachable from the server: the flow stays until idle.
@@ -153,6 +144,26 @@ pub(super) async fn replies(
             }
         }
     }
+}
+
+/// Takes what `out` has queued (a batch) and sends it to `client` from `reply`, a batch per
+/// system call each way.
+fn forward_replies(
+    out: &UdpSocket,
+    reply: &UdpSocket,
+    client: SocketAddr,
+    entry: &Entry,
+) -> io::Result<usize> {
+    out.try_io(Interest::READABLE, || {
+        REPLIES.with(|b| {
+            let mut b = b.borrow_mut();
+            let n = b.recv(out)?;
+            let got: Vec<&[u8]> = (0..n).filter_map(|i| b.get(i).map(|(_, d)| d)).collect();
+            entry.add_down(got.iter().map(|d| d.len()).sum());
+            send_batch_or_drop(reply, &got, Some(client));
+            Ok(n)
+        })
+    })
 }
 
 /// Closed from the registry: the flow leaves the table, so the client's next datagram is
@@ -183,21 +194,24 @@ pub(super) async fn proxied(
             return;
         }
     };
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut ups: Vec<Bytes> = Vec::with_capacity(BATCH);
+    let mut downs = Batch::default();
     loop {
         tokio::select! {
-            pkt = rx.recv() => match pkt {
-                Some(p) => {
-                    if let Err(e) = tx_half.send(&target, &p).await {
-                        debug!("udp {client} -> {dst} via {}: send failed: {e}", route.label);
-                    }
+            n = rx.recv_many(&mut ups, BATCH) => {
+                if n == 0 {
+                    return;
                 }
-                None => return,
-            },
-            r = rx_half.recv(&mut buf) => match r {
-                Ok(n) => {
-                    entry.add_down(n);
-                    send_reply(&reply, &buf[..n], client, dst);
+                if let Err(e) = tx_half.send_batch(&target, &ups).await {
+                    debug!("udp {client} -> {dst} via {}: send failed: {e}", route.label);
+                }
+                ups.clear();
+            }
+            r = rx_half.recv_batch(&mut downs) => match r {
+                Ok(()) => {
+                    entry.add_down(downs.bytes());
+                    send_batch_or_drop(&reply, &downs.slices(), Some(client));
+                    downs.clear();
                     last.store(nat.now_ms(), Ordering::Relaxed);
                 }
                 Err(e) => {
@@ -236,33 +250,33 @@ pub(super) async fn direct_named(
         }
     };
     debug!("udp {client} -> {dst} ({name}) connected to {real}");
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut ups: Vec<Bytes> = Vec::with_capacity(BATCH);
     loop {
         tokio::select! {
-            pkt = rx.recv() => match pkt {
-                Some(p) => send_batch_or_drop(&out, &[&p], None),
-                None => return,
-            },
-            r = out.recv(&mut buf) => match r {
-                Ok(n) => {
-                    entry.add_down(n);
-                    send_reply(&reply, &buf[..n], client, dst);
-                    last.store(nat.now_ms(), Ordering::Relaxed);
-                }
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
-                Err(e) => {
-                    debug!("udp {client} -> {dst} ended: {e}");
+            n = rx.recv_many(&mut ups, BATCH) => {
+                if n == 0 {
                     return;
                 }
-            },
+                let d: Vec<&[u8]> = ups.iter().map(|p| &p[..]).collect();
+                send_batch_or_drop(&out, &d, None);
+                ups.clear();
+            }
+            r = out.readable() => {
+                if r.is_err() {
+                    return;
+                }
+                match forward_replies(&out, &reply, client, &entry) {
+                    Ok(_) => last.store(nat.now_ms(), Ordering::Relaxed),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                    Err(e) => {
+                        debug!("udp {client} -> {dst} ended: {e}");
+                        return;
+                    }
+                }
+            }
             () = entry.closed() => return closed(&nat, (client, dst), &last),
         }
-    }
-}
-
-fn send_reply(reply: &UdpSocket, data: &[u8], client: SocketAddr, dst: SocketAddr) {
-    if let Err(e) = SockRef::from(reply).send_to(data, &client.into()) {
-        debug!("udp {dst} -> {client} reply dropped: {e}");
     }
 }
 
