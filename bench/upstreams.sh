@@ -19,7 +19,9 @@
 #
 # Usage: sudo bench/upstreams.sh            (progress on stderr, the markdown table on stdout)
 # Env:   BENCH_SECONDS (default 5), BENCH_REPS (default 3), TPGATE_BIN (default: built with
-#        cargo build --release -p tpgate), BENCH_NO_TROJAN=1 to skip the Trojan case.
+#        cargo build --release -p tpgate), BENCH_NO_TROJAN=1 to skip the Trojan case,
+#        BENCH_UDP=0 to skip the UDP cases (datagrams/s through each upstream that carries UDP),
+#        BENCH_TCP=0 the TCP ones.
 # Needs: apt-get (for iperf3 microsocks dante-server tinyproxy redsocks nftables iproute2
 #        python3),
 #        cargo (shadowsocks-rust and the bench's Trojan server are built once into
@@ -130,7 +132,7 @@ socksmethod: none
 user.privileged: root
 user.unprivileged: nobody
 client pass { from: 0/0 to: 0/0 }
-socks pass { from: 0/0 to: 0/0 command: connect }
+socks pass { from: 0/0 to: 0/0 command: connect udpassociate udpreply }
 EOF
 cat >"$work/tinyproxy.conf" <<EOF
 User nobody
@@ -174,8 +176,10 @@ cases=(
   "ss 2022-blake3-aes-128-gcm (peer)|—|sslocal:8389:2022-blake3-aes-128-gcm:$ss_2022_pw|203.0.113.3"
 )
 [ -z "$trojan_bin" ] || cases+=("trojan (bench server, rustls)|—|tpgate:trojan|203.0.113.3")
+[ "${BENCH_TCP:-1}" != 0 ] || cases=()
 
-# One config for every tpgate case; only the MATCH target differs.
+# One config for every tpgate case; only the MATCH target differs, and whether UDP is
+# intercepted ($2: true for the UDP cases).
 tpgate_config() {
   cat <<EOF
 tproxy-port: 7893
@@ -185,7 +189,7 @@ log-level: info
 intercept:
   lan-interfaces: [lan0]
   local: false
-  udp: false
+  udp: ${2:-false}
 proxies:
   - {name: microsocks, type: socks5, server: 203.0.113.3, port: 1080}
   - {name: dante, type: socks5, server: 203.0.113.3, port: 1081}
@@ -198,9 +202,12 @@ rules:
 EOF
 }
 
+# The interception tpgate would install (TCP; UDP too with $1 = udp), by hand, for a peer.
 install_peer_interception() {
-  install_plan "$G" "$bin" "$work/tpgate-DIRECT.yaml"
-  peer_rules=$work/tpgate-DIRECT.yaml
+  local cfg=$work/tpgate-DIRECT.yaml
+  [ "${1:-}" != udp ] || cfg=$work/tpgate-udp-DIRECT.yaml
+  install_plan "$G" "$bin" "$cfg"
+  peer_rules=$cfg
 }
 
 # redsocks (libevent, one thread) behind nftables REDIRECT, the only interception it has:
@@ -241,8 +248,8 @@ start_case() {
   local how=$1
   case $how in
     none) ;;
-    tpgate:*)
-      local cfg=$work/tpgate-${how#tpgate:}.yaml before
+    tpgate:* | tpgate-udp:*)
+      local cfg=$work/${how%%:*}-${how#*:}.yaml before
       touch "$work/tpgate.log"
       before=$(grep -cw ready "$work/tpgate.log" || true)
       ip netns exec "$G" env NO_COLOR=1 "$bin" run -c "$cfg" >>"$work/tpgate.log" 2>&1 &
@@ -263,6 +270,19 @@ start_case() {
         --outbound-fwmark 255 >>"$work/sslocal.log" 2>&1 &
       proxy_pid=$!
       wait_listening 7893 "$work/sslocal.log"
+      ;;
+    sslocal-udp:*)
+      IFS=: read -r _ port method pw <<<"$how"
+      install_peer_interception udp
+      ip netns exec "$G" "$tools/bin/sslocal" -b 0.0.0.0:7893 --protocol redir -U \
+        --tcp-redir tproxy --udp-redir tproxy -s "203.0.113.3:$port" -m "$method" -k "$pw" \
+        --outbound-fwmark 255 >>"$work/sslocal.log" 2>&1 &
+      proxy_pid=$!
+      wait_listening 7893 "$work/sslocal.log"
+      for _ in $(seq 50); do
+        ip netns exec "$G" ss -Huln 'sport = :7893' | grep -q . && break
+        sleep 0.1
+      done
       ;;
     redsocks:*)
       IFS=: read -r _ type port <<<"$how"
@@ -293,6 +313,7 @@ for c in "${cases[@]}"; do
   case $how in tpgate:*) tpgate_config "${how#tpgate:}" >"$work/tpgate-${how#tpgate:}.yaml" ;; esac
 done
 tpgate_config DIRECT >"$work/tpgate-DIRECT.yaml"
+tpgate_config DIRECT true >"$work/tpgate-udp-DIRECT.yaml"
 ip netns exec "$G" "$bin" check -c "$work/tpgate-DIRECT.yaml" >&2
 
 declare -A up down
@@ -318,6 +339,61 @@ if grep -qiE ' (WARN|ERROR) ' "$work/tpgate.log"; then
   grep -iE ' (WARN|ERROR) ' "$work/tpgate.log" | sort | uniq -c | sort -rn | head -n 20 >&2
 fi
 
+# ---------------------------------------------------------------- UDP
+# Datagrams through each upstream that carries UDP (SOCKS5 UDP ASSOCIATE and Shadowsocks;
+# the bench's Trojan server takes CONNECT only), next to sslocal's UDP relay for
+# Shadowsocks: iperf3 -u from the client, 512-byte datagrams offered as fast as the client
+# sends for BENCH_SECONDS; the result is what the server received per second (what the path
+# delivers overloaded) and the loss. Interleaved
+# rounds like the TCP cases; BENCH_UDP=0 skips them.
+udp_cases=(
+  "kernel forwarding (no proxy)|—|none|198.51.100.2"
+  "DIRECT|—|tpgate-udp:DIRECT|203.0.113.1"
+  "socks5 (dante)|—|tpgate-udp:dante|203.0.113.3"
+  "ss aes-128-gcm|sslocal $ss_version|tpgate-udp:ss-aes|203.0.113.3"
+  "ss aes-128-gcm (peer)|—|sslocal-udp:8388:aes-128-gcm:$ss_aes_pw|203.0.113.3"
+  "ss 2022-blake3-aes-128-gcm|sslocal $ss_version|tpgate-udp:ss-2022|203.0.113.3"
+  "ss 2022-blake3-aes-128-gcm (peer)|—|sslocal-udp:8389:2022-blake3-aes-128-gcm:$ss_2022_pw|203.0.113.3"
+)
+[ "${BENCH_UDP:-1}" != 0 ] || udp_cases=()
+
+# One UDP iperf3 run from the client; prints "received/s loss%".
+iperf_udp() {
+  local expect=$1 json=$work/iperf-udp.json before seen
+  before=$(wc -l <"$work/iperf3-server.log")
+  if ! timeout $((secs + 20)) ip netns exec "$C" iperf3 -c 203.0.113.2 -u -l 512 -b 0 \
+    -t "$secs" -J --connect-timeout 3000 >"$json" 2>&1; then
+    log "iperf3 -u failed: $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("error","?"))' "$json" 2>/dev/null || head -c 300 "$json")"
+    return 1
+  fi
+  seen=$(tail -n +"$((before + 1))" "$work/iperf3-server.log" |
+    sed -n 's/^Accepted connection from \([0-9.]*\),.*/\1/p' | head -n1)
+  [ "$seen" = "$expect" ] || { log "iperf3 server saw $seen, expected $expect"; return 1; }
+  python3 -c 'import json,sys
+r = json.load(open(sys.argv[1]))["end"]["sum_received"]
+print("%.0f %.2f" % ((r["packets"] - r["lost_packets"]) / r["seconds"], r["lost_percent"]))' "$json"
+}
+
+declare -A upps uloss
+for c in "${udp_cases[@]}"; do
+  IFS='|' read -r _ _ how _ <<<"$c"
+  case $how in tpgate-udp:*) tpgate_config "${how#*:}" true >"$work/tpgate-udp-${how#*:}.yaml" ;; esac
+done
+utotal=$(( ${#udp_cases[@]} * reps ))
+n=0
+for rep in $(seq "$reps"); do
+  for i in "${!udp_cases[@]}"; do
+    IFS='|' read -r name _ how expect <<<"${udp_cases[$i]}"
+    n=$((n + 1))
+    start_case "$how"
+    r=$(iperf_udp "$expect") || { stop_proxy; die "$name: UDP run failed"; }
+    stop_proxy
+    read -r pps loss <<<"$r"
+    upps[$i]+="$pps " uloss[$i]+="$loss "
+    log "[$n/$utotal, $((SECONDS - start)) s] UDP round $rep: $name: $pps datagrams/s received, loss $loss %"
+  done
+done
+
 # ---------------------------------------------------------------- table
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
 echo "Machine: $(nproc) CPUs ($cpu), Linux $(uname -r); $(date -u +%Y-%m-%d);" \
@@ -325,8 +401,10 @@ echo "Machine: $(nproc) CPUs ($cpu), Linux $(uname -r); $(date -u +%Y-%m-%d);" \
   "(+1 s omitted), median of $reps interleaved rounds; up = client → server, down = -R;" \
   "1-min load average $load_start at the start, $(cut -d' ' -f1 /proc/loadavg) at the end."
 echo
-echo "| outbound | peer | tpgate Gbit/s (up, down) | peer Gbit/s (up, down) | ratio tpgate/peer (up, down) |"
-echo "| --- | --- | --- | --- | --- |"
+[ "${#cases[@]}" = 0 ] || {
+  echo "| outbound | peer | tpgate Gbit/s (up, down) | peer Gbit/s (up, down) | ratio tpgate/peer (up, down) |"
+  echo "| --- | --- | --- | --- | --- |"
+}
 for i in "${!cases[@]}"; do
   IFS='|' read -r name peer how _ <<<"${cases[$i]}"
   case $name in *"(peer)") continue ;; esac
@@ -341,5 +419,26 @@ for i in "${!cases[@]}"; do
     echo "| $name | $peer | $(fmt "$mu"), $(fmt "$md") | $(fmt "$pu"), $(fmt "$pd") | $(ratio "$mu" "$pu"), $(ratio "$md" "$pd") |"
   fi
 done
+if [ "${#udp_cases[@]}" -gt 0 ]; then
+  echo
+  echo "UDP: iperf3 -u, 512-byte datagrams offered as fast as the client sends, ${secs} s, median of $reps interleaved rounds: datagrams per second the server received (loss)."
+  echo
+  echo "| outbound | peer | tpgate datagrams/s (loss) | peer datagrams/s (loss) | ratio tpgate/peer |"
+  echo "| --- | --- | --- | --- | --- |"
+  for i in "${!udp_cases[@]}"; do
+    IFS='|' read -r name peer how _ <<<"${udp_cases[$i]}"
+    case $name in *"(peer)") continue ;; esac
+    m=$(median "${upps[$i]}") l=$(median "${uloss[$i]}")
+    if [ "$how" = none ]; then
+      echo "| $name | — | $(fmt "$m" 0) ($(fmt "$l" 1) %) (ceiling, no proxy) | — | — |"
+    elif [ "$peer" = "—" ]; then
+      echo "| $name | — | $(fmt "$m" 0) ($(fmt "$l" 1) %) | — | — |"
+    else
+      j=$((i + 1))
+      pm=$(median "${upps[$j]}") pl=$(median "${uloss[$j]}")
+      echo "| $name | $peer | $(fmt "$m" 0) ($(fmt "$l" 1) %) | $(fmt "$pm" 0) ($(fmt "$pl" 1) %) | $(ratio "$m" "$pm") |"
+    fi
+  done
+fi
 log "raw runs (Gbit/s): $(for i in "${!cases[@]}"; do IFS='|' read -r name _ <<<"${cases[$i]}"; printf '\n  %s: up %s/ down %s' "$name" "${up[$i]}" "${down[$i]}"; done)"
 log "done in $((SECONDS - start)) s"

@@ -43,8 +43,10 @@ pub fn transparent_tcp_listener(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UdpRole {
     /// The TPROXY listener: receives every intercepted datagram with its original
-    /// destination attached.
-    Listener,
+    /// destination attached. `shared`: one of several listeners on the address
+    /// (`SO_REUSEPORT`); the kernel picks one by a hash of the addresses and ports, so a
+    /// flow's datagrams keep to one listener.
+    Listener { shared: bool },
     /// Sends replies from a (usually non-local) original destination; never connected, so
     /// the kernel's TPROXY lookup keeps delivering clients' datagrams to the listener.
     Reply,
@@ -52,7 +54,10 @@ pub enum UdpRole {
 
 pub fn transparent_udp_socket(addr: SocketAddr, mark: u32, role: UdpRole) -> io::Result<UdpSocket> {
     let s = transparent(addr, Type::DGRAM, Protocol::UDP, mark)?;
-    if role == UdpRole::Listener {
+    if let UdpRole::Listener { shared } = role {
+        if shared {
+            s.set_reuse_port(true)?;
+        }
         crate::udp::enable_orig_dst(&s, addr.is_ipv6())?;
         // Every intercepted datagram of every flow queues here: a burst (or one large
         // datagram in many fragments) must not overflow the 208 KiB default.

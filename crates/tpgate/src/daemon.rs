@@ -80,7 +80,7 @@ pub(crate) async fn run(config: Config, path: Option<std::path::PathBuf>) -> Res
     let dns_tables = dns.as_ref().map(|(d, _)| d.clone());
     let cell = SharedCell::new(shared.clone());
     let mut tasks = tokio::task::JoinSet::new();
-    let nat = relay::udp::Nat::new(cell.clone());
+    let nat = relay::udp::NatTable::new(&cell, crate::listen::acceptors());
     let mut listening = Listening::new(cell.clone(), nat.clone(), stop.clone());
     listening.start(listeners);
     tasks.spawn(nat.clone().sweep(stop.clone()));

@@ -16,7 +16,7 @@ use tpgate_core::plan::Plan;
 use tpgate_sys::UdpRole;
 use tracing::{debug, info};
 
-use crate::relay::{self, udp::Nat, SharedCell};
+use crate::relay::{self, udp::NatTable, SharedCell};
 use crate::shutdown::{self, Shutdown, Trigger};
 
 /// How long a replaced listener keeps serving after the rules moved away from it: enough
@@ -39,7 +39,8 @@ impl std::fmt::Display for Key {
 enum Sockets {
     /// Several per address, among which the kernel spreads connections (`SO_REUSEPORT`).
     Tcp(Vec<TcpListener>),
-    Udp(UdpSocket),
+    /// As many as TCP listeners, each serving its shard of the NAT table.
+    Udp(Vec<UdpSocket>),
 }
 
 /// Listeners bound and not yet serving.
@@ -48,7 +49,7 @@ pub(crate) struct Bound(Vec<(Key, Sockets)>);
 /// The listeners serving now; each ends when its trigger fires (or is dropped).
 pub(crate) struct Listening {
     cell: Arc<SharedCell>,
-    nat: Arc<Nat>,
+    nat: Arc<NatTable>,
     stop: Shutdown,
     running: Vec<(Key, Trigger)>,
 }
@@ -77,9 +78,16 @@ fn bind_except(plan: &Plan, skip: &[Key]) -> Result<Bound> {
     for key in wanted(plan).into_iter().filter(|k| !skip.contains(k)) {
         let a = key.addr;
         let sockets = if key.udp {
-            let u = tpgate_sys::transparent_udp_socket(a, plan.routing_mark, UdpRole::Listener)
-                .with_context(|| format!("binding transparent UDP listener on {a}"))?;
-            Sockets::Udp(UdpSocket::from_std(u)?)
+            let role = UdpRole::Listener {
+                shared: acceptors > 1,
+            };
+            let mut udp = Vec::new();
+            for _ in 0..acceptors {
+                let u = tpgate_sys::transparent_udp_socket(a, plan.routing_mark, role)
+                    .with_context(|| format!("binding transparent UDP listener on {a}"))?;
+                udp.push(UdpSocket::from_std(u)?);
+            }
+            Sockets::Udp(udp)
         } else {
             let mut tcp = Vec::new();
             for _ in 0..acceptors {
@@ -101,10 +109,11 @@ pub(crate) fn bind(plan: &Plan) -> Result<Bound> {
     bind_except(plan, &[])
 }
 
-/// TCP listeners per address, each with its own accept loop, among which the kernel spreads
-/// new connections (`SO_REUSEPORT`): one per CPU, up to 4 (`TPGATE_ACCEPTORS` overrides, to
-/// compare in benchmarks).
-fn acceptors() -> usize {
+/// Listeners per address and protocol, each with its own accept or receive loop, among
+/// which the kernel spreads new connections and UDP flows (`SO_REUSEPORT`): one per CPU, up
+/// to 4 (`TPGATE_ACCEPTORS` overrides, to compare in benchmarks). Also the NAT table's
+/// shards.
+pub(crate) fn acceptors() -> usize {
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     std::env::var("TPGATE_ACCEPTORS")
         .ok()
@@ -114,7 +123,7 @@ fn acceptors() -> usize {
 }
 
 impl Listening {
-    pub(crate) fn new(cell: Arc<SharedCell>, nat: Arc<Nat>, stop: Shutdown) -> Self {
+    pub(crate) fn new(cell: Arc<SharedCell>, nat: Arc<NatTable>, stop: Shutdown) -> Self {
         Self {
             cell,
             nat,
@@ -134,8 +143,10 @@ impl Listening {
                         tokio::spawn(relay::tcp::serve(l, self.cell.clone(), stop.clone()));
                     }
                 }
-                Sockets::Udp(u) => {
-                    tokio::spawn(relay::udp::serve(u, self.nat.clone(), stop));
+                Sockets::Udp(us) => {
+                    for (i, u) in us.into_iter().enumerate() {
+                        tokio::spawn(relay::udp::serve(u, self.nat.shard(i), stop.clone()));
+                    }
                 }
             }
             debug!("listening on {key}");

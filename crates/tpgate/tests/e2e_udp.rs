@@ -371,3 +371,65 @@ fn udp_v4_bursts_arrive_as_separate_datagrams() {
 fn udp_v6_bursts_arrive_as_separate_datagrams() {
     equal_bursts_arrive_whole(Family::V6);
 }
+
+/// Four UDP listeners per address (`SO_REUSEPORT`), each serving its own shard of the NAT
+/// table: the kernel spreads flows over them by their addresses and ports, and every
+/// datagram of a flow must reach the same shard, or the flow would be opened twice and the
+/// server would see its datagrams from two of the gateway's ports.
+#[test]
+fn udp_flows_spread_over_sharded_listeners_keep_to_one() {
+    let Some(lab) = Lab::new("udpshard") else {
+        return;
+    };
+    let wrapper = ["env".to_string(), "TPGATE_ACCEPTORS=4".to_string()];
+    let _tp = Tpgate::start_wrapped(&lab, &lab.write_config(), &wrapper);
+    let listeners = lab.gw.sh("ss", &["-Huln", "sport = :7893"]);
+    for (family, any) in [("IPv4", "0.0.0.0:7893"), ("IPv6", "[::]:7893")] {
+        let n = listeners.lines().filter(|l| l.contains(any)).count();
+        assert_eq!(
+            n, 4,
+            "{family} UDP listeners on the tproxy port:\n{listeners}"
+        );
+    }
+    const FLOWS: usize = 24;
+    for family in [Family::V4, Family::V6] {
+        let a = family.addrs();
+        let server = UdpEchoServer::start(&lab.server, SocketAddr::new(a.server, 7100));
+        let sockets: Vec<UdpSocket> = (0..FLOWS)
+            .map(|_| {
+                let s = lab
+                    .client
+                    .enter(|| UdpSocket::bind(family.any()))
+                    .expect("bind client udp");
+                s.set_read_timeout(Some(REPLY_WAIT)).expect("timeout");
+                s
+            })
+            .collect();
+        let mut buf = [0u8; 64];
+        for round in 0..3 {
+            for (i, s) in sockets.iter().enumerate() {
+                let payload = format!("flow {i} round {round}");
+                s.send_to(payload.as_bytes(), server.addr).expect("send");
+                let (n, from) = s.recv_from(&mut buf).unwrap_or_else(|e| {
+                    panic!("{family:?} flow {i} round {round}: no reply ({e})")
+                });
+                assert_eq!(from, server.addr, "reply source");
+                assert_eq!(&buf[..n], payload.as_bytes());
+            }
+        }
+        let peers = server.peers();
+        assert_eq!(peers.len(), 3 * FLOWS, "datagrams at the server");
+        // The server answers each datagram in order, so peers[round * FLOWS + i] is flow i's.
+        for i in 0..FLOWS {
+            let seen: std::collections::BTreeSet<_> =
+                (0..3).map(|round| peers[round * FLOWS + i]).collect();
+            assert_eq!(
+                seen.len(),
+                1,
+                "{family:?} flow {i}: one way out for all its datagrams, seen from {seen:?}"
+            );
+        }
+        let distinct: std::collections::BTreeSet<_> = peers.iter().collect();
+        assert_eq!(distinct.len(), FLOWS, "{family:?}: one way out per flow");
+    }
+}

@@ -24,7 +24,7 @@ use crate::dns::{Access, Dns};
 use crate::outbound::Node;
 use crate::relay::origin_name;
 use crate::relay::registry::FlowKind;
-use crate::relay::udp::Nat;
+use crate::relay::udp::NatTable;
 use crate::reload::ReloadStats;
 
 type Labels = Vec<(&'static str, String)>;
@@ -35,7 +35,7 @@ pub(crate) struct Metrics {
     /// Who the DNS server answered and refused.
     pub(crate) dns_access: Option<std::sync::Arc<Access>>,
     /// The UDP NAT table.
-    pub(crate) nat: Option<std::sync::Arc<Nat>>,
+    pub(crate) nat: Option<std::sync::Arc<NatTable>>,
     pub(crate) reloads: Option<std::sync::Arc<ReloadStats>>,
 }
 

@@ -127,7 +127,49 @@ impl Drop for Flow {
     }
 }
 
-/// The NAT table and the pool of reply sockets.
+/// The NAT table in shards, one per listener of an address (`SO_REUSEPORT`): the kernel
+/// keeps each flow's datagrams to one listener, so each listener's receive loop locks only
+/// its own shard, and listeners on several CPUs never wait for each other. The i-th IPv4
+/// and the i-th IPv6 listener share shard i.
+pub(crate) struct NatTable {
+    shards: Vec<Arc<Nat>>,
+}
+
+impl NatTable {
+    pub(crate) fn new(cell: &Arc<SharedCell>, shards: usize) -> Arc<Self> {
+        let n = shards.max(1);
+        Arc::new(Self {
+            shards: (0..n).map(|_| Nat::part(cell.clone(), n)).collect(),
+        })
+    }
+
+    /// The shard of listener `i`.
+    pub(crate) fn shard(&self, i: usize) -> Arc<Nat> {
+        self.shards[i % self.shards.len()].clone()
+    }
+
+    /// Flows in the table now, over every shard.
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.len()).sum()
+    }
+
+    /// Flows the sweeps removed for being idle, since start.
+    pub(crate) fn evicted(&self) -> u64 {
+        self.shards.iter().map(|s| s.evicted()).sum()
+    }
+
+    /// Every shard's sweep, until shutdown.
+    pub(crate) async fn sweep(self: Arc<Self>, shutdown: Shutdown) {
+        futures::future::join_all(
+            self.shards
+                .iter()
+                .map(|s| s.clone().sweep(shutdown.clone())),
+        )
+        .await;
+    }
+}
+
+/// One shard of the NAT table, with its pool of reply sockets.
 pub(crate) struct Nat {
     /// The current rules and outbounds; each new flow is decided with what it holds then.
     cell: Arc<SharedCell>,
@@ -137,16 +179,26 @@ pub(crate) struct Nat {
     replies: Mutex<HashMap<SocketAddr, Weak<UdpSocket>>>,
     /// Flows removed by the sweep for being idle, for the metrics.
     evicted: AtomicU64,
+    /// Shards in the whole table: this one holds its share of `udp-table-size`.
+    parts: usize,
 }
 
 impl Nat {
+    /// A whole table in one shard.
+    #[cfg(test)]
     pub(crate) fn new(cell: Arc<SharedCell>) -> Arc<Self> {
+        Self::part(cell, 1)
+    }
+
+    /// One of `parts` shards.
+    fn part(cell: Arc<SharedCell>, parts: usize) -> Arc<Self> {
         Arc::new(Self {
             cell,
             start: Instant::now(),
             flows: Mutex::new(HashMap::new()),
             replies: Mutex::new(HashMap::new()),
             evicted: AtomicU64::new(0),
+            parts: parts.max(1),
         })
     }
 
@@ -292,7 +344,7 @@ impl Nat {
         let own = shared.io.is_local(src.ip());
         let limits = shared.limits.clone();
         let slot = limits.admit_from(tpgate_core::net::Network::Udp, src.ip(), own)?;
-        let table = limits.udp_table_size();
+        let table = limits.udp_table_size().div_ceil(self.parts).max(1);
         if flows.len() >= table {
             evict(flows, table);
         }

@@ -194,3 +194,38 @@ async fn new_flows_over_the_per_source_cap_are_dropped_and_others_still_get_in()
         "flows leaving the table give their slots back"
     );
 }
+
+#[tokio::test]
+async fn each_shard_holds_its_share_of_the_table_and_the_table_sums_them() {
+    let shared = crate::relay::tests::shared(&["MATCH,REJECT"], Arc::default(), 1);
+    shared.limits.set(&tpgate_core::config::Limits {
+        max_connections: Some(1000),
+        per_source: Some(1000),
+        udp_table_size: Some(10),
+    });
+    let cell = SharedCell::new(shared);
+    let table = NatTable::new(&cell, 4);
+    assert!(
+        Arc::ptr_eq(&table.shard(1), &table.shard(5)),
+        "listener i uses shard i % 4"
+    );
+    for i in 0..4 {
+        let shard = table.shard(i);
+        let mut flows = shard.flows.lock().unwrap();
+        for n in 0..10u16 {
+            let (src, dst) = key(100 * i as u16 + n);
+            shard.forward(&mut flows, src, dst, b"x", u64::from(n));
+            assert!(
+                flows.len() <= 3,
+                "shard {i}: within 10 / 4 flows, rounded up: {}",
+                flows.len()
+            );
+        }
+    }
+    let held = table.len();
+    assert!((4..=12).contains(&held), "the whole table: {held} flows");
+    for i in 0..4 {
+        table.shard(i).flows.lock().unwrap().clear();
+    }
+    assert_eq!(table.len(), 0);
+}
