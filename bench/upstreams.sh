@@ -150,8 +150,8 @@ in_u() { ip netns exec "$U" "$@" >>"$work/upstreams.log" 2>&1 & pids+=($!); }
 in_u microsocks -i 203.0.113.3 -p 1080
 in_u "$danted_bin" -f "$work/danted.conf"
 in_u tinyproxy -d -c "$work/tinyproxy.conf"
-in_u "$tools/bin/ssserver" -s 203.0.113.3:8388 -m aes-128-gcm -k "$ss_aes_pw"
-in_u "$tools/bin/ssserver" -s 203.0.113.3:8389 -m 2022-blake3-aes-128-gcm -k "$ss_2022_pw"
+in_u "$tools/bin/ssserver" -U -s 203.0.113.3:8388 -m aes-128-gcm -k "$ss_aes_pw"
+in_u "$tools/bin/ssserver" -U -s 203.0.113.3:8389 -m 2022-blake3-aes-128-gcm -k "$ss_2022_pw"
 ports=(1080 1081 8888 8388 8389)
 if [ -n "$trojan_bin" ]; then
   in_u "$trojan_bin" 203.0.113.3:443 "$trojan_pw"
@@ -192,10 +192,10 @@ intercept:
   udp: ${2:-false}
 proxies:
   - {name: microsocks, type: socks5, server: 203.0.113.3, port: 1080}
-  - {name: dante, type: socks5, server: 203.0.113.3, port: 1081}
+  - {name: dante, type: socks5, server: 203.0.113.3, port: 1081, udp: true}
   - {name: tinyproxy, type: http, server: 203.0.113.3, port: 8888}
-  - {name: ss-aes, type: ss, server: 203.0.113.3, port: 8388, cipher: aes-128-gcm, password: "$ss_aes_pw"}
-  - {name: ss-2022, type: ss, server: 203.0.113.3, port: 8389, cipher: 2022-blake3-aes-128-gcm, password: "$ss_2022_pw"}
+  - {name: ss-aes, type: ss, server: 203.0.113.3, port: 8388, cipher: aes-128-gcm, password: "$ss_aes_pw", udp: true}
+  - {name: ss-2022, type: ss, server: 203.0.113.3, port: 8389, cipher: 2022-blake3-aes-128-gcm, password: "$ss_2022_pw", udp: true}
   - {name: trojan, type: trojan, server: 203.0.113.3, port: 443, password: "$trojan_pw", sni: trojan.test, skip-cert-verify: true}
 rules:
   - MATCH,$1
