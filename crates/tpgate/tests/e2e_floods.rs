@@ -378,3 +378,178 @@ fn tail(tp: &Tpgate<'_>) -> String {
     let lines = tp.lines();
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
+
+/// Half-open connections a SYN flood leaves on the gateway.
+const SYN_FLOOD: usize = 50_000;
+/// How many of them are in flight at once (sockets held by the flooding client).
+const SYN_BATCH: usize = 10_000;
+
+/// TCP connections tpgate has taken in, from `/metrics` (every series of
+/// `tpgate_flows_total` with `network="tcp"`).
+fn tcp_flows_total(api: &Api) -> u64 {
+    let m = api.request("GET", "/metrics", None);
+    assert_eq!(m.status, 200, "{}", m.body);
+    m.body
+        .lines()
+        .filter(|l| l.starts_with("tpgate_flows_total{") && l.contains("network=\"tcp\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// `TcpExt: SyncookiesSent` of the gateway namespace: SYN-ACKs the kernel answered with a
+/// cookie because a listener's SYN queue was full.
+fn syncookies_sent(lab: &Lab) -> u64 {
+    let netstat = lab.gw.sh("cat", &["/proc/net/netstat"]);
+    let mut ext = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (
+        ext.next().expect("TcpExt header"),
+        ext.next().expect("TcpExt"),
+    );
+    let i = names
+        .split_whitespace()
+        .position(|n| n == "SyncookiesSent")
+        .expect("SyncookiesSent");
+    values
+        .split_whitespace()
+        .nth(i)
+        .and_then(|v| v.parse().ok())
+        .expect("a number")
+}
+
+/// A LAN host sends 50,000 SYNs through the gateway and never completes a handshake (the
+/// client's own firewall, in its namespace, drops the SYN-ACKs). The kernel answers them from
+/// the listeners' SYN queues, with SYN cookies once they overflow: no half-open connection
+/// ever reaches tpgate (no flow, no log line, no refusal, no memory), and another LAN address
+/// keeps getting new TCP connections and UDP flows through all along.
+#[test]
+fn a_syn_flood_never_reaches_tpgate_and_the_others_still_get_through() {
+    let Some(lab) = Lab::new("synflood") else {
+        return;
+    };
+    raise_open_files();
+    let a = Family::V4.addrs();
+    lab.client.sh(
+        "ip",
+        &["addr", "add", &format!("{OTHER}/24"), "dev", "eth0"],
+    );
+    // The flood's ports: wide, so 10,000 connections at once have distinct ones.
+    lab.client.sh(
+        "sysctl",
+        &["-qw", "net.ipv4.ip_local_port_range=10000 65000"],
+    );
+    let flood_port = 9002;
+    lab.client.sh(
+        "nft",
+        &[&format!(
+            "add table inet synflood; \
+             add chain inet synflood input {{ type filter hook input priority 0; }}; \
+             add rule inet synflood input tcp sport {flood_port} tcp flags & (syn | ack) == syn | ack drop"
+        )],
+    );
+    let text = lab.config_text() + &format!("external-controller: {CONTROLLER}\n");
+    let tp = Tpgate::start(&lab, &lab.write_file("tpgate.yaml", &text));
+    let echo = TcpEchoServer::start(&lab.server, SocketAddr::new(a.server, 80));
+    let udp_echo = UdpEchoServer::start(&lab.server, SocketAddr::new(a.server, 7000));
+    let api = Api::new(&lab, None);
+    let rss_before = rss(&tp);
+    let flows_before = tcp_flows_total(&api);
+    let cookies_before = syncookies_sent(&lab);
+    let target = SocketAddr::new(a.server, flood_port);
+
+    let flooding = Arc::new(AtomicBool::new(true));
+    let rounds = Arc::new(AtomicUsize::new(0));
+    let (sent, flood_time) = std::thread::scope(|scope| {
+        let other = {
+            let (flooding, rounds) = (flooding.clone(), rounds.clone());
+            let (tcp, udp) = (echo.addr, udp_echo.addr);
+            let client = &lab.client;
+            scope.spawn(move || {
+                client.enter(|| {
+                    let mut failures = Vec::new();
+                    let mut after = 0;
+                    for round in 0..400 {
+                        if !flooding.load(Ordering::Relaxed) {
+                            after += 1;
+                            if after > 5 {
+                                break;
+                            }
+                        }
+                        if let Err(e) = other_round(tcp, udp, round) {
+                            failures.push(format!("round {round}: {e}"));
+                        }
+                        rounds.fetch_add(1, Ordering::Relaxed);
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    failures
+                })
+            })
+        };
+        let started = Instant::now();
+        let sent = lab.client.enter(|| {
+            let mut sent = 0;
+            for _ in 0..SYN_FLOOD / SYN_BATCH {
+                let mut open = Vec::with_capacity(SYN_BATCH);
+                for _ in 0..SYN_BATCH {
+                    let s = Socket::new(Domain::IPV4, Type::STREAM.nonblocking(), None)
+                        .expect("socket");
+                    s.bind(&SocketAddr::new(a.client, 0).into()).expect("bind");
+                    match s.connect(&target.into()) {
+                        Err(e) if e.raw_os_error() == Some(nix::libc::EINPROGRESS) => sent += 1,
+                        other => panic!("a flood connect must stay in progress: {other:?}"),
+                    }
+                    open.push(s);
+                }
+                // Closing a connection still in SYN_SENT sends nothing: the gateway keeps
+                // its half-open state until it gives up.
+                std::thread::sleep(Duration::from_millis(500));
+                drop(open);
+            }
+            sent
+        });
+        let flood_time = started.elapsed();
+        flooding.store(false, Ordering::Relaxed);
+        let failures = other.join().expect("other client thread");
+        assert!(
+            failures.is_empty(),
+            "the other client was refused during the SYN flood: {failures:#?}"
+        );
+        (sent, flood_time)
+    });
+    let rounds = rounds.load(Ordering::Relaxed);
+    assert_eq!(sent, SYN_FLOOD);
+    assert!(rounds >= 5, "the other client ran {rounds} rounds");
+    assert_eq!(
+        echo.peers().len(),
+        rounds,
+        "every round's connection at the server"
+    );
+    let cookies = syncookies_sent(&lab) - cookies_before;
+    assert!(
+        cookies > 0,
+        "the SYN queues overflowed and the kernel answered with cookies ({cookies})"
+    );
+    assert_eq!(
+        tcp_flows_total(&api) - flows_before,
+        rounds as u64,
+        "tpgate took in the other client's connections and none of the flood's"
+    );
+    let flood_lines: Vec<String> = tp
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains(&format!(":{flood_port}")))
+        .collect();
+    assert!(
+        flood_lines.is_empty(),
+        "the flood reached tpgate: {flood_lines:#?}"
+    );
+    let rss_after = rss(&tp);
+    eprintln!(
+        "SYN flood: {sent} SYNs in {flood_time:?}, {cookies} cookies; rss {} -> {} KiB; {rounds} rounds",
+        rss_before / 1024,
+        rss_after / 1024
+    );
+    assert!(
+        rss_after < rss_before + 8 * 1024 * 1024,
+        "rss grew from {rss_before} to {rss_after}"
+    );
+}
