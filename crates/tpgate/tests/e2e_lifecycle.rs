@@ -436,8 +436,9 @@ fn sigkill_under_load_leaves_traffic_flowing_and_a_new_instance_takes_over() {
             (moved, Ok(()))
         })
     };
-    // The echo server's accept queue holds 128: the rest of tpgate's 1,001 dials complete as
-    // their SYN-ACKs are resent (1 s, 3 s, 7 s, 15 s after), so allow for that.
+    // tpgate's 1,001 dials arrive at once and the echo server accepts one at a time: a dial
+    // that finds its accept queue full completes only when its SYN-ACK is resent (1 s, 3 s,
+    // 7 s, 15 s after), so allow for that.
     assert!(
         poll(Duration::from_secs(30), || Some(())
             .filter(|()| server.peers().len() >= 1001))
