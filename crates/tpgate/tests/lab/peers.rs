@@ -22,6 +22,19 @@ struct Seen {
     peers: Mutex<Vec<SocketAddr>>,
 }
 
+/// A TCP listener with a 4,096-connection accept queue (std's `bind` gives 128). Through
+/// tpgate a burst of client connections becomes a burst of dials at once; with SYN cookies
+/// on, a dial whose last ACK finds a full accept queue is never accepted, which would be
+/// the lab's loss, not tpgate's.
+pub(crate) fn tcp_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_address(true)?; // as std's bind does
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
+    Ok(s.into())
+}
+
 /// A TCP server in a namespace that echoes every connection until EOF, then half-closes.
 pub(crate) struct TcpEchoServer {
     pub(crate) addr: SocketAddr,
@@ -33,7 +46,7 @@ pub(crate) struct TcpEchoServer {
 impl TcpEchoServer {
     pub(crate) fn start(ns: &Netns, addr: SocketAddr) -> Self {
         let listener = ns
-            .enter(|| TcpListener::bind(addr))
+            .enter(|| tcp_listener(addr))
             .unwrap_or_else(|e| panic!("bind tcp {addr} in {}: {e}", ns.name));
         listener
             .set_nonblocking(true)
