@@ -10,7 +10,7 @@ mod lab;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -168,6 +168,35 @@ fn other_round(tcp: SocketAddr, udp: SocketAddr, round: usize) -> Result<(), Str
 /// memory), which the other's would blur on a small machine.
 static ONE_FLOOD_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+/// The other client, from [`OTHER`], all along a flood: a new TCP connection and a new UDP
+/// flow each round ([`other_round`]), while `flooding` and 5 rounds more (at most 400 in
+/// all). Returns the failed rounds and how many rounds ran.
+fn other_client(
+    lab: &Lab,
+    tcp: SocketAddr,
+    udp: SocketAddr,
+    flooding: &AtomicBool,
+) -> (Vec<String>, usize) {
+    lab.client.enter(|| {
+        let mut failures = Vec::new();
+        let (mut rounds, mut after) = (0, 0);
+        while rounds < 400 {
+            if !flooding.load(Ordering::Relaxed) {
+                after += 1;
+                if after > 5 {
+                    break;
+                }
+            }
+            if let Err(e) = other_round(tcp, udp, rounds) {
+                failures.push(format!("round {rounds}: {e}"));
+            }
+            rounds += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (failures, rounds)
+    })
+}
+
 #[test]
 fn a_flooding_lan_host_gets_its_cap_and_the_others_still_get_through() {
     let _turn = ONE_FLOOD_AT_A_TIME
@@ -197,35 +226,9 @@ fn a_flooding_lan_host_gets_its_cap_and_the_others_still_get_through() {
     let rcvbuf_before = udp_rcvbuf_errors(&lab);
 
     // The other client works all along: a new connection and a new UDP flow each round.
-    let flooding = Arc::new(AtomicBool::new(true));
-    let rounds = Arc::new(AtomicUsize::new(0));
+    let flooding = AtomicBool::new(true);
     std::thread::scope(|scope| {
-        let other = {
-            let (flooding, rounds) = (flooding.clone(), rounds.clone());
-            let (tcp, udp) = (echo.addr, udp_echo.addr);
-            let client = &lab.client;
-            scope.spawn(move || {
-                client.enter(|| {
-                    let mut failures = Vec::new();
-                    // Bounded: while the flood lasts, at most 400 rounds, then 5 more.
-                    let mut after = 0;
-                    for round in 0..400 {
-                        if !flooding.load(Ordering::Relaxed) {
-                            after += 1;
-                            if after > 5 {
-                                break;
-                            }
-                        }
-                        if let Err(e) = other_round(tcp, udp, round) {
-                            failures.push(format!("round {round}: {e}"));
-                        }
-                        rounds.fetch_add(1, Ordering::Relaxed);
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    failures
-                })
-            })
-        };
+        let other = scope.spawn(|| other_client(&lab, echo.addr, udp_echo.addr, &flooding));
 
         // The flood: idle TCP connections from the first address, then UDP from as many source
         // ports, each its own flow. Connections past the cap are reset by the gateway.
@@ -279,8 +282,7 @@ fn a_flooding_lan_host_gets_its_cap_and_the_others_still_get_through() {
             tail(&tp)
         );
         flooding.store(false, Ordering::Relaxed);
-        let failures = other.join().expect("other client thread");
-        let rounds = rounds.load(Ordering::Relaxed);
+        let (failures, rounds) = other.join().expect("other client thread");
         assert!(
             failures.is_empty(),
             "the other client was refused: {failures:#?}"
@@ -466,34 +468,9 @@ fn a_syn_flood_never_reaches_tpgate_and_the_others_still_get_through() {
     let cookies_before = syncookies_sent(&lab);
     let target = SocketAddr::new(a.server, flood_port);
 
-    let flooding = Arc::new(AtomicBool::new(true));
-    let rounds = Arc::new(AtomicUsize::new(0));
-    let (sent, flood_time) = std::thread::scope(|scope| {
-        let other = {
-            let (flooding, rounds) = (flooding.clone(), rounds.clone());
-            let (tcp, udp) = (echo.addr, udp_echo.addr);
-            let client = &lab.client;
-            scope.spawn(move || {
-                client.enter(|| {
-                    let mut failures = Vec::new();
-                    let mut after = 0;
-                    for round in 0..400 {
-                        if !flooding.load(Ordering::Relaxed) {
-                            after += 1;
-                            if after > 5 {
-                                break;
-                            }
-                        }
-                        if let Err(e) = other_round(tcp, udp, round) {
-                            failures.push(format!("round {round}: {e}"));
-                        }
-                        rounds.fetch_add(1, Ordering::Relaxed);
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    failures
-                })
-            })
-        };
+    let flooding = AtomicBool::new(true);
+    let (sent, flood_time, rounds) = std::thread::scope(|scope| {
+        let other = scope.spawn(|| other_client(&lab, echo.addr, udp_echo.addr, &flooding));
         let started = Instant::now();
         let sent = lab.client.enter(|| {
             let mut sent = 0;
@@ -518,14 +495,13 @@ fn a_syn_flood_never_reaches_tpgate_and_the_others_still_get_through() {
         });
         let flood_time = started.elapsed();
         flooding.store(false, Ordering::Relaxed);
-        let failures = other.join().expect("other client thread");
+        let (failures, rounds) = other.join().expect("other client thread");
         assert!(
             failures.is_empty(),
             "the other client was refused during the SYN flood: {failures:#?}"
         );
-        (sent, flood_time)
+        (sent, flood_time, rounds)
     });
-    let rounds = rounds.load(Ordering::Relaxed);
     assert_eq!(sent, SYN_FLOOD);
     assert!(rounds >= 5, "the other client ran {rounds} rounds");
     assert_eq!(

@@ -7,7 +7,6 @@
 //! complete packet of one read), so the pump makes a few system calls per batch, not per
 //! datagram.
 
-use std::cell::RefCell;
 use std::io;
 use std::sync::Arc;
 
@@ -16,11 +15,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest, ReadHalf, WriteHalf};
 use tokio::net::UdpSocket;
 use tpgate_core::net::Destination;
 use tpgate_core::proto::{socks5, trojan, vless};
-use tpgate_sys::RecvBatch;
 
 use super::ss::{SsControl, SsUdp};
 use super::BoxIo;
-use crate::relay::udp::send_batch_or_drop;
+use crate::relay::udp::{send_batch_or_drop, with_reply_batch};
 
 /// Datagrams taken or handed over at once, at most.
 pub(crate) const BATCH: usize = 16;
@@ -28,15 +26,6 @@ pub(crate) const BATCH: usize = 16;
 const KEEP: usize = 64 * 1024;
 /// A batch stops taking datagrams once it holds this many bytes.
 const FULL_BYTES: usize = 256 * 1024;
-/// The largest datagram a receive slot holds (a UDP payload's limit, with room for headers).
-const SLOT: usize = 65_536;
-
-thread_local! {
-    /// One receive batch per worker thread for datagram upstreams' replies, so a flow holds
-    /// no receive buffer of its own while it waits.
-    static RECEIVED: RefCell<RecvBatch> = RefCell::new(RecvBatch::new(BATCH, SLOT));
-}
-
 /// Datagram payloads end to end in one buffer.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
@@ -378,8 +367,7 @@ fn receive(
     mut take: impl FnMut(&mut Batch, &[u8]),
 ) -> io::Result<()> {
     let r = sock.try_io(Interest::READABLE, || {
-        RECEIVED.with(|b| {
-            let mut b = b.borrow_mut();
+        with_reply_batch(|b| {
             let n = b.recv(sock)?;
             for i in 0..n {
                 if let Some((_, d)) = b.get(i) {

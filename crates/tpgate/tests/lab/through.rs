@@ -99,6 +99,28 @@ pub(crate) fn assert_via(via: Via, egress: IpAddr, what: &str) {
     );
 }
 
+/// One UDP flow from the LAN client: `exchange` runs on its socket (read timeout
+/// [`UDP_WAIT`]); the flow's addresses as the client and the server saw them.
+fn lan_udp_flow(
+    lab: &Lab,
+    family: Family,
+    server: &UdpEchoServer,
+    exchange: impl FnOnce(&std::net::UdpSocket),
+) -> Via {
+    let before = server.peers().len();
+    let socket = lab
+        .client
+        .enter(|| std::net::UdpSocket::bind(family.any()))
+        .expect("bind client udp");
+    socket.set_read_timeout(Some(UDP_WAIT)).expect("timeout");
+    exchange(&socket);
+    let local = socket.local_addr().expect("local addr");
+    Via {
+        local: SocketAddr::new(family.addrs().client, local.port()),
+        seen: server.peers()[before],
+    }
+}
+
 /// From the LAN client, `rounds` request/reply exchanges on ONE socket (one flow, several
 /// datagrams each way); every reply must come from exactly the address the client sent to.
 pub(crate) fn lan_udp_rounds(
@@ -107,33 +129,24 @@ pub(crate) fn lan_udp_rounds(
     server: &UdpEchoServer,
     rounds: usize,
 ) -> Via {
-    let before = server.peers().len();
-    let socket = lab
-        .client
-        .enter(|| std::net::UdpSocket::bind(family.any()))
-        .expect("bind client udp");
-    socket.set_read_timeout(Some(UDP_WAIT)).expect("timeout");
-    let mut buf = [0u8; 256];
-    for round in 0..rounds {
-        let payload = format!("round {round} of one flow");
-        socket
-            .send_to(payload.as_bytes(), server.addr)
-            .expect("send");
-        let (n, from) = socket.recv_from(&mut buf).unwrap_or_else(|e| {
-            panic!(
-                "round {round}: no UDP reply from {} ({e}); datagrams at the server: {:?}",
-                server.addr,
-                server.peers()
-            )
-        });
-        assert_eq!(from, server.addr, "round {round}: reply source");
-        assert_eq!(&buf[..n], payload.as_bytes(), "round {round}: payload");
-    }
-    let local = socket.local_addr().expect("local addr");
-    Via {
-        local: SocketAddr::new(family.addrs().client, local.port()),
-        seen: server.peers()[before],
-    }
+    lan_udp_flow(lab, family, server, |socket| {
+        let mut buf = [0u8; 256];
+        for round in 0..rounds {
+            let payload = format!("round {round} of one flow");
+            socket
+                .send_to(payload.as_bytes(), server.addr)
+                .expect("send");
+            let (n, from) = socket.recv_from(&mut buf).unwrap_or_else(|e| {
+                panic!(
+                    "round {round}: no UDP reply from {} ({e}); datagrams at the server: {:?}",
+                    server.addr,
+                    server.peers()
+                )
+            });
+            assert_eq!(from, server.addr, "round {round}: reply source");
+            assert_eq!(&buf[..n], payload.as_bytes(), "round {round}: payload");
+        }
+    })
 }
 
 /// TCP over IPv4 and IPv6 through the upstream whose host address is `egress(family)`: a
@@ -235,63 +248,57 @@ const BURST: usize = 48;
 /// One flow: a first exchange, then [`BURST`] datagrams sent back to back without waiting;
 /// every one must come back once, byte for byte, from the server's address.
 pub(crate) fn lan_udp_burst(lab: &Lab, family: Family, server: &UdpEchoServer) -> Via {
-    let before = server.peers().len();
-    let socket = lab
-        .client
-        .enter(|| std::net::UdpSocket::bind(family.any()))
-        .expect("bind client udp");
-    socket.set_read_timeout(Some(UDP_WAIT)).expect("timeout");
-    let mut buf = vec![0u8; 4096];
-    socket.send_to(b"burst opens", server.addr).expect("send");
-    let (n, _) = socket
-        .recv_from(&mut buf)
-        .unwrap_or_else(|e| panic!("burst: no reply to the first datagram ({e})"));
-    assert_eq!(&buf[..n], b"burst opens");
-    let sent: Vec<Vec<u8>> = (0..BURST)
-        .map(|i| {
-            let len = if i < 32 {
-                1200
-            } else {
-                [1, 7, 64, 300, 1000, 1300][i % 6]
+    lan_udp_flow(lab, family, server, |socket| {
+        let before = server.peers().len();
+        let mut buf = vec![0u8; 4096];
+        socket.send_to(b"burst opens", server.addr).expect("send");
+        let (n, _) = socket
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("burst: no reply to the first datagram ({e})"));
+        assert_eq!(&buf[..n], b"burst opens");
+        let sent: Vec<Vec<u8>> = (0..BURST)
+            .map(|i| {
+                let len = if i < 32 {
+                    1200
+                } else {
+                    [1, 7, 64, 300, 1000, 1300][i % 6]
+                };
+                let mut d: Vec<u8> = (0..len).map(|j| (i * 31 + j) as u8).collect();
+                if len >= 2 {
+                    d[..2].copy_from_slice(&(i as u16).to_be_bytes());
+                } else {
+                    d[0] = i as u8;
+                }
+                d
+            })
+            .collect();
+        for d in &sent {
+            socket.send_to(d, server.addr).expect("send burst");
+        }
+        let mut missing = sent.clone();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+        while !missing.is_empty() {
+            let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                break;
             };
-            let mut d: Vec<u8> = (0..len).map(|j| (i * 31 + j) as u8).collect();
-            if len >= 2 {
-                d[..2].copy_from_slice(&(i as u16).to_be_bytes());
-            } else {
-                d[0] = i as u8;
-            }
-            d
-        })
-        .collect();
-    for d in &sent {
-        socket.send_to(d, server.addr).expect("send burst");
-    }
-    let mut missing = sent.clone();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .expect("timeout");
-    while !missing.is_empty() {
-        let Ok((n, from)) = socket.recv_from(&mut buf) else {
-            break;
-        };
-        assert_eq!(from, server.addr, "burst: reply source");
-        let pos = missing
-            .iter()
-            .position(|d| d[..] == buf[..n])
-            .unwrap_or_else(|| panic!("burst: a reply of {n} bytes that was not sent, or twice"));
-        missing.swap_remove(pos);
-    }
-    assert!(
-        missing.is_empty(),
-        "burst: {} of {BURST} datagrams not echoed (sizes {:?}); the server got {} of {}",
-        missing.len(),
-        missing.iter().map(Vec::len).collect::<Vec<_>>(),
-        server.peers().len() - before,
-        BURST + 1
-    );
-    let local = socket.local_addr().expect("local addr");
-    Via {
-        local: SocketAddr::new(family.addrs().client, local.port()),
-        seen: server.peers()[before],
-    }
+            assert_eq!(from, server.addr, "burst: reply source");
+            let pos = missing
+                .iter()
+                .position(|d| d[..] == buf[..n])
+                .unwrap_or_else(|| {
+                    panic!("burst: a reply of {n} bytes that was not sent, or twice")
+                });
+            missing.swap_remove(pos);
+        }
+        assert!(
+            missing.is_empty(),
+            "burst: {} of {BURST} datagrams not echoed (sizes {:?}); the server got {} of {}",
+            missing.len(),
+            missing.iter().map(Vec::len).collect::<Vec<_>>(),
+            server.peers().len() - before,
+            BURST + 1
+        );
+    })
 }

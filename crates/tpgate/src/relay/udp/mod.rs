@@ -8,7 +8,7 @@
 mod open;
 mod pump;
 
-pub(crate) use pump::send_batch_or_drop;
+pub(crate) use pump::{send_batch_or_drop, with_reply_batch};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

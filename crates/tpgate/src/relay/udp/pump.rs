@@ -29,6 +29,12 @@ thread_local! {
     static REPLIES: RefCell<RecvBatch> = RefCell::new(RecvBatch::new(REPLY_BATCH, MAX_DATAGRAM));
 }
 
+/// Runs `f` with this worker thread's receive batch, which every flow's replies share
+/// (DIRECT ones here, an upstream's in `outbound::udp`), so a waiting flow holds none.
+pub(crate) fn with_reply_batch<R>(f: impl FnOnce(&mut RecvBatch) -> R) -> R {
+    REPLIES.with(|b| f(&mut b.borrow_mut()))
+}
+
 /// Whether segmented sends (UDP GSO) work here; off for good once the kernel says it has
 /// none.
 static GSO: AtomicBool = AtomicBool::new(true);
@@ -155,8 +161,7 @@ fn forward_replies(
     entry: &Entry,
 ) -> io::Result<usize> {
     out.try_io(Interest::READABLE, || {
-        REPLIES.with(|b| {
-            let mut b = b.borrow_mut();
+        with_reply_batch(|b| {
             let n = b.recv(out)?;
             let got: Vec<&[u8]> = (0..n).filter_map(|i| b.get(i).map(|(_, d)| d)).collect();
             entry.add_down(got.iter().map(|d| d.len()).sum());
