@@ -256,6 +256,23 @@ fn geox_url(node: &Node, d: &mut Diags, out: &mut super::Geox) {
     }
 }
 
+/// Whether a section's node can hold keys: a mapping, or empty (`null`). Anything else is
+/// an error at `section`.
+pub(super) fn is_section(node: &Node, section: &str, d: &mut Diags) -> bool {
+    match &node.value {
+        Value::Null | Value::Map(_) => true,
+        other => {
+            let found = other.describe();
+            d.error(
+                node.pos,
+                section,
+                format!("expected a mapping, found {found}"),
+            );
+            false
+        }
+    }
+}
+
 pub(super) fn entries<'a>(node: &'a Node, section: &str, d: &mut Diags) -> Vec<Entry<'a>> {
     let Value::Map(map) = &node.value else {
         return Vec::new();

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use super::decode::{check, entries, items};
+use super::decode::{check, entries, is_section, items};
 use super::nameserver::{parse_nameserver, Nameserver, Transport, Unusable};
 use super::sniffer::DomainPattern;
 use super::yaml::{Node, Value};
@@ -176,17 +176,8 @@ const KEYS: &[&str] = &[
 
 /// Decodes the `dns` section into `out` (which may already hold `hosts`).
 pub(super) fn dns(node: &Node, d: &mut Diags, out: &mut Dns) {
-    match &node.value {
-        Value::Null | Value::Map(_) => {}
-        other => {
-            let found = other.describe();
-            d.error(
-                node.pos,
-                "dns",
-                format!("expected a mapping, found {found}"),
-            );
-            return;
-        }
+    if !is_section(node, "dns", d) {
+        return;
     }
     let mut filter = None;
     for e in entries(node, "dns", d) {

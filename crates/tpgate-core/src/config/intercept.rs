@@ -2,25 +2,16 @@
 //! route it to the listener. Checks against other sections (the routing-mark) are made by
 //! the caller.
 
-use super::decode::{check, entries, items, unknown_key, Seen};
+use super::decode::{check, entries, is_section, items, unknown_key, Seen};
 use super::yaml::{Node, Value};
 use super::{value, Backend, Diags, Intercept, IptablesVariant};
 use crate::net::TableId;
 
 pub(super) fn intercept(node: &Node, d: &mut Diags, fwmark: &mut Seen) -> Intercept {
     let mut out = Intercept::default();
-    match &node.value {
-        Value::Null | Value::Map(_) => {}
-        other => {
-            let found = other.describe();
-            d.error(
-                node.pos,
-                "intercept",
-                format!("expected a mapping, found {found}"),
-            );
-            *fwmark = Seen::Invalid;
-            return out;
-        }
+    if !is_section(node, "intercept", d) {
+        *fwmark = Seen::Invalid;
+        return out;
     }
     for e in entries(node, "intercept", d) {
         let path = format!("intercept.{}", e.key);

@@ -3,8 +3,8 @@
 //! cannot exhaust the gateway's memory or descriptors. Defaults that depend on the host
 //! (the open-files limit) are filled in by the daemon.
 
-use super::decode::{check, entries, unknown_key};
-use super::yaml::{Node, Value};
+use super::decode::{check, entries, is_section, unknown_key};
+use super::yaml::Node;
 use super::{value, Diags};
 
 /// Default `udp-table-size`.
@@ -59,17 +59,8 @@ pub(super) const KEYS: &[&str] = &["max-connections", "per-source", "udp-table-s
 
 pub(super) fn limits(node: &Node, d: &mut Diags) -> Limits {
     let mut out = Limits::default();
-    match &node.value {
-        Value::Null | Value::Map(_) => {}
-        other => {
-            let found = other.describe();
-            d.error(
-                node.pos,
-                "limits",
-                format!("expected a mapping, found {found}"),
-            );
-            return out;
-        }
+    if !is_section(node, "limits", d) {
+        return out;
     }
     for e in entries(node, "limits", d) {
         let path = format!("limits.{}", e.key);

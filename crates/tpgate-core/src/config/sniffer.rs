@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::decode::{check, entries, unknown_key};
+use super::decode::{check, entries, is_section, unknown_key};
 use super::yaml::{Node, Value};
 use super::{value, Diags};
 use crate::rules::{parse_ports_text, PortRange, RuleSetHandle, Wildcard};
@@ -162,17 +162,8 @@ const KEYS: &[&str] = &[
 
 pub(super) fn sniffer(node: &Node, d: &mut Diags) -> Sniffer {
     let mut out = Sniffer::default();
-    match &node.value {
-        Value::Null | Value::Map(_) => {}
-        other => {
-            let found = other.describe();
-            d.error(
-                node.pos,
-                "sniffer",
-                format!("expected a mapping, found {found}"),
-            );
-            return out;
-        }
+    if !is_section(node, "sniffer", d) {
+        return out;
     }
     // mihomo: a present section without `enable: true` sniffs nothing.
     out.enable = false;
