@@ -4,6 +4,9 @@ forwarding and to each peer, and the issue's target for the row with whether tpg
 
 Usage: report.py RESULTS.tsv NAME=LABEL...   (RESULTS: one `metric<TAB>proxy<TAB>value` per
 run; the NAME=LABEL pairs give the proxies, in column order, and their column headings).
+A value starting with `!` is a failed run of a peer: the cell shows "—" and a numbered note
+under the table gives the reason (a cell with any failed round shows no number). Lines
+`note<TAB>proxy<TAB>text` are printed under the table too, each distinct one once.
 The spread of every cell (min..max over the rounds) goes to stderr.
 """
 
@@ -33,6 +36,7 @@ ROWS = [
     ("udp1400_halfloss", "UDP 1400 B, loss at half that rate", "%", 2, LO, 1, "noloss"),
     ("churn_pct", "UDP churn, one-datagram flows delivered", "%", 1, HI, 1, "churn"),
     ("churn_fps", "UDP churn, flows delivered per second", "flows/s", 0, HI, 1, None),
+    ("idle_held", "Idle TCP: connections held", "conns", 0, HI, 1, None),
     ("mem_per_conn_kib", "Idle TCP: RSS per connection", "KiB", 2, LO, 1, "mem"),
     ("fd_per_conn", "Idle TCP: fds per connection", "fds", 2, LO, 1, None),
     ("mem_base_kib", "Idle TCP: RSS baseline", "KiB", 0, LO, 1, None),
@@ -80,12 +84,24 @@ def main():
     names = [p.split("=", 1)[0] for p in pairs]
     labels = dict(p.split("=", 1) for p in pairs)
     runs = defaultdict(list)
+    failed = defaultdict(list)  # (key, proxy) -> numbers of the notes saying why
+    notes = []  # distinct lines under the table, in order of appearance
+    def note(text):
+        if text not in notes:
+            notes.append(text)
+        return notes.index(text) + 1
     with open(results) as f:
         for line in f:
-            key, proxy, value = line.rstrip("\n").split("\t")
-            if value:
+            key, proxy, value = line.rstrip("\n").split("\t", 2)
+            if key == "note":
+                note(value)
+            elif value.startswith("!"):
+                k = note(f"{labels.get(proxy, proxy)} failed: {value[1:]}")
+                if k not in failed[key, proxy]:
+                    failed[key, proxy].append(k)
+            elif value:
                 runs[key, proxy].append(float(value))
-    med = {k: statistics.median(v) for k, v in runs.items()}
+    med = {k: statistics.median(v) for k, v in runs.items() if k not in failed}
     # tpgate-copy is tpgate itself (copying relay), a diagnostic column, not a peer.
     peers = [n for n in names if n not in ("kernel", "tpgate", "tpgate-copy")]
 
@@ -96,12 +112,15 @@ def main():
     print("| " + " | ".join(head) + " |")
     print("|" + " --- |" * len(head))
     for key, label, unit, dec, better, scale, target in ROWS:
-        if not any((key, n) in med for n in names):
+        if not any((key, n) in med or (key, n) in failed for n in names):
             continue
         cells = [label, unit, better]
         for n in names:
             v = med.get((key, n))
-            cells.append("—" if v is None else f"{v * scale:,.{dec}f}")
+            if (key, n) in failed:
+                cells.append("— [" + ", ".join(str(k) for k in failed[key, n]) + "]")
+            else:
+                cells.append("—" if v is None else f"{v * scale:,.{dec}f}")
         if "tpgate" in names:
             mine = med.get((key, "tpgate"))
             for n in names:
@@ -115,6 +134,10 @@ def main():
             cells.append(TARGETS[target] if target else "—")
             cells.append({None: "—", True: "yes", False: "**no**"}[verdict])
         print("| " + " | ".join(cells) + " |")
+    if notes:
+        print()
+        for k, text in enumerate(notes, 1):
+            print(f"[{k}] {text}  ")
 
     for (key, proxy), v in sorted(runs.items()):
         if len(v) > 1:
