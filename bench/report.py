@@ -43,6 +43,15 @@ ROWS = [
     ("mem_after_kib", "After close: RSS above baseline", "KiB", 0, LO, 1, "memback"),
     ("fd_after", "After close: fds above baseline", "fds", 0, LO, 1, "fdback"),
     ("cpu_per_gb", "Gateway CPU per GB (TCP bulk runs)", "s/GB", 3, LO, 1, None),
+    ("rl_tcp1_up", "Rule list: TCP 1 stream up, DIRECT by address", "Gbit/s", 2, HI, 1, None),
+    ("rl_tcp1_down", "Rule list: TCP 1 stream down, DIRECT by address", "Gbit/s", 2, HI, 1, None),
+    ("rl_tcp4_up", "Rule list: TCP 4 streams up, DIRECT by address", "Gbit/s", 2, HI, 1, None),
+    ("rl_tcp4_down", "Rule list: TCP 4 streams down, DIRECT by address", "Gbit/s", 2, HI, 1, None),
+    ("rl_cpu_per_gb", "Rule list: gateway CPU per GB (its TCP bulk runs)", "s/GB", 3, LO, 1, None),
+    ("rl_http_keepalive_rps", "Rule list: HTTP keep-alive by name, MATCH → upstream", "req/s", 0, HI, 1, None),
+    ("rl_http_keepalive_p50", "Rule list: HTTP via upstream, latency p50", "ms", 3, LO, 1, None),
+    ("rl_http_keepalive_p99", "Rule list: HTTP via upstream, latency p99", "ms", 3, LO, 1, None),
+    ("rl_http_keepalive_errors", "Rule list: HTTP via upstream, socket errors", "count", 0, LO, 1, None),
 ]
 
 TARGETS = {

@@ -3,9 +3,11 @@
 # transparent proxies Debian and crates.io offer, side by side in one run, in a throwaway lab
 # of network namespaces:
 #
-#   client 198.51.100.2, .3 ── lan0 ─ gateway ─ wan0 203.0.113.1 ── server 203.0.113.2
-#   iperf3, wrk, bench tools       kernel | tpgate | sing-box |      iperf3 -s, nginx,
-#                                  v2ray | sslocal | haproxy         bench sinks
+#   client 198.51.100.2, .3 ── lan0 ─ gateway ─ wan0 203.0.113.1 ── server 203.0.113.2,
+#   iperf3, wrk, bench tools       kernel | tpgate |                 192.0.2.2: iperf3 -s,
+#                                  sing-box | v2ray |                nginx, bench sinks
+#                                  sslocal | haproxy
+#                                        └─ wan1 198.18.0.1 ── upstream 198.18.0.2 (SOCKS5)
 #
 # Every proxy gets the same interception: the nftables ruleset and policy routing that
 # `tpgate plan` prints for the bench config (tpgate installs it itself, the peers get it
@@ -15,13 +17,16 @@
 # down), short HTTP exchanges (wrk against nginx, Connection: close and keep-alive: requests/s
 # and p50/p99 latency), UDP (iperf3 -u: the highest rate with < 1 % loss for 64-byte and
 # 1400-byte datagrams, then the loss at half that rate), UDP flow churn (one-datagram flows
-# from distinct source ports), memory and file descriptors of the gateway process holding
-# BENCH_IDLE_CONNS idle TCP connections and after they close, and gateway CPU seconds per GB
-# over the TCP bulk runs. BENCH_REPS rounds, each running every proxy in turn (the order
-# rotates each round); the table shows medians. Every run checks, by nftables counters in the
-# server namespace, that the server saw the traffic come from the intended place (the client
-# for kernel forwarding, the gateway's WAN address for a proxy). A failure of tpgate or
-# kernel forwarding stops the suite; a peer's failed case shows "—" with the
+# from distinct source ports), the rule list (a mihomo-style list of 300 domain rules, 500
+# DIRECT prefixes and MATCH to an upstream, run by tpgate, sing-box and v2ray: TCP bulk
+# DIRECT by address and keep-alive HTTP by name through the upstream), memory and file
+# descriptors of the gateway process holding BENCH_IDLE_CONNS idle TCP connections and after
+# they close, and gateway CPU seconds per GB over the TCP bulk runs. BENCH_REPS rounds, each
+# running every proxy in turn (the order rotates each round); the table shows medians. Every
+# run checks, by nftables counters in the server namespace, that the server saw the traffic
+# come from the intended place (the client for kernel forwarding and tpgate's offloaded
+# ranges, the gateway's WAN address for a proxy, the upstream host for MATCH). A failure of
+# tpgate or kernel forwarding stops the suite; a peer's failed case shows "—" with the
 # reason in a note under the table, and the suite goes on.
 #
 # Everything lives in namespaces named tpgs-$$-* that are deleted on exit; the machine's own
@@ -37,8 +42,9 @@
 #        BENCH_CHURN_RATE   UDP churn flows offered per second (default 20000)
 #        BENCH_WRK_CONNS    wrk concurrent connections (default 50)
 #        BENCH_PROXIES      subset and order, default "kernel tpgate sing-box v2ray sslocal haproxy";
-#                           tpgate-copy adds tpgate with TPGATE_SPLICE=0 (copying relay)
-#        BENCH_CASES        subset of "bulk http udp memory" (default all; udp includes
+#                           tpgate-copy adds tpgate with TPGATE_SPLICE=0 (copying relay),
+#                           tpgate-nooffload tpgate with offload-direct off (rule list only)
+#        BENCH_CASES        subset of "bulk http udp rules memory" (default all; udp includes
 #                           the churn)
 #        BENCH_NO_MEMORY=1  skip the idle-connection case
 #        TPGATE_BIN         tpgate binary to test (default: cargo build --release -p tpgate)
@@ -56,10 +62,10 @@ idle_conns=${BENCH_IDLE_CONNS:-10000}
 churn_rate=${BENCH_CHURN_RATE:-20000}
 wrk_conns=${BENCH_WRK_CONNS:-50}
 read -r -a proxies <<<"${BENCH_PROXIES:-kernel tpgate sing-box v2ray sslocal haproxy}"
-read -r -a cases <<<"${BENCH_CASES:-bulk http udp memory}"
+read -r -a cases <<<"${BENCH_CASES:-bulk http udp rules memory}"
 [ -z "${BENCH_NO_MEMORY:-}" ] || read -r -a cases <<<"${cases[*]/memory/}"
 for c in "${cases[@]}"; do
-  case $c in bulk | http | udp | memory) ;; *) die "unknown case $c (BENCH_CASES)" ;; esac
+  case $c in bulk | http | udp | rules | memory) ;; *) die "unknown case $c (BENCH_CASES)" ;; esac
 done
 want() { [[ " ${cases[*]} " == *" $1 "* ]]; }
 
@@ -95,7 +101,7 @@ bin=$(tpgate_binary)
 
 # ---------------------------------------------------------------- lab
 id=$$
-C=tpgs-$id-c G=tpgs-$id-g S=tpgs-$id-s
+C=tpgs-$id-c G=tpgs-$id-g S=tpgs-$id-s U=tpgs-$id-u
 work=$(mktemp -d /tmp/tpgs.XXXXXX)
 chmod 0755 "$work"
 results=$work/results.tsv
@@ -149,7 +155,7 @@ cleanup() {
   stop_proxy
   # A peer's failed case points at its log: keep them.
   if [ "$status" = 0 ] && grep -q $'\t!' "$results" 2>/dev/null; then status=failed-peer; fi
-  remove_lab "$status" "$C" "$G" "$S"
+  remove_lab "$status" "$C" "$G" "$S" "$U"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -157,43 +163,59 @@ trap 'exit 130' INT TERM
 cp "$bin" "$work/tpgate"
 bin=$work/tpgate
 
-log "building the lab ($C $G $S)"
-for ns in "$C" "$G" "$S"; do
+log "building the lab ($C $G $S $U)"
+for ns in "$C" "$G" "$S" "$U"; do
   ip netns add "$ns"
   ip -n "$ns" link set lo up
 done
 # Every veth is created inside the lab (never in the root namespace).
 ip -n "$G" link add lan0 type veth peer name eth0 netns "$C"
 ip -n "$G" link add wan0 type veth peer name eth0 netns "$S"
+ip -n "$G" link add wan1 type veth peer name eth0 netns "$U"
 ip -n "$C" link set eth0 up
 ip -n "$S" link set eth0 up
 ip -n "$G" link set lan0 up
 ip -n "$G" link set wan0 up
+ip -n "$G" link set wan1 up
+ip -n "$U" link set eth0 up
 ip -n "$C" addr add 198.51.100.2/24 dev eth0
 ip -n "$C" addr add 198.51.100.3/24 dev eth0
 ip -n "$G" addr add 198.51.100.1/24 dev lan0
 ip -n "$G" addr add 203.0.113.1/24 dev wan0
 ip -n "$S" addr add 203.0.113.2/24 dev eth0
 ip -n "$C" route add default via 198.51.100.1
+# The rule-list case: the upstream proxy on a second WAN host (198.18.0.2, the benchmarking
+# range), and a second server address (192.0.2.2) that no DIRECT prefix covers.
+ip -n "$G" addr add 198.18.0.1/24 dev wan1
+ip -n "$U" addr add 198.18.0.2/24 dev eth0
+ip -n "$U" route add default via 198.18.0.1
+ip -n "$S" addr add 192.0.2.2/32 dev eth0
+ip -n "$G" route add 192.0.2.0/24 via 203.0.113.2
+# The server routes the LAN back through the gateway: flows the kernel forwards (kernel
+# forwarding, tpgate's offloaded DIRECT ranges) keep the client's address.
 ip -n "$S" route add 198.51.100.0/24 via 203.0.113.1
+ip -n "$S" route add 198.18.0.0/24 via 203.0.113.1
 ip netns exec "$G" sysctl -qw net.ipv4.ip_forward=1
-for ns in "$C" "$G" "$S"; do
+for ns in "$C" "$G" "$S" "$U"; do
   # Short-connection runs open tens of thousands of connections: a wide port range, and
   # TIME_WAIT sockets reusable for new outgoing connections.
   ip netns exec "$ns" sysctl -qw net.ipv4.ip_local_port_range="10000 65000" net.ipv4.tcp_tw_reuse=1
   ip netns exec "$ns" sysctl -qw net.core.somaxconn=8192 net.ipv4.tcp_max_syn_backlog=8192
 done
 
-# Who the server saw: packets from the LAN (kernel forwarding keeps the client's address) and
-# from the gateway's WAN address (a proxy's own connections), counted on input.
+# Who the server saw: packets from the LAN (kernel forwarding keeps the client's address),
+# from the gateway's WAN address (a proxy's own connections) and from the upstream host (the
+# rule-list case's MATCH), counted on input.
 ip netns exec "$S" nft -f - <<'EOF'
 table ip tpgs_seen {
   counter lan {}
   counter gateway {}
+  counter upstream {}
   chain input {
     type filter hook input priority filter; policy accept;
     ip saddr 198.51.100.0/24 counter name lan
     ip saddr 203.0.113.1 counter name gateway
+    ip saddr 198.18.0.2 counter name upstream
   }
 }
 EOF
@@ -221,6 +243,7 @@ http {
   scgi_temp_path $work/nginx/scgi;
   server {
     listen 203.0.113.2:80 backlog=8192;
+    listen 192.0.2.2:80 backlog=8192;
     location / { return 200 "tpgate bench\n"; }
   }
 }
@@ -229,9 +252,21 @@ ip netns exec "$S" nginx -e "$work/nginx/error.log" -c "$work/nginx.conf" >>"$wo
 pids+=($!)
 ip netns exec "$S" "$tool" tcp-sink --bind 203.0.113.2:9001 >"$work/tcp-sink.out" 2>>"$work/tcp-sink.err" &
 pids+=($!)
+# The rule-list case's configs (one list for every proxy that runs it) and its upstream:
+# sing-box as a SOCKS5 server on the second WAN host, resolving the web host's name itself.
+python3 "$root_dir/bench/rulelist.py" "$work"
+sed 's/^  offload-direct: true$/  offload-direct: false/' "$work/tpgate-rules.yaml" \
+  >"$work/tpgate-rules-nooffload.yaml"
+grep -q '^  offload-direct: false$' "$work/tpgate-rules-nooffload.yaml" || die "rulelist.py: no offload-direct line"
+"$sing_box" check -c "$work/sing-box-rules.json" || die "sing-box refuses the rule-list config"
+"$sing_box" check -c "$work/upstream.json" || die "sing-box refuses the upstream's config"
+ip netns exec "$U" "$sing_box" run -c "$work/upstream.json" >"$work/upstream.log" 2>&1 &
+pids+=($!)
 retry accepting "$C" 203.0.113.2 5201
 retry accepting "$C" 203.0.113.2 80
 retry accepting "$C" 203.0.113.2 9001
+retry accepting "$C" 192.0.2.2 80
+retry accepting "$G" 198.18.0.2 1080
 
 # ---------------------------------------------------------------- proxies
 cat >"$work/tpgate.yaml" <<EOF
@@ -253,6 +288,7 @@ rules:
   - MATCH,DIRECT
 EOF
 ip netns exec "$G" "$bin" check -c "$work/tpgate.yaml" >&2
+ip netns exec "$G" "$bin" check -c "$work/tpgate-rules.yaml" >&2
 
 # sing-box: a tproxy inbound on the same interception as the other peers, everything to a
 # direct outbound whose sockets carry mark 255.
@@ -323,6 +359,7 @@ proxy_label() {
     kernel) echo "kernel forwarding" ;;
     tpgate) echo "tpgate${tpgate_version:+ $tpgate_version}" ;;
     tpgate-copy) echo "tpgate, no splice" ;;
+    tpgate-nooffload) echo "tpgate, offload off" ;;
     v2ray) echo "v2ray $v2ray_version" ;;
     sing-box) echo "sing-box $sing_box_version" ;;
     sslocal) echo "sslocal $ss_version" ;;
@@ -330,6 +367,11 @@ proxy_label() {
   esac
 }
 has_udp() { [ "$1" != haproxy ]; }
+# Proxies with a rule engine that can run the rule-list case.
+has_rules() { case $1 in tpgate | tpgate-copy | tpgate-nooffload | sing-box | v2ray) ;; *) return 1 ;; esac; }
+# tpgate-nooffload differs from tpgate only where a rule sends ranges DIRECT by address,
+# which the standard cases (MATCH,DIRECT) never do: it runs the rule-list case only.
+has_std() { [ "$1" != tpgate-nooffload ]; }
 
 # Waits until the gateway listens on port 7893 (TCP, and UDP when $1 = udp), with the
 # interception in place. Fails (a peer: returns 1, see fail) when it does not.
@@ -364,32 +406,38 @@ table inet tpgs_mark {
 EOF
 }
 
-# Starts proxy $1. Every process inherits the script's open-file limit, raised
+# Starts proxy $1 with its config for the cases $2: std (everything DIRECT, the default) or
+# rules (the rule-list case). Every process inherits the script's open-file limit, raised
 # to the hard limit above (Go programs, sing-box and v2ray, raise theirs to it themselves).
 # Returns 1 when a peer did not come up (tpgate's failure stops the suite).
 start_proxy() {
   proxy=$1
+  local set=${2:-std} sfx=
+  [ "$set" = std ] || sfx=-rules
   case $proxy in
     kernel) proxy_pid= ;;
-    tpgate | tpgate-copy)
+    tpgate | tpgate-copy | tpgate-nooffload)
       # tpgate-copy (not in the default set): DIRECT relayed through user-space buffers
-      # instead of splice(2), to tell the relay's share of a difference.
-      ip netns exec "$G" env NO_COLOR=1 TPGATE_SPLICE="$([ "$proxy" = tpgate ] && echo 1 || echo 0)" \
-        "$bin" run -c "$work/tpgate.yaml" >>"$work/tpgate.log" 2>&1 &
+      # instead of splice(2), to tell the relay's share of a difference. tpgate-nooffload
+      # (not in the default set either): the rule list with offload-direct off.
+      local cfg=$work/tpgate$sfx.yaml
+      [ "$proxy" != tpgate-nooffload ] || cfg=$work/tpgate-rules-nooffload.yaml
+      ip netns exec "$G" env NO_COLOR=1 TPGATE_SPLICE="$([ "$proxy" = tpgate-copy ] && echo 0 || echo 1)" \
+        "$bin" run -c "$cfg" >>"$work/tpgate.log" 2>&1 &
       proxy_pid=$!
       wait_ready udp "$work/tpgate.log"
       ;;
     v2ray)
       install_plan "$G" "$bin" "$work/tpgate.yaml"
       peer_rules=1
-      ip netns exec "$G" v2ray -config "$work/v2ray.json" >>"$work/v2ray.log" 2>&1 &
+      ip netns exec "$G" v2ray -config "$work/v2ray$sfx.json" >>"$work/v2ray.log" 2>&1 &
       proxy_pid=$!
       wait_ready udp "$work/v2ray.log"
       ;;
     sing-box)
       install_plan "$G" "$bin" "$work/tpgate.yaml"
       peer_rules=1
-      ip netns exec "$G" "$sing_box" run -c "$work/sing-box.json" >>"$work/sing-box.log" 2>&1 &
+      ip netns exec "$G" "$sing_box" run -c "$work/sing-box$sfx.json" >>"$work/sing-box.log" 2>&1 &
       proxy_pid=$!
       wait_ready udp "$work/sing-box.log"
       ;;
@@ -448,14 +496,16 @@ begin_case() {
 }
 
 seen_reset() { ip netns exec "$S" nft reset counters table ip tpgs_seen >/dev/null; }
-# Checks that the server saw traffic only from where proxy $proxy sends it: the LAN (the
-# client's own address) for kernel forwarding, the gateway (203.0.113.1) for a proxy.
-# Anything else fails the case.
+# Checks that the server saw traffic only from where it should: $1 = lan (the client's own
+# address), gateway (203.0.113.1) or upstream (198.18.0.2); by default the LAN for kernel
+# forwarding and the gateway for a proxy. Anything else fails the case.
 seen_check() {
-  local want=gateway out c n ok=1 seen=()
-  [ "$proxy" != kernel ] || want=lan
+  local want=${1:-} out c n ok=1 seen=()
+  if [ -z "$want" ]; then
+    if [ "$proxy" = kernel ]; then want=lan; else want=gateway; fi
+  fi
   out=$(ip netns exec "$S" nft list counters table ip tpgs_seen)
-  for c in lan gateway; do
+  for c in lan gateway upstream; do
     n=$(awk -v c="counter $c " 'index($0, c) {f = 1} f && /packets/ {print $2; exit}' <<<"$out")
     seen+=("$c ${n:-?}")
     if [ "$c" = "$want" ]; then
@@ -484,10 +534,11 @@ clk_tck=$(getconf CLK_TCK)
 
 json_get() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1"; }
 
-# TCP bulk: iperf3 with $1 streams, $2 = up (client -> server) or down (-R).
+# TCP bulk: iperf3 with $1 streams, $2 = up (client -> server) or down (-R); $3 prefixes
+# the row (rl_ for the rule-list case), $4 is where the server must see it come from.
 run_bulk() {
-  local n=$1 dir=$2 json=$work/iperf.json t0 t1 b0 b1 gbps flags=()
-  begin_case "TCP ×$n $dir" "tcp${n}_$dir" || return 0
+  local n=$1 dir=$2 pre=${3:-} want=${4:-} json=$work/iperf.json t0 t1 b0 b1 gbps flags=()
+  begin_case "${pre:+rule list, }TCP ×$n $dir" "${pre}tcp${n}_$dir" || return 0
   [ "$dir" = up ] || flags=(-R)
   seen_reset
   t0=$(cpu_ticks) b0=$(lan_bytes)
@@ -497,26 +548,31 @@ run_bulk() {
     return 0
   fi
   t1=$(cpu_ticks) b1=$(lan_bytes)
-  seen_check || return 0
+  seen_check "$want" || return 0
   gbps=$(json_get "$json" '"%.3f" % (d["end"]["sum_received"]["bits_per_second"] / 1e9)')
-  record "tcp${n}_$dir" "$proxy" "$gbps"
-  cpu_sum[$proxy]=$(( ${cpu_sum[$proxy]:-0} + t1 - t0 ))
-  bytes_sum[$proxy]=$(( ${bytes_sum[$proxy]:-0} + b1 - b0 ))
-  log "  $proxy: TCP ×$n $dir $gbps Gbit/s"
+  record "${pre}tcp${n}_$dir" "$proxy" "$gbps"
+  cpu_sum[$pre$proxy]=$(( ${cpu_sum[$pre$proxy]:-0} + t1 - t0 ))
+  bytes_sum[$pre$proxy]=$(( ${bytes_sum[$pre$proxy]:-0} + b1 - b0 ))
+  log "  $proxy: ${pre:+rule list: }TCP ×$n $dir $gbps Gbit/s"
 }
 
 # Short HTTP exchanges with wrk; $1 = close (a new connection per request) or keepalive.
+# The rule-list case: $2 = rl_ (the rows' prefix), $3 the URL, $4 the Host header, $5 where
+# the server must see it come from.
 run_http() {
-  local mode=$1 out hdr=() parsed key=http_$1
-  begin_case "HTTP $mode" "${key}_rps" "${key}_p50" "${key}_p99" "${key}_errors" || return 0
+  local mode=$1 pre=${2:-} url=${3:-http://203.0.113.2/} host=${4:-} want=${5:-} out hdr=() parsed
+  local key=${pre}http_$mode
+  begin_case "${pre:+rule list, }HTTP $mode" "${key}_rps" "${key}_p50" "${key}_p99" "${key}_errors" ||
+    return 0
   [ "$mode" = keepalive ] || hdr=(-H 'Connection: close')
+  [ -z "$host" ] || hdr+=(-H "Host: $host")
   seen_reset
   if ! out=$(timeout $((secs + 30)) ip netns exec "$C" wrk -t1 -c"$wrk_conns" -d"${secs}s" --latency \
-    "${hdr[@]}" http://203.0.113.2/ 2>&1); then
+    "${hdr[@]}" "$url" 2>&1); then
     fail "wrk ($mode) failed: $out"
     return 0
   fi
-  seen_check || return 0
+  seen_check "$want" || return 0
   # requests/s, p50 and p99 in ms, socket errors, non-2xx responses
   if ! parsed=$(python3 - "$out" <<'EOF'
 import re, sys
@@ -545,7 +601,7 @@ EOF
   record "${key}_p50" "$proxy" "$p50"
   record "${key}_p99" "$proxy" "$p99"
   record "${key}_errors" "$proxy" "$errs"
-  log "  $proxy: HTTP $mode $rps req/s, p50 $p50 ms, p99 $p99 ms, socket errors $errs"
+  log "  $proxy: ${pre:+rule list: }HTTP $mode $rps req/s, p50 $p50 ms, p99 $p99 ms, socket errors $errs"
 }
 
 # One UDP iperf3 run of $1-byte datagrams at $2 datagrams/s (0 = as fast as the client can);
@@ -758,6 +814,32 @@ run_memory() {
   stop_proxy
 }
 
+# The rule-list case (rulelist.py): the proxy started with the list; TCP bulk to
+# 203.0.113.2, DIRECT by address, then keep-alive HTTP by name (Host www.bench-upstream.test)
+# to 192.0.2.2, which only MATCH decides: through the upstream on 198.18.0.2. Bulk is seen
+# from the gateway, unless tpgate put the server's range in its offload set: then the
+# kernel forwards those flows and the server sees the client itself.
+rl_rows=(rl_tcp1_up rl_tcp1_down rl_tcp4_up rl_tcp4_down rl_http_keepalive_rps
+  rl_http_keepalive_p50 rl_http_keepalive_p99 rl_http_keepalive_errors)
+run_rules() {
+  local want=gateway streams dir
+  proxy=$1
+  begin_case "rule list" "${rl_rows[@]}"
+  start_proxy "$1" rules || { stop_proxy; return 0; }
+  if [[ $proxy == tpgate* ]] &&
+    ip netns exec "$G" nft get element inet tpgate direct4 '{ 203.0.113.2 }' >/dev/null 2>&1; then
+    want=lan
+  fi
+  log "  $proxy: rule list: the bulk flows must come from the $want"
+  for streams in 1 4; do
+    for dir in up down; do
+      run_bulk "$streams" "$dir" rl_ "$want"
+    done
+  done
+  run_http keepalive rl_ http://192.0.2.2/ www.bench-upstream.test upstream
+  stop_proxy
+}
+
 # The rows a round of the standard cases fills for proxy $1 (all "—" when it does not start).
 std_rows() {
   local rows=()
@@ -773,12 +855,26 @@ std_rows() {
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 start=$SECONDS
 n_prox=${#proxies[@]}
+if want rules; then
+  # What tpgate's plan makes of the list: which ranges go to the kernel, and why not more.
+  # (The line naming the rule where the scan stopped goes to stderr.)
+  note "rule list, tpgate's plan: $(ip netns exec "$G" "$bin" plan -c "$work/tpgate-rules.yaml" 2>&1 |
+    awk '/^# offload-direct/ {f = 1; next} /^# rules from #/ {sub(/^# */, ""); r = $0; next}
+      f && /^#/ {sub(/^# */, ""); printf "%s%s", s, $0; s = "; "; next} {f = 0}
+      END {if (r != "") printf "%s%s", s, r}')"
+  no_rules=()
+  for p in "${proxies[@]}"; do has_rules "$p" || no_rules+=("$(proxy_label "$p")"); done
+  [ ${#no_rules[@]} = 0 ] ||
+    note "rule list: not run for $(printf '%s, ' "${no_rules[@]}" | sed 's/, $//') (no rule engine that routes by name and address to an upstream)"
+fi
 for rep in $(seq "$reps"); do
   round_what="round $rep"
   for k in $(seq 0 $((n_prox - 1))); do
     p=${proxies[$(((k + rep - 1) % n_prox))]}
-    if [ -n "$(std_rows "$p")" ]; then
+    if { has_std "$p" && [ -n "$(std_rows "$p")" ]; } || { want rules && has_rules "$p"; }; then
       log "[round $rep/$reps, $((SECONDS - start)) s] $(proxy_label "$p")"
+    fi
+    if has_std "$p" && [ -n "$(std_rows "$p")" ]; then
       proxy=$p
       read -r -a rows <<<"$(std_rows "$p")"
       begin_case "start" "${rows[@]}"
@@ -801,12 +897,15 @@ for rep in $(seq "$reps"); do
       fi
       stop_proxy
     fi
+    if want rules && has_rules "$p"; then
+      run_rules "$p"
+    fi
   done
 done
 if want memory; then
   round_what="memory case"
   for p in "${proxies[@]}"; do
-    [ "$p" != kernel ] || continue
+    if [ "$p" = kernel ] || ! has_std "$p"; then continue; fi
     log "[memory, $((SECONDS - start)) s] $(proxy_label "$p"): $idle_conns idle TCP connections"
     run_memory "$p"
   done
@@ -816,19 +915,24 @@ fi
 rounds_of() { awk -F'\t' -v r="$1" -v p="$2" '$1 == r && $2 == p' "$results" | wc -l; }
 for p in "${proxies[@]}"; do
   checks=()
-  ! want bulk || checks+=("tcp1_up $reps")
-  ! want http || checks+=("http_keepalive_rps $reps")
-  if want udp && has_udp "$p"; then checks+=("churn_pct $reps"); fi
-  if want memory && [ "$p" != kernel ]; then checks+=("idle_held 1"); fi
+  if has_std "$p"; then
+    ! want bulk || checks+=("tcp1_up $reps")
+    ! want http || checks+=("http_keepalive_rps $reps")
+    if want udp && has_udp "$p"; then checks+=("churn_pct $reps"); fi
+    if want memory && [ "$p" != kernel ]; then checks+=("idle_held 1"); fi
+  fi
+  if want rules && has_rules "$p"; then checks+=("rl_http_keepalive_rps $reps"); fi
   for c in "${checks[@]}"; do
     read -r row n <<<"$c"
     got=$(rounds_of "$row" "$p")
     [ "$got" = "$n" ] || die "$p: $row: $got of $n runs completed"
   done
 done
-for p in "${proxies[@]}"; do
-  if [ "$p" = kernel ] || [ "${bytes_sum[$p]:-0}" = 0 ]; then continue; fi
-  record cpu_per_gb "$p" "$(awk -v t="${cpu_sum[$p]}" -v h="$clk_tck" -v b="${bytes_sum[$p]}" 'BEGIN { printf "%.3f", t / h / (b / 1e9) }')"
+for pre in "" rl_; do
+  for p in "${proxies[@]}"; do
+    if [ "$p" = kernel ] || [ "${bytes_sum[$pre$p]:-0}" = 0 ]; then continue; fi
+    record "${pre}cpu_per_gb" "$p" "$(awk -v t="${cpu_sum[$pre$p]}" -v h="$clk_tck" -v b="${bytes_sum[$pre$p]}" 'BEGIN { printf "%.3f", t / h / (b / 1e9) }')"
+  done
 done
 elapsed=$((SECONDS - start))
 
