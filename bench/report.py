@@ -43,11 +43,13 @@ ROWS = [
     ("mem_after_kib", "After close: RSS above baseline", "KiB", 0, LO, 1, "memback"),
     ("fd_after", "After close: fds above baseline", "fds", 0, LO, 1, "fdback"),
     ("cpu_per_gb", "Gateway CPU per GB (TCP bulk runs)", "s/GB", 3, LO, 1, None),
+    ("machine_cpu_per_gb", "Machine CPU per GB, every process and the kernel (TCP bulk runs)", "s/GB", 3, LO, 1, None),
     ("rl_tcp1_up", "Rule list: TCP 1 stream up, DIRECT by address", "Gbit/s", 2, HI, 1, None),
     ("rl_tcp1_down", "Rule list: TCP 1 stream down, DIRECT by address", "Gbit/s", 2, HI, 1, None),
     ("rl_tcp4_up", "Rule list: TCP 4 streams up, DIRECT by address", "Gbit/s", 2, HI, 1, None),
     ("rl_tcp4_down", "Rule list: TCP 4 streams down, DIRECT by address", "Gbit/s", 2, HI, 1, None),
     ("rl_cpu_per_gb", "Rule list: gateway CPU per GB (its TCP bulk runs)", "s/GB", 3, LO, 1, None),
+    ("rl_machine_cpu_per_gb", "Rule list: machine CPU per GB (its TCP bulk runs)", "s/GB", 3, LO, 1, None),
     ("rl_http_keepalive_rps", "Rule list: HTTP keep-alive by name, MATCH → upstream", "req/s", 0, HI, 1, None),
     ("rl_http_keepalive_p50", "Rule list: HTTP via upstream, latency p50", "ms", 3, LO, 1, None),
     ("rl_http_keepalive_p99", "Rule list: HTTP via upstream, latency p99", "ms", 3, LO, 1, None),
@@ -111,8 +113,8 @@ def main():
             elif value:
                 runs[key, proxy].append(float(value))
     med = {k: statistics.median(v) for k, v in runs.items() if k not in failed}
-    # tpgate-copy is tpgate itself (copying relay), a diagnostic column, not a peer.
-    peers = [n for n in names if n not in ("kernel", "tpgate", "tpgate-copy")]
+    # tpgate-* columns are tpgate itself (another relay or setting): diagnostic, not peers.
+    peers = [n for n in names if n != "kernel" and not n.startswith("tpgate")]
 
     head = ["case", "unit", "better"] + [labels[n] for n in names]
     if "tpgate" in names:

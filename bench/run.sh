@@ -43,6 +43,7 @@
 #        BENCH_WRK_CONNS    wrk concurrent connections (default 50)
 #        BENCH_PROXIES      subset and order, default "kernel tpgate sing-box v2ray sslocal haproxy";
 #                           tpgate-copy adds tpgate with TPGATE_SPLICE=0 (copying relay),
+#                           tpgate-sockmap tpgate with TPGATE_SOCKMAP=1 (DIRECT joined in the kernel),
 #                           tpgate-nooffload tpgate with offload-direct off (rule list only)
 #        BENCH_CASES        subset of "bulk http udp rules memory" (default all; udp includes
 #                           the churn)
@@ -359,6 +360,7 @@ proxy_label() {
     kernel) echo "kernel forwarding" ;;
     tpgate) echo "tpgate${tpgate_version:+ $tpgate_version}" ;;
     tpgate-copy) echo "tpgate, no splice" ;;
+    tpgate-sockmap) echo "tpgate, sockmap" ;;
     tpgate-nooffload) echo "tpgate, offload off" ;;
     v2ray) echo "v2ray $v2ray_version" ;;
     sing-box) echo "sing-box $sing_box_version" ;;
@@ -368,7 +370,7 @@ proxy_label() {
 }
 has_udp() { [ "$1" != haproxy ]; }
 # Proxies with a rule engine that can run the rule-list case.
-has_rules() { case $1 in tpgate | tpgate-copy | tpgate-nooffload | sing-box | v2ray) ;; *) return 1 ;; esac; }
+has_rules() { case $1 in tpgate | tpgate-copy | tpgate-sockmap | tpgate-nooffload | sing-box | v2ray) ;; *) return 1 ;; esac; }
 # tpgate-nooffload differs from tpgate only where a rule sends ranges DIRECT by address,
 # which the standard cases (MATCH,DIRECT) never do: it runs the rule-list case only.
 has_std() { [ "$1" != tpgate-nooffload ]; }
@@ -416,13 +418,15 @@ start_proxy() {
   [ "$set" = std ] || sfx=-rules
   case $proxy in
     kernel) proxy_pid= ;;
-    tpgate | tpgate-copy | tpgate-nooffload)
-      # tpgate-copy (not in the default set): DIRECT relayed through user-space buffers
+    tpgate | tpgate-copy | tpgate-sockmap | tpgate-nooffload)
+      # tpgate-sockmap: DIRECT flows joined in the kernel (TPGATE_SOCKMAP=1). tpgate-copy
+      # (not in the default set): DIRECT relayed through user-space buffers
       # instead of splice(2), to tell the relay's share of a difference. tpgate-nooffload
       # (not in the default set either): the rule list with offload-direct off.
       local cfg=$work/tpgate$sfx.yaml
       [ "$proxy" != tpgate-nooffload ] || cfg=$work/tpgate-rules-nooffload.yaml
       ip netns exec "$G" env NO_COLOR=1 TPGATE_SPLICE="$([ "$proxy" = tpgate-copy ] && echo 0 || echo 1)" \
+        TPGATE_SOCKMAP="$([ "$proxy" = tpgate-sockmap ] && echo 1 || echo 0)" \
         "$bin" run -c "$cfg" >>"$work/tpgate.log" 2>&1 &
       proxy_pid=$!
       wait_ready udp "$work/tpgate.log"
@@ -529,7 +533,10 @@ lan_bytes() {
   ip netns exec "$G" cat /sys/class/net/lan0/statistics/rx_bytes /sys/class/net/lan0/statistics/tx_bytes |
     awk '{s += $1} END {printf "%.0f\n", s}'
 }
-declare -A cpu_sum bytes_sum
+# CPU time of the whole machine (every process, softirq and kernel workers: where a relay
+# that leaves user space does its work), in clock ticks.
+machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
+declare -A cpu_sum bytes_sum mcpu_sum
 clk_tck=$(getconf CLK_TCK)
 
 json_get() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1"; }
@@ -537,22 +544,23 @@ json_get() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(
 # TCP bulk: iperf3 with $1 streams, $2 = up (client -> server) or down (-R); $3 prefixes
 # the row (rl_ for the rule-list case), $4 is where the server must see it come from.
 run_bulk() {
-  local n=$1 dir=$2 pre=${3:-} want=${4:-} json=$work/iperf.json t0 t1 b0 b1 gbps flags=()
+  local n=$1 dir=$2 pre=${3:-} want=${4:-} json=$work/iperf.json t0 t1 b0 b1 m0 m1 gbps flags=()
   begin_case "${pre:+rule list, }TCP ×$n $dir" "${pre}tcp${n}_$dir" || return 0
   [ "$dir" = up ] || flags=(-R)
   seen_reset
-  t0=$(cpu_ticks) b0=$(lan_bytes)
+  t0=$(cpu_ticks) b0=$(lan_bytes) m0=$(machine_ticks)
   if ! timeout $((secs + 20)) ip netns exec "$C" iperf3 -c 203.0.113.2 -t "$secs" -P "$n" \
     "${flags[@]}" -J --connect-timeout 3000 >"$json" 2>&1; then
     fail "iperf3 -P $n $dir failed: $(json_get "$json" 'd.get("error", "?")' 2>/dev/null || head -c 300 "$json")"
     return 0
   fi
-  t1=$(cpu_ticks) b1=$(lan_bytes)
+  t1=$(cpu_ticks) b1=$(lan_bytes) m1=$(machine_ticks)
   seen_check "$want" || return 0
   gbps=$(json_get "$json" '"%.3f" % (d["end"]["sum_received"]["bits_per_second"] / 1e9)')
   record "${pre}tcp${n}_$dir" "$proxy" "$gbps"
   cpu_sum[$pre$proxy]=$(( ${cpu_sum[$pre$proxy]:-0} + t1 - t0 ))
   bytes_sum[$pre$proxy]=$(( ${bytes_sum[$pre$proxy]:-0} + b1 - b0 ))
+  mcpu_sum[$pre$proxy]=$(( ${mcpu_sum[$pre$proxy]:-0} + m1 - m0 ))
   log "  $proxy: ${pre:+rule list: }TCP ×$n $dir $gbps Gbit/s"
 }
 
@@ -930,7 +938,9 @@ for p in "${proxies[@]}"; do
 done
 for pre in "" rl_; do
   for p in "${proxies[@]}"; do
-    if [ "$p" = kernel ] || [ "${bytes_sum[$pre$p]:-0}" = 0 ]; then continue; fi
+    [ "${bytes_sum[$pre$p]:-0}" != 0 ] || continue
+    record "${pre}machine_cpu_per_gb" "$p" "$(awk -v t="${mcpu_sum[$pre$p]}" -v h="$clk_tck" -v b="${bytes_sum[$pre$p]}" 'BEGIN { printf "%.3f", t / h / (b / 1e9) }')"
+    [ "$p" != kernel ] || continue
     record "${pre}cpu_per_gb" "$p" "$(awk -v t="${cpu_sum[$pre$p]}" -v h="$clk_tck" -v b="${bytes_sum[$pre$p]}" 'BEGIN { printf "%.3f", t / h / (b / 1e9) }')"
   done
 done

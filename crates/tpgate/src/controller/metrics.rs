@@ -22,9 +22,9 @@ use std::time::SystemTime;
 use super::{streams, Api};
 use crate::dns::{Access, Dns};
 use crate::outbound::Node;
-use crate::relay::origin_name;
 use crate::relay::registry::FlowKind;
 use crate::relay::udp::NatTable;
+use crate::relay::{origin_name, RelayPath};
 use crate::reload::ReloadStats;
 
 type Labels = Vec<(&'static str, String)>;
@@ -120,6 +120,19 @@ pub(super) fn collect(api: &Api) -> Registry {
         "tpgate_route_bytes",
         "Bytes relayed by route (up: client to server)",
         by_route,
+    );
+
+    let relays = Family::<Labels, Counter>::default();
+    for p in RelayPath::ALL {
+        relays
+            .get_or_create(&vec![("relay", p.name().to_owned())])
+            .inc_by(p.count());
+    }
+    r.register(
+        "tpgate_tcp_relays",
+        "TCP connections by how their bytes moved: sockmap (joined in the kernel), splice \
+         (zero-copy, DIRECT) or copy (through tpgate: upstreams)",
+        relays,
     );
 
     let shared = api.shared();

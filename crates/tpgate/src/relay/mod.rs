@@ -4,7 +4,7 @@
 //! listener (tcp::serve accept / udp::serve batch)    I/O only
 //!   -> decider (tpgate_core::flow::Decider)            asks: process? first bytes? real address?
 //!   -> route (Outbounds::route)                        DIRECT | REJECT | proxy chain
-//!   -> relay (splice / copy / UDP pumps)               moves bytes, counts them
+//!   -> relay (sockmap / splice / copy / UDP pumps)     moves bytes, counts them
 //!   -> registry (registry::Registry)                   listed, counted, closable
 //! ```
 //!
@@ -18,6 +18,7 @@ mod io;
 pub(crate) mod limits;
 pub(crate) mod registry;
 mod sniff;
+mod sockmap;
 mod splice;
 pub(crate) mod tcp;
 #[cfg(test)]
@@ -129,6 +130,40 @@ impl Failed {
         }
     }
 }
+
+/// How a TCP relay moved its bytes: joined in the kernel (sockmap), zero-copy in the kernel
+/// driven by tpgate (splice), or through tpgate's buffers (copy: every upstream, and DIRECT
+/// with `TPGATE_SPLICE=0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RelayPath {
+    Sockmap,
+    Splice,
+    Copy,
+}
+
+impl RelayPath {
+    pub(crate) const ALL: [Self; 3] = [Self::Sockmap, Self::Splice, Self::Copy];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Sockmap => "sockmap",
+            Self::Splice => "splice",
+            Self::Copy => "copy",
+        }
+    }
+
+    /// TCP relays that took this path since start.
+    pub(crate) fn count(self) -> u64 {
+        RELAYS[self as usize].load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn taken(self) {
+        RELAYS[self as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+static RELAYS: [std::sync::atomic::AtomicU64; 3] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 3];
 
 /// The `SO_MARK` of tpgate's own outbound sockets (`routing-mark`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use tpgate_core::flow::{Decided, DirectTo, Need, Refusal, Step};
 
 use super::registry::{Entry, FlowInfo};
 use super::sniff;
-use super::{copy, log_decided, Broken, Shared, SharedCell};
+use super::{copy, log_decided, Broken, RelayPath, Shared, SharedCell};
 use crate::outbound::{connect_marked, BoxIo, Exit, Route};
 
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -298,7 +298,8 @@ async fn relay<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    if send_first(&mut server, first, d).await {
+    if send_first(&mut server, first, d, reg).await {
+        RelayPath::Copy.taken();
         let outcome = {
             let copy = copy::relay(&mut client, server, IDLE_TIMEOUT, &reg.counters);
             tokio::select! {
@@ -307,14 +308,15 @@ async fn relay<S>(
             }
         };
         match outcome {
-            Some(r) => ended(r, &client, d, reg, via),
+            Some(r) => ended(r, &client, d, reg, via, RelayPath::Copy),
             None => closed(&client, d),
         }
     }
 }
 
-/// DIRECT between two plain sockets: zero-copy with splice(2) (`TPGATE_SPLICE=0` turns it
-/// off, to compare with the copying relay).
+/// DIRECT between two plain sockets: joined in the kernel with the sockmap where it can be
+/// loaded (`TPGATE_SOCKMAP=1`), else zero-copy with splice(2) (`TPGATE_SPLICE=0` turns that
+/// off too, to compare with the copying relay).
 async fn relay_direct(
     client: TcpStream,
     mut server: TcpStream,
@@ -325,12 +327,26 @@ async fn relay_direct(
     if !splice_enabled() {
         return relay(client, server, d, first, reg, None).await;
     }
-    if send_first(&mut server, first, d).await {
-        let splice = super::splice::relay(&client, &server, IDLE_TIMEOUT, &reg.counters);
-        tokio::select! {
-            r = splice => ended(r, &client, d, reg, None),
-            () = reg.closed() => closed(&client, d),
+    if !send_first(&mut server, first, d, reg).await {
+        return;
+    }
+    if let Some(map) = sockmap_enabled().then(super::sockmap::get).flatten() {
+        let joined = super::sockmap::relay(map, &client, &server, IDLE_TIMEOUT, &reg.counters);
+        let r = tokio::select! {
+            r = joined => r,
+            () = reg.closed() => return closed(&client, d),
+        };
+        match r {
+            Err(None) => {}
+            Ok(moved) => return ended(Ok(moved), &client, d, reg, None, RelayPath::Sockmap),
+            Err(Some(e)) => return ended(Err(e), &client, d, reg, None, RelayPath::Sockmap),
         }
+    }
+    RelayPath::Splice.taken();
+    let splice = super::splice::relay(&client, &server, IDLE_TIMEOUT, &reg.counters);
+    tokio::select! {
+        r = splice => ended(r, &client, d, reg, None, RelayPath::Splice),
+        () = reg.closed() => closed(&client, d),
     }
 }
 
@@ -393,9 +409,9 @@ fn closed(client: &TcpStream, d: &Decided) {
     reset(client);
 }
 
-/// Writes the sniffed bytes to the server; consumes them, so they are not held for the
-/// connection's life. False when the connection ended.
-async fn send_first<S>(server: &mut S, first: Vec<u8>, d: &Decided) -> bool
+/// Writes the sniffed bytes to the server and counts them; consumes them, so they are not
+/// held for the connection's life. False when the connection ended.
+async fn send_first<S>(server: &mut S, first: Vec<u8>, d: &Decided, reg: &Entry) -> bool
 where
     S: tokio::io::AsyncWrite + Unpin,
 {
@@ -403,7 +419,10 @@ where
         return true;
     }
     match server.write_all(&first).await {
-        Ok(()) => true,
+        Ok(()) => {
+            reg.add_up(first.len());
+            true
+        }
         Err(e) => {
             debug!("tcp {} -> {} ended: {e}", d.client.0, d.dst.0);
             false
@@ -421,11 +440,15 @@ fn ended(
     d: &Decided,
     reg: &Entry,
     via: Option<&Via<'_>>,
+    path: RelayPath,
 ) {
+    let path = path.name();
     let (src, dst) = (d.client.0, d.dst.0);
-    let e = match r {
-        Ok((up, down)) => return debug!("tcp {src} -> {dst} closed up={up} down={down}"),
-        Err(e) => e,
+    // The registry's counters: they also hold what another relay moved before this one
+    // (the sockmap hands a flow it cannot join to splice).
+    let Err(e) = r else {
+        let (up, down) = reg.counters.get();
+        return debug!("tcp {src} -> {dst} closed up={up} down={down} relay={path}");
     };
     let (up, down) = reg.counters.get();
     match (&e, via) {
@@ -445,13 +468,18 @@ fn ended(
         }
         (Broken::Server(_), None) => {
             reset(client);
-            debug!("tcp {src} -> {dst} ended up={up} down={down}: {e}");
+            debug!("tcp {src} -> {dst} ended up={up} down={down} relay={path}: {e}");
         }
         (Broken::Local(_), _) => warn!("tcp {src} -> {dst} ended: {e}"),
         (Broken::Idle | Broken::Client(_), _) => {
-            debug!("tcp {src} -> {dst} ended up={up} down={down}: {e}");
+            debug!("tcp {src} -> {dst} ended up={up} down={down} relay={path}: {e}");
         }
     }
+}
+
+fn sockmap_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("TPGATE_SOCKMAP").is_ok_and(|v| v == "1"))
 }
 
 fn splice_enabled() -> bool {
