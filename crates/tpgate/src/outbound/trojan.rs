@@ -1,4 +1,4 @@
-//! Trojan upstream: TLS, then the password hash and the request, then the stream itself;
+//! Trojan upstream: TLS (and a WebSocket or gRPC carrier inside it), then the password hash and the request, then the stream itself;
 //! UDP packets are framed over the same kind of stream.
 
 use std::io;
@@ -8,33 +8,34 @@ use tpgate_core::net::Destination;
 use tpgate_core::proto::trojan::{self, Command, PasswordHash};
 
 use super::error::HandshakeError;
-use super::tls::TlsClient;
+use super::transport::Transport;
 use super::udp::{UdpRecv, UdpSend};
 use super::BoxIo;
 
 pub(crate) struct Trojan {
     hash: PasswordHash,
-    tls: TlsClient,
+    /// TLS, and the WebSocket or gRPC carrier inside it when configured.
+    transport: Transport,
 }
 
 impl std::fmt::Debug for Trojan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Trojan")
-            .field("tls", &self.tls)
+            .field("transport", &self.transport)
             .finish_non_exhaustive()
     }
 }
 
 impl Trojan {
-    pub(crate) fn new(password: &str, tls: TlsClient) -> Self {
+    pub(crate) fn new(password: &str, transport: Transport) -> Self {
         Self {
             hash: PasswordHash::new(password),
-            tls,
+            transport,
         }
     }
 
     async fn open(&self, io: BoxIo, cmd: Command, dst: &Destination) -> io::Result<BoxIo> {
-        let mut io = self.tls.wrap(io).await?;
+        let mut io = self.transport.open(io).await?;
         let mut out = Vec::with_capacity(128);
         trojan::encode_request(&self.hash, cmd, dst, &mut out).map_err(HandshakeError::request)?;
         io.write_all(&out).await?;

@@ -1,0 +1,207 @@
+//! The gRPC carrier (V2Ray's "gun"): one HTTP/2 connection per tunnel (inside TLS with ALPN
+//! `h2`, or cleartext with prior knowledge), one POST to `/<service>/Tun` whose request and
+//! response bodies carry the tunnel's bytes in gun messages
+//! (`tpgate_core::proto::gun`). HTTP/2 is the `h2` crate's; its connection task ends when
+//! the tunnel does. Writes wait for HTTP/2 flow-control credit, so a fast client cannot make
+//! tpgate buffer without bound.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use axum::http::{Request, StatusCode};
+use bytes::{Buf, Bytes};
+use h2::client::ResponseFuture;
+use h2::{RecvStream, SendStream};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tpgate_core::proto::gun;
+use tracing::debug;
+
+use crate::outbound::error::HandshakeError;
+use crate::outbound::BoxIo;
+
+/// Largest piece of the tunnel put in one message (gRPC servers accept 4 MiB by default).
+const MAX_PIECE: usize = 32 * 1024;
+
+/// One proxy's gRPC settings.
+#[derive(Debug)]
+pub(super) struct GrpcClient {
+    /// `https://host/service/Tun` (or `http://` without TLS).
+    uri: String,
+}
+
+impl GrpcClient {
+    pub(super) fn new(service: &str, authority: &str, tls: bool) -> Self {
+        let scheme = if tls { "https" } else { "http" };
+        Self {
+            uri: format!("{scheme}://{authority}/{service}/Tun"),
+        }
+    }
+
+    pub(super) async fn open(&self, io: BoxIo) -> io::Result<BoxIo> {
+        let (client, conn) = h2::client::handshake(io).await.map_err(h2_error)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!("gRPC transport connection ended: {e}");
+            }
+        });
+        let mut client = client.ready().await.map_err(h2_error)?;
+        let req = Request::post(&self.uri)
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("user-agent", "grpc-go/1.36.0")
+            .body(())
+            .map_err(HandshakeError::request)?;
+        let (response, send) = client.send_request(req, false).map_err(h2_error)?;
+        Ok(Box::new(Gun {
+            send,
+            pending: Bytes::new(),
+            recv: Recv::Waiting(response),
+            acc: Vec::new(),
+            out: Bytes::new(),
+        }))
+    }
+}
+
+fn h2_error(e: h2::Error) -> io::Error {
+    if e.is_io() {
+        return e
+            .into_io()
+            .unwrap_or_else(|| io::Error::other("HTTP/2 I/O error"));
+    }
+    io::Error::other(e)
+}
+
+enum Recv {
+    /// The response head has not come yet.
+    Waiting(ResponseFuture),
+    Body(RecvStream),
+    Done,
+}
+
+/// The tunnel over one gRPC call.
+struct Gun {
+    send: SendStream<Bytes>,
+    /// Encoded messages not yet handed to HTTP/2 (waiting for flow-control credit).
+    pending: Bytes,
+    recv: Recv,
+    /// Response body bytes not yet a whole message.
+    acc: Vec<u8>,
+    /// Tunnel bytes decoded but not yet read.
+    out: Bytes,
+}
+
+impl Gun {
+    /// Hands `pending` to HTTP/2 as credit allows; ready when all of it went.
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.pending.is_empty() {
+            self.send.reserve_capacity(self.pending.len());
+            let credit = match ready!(self.send.poll_capacity(cx)) {
+                Some(c) => c.map_err(h2_error)?,
+                None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+            };
+            let n = credit.min(self.pending.len());
+            if n == 0 {
+                continue;
+            }
+            let chunk = self.pending.split_to(n);
+            self.send.send_data(chunk, false).map_err(h2_error)?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Decodes every whole message in `acc` into `out`.
+    fn decode(&mut self) -> io::Result<()> {
+        let mut data = Vec::new();
+        let mut used = 0;
+        while let Some((msg, n)) = gun::parse_message(&self.acc[used..])
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+        {
+            for piece in msg.pieces() {
+                data.extend_from_slice(piece);
+            }
+            used += n;
+        }
+        self.acc.drain(..used);
+        self.out = Bytes::from(data);
+        Ok(())
+    }
+}
+
+impl AsyncRead for Gun {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if !self.out.is_empty() {
+                let n = self.out.len().min(buf.remaining());
+                buf.put_slice(&self.out[..n]);
+                self.out.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            match &mut self.recv {
+                Recv::Waiting(response) => {
+                    let head = ready!(Pin::new(response).poll(cx)).map_err(h2_error)?;
+                    if head.status() != StatusCode::OK {
+                        let e = format!("gRPC server answered {}", head.status());
+                        return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+                    }
+                    self.recv = Recv::Body(head.into_body());
+                }
+                Recv::Body(body) => match ready!(body.poll_data(cx)) {
+                    Some(Ok(bytes)) => {
+                        let _ = body.flow_control().release_capacity(bytes.len());
+                        self.acc.extend_from_slice(&bytes);
+                        self.decode()?;
+                    }
+                    Some(Err(e)) => return Poll::Ready(Err(h2_error(e))),
+                    None => {
+                        self.recv = Recv::Done;
+                        if !self.acc.is_empty() {
+                            let e = "gRPC stream ended inside a message";
+                            return Poll::Ready(Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                e,
+                            )));
+                        }
+                    }
+                },
+                Recv::Done => return Poll::Ready(Ok(())),
+            }
+        }
+    }
+}
+
+use std::future::Future as _;
+
+impl AsyncWrite for Gun {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_send(cx))?;
+        let n = buf.len().min(MAX_PIECE);
+        let mut msg = Vec::with_capacity(n + 10);
+        gun::encode_message(&buf[..n], &mut msg);
+        self.pending = Bytes::from(msg);
+        // Start sending now; what credit does not cover yet goes on the next call.
+        if let Poll::Ready(Err(e)) = self.poll_send(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_send(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_send(cx))?;
+        // Ending the request body is the tunnel's half-close.
+        let _ = self.send.send_data(Bytes::new(), true);
+        Poll::Ready(Ok(()))
+    }
+}
