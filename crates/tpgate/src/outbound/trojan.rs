@@ -1,11 +1,16 @@
 //! Trojan upstream: TLS (and a WebSocket or gRPC carrier inside it), then the password hash and the request, then the stream itself;
-//! UDP packets are framed over the same kind of stream.
+//! UDP packets are framed over the same kind of stream. Trojan has no reply: a server
+//! refusing the password closes (or serves its fallback), so a TCP stream that ends before
+//! a single byte came back is logged once, naming the likely causes.
 
 use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tpgate_core::net::Destination;
 use tpgate_core::proto::trojan::{self, Command, PasswordHash};
+use tracing::info;
 
 use super::error::HandshakeError;
 use super::transport::Transport;
@@ -13,6 +18,8 @@ use super::udp::{UdpRecv, UdpSend};
 use super::BoxIo;
 
 pub(crate) struct Trojan {
+    /// The proxy's name, for the one log line a silent close gets.
+    name: String,
     hash: PasswordHash,
     /// TLS, and the WebSocket or gRPC carrier inside it when configured.
     transport: Transport,
@@ -27,8 +34,9 @@ impl std::fmt::Debug for Trojan {
 }
 
 impl Trojan {
-    pub(crate) fn new(password: &str, transport: Transport) -> Self {
+    pub(crate) fn new(name: &str, password: &str, transport: Transport) -> Self {
         Self {
+            name: name.to_owned(),
             hash: PasswordHash::new(password),
             transport,
         }
@@ -44,7 +52,11 @@ impl Trojan {
     }
 
     pub(crate) async fn connect(&self, io: BoxIo, dst: &Destination) -> io::Result<BoxIo> {
-        self.open(io, Command::Connect, dst).await
+        let inner = self.open(io, Command::Connect, dst).await?;
+        Ok(Box::new(Watched {
+            inner,
+            name: Some(self.name.clone()),
+        }))
     }
 
     pub(crate) async fn udp(&self, io: BoxIo, dst: &Destination) -> io::Result<(UdpSend, UdpRecv)> {
@@ -60,5 +72,56 @@ impl Trojan {
                 acc: Vec::with_capacity(4096),
             },
         ))
+    }
+}
+
+/// A Trojan TCP stream that logs once if it ends before any byte came back.
+struct Watched {
+    inner: BoxIo,
+    /// The proxy's name until the first byte (or the one log line).
+    name: Option<String>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = ready!(Pin::new(&mut self.inner).poll_read(cx, buf));
+        if let Some(name) = self.name.take() {
+            let got = buf.filled().len() > before;
+            match &r {
+                Ok(()) if got => {}
+                Ok(()) => info!(
+                    "{name}: the Trojan server closed before sending anything; a wrong \
+                     password, or the destination said nothing"
+                ),
+                Err(e) => info!(
+                    "{name}: the Trojan stream failed before any reply ({e}); a wrong \
+                     password, or not a Trojan server"
+                ),
+            }
+        }
+        Poll::Ready(r)
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

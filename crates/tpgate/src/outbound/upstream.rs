@@ -69,6 +69,7 @@ impl Upstream {
                 network,
             } => (
                 Kind::Trojan(Trojan::new(
+                    &def.name,
                     password,
                     transport(Protocol::Trojan, network, Some(t))?,
                 )),

@@ -264,3 +264,106 @@ impl AsyncWrite for WsIo {
         Pin::new(&mut self.ws).poll_close(cx).map_err(ws_error)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use futures::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+    use tpgate_core::config::EarlyData;
+
+    use super::*;
+
+    /// A tungstenite server on a port-0 listener: records the request's path and `header`
+    /// value, and echoes every binary message.
+    async fn server(header: &'static str) -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            // tungstenite's callback type fixes the error variant's size.
+            #[allow(clippy::result_large_err)]
+            let cb = |req: &Request, resp: Response| {
+                let mut r = record.lock().unwrap();
+                r.push(req.uri().to_string());
+                if let Some(v) = req.headers().get(header) {
+                    r.push(v.to_str().unwrap().to_owned());
+                }
+                Ok(resp)
+            };
+            let mut ws = tokio_tungstenite::accept_hdr_async(s, cb).await.unwrap();
+            while let Some(Ok(m)) = ws.next().await {
+                if m.is_binary() {
+                    ws.send(m).await.unwrap();
+                }
+            }
+        });
+        (addr, seen)
+    }
+
+    fn client(early: Option<EarlyData>) -> Arc<WsClient> {
+        let opts = WsOpts {
+            path: "/ray".into(),
+            headers: vec![("Host".into(), "cdn.example".into())],
+            early_data: early,
+            http_upgrade: false,
+            fast_open: false,
+        };
+        Arc::new(WsClient::new(&opts, "192.0.2.1".into()))
+    }
+
+    #[tokio::test]
+    async fn early_data_rides_the_header_and_the_rest_follows_as_messages() {
+        let (addr, seen) = server("sec-websocket-protocol").await;
+        let c = client(Some(EarlyData {
+            max: 4,
+            header: Some("Sec-WebSocket-Protocol".into()),
+        }));
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut s = open(c, Box::new(tcp)).await.unwrap();
+        s.write_all(b"hello world").await.unwrap();
+        s.flush().await.unwrap();
+        let mut got = [0u8; 7];
+        s.read_exact(&mut got).await.unwrap();
+        // The server saw "hell" in the header (sing-box and Xray put it first in the
+        // stream) and echoed the message carrying the rest.
+        assert_eq!(&got, b"o world");
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen, ["/ray", "aGVsbA"]);
+    }
+
+    #[tokio::test]
+    async fn without_early_data_the_upgrade_happens_at_once() {
+        let (addr, seen) = server("host").await;
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut s = open(client(None), Box::new(tcp)).await.unwrap();
+        assert_eq!(seen.lock().unwrap().clone(), ["/ray", "cdn.example"]);
+        s.write_all(b"ping").await.unwrap();
+        s.flush().await.unwrap();
+        let mut got = [0u8; 4];
+        s.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping");
+    }
+
+    #[tokio::test]
+    async fn a_refused_upgrade_is_an_error_naming_the_status() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                .await;
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let err = open(client(None), Box::new(tcp)).await.err().unwrap();
+        assert!(err.to_string().contains("404 Not Found"), "{err}");
+    }
+}
