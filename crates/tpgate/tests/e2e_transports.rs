@@ -1,6 +1,6 @@
 //! End-to-end against the real sing-box, VMess, VLESS and Trojan over the V2Ray transports
 //! (mihomo's `network`): WebSocket (with early data in a header and in the path), HTTP
-//! upgrade and gRPC, plain and inside TLS. For each: a LAN client's TCP (IPv4 and IPv6
+//! upgrade, gRPC and h2, plain and inside TLS. For each: a LAN client's TCP (IPv4 and IPv6
 //! destinations, a 1 MiB byte-exact echo, a server-first exchange) and UDP reach the
 //! destination through sing-box, the destination seeing the upstream host's address and UDP
 //! replies coming from the address asked; a wrong uuid over a WebSocket fails that one
@@ -176,5 +176,25 @@ fn vmess_grpc_cleartext() {
     };
     with_server("tvmgr", inbound, Carrier::Grpc, |lab, up, tp| {
         carries_tcp_and_udp(lab, up, tp, "vmess grpc h2c");
+    });
+}
+
+#[test]
+fn vmess_h2_tls() {
+    let inbound = Inbound::Vmess {
+        tls: true,
+        cipher: "auto",
+    };
+    with_server("tvmh2", inbound, Carrier::H2, |lab, up, tp| {
+        carries_tcp_and_udp(lab, up, tp, "vmess h2");
+        wrong_credentials_fail_cleanly(lab, up, tp, "bad: no VMess response");
+    });
+}
+
+#[test]
+fn vless_h2_tls() {
+    let inbound = Inbound::Vless { tls: true };
+    with_server("tvlh2", inbound, Carrier::H2, |lab, up, tp| {
+        carries_tcp_and_udp(lab, up, tp, "vless h2");
     });
 }

@@ -1,12 +1,12 @@
-//! `network` and its options (`ws-opts`, `grpc-opts`) of vmess, vless and trojan proxies,
-//! with mihomo's keys and defaults. A network tpgate does not carry (`h2`, `http`, `quic`,
-//! `xhttp`...) skips the proxy with one warning, so a node is never dialed over the wrong
+//! `network` and its options (`ws-opts`, `grpc-opts`, `h2-opts`) of vmess, vless and trojan
+//! proxies, with mihomo's keys and defaults. A network tpgate does not carry (`http`,
+//! `quic`, `xhttp`, `h2` for trojan, which mihomo does not offer either...) skips the proxy with one warning, so a node is never dialed over the wrong
 //! transport; options written for another network than the chosen one are warned about.
 
 use super::decode::{check, entries, is_section, unknown_key};
 use super::proxies::Fields;
 use super::yaml::{Node, Value};
-use super::{value, Diags, EarlyData, GrpcOpts, ProxyNetwork, WsOpts};
+use super::{value, Diags, EarlyData, GrpcOpts, H2Opts, ProxyNetwork, WsOpts};
 
 /// Keys of `ws-opts`.
 const WS_OPTS: &[&str] = &[
@@ -17,6 +17,12 @@ const WS_OPTS: &[&str] = &[
     "v2ray-http-upgrade",
     "v2ray-http-upgrade-fast-open",
 ];
+
+/// Keys of `h2-opts`.
+const H2_OPTS: &[&str] = &["host", "path"];
+
+/// mihomo's host when `h2-opts.host` is empty.
+const DEFAULT_H2_HOST: &str = "www.example.com";
 
 /// Keys of `grpc-opts`.
 const GRPC_OPTS: &[&str] = &["grpc-service-name"];
@@ -65,12 +71,18 @@ pub(super) fn network(
             Some(ProxyNetwork::Ws(ws))
         }
         "grpc" => Some(ProxyNetwork::Grpc(grpc_opts(f, d)?)),
+        "h2" if kind != "trojan" => Some(ProxyNetwork::H2(h2_opts(f, d)?)),
         other => {
             if !*skip {
                 let e = f.entries.iter().find(|e| e.key == "network")?;
                 let message = format!(
-                    "network {other} is not supported by tpgate (supported: tcp, ws, grpc); \
-                     {who} skipped"
+                    "network {other} is not supported by tpgate for {kind} (supported: {}); \
+                     {who} skipped",
+                    if kind == "trojan" {
+                        "tcp, ws, grpc"
+                    } else {
+                        "tcp, ws, grpc, h2"
+                    }
                 );
                 d.warn(e.key_pos, &f.path("network"), message);
             }
@@ -207,6 +219,57 @@ fn headers(node: &Node, path: &str, d: &mut Diags) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+fn h2_opts(f: &Fields<'_>, d: &mut Diags) -> Option<H2Opts> {
+    let mut h2 = H2Opts {
+        hosts: Vec::new(),
+        path: "/".to_owned(),
+    };
+    if let Some(node) = f.node("h2-opts") {
+        let path = f.path("h2-opts");
+        if !is_section(node, &path, d) {
+            return None;
+        }
+        let errors = d.errors.len();
+        for e in entries(node, &path, d) {
+            let at = format!("{path}.{}", e.key);
+            match e.key {
+                "host" => {
+                    let hosts = match &e.value.value {
+                        Value::Seq(items) => items.iter().map(value::text).collect(),
+                        _ => value::text(e.value).map(|h| vec![h]),
+                    };
+                    h2.hosts = check(d, e.value, &at, hosts).unwrap_or_default();
+                }
+                "path" => {
+                    if let Some(p) = check(d, e.value, &at, value::text(e.value)) {
+                        h2.path = p;
+                    }
+                }
+                _ => unknown_key(d, &e, &path, H2_OPTS),
+            }
+        }
+        let bad = |t: &str| {
+            t.bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        };
+        if h2.hosts.iter().any(|h| bad(h)) || bad(&h2.path) {
+            let message = "hosts and the path cannot hold spaces or control characters";
+            d.error(node.pos, &path, message);
+        }
+        if d.errors.len() > errors {
+            return None;
+        }
+    }
+    h2.hosts.retain(|h| !h.is_empty());
+    if h2.hosts.is_empty() {
+        h2.hosts.push(DEFAULT_H2_HOST.to_owned());
+    }
+    if !h2.path.starts_with('/') {
+        h2.path.insert(0, '/');
+    }
+    Some(h2)
 }
 
 fn grpc_opts(f: &Fields<'_>, d: &mut Diags) -> Option<GrpcOpts> {

@@ -103,6 +103,19 @@ pub enum ProxyNetwork {
     Ws(WsOpts),
     /// `network: grpc` with `grpc-opts`: gun over HTTP/2.
     Grpc(GrpcOpts),
+    /// `network: h2` with `h2-opts`: the stream as the body of one HTTP/2 PUT (vmess and
+    /// vless; for vmess always inside TLS, as mihomo does).
+    H2(H2Opts),
+}
+
+/// `h2-opts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct H2Opts {
+    /// `host`: the request's authority is one of these, picked per connection (mihomo's
+    /// default: `www.example.com`).
+    pub hosts: Vec<String>,
+    /// `path`, starting with `/`.
+    pub path: String,
 }
 
 /// `ws-opts`.

@@ -112,6 +112,8 @@ pub(crate) enum Carrier {
     HttpUpgrade,
     /// gRPC (gun) with service name `TunSvc`.
     Grpc,
+    /// V2Ray's `h2` (sing-box's `http` transport over TLS): host `h2.test`, path `/h2`.
+    H2,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +140,9 @@ impl Carrier {
                 r#", "transport": {"type": "httpupgrade", "path": "/up"}"#.to_owned()
             }
             Self::Grpc => r#", "transport": {"type": "grpc", "service_name": "TunSvc"}"#.to_owned(),
+            Self::H2 => {
+                r#", "transport": {"type": "http", "host": ["h2.test"], "path": "/h2"}"#.to_owned()
+            }
         }
     }
 
@@ -158,6 +163,7 @@ impl Carrier {
                 ", network: ws, ws-opts: {path: /up, v2ray-http-upgrade: true}".to_owned()
             }
             Self::Grpc => ", network: grpc, grpc-opts: {grpc-service-name: TunSvc}".to_owned(),
+            Self::H2 => ", network: h2, h2-opts: {host: [h2.test], path: /h2}".to_owned(),
         }
     }
 }

@@ -536,6 +536,30 @@ fn transports_parse_into_the_model() {
     );
     assert!(matches!(net(4), ProxyNetwork::Ws(w) if w.http_upgrade));
 
+    let l = ok(&with_proxies(&[
+        &format!("{{name: a, type: vmess, server: a, port: 443, uuid: {ID}, network: h2, h2-opts: {{host: [x.example, y.example], path: h2}}}}"),
+        &format!("{{name: b, type: vless, server: a, port: 443, uuid: {ID}, tls: true, network: h2}}"),
+    ]));
+    assert_eq!(warnings(&l), Vec::<String>::new());
+    let h2 = |i: usize| match &l.config.proxies[i].kind {
+        ProxyKind::Vless { network, .. } | ProxyKind::Vmess { network, .. } => network.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        h2(0),
+        ProxyNetwork::H2(H2Opts {
+            hosts: vec!["x.example".into(), "y.example".into()],
+            path: "/h2".into()
+        })
+    );
+    assert_eq!(
+        h2(1),
+        ProxyNetwork::H2(H2Opts {
+            hosts: vec!["www.example.com".into()],
+            path: "/".into()
+        })
+    );
+
     // Early data is not sent for trojan (as mihomo); a bad header is an error.
     let l = ok(&with_proxies(&[
         "{name: t, type: trojan, server: a, port: 1, password: x, network: ws, ws-opts: {max-early-data: 9, colour: 1}}",

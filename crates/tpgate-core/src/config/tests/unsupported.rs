@@ -97,8 +97,8 @@ fn wire_changing_fields_skip_the_proxy() {
     assert_eq!(
         warnings(&l),
         [
-            "2:62: proxies[0].network: network h2 is not supported by tpgate (supported: tcp, ws, \
-          grpc); proxy `p` skipped"
+            "2:62: proxies[0].network: network h2 is not supported by tpgate for trojan \
+             (supported: tcp, ws, grpc); proxy `p` skipped"
         ]
     );
     assert!(l.config.proxies.is_empty());

@@ -1,11 +1,11 @@
 //! What carries a VMess, VLESS or Trojan stream to its server (mihomo's `network`): TCP,
-//! a WebSocket or HTTP upgrade, or gRPC (gun over HTTP/2), each inside TLS when the proxy
-//! has TLS. Every carrier yields a plain byte stream, so the protocols above it (and their
+//! a WebSocket or HTTP upgrade, gRPC (gun over HTTP/2) or `h2` (an HTTP/2 PUT), each inside
+//! TLS when the proxy has TLS. Every carrier yields a plain byte stream, so the protocols above it (and their
 //! UDP, which rides the same stream) do not know which one they run over. The carriers'
 //! own bytes come from `tpgate_core::proto::{ws, gun}`; framing after a WebSocket upgrade
 //! is tungstenite's, HTTP/2 is the `h2` crate's.
 
-mod grpc;
+mod http2;
 mod ws;
 
 use std::io;
@@ -36,7 +36,8 @@ pub(crate) struct Transport {
 enum Carrier {
     Tcp,
     Ws(Arc<ws::WsClient>),
-    Grpc(grpc::GrpcClient),
+    /// gRPC or `h2`: one HTTP/2 request.
+    Http2(http2::Http2Client),
 }
 
 impl Transport {
@@ -94,9 +95,26 @@ impl Transport {
                 let tls = tls
                     .map(|t| TlsClient::with_alpn(t, server, &[b"h2"]))
                     .transpose()?;
-                let carrier = Carrier::Grpc(grpc::GrpcClient::new(
+                let carrier = Carrier::Http2(http2::Http2Client::grpc(
                     &opts.service_name,
                     &authority,
+                    tls.is_some(),
+                ));
+                (carrier, tls)
+            }
+            ProxyNetwork::H2(opts) => {
+                // mihomo: VMess over h2 is always inside TLS; VLESS only with `tls: true`.
+                let tls = match (tls, protocol) {
+                    (Some(t), _) => Some(t.clone()),
+                    (None, Protocol::Vmess) => Some(Tls::default()),
+                    (None, _) => None,
+                };
+                let tls = tls
+                    .map(|t| TlsClient::with_alpn(&t, server, &[b"h2"]))
+                    .transpose()?;
+                let carrier = Carrier::Http2(http2::Http2Client::h2(
+                    &opts.hosts,
+                    &opts.path,
                     tls.is_some(),
                 ));
                 (carrier, tls)
@@ -114,7 +132,7 @@ impl Transport {
         match &self.carrier {
             Carrier::Tcp => Ok(io),
             Carrier::Ws(ws) => ws::open(ws.clone(), io).await,
-            Carrier::Grpc(g) => g.open(io).await,
+            Carrier::Http2(h) => h.open(io).await,
         }
     }
 }

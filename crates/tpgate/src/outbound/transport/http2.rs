@@ -1,9 +1,10 @@
-//! The gRPC carrier (V2Ray's "gun"): one HTTP/2 connection per tunnel (inside TLS with ALPN
-//! `h2`, or cleartext with prior knowledge), one POST to `/<service>/Tun` whose request and
-//! response bodies carry the tunnel's bytes in gun messages
-//! (`tpgate_core::proto::gun`). HTTP/2 is the `h2` crate's; its connection task ends when
-//! the tunnel does. Writes wait for HTTP/2 flow-control credit, so a fast client cannot make
-//! tpgate buffer without bound.
+//! The carriers over one HTTP/2 request: gRPC (V2Ray's "gun": a POST to `/<service>/Tun`
+//! whose bodies carry the tunnel's bytes in gun messages, `tpgate_core::proto::gun`) and
+//! V2Ray's `h2` (a PUT whose bodies are the tunnel's bytes as they are). One HTTP/2
+//! connection per tunnel, inside TLS with ALPN `h2` or cleartext with prior knowledge.
+//! HTTP/2 is the `h2` crate's; its connection task ends when the tunnel does. Writes wait
+//! for HTTP/2 flow-control credit, so a fast client cannot make tpgate buffer without
+//! bound.
 
 use std::io;
 use std::pin::Pin;
@@ -23,18 +24,52 @@ use crate::outbound::BoxIo;
 /// Largest piece of the tunnel put in one message (gRPC servers accept 4 MiB by default).
 const MAX_PIECE: usize = 32 * 1024;
 
-/// One proxy's gRPC settings.
-#[derive(Debug)]
-pub(super) struct GrpcClient {
-    /// `https://host/service/Tun` (or `http://` without TLS).
-    uri: String,
+/// How the tunnel's bytes travel in the bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// gRPC messages holding protobuf field 1.
+    Gun,
+    /// As they are.
+    Raw,
 }
 
-impl GrpcClient {
-    pub(super) fn new(service: &str, authority: &str, tls: bool) -> Self {
-        let scheme = if tls { "https" } else { "http" };
+/// One proxy's HTTP/2 carrier settings.
+#[derive(Debug)]
+pub(super) struct Http2Client {
+    method: &'static str,
+    /// Where requests go: `https://host/service/Tun` (or `http://` without TLS); for `h2`
+    /// one per configured host, picked at random per tunnel.
+    uris: Vec<String>,
+    framing: Framing,
+}
+
+fn scheme(tls: bool) -> &'static str {
+    if tls {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+impl Http2Client {
+    /// gRPC (gun) to `service` at `authority`.
+    pub(super) fn grpc(service: &str, authority: &str, tls: bool) -> Self {
         Self {
-            uri: format!("{scheme}://{authority}/{service}/Tun"),
+            method: "POST",
+            uris: vec![format!("{}://{authority}/{service}/Tun", scheme(tls))],
+            framing: Framing::Gun,
+        }
+    }
+
+    /// V2Ray's `h2` to `path` at one of `hosts`.
+    pub(super) fn h2(hosts: &[String], path: &str, tls: bool) -> Self {
+        Self {
+            method: "PUT",
+            uris: hosts
+                .iter()
+                .map(|h| format!("{}://{h}{path}", scheme(tls)))
+                .collect(),
+            framing: Framing::Raw,
         }
     }
 
@@ -46,14 +81,24 @@ impl GrpcClient {
             }
         });
         let mut client = client.ready().await.map_err(h2_error)?;
-        let req = Request::post(&self.uri)
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .header("user-agent", "grpc-go/1.36.0")
-            .body(())
-            .map_err(HandshakeError::request)?;
+        let uri = match self.uris.len() {
+            0 | 1 => self.uris.first().map_or("", String::as_str),
+            n => &self.uris[rand::random_range(0..n)],
+        };
+        let req = match self.framing {
+            Framing::Gun => Request::post(uri)
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .header("user-agent", "grpc-go/1.36.0"),
+            Framing::Raw => Request::builder()
+                .method(self.method)
+                .uri(uri)
+                .header("accept-encoding", "identity"),
+        };
+        let req = req.body(()).map_err(HandshakeError::request)?;
         let (response, send) = client.send_request(req, false).map_err(h2_error)?;
-        Ok(Box::new(Gun {
+        Ok(Box::new(Call {
+            framing: self.framing,
             send,
             pending: Bytes::new(),
             recv: Recv::Waiting(response),
@@ -79,19 +124,20 @@ enum Recv {
     Done,
 }
 
-/// The tunnel over one gRPC call.
-struct Gun {
+/// The tunnel over one HTTP/2 request.
+struct Call {
+    framing: Framing,
     send: SendStream<Bytes>,
     /// Encoded messages not yet handed to HTTP/2 (waiting for flow-control credit).
     pending: Bytes,
     recv: Recv,
-    /// Response body bytes not yet a whole message.
+    /// Response body bytes not yet a whole message (gun).
     acc: Vec<u8>,
     /// Tunnel bytes decoded but not yet read.
     out: Bytes,
 }
 
-impl Gun {
+impl Call {
     /// Hands `pending` to HTTP/2 as credit allows; ready when all of it went.
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.pending.is_empty() {
@@ -128,7 +174,7 @@ impl Gun {
     }
 }
 
-impl AsyncRead for Gun {
+impl AsyncRead for Call {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -145,7 +191,7 @@ impl AsyncRead for Gun {
                 Recv::Waiting(response) => {
                     let head = ready!(Pin::new(response).poll(cx)).map_err(h2_error)?;
                     if head.status() != StatusCode::OK {
-                        let e = format!("gRPC server answered {}", head.status());
+                        let e = format!("the HTTP/2 server answered {}", head.status());
                         return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
                     }
                     self.recv = Recv::Body(head.into_body());
@@ -153,14 +199,18 @@ impl AsyncRead for Gun {
                 Recv::Body(body) => match ready!(body.poll_data(cx)) {
                     Some(Ok(bytes)) => {
                         let _ = body.flow_control().release_capacity(bytes.len());
-                        self.acc.extend_from_slice(&bytes);
-                        self.decode()?;
+                        if self.framing == Framing::Raw {
+                            self.out = bytes;
+                        } else {
+                            self.acc.extend_from_slice(&bytes);
+                            self.decode()?;
+                        }
                     }
                     Some(Err(e)) => return Poll::Ready(Err(h2_error(e))),
                     None => {
                         self.recv = Recv::Done;
                         if !self.acc.is_empty() {
-                            let e = "gRPC stream ended inside a message";
+                            let e = "the gRPC stream ended inside a message";
                             return Poll::Ready(Err(io::Error::new(
                                 io::ErrorKind::UnexpectedEof,
                                 e,
@@ -176,7 +226,7 @@ impl AsyncRead for Gun {
 
 use std::future::Future as _;
 
-impl AsyncWrite for Gun {
+impl AsyncWrite for Call {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -184,9 +234,14 @@ impl AsyncWrite for Gun {
     ) -> Poll<io::Result<usize>> {
         ready!(self.poll_send(cx))?;
         let n = buf.len().min(MAX_PIECE);
-        let mut msg = Vec::with_capacity(n + 10);
-        gun::encode_message(&buf[..n], &mut msg);
-        self.pending = Bytes::from(msg);
+        self.pending = match self.framing {
+            Framing::Raw => Bytes::copy_from_slice(&buf[..n]),
+            Framing::Gun => {
+                let mut msg = Vec::with_capacity(n + 10);
+                gun::encode_message(&buf[..n], &mut msg);
+                Bytes::from(msg)
+            }
+        };
         // Start sending now; what credit does not cover yet goes on the next call.
         if let Poll::Ready(Err(e)) = self.poll_send(cx) {
             return Poll::Ready(Err(e));
