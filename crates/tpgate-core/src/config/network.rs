@@ -243,10 +243,17 @@ fn h2_opts(f: &Fields<'_>, d: &mut Diags) -> Option<H2Opts> {
                     h2.hosts = check(d, e.value, &at, hosts).unwrap_or_default();
                 }
                 "path" => {
-                    if let Some(p) = check(d, e.value, &at, value::text(e.value)) {
+                    // mihomo's share-link converter writes a one-item list here.
+                    let text = match &e.value.value {
+                        Value::Seq(items) => items.first().map_or(Ok(String::new()), value::text),
+                        _ => value::text(e.value),
+                    };
+                    if let Some(p) = check(d, e.value, &at, text) {
                         h2.path = p;
                     }
                 }
+                // The converter's (empty) `headers`; mihomo does not read it either.
+                "headers" => {}
                 _ => unknown_key(d, &e, &path, H2_OPTS),
             }
         }
