@@ -129,15 +129,17 @@ fn vmess_ws_early_data_in_path() {
 fn trojan_ws() {
     with_server("ttjws", Inbound::Trojan, WS, |lab, up, tp| {
         carries_tcp_and_udp(lab, up, tp, "trojan ws");
-        wrong_credentials_fail_cleanly(lab, up, tp, "bad: the Trojan server closed");
+        wrong_credentials_fail_cleanly(lab, up, tp, "bad: the Trojan");
     });
 }
 
 #[test]
-fn vless_http_upgrade() {
+fn vless_http_upgrade_fast_open() {
     let inbound = Inbound::Vless { tls: false };
-    with_server("tvlhu", inbound, Carrier::HttpUpgrade, |lab, up, tp| {
-        carries_tcp_and_udp(lab, up, tp, "vless httpupgrade");
+    let carrier = Carrier::HttpUpgrade { fast_open: true };
+    with_server("tvlhu", inbound, carrier, |lab, up, tp| {
+        carries_tcp_and_udp(lab, up, tp, "vless httpupgrade fast open");
+        wrong_credentials_fail_cleanly(lab, up, tp, "bad: no VLESS response");
     });
 }
 
@@ -147,7 +149,8 @@ fn vmess_http_upgrade_tls() {
         tls: true,
         cipher: "chacha20-poly1305",
     };
-    with_server("tvmhut", inbound, Carrier::HttpUpgrade, |lab, up, tp| {
+    let carrier = Carrier::HttpUpgrade { fast_open: false };
+    with_server("tvmhut", inbound, carrier, |lab, up, tp| {
         carries_tcp_and_udp(lab, up, tp, "vmess httpupgrade tls");
     });
 }

@@ -131,7 +131,7 @@ pub struct WsOpts {
     /// `v2ray-http-upgrade`: no WebSocket framing after the upgrade.
     pub http_upgrade: bool,
     /// `v2ray-http-upgrade-fast-open`: send the tunnel's bytes without waiting for the
-    /// server's 101 (which is then read before the first reply bytes).
+    /// server's 101 (which is then read off the front of the first reply bytes).
     pub fast_open: bool,
 }
 

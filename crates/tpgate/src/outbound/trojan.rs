@@ -90,21 +90,32 @@ impl AsyncRead for Watched {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = ready!(Pin::new(&mut self.inner).poll_read(cx, buf));
-        if let Some(name) = self.name.take() {
-            let got = buf.filled().len() > before;
-            match &r {
-                Ok(()) if got => {}
-                Ok(()) => info!(
-                    "{name}: the Trojan server closed before sending anything; a wrong \
-                     password, or the destination said nothing"
-                ),
-                Err(e) => info!(
-                    "{name}: the Trojan stream failed before any reply ({e}); a wrong \
-                     password, or not a Trojan server"
-                ),
+        match &r {
+            Ok(()) if buf.filled().len() > before => self.name = None,
+            Ok(()) => {
+                if let Some(name) = self.name.take() {
+                    info!(
+                        "{name}: the Trojan server closed before sending anything; a wrong \
+                         password, or the destination said nothing"
+                    );
+                }
             }
+            Err(e) => self.failed(e),
         }
         Poll::Ready(r)
+    }
+}
+
+impl Watched {
+    /// A read or write failing before any reply: the same refusal seen from either side
+    /// (the relay may be writing the client's first bytes when the server resets).
+    fn failed(&mut self, e: &io::Error) {
+        if let Some(name) = self.name.take() {
+            info!(
+                "{name}: the Trojan stream failed before any reply ({e}); a wrong password, \
+                 or not a Trojan server"
+            );
+        }
     }
 }
 
@@ -114,11 +125,19 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let r = ready!(Pin::new(&mut self.inner).poll_write(cx, buf));
+        if let Err(e) = &r {
+            self.failed(e);
+        }
+        Poll::Ready(r)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let r = ready!(Pin::new(&mut self.inner).poll_flush(cx));
+        if let Err(e) = &r {
+            self.failed(e);
+        }
+        Poll::Ready(r)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -108,8 +108,11 @@ pub(crate) enum Carrier {
     Ws {
         early_data: Option<EarlyData>,
     },
-    /// V2Ray's HTTP upgrade on `/up`.
-    HttpUpgrade,
+    /// V2Ray's HTTP upgrade on `/up`; with `fast_open`, tpgate sends the tunnel's bytes
+    /// before the 101 comes.
+    HttpUpgrade {
+        fast_open: bool,
+    },
     /// gRPC (gun) with service name `TunSvc`.
     Grpc,
     /// V2Ray's `h2` (sing-box's `http` transport over TLS): host `h2.test`, path `/h2`.
@@ -136,7 +139,7 @@ impl Carrier {
                 };
                 format!(r#", "transport": {{"type": "ws", "path": "/ray"{ed}}}"#)
             }
-            Self::HttpUpgrade => {
+            Self::HttpUpgrade { .. } => {
                 r#", "transport": {"type": "httpupgrade", "path": "/up"}"#.to_owned()
             }
             Self::Grpc => r#", "transport": {"type": "grpc", "service_name": "TunSvc"}"#.to_owned(),
@@ -159,9 +162,10 @@ impl Carrier {
                 };
                 format!(", network: ws, ws-opts: {{path: /ray{ed}}}")
             }
-            Self::HttpUpgrade => {
-                ", network: ws, ws-opts: {path: /up, v2ray-http-upgrade: true}".to_owned()
-            }
+            Self::HttpUpgrade { fast_open } => format!(
+                ", network: ws, ws-opts: {{path: /up, v2ray-http-upgrade: true, \
+                 v2ray-http-upgrade-fast-open: {fast_open}}}"
+            ),
             Self::Grpc => ", network: grpc, grpc-opts: {grpc-service-name: TunSvc}".to_owned(),
             Self::H2 => ", network: h2, h2-opts: {host: [h2.test], path: /h2}".to_owned(),
         }

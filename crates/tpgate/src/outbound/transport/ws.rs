@@ -1,7 +1,9 @@
 //! The WebSocket and HTTP-upgrade carriers: the upgrade request (with early data when
 //! configured: then the request waits for the tunnel's first write, whose first bytes ride
 //! in it), the server's 101, and then either binary WebSocket messages (tungstenite's
-//! framing) or, for `v2ray-http-upgrade`, the raw stream.
+//! framing) or, for `v2ray-http-upgrade`, the raw stream (with
+//! `v2ray-http-upgrade-fast-open`, without waiting for the 101: it is read before the
+//! first reply bytes instead).
 
 use std::future::Future;
 use std::io;
@@ -15,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 use tpgate_core::config::WsOpts;
-use tpgate_core::proto::ws::{encode_upgrade, parse_upgrade_response, Upgrade};
+use tpgate_core::proto::ws::{encode_upgrade, parse_upgrade_response, Upgrade, MAX_HEAD_LEN};
 
 use crate::outbound::error::HandshakeError;
 use crate::outbound::framing::{read_msg, with_prefix};
@@ -57,6 +59,12 @@ impl WsClient {
         encode_upgrade(&req, &mut out).map_err(HandshakeError::request)?;
         io.write_all(&out).await?;
         io.flush().await?;
+        if self.opts.fast_open {
+            return Ok(Box::new(HeadFirst {
+                inner: io,
+                head: Some(Vec::new()),
+            }));
+        }
         let mut rest = Vec::new();
         read_msg(&mut io, &mut rest, |b| {
             parse_upgrade_response(b, key.as_ref()).map(|r| r.map(|used| ((), used)))
@@ -196,6 +204,70 @@ impl AsyncWrite for Early {
             State::Dialing(..) => self.poll_dial(cx).map_ok(|_| ()),
             State::Failed => Poll::Ready(Ok(())),
         }
+    }
+}
+
+/// An HTTP upgrade sent without waiting (fast open): the first read takes the server's 101
+/// off the front of the stream.
+struct HeadFirst {
+    inner: BoxIo,
+    /// What has arrived of the response head; `None` once it has been read.
+    head: Option<Vec<u8>>,
+}
+
+impl AsyncRead for HeadFirst {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        while let Some(acc) = &mut self.head {
+            match parse_upgrade_response(acc, None) {
+                Ok(Some(used)) => {
+                    let rest = acc.split_off(used);
+                    self.head = None;
+                    if !rest.is_empty() {
+                        let inner =
+                            std::mem::replace(&mut self.inner, Box::new(tokio::io::empty()));
+                        self.inner = with_prefix(inner, rest);
+                    }
+                    break;
+                }
+                Ok(None) if acc.len() >= MAX_HEAD_LEN => {
+                    return Poll::Ready(Err(HandshakeError::ReplyTooLong.into()));
+                }
+                Ok(None) => {}
+                Err(e) => return Poll::Ready(Err(HandshakeError::Reply(e.into()).into())),
+            }
+            let mut piece = [0u8; 1024];
+            let mut rb = ReadBuf::new(&mut piece);
+            ready!(Pin::new(&mut self.inner).poll_read(cx, &mut rb))?;
+            if rb.filled().is_empty() {
+                return Poll::Ready(Err(HandshakeError::Closed.into()));
+            }
+            if let Some(acc) = &mut self.head {
+                acc.extend_from_slice(rb.filled());
+            }
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for HeadFirst {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
