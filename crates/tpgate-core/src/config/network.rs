@@ -1,7 +1,8 @@
 //! `network` and its options (`ws-opts`, `grpc-opts`, `h2-opts`) of vmess, vless and trojan
 //! proxies, with mihomo's keys and defaults. A network tpgate does not carry (`http`,
-//! `quic`, `xhttp`, `h2` for trojan, which mihomo does not offer either...) skips the proxy with one warning, so a node is never dialed over the wrong
-//! transport; options written for another network than the chosen one are warned about.
+//! `quic`, `xhttp`, or `h2` for trojan, which mihomo does not offer either) skips the
+//! proxy with one warning, so a node is never dialed over the wrong transport; options
+//! written for another network than the chosen one are warned about.
 
 use super::decode::{check, entries, is_section, unknown_key};
 use super::proxies::Fields;

@@ -284,7 +284,8 @@ mod tests {
             parse_upgrade_response(b, Some(&[0; 16])),
             Err(UpgradeError::Accept)
         );
-        let plain = b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: WebSocket\r\n\r\n";
+        let plain = b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\n\
+                      Upgrade: WebSocket\r\n\r\n";
         assert_eq!(parse_upgrade_response(plain, None), Ok(Some(plain.len())));
         let nf = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
         assert!(matches!(
@@ -306,7 +307,9 @@ mod tests {
 
     proptest! {
         #[test]
-        fn responses_never_claim_more_than_given(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+        fn responses_never_claim_more_than_given(
+            data in proptest::collection::vec(any::<u8>(), 0..512)
+        ) {
             if let Ok(Some(used)) = parse_upgrade_response(&data, None) {
                 prop_assert!(used <= data.len());
             }

@@ -1,5 +1,6 @@
-//! Trojan upstream: TLS (and a WebSocket or gRPC carrier inside it), then the password hash and the request, then the stream itself;
-//! UDP packets are framed over the same kind of stream. Trojan has no reply: a server
+//! Trojan upstream: TLS (and a WebSocket or gRPC carrier inside it), then the password
+//! hash and the request, then the stream itself; UDP packets are framed over the same kind
+//! of stream. Trojan has no reply: a server
 //! refusing the password closes (or serves its fallback), so a TCP stream that ends before
 //! a single byte came back is logged once, naming the likely causes.
 

@@ -24,6 +24,10 @@ use crate::outbound::BoxIo;
 /// Largest piece of the tunnel put in one message (gRPC servers accept 4 MiB by default).
 const MAX_PIECE: usize = 32 * 1024;
 
+/// The receive window tpgate grants the server: how much it may send ahead of the relay's
+/// reads (which take it as it comes, so this bounds memory rather than fills it).
+const WINDOW: u32 = 4 * 1024 * 1024;
+
 /// How the tunnel's bytes travel in the bodies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
@@ -74,7 +78,14 @@ impl Http2Client {
     }
 
     pub(super) async fn open(&self, io: BoxIo) -> io::Result<BoxIo> {
-        let (client, conn) = h2::client::handshake(io).await.map_err(h2_error)?;
+        // HTTP/2's default 64 KiB windows would hold a tunnel to 64 KiB per round trip;
+        // one stream per connection, so both windows are the stream's.
+        let (client, conn) = h2::client::Builder::new()
+            .initial_window_size(WINDOW)
+            .initial_connection_window_size(WINDOW)
+            .handshake(io)
+            .await
+            .map_err(h2_error)?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 debug!("gRPC transport connection ended: {e}");

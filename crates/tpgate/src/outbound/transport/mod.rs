@@ -1,9 +1,10 @@
 //! What carries a VMess, VLESS or Trojan stream to its server (mihomo's `network`): TCP,
 //! a WebSocket or HTTP upgrade, gRPC (gun over HTTP/2) or `h2` (an HTTP/2 PUT), each inside
-//! TLS when the proxy has TLS. Every carrier yields a plain byte stream, so the protocols above it (and their
-//! UDP, which rides the same stream) do not know which one they run over. The carriers'
-//! own bytes come from `tpgate_core::proto::{ws, gun}`; framing after a WebSocket upgrade
-//! is tungstenite's, HTTP/2 is the `h2` crate's.
+//! TLS when the proxy has TLS. Every carrier yields a plain byte stream, so the protocols
+//! above it (and their UDP, which rides the same stream) do not know which one they run
+//! over. The carriers' own bytes come from `tpgate_core::proto::{ws, gun}`; framing after a
+//! WebSocket upgrade is tungstenite's, HTTP/2 is the `h2` crate's. Not here: sharing one
+//! HTTP/2 connection among tunnels (each tunnel dials its own).
 
 mod http2;
 mod ws;
