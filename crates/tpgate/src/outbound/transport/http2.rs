@@ -271,3 +271,92 @@ impl AsyncWrite for Call {
         Poll::Ready(Ok(()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use h2::server;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// Sends `data` on `s`, waiting for the peer's credit (HTTP/2's default 64 KiB window).
+    async fn send_all(s: &mut SendStream<Bytes>, mut data: Bytes, end: bool) {
+        while !data.is_empty() {
+            s.reserve_capacity(data.len());
+            let n = std::future::poll_fn(|cx| s.poll_capacity(cx))
+                .await
+                .unwrap()
+                .unwrap();
+            let chunk = data.split_to(n.min(data.len()));
+            s.send_data(chunk, false).unwrap();
+        }
+        if end {
+            s.send_data(Bytes::new(), true).unwrap();
+        }
+    }
+
+    /// An h2 server (the crate's own, default windows) echoing each gun message's pieces
+    /// back as one message; `raw` echoes the body as it is instead (V2Ray's `h2`).
+    async fn echo_server(io: tokio::io::DuplexStream, raw: bool) -> String {
+        let mut conn = server::handshake(io).await.unwrap();
+        let (req, mut respond) = conn.accept().await.unwrap().unwrap();
+        tokio::spawn(async move { while conn.accept().await.is_some() {} });
+        let line = format!("{} {}", req.method(), req.uri().path());
+        let mut body = req.into_body();
+        let resp = axum::http::Response::builder()
+            .status(200)
+            .body(())
+            .unwrap();
+        let mut send = respond.send_response(resp, false).unwrap();
+        let mut acc = BytesMut::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            let _ = body.flow_control().release_capacity(chunk.len());
+            if raw {
+                send_all(&mut send, chunk, false).await;
+                continue;
+            }
+            acc.extend_from_slice(&chunk);
+            while let Some((m, used)) = gun::parse_message(&acc).unwrap() {
+                let mut out = Vec::new();
+                gun::encode_message(&m.pieces().collect::<Vec<_>>().concat(), &mut out);
+                let _ = acc.split_to(used);
+                send_all(&mut send, Bytes::from(out), false).await;
+            }
+        }
+        send_all(&mut send, Bytes::new(), true).await;
+        line
+    }
+
+    async fn echo_8_mib(client: Http2Client, raw: bool) -> String {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(echo_server(theirs, raw));
+        let tunnel = client.open(Box::new(ours)).await.unwrap();
+        let (mut rd, mut wr) = tokio::io::split(tunnel);
+        let data: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let sent = data.clone();
+        let writer = tokio::spawn(async move {
+            wr.write_all(&sent).await.unwrap();
+            wr.shutdown().await.unwrap();
+        });
+        let mut got = Vec::new();
+        rd.read_to_end(&mut got).await.unwrap();
+        writer.await.unwrap();
+        assert!(got == data, "echo differs ({} bytes back)", got.len());
+        server.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn gun_carries_8_mib_both_ways_within_flow_control() {
+        let line = echo_8_mib(Http2Client::grpc("svc", "x.test", false), false).await;
+        assert_eq!(line, "POST /svc/Tun");
+    }
+
+    #[tokio::test]
+    async fn h2_carries_8_mib_both_ways_as_a_raw_body() {
+        let hosts = ["a.test".to_owned()];
+        let line = echo_8_mib(Http2Client::h2(&hosts, "/p", false), true).await;
+        assert_eq!(line, "PUT /p");
+    }
+}
