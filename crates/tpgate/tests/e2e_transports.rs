@@ -4,11 +4,14 @@
 //! destinations, a 1 MiB byte-exact echo, a server-first exchange) and UDP reach the
 //! destination through sing-box, the destination seeing the upstream host's address and UDP
 //! replies coming from the address asked; a wrong uuid over a WebSocket fails that one
-//! connection with a log line, and tpgate goes on.
+//! connection with a log line, and tpgate goes on. VMess over ws and h2 inside TLS also
+//! against V2Ray (Debian's 4.x), a second server implementation.
 
 mod lab;
 #[path = "lab/sing_box.rs"]
 mod sing_box;
+#[path = "lab/v2ray.rs"]
+mod v2ray;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
@@ -18,6 +21,7 @@ use lab::*;
 use sing_box::{
     sing_box, Carrier, EarlyData, Inbound, SingBox, TROJAN_PASSWORD, VLESS_UUID, WRONG_UUID,
 };
+use v2ray::{v2ray, V2ray, V2rayCarrier, V2RAY_UUID};
 
 /// A lab with one WAN host running sing-box with `inbound` over `carrier`, and tpgate using
 /// it as `up` (plus `bad`, the same server with a wrong uuid or password, for port 81).
@@ -200,4 +204,30 @@ fn vless_h2_tls() {
     with_server("tvlh2", inbound, Carrier::H2, |lab, up, tp| {
         carries_tcp_and_udp(lab, up, tp, "vless h2");
     });
+}
+
+/// VMess inside TLS over `carrier` through V2Ray: TCP and UDP, both families.
+fn through_v2ray(tag: &str, carrier: V2rayCarrier) {
+    let Some(bin) = v2ray() else {
+        return;
+    };
+    let Some(lab) = Lab::with_wan_hosts(tag, 1) else {
+        return;
+    };
+    let up = V2ray::start(&lab, 0, &bin, carrier);
+    let config = lab.write_proxy_config(&[up.proxy_yaml("up", V2RAY_UUID)], &[], &["MATCH,up"]);
+    let tp = Tpgate::start(&lab, &config);
+    let what = format!("vmess {carrier:?} through v2ray");
+    tcp_through(&lab, &tp, |f| up.egress(f), &what);
+    udp_through(&lab, &tp, |f| up.egress(f), &what);
+}
+
+#[test]
+fn vmess_ws_tls_through_v2ray() {
+    through_v2ray("tv2ws", V2rayCarrier::Ws);
+}
+
+#[test]
+fn vmess_h2_tls_through_v2ray() {
+    through_v2ray("tv2h2", V2rayCarrier::H2);
 }
