@@ -1,8 +1,9 @@
 //! End-to-end against the real sing-box, VMess, VLESS and Trojan over the V2Ray transports
 //! (mihomo's `network`): WebSocket (with early data in a header and in the path), HTTP
 //! upgrade, gRPC and h2, plain and inside TLS. For each: a LAN client's TCP (IPv4 and IPv6
-//! destinations, a 1 MiB byte-exact echo, a server-first exchange) and UDP reach the
-//! destination through sing-box, the destination seeing the upstream host's address and UDP
+//! destinations, a 1 MiB byte-exact echo, a server-first exchange), its UDP, and the
+//! gateway's own TCP reach the destination through sing-box (and a client's half-close
+//! where the transport or protocol carries one), the destination seeing the upstream host's address and UDP
 //! replies coming from the address asked; a wrong uuid over a WebSocket fails that one
 //! connection with a log line, and tpgate goes on. VMess over ws and h2 inside TLS also
 //! against V2Ray (Debian's 4.x), a second server implementation.
@@ -14,7 +15,7 @@ mod sing_box;
 mod v2ray;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use lab::*;
@@ -51,10 +52,48 @@ fn with_server(
     test(&lab, &up, &tp);
 }
 
-/// TCP and UDP, both families, through `up`.
+/// TCP and UDP from the LAN and TCP from the gateway itself, both families, through `up`.
 fn carries_tcp_and_udp(lab: &Lab, up: &SingBox<'_>, tp: &Tpgate<'_>, what: &str) {
     tcp_through(lab, tp, |f| up.egress(f), what);
     udp_through(lab, tp, |f| up.egress(f), what);
+    local_tcp_through(lab, tp, |f| up.egress(f), what);
+}
+
+/// A process on the gateway (`intercept.local`) reaches the destination through `up` too.
+fn local_tcp_through(lab: &Lab, tp: &Tpgate<'_>, egress: impl Fn(Family) -> IpAddr, what: &str) {
+    for family in [Family::V4, Family::V6] {
+        let server =
+            TcpEchoServer::start(&lab.server, SocketAddr::new(family.addrs().server, 8080));
+        let s = tcp_connect(&lab.gw, server.addr)
+            .unwrap_or_else(|e| panic!("{what} local {family:?}: {e}"));
+        let local = s.local_addr().expect("local addr");
+        let got = echo_exact(&s, b"from the gateway")
+            .unwrap_or_else(|e| panic!("{what} local {family:?}: {e}"));
+        assert_eq!(got, b"from the gateway", "{what} local {family:?}");
+        let peer = server.wait_peers(1)[0];
+        assert_eq!(
+            peer.ip(),
+            egress(family),
+            "{what} local {family:?}: the server saw"
+        );
+        tp.expect_flow("tcp", local, server.addr, "up");
+    }
+}
+
+/// The client half-closes after sending (the echo server ends once it sees the end): the
+/// whole echo and then the end come back. Not over a WebSocket, which has no half-close
+/// (README).
+fn half_close_through(lab: &Lab, what: &str) {
+    let addr = SocketAddr::new(Family::V4.addrs().server, 8081);
+    let server = TcpEchoServer::start(&lab.server, addr);
+    let data = vec![7u8; 100_000];
+    let x = tcp_echo(&lab.client, server.addr, &data)
+        .unwrap_or_else(|e| panic!("{what} half-close: {e}"));
+    assert!(
+        x.echoed == data,
+        "{what} half-close: {} bytes back",
+        x.echoed.len()
+    );
 }
 
 /// Port 81 goes through `bad`: the client's connection ends without data (EOF or reset,
@@ -143,6 +182,7 @@ fn vless_http_upgrade_fast_open() {
     let carrier = Carrier::HttpUpgrade { fast_open: true };
     with_server("tvlhu", inbound, carrier, |lab, up, tp| {
         carries_tcp_and_udp(lab, up, tp, "vless httpupgrade fast open");
+        half_close_through(lab, "vless httpupgrade");
         wrong_credentials_fail_cleanly(lab, up, tp, "bad: no VLESS response");
     });
 }
@@ -164,6 +204,7 @@ fn vless_grpc_tls() {
     let inbound = Inbound::Vless { tls: true };
     with_server("tvlgr", inbound, Carrier::Grpc, |lab, up, tp| {
         carries_tcp_and_udp(lab, up, tp, "vless grpc tls");
+        half_close_through(lab, "vless grpc");
         wrong_credentials_fail_cleanly(lab, up, tp, "bad: no VLESS response");
     });
 }
@@ -203,6 +244,7 @@ fn vless_h2_tls() {
     let inbound = Inbound::Vless { tls: true };
     with_server("tvlh2", inbound, Carrier::H2, |lab, up, tp| {
         carries_tcp_and_udp(lab, up, tp, "vless h2");
+        half_close_through(lab, "vless h2");
     });
 }
 
@@ -220,6 +262,7 @@ fn through_v2ray(tag: &str, carrier: V2rayCarrier) {
     let what = format!("vmess {carrier:?} through v2ray");
     tcp_through(&lab, &tp, |f| up.egress(f), &what);
     udp_through(&lab, &tp, |f| up.egress(f), &what);
+    local_tcp_through(&lab, &tp, |f| up.egress(f), &what);
 }
 
 #[test]

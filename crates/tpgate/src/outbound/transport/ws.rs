@@ -332,8 +332,13 @@ impl AsyncWrite for WsIo {
         Pin::new(&mut self.ws).poll_flush(cx).map_err(ws_error)
     }
 
+    /// A WebSocket has no half-close: a Close frame ends both directions, and the server
+    /// drops the reply still coming (mihomo and sing-box close the whole connection here,
+    /// losing it). So the client's half-close only flushes, and the reply keeps flowing;
+    /// the destination does not learn of the half-close, and the connection closes when
+    /// the tunnel is dropped.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.ws).poll_close(cx).map_err(ws_error)
+        Pin::new(&mut self.ws).poll_flush(cx).map_err(ws_error)
     }
 }
 
