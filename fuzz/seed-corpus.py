@@ -204,6 +204,34 @@ seed("geosite", "three-lists", b"\x1f" + b"".join(field(1, s) for s in sites))
 seed("geosite", "one-list", b"\x01" + field(1, sites[0]))
 seed("geosite", "empty", b"\x00")
 
+# gun (gRPC transport): what a server sends back in the response body, messages in a row.
+def varint(n):
+    out = b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n == 0:
+            return out + bytes([b])
+        out += bytes([b | 0x80])
+
+
+def gun(*pieces, extra=b""):
+    body = b"".join(b"\x0a" + varint(len(p)) + p for p in pieces) + extra
+    return b"\x00" + struct.pack(">I", len(body)) + body
+
+
+seed("gun", "one", gun(b"\x00\x00hello"))
+seed("gun", "three", gun(b"a") + gun(b"x" * 300) + gun())
+seed("gun", "multi-hunk", gun(b"ab", b"cd", extra=b"\x10\x05"))
+seed("gun", "partial", gun(b"hello")[:8])
+
+# ws_upgrade: the server's answer to a WebSocket or HTTP upgrade, and what followed it.
+seed("ws_upgrade", "websocket", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+     "Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x82\x02hi")
+seed("ws_upgrade", "http-upgrade", "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\n"
+     "Upgrade: websocket\r\n\r\n\x00\x00")
+seed("ws_upgrade", "not-found", "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+
 for target, files in sorted(seeds.items()):
     d = CORPUS / target
     d.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ pub mod dns_reply;
 pub mod dns_request;
 pub mod geoip_dat;
 pub mod geosite;
+pub mod gun;
 pub mod http_connect;
 pub mod rule;
 pub mod ruleset;
@@ -19,6 +20,7 @@ pub mod sniff_quic;
 pub mod sniff_tls;
 pub mod socks5;
 pub mod trojan;
+pub mod ws_upgrade;
 
 /// One target's body: takes one input, panics when an invariant is broken.
 pub type Target = fn(&[u8]);
@@ -31,6 +33,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("dns_request", dns_request::run),
     ("geoip_dat", geoip_dat::run),
     ("geosite", geosite::run),
+    ("gun", gun::run),
     ("http_connect", http_connect::run),
     ("rule", rule::run),
     ("ruleset", ruleset::run),
@@ -39,4 +42,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("sniff_tls", sniff_tls::run),
     ("socks5", socks5::run),
     ("trojan", trojan::run),
+    ("ws_upgrade", ws_upgrade::run),
 ];

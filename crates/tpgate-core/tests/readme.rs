@@ -34,6 +34,6 @@ fn readme_config_example_loads_without_warnings() {
 #[test]
 fn readme_upstream_example_loads_without_warnings() {
     let c = example("## Upstream proxies and groups").config;
-    assert_eq!(c.proxies.len(), 5);
+    assert_eq!(c.proxies.len(), 7);
     assert_eq!(c.groups.len(), 5);
 }

@@ -50,6 +50,7 @@ async fn get(url: &str, o: &Outbounds) -> Result<Bytes> {
         let tcp = o.connect_direct(&u.destination()).await?;
         let io: BoxIo = if u.https {
             let tls = Tls {
+                alpn: Vec::new(),
                 sni: Some(u.host.clone()),
                 skip_cert_verify: false,
             };

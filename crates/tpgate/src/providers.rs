@@ -284,6 +284,7 @@ pub(crate) async fn fetch(
     };
     let io: crate::outbound::BoxIo = if u.https {
         let tls = Tls {
+            alpn: Vec::new(),
             sni: Some(u.host.clone()),
             skip_cert_verify: false,
         };

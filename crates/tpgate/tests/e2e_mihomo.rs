@@ -1,5 +1,5 @@
 //! End-to-end: a realistic mihomo (Clash.Meta) config, as a subscription ships it (ports
-//! tpgate does not open, a `dns` section, vmess (ws), vless (vision) and hysteria2 proxies,
+//! tpgate does not open, a `dns` section, vmess (http obfuscation), vless (vision) and hysteria2 proxies,
 //! groups that name them, DOMAIN/GEOIP rules, and `Country.mmdb` beside it as mihomo keeps
 //! it in its home directory), plus tpgate's `intercept` section pointing at the lab.
 //! `tpgate check` accepts it with exactly the expected warnings (text, line and column), and
@@ -60,11 +60,11 @@ proxies:
     alterId: 0
     cipher: auto
     tls: true
-    network: ws
-    ws-opts:
-      path: /ray
+    network: http
+    http-opts:
+      path: [/ray]
       headers:
-        Host: hk.example.org
+        Host: [hk.example.org]
   - name: "JP vless"
     type: vless
     server: jp.example.org
@@ -225,7 +225,8 @@ fn expected_warnings(text: &str) -> Vec<String> {
         w(
             "type: vmess",
             "network",
-            "proxies[0].network: network ws is not supported by tpgate; proxy `HK vmess` skipped",
+            "proxies[0].network: network http is not supported by tpgate for vmess (supported: \
+             tcp, ws, grpc, h2); proxy `HK vmess` skipped",
         ),
         w(
             "type: vless",

@@ -141,7 +141,19 @@ pub(super) fn proxy_fields(kind: &str) -> &'static [&'static str] {
         ],
         "http" => &["username", "password", "tls", "sni", "skip-cert-verify"],
         "ss" => &["cipher", "password", "udp"],
-        "trojan" => &["password", "sni", "servername", "skip-cert-verify", "udp"],
+        "trojan" => &[
+            "password",
+            "sni",
+            "servername",
+            "skip-cert-verify",
+            "udp",
+            "alpn",
+            "network",
+            "ws-opts",
+            "grpc-opts",
+            "h2-opts",
+            "http-opts",
+        ],
         "vmess" => &[
             "uuid",
             "alterId",
@@ -151,6 +163,12 @@ pub(super) fn proxy_fields(kind: &str) -> &'static [&'static str] {
             "servername",
             "skip-cert-verify",
             "udp",
+            "alpn",
+            "network",
+            "ws-opts",
+            "grpc-opts",
+            "h2-opts",
+            "http-opts",
         ],
         "vless" => &[
             "uuid",
@@ -159,6 +177,12 @@ pub(super) fn proxy_fields(kind: &str) -> &'static [&'static str] {
             "servername",
             "skip-cert-verify",
             "udp",
+            "alpn",
+            "network",
+            "ws-opts",
+            "grpc-opts",
+            "h2-opts",
+            "http-opts",
         ],
         _ => &[],
     }
@@ -166,13 +190,9 @@ pub(super) fn proxy_fields(kind: &str) -> &'static [&'static str] {
 
 /// Proxy fields that change what goes on the wire. A proxy that turns one on is skipped:
 /// talking to its server without it would fail or, worse, leak.
+/// (`network` and its options are read by vmess, vless and trojan: `network`.)
 pub(super) const PROXY_TRANSPORT: &[&str] = &[
     "plugin",
-    "network",
-    "ws-opts",
-    "grpc-opts",
-    "h2-opts",
-    "http-opts",
     "reality-opts",
     "shadow-tls",
     "smux",
@@ -193,7 +213,6 @@ pub(super) const PROXY_IGNORED: &[&str] = &[
     "dialer-proxy",
     "client-fingerprint",
     "fingerprint",
-    "alpn",
     "headers",
     "benchmark-url",
     "benchmark-timeout",

@@ -23,6 +23,7 @@ mod limits;
 mod model;
 mod names;
 mod nameserver;
+mod network;
 mod providers;
 mod proxies;
 mod proxy;

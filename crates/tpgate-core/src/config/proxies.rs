@@ -1,11 +1,12 @@
-//! `proxies:` -> [`ProxyDef`]s. tpgate speaks socks5, http, ss, trojan and vless; a proxy of
-//! another type, or one that needs something tpgate lacks (a plugin, a websocket or
+//! `proxies:` -> [`ProxyDef`]s. tpgate speaks socks5, http, ss, trojan, vless and vmess; a
+//! proxy of another type, or one that needs something tpgate lacks (a plugin, an h2 or
 //! reality transport, an unsupported cipher), is skipped with one warning so the rest of a
 //! mihomo config still loads. Names are checked for uniqueness later, by `names`.
 
 use super::cipher::{check_password, cipher, supported_names};
 use super::decode::{check, entries, Entry};
 use super::names::{self, Declared, Outcome};
+use super::network::network;
 use super::yaml::{Node, Pos, Value};
 use super::{keys, value, Credentials, Diags, ProxyDef, ProxyKind, Tls, Uuid, VmessCipher};
 
@@ -20,22 +21,22 @@ pub(super) fn proxies(node: &Node, d: &mut Diags) -> Vec<Declared<ProxyDef>> {
 }
 
 /// The fields of one proxy, looked up by key.
-struct Fields<'a> {
-    path: String,
-    entries: Vec<Entry<'a>>,
+pub(super) struct Fields<'a> {
+    pub(super) path: String,
+    pub(super) entries: Vec<Entry<'a>>,
 }
 
 impl<'a> Fields<'a> {
-    fn node(&self, key: &str) -> Option<&'a Node> {
+    pub(super) fn node(&self, key: &str) -> Option<&'a Node> {
         self.entries.iter().find(|e| e.key == key).map(|e| e.value)
     }
 
-    fn path(&self, key: &str) -> String {
+    pub(super) fn path(&self, key: &str) -> String {
         format!("{}.{key}", self.path)
     }
 
     /// A field converted, its error reported; `None` when absent or invalid.
-    fn get<T>(
+    pub(super) fn get<T>(
         &self,
         d: &mut Diags,
         key: &str,
@@ -126,9 +127,9 @@ pub(super) fn proxy(node: &Node, path: String, d: &mut Diags) -> Declared<ProxyD
     let kind = match kind.as_str() {
         "socks5" | "http" => plain(&f, &kind, d),
         "ss" => shadowsocks(&f, node.pos, &who, &mut skip, d),
-        "vless" => vless(&f, node.pos, d),
+        "vless" => vless(&f, node.pos, &who, &mut skip, d),
         "vmess" => vmess(&f, node.pos, &who, &mut skip, d),
-        _ => trojan(&f, node.pos, d),
+        _ => trojan(&f, node.pos, &who, &mut skip, d),
     };
     let outcome = match (kind, server, port) {
         _ if d.errors.len() > errors => Outcome::Invalid,
@@ -314,6 +315,33 @@ fn tls(f: &Fields<'_>, d: &mut Diags) -> Tls {
         skip_cert_verify: f
             .get(d, "skip-cert-verify", value::boolean)
             .unwrap_or(false),
+        alpn: Vec::new(),
+    }
+}
+
+/// `alpn`: a list of protocol names (or one name, or names separated by commas).
+fn alpn(node: &Node) -> Result<Vec<String>, String> {
+    let names: Vec<String> = match &node.value {
+        Value::Seq(items) => items.iter().map(value::text).collect::<Result<_, _>>()?,
+        _ => value::text(node)?
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .collect(),
+    };
+    let names: Vec<String> = names.into_iter().filter(|n| !n.is_empty()).collect();
+    match names.iter().find(|n| n.len() > 255) {
+        Some(n) => Err(format!(
+            "an ALPN name is at most 255 bytes, `{n}` is longer"
+        )),
+        None => Ok(names),
+    }
+}
+
+/// [`tls`] with `alpn`, for the proxies that read it (trojan, vless, vmess).
+fn tls_with_alpn(f: &Fields<'_>, d: &mut Diags) -> Tls {
+    Tls {
+        alpn: f.get(d, "alpn", alpn).unwrap_or_default(),
+        ..tls(f, d)
     }
 }
 
@@ -349,24 +377,30 @@ fn shadowsocks(
     Some(ProxyKind::Shadowsocks { cipher, password })
 }
 
-fn trojan(f: &Fields<'_>, at: Pos, d: &mut Diags) -> Option<ProxyKind> {
+fn trojan(f: &Fields<'_>, at: Pos, who: &str, skip: &mut bool, d: &mut Diags) -> Option<ProxyKind> {
     let password = f.required(d, at, "password", value::text)?;
     if password.is_empty() {
         let node = f.node("password")?;
         d.error(node.pos, &f.path("password"), "the password is empty");
     }
-    let tls = tls(f, d);
-    Some(ProxyKind::Trojan { password, tls })
+    let tls = tls_with_alpn(f, d);
+    let network = network(f, "trojan", who, skip, d)?;
+    Some(ProxyKind::Trojan {
+        password,
+        tls,
+        network,
+    })
 }
 
-/// `vless`: the user id, optional TLS. A `flow` (XTLS Vision) or another `network` is a
-/// transport field, so such a proxy was already skipped by `other_fields`.
-fn vless(f: &Fields<'_>, at: Pos, d: &mut Diags) -> Option<ProxyKind> {
+/// `vless`: the user id, optional TLS, the network. A `flow` (XTLS Vision) is a transport
+/// field, so such a proxy was already skipped by `other_fields`.
+fn vless(f: &Fields<'_>, at: Pos, who: &str, skip: &mut bool, d: &mut Diags) -> Option<ProxyKind> {
     let uuid = f.required(d, at, "uuid", |n| {
         value::string(n)?.parse::<Uuid>().map_err(|e| e.to_string())
     })?;
     let tls = optional_tls(f, d);
-    Some(ProxyKind::Vless { uuid, tls })
+    let network = network(f, "vless", who, skip, d)?;
+    Some(ProxyKind::Vless { uuid, tls, network })
 }
 
 /// `vmess`: the AEAD header only (`alterId: 0`), the body ciphers tpgate has.
@@ -406,10 +440,12 @@ fn vmess(f: &Fields<'_>, at: Pos, who: &str, skip: &mut bool, d: &mut Diags) -> 
         },
     };
     let tls = optional_tls(f, d);
+    let network = network(f, "vmess", who, skip, d)?;
     Some(ProxyKind::Vmess {
         uuid,
         cipher: cipher?,
         tls,
+        network,
     })
 }
 
@@ -418,9 +454,9 @@ fn optional_tls(f: &Fields<'_>, d: &mut Diags) -> Option<Tls> {
     let tls = f
         .get(d, "tls", value::boolean)
         .unwrap_or(false)
-        .then(|| tls(f, d));
+        .then(|| tls_with_alpn(f, d));
     if tls.is_none() {
-        for key in ["sni", "servername", "skip-cert-verify"] {
+        for key in ["sni", "servername", "skip-cert-verify", "alpn"] {
             if let Some(e) = f.entries.iter().find(|e| e.key == key) {
                 d.warn(
                     e.key_pos,

@@ -36,14 +36,23 @@ pub enum ProxyKind {
     /// `type: ss`.
     Shadowsocks { cipher: Cipher, password: String },
     /// `type: trojan` (always TLS).
-    Trojan { password: String, tls: Tls },
-    /// `type: vless` without a flow, over TCP (`tls: true`: inside TLS).
-    Vless { uuid: Uuid, tls: Option<Tls> },
+    Trojan {
+        password: String,
+        tls: Tls,
+        network: ProxyNetwork,
+    },
+    /// `type: vless` without a flow (`tls: true`: inside TLS).
+    Vless {
+        uuid: Uuid,
+        tls: Option<Tls>,
+        network: ProxyNetwork,
+    },
     /// `type: vmess` with `alterId: 0` (AEAD header).
     Vmess {
         uuid: Uuid,
         cipher: VmessCipher,
         tls: Option<Tls>,
+        network: ProxyNetwork,
     },
     /// `type: direct`: a named way out that connects directly (mihomo configs name one
     /// `直连` or `Direct` and route to it). `server` is empty and `port` 0.
@@ -77,6 +86,79 @@ pub struct Tls {
     /// `sni` (or `servername`); `None`: the server name.
     pub sni: Option<String>,
     pub skip_cert_verify: bool,
+    /// `alpn`; empty: the transport's default (`http/1.1` under a WebSocket, `h2` under
+    /// gRPC, none over plain TCP).
+    pub alpn: Vec<String>,
+}
+
+/// `network:` of a vmess, vless or trojan proxy: what carries its stream to the server
+/// (inside TLS when the proxy has TLS).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ProxyNetwork {
+    /// The stream goes straight over TCP (or TLS).
+    #[default]
+    Tcp,
+    /// `network: ws` with `ws-opts`: a WebSocket, or with `v2ray-http-upgrade` an HTTP
+    /// upgrade and then raw bytes.
+    Ws(WsOpts),
+    /// `network: grpc` with `grpc-opts`: gun over HTTP/2.
+    Grpc(GrpcOpts),
+    /// `network: h2` with `h2-opts`: the stream as the body of one HTTP/2 PUT (vmess and
+    /// vless; for vmess always inside TLS, as mihomo does).
+    H2(H2Opts),
+}
+
+/// `h2-opts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct H2Opts {
+    /// `host`: the request's authority is one of these, picked per connection (mihomo's
+    /// default: `www.example.com`).
+    pub hosts: Vec<String>,
+    /// `path`, starting with `/`.
+    pub path: String,
+}
+
+/// `ws-opts`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WsOpts {
+    /// Path and query, starting with `/` (`?ed=N` already taken out into `early_data`).
+    pub path: String,
+    /// `headers` as written; a `Host` among them is the request's host and, without
+    /// `servername`, the TLS server name of vmess and vless.
+    pub headers: Vec<(String, String)>,
+    /// `max-early-data` (or `?ed=` in the path).
+    pub early_data: Option<EarlyData>,
+    /// `v2ray-http-upgrade`: no WebSocket framing after the upgrade.
+    pub http_upgrade: bool,
+    /// `v2ray-http-upgrade-fast-open`: send the tunnel's bytes without waiting for the
+    /// server's 101 (which is then read off the front of the first reply bytes).
+    pub fast_open: bool,
+}
+
+impl WsOpts {
+    /// The `Host` header written in `headers`, if any.
+    pub fn host_header(&self) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// WebSocket early data: up to `max` of the tunnel's first bytes ride in the upgrade request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EarlyData {
+    pub max: usize,
+    /// `early-data-header-name`; `None`: appended to the path (mihomo's default; `?ed=N`
+    /// in the path means `Sec-WebSocket-Protocol`, Xray's way).
+    pub header: Option<String>,
+}
+
+/// `grpc-opts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcOpts {
+    /// `grpc-service-name`, default `GunService`: requests go to `/<name>/Tun`.
+    pub service_name: String,
 }
 
 /// Shadowsocks ciphers tpgate supports (mihomo spelling).

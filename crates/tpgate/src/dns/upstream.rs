@@ -67,6 +67,7 @@ impl Upstream {
         let (tls, server_name) = match ns.transport {
             Transport::Tls | Transport::Https => {
                 let settings = Tls {
+                    alpn: Vec::new(),
                     sni: ns.sni.clone(),
                     skip_cert_verify: ns.skip_cert_verify,
                 };

@@ -214,6 +214,7 @@ async fn probe_expecting(
             .ok_or(ProbeError::Rejected)?;
         let mut io = if url.https {
             let tls = Tls {
+                alpn: Vec::new(),
                 sni: Some(url.host.clone()),
                 skip_cert_verify: false,
             };

@@ -17,6 +17,7 @@ mod socks5;
 mod ss;
 mod state;
 mod tls;
+mod transport;
 mod trojan;
 pub(crate) mod udp;
 mod upstream;

@@ -35,6 +35,12 @@ impl TlsClient {
         Ok(Self { connector, name })
     }
 
+    /// Like [`Self::new`], offering `alpn` (the transports' protocols).
+    pub(crate) fn with_alpn(tls: &Tls, server: &str, alpn: &[&[u8]]) -> Result<Self, TlsError> {
+        let (connector, name) = Self::parts(tls, server, alpn)?;
+        Ok(Self { connector, name })
+    }
+
     /// The connector and server name for `tls`, offering `alpn` (the DNS client's DoH
     /// asks for `http/1.1`).
     pub(crate) fn parts(

@@ -2,7 +2,7 @@
 
 use std::io;
 
-use tpgate_core::config::{ProxyDef, ProxyKind};
+use tpgate_core::config::{ProxyDef, ProxyKind, ProxyNetwork, Tls};
 use tpgate_core::net::Destination;
 
 use super::dial::ServerAddr;
@@ -11,6 +11,7 @@ use super::http::Http;
 use super::socks5::Socks5;
 use super::ss::Shadowsocks;
 use super::tls::TlsClient;
+use super::transport::{Protocol, Transport};
 use super::trojan::Trojan;
 use super::udp::{UdpRecv, UdpSend};
 use super::vless::Vless;
@@ -43,10 +44,13 @@ enum Kind {
 
 impl Upstream {
     pub(crate) fn new(def: &ProxyDef) -> io::Result<Self> {
-        let tls = |t: &Option<tpgate_core::config::Tls>| -> Result<Option<TlsClient>, TlsError> {
+        let tls = |t: &Option<Tls>| -> Result<Option<TlsClient>, TlsError> {
             t.as_ref()
                 .map(|t| TlsClient::new(t, &def.server))
                 .transpose()
+        };
+        let transport = |p, network: &ProxyNetwork, t: Option<&Tls>| {
+            Transport::new(p, network, t, &def.server, def.port)
         };
         let (kind, type_name) = match &def.kind {
             ProxyKind::Socks5 { auth, tls: t } => {
@@ -59,19 +63,42 @@ impl Upstream {
                 Kind::Shadowsocks(Shadowsocks::new(*cipher, password)?),
                 "Shadowsocks",
             ),
-            ProxyKind::Trojan { password, tls: t } => (
-                Kind::Trojan(Trojan::new(password, TlsClient::new(t, &def.server)?)),
+            ProxyKind::Trojan {
+                password,
+                tls: t,
+                network,
+            } => (
+                Kind::Trojan(Trojan::new(
+                    &def.name,
+                    password,
+                    transport(Protocol::Trojan, network, Some(t))?,
+                )),
                 "Trojan",
             ),
-            ProxyKind::Vless { uuid, tls: t } => {
-                (Kind::Vless(Vless::new(&def.name, *uuid, tls(t)?)), "Vless")
-            }
+            ProxyKind::Vless {
+                uuid,
+                tls: t,
+                network,
+            } => (
+                Kind::Vless(Vless::new(
+                    &def.name,
+                    *uuid,
+                    transport(Protocol::Vless, network, t.as_ref())?,
+                )),
+                "Vless",
+            ),
             ProxyKind::Vmess {
                 uuid,
                 cipher,
                 tls: t,
+                network,
             } => (
-                Kind::Vmess(Vmess::new(&def.name, *uuid, *cipher, tls(t)?)),
+                Kind::Vmess(Vmess::new(
+                    &def.name,
+                    *uuid,
+                    *cipher,
+                    transport(Protocol::Vmess, network, t.as_ref())?,
+                )),
                 "Vmess",
             ),
             ProxyKind::Direct => (Kind::Direct, "Direct"),

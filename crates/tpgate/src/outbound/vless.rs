@@ -15,7 +15,7 @@ use tpgate_core::proto::vless::{self, Command, Uuid};
 use tracing::info;
 
 use super::error::HandshakeError;
-use super::tls::TlsClient;
+use super::transport::Transport;
 use super::udp::{UdpRecv, UdpSend};
 use super::BoxIo;
 
@@ -24,23 +24,21 @@ pub(crate) struct Vless {
     /// The proxy's name, for the one log line a refused connection gets.
     name: String,
     uuid: Uuid,
-    tls: Option<TlsClient>,
+    /// TLS and/or the WebSocket or gRPC carrier, when configured.
+    transport: Transport,
 }
 
 impl Vless {
-    pub(crate) fn new(name: &str, uuid: Uuid, tls: Option<TlsClient>) -> Self {
+    pub(crate) fn new(name: &str, uuid: Uuid, transport: Transport) -> Self {
         Self {
             name: name.to_owned(),
             uuid,
-            tls,
+            transport,
         }
     }
 
     async fn open(&self, io: BoxIo, cmd: Command, dst: &Destination) -> io::Result<BoxIo> {
-        let mut io = match &self.tls {
-            Some(tls) => tls.wrap(io).await?,
-            None => io,
-        };
+        let mut io = self.transport.open(io).await?;
         let mut out = Vec::with_capacity(64);
         vless::encode_request(&self.uuid, cmd, dst, &mut out).map_err(HandshakeError::request)?;
         io.write_all(&out).await?;

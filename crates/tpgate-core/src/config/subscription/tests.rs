@@ -49,6 +49,25 @@ fn other_schemes() {
     assert_eq!(field(&f, "skip-cert-verify"), Some(&Field::Bool(true)));
     let f = parse_uri("trojan://p@t.example:443?type=ws&path=%2Fws#W").unwrap();
     assert_eq!(field(&f, "network"), Some(&s("ws")));
+    let f = parse_uri("vless://u@v.example:443?type=ws&path=%2Fws&ed=2048#W").unwrap();
+    let Some(Field::Map(ws)) = field(&f, "ws-opts") else {
+        panic!("ws-opts")
+    };
+    assert!(ws.contains(&("max-early-data".into(), Field::Int(2048))));
+    assert!(ws.contains(&("early-data-header-name".into(), s("Sec-WebSocket-Protocol"))));
+    // Xray's `type=http` is HTTP/2.
+    let f = parse_uri("vless://u@v.example:443?type=http&host=a.example&path=%2Fh#H").unwrap();
+    assert_eq!(field(&f, "network"), Some(&s("h2")));
+    let Some(Field::Map(h2)) = field(&f, "h2-opts") else {
+        panic!("h2-opts")
+    };
+    assert_eq!(
+        h2,
+        &vec![
+            ("path".to_owned(), s("/h")),
+            ("host".to_owned(), Field::List(vec!["a.example".into()]))
+        ]
+    );
     let json = r#"{"v":"2","ps":"vm","add":"v.example","port":"443","id":"uuid","aid":"0","net":"ws","tls":"tls","path":"/p"}"#;
     let link = format!(
         "vmess://{}",

@@ -347,11 +347,32 @@ fn trojan(link: &str) -> Result<Fields, String> {
     Ok(f)
 }
 
-/// `type=ws|grpc|...` of trojan and vless links.
+/// `type=ws|grpc|...` of trojan and vless links (Xray's share-link form, read as mihomo's
+/// converter does: `type=http` is HTTP/2 unless `headerType=http`, `ed`/`eh` are
+/// WebSocket early data).
 fn transport(url: &Url, f: &mut Fields) {
-    let network = url.get("type").map(str::to_ascii_lowercase);
+    let mut network = url.get("type").map(str::to_ascii_lowercase);
+    if url
+        .get("headerType")
+        .is_some_and(|t| t.eq_ignore_ascii_case("http"))
+    {
+        network = Some("http".into());
+    } else if network.as_deref() == Some("http") {
+        network = Some("h2".into());
+    }
     if let Some(network) = network {
         match network.as_str() {
+            "h2" => {
+                let mut opts = vec![(
+                    "path".into(),
+                    Field::Str(url.get("path").unwrap_or("/").into()),
+                )];
+                if let Some(host) = url.get("host").filter(|h| !h.is_empty()) {
+                    opts.push(("host".into(), list(host)));
+                }
+                f.push(("network", Field::Str(network.clone())));
+                f.push(("h2-opts", Field::Map(opts)));
+            }
             "ws" | "httpupgrade" => {
                 let mut opts = vec![(
                     "path".into(),
@@ -362,6 +383,12 @@ fn transport(url: &Url, f: &mut Fields) {
                         "headers".into(),
                         Field::Map(vec![("Host".into(), Field::Str(host.into()))]),
                     ));
+                }
+                let ed = url.get("ed").and_then(|e| e.parse::<i64>().ok());
+                if let (Some(ed), "ws") = (ed, network.as_str()) {
+                    let header = url.get("eh").unwrap_or("Sec-WebSocket-Protocol");
+                    opts.push(("max-early-data".into(), Field::Int(ed)));
+                    opts.push(("early-data-header-name".into(), Field::Str(header.into())));
                 }
                 f.push(("network", Field::Str(network.clone())));
                 f.push(("ws-opts", Field::Map(opts)));
@@ -451,6 +478,16 @@ fn vmess(link: &str) -> Result<Fields, String> {
                 ));
             }
             f.push(("ws-opts", Field::Map(opts)));
+        }
+        "h2" => {
+            let mut opts = vec![(
+                "path".into(),
+                Field::Str(s("path").filter(|p| !p.is_empty()).unwrap_or("/".into())),
+            )];
+            if let Some(host) = s("host").filter(|h| !h.is_empty()) {
+                opts.push(("host".into(), list(&host)));
+            }
+            f.push(("h2-opts", Field::Map(opts)));
         }
         "grpc" => f.push((
             "grpc-opts",

@@ -36,6 +36,7 @@ fn tls(sni: Option<&str>, skip_cert_verify: bool) -> Tls {
     Tls {
         sni: sni.map(str::to_owned),
         skip_cert_verify,
+        alpn: Vec::new(),
     }
 }
 
@@ -145,6 +146,7 @@ fn every_type_parses_into_the_model() {
             ProxyKind::Trojan {
                 password: "pw".into(),
                 tls: tls(None, false),
+                network: ProxyNetwork::Tcp,
             },
         ),
         proxy(
@@ -155,6 +157,7 @@ fn every_type_parses_into_the_model() {
             ProxyKind::Trojan {
                 password: "pw".into(),
                 tls: tls(Some("t.example.net"), true),
+                network: ProxyNetwork::Tcp,
             },
         ),
         proxy(
@@ -365,7 +368,11 @@ fn vless_parses_into_the_model() {
                 "192.0.2.7",
                 443,
                 false,
-                ProxyKind::Vless { uuid, tls: None }
+                ProxyKind::Vless {
+                    uuid,
+                    tls: None,
+                    network: ProxyNetwork::Tcp
+                }
             ),
             proxy(
                 "v2",
@@ -374,7 +381,8 @@ fn vless_parses_into_the_model() {
                 true,
                 ProxyKind::Vless {
                     uuid,
-                    tls: Some(tls(Some("s.example"), true))
+                    tls: Some(tls(Some("s.example"), true)),
+                    network: ProxyNetwork::Tcp
                 }
             ),
         ]
@@ -432,7 +440,8 @@ fn vmess_parses_into_the_model() {
                 ProxyKind::Vmess {
                     uuid,
                     cipher: VmessCipher::Aes128Gcm,
-                    tls: None
+                    tls: None,
+                    network: ProxyNetwork::Tcp
                 }
             ),
             proxy(
@@ -443,7 +452,8 @@ fn vmess_parses_into_the_model() {
                 ProxyKind::Vmess {
                     uuid,
                     cipher: VmessCipher::None,
-                    tls: Some(tls(Some("s.example"), false))
+                    tls: Some(tls(Some("s.example"), false)),
+                    network: ProxyNetwork::Tcp
                 }
             ),
         ]
@@ -463,4 +473,111 @@ fn vmess_parses_into_the_model() {
     let l = ok(&with_proxies(&[&item]));
     assert_eq!(warnings(&l), Vec::<String>::new());
     assert!(l.config.proxies[0].udp);
+}
+
+#[test]
+fn transports_parse_into_the_model() {
+    const ID: &str = "b831381d-6324-4d53-ad4f-8cda48b30811";
+    let l = ok(&with_proxies(&[
+        &format!("{{name: w, type: vless, server: a, port: 443, uuid: {ID}, tls: true, network: ws, ws-opts: {{path: 'ray?ed=2048', headers: {{Host: cdn.example}}}}}}"),
+        &format!("{{name: e, type: vmess, server: a, port: 80, uuid: {ID}, network: ws, ws-opts: {{max-early-data: 100, early-data-header-name: X-Ed, v2ray-http-upgrade: true, v2ray-http-upgrade-fast-open: true}}}}"),
+        "{name: t, type: trojan, server: a, port: 443, password: x, alpn: [h2, http/1.1], network: grpc, grpc-opts: {grpc-service-name: svc}}",
+        "{name: g, type: trojan, server: a, port: 443, password: x, network: grpc}",
+        &format!("{{name: u, type: vless, server: a, port: 80, uuid: {ID}, network: httpupgrade}}"),
+    ]));
+    assert_eq!(warnings(&l), Vec::<String>::new());
+    let net = |i: usize| match &l.config.proxies[i].kind {
+        ProxyKind::Vless { network, .. }
+        | ProxyKind::Vmess { network, .. }
+        | ProxyKind::Trojan { network, .. } => network.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        net(0),
+        ProxyNetwork::Ws(WsOpts {
+            path: "/ray".into(),
+            headers: vec![("Host".into(), "cdn.example".into())],
+            early_data: Some(EarlyData {
+                max: 2048,
+                header: Some("Sec-WebSocket-Protocol".into())
+            }),
+            http_upgrade: false,
+            fast_open: false,
+        })
+    );
+    assert_eq!(
+        net(1),
+        ProxyNetwork::Ws(WsOpts {
+            path: "/".into(),
+            headers: Vec::new(),
+            early_data: Some(EarlyData {
+                max: 100,
+                header: Some("X-Ed".into())
+            }),
+            http_upgrade: true,
+            fast_open: true,
+        })
+    );
+    assert_eq!(
+        net(2),
+        ProxyNetwork::Grpc(GrpcOpts {
+            service_name: "svc".into()
+        })
+    );
+    let ProxyKind::Trojan { tls, .. } = &l.config.proxies[2].kind else {
+        panic!("trojan")
+    };
+    assert_eq!(tls.alpn, ["h2", "http/1.1"]);
+    assert_eq!(
+        net(3),
+        ProxyNetwork::Grpc(GrpcOpts {
+            service_name: "GunService".into()
+        })
+    );
+    assert!(matches!(net(4), ProxyNetwork::Ws(w) if w.http_upgrade));
+
+    let l = ok(&with_proxies(&[
+        &format!("{{name: a, type: vmess, server: a, port: 443, uuid: {ID}, network: h2, h2-opts: {{host: [x.example, y.example], path: h2}}}}"),
+        &format!("{{name: b, type: vless, server: a, port: 443, uuid: {ID}, tls: true, network: h2}}"),
+    ]));
+    assert_eq!(warnings(&l), Vec::<String>::new());
+    let h2 = |i: usize| match &l.config.proxies[i].kind {
+        ProxyKind::Vless { network, .. } | ProxyKind::Vmess { network, .. } => network.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        h2(0),
+        ProxyNetwork::H2(H2Opts {
+            hosts: vec!["x.example".into(), "y.example".into()],
+            path: "/h2".into()
+        })
+    );
+    assert_eq!(
+        h2(1),
+        ProxyNetwork::H2(H2Opts {
+            hosts: vec!["www.example.com".into()],
+            path: "/".into()
+        })
+    );
+
+    // Early data is not sent for trojan (as mihomo); a bad header is an error.
+    let l = ok(&with_proxies(&[
+        "{name: t, type: trojan, server: a, port: 1, password: x, network: ws, ws-opts: {max-early-data: 9, colour: 1}}",
+    ]));
+    assert_eq!(
+        warnings(&l),
+        [
+            "2:85: proxies[0].ws-opts.max-early-data: mihomo does not send early data for trojan; ignored",
+            "2:104: proxies[0].ws-opts.colour: unknown key `colour`; ignored",
+        ]
+    );
+    let m = error_at(
+        &with_proxies(&[&format!(
+            "{{name: p, type: vless, server: a, port: 1, uuid: {ID}, network: ws, ws-opts: {{headers: {{X: \"a\\nb\"}}}}}}"
+        )]),
+        2,
+        128,
+        "proxies[0].ws-opts.headers.X",
+    );
+    assert!(m.contains("CR, LF"), "{m}");
 }

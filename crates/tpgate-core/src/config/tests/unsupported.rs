@@ -53,12 +53,6 @@ fn wire_changing_fields_skip_the_proxy() {
             "`udp-over-tcp`",
         ),
         (
-            format!("{{{trojan}, network: ws, ws-opts: {{path: /}}}}"),
-            62,
-            "network ws",
-        ),
-        (format!("{{{trojan}, grpc-opts: {{}}}}"), 62, "`grpc-opts`"),
-        (
             format!("{{{trojan}, reality-opts: {{public-key: k}}}}"),
             62,
             "`reality-opts`",
@@ -95,6 +89,25 @@ fn wire_changing_fields_skip_the_proxy() {
         );
         assert!(l.config.proxies.is_empty(), "{item}");
     }
+    // A network tpgate does not carry skips the proxy; options of another network than
+    // the chosen one are only warned about.
+    let l = ok(&with_proxies(&[&format!(
+        "{{{trojan}, network: h2, h2-opts: {{path: /}}}}"
+    )]));
+    assert_eq!(
+        warnings(&l),
+        [
+            "2:62: proxies[0].network: network h2 is not supported by tpgate for trojan \
+             (supported: tcp, ws, grpc); proxy `p` skipped"
+        ]
+    );
+    assert!(l.config.proxies.is_empty());
+    let l = ok(&with_proxies(&[&format!("{{{trojan}, grpc-opts: {{}}}}")]));
+    assert_eq!(
+        warnings(&l),
+        ["2:62: proxies[0].grpc-opts: only used with `network: grpc`; ignored"]
+    );
+    assert_eq!(l.config.proxies.len(), 1);
     // Written but off: the proxy is kept, silently.
     for item in [
         format!("{{{ss}, plugin: '', smux: {{enabled: false}}, udp-over-tcp: false}}"),
@@ -129,7 +142,6 @@ fn other_fields_warn_and_are_ignored() {
         [
             "7:5: proxies[0].tfo: not used by tpgate; ignored",
             "8:5: proxies[0].client-fingerprint: not used by tpgate; ignored",
-            "9:5: proxies[0].alpn: not used by tpgate; ignored",
             "10:5: proxies[0].cipher: not a field of trojan proxies; ignored",
             "11:5: proxies[0].skip-cert-verfy: unknown field (did you mean `skip-cert-verify`?); \
              ignored",

@@ -1,0 +1,148 @@
+//! What carries a VMess, VLESS or Trojan stream to its server (mihomo's `network`): TCP,
+//! a WebSocket or HTTP upgrade, gRPC (gun over HTTP/2) or `h2` (an HTTP/2 PUT), each inside
+//! TLS when the proxy has TLS. Every carrier yields a plain byte stream, so the protocols
+//! above it (and their UDP, which rides the same stream) do not know which one they run
+//! over. The carriers' own bytes come from `tpgate_core::proto::{ws, gun}`; framing after a
+//! WebSocket upgrade is tungstenite's, HTTP/2 is the `h2` crate's. Not here: sharing one
+//! HTTP/2 connection among tunnels (each tunnel dials its own).
+
+mod http2;
+mod ws;
+
+use std::io;
+use std::sync::Arc;
+
+use tpgate_core::config::{ProxyNetwork, Tls};
+
+use super::error::TlsError;
+use super::tls::TlsClient;
+use super::BoxIo;
+
+/// Which proxy the transport serves: the defaults for names and ALPN differ (mihomo's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    Trojan,
+    Vless,
+    Vmess,
+}
+
+/// TLS (optional) and the carrier above it.
+#[derive(Debug)]
+pub(crate) struct Transport {
+    tls: Option<TlsClient>,
+    carrier: Carrier,
+}
+
+#[derive(Debug)]
+enum Carrier {
+    Tcp,
+    Ws(Arc<ws::WsClient>),
+    /// gRPC or `h2`: one HTTP/2 request.
+    Http2(http2::Http2Client),
+}
+
+impl Transport {
+    /// The transport toward `server:port` for `network`, inside `tls` when given (always
+    /// for Trojan).
+    pub(crate) fn new(
+        protocol: Protocol,
+        network: &ProxyNetwork,
+        tls: Option<&Tls>,
+        server: &str,
+        port: u16,
+    ) -> Result<Self, TlsError> {
+        // mihomo: a Trojan `sni` is also the name in its HTTP requests; for VMess and VLESS
+        // the request names the server, and TLS names the `Host` header when no
+        // `servername` is given.
+        let trojan_name = tls
+            .filter(|_| protocol == Protocol::Trojan)
+            .and_then(|t| t.sni.clone());
+        let (carrier, tls) = match network {
+            ProxyNetwork::Tcp => {
+                let alpn: Vec<&[u8]> = tls
+                    .map(|t| t.alpn.iter().map(|a| a.as_bytes()).collect())
+                    .unwrap_or_default();
+                let tls = tls
+                    .map(|t| TlsClient::with_alpn(t, server, &alpn))
+                    .transpose()?;
+                (Carrier::Tcp, tls)
+            }
+            ProxyNetwork::Ws(opts) => {
+                let host = trojan_name.unwrap_or_else(|| server.to_owned());
+                let tls = match tls {
+                    Some(t) => {
+                        let mut t = t.clone();
+                        if t.sni.is_none() && protocol != Protocol::Trojan {
+                            t.sni = opts.host_header().map(str::to_owned);
+                        }
+                        let alpn: Vec<&[u8]> = match protocol {
+                            Protocol::Trojan if !t.alpn.is_empty() => {
+                                t.alpn.iter().map(|a| a.as_bytes()).collect()
+                            }
+                            _ => vec![b"http/1.1"],
+                        };
+                        Some(TlsClient::with_alpn(&t, server, &alpn)?)
+                    }
+                    None => None,
+                };
+                (Carrier::Ws(Arc::new(ws::WsClient::new(opts, host))), tls)
+            }
+            ProxyNetwork::Grpc(opts) => {
+                let authority = match (protocol, tls.and_then(|t| t.sni.as_deref())) {
+                    (_, Some(sni)) => sni.to_owned(),
+                    (Protocol::Trojan, None) => server.to_owned(),
+                    _ => format_authority(server, port),
+                };
+                let tls = tls
+                    .map(|t| TlsClient::with_alpn(t, server, &[b"h2"]))
+                    .transpose()?;
+                let carrier = Carrier::Http2(http2::Http2Client::grpc(
+                    &opts.service_name,
+                    &authority,
+                    tls.is_some(),
+                ));
+                (carrier, tls)
+            }
+            ProxyNetwork::H2(opts) => {
+                // mihomo: VMess over h2 is always inside TLS; VLESS only with `tls: true`.
+                let tls = match (tls, protocol) {
+                    (Some(t), _) => Some(t.clone()),
+                    (None, Protocol::Vmess) => Some(Tls::default()),
+                    (None, _) => None,
+                };
+                let tls = tls
+                    .map(|t| TlsClient::with_alpn(&t, server, &[b"h2"]))
+                    .transpose()?;
+                let carrier = Carrier::Http2(http2::Http2Client::h2(
+                    &opts.hosts,
+                    &opts.path,
+                    tls.is_some(),
+                ));
+                (carrier, tls)
+            }
+        };
+        Ok(Self { tls, carrier })
+    }
+
+    /// Turns a connection to the server into the stream the proxy protocol speaks over.
+    pub(crate) async fn open(&self, io: BoxIo) -> io::Result<BoxIo> {
+        let io = match &self.tls {
+            Some(tls) => tls.wrap(io).await?,
+            None => io,
+        };
+        match &self.carrier {
+            Carrier::Tcp => Ok(io),
+            Carrier::Ws(ws) => ws::open(ws.clone(), io).await,
+            Carrier::Http2(h) => h.open(io).await,
+        }
+    }
+}
+
+/// `host:port`, bracketing an IPv6 literal.
+fn format_authority(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
