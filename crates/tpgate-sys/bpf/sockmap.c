@@ -2,13 +2,16 @@
 //
 // tpgate's stream verdict: bytes arriving on a joined socket leave through its peer.
 //
-// `peers` maps a socket's cookie to its peer socket; tpgate inserts both sockets of a
-// decided DIRECT flow (each under the other's cookie), which also attaches this program to
-// them. `bytes` counts, per receiving socket's cookie, what was handed to the peer, so the
-// relay can tell when everything received has been queued on the other side (before it
-// passes a FIN on) and the registry can show the flow's bytes. A socket without a peer
-// (removed while a packet was in flight) keeps its data for tpgate to read: SK_PASS.
-// tpgate passes FINs on itself, once what came before them has been sent.
+// `peers` maps a socket's cookie to its peer socket; `joined` holds the sockets whose
+// arriving bytes this program takes, and is the map the program is attached to. tpgate adds
+// both sockets of a decided DIRECT flow to `peers` first (each under the other's cookie)
+// and only then to `joined`: a socket's bytes are never looked at before its peer can be
+// found, so none end up in a queue tpgate no longer reads. `bytes` counts, per receiving
+// socket's cookie, what was handed to the peer, so the relay can tell when everything
+// received has been queued on the other side (before it passes a FIN on) and the registry
+// can show the flow's bytes. A socket without a peer (removed while a packet was in
+// flight) keeps its data: SK_PASS. tpgate passes FINs on itself, once what came before
+// them has been sent.
 //
 // Built by build.rs with `clang -target bpf`; no libbpf headers are needed.
 
@@ -29,6 +32,13 @@ struct {
 	__type(key, __u64);
 	__type(value, __u32);
 } peers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 1 << 20);
+	__type(key, __u64);
+	__type(value, __u32);
+} joined SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -30,6 +30,7 @@ pub struct Sockmap {
 
 struct Maps {
     peers: SockHash<MapData, u64>,
+    joined: SockHash<MapData, u64>,
     bytes: HashMap<MapData, u64, u64>,
 }
 
@@ -62,6 +63,11 @@ impl Sockmap {
                 .take_map("peers")
                 .ok_or_else(|| load(&"no map `peers`"))?;
             let peers: SockHash<MapData, u64> = SockHash::try_from(peers).map_err(|e| load(&e))?;
+            let joined = ebpf
+                .take_map("joined")
+                .ok_or_else(|| load(&"no map `joined`"))?;
+            let joined: SockHash<MapData, u64> =
+                SockHash::try_from(joined).map_err(|e| load(&e))?;
             let bytes = ebpf
                 .take_map("bytes")
                 .ok_or_else(|| load(&"no map `bytes`"))?;
@@ -72,9 +78,13 @@ impl Sockmap {
                 .try_into()
                 .map_err(|e| load(&e))?;
             prog.load().map_err(|e| load(&e))?;
-            prog.attach(peers.fd()).map_err(|e| load(&e))?;
+            prog.attach(joined.fd()).map_err(|e| load(&e))?;
             Ok(Self {
-                maps: Mutex::new(Maps { peers, bytes }),
+                maps: Mutex::new(Maps {
+                    peers,
+                    joined,
+                    bytes,
+                }),
                 _ebpf: ebpf,
             })
         }
@@ -92,17 +102,29 @@ impl Sockmap {
         };
         let mut m = self.maps.lock().unwrap_or_else(|p| p.into_inner());
         let io = |e: aya::maps::MapError| io::Error::other(e.to_string());
-        m.bytes.insert(j.a, 0, 0).map_err(io)?;
-        m.bytes.insert(j.b, 0, 0).map_err(io)?;
-        let added = m.peers.insert(j.a, b.as_raw_fd(), 0).and_then(|()| {
-            m.peers
-                .insert(j.b, a.as_raw_fd(), 0)
-                .inspect_err(|_| drop(m.peers.remove(&j.a)))
-        });
-        if let Err(e) = added {
-            let _ = m.bytes.remove(&j.a);
-            let _ = m.bytes.remove(&j.b);
-            return Err(io(e));
+        // Peers first, then the program: see bpf/sockmap.c.
+        let steps = [
+            (Step::Bytes, j.a, None),
+            (Step::Bytes, j.b, None),
+            (Step::Peers, j.a, Some(b)),
+            (Step::Peers, j.b, Some(a)),
+            (Step::Joined, j.a, Some(a)),
+            (Step::Joined, j.b, Some(b)),
+        ];
+        for (i, (step, key, fd)) in steps.iter().enumerate() {
+            let fd = fd.map(|f| f.as_raw_fd());
+            let done = match (step, fd) {
+                (Step::Bytes, _) => m.bytes.insert(*key, 0, 0),
+                (Step::Peers, Some(fd)) => m.peers.insert(*key, fd, 0),
+                (Step::Joined, Some(fd)) => m.joined.insert(*key, fd, 0),
+                _ => Ok(()),
+            };
+            if let Err(e) = done {
+                for (step, key, _) in steps[..i].iter().rev() {
+                    m.remove(*step, *key);
+                }
+                return Err(io(e));
+            }
         }
         Ok(j)
     }
@@ -119,10 +141,28 @@ impl Sockmap {
     /// leaves only once both directions are done or the flow failed.
     pub fn leave(&self, j: Joined) {
         let mut m = self.maps.lock().unwrap_or_else(|p| p.into_inner());
-        for k in [j.a, j.b] {
-            let _ = m.peers.remove(&k);
-            let _ = m.bytes.remove(&k);
+        for step in [Step::Joined, Step::Peers, Step::Bytes] {
+            for k in [j.a, j.b] {
+                m.remove(step, k);
+            }
         }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Bytes,
+    Peers,
+    Joined,
+}
+
+impl Maps {
+    fn remove(&mut self, step: Step, key: u64) {
+        let _ = match step {
+            Step::Bytes => self.bytes.remove(&key),
+            Step::Peers => self.peers.remove(&key),
+            Step::Joined => self.joined.remove(&key),
+        };
     }
 }
 
