@@ -48,6 +48,7 @@
 #        BENCH_CASES        subset of "bulk http udp rules memory" (default all; udp includes
 #                           the churn)
 #        BENCH_NO_MEMORY=1  skip the idle-connection case
+#        BENCH_PERF=1       profile tpgate's 4-stream bulk runs (perf record -a -g) on stderr
 #        TPGATE_BIN         tpgate binary to test (default: cargo build --release -p tpgate)
 # Needs: apt-get (iperf3 nginx-light wrk v2ray haproxy nftables iproute2 python3), cargo
 #        (shadowsocks-rust and bench/tools are built once into bench/.tools/), pip (sing-box).
@@ -94,6 +95,7 @@ fi
 # ---------------------------------------------------------------- tools
 apt_install iperf3:iperf3 nginx:nginx-light wrk:wrk v2ray:v2ray haproxy:haproxy nft:nftables \
   ip:iproute2 python3:python3
+[ -z "${BENCH_PERF:-}" ] || apt_install perf:linux-perf
 # shadowsocks-rust takes minutes to build: only when sslocal is benchmarked.
 case " ${proxies[*]} " in *" sslocal "*) install_shadowsocks ;; esac
 sing_box=$(install_sing_box)
@@ -539,6 +541,15 @@ machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
 declare -A cpu_sum bytes_sum mcpu_sum
 clk_tck=$(getconf CLK_TCK)
 
+# BENCH_PERF=1: where the machine's CPU went during tpgate's 4-stream runs (perf record of
+# every CPU with call graphs), by command and by function, on stderr; the data stays in
+# $work until the suite ends.
+perf_summary() {
+  log "  profile of $2 (share of all samples on both CPUs):"
+  { perf report -i "$1" --no-children --sort comm --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -n 8 >&2; } || true
+  { perf report -i "$1" --no-children --sort comm,dso,sym --stdio -g none 2>/dev/null | grep -E '^ +[0-9]' | head -n 25 >&2; } || true
+}
+
 json_get() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1"; }
 
 # TCP bulk: iperf3 with $1 streams, $2 = up (client -> server) or down (-R); $3 prefixes
@@ -548,6 +559,12 @@ run_bulk() {
   begin_case "${pre:+rule list, }TCP ×$n $dir" "${pre}tcp${n}_$dir" || return 0
   [ "$dir" = up ] || flags=(-R)
   seen_reset
+  local perf_data= perf_pid=
+  if [ -n "${BENCH_PERF:-}" ] && [[ $proxy == tpgate* ]] && [ "$n" = 4 ]; then
+    perf_data=$work/perf-$proxy-$pre$n-$dir.data
+    perf record -a -g -o "$perf_data" -- sleep "$secs" >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
   t0=$(cpu_ticks) b0=$(lan_bytes) m0=$(machine_ticks)
   if ! timeout $((secs + 20)) ip netns exec "$C" iperf3 -c 203.0.113.2 -t "$secs" -P "$n" \
     "${flags[@]}" -J --connect-timeout 3000 >"$json" 2>&1; then
@@ -555,6 +572,7 @@ run_bulk() {
     return 0
   fi
   t1=$(cpu_ticks) b1=$(lan_bytes) m1=$(machine_ticks)
+  [ -z "$perf_pid" ] || { wait "$perf_pid"; perf_summary "$perf_data" "$proxy: ${pre:+rule list: }TCP ×$n $dir"; }
   seen_check "$want" || return 0
   gbps=$(json_get "$json" '"%.3f" % (d["end"]["sum_received"]["bits_per_second"] / 1e9)')
   record "${pre}tcp${n}_$dir" "$proxy" "$gbps"
