@@ -1,5 +1,5 @@
 //! End-to-end: a realistic mihomo (Clash.Meta) config, as a subscription ships it (ports
-//! tpgate does not open, a `dns` section, vmess (http obfuscation), vless (vision) and hysteria2 proxies,
+//! tpgate does not open, a `dns` section, vmess (http obfuscation), vless (vision) and tuic proxies,
 //! groups that name them, DOMAIN/GEOIP rules, and `Country.mmdb` beside it as mihomo keeps
 //! it in its home directory), plus tpgate's `intercept` section pointing at the lab.
 //! `tpgate check` accepts it with exactly the expected warnings (text, line and column), and
@@ -74,13 +74,13 @@ proxies:
     tls: true
     servername: jp.example.org
     client-fingerprint: chrome
-  - name: "SG hy2"
-    type: hysteria2
+  - name: "SG tuic"
+    type: tuic
     server: sg.example.org
     port: 8443
-    password: hy2-secret
-    up: "30 Mbps"
-    down: "200 Mbps"
+    uuid: 0b4a1c55-3c2e-4d6f-9a70-1f2e3d4c5b6b
+    password: tuic-secret
+    congestion-controller: bbr
   - name: lab-socks
     type: socks5
     server: @SOCKS@
@@ -111,7 +111,7 @@ proxy-groups:
     tolerance: 50
   - name: Overseas
     type: fallback
-    proxies: ["HK vmess", "JP vless", "SG hy2"]
+    proxies: ["HK vmess", "JP vless", "SG tuic"]
     url: "@HEALTH@"
     interval: 300
   - name: "🎬 Streaming"
@@ -240,9 +240,9 @@ fn expected_warnings(text: &str) -> Vec<String> {
             "proxies[1].client-fingerprint: not used by tpgate; ignored",
         ),
         w(
-            "type: hysteria2",
-            "hysteria2",
-            "proxies[2].type: type hysteria2 is not supported by tpgate; proxy `SG hy2` skipped",
+            "type: tuic",
+            "tuic",
+            "proxies[2].type: type tuic is not supported by tpgate; proxy `SG tuic` skipped",
         ),
         w(
             "- name: lab-socks",
@@ -332,7 +332,7 @@ fn mihomo_config_carries_traffic() {
     // Skipped proxies are not in the API; the emoji-named group follows `Proxy` until
     // switched on its own (a percent-encoded name in the path).
     let all = api.request("GET", "/proxies", None).json();
-    for skipped in ["HK vmess", "JP vless", "SG hy2"] {
+    for skipped in ["HK vmess", "JP vless", "SG tuic"] {
         assert!(all["proxies"].get(skipped).is_none(), "{skipped} listed");
     }
     let streaming = "🎬 Streaming";

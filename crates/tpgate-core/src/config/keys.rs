@@ -111,12 +111,19 @@ pub(super) const MIHOMO_IGNORED: &[&str] = &[
 pub(super) const PROXY_COMMON: &[&str] = &["name", "type", "server", "port"];
 
 /// The proxy types tpgate speaks.
-pub(super) const PROXY_TYPES: &[&str] = &["socks5", "http", "ss", "trojan", "vless", "vmess"];
+pub(super) const PROXY_TYPES: &[&str] = &[
+    "socks5",
+    "http",
+    "ss",
+    "trojan",
+    "vless",
+    "vmess",
+    "hysteria2",
+];
 
 /// Proxy types of mihomo that tpgate does not speak: such a proxy is skipped.
 pub(super) const PROXY_TYPES_UNSUPPORTED: &[&str] = &[
     "hysteria",
-    "hysteria2",
     "tuic",
     "wireguard",
     "ssr",
@@ -184,6 +191,19 @@ pub(super) fn proxy_fields(kind: &str) -> &'static [&'static str] {
             "h2-opts",
             "http-opts",
         ],
+        "hysteria2" => &[
+            "password",
+            "sni",
+            "skip-cert-verify",
+            "alpn",
+            "udp",
+            "obfs",
+            "obfs-password",
+            "up",
+            "down",
+            "ports",
+            "hop-interval",
+        ],
         _ => &[],
     }
 }
@@ -221,6 +241,12 @@ pub(super) const PROXY_IGNORED: &[&str] = &[
     "certificate",
     "private-key",
     "plugin-opts",
+    // hysteria2: a custom CA (tpgate trusts the system's roots, or `skip-cert-verify`), the
+    // initial congestion window and the datagram size (tpgate asks QUIC for it).
+    "ca",
+    "ca-str",
+    "cwnd",
+    "udp-mtu",
     // tpgate frames VLESS UDP the plain way, which servers speaking xudp accept too.
     "packet-encoding",
 ];
@@ -328,7 +354,9 @@ mod tests {
         for kind in PROXY_TYPES {
             for field in proxy_fields(kind) {
                 assert!(!PROXY_COMMON.contains(field), "{field}");
-                assert!(!PROXY_TRANSPORT.contains(field), "{field}");
+                // hysteria2's `obfs` is its own (salamander), read, not a skip reason.
+                let own = *kind == "hysteria2" && *field == "obfs";
+                assert!(own || !PROXY_TRANSPORT.contains(field), "{field}");
                 assert!(!PROXY_IGNORED.contains(field), "{field}");
             }
         }

@@ -17,6 +17,7 @@ mod expand;
 mod file_diagnostic;
 mod filter;
 mod groups;
+mod hysteria2;
 mod intercept;
 mod keys;
 mod limits;

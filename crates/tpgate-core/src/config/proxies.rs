@@ -47,7 +47,7 @@ impl<'a> Fields<'a> {
     }
 
     /// A required field; its absence is reported at the proxy (`at`).
-    fn required<T>(
+    pub(super) fn required<T>(
         &self,
         d: &mut Diags,
         at: Pos,
@@ -93,7 +93,10 @@ pub(super) fn proxy(node: &Node, path: String, d: &mut Diags) -> Declared<ProxyD
     let Some(kind) = f.required(d, node.pos, "type", value::string) else {
         return declared(Outcome::Invalid);
     };
-    let kind = kind.trim().to_ascii_lowercase();
+    let mut kind = kind.trim().to_ascii_lowercase();
+    if kind == "hy2" {
+        kind = "hysteria2".to_owned();
+    }
     if kind == "direct" {
         return declared(direct(&f, name.clone(), d, errors));
     }
@@ -120,7 +123,11 @@ pub(super) fn proxy(node: &Node, path: String, d: &mut Diags) -> Declared<ProxyD
         });
     }
     let server = f.required(d, node.pos, "server", value::host);
-    let port = f.required(d, node.pos, "port", port);
+    let port = if kind == "hysteria2" && f.node("port").is_none() && f.node("ports").is_some() {
+        super::hysteria2::first_port(&f, d)
+    } else {
+        f.required(d, node.pos, "port", port)
+    };
     let udp = f.get(d, "udp", value::boolean).unwrap_or(false);
     let mut skip = other_fields(&f, &kind, &who, d);
     let kind_name = kind.clone();
@@ -129,6 +136,7 @@ pub(super) fn proxy(node: &Node, path: String, d: &mut Diags) -> Declared<ProxyD
         "ss" => shadowsocks(&f, node.pos, &who, &mut skip, d),
         "vless" => vless(&f, node.pos, &who, &mut skip, d),
         "vmess" => vmess(&f, node.pos, &who, &mut skip, d),
+        "hysteria2" => super::hysteria2::hysteria2(&f, node.pos, d),
         _ => trojan(&f, node.pos, &who, &mut skip, d),
     };
     let outcome = match (kind, server, port) {
@@ -141,7 +149,9 @@ pub(super) fn proxy(node: &Node, path: String, d: &mut Diags) -> Declared<ProxyD
             name: name.clone().unwrap_or_default(),
             server,
             port,
-            udp: udp && !matches!(kind, ProxyKind::Http { .. }),
+            // mihomo relays UDP through every hysteria2 proxy, whatever `udp` says.
+            udp: (udp || matches!(kind, ProxyKind::Hysteria2(_)))
+                && !matches!(kind, ProxyKind::Http { .. }),
             kind,
         }),
         _ => Outcome::Invalid,
@@ -338,7 +348,7 @@ fn alpn(node: &Node) -> Result<Vec<String>, String> {
 }
 
 /// [`tls`] with `alpn`, for the proxies that read it (trojan, vless, vmess).
-fn tls_with_alpn(f: &Fields<'_>, d: &mut Diags) -> Tls {
+pub(super) fn tls_with_alpn(f: &Fields<'_>, d: &mut Diags) -> Tls {
     Tls {
         alpn: f.get(d, "alpn", alpn).unwrap_or_default(),
         ..tls(f, d)

@@ -54,6 +54,8 @@ pub enum ProxyKind {
         tls: Option<Tls>,
         network: ProxyNetwork,
     },
+    /// `type: hysteria2`: QUIC, one stream per TCP connection, UDP in datagrams.
+    Hysteria2(Hysteria2Opts),
     /// `type: direct`: a named way out that connects directly (mihomo configs name one
     /// `直连` or `Direct` and route to it). `server` is empty and `port` 0.
     Direct,
@@ -70,8 +72,41 @@ impl ProxyKind {
             Self::Trojan { .. } => "Trojan",
             Self::Vless { .. } => "Vless",
             Self::Vmess { .. } => "Vmess",
+            Self::Hysteria2(_) => "Hysteria2",
             Self::Direct => "Direct",
         }
+    }
+}
+
+/// `type: hysteria2`'s own keys.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Hysteria2Opts {
+    pub password: String,
+    /// QUIC's TLS (`sni`, `skip-cert-verify`, `alpn`, default `h3`).
+    pub tls: Tls,
+    /// `obfs: salamander` with this `obfs-password`.
+    pub obfs: Option<String>,
+    /// `up` and `down` in bytes per second; 0: not given. `down` is told to the server
+    /// (`Hysteria-CC-RX`); `up` caps the client's sending rate (Brutal).
+    pub up: u64,
+    pub down: u64,
+    /// `ports` (port hopping): the server listens on all of these; empty: `port` only.
+    pub ports: Vec<u16>,
+    /// `hop-interval`: how often the client moves to another of `ports`.
+    pub hop_interval: Duration,
+}
+
+/// Passwords stay out of logs.
+impl std::fmt::Debug for Hysteria2Opts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hysteria2Opts")
+            .field("tls", &self.tls)
+            .field("obfs", &self.obfs.as_ref().map(|_| "salamander"))
+            .field("up", &self.up)
+            .field("down", &self.down)
+            .field("ports", &self.ports.len())
+            .field("hop_interval", &self.hop_interval)
+            .finish_non_exhaustive()
     }
 }
 

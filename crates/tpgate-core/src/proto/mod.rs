@@ -1,5 +1,5 @@
 //! Sans-IO codecs for the client side of the upstream proxy protocols the outbounds speak:
-//! SOCKS5 (RFC 1928/1929), HTTP CONNECT, Trojan, VLESS and VMess (AEAD), plus the
+//! SOCKS5 (RFC 1928/1929), HTTP CONNECT, Trojan, VLESS, VMess (AEAD) and Hysteria 2, plus the
 //! SOCKS-style address they share, and the V2Ray transports' own bytes (the WebSocket and
 //! HTTP-upgrade request, gRPC gun messages).
 //!
@@ -14,6 +14,7 @@
 pub mod addr;
 pub mod gun;
 pub mod http;
+pub mod hysteria2;
 pub mod socks5;
 pub mod trojan;
 pub mod vless;

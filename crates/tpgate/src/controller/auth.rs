@@ -138,7 +138,7 @@ pub(super) async fn authenticate(State(api): State<Api>, req: Request, next: Nex
     }
 }
 
-fn authorized(secret: &str, headers: &HeaderMap, uri: &axum::http::Uri) -> bool {
+fn authorized(secret: &str, headers: &HeaderMap, uri: &http::Uri) -> bool {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -196,7 +196,7 @@ mod tests {
     fn tokens_are_url_decoded_and_compared_whole() {
         let secret = "a+b/c=";
         let ok = |q: &str| {
-            let uri: axum::http::Uri = format!("/traffic?{q}").parse().unwrap();
+            let uri: http::Uri = format!("/traffic?{q}").parse().unwrap();
             authorized(secret, &HeaderMap::new(), &uri)
         };
         assert!(ok("token=a%2Bb%2Fc%3D"), "URLSearchParams' encoding");

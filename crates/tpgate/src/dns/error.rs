@@ -75,7 +75,7 @@ pub(crate) enum UpstreamError {
     Http(hyper::Error),
     /// DoH: the request could not be built from the configured path and host.
     #[error(transparent)]
-    Request(hyper::http::Error),
+    Request(http::Error),
     /// DoH: the server answered with a status other than success.
     #[error("HTTP {0}")]
     Status(hyper::StatusCode),

@@ -37,6 +37,12 @@ pub(crate) enum DialError {
     /// A UDP flow picked an HTTP proxy, which carries TCP only.
     #[error("{proxy}: HTTP proxies carry TCP only")]
     UdpOverHttp { proxy: String },
+    /// A hysteria2 proxy after the first hop of a chain: it runs over QUIC, which a TCP
+    /// hop cannot carry.
+    #[error(
+        "{proxy}: hysteria2 runs over QUIC (UDP), so it can only be the first hop of a relay chain"
+    )]
+    QuicNotFirst { proxy: String },
 }
 
 impl DialError {
@@ -46,7 +52,9 @@ impl DialError {
             Self::EmptyChain => io::ErrorKind::Other,
             Self::Hop { source, .. } => source.kind(),
             // Alive but unable to carry the flow: not a reason to fail the member over.
-            Self::UdpDisabled { .. } | Self::UdpOverHttp { .. } => io::ErrorKind::Unsupported,
+            Self::UdpDisabled { .. } | Self::UdpOverHttp { .. } | Self::QuicNotFirst { .. } => {
+                io::ErrorKind::Unsupported
+            }
         }
     }
 }
@@ -108,13 +116,16 @@ pub(crate) enum TlsError {
     /// The SNI (`sni`, else the server's host) is not a valid server name.
     #[error(transparent)]
     ServerName(rustls::pki_types::InvalidDnsNameError),
+    /// The TLS settings cannot carry QUIC (hysteria2).
+    #[error("TLS for QUIC: {0}")]
+    Quic(String),
 }
 
 impl TlsError {
     pub(crate) fn kind(&self) -> io::ErrorKind {
         match self {
             Self::Versions(_) => io::ErrorKind::Other,
-            Self::ServerName(_) => io::ErrorKind::InvalidInput,
+            Self::ServerName(_) | Self::Quic(_) => io::ErrorKind::InvalidInput,
         }
     }
 }
@@ -173,7 +184,9 @@ pub(crate) fn failure_reason(e: &io::Error) -> &'static str {
         return match d {
             DialError::ConnectTimeout(_) => "connect_timeout",
             DialError::HandshakeTimeout { .. } => "handshake_timeout",
-            DialError::UdpDisabled { .. } | DialError::UdpOverHttp { .. } => "unsupported",
+            DialError::UdpDisabled { .. }
+            | DialError::UdpOverHttp { .. }
+            | DialError::QuicNotFirst { .. } => "unsupported",
             DialError::EmptyChain => "other",
             DialError::Hop { source, .. } => failure_reason(source),
         };

@@ -11,6 +11,7 @@ mod group;
 mod health;
 pub(crate) mod history;
 mod http;
+mod hysteria2;
 mod provided;
 mod resolve;
 mod socks5;
@@ -455,16 +456,35 @@ impl Outbounds {
         let Some(first) = chain.first() else {
             return Err(DialError::EmptyChain.into());
         };
-        let tcp = first
-            .server
-            .connect(&self.ctx.resolver, self.ctx.mark)
-            .await?;
-        let mut io: BoxIo = Box::new(tcp);
-        for (i, hop) in chain.iter().enumerate() {
-            let next = match chain.get(i + 1) {
-                Some(n) => n.server.destination(),
-                None => dst.clone(),
-            };
+        let hop_dst = |i: usize| match chain.get(i + 1) {
+            Some(n) => n.server.destination(),
+            None => dst.clone(),
+        };
+        // A QUIC proxy (hysteria2) opens a stream on its own connection to the next hop;
+        // the others speak their protocol over a TCP connection to their server.
+        let (mut io, skip): (BoxIo, usize) = if first.is_quic() {
+            let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+                first.connect_quic(&self.ctx, &hop_dst(0)).await
+            })
+            .await
+            .map_err(|_| DialError::HandshakeTimeout {
+                hop: first.name.clone(),
+            })?
+            .unwrap_or_else(|| Err(DialError::EmptyChain.into()))
+            .map_err(|source| DialError::Hop {
+                hop: first.name.clone(),
+                source,
+            })?;
+            (stream, 1)
+        } else {
+            let tcp = first
+                .server
+                .connect(&self.ctx.resolver, self.ctx.mark)
+                .await?;
+            (Box::new(tcp), 0)
+        };
+        for (i, hop) in chain.iter().enumerate().skip(skip) {
+            let next = hop_dst(i);
             io = tokio::time::timeout(HANDSHAKE_TIMEOUT, hop.handshake(io, &next))
                 .await
                 .map_err(|_| DialError::HandshakeTimeout {

@@ -48,6 +48,18 @@ impl TlsClient {
         server: &str,
         alpn: &[&[u8]],
     ) -> Result<(TlsConnector, ServerName<'static>), TlsError> {
+        let (config, sni) = Self::config(tls, server, alpn)?;
+        let name = ServerName::try_from(sni).map_err(TlsError::ServerName)?;
+        Ok((TlsConnector::from(config), name))
+    }
+
+    /// The rustls client config for `tls` offering `alpn`, and the server name to ask for
+    /// (QUIC takes these as they are).
+    pub(crate) fn config(
+        tls: &Tls,
+        server: &str,
+        alpn: &[&[u8]],
+    ) -> Result<(Arc<ClientConfig>, String), TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -65,8 +77,7 @@ impl TlsClient {
         };
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let sni = tls.sni.as_deref().unwrap_or(server).to_string();
-        let name = ServerName::try_from(sni).map_err(TlsError::ServerName)?;
-        Ok((TlsConnector::from(Arc::new(config)), name))
+        Ok((Arc::new(config), sni))
     }
 
     pub(crate) async fn wrap(&self, io: BoxIo) -> io::Result<BoxIo> {

@@ -148,6 +148,8 @@ pub(crate) enum UdpSend {
     Vmess {
         wr: WriteHalf<BoxIo>,
     },
+    /// QUIC datagrams on the proxy's connection.
+    Hysteria2(super::hysteria2::Hy2UdpSend),
 }
 
 pub(crate) enum UdpRecv {
@@ -169,6 +171,7 @@ pub(crate) enum UdpRecv {
     Vmess {
         rd: ReadHalf<BoxIo>,
     },
+    Hysteria2(super::hysteria2::Hy2UdpRecv),
 }
 
 pub(crate) fn from_ss(s: SsUdp) -> (UdpSend, UdpRecv) {
@@ -258,6 +261,7 @@ impl UdpSend {
                 }
                 wr.flush().await?;
             }
+            Self::Hysteria2(h) => h.send(dst, datagrams)?,
         }
         Ok(())
     }
@@ -355,6 +359,7 @@ impl UdpRecv {
                 out.ends.push(out.data.len());
                 Ok(())
             }
+            Self::Hysteria2(h) => h.recv(BATCH, |d| out.push(d)).await,
         }
     }
 }

@@ -8,6 +8,7 @@ use tpgate_core::net::Destination;
 use super::dial::ServerAddr;
 use super::error::{DialError, TlsError};
 use super::http::Http;
+use super::hysteria2::Hysteria2;
 use super::socks5::Socks5;
 use super::ss::Shadowsocks;
 use super::tls::TlsClient;
@@ -38,6 +39,7 @@ enum Kind {
     Trojan(Trojan),
     Vless(Vless),
     Vmess(Vmess),
+    Hysteria2(Hysteria2),
     /// `type: direct`: routes resolve it to a DIRECT exit; it never handshakes.
     Direct,
 }
@@ -101,6 +103,10 @@ impl Upstream {
                 )),
                 "Vmess",
             ),
+            ProxyKind::Hysteria2(opts) => (
+                Kind::Hysteria2(Hysteria2::new(&def.name, &def.server, opts)?),
+                "Hysteria2",
+            ),
             ProxyKind::Direct => (Kind::Direct, "Direct"),
         };
         Ok(Self {
@@ -117,6 +123,25 @@ impl Upstream {
         matches!(self.kind, Kind::Direct)
     }
 
+    /// For a proxy over QUIC (hysteria2), a stream to `dst` on its own connection; `None`
+    /// for the proxies that run over a TCP connection tpgate dials.
+    pub(crate) async fn connect_quic(
+        &self,
+        ctx: &Ctx,
+        dst: &Destination,
+    ) -> Option<io::Result<BoxIo>> {
+        match &self.kind {
+            Kind::Hysteria2(h) => Some(h.connect_tcp(&self.server, ctx, dst).await),
+            _ => None,
+        }
+    }
+
+    /// Whether this proxy runs over its own QUIC connection (so it can only be a chain's
+    /// first hop).
+    pub(crate) fn is_quic(&self) -> bool {
+        matches!(self.kind, Kind::Hysteria2(_))
+    }
+
     /// Speaks this proxy's protocol over `io`, which reaches this proxy's server, so that the
     /// returned stream reaches `dst`.
     pub(crate) async fn handshake(&self, io: BoxIo, dst: &Destination) -> io::Result<BoxIo> {
@@ -127,6 +152,10 @@ impl Upstream {
             Kind::Trojan(t) => t.connect(io, dst).await,
             Kind::Vless(v) => v.connect(io, dst).await,
             Kind::Vmess(v) => v.connect(io, dst).await,
+            Kind::Hysteria2(_) => Err(DialError::QuicNotFirst {
+                proxy: self.name.clone(),
+            }
+            .into()),
             Kind::Direct => Ok(io),
         }
     }
@@ -162,6 +191,10 @@ impl Upstream {
                 let tcp = self.server.connect(&ctx.resolver, ctx.mark).await?;
                 v.udp(Box::new(tcp), dst).await
             }
+            Kind::Hysteria2(h) => h
+                .udp(&self.server, ctx)
+                .await
+                .map(|(s, r)| (UdpSend::Hysteria2(s), UdpRecv::Hysteria2(r))),
             Kind::Http(_) | Kind::Direct => Err(DialError::UdpOverHttp {
                 proxy: self.name.clone(),
             }

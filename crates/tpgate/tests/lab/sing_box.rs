@@ -88,13 +88,21 @@ pub(crate) enum Inbound {
     },
     /// Trojan, always inside TLS.
     Trojan,
+    /// Hysteria 2 on UDP port [`VLESS_PORT`] (TLS with ALPN `h3`), the password
+    /// [`TROJAN_PASSWORD`], with Salamander when `obfs`.
+    Hysteria2 {
+        obfs: bool,
+    },
 }
+
+/// The Salamander password of [`Inbound::Hysteria2`] with `obfs`.
+pub(crate) const HY2_OBFS: &str = "lab-salamander";
 
 impl Inbound {
     const fn tls(self) -> bool {
         match self {
             Self::Vless { tls } | Self::Vmess { tls, .. } => tls,
-            Self::Trojan => true,
+            Self::Trojan | Self::Hysteria2 { .. } => true,
         }
     }
 }
@@ -205,8 +213,13 @@ impl<'lab> SingBox<'lab> {
                 &format!("sing-box-h{host}.key"),
                 &ck.signing_key.serialize_pem(),
             );
+            let alpn = if matches!(inbound, Inbound::Hysteria2 { .. }) {
+                r#", "alpn": ["h3"]"#
+            } else {
+                ""
+            };
             format!(
-                r#", "tls": {{"enabled": true, "server_name": "{VLESS_SNI}", "certificate_path": "{}", "key_path": "{}"}}"#,
+                r#", "tls": {{"enabled": true, "server_name": "{VLESS_SNI}", "certificate_path": "{}", "key_path": "{}"{alpn}}}"#,
                 cert.display(),
                 key.display()
             )
@@ -217,8 +230,14 @@ impl<'lab> SingBox<'lab> {
             Inbound::Vless { .. } => ("vless", format!(r#""uuid": "{VLESS_UUID}""#)),
             Inbound::Vmess { .. } => ("vmess", format!(r#""uuid": "{VLESS_UUID}", "alterId": 0"#)),
             Inbound::Trojan => ("trojan", format!(r#""password": "{TROJAN_PASSWORD}""#)),
+            Inbound::Hysteria2 { .. } => {
+                ("hysteria2", format!(r#""password": "{TROJAN_PASSWORD}""#))
+            }
         };
-        let transport = carrier.sing_box();
+        let mut transport = carrier.sing_box();
+        if inbound == (Inbound::Hysteria2 { obfs: true }) {
+            transport = format!(r#", "obfs": {{"type": "salamander", "password": "{HY2_OBFS}"}}"#);
+        }
         let config = format!(
             r#"{{
   "log": {{"level": "debug", "timestamp": true}},
@@ -252,6 +271,18 @@ impl<'lab> SingBox<'lab> {
     }
 
     fn wait_accepting(&mut self) {
+        if matches!(self.inbound, Inbound::Hysteria2 { .. }) {
+            // QUIC: nothing to connect to; sing-box says when its inbounds are up.
+            let started = poll(Duration::from_secs(10), || {
+                self.log_text().contains("sing-box started").then_some(())
+            });
+            assert!(
+                started.is_some(),
+                "sing-box did not start; log:\n{}",
+                self.log_text()
+            );
+            return;
+        }
         let addr = SocketAddr::new(self.host.v4, VLESS_PORT);
         let ready = poll(Duration::from_secs(10), || {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
@@ -291,9 +322,19 @@ impl<'lab> SingBox<'lab> {
                 format!("uuid: {uuid}, alterId: 0, cipher: {cipher}, udp: true"),
             ),
             Inbound::Trojan => ("trojan", format!("password: {uuid}, udp: true")),
+            Inbound::Hysteria2 { obfs } => (
+                "hysteria2",
+                if obfs {
+                    format!("password: {uuid}, obfs: salamander, obfs-password: {HY2_OBFS}")
+                } else {
+                    format!("password: {uuid}")
+                },
+            ),
         };
         let tls = match self.inbound {
-            Inbound::Trojan => format!(", sni: {VLESS_SNI}, skip-cert-verify: true"),
+            Inbound::Trojan | Inbound::Hysteria2 { .. } => {
+                format!(", sni: {VLESS_SNI}, skip-cert-verify: true")
+            }
             _ if self.inbound.tls() => {
                 format!(", tls: true, servername: {VLESS_SNI}, skip-cert-verify: true")
             }

@@ -304,7 +304,7 @@ mod tests {
         tokio::spawn(async move { while conn.accept().await.is_some() {} });
         let line = format!("{} {}", req.method(), req.uri().path());
         let mut body = req.into_body();
-        let resp = axum::http::Response::builder()
+        let resp = http::Response::builder()
             .status(200)
             .body(())
             .unwrap();
