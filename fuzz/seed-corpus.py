@@ -225,6 +225,16 @@ seed("gun", "three", gun(b"a") + gun(b"x" * 300) + gun())
 seed("gun", "multi-hunk", gun(b"ab", b"cd", extra=b"\x10\x05"))
 seed("gun", "partial", gun(b"hello")[:8])
 
+# hysteria2: byte 0 even -> a TCPResponse; odd -> UDPMessages separated by 0xff.
+def hy2_udp(session, packet, frag, frags, addr, payload):
+    return struct.pack(">IHBB", session, packet, frag, frags) + varint(len(addr)) + addr + payload
+
+seed("hysteria2", "response-ok", b"\x00" + b"\x00\x02ok\x03xyz" + b"data")
+seed("hysteria2", "response-refused", b"\x00" + b"\x01\x07refused\x00")
+seed("hysteria2", "udp-one", b"\x01" + hy2_udp(7, 1, 0, 1, b"198.51.100.1:53", b"query"))
+seed("hysteria2", "udp-fragments", b"\x01" + hy2_udp(7, 2, 1, 2, b"[2001:db8::1]:53", b"tail")
+     + b"\xff" + hy2_udp(7, 2, 0, 2, b"[2001:db8::1]:53", b"head"))
+
 # ws_upgrade: the server's answer to a WebSocket or HTTP upgrade, and what followed it.
 seed("ws_upgrade", "websocket", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
      "Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x82\x02hi")

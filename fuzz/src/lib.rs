@@ -13,6 +13,7 @@ pub mod geoip_dat;
 pub mod geosite;
 pub mod gun;
 pub mod http_connect;
+pub mod hysteria2;
 pub mod rule;
 pub mod ruleset;
 pub mod sniff_http;
@@ -35,6 +36,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("geosite", geosite::run),
     ("gun", gun::run),
     ("http_connect", http_connect::run),
+    ("hysteria2", hysteria2::run),
     ("rule", rule::run),
     ("ruleset", ruleset::run),
     ("sniff_http", sniff_http::run),

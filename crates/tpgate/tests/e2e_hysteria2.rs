@@ -3,7 +3,8 @@
 //! destinations, a 1 MiB byte-exact echo, a server-first exchange), UDP (with datagrams
 //! too long for one QUIC datagram, so fragmented both ways) and the gateway's own TCP reach
 //! the destination through it, the destination seeing the server host's address; a wrong
-//! password fails that one connection with a log line saying so, and tpgate goes on.
+//! password fails that one connection with a log line saying so, and tpgate goes on. With
+//! `ports` (port hopping) the client moves among the server's ports.
 
 mod lab;
 #[path = "lab/sing_box.rs"]
@@ -14,7 +15,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use lab::*;
-use sing_box::{sing_box, Inbound, SingBox, TROJAN_PASSWORD};
+use sing_box::{sing_box, Inbound, SingBox, TROJAN_PASSWORD, VLESS_SNI};
 
 /// A lab with one WAN host running sing-box's hysteria2 inbound, and tpgate using it as
 /// `up` (and as `bad`, with a wrong password, for port 81).
@@ -104,4 +105,68 @@ fn hysteria2_with_salamander_carries_tcp_and_udp() {
         udp_through(lab, tp, |f| up.egress(f), "hysteria2+salamander");
         long_datagrams(lab, up);
     });
+}
+
+/// Port hopping: the server host forwards UDP ports 20000-20010 to sing-box's one port;
+/// the proxy names only `ports` (no `port`), so the first flows go to 20000; after
+/// `hop-interval` (5 s, mihomo's floor) the client sends to another of them, which the
+/// server host's counter on 20001-20010 shows.
+#[test]
+fn hysteria2_hops_among_ports() {
+    let Some(bin) = sing_box() else {
+        return;
+    };
+    let Some(lab) = Lab::with_wan_hosts("hy2hop", 1) else {
+        return;
+    };
+    let up = SingBox::start(&lab, 0, &bin, Inbound::Hysteria2 { obfs: false });
+    up.host.ns.sh(
+        "nft",
+        &["add table inet hop; \
+           add chain inet hop pre { type nat hook prerouting priority dstnat; }; \
+           add rule inet hop pre udp dport 20000 counter redirect to :443; \
+           add rule inet hop pre udp dport 20001-20010 counter redirect to :443"],
+    );
+    let proxy = format!(
+        "{{name: up, type: hysteria2, server: {}, ports: \"20000-20010\", hop-interval: 5, \
+         password: {TROJAN_PASSWORD}, sni: {VLESS_SNI}, skip-cert-verify: true}}",
+        up.host.v4
+    );
+    let config = lab.write_proxy_config(&[proxy], &[], &["MATCH,up"]);
+    let tp = Tpgate::start(&lab, &config);
+    let server = TcpEchoServer::start(&lab.server, SocketAddr::new(Family::V4.addrs().server, 80));
+    assert_via(
+        lan_tcp(&lab, &server, 1000),
+        up.egress(Family::V4),
+        "first port",
+    );
+    let counters = || {
+        up.host
+            .ns
+            .sh("nft", &["list", "chain", "inet", "hop", "pre"])
+    };
+    let packets = |text: &str, rule: &str| -> u64 {
+        text.lines()
+            .find(|l| l.contains(rule))
+            .and_then(|l| l.split("packets ").nth(1))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(packets(&counters(), "dport 20000 ") > 0, "{}", counters());
+    let hopped = poll(Duration::from_secs(40), || {
+        assert_via(
+            lan_tcp(&lab, &server, 1000),
+            up.egress(Family::V4),
+            "while hopping",
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        (packets(&counters(), "20001-20010") > 0).then_some(())
+    });
+    assert!(
+        hopped.is_some(),
+        "no packet to another port in 40 s:\n{}\n{}",
+        counters(),
+        tp.log_text()
+    );
 }

@@ -304,10 +304,7 @@ mod tests {
         tokio::spawn(async move { while conn.accept().await.is_some() {} });
         let line = format!("{} {}", req.method(), req.uri().path());
         let mut body = req.into_body();
-        let resp = http::Response::builder()
-            .status(200)
-            .body(())
-            .unwrap();
+        let resp = http::Response::builder().status(200).body(()).unwrap();
         let mut send = respond.send_response(resp, false).unwrap();
         let mut acc = BytesMut::new();
         while let Some(chunk) = body.data().await {
