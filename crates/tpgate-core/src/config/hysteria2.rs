@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use super::decode::check;
 use super::proxies::{tls_with_alpn, Fields};
 use super::yaml::{Node, Pos};
 use super::{value, Diags, Hysteria2Opts, ProxyKind};
@@ -63,11 +62,15 @@ pub(super) fn hysteria2(f: &Fields<'_>, at: Pos, d: &mut Diags) -> Option<ProxyK
 }
 
 /// The port of a hysteria2 proxy that writes only `ports` (mihomo allows that): the first.
-pub(super) fn first_port(f: &Fields<'_>, d: &mut Diags) -> Option<u16> {
+/// Bad `ports` are reported once, by [`hysteria2`], which reads them too.
+pub(super) fn first_port(f: &Fields<'_>) -> Option<u16> {
     let node = f.node("ports")?;
-    check(d, node, &f.path("ports"), ports(node))?
-        .first()
-        .copied()
+    Some(
+        ports(node)
+            .ok()
+            .and_then(|p| p.first().copied())
+            .unwrap_or(1),
+    )
 }
 
 /// A rate as mihomo's `StringToBps` reads it, in bytes per second: `N` (Mbit/s), or `N`

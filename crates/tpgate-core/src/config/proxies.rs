@@ -124,7 +124,7 @@ pub(super) fn proxy(node: &Node, path: String, d: &mut Diags) -> Declared<ProxyD
     }
     let server = f.required(d, node.pos, "server", value::host);
     let port = if kind == "hysteria2" && f.node("port").is_none() && f.node("ports").is_some() {
-        super::hysteria2::first_port(&f, d)
+        super::hysteria2::first_port(&f)
     } else {
         f.required(d, node.pos, "port", port)
     };

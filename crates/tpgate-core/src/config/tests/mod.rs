@@ -5,6 +5,7 @@
 mod errors;
 mod fuzz;
 mod groups;
+mod hysteria2;
 mod mihomo;
 mod proxies;
 mod targets;
