@@ -105,7 +105,7 @@ proxy-groups:
     proxies: [Auto, lab-ss, "HK vmess", "JP vless", DIRECT]
   - name: Auto
     type: url-test
-    proxies: ["HK vmess", "SG hy2", lab-socks, lab-http]
+    proxies: ["HK vmess", "SG tuic", lab-socks, lab-http]
     url: "@HEALTH@"
     interval: 300
     tolerance: 50
