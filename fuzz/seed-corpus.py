@@ -235,6 +235,15 @@ seed("hysteria2", "udp-one", b"\x01" + hy2_udp(7, 1, 0, 1, b"198.51.100.1:53", b
 seed("hysteria2", "udp-fragments", b"\x01" + hy2_udp(7, 2, 1, 2, b"[2001:db8::1]:53", b"tail")
      + b"\xff" + hy2_udp(7, 2, 0, 2, b"[2001:db8::1]:53", b"head"))
 
+# tuic: Packet commands back to back, as on a stream.
+def tuic_packet(assoc, pkt, total, frag, addr, payload):
+    return bytes([5, 2]) + struct.pack(">HHBBH", assoc, pkt, total, frag, len(payload)) + addr + payload
+
+TUIC_V4 = bytes([1, 198, 51, 100, 1, 0, 53])
+seed("tuic", "one", tuic_packet(1, 1, 1, 0, TUIC_V4, b"reply"))
+seed("tuic", "fragments", tuic_packet(1, 2, 2, 0, bytes([0, 9]) + b"a.example" + b"\x00\x35", b"head")
+     + tuic_packet(1, 2, 2, 1, b"\xff", b"tail"))
+
 # ws_upgrade: the server's answer to a WebSocket or HTTP upgrade, and what followed it.
 seed("ws_upgrade", "websocket", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
      "Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x82\x02hi")

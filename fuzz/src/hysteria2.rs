@@ -26,11 +26,16 @@ pub fn run(data: &[u8]) {
         };
         assert!(m.payload.len() < datagram.len());
         let mut again = Vec::new();
-        encode_udp_message(m.session, m.packet, m.addr, m.payload, usize::MAX, |d| again.push(d))
-            .expect("fits unfragmented");
+        encode_udp_message(m.session, m.packet, m.addr, m.payload, usize::MAX, |d| {
+            again.push(d)
+        })
+        .expect("fits unfragmented");
         assert_eq!(again.len(), 1);
         let back = parse_udp_message(&again[0]).expect("re-encoded message parses");
-        assert_eq!((back.session, back.addr, back.payload), (m.session, m.addr, m.payload));
+        assert_eq!(
+            (back.session, back.addr, back.payload),
+            (m.session, m.addr, m.payload)
+        );
         let _ = defrag.push(&m);
     }
 }

@@ -21,6 +21,7 @@ pub mod sniff_quic;
 pub mod sniff_tls;
 pub mod socks5;
 pub mod trojan;
+pub mod tuic;
 pub mod ws_upgrade;
 
 /// One target's body: takes one input, panics when an invariant is broken.
@@ -44,5 +45,6 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("sniff_tls", sniff_tls::run),
     ("socks5", socks5::run),
     ("trojan", trojan::run),
+    ("tuic", tuic::run),
     ("ws_upgrade", ws_upgrade::run),
 ];

@@ -77,7 +77,7 @@ fn the_summary_names_what_was_skipped_and_what_will_be_downloaded() {
     let (_, stdout, _) = check(&dir.join("18-unsupported-types-skipped.yaml"));
     assert!(
         stdout.contains(
-            "summary: proxies: 1 usable, 5 skipped (hysteria: 1, trojan: 1, tuic: 1, vless: 1, vmess: 1)"
+            "summary: proxies: 1 usable, 5 skipped (hysteria: 1, snell: 1, trojan: 1, vless: 1, vmess: 1)"
         ),
         "{stdout}"
     );

@@ -1,5 +1,5 @@
 //! End-to-end: a realistic mihomo (Clash.Meta) config, as a subscription ships it (ports
-//! tpgate does not open, a `dns` section, vmess (http obfuscation), vless (vision) and tuic proxies,
+//! tpgate does not open, a `dns` section, vmess (http obfuscation), vless (vision) and anytls proxies,
 //! groups that name them, DOMAIN/GEOIP rules, and `Country.mmdb` beside it as mihomo keeps
 //! it in its home directory), plus tpgate's `intercept` section pointing at the lab.
 //! `tpgate check` accepts it with exactly the expected warnings (text, line and column), and
@@ -74,13 +74,12 @@ proxies:
     tls: true
     servername: jp.example.org
     client-fingerprint: chrome
-  - name: "SG tuic"
-    type: tuic
+  - name: "SG anytls"
+    type: anytls
     server: sg.example.org
     port: 8443
-    uuid: 0b4a1c55-3c2e-4d6f-9a70-1f2e3d4c5b6b
-    password: tuic-secret
-    congestion-controller: bbr
+    password: anytls-secret
+    client-fingerprint: chrome
   - name: lab-socks
     type: socks5
     server: @SOCKS@
@@ -105,13 +104,13 @@ proxy-groups:
     proxies: [Auto, lab-ss, "HK vmess", "JP vless", DIRECT]
   - name: Auto
     type: url-test
-    proxies: ["HK vmess", "SG tuic", lab-socks, lab-http]
+    proxies: ["HK vmess", "SG anytls", lab-socks, lab-http]
     url: "@HEALTH@"
     interval: 300
     tolerance: 50
   - name: Overseas
     type: fallback
-    proxies: ["HK vmess", "JP vless", "SG tuic"]
+    proxies: ["HK vmess", "JP vless", "SG anytls"]
     url: "@HEALTH@"
     interval: 300
   - name: "🎬 Streaming"
@@ -240,9 +239,9 @@ fn expected_warnings(text: &str) -> Vec<String> {
             "proxies[1].client-fingerprint: not used by tpgate; ignored",
         ),
         w(
-            "type: tuic",
-            "tuic",
-            "proxies[2].type: type tuic is not supported by tpgate; proxy `SG tuic` skipped",
+            "type: anytls",
+            "anytls",
+            "proxies[2].type: type anytls is not supported by tpgate; proxy `SG anytls` skipped",
         ),
         w(
             "- name: lab-socks",
@@ -332,7 +331,7 @@ fn mihomo_config_carries_traffic() {
     // Skipped proxies are not in the API; the emoji-named group follows `Proxy` until
     // switched on its own (a percent-encoded name in the path).
     let all = api.request("GET", "/proxies", None).json();
-    for skipped in ["HK vmess", "JP vless", "SG tuic"] {
+    for skipped in ["HK vmess", "JP vless", "SG anytls"] {
         assert!(all["proxies"].get(skipped).is_none(), "{skipped} listed");
     }
     let streaming = "🎬 Streaming";

@@ -119,12 +119,12 @@ pub(super) const PROXY_TYPES: &[&str] = &[
     "vless",
     "vmess",
     "hysteria2",
+    "tuic",
 ];
 
 /// Proxy types of mihomo that tpgate does not speak: such a proxy is skipped.
 pub(super) const PROXY_TYPES_UNSUPPORTED: &[&str] = &[
     "hysteria",
-    "tuic",
     "wireguard",
     "ssr",
     "snell",
@@ -204,6 +204,20 @@ pub(super) fn proxy_fields(kind: &str) -> &'static [&'static str] {
             "ports",
             "hop-interval",
         ],
+        "tuic" => &[
+            "uuid",
+            "password",
+            "token",
+            "sni",
+            "skip-cert-verify",
+            "alpn",
+            "udp",
+            "congestion-controller",
+            "udp-relay-mode",
+            "reduce-rtt",
+            "disable-sni",
+            "heartbeat-interval",
+        ],
         _ => &[],
     }
 }
@@ -247,6 +261,18 @@ pub(super) const PROXY_IGNORED: &[&str] = &[
     "ca-str",
     "cwnd",
     "udp-mtu",
+    // tuic: QUIC tuning tpgate leaves to quinn, and an address to dial instead of `server`.
+    "ip",
+    "request-timeout",
+    "max-udp-relay-packet-size",
+    "fast-open",
+    "max-open-streams",
+    "recv-window-conn",
+    "recv-window",
+    "disable-mtu-discovery",
+    "max-datagram-frame-size",
+    "udp-over-stream",
+    "udp-over-stream-version",
     // tpgate frames VLESS UDP the plain way, which servers speaking xudp accept too.
     "packet-encoding",
 ];

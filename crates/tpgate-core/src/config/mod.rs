@@ -33,6 +33,7 @@ mod rule_list;
 mod sniffer;
 pub mod subscription;
 mod summary;
+mod tuic;
 mod value;
 mod yaml;
 

@@ -137,6 +137,7 @@ pub(super) fn proxy(node: &Node, path: String, d: &mut Diags) -> Declared<ProxyD
         "vless" => vless(&f, node.pos, &who, &mut skip, d),
         "vmess" => vmess(&f, node.pos, &who, &mut skip, d),
         "hysteria2" => super::hysteria2::hysteria2(&f, node.pos, d),
+        "tuic" => super::tuic::tuic(&f, node.pos, &who, &mut skip, d),
         _ => trojan(&f, node.pos, &who, &mut skip, d),
     };
     let outcome = match (kind, server, port) {
@@ -149,8 +150,8 @@ pub(super) fn proxy(node: &Node, path: String, d: &mut Diags) -> Declared<ProxyD
             name: name.clone().unwrap_or_default(),
             server,
             port,
-            // mihomo relays UDP through every hysteria2 proxy, whatever `udp` says.
-            udp: (udp || matches!(kind, ProxyKind::Hysteria2(_)))
+            // mihomo relays UDP through every hysteria2 and tuic proxy, whatever `udp` says.
+            udp: (udp || matches!(kind, ProxyKind::Hysteria2(_) | ProxyKind::Tuic(_)))
                 && !matches!(kind, ProxyKind::Http { .. }),
             kind,
         }),

@@ -56,6 +56,8 @@ pub enum ProxyKind {
     },
     /// `type: hysteria2`: QUIC, one stream per TCP connection, UDP in datagrams.
     Hysteria2(Hysteria2Opts),
+    /// `type: tuic` (v5): QUIC, one stream per TCP connection, UDP in datagrams or streams.
+    Tuic(TuicOpts),
     /// `type: direct`: a named way out that connects directly (mihomo configs name one
     /// `直连` or `Direct` and route to it). `server` is empty and `port` 0.
     Direct,
@@ -73,6 +75,7 @@ impl ProxyKind {
             Self::Vless { .. } => "Vless",
             Self::Vmess { .. } => "Vmess",
             Self::Hysteria2(_) => "Hysteria2",
+            Self::Tuic(_) => "Tuic",
             Self::Direct => "Direct",
         }
     }
@@ -108,6 +111,55 @@ impl std::fmt::Debug for Hysteria2Opts {
             .field("hop_interval", &self.hop_interval)
             .finish_non_exhaustive()
     }
+}
+
+/// `type: tuic`'s own keys (TUIC v5).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TuicOpts {
+    pub uuid: Uuid,
+    pub password: String,
+    /// QUIC's TLS (`sni`, `skip-cert-verify`, `alpn`, default `h3`).
+    pub tls: Tls,
+    /// `congestion-controller` (default cubic, as mihomo).
+    pub congestion: CongestionControl,
+    /// `udp-relay-mode`: datagrams (`native`, the default) or a stream per packet (`quic`).
+    pub udp_relay_mode: UdpRelayMode,
+    /// `reduce-rtt`: 0-RTT when the server resumes the session.
+    pub reduce_rtt: bool,
+    /// `disable-sni`: no server name in the ClientHello.
+    pub disable_sni: bool,
+    /// `heartbeat-interval`.
+    pub heartbeat: Duration,
+}
+
+/// Passwords stay out of logs.
+impl std::fmt::Debug for TuicOpts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TuicOpts")
+            .field("tls", &self.tls)
+            .field("congestion", &self.congestion)
+            .field("udp_relay_mode", &self.udp_relay_mode)
+            .field("reduce_rtt", &self.reduce_rtt)
+            .field("heartbeat", &self.heartbeat)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A QUIC congestion controller by mihomo's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CongestionControl {
+    Cubic,
+    Bbr,
+    NewReno,
+}
+
+/// How TUIC carries UDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UdpRelayMode {
+    /// QUIC datagrams.
+    Native,
+    /// One unidirectional stream per packet.
+    Quic,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -214,38 +214,17 @@ pub fn encode_udp_message(
     Ok(())
 }
 
-/// Reassembles one session's fragmented datagrams. Like Hysteria's own, it holds one packet
-/// at a time: a fragment of a newer packet drops an unfinished older one (UDP's way: a lost
-/// fragment loses the datagram).
-#[derive(Debug, Default)]
-pub struct Defragger {
-    packet: u16,
-    pieces: Vec<Option<Vec<u8>>>,
-    have: usize,
-}
+/// Reassembles one session's fragmented datagrams (see [`super::fragments`]).
+pub use super::fragments::Defragger;
 
-impl Defragger {
-    /// Takes one message; returns the whole datagram once its last missing piece arrives.
-    pub fn push(&mut self, m: &UdpMessage<'_>) -> Option<Vec<u8>> {
-        if m.fragments == 1 {
-            return Some(m.payload.to_vec());
+impl<'a> From<&UdpMessage<'a>> for super::fragments::Piece<'a> {
+    fn from(m: &UdpMessage<'a>) -> Self {
+        Self {
+            packet: m.packet,
+            fragment: m.fragment,
+            fragments: m.fragments,
+            payload: m.payload,
         }
-        if self.pieces.len() != usize::from(m.fragments) || self.packet != m.packet {
-            self.packet = m.packet;
-            self.pieces = vec![None; usize::from(m.fragments)];
-            self.have = 0;
-        }
-        let slot = self.pieces.get_mut(usize::from(m.fragment))?;
-        if slot.is_none() {
-            *slot = Some(m.payload.to_vec());
-            self.have += 1;
-        }
-        if self.have < self.pieces.len() {
-            return None;
-        }
-        let whole = self.pieces.drain(..).flatten().flatten().collect();
-        self.have = 0;
-        Some(whole)
     }
 }
 

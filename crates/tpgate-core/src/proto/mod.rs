@@ -1,5 +1,5 @@
 //! Sans-IO codecs for the client side of the upstream proxy protocols the outbounds speak:
-//! SOCKS5 (RFC 1928/1929), HTTP CONNECT, Trojan, VLESS, VMess (AEAD) and Hysteria 2, plus the
+//! SOCKS5 (RFC 1928/1929), HTTP CONNECT, Trojan, VLESS, VMess (AEAD), Hysteria 2 and TUIC v5, plus the
 //! SOCKS-style address they share, and the V2Ray transports' own bytes (the WebSocket and
 //! HTTP-upgrade request, gRPC gun messages).
 //!
@@ -12,11 +12,13 @@
 //! Server sides are deliberately absent: tpgate only ever dials these proxies.
 
 pub mod addr;
+pub mod fragments;
 pub mod gun;
 pub mod http;
 pub mod hysteria2;
 pub mod socks5;
 pub mod trojan;
+pub mod tuic;
 pub mod vless;
 pub mod vmess;
 pub mod ws;

@@ -37,8 +37,8 @@ pub(crate) enum DialError {
     /// A UDP flow picked an HTTP proxy, which carries TCP only.
     #[error("{proxy}: HTTP proxies carry TCP only")]
     UdpOverHttp { proxy: String },
-    /// A hysteria2 proxy after the first hop of a chain: it runs over QUIC, which a TCP
-    /// hop cannot carry.
+    /// A hysteria2 or tuic proxy after the first hop of a chain: it runs over QUIC, which a
+    /// TCP hop cannot carry.
     #[error(
         "{proxy}: hysteria2 runs over QUIC (UDP), so it can only be the first hop of a relay chain"
     )]

@@ -150,6 +150,8 @@ pub(crate) enum UdpSend {
     },
     /// QUIC datagrams on the proxy's connection.
     Hysteria2(super::hysteria2::Hy2UdpSend),
+    /// TUIC `Packet`s in QUIC datagrams or streams.
+    Tuic(super::tuic::TuicUdpSend),
 }
 
 pub(crate) enum UdpRecv {
@@ -172,6 +174,7 @@ pub(crate) enum UdpRecv {
         rd: ReadHalf<BoxIo>,
     },
     Hysteria2(super::hysteria2::Hy2UdpRecv),
+    Tuic(super::tuic::TuicUdpRecv),
 }
 
 pub(crate) fn from_ss(s: SsUdp) -> (UdpSend, UdpRecv) {
@@ -262,6 +265,7 @@ impl UdpSend {
                 wr.flush().await?;
             }
             Self::Hysteria2(h) => h.send(dst, datagrams)?,
+            Self::Tuic(t) => t.send(dst, datagrams).await?,
         }
         Ok(())
     }
@@ -360,6 +364,7 @@ impl UdpRecv {
                 Ok(())
             }
             Self::Hysteria2(h) => h.recv(BATCH, |d| out.push(d)).await,
+            Self::Tuic(t) => t.recv(BATCH, |d| out.push(d)).await,
         }
     }
 }

@@ -14,6 +14,7 @@ use super::ss::Shadowsocks;
 use super::tls::TlsClient;
 use super::transport::{Protocol, Transport};
 use super::trojan::Trojan;
+use super::tuic::Tuic;
 use super::udp::{UdpRecv, UdpSend};
 use super::vless::Vless;
 use super::vmess::Vmess;
@@ -40,6 +41,7 @@ enum Kind {
     Vless(Vless),
     Vmess(Vmess),
     Hysteria2(Hysteria2),
+    Tuic(Tuic),
     /// `type: direct`: routes resolve it to a DIRECT exit; it never handshakes.
     Direct,
 }
@@ -107,6 +109,7 @@ impl Upstream {
                 Kind::Hysteria2(Hysteria2::new(&def.name, &def.server, opts)?),
                 "Hysteria2",
             ),
+            ProxyKind::Tuic(opts) => (Kind::Tuic(Tuic::new(&def.name, &def.server, opts)?), "Tuic"),
             ProxyKind::Direct => (Kind::Direct, "Direct"),
         };
         Ok(Self {
@@ -132,6 +135,7 @@ impl Upstream {
     ) -> Option<io::Result<BoxIo>> {
         match &self.kind {
             Kind::Hysteria2(h) => Some(h.connect_tcp(&self.server, ctx, dst).await),
+            Kind::Tuic(t) => Some(t.connect_tcp(&self.server, ctx, dst).await),
             _ => None,
         }
     }
@@ -139,7 +143,7 @@ impl Upstream {
     /// Whether this proxy runs over its own QUIC connection (so it can only be a chain's
     /// first hop).
     pub(crate) fn is_quic(&self) -> bool {
-        matches!(self.kind, Kind::Hysteria2(_))
+        matches!(self.kind, Kind::Hysteria2(_) | Kind::Tuic(_))
     }
 
     /// Speaks this proxy's protocol over `io`, which reaches this proxy's server, so that the
@@ -152,7 +156,7 @@ impl Upstream {
             Kind::Trojan(t) => t.connect(io, dst).await,
             Kind::Vless(v) => v.connect(io, dst).await,
             Kind::Vmess(v) => v.connect(io, dst).await,
-            Kind::Hysteria2(_) => Err(DialError::QuicNotFirst {
+            Kind::Hysteria2(_) | Kind::Tuic(_) => Err(DialError::QuicNotFirst {
                 proxy: self.name.clone(),
             }
             .into()),
@@ -195,6 +199,10 @@ impl Upstream {
                 .udp(&self.server, ctx)
                 .await
                 .map(|(s, r)| (UdpSend::Hysteria2(s), UdpRecv::Hysteria2(r))),
+            Kind::Tuic(t) => t
+                .udp(&self.server, ctx)
+                .await
+                .map(|(s, r)| (UdpSend::Tuic(s), UdpRecv::Tuic(r))),
             Kind::Http(_) | Kind::Direct => Err(DialError::UdpOverHttp {
                 proxy: self.name.clone(),
             }

@@ -93,6 +93,12 @@ pub(crate) enum Inbound {
     Hysteria2 {
         obfs: bool,
     },
+    /// TUIC v5 on UDP port [`VLESS_PORT`] (TLS with ALPN `h3`), user [`VLESS_UUID`] with
+    /// the password [`TROJAN_PASSWORD`]; the client relays UDP in streams when `quic_udp`
+    /// (`udp-relay-mode: quic`), else in datagrams.
+    Tuic {
+        quic_udp: bool,
+    },
 }
 
 /// The Salamander password of [`Inbound::Hysteria2`] with `obfs`.
@@ -102,7 +108,7 @@ impl Inbound {
     const fn tls(self) -> bool {
         match self {
             Self::Vless { tls } | Self::Vmess { tls, .. } => tls,
-            Self::Trojan | Self::Hysteria2 { .. } => true,
+            Self::Trojan | Self::Hysteria2 { .. } | Self::Tuic { .. } => true,
         }
     }
 }
@@ -213,7 +219,7 @@ impl<'lab> SingBox<'lab> {
                 &format!("sing-box-h{host}.key"),
                 &ck.signing_key.serialize_pem(),
             );
-            let alpn = if matches!(inbound, Inbound::Hysteria2 { .. }) {
+            let alpn = if matches!(inbound, Inbound::Hysteria2 { .. } | Inbound::Tuic { .. }) {
                 r#", "alpn": ["h3"]"#
             } else {
                 ""
@@ -233,6 +239,10 @@ impl<'lab> SingBox<'lab> {
             Inbound::Hysteria2 { .. } => {
                 ("hysteria2", format!(r#""password": "{TROJAN_PASSWORD}""#))
             }
+            Inbound::Tuic { .. } => (
+                "tuic",
+                format!(r#""uuid": "{VLESS_UUID}", "password": "{TROJAN_PASSWORD}""#),
+            ),
         };
         let mut transport = carrier.sing_box();
         if inbound == (Inbound::Hysteria2 { obfs: true }) {
@@ -271,7 +281,10 @@ impl<'lab> SingBox<'lab> {
     }
 
     fn wait_accepting(&mut self) {
-        if matches!(self.inbound, Inbound::Hysteria2 { .. }) {
+        if matches!(
+            self.inbound,
+            Inbound::Hysteria2 { .. } | Inbound::Tuic { .. }
+        ) {
             // QUIC: nothing to connect to; sing-box says when its inbounds are up.
             let started = poll(Duration::from_secs(10), || {
                 self.log_text().contains("sing-box started").then_some(())
@@ -322,6 +335,13 @@ impl<'lab> SingBox<'lab> {
                 format!("uuid: {uuid}, alterId: 0, cipher: {cipher}, udp: true"),
             ),
             Inbound::Trojan => ("trojan", format!("password: {uuid}, udp: true")),
+            Inbound::Tuic { quic_udp } => (
+                "tuic",
+                format!(
+                    "uuid: {VLESS_UUID}, password: {uuid}, udp-relay-mode: {}",
+                    if quic_udp { "quic" } else { "native" }
+                ),
+            ),
             Inbound::Hysteria2 { obfs } => (
                 "hysteria2",
                 if obfs {
@@ -332,7 +352,7 @@ impl<'lab> SingBox<'lab> {
             ),
         };
         let tls = match self.inbound {
-            Inbound::Trojan | Inbound::Hysteria2 { .. } => {
+            Inbound::Trojan | Inbound::Hysteria2 { .. } | Inbound::Tuic { .. } => {
                 format!(", sni: {VLESS_SNI}, skip-cert-verify: true")
             }
             _ if self.inbound.tls() => {

@@ -9,6 +9,7 @@ mod hysteria2;
 mod mihomo;
 mod proxies;
 mod targets;
+mod tuic;
 mod unsupported;
 
 use ipnet::IpNet;

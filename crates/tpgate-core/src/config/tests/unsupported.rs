@@ -8,7 +8,7 @@ use super::*;
 fn unsupported_types_and_ciphers_are_skipped_with_one_warning() {
     let text = with_proxies(&[
         "{name: v, type: snell, server: a, port: 1, uuid: x, alterId: 0, cipher: auto}",
-        "{name: h2, type: Tuic, server: a, port: 1}",
+        "{name: h2, type: Snell, server: a, port: 1}",
         "{name: w, type: sock5, server: a, port: 1}",
         "{name: c, type: ss, server: a, port: 1, cipher: aes-256-cfb, password: x}",
         "{name: n, type: ss, server: a, port: 1, cipher: none, password: x}",
@@ -19,7 +19,7 @@ fn unsupported_types_and_ciphers_are_skipped_with_one_warning() {
         warnings(&l),
         [
             "2:21: proxies[0].type: type snell is not supported by tpgate; proxy `v` skipped",
-            "3:22: proxies[1].type: type tuic is not supported by tpgate; proxy `h2` skipped",
+            "3:22: proxies[1].type: type snell is not supported by tpgate; proxy `h2` skipped",
             "4:21: proxies[2].type: unknown type `sock5` (did you mean `socks5`?); proxy `w` skipped",
             "5:53: proxies[3].cipher: cipher aes-256-cfb is not supported by tpgate (supported: \
              aes-128-gcm, aes-256-gcm, chacha20-ietf-poly1305, 2022-blake3-aes-128-gcm, \

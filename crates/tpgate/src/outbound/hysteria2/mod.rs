@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use quinn::crypto::rustls::QuicClientConfig;
 use rand::Rng as _;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
@@ -25,15 +24,11 @@ use tracing::debug;
 
 use super::dial::ServerAddr;
 use super::error::TlsError;
-use super::tls::TlsClient;
+use super::quic;
 use super::{BoxIo, Ctx};
 
 /// The whole QUIC and HTTP/3 handshake, at most.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Idle QUIC connections are kept alive by pings this often...
-const KEEP_ALIVE: Duration = Duration::from_secs(10);
-/// ...and end after this long without an answer.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Replies queued for one UDP flow before more are dropped.
 const UDP_QUEUE: usize = 256;
 /// Random padding on requests, as Hysteria's own client sends.
@@ -124,23 +119,17 @@ impl Drop for Session {
 
 impl Hysteria2 {
     pub(crate) fn new(name: &str, server: &str, opts: &Hysteria2Opts) -> Result<Self, TlsError> {
-        let alpn: Vec<&[u8]> = opts.tls.alpn.iter().map(|a| a.as_bytes()).collect();
-        let (config, server_name) = TlsClient::config(&opts.tls, server, &alpn)?;
-        let quic = QuicClientConfig::try_from(config).map_err(|e| TlsError::Quic(e.to_string()))?;
-        let mut client = quinn::ClientConfig::new(Arc::new(quic));
         let rate = Arc::new(AtomicU64::new(0));
         let mut transport = quinn::TransportConfig::default();
-        transport
-            .congestion_controller_factory(Arc::new(brutal::Factory { rate: rate.clone() }))
-            .keep_alive_interval(Some(KEEP_ALIVE))
-            .max_idle_timeout(IDLE_TIMEOUT.try_into().ok());
+        transport.congestion_controller_factory(Arc::new(brutal::Factory { rate: rate.clone() }));
         if opts.obfs.is_some() {
             // Salamander adds its salt to every packet: leave room for it.
             let mut mtu = quinn::MtuDiscoveryConfig::default();
             mtu.upper_bound(1452 - SALT_LEN as u16);
             transport.mtu_discovery_config(Some(mtu));
         }
-        client.transport_config(Arc::new(transport));
+        let (client, server_name) =
+            quic::client_config(&opts.tls, server, transport, quic::Options::default())?;
         Ok(Self {
             name: name.to_owned(),
             opts: opts.clone(),
@@ -169,32 +158,19 @@ impl Hysteria2 {
     }
 
     async fn connect(&self, addr: SocketAddr, mark: u32) -> io::Result<Session> {
-        let sock = tpgate_sys::outbound_socket(addr.is_ipv6(), socket2::Type::DGRAM, mark)?;
-        let any: SocketAddr = if addr.is_ipv6() {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-        } else {
-            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-        };
-        sock.bind(&any.into())?;
-        let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
-        let mut inner = runtime.wrap_udp_socket(sock.into())?;
-        if self.opts.obfs.is_some() || !self.opts.ports.is_empty() {
-            inner = Arc::new(socket::Wrapped {
+        let endpoint = quic::endpoint(addr, mark, self.client.clone(), |inner| {
+            if self.opts.obfs.is_none() && self.opts.ports.is_empty() {
+                return inner;
+            }
+            Arc::new(socket::Wrapped {
                 inner,
                 salamander: self.opts.obfs.as_deref().map(Salamander::new),
                 hop: (!self.opts.ports.is_empty()).then(|| {
                     socket::Hop::new(self.opts.ports.clone(), self.opts.hop_interval, addr.port())
                 }),
                 remote: addr,
-            });
-        }
-        let mut endpoint = quinn::Endpoint::new_with_abstract_socket(
-            quinn::EndpointConfig::default(),
-            None,
-            inner,
-            runtime,
-        )?;
-        endpoint.set_default_client_config(self.client.clone());
+            })
+        })?;
         let conn = endpoint
             .connect(addr, &self.server_name)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
