@@ -69,7 +69,7 @@ fn wrong_password_fails_cleanly(lab: &Lab, up: &SingBox<'_>, tp: &Tpgate<'_>) {
         Err(e) => panic!("expected reset or EOF with a wrong password, got {e}"),
     }
     let line = tp
-        .wait_for_line(Duration::from_secs(5), |l| l.contains("via bad failed"))
+        .wait_for_line(Duration::from_secs(10), |l| l.contains("via bad failed"))
         .unwrap_or_else(|| {
             panic!(
                 "no log line for the wrong password; log:\n{}",

@@ -46,7 +46,7 @@ pub(crate) enum TuicError {
     },
     #[error("QUIC handshake with {0} timed out after 10 s (nothing listening?)")]
     Timeout(SocketAddr),
-    #[error("the connection ended: {0} (a server refusing the uuid or password closes it)")]
+    #[error("the connection ended: {0} (a TUIC server closes the connection on a wrong uuid or password)")]
     Closed(#[from] quinn::ConnectionError),
     #[error("sending the Authenticate command: {0}")]
     Auth(String),
