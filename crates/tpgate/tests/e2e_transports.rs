@@ -15,7 +15,7 @@ mod sing_box;
 mod v2ray;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use lab::*;
@@ -57,27 +57,6 @@ fn carries_tcp_and_udp(lab: &Lab, up: &SingBox<'_>, tp: &Tpgate<'_>, what: &str)
     tcp_through(lab, tp, |f| up.egress(f), what);
     udp_through(lab, tp, |f| up.egress(f), what);
     local_tcp_through(lab, tp, |f| up.egress(f), what);
-}
-
-/// A process on the gateway (`intercept.local`) reaches the destination through `up` too.
-fn local_tcp_through(lab: &Lab, tp: &Tpgate<'_>, egress: impl Fn(Family) -> IpAddr, what: &str) {
-    for family in [Family::V4, Family::V6] {
-        let server =
-            TcpEchoServer::start(&lab.server, SocketAddr::new(family.addrs().server, 8080));
-        let s = tcp_connect(&lab.gw, server.addr)
-            .unwrap_or_else(|e| panic!("{what} local {family:?}: {e}"));
-        let local = s.local_addr().expect("local addr");
-        let got = echo_exact(&s, b"from the gateway")
-            .unwrap_or_else(|e| panic!("{what} local {family:?}: {e}"));
-        assert_eq!(got, b"from the gateway", "{what} local {family:?}");
-        let peer = server.wait_peers(1)[0];
-        assert_eq!(
-            peer.ip(),
-            egress(family),
-            "{what} local {family:?}: the server saw"
-        );
-        tp.expect_flow("tcp", local, server.addr, "up");
-    }
 }
 
 /// The client half-closes after sending (the echo server ends once it sees the end): the

@@ -140,7 +140,7 @@ pub(super) fn proxy_fields(kind: &str) -> &'static [&'static str] {
             "udp",
         ],
         "http" => &["username", "password", "tls", "sni", "skip-cert-verify"],
-        "ss" => &["cipher", "password", "udp"],
+        "ss" => &["cipher", "password", "udp", "plugin", "plugin-opts"],
         "trojan" => &[
             "password",
             "sni",
@@ -192,7 +192,6 @@ pub(super) fn proxy_fields(kind: &str) -> &'static [&'static str] {
 /// talking to its server without it would fail or, worse, leak.
 /// (`network` and its options are read by vmess, vless and trojan: `network`.)
 pub(super) const PROXY_TRANSPORT: &[&str] = &[
-    "plugin",
     "reality-opts",
     "shadow-tls",
     "smux",
@@ -220,7 +219,6 @@ pub(super) const PROXY_IGNORED: &[&str] = &[
     "ech-opts",
     "certificate",
     "private-key",
-    "plugin-opts",
     // tpgate frames VLESS UDP the plain way, which servers speaking xudp accept too.
     "packet-encoding",
 ];

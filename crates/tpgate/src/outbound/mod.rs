@@ -11,6 +11,7 @@ mod group;
 mod health;
 pub(crate) mod history;
 mod http;
+mod plugin;
 mod provided;
 mod resolve;
 mod socks5;

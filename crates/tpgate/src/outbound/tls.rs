@@ -48,9 +48,20 @@ impl TlsClient {
         server: &str,
         alpn: &[&[u8]],
     ) -> Result<(TlsConnector, ServerName<'static>), TlsError> {
+        Self::parts_with_versions(tls, server, alpn, rustls::DEFAULT_VERSIONS)
+    }
+
+    /// [`Self::parts`] offering only `versions` (ShadowTLS v2 wants TLS 1.2: no message
+    /// follows its handshake).
+    pub(crate) fn parts_with_versions(
+        tls: &Tls,
+        server: &str,
+        alpn: &[&[u8]],
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Result<(TlsConnector, ServerName<'static>), TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .map_err(TlsError::Versions)?;
         let mut config = if tls.skip_cert_verify {
             builder

@@ -6,6 +6,7 @@ mod errors;
 mod fuzz;
 mod groups;
 mod mihomo;
+mod plugins;
 mod proxies;
 mod targets;
 mod unsupported;
