@@ -19,6 +19,7 @@ pub mod sniff_http;
 pub mod sniff_quic;
 pub mod sniff_tls;
 pub mod socks5;
+pub mod ss_plugins;
 pub mod trojan;
 pub mod ws_upgrade;
 
@@ -43,4 +44,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("socks5", socks5::run),
     ("trojan", trojan::run),
     ("ws_upgrade", ws_upgrade::run),
+    ("ss_plugins", ss_plugins::run),
 ];

@@ -124,7 +124,7 @@ fn obfs_http() {
         "tpobh",
         PluginKind::ObfsHttp,
         true,
-        "proxy closed during the handshake",
+        "obfs: the server ended the stream without a reply",
     );
 }
 
@@ -134,7 +134,7 @@ fn obfs_tls() {
         "tpobt",
         PluginKind::ObfsTls,
         false,
-        "proxy closed during the handshake",
+        "obfs: the server ended the stream without a reply",
     );
 }
 

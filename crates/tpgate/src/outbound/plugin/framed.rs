@@ -159,7 +159,9 @@ impl Framed {
                     self.pos += used;
                     self.head_read = true;
                 }
-                Ok(None) if self.eof => return Poll::Ready(Err(HandshakeError::Closed.into())),
+                Ok(None) if self.eof => {
+                    return Poll::Ready(Err(PluginError::NoReply(self.framing.plugin()).into()))
+                }
                 Ok(None) => ready!(self.poll_fill(cx))?,
                 Err(e) => return Poll::Ready(Err(PluginError::ObfsHttp(e).into())),
             }
@@ -217,7 +219,9 @@ impl Framed {
                 None if self.eof && self.head_read => {
                     return Poll::Ready(Err(PluginError::Closed(self.framing.plugin()).into()))
                 }
-                None if self.eof => return Poll::Ready(Err(HandshakeError::Closed.into())),
+                None if self.eof => {
+                    return Poll::Ready(Err(PluginError::NoReply(self.framing.plugin()).into()))
+                }
                 None => ready!(self.poll_fill(cx))?,
             }
         }
@@ -369,3 +373,6 @@ impl AsyncWrite for Framed {
         Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests;
