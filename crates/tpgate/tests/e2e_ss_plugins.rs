@@ -191,8 +191,8 @@ fn shadow_tls_v2() {
     });
 }
 
-/// Version 3 is skipped at load with one warning naming why; its traffic takes the rules'
-/// next way (here: MATCH to a missing proxy falls back to DIRECT), never the server.
+/// Version 3 is skipped at load with one warning naming why; its rules are skipped too, so
+/// the traffic goes out directly (the destination sees the gateway), never to the server.
 #[test]
 fn shadow_tls_v3_is_skipped_with_a_warning() {
     through_shadow_tls("tpst3", 3, |lab, _up, tp| {
@@ -200,6 +200,13 @@ fn shadow_tls_v3_is_skipped_with_a_warning() {
             l.contains("shadow-tls version 3") && l.contains("not supported by tpgate")
         })
         .unwrap_or_else(|| panic!("no warning for shadow-tls v3; log:\n{}", tp.log_text()));
-        let _ = lab;
+        let a = Family::V4.addrs();
+        let server = TcpEchoServer::start(&lab.server, SocketAddr::new(a.server, 80));
+        let via = lan_tcp(lab, &server, 1000);
+        assert_eq!(
+            via.seen.ip(),
+            a.gw_wan,
+            "shadow-tls v3 traffic went out directly"
+        );
     });
 }
