@@ -42,19 +42,23 @@ pub(super) fn plugin(
     skip: &mut bool,
     d: &mut Diags,
 ) -> Option<Option<SsPlugin>> {
-    let name = match f.node("plugin").map(|n| (n, &n.value)) {
-        None | Some((_, Value::Null)) => String::new(),
-        Some((n, _)) => check(d, n, &f.path("plugin"), value::string(n))?
+    let entry = f.entries.iter().find(|e| e.key == "plugin");
+    let name = match entry.map(|e| e.value) {
+        None
+        | Some(Node {
+            value: Value::Null, ..
+        }) => String::new(),
+        Some(n) => check(d, n, &f.path("plugin"), value::string(n))?
             .trim()
             .to_owned(),
     };
     let opts = f.node("plugin-opts");
-    if name.is_empty() {
+    let Some(entry) = entry.filter(|_| !name.is_empty()) else {
         if let Some(e) = f.entries.iter().find(|e| e.key == "plugin-opts") {
             d.warn(e.key_pos, &f.path("plugin-opts"), "no `plugin`; ignored");
         }
         return Some(None);
-    }
+    };
     let path = f.path("plugin-opts");
     if let Some(node) = opts {
         if !is_section(node, &path, d) {
@@ -62,19 +66,12 @@ pub(super) fn plugin(
         }
     }
     // Where a missing option is reported: the options, or the plugin when none are given.
-    let at = opts
-        .or(f.node("plugin"))
-        .map_or(f.entries[0].key_pos, |n| n.pos);
+    let at = opts.map_or(entry.value.pos, |n| n.pos);
     let errors = d.errors.len();
     let mut unsupported = |d: &mut Diags, what: String| {
         if !*skip {
-            let pos = f
-                .entries
-                .iter()
-                .find(|e| e.key == "plugin")
-                .map_or(at, |e| e.key_pos);
             let message = format!("{what} is not supported by tpgate; {who} skipped");
-            d.warn(pos, &f.path("plugin"), message);
+            d.warn(entry.key_pos, &f.path("plugin"), message);
         }
         *skip = true;
         None

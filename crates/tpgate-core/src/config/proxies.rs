@@ -1,7 +1,8 @@
 //! `proxies:` -> [`ProxyDef`]s. tpgate speaks socks5, http, ss, trojan, vless and vmess; a
 //! proxy of another type, or one that needs something tpgate lacks (a plugin other than
-//! obfs, v2ray-plugin and shadow-tls v2, a reality transport, an unsupported cipher), is skipped with one warning so the rest of a
-//! mihomo config still loads. Names are checked for uniqueness later, by `names`.
+//! obfs, v2ray-plugin and shadow-tls v2, a reality transport, an unsupported cipher), is
+//! skipped with one warning so the rest of a mihomo config still loads. Names are checked
+//! for uniqueness later, by `names`.
 
 use super::cipher::{check_password, cipher, supported_names};
 use super::decode::{check, entries, Entry};
