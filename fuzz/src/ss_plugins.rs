@@ -1,8 +1,9 @@
 //! What a Shadowsocks plugin's server sends back: simple-obfs TLS mode's fake handshake and
 //! records, ShadowTLS v2's application-data records, v2ray-plugin's Mux.Cool frames. Each
 //! is walked step by step as the daemon does: no panic, no step claiming more bytes than
-//! given where it must have them whole, and the stream's bytes never more than the input.
-//! The first byte chooses the parser.
+//! given where it must have them whole, and the stream's bytes (a data header may announce
+//! more than has arrived: those come later) never more than the input. The first byte
+//! chooses the parser.
 
 use tpgate_core::proto::mux_cool::{next_frame, Frame};
 use tpgate_core::proto::obfs::{Step, TlsObfsReader, RECORD_HEADER};
@@ -25,8 +26,9 @@ pub fn run(data: &[u8]) {
                         at += n;
                     }
                     Step::Data(n) => {
-                        at += RECORD_HEADER + n;
-                        carried += n;
+                        at += RECORD_HEADER;
+                        carried += n.min(rest.len().saturating_sub(at));
+                        at += n;
                     }
                 }
                 if at >= rest.len() {
@@ -36,8 +38,9 @@ pub fn run(data: &[u8]) {
         }
         1 => {
             while let Ok(Some(n)) = data_record(&rest[at..]) {
-                at += RECORD_HEADER + n;
-                carried += n;
+                at += RECORD_HEADER;
+                carried += n.min(rest.len().saturating_sub(at));
+                at += n;
                 if at >= rest.len() {
                     break;
                 }
@@ -52,8 +55,9 @@ pub fn run(data: &[u8]) {
                     }
                     Frame::Data { header, len } => {
                         assert!(header <= rest.len() - at, "the header has arrived");
-                        at += header + len;
-                        carried += len;
+                        at += header;
+                        carried += len.min(rest.len() - at);
+                        at += len;
                     }
                     Frame::End { header } => {
                         assert!(header <= rest.len() - at);
