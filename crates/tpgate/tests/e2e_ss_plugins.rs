@@ -70,7 +70,8 @@ fn wrong_password_fails_cleanly(lab: &Lab, tp: &Tpgate<'_>, egress: std::net::Ip
 
 /// shadowsocks-rust's server behind `kind` on one WAN host (TCP through the plugin, UDP
 /// straight to the plugin's port), tpgate using it as `up` (and as `bad`, with a wrong
-/// password, for port 81).
+/// password, for port 81). Only the plugin listens for TCP on the proxy's port, so every
+/// TCP flow that works went through it.
 fn through_plugin(tag: &str, kind: PluginKind, local: bool, wrong_log: &str) {
     let Some(lab) = Lab::with_wan_hosts(tag, 1) else {
         return;
@@ -111,11 +112,6 @@ fn through_plugin(tag: &str, kind: PluginKind, local: bool, wrong_log: &str) {
         local_tcp_through(&lab, &tp, egress, &what);
     }
     wrong_password_fails_cleanly(&lab, &tp, egress(Family::V4), wrong_log);
-    drop(tp);
-    assert!(
-        !plugin.log_text().is_empty() || kind != PluginKind::ObfsHttp,
-        "the obfs server logged nothing"
-    );
 }
 
 #[test]
