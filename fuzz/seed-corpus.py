@@ -251,6 +251,20 @@ seed("ws_upgrade", "http-upgrade", "HTTP/1.1 101 Switching Protocols\r\nConnecti
      "Upgrade: websocket\r\n\r\n\x00\x00")
 seed("ws_upgrade", "not-found", "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
 
+# ss_plugins: a plugin server's answer; the first byte picks the parser (0 simple-obfs TLS,
+# 1 ShadowTLS v2 records, 2 Mux.Cool frames).
+def record(kind, body):
+    return bytes([kind, 3, 3]) + struct.pack(">H", len(body)) + body
+
+
+server_hello = record(0x16, b"\x02" + bytes(90))
+seed("ss_plugins", "obfs-tls", b"\x00" + server_hello + record(0x14, b"\x01")
+     + record(0x16, b"first") + record(0x17, b"second"))
+seed("ss_plugins", "obfs-tls-alert", b"\x00" + record(0x15, b"\x02\x28"))
+seed("ss_plugins", "shadow-tls", b"\x01" + record(0x17, b"data") + record(0x17, b"more"))
+seed("ss_plugins", "mux-cool", b"\x02" + bytes([0, 4, 0, 0, 2, 1, 0, 2]) + b"hi"
+     + bytes([0, 4, 0, 0, 4, 0]) + bytes([0, 4, 0, 0, 3, 0]))
+
 for target, files in sorted(seeds.items()):
     d = CORPUS / target
     d.mkdir(parents=True, exist_ok=True)

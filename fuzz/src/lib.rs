@@ -20,6 +20,7 @@ pub mod sniff_http;
 pub mod sniff_quic;
 pub mod sniff_tls;
 pub mod socks5;
+pub mod ss_plugins;
 pub mod trojan;
 pub mod tuic;
 pub mod ws_upgrade;
@@ -47,4 +48,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("trojan", trojan::run),
     ("tuic", tuic::run),
     ("ws_upgrade", ws_upgrade::run),
+    ("ss_plugins", ss_plugins::run),
 ];

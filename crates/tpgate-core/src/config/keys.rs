@@ -147,7 +147,7 @@ pub(super) fn proxy_fields(kind: &str) -> &'static [&'static str] {
             "udp",
         ],
         "http" => &["username", "password", "tls", "sni", "skip-cert-verify"],
-        "ss" => &["cipher", "password", "udp"],
+        "ss" => &["cipher", "password", "udp", "plugin", "plugin-opts"],
         "trojan" => &[
             "password",
             "sni",
@@ -226,7 +226,6 @@ pub(super) fn proxy_fields(kind: &str) -> &'static [&'static str] {
 /// talking to its server without it would fail or, worse, leak.
 /// (`network` and its options are read by vmess, vless and trojan: `network`.)
 pub(super) const PROXY_TRANSPORT: &[&str] = &[
-    "plugin",
     "reality-opts",
     "shadow-tls",
     "smux",
@@ -254,7 +253,6 @@ pub(super) const PROXY_IGNORED: &[&str] = &[
     "ech-opts",
     "certificate",
     "private-key",
-    "plugin-opts",
     // hysteria2: a custom CA (tpgate trusts the system's roots, or `skip-cert-verify`), the
     // initial congestion window and the datagram size (tpgate asks QUIC for it).
     "ca",

@@ -25,6 +25,7 @@ mod model;
 mod names;
 mod nameserver;
 mod network;
+mod plugin;
 mod providers;
 mod proxies;
 mod proxy;

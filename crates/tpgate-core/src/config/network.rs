@@ -199,7 +199,7 @@ fn take_ed(path: &mut String) -> Option<usize> {
 }
 
 /// `headers`: a mapping of names to text values.
-fn headers(node: &Node, path: &str, d: &mut Diags) -> Vec<(String, String)> {
+pub(super) fn headers(node: &Node, path: &str, d: &mut Diags) -> Vec<(String, String)> {
     if !is_section(node, path, d) {
         return Vec::new();
     }

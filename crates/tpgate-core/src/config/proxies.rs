@@ -1,12 +1,14 @@
 //! `proxies:` -> [`ProxyDef`]s. tpgate speaks socks5, http, ss, trojan, vless and vmess; a
-//! proxy of another type, or one that needs something tpgate lacks (a plugin, an h2 or
-//! reality transport, an unsupported cipher), is skipped with one warning so the rest of a
-//! mihomo config still loads. Names are checked for uniqueness later, by `names`.
+//! proxy of another type, or one that needs something tpgate lacks (a plugin other than
+//! obfs, v2ray-plugin and shadow-tls v2, a reality transport, an unsupported cipher), is
+//! skipped with one warning so the rest of a mihomo config still loads. Names are checked
+//! for uniqueness later, by `names`.
 
 use super::cipher::{check_password, cipher, supported_names};
 use super::decode::{check, entries, Entry};
 use super::names::{self, Declared, Outcome};
 use super::network::network;
+use super::plugin::plugin;
 use super::yaml::{Node, Pos, Value};
 use super::{keys, value, Credentials, Diags, ProxyDef, ProxyKind, Tls, Uuid, VmessCipher};
 
@@ -206,13 +208,6 @@ fn other_fields(f: &Fields<'_>, kind: &str, who: &str, d: &mut Diags) -> bool {
         if keys::PROXY_COMMON.contains(&key) || used.contains(&key) {
             continue;
         }
-        // Goes with `plugin`, which names the reason to skip.
-        if key == "plugin-opts"
-            && f.node("plugin")
-                .is_some_and(|n| transport("plugin", n).is_some())
-        {
-            continue;
-        }
         let path = f.path(key);
         if keys::PROXY_TRANSPORT.contains(&key) {
             if let Some(what) = transport(key, e.value) {
@@ -262,7 +257,7 @@ fn transport(key: &str, node: &Node) -> Option<String> {
         return None;
     }
     Some(match (&node.value, key) {
-        (Value::Str(s), "network" | "plugin" | "flow" | "obfs") => format!("{key} {}", s.trim()),
+        (Value::Str(s), "network" | "flow" | "obfs") => format!("{key} {}", s.trim()),
         _ => format!("`{key}`"),
     })
 }
@@ -385,7 +380,12 @@ fn shadowsocks(
         &f.path("password"),
         check_password(cipher, &password),
     )?;
-    Some(ProxyKind::Shadowsocks { cipher, password })
+    let plugin = plugin(f, who, skip, d)?;
+    Some(ProxyKind::Shadowsocks {
+        cipher,
+        password,
+        plugin,
+    })
 }
 
 fn trojan(f: &Fields<'_>, at: Pos, who: &str, skip: &mut bool, d: &mut Diags) -> Option<ProxyKind> {

@@ -33,8 +33,12 @@ pub enum ProxyKind {
         auth: Option<Credentials>,
         tls: Option<Tls>,
     },
-    /// `type: ss`.
-    Shadowsocks { cipher: Cipher, password: String },
+    /// `type: ss`, with the plugin that carries its stream (`plugin`, `plugin-opts`).
+    Shadowsocks {
+        cipher: Cipher,
+        password: String,
+        plugin: Option<SsPlugin>,
+    },
     /// `type: trojan` (always TLS).
     Trojan {
         password: String,
@@ -246,6 +250,38 @@ pub struct EarlyData {
 pub struct GrpcOpts {
     /// `grpc-service-name`, default `GunService`: requests go to `/<name>/Tun`.
     pub service_name: String,
+}
+
+/// A Shadowsocks plugin (SIP003) as mihomo builds it in: what carries the TCP stream to the
+/// server. UDP goes to the server as plain Shadowsocks UDP whatever the plugin (mihomo).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SsPlugin {
+    /// `plugin: obfs` (simple-obfs): `mode` http or tls, `host` (mihomo's default
+    /// `bing.com`).
+    Obfs { mode: ObfsMode, host: String },
+    /// `plugin: v2ray-plugin`, `mode: websocket`: a WebSocket (`host` as its `Host` and,
+    /// with `tls`, the TLS server name), optionally inside TLS; with `mux` (mihomo's
+    /// default, and what the v2ray-plugin server reads) the stream goes in Mux.Cool frames.
+    V2ray {
+        ws: WsOpts,
+        tls: Option<Tls>,
+        mux: bool,
+    },
+    /// `plugin: shadow-tls`, version 2: a real TLS handshake with `host` (relayed by the
+    /// server), then the stream in TLS application-data records, authenticated with
+    /// `password`.
+    ShadowTls {
+        host: String,
+        password: String,
+        skip_cert_verify: bool,
+    },
+}
+
+/// `plugin-opts.mode` of `plugin: obfs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObfsMode {
+    Http,
+    Tls,
 }
 
 /// Shadowsocks ciphers tpgate supports (mihomo spelling).

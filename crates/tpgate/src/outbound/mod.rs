@@ -12,6 +12,7 @@ mod health;
 pub(crate) mod history;
 mod http;
 mod hysteria2;
+mod plugin;
 mod provided;
 mod quic;
 mod resolve;

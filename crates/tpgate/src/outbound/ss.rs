@@ -22,24 +22,28 @@ use tokio::net::UdpSocket;
 use tpgate_core::config::Cipher;
 use tpgate_core::net::Destination;
 
+use super::plugin::Plugin;
 use super::BoxIo;
 
 pub(crate) struct Shadowsocks {
     cipher: CipherKind,
     password: String,
     context: SharedContext,
+    /// What carries the TCP stream to the server (`plugin`); UDP never uses it.
+    plugin: Option<Plugin>,
 }
 
 impl std::fmt::Debug for Shadowsocks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shadowsocks")
             .field("cipher", &self.cipher)
+            .field("plugin", &self.plugin)
             .finish()
     }
 }
 
 impl Shadowsocks {
-    pub(crate) fn new(cipher: Cipher, password: &str) -> io::Result<Self> {
+    pub(crate) fn new(cipher: Cipher, password: &str, plugin: Option<Plugin>) -> io::Result<Self> {
         let kind: CipherKind = cipher.name().parse().map_err(|_| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -50,6 +54,7 @@ impl Shadowsocks {
             cipher: kind,
             password: password.to_string(),
             context: Arc::new(SsContext::new(ServerType::Local)),
+            plugin,
         })
     }
 
@@ -58,8 +63,13 @@ impl Shadowsocks {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))
     }
 
-    /// Wraps a stream that already reaches the server (directly or through earlier hops).
-    pub(crate) fn wrap(&self, io: BoxIo, dst: &Destination) -> io::Result<BoxIo> {
+    /// Wraps a stream that already reaches the server (directly or through earlier hops),
+    /// through the plugin when there is one.
+    pub(crate) async fn wrap(&self, io: BoxIo, dst: &Destination) -> io::Result<BoxIo> {
+        let io = match &self.plugin {
+            Some(p) => p.open(io).await?,
+            None => io,
+        };
         // The address in the config is only used to dial, which tpgate has done itself.
         let cfg = self.server_config(SocketAddr::from(([0, 0, 0, 0], 0)))?;
         let s = ProxyClientStream::from_stream(self.context.clone(), io, &cfg, address(dst));

@@ -48,7 +48,18 @@ impl TlsClient {
         server: &str,
         alpn: &[&[u8]],
     ) -> Result<(TlsConnector, ServerName<'static>), TlsError> {
-        let (config, sni) = Self::config(tls, server, alpn)?;
+        Self::parts_with_versions(tls, server, alpn, rustls::DEFAULT_VERSIONS)
+    }
+
+    /// [`Self::parts`] offering only `versions` (ShadowTLS v2 wants TLS 1.2: no message
+    /// follows its handshake).
+    pub(crate) fn parts_with_versions(
+        tls: &Tls,
+        server: &str,
+        alpn: &[&[u8]],
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Result<(TlsConnector, ServerName<'static>), TlsError> {
+        let (config, sni) = Self::config_with_versions(tls, server, alpn, versions)?;
         let name = ServerName::try_from(sni).map_err(TlsError::ServerName)?;
         Ok((TlsConnector::from(config), name))
     }
@@ -60,9 +71,18 @@ impl TlsClient {
         server: &str,
         alpn: &[&[u8]],
     ) -> Result<(Arc<ClientConfig>, String), TlsError> {
+        Self::config_with_versions(tls, server, alpn, rustls::DEFAULT_VERSIONS)
+    }
+
+    fn config_with_versions(
+        tls: &Tls,
+        server: &str,
+        alpn: &[&[u8]],
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Result<(Arc<ClientConfig>, String), TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .map_err(TlsError::Versions)?;
         let mut config = if tls.skip_cert_verify {
             builder

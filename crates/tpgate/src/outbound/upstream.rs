@@ -9,6 +9,7 @@ use super::dial::ServerAddr;
 use super::error::{DialError, TlsError};
 use super::http::Http;
 use super::hysteria2::Hysteria2;
+use super::plugin::Plugin;
 use super::socks5::Socks5;
 use super::ss::Shadowsocks;
 use super::tls::TlsClient;
@@ -63,10 +64,20 @@ impl Upstream {
             ProxyKind::Http { auth, tls: t } => {
                 (Kind::Http(Http::new(auth.clone(), tls(t)?)), "Http")
             }
-            ProxyKind::Shadowsocks { cipher, password } => (
-                Kind::Shadowsocks(Shadowsocks::new(*cipher, password)?),
-                "Shadowsocks",
-            ),
+            ProxyKind::Shadowsocks {
+                cipher,
+                password,
+                plugin,
+            } => {
+                let plugin = plugin
+                    .as_ref()
+                    .map(|p| Plugin::new(p, &def.server, def.port))
+                    .transpose()?;
+                (
+                    Kind::Shadowsocks(Shadowsocks::new(*cipher, password, plugin)?),
+                    "Shadowsocks",
+                )
+            }
             ProxyKind::Trojan {
                 password,
                 tls: t,
@@ -152,7 +163,7 @@ impl Upstream {
         match &self.kind {
             Kind::Socks5(s) => s.connect(io, dst).await,
             Kind::Http(h) => h.connect(io, dst).await,
-            Kind::Shadowsocks(s) => s.wrap(io, dst),
+            Kind::Shadowsocks(s) => s.wrap(io, dst).await,
             Kind::Trojan(t) => t.connect(io, dst).await,
             Kind::Vless(v) => v.connect(io, dst).await,
             Kind::Vmess(v) => v.connect(io, dst).await,

@@ -27,6 +27,13 @@ pub(crate) const VLESS_UUID: &str = "6f1c2a55-8d3e-4b7a-9c10-2e4f6a8b0c1d";
 pub(crate) const WRONG_UUID: &str = "6f1c2a55-8d3e-4b7a-9c10-2e4f6a8b0c1e";
 /// The Trojan inbound's password; any other is refused.
 pub(crate) const TROJAN_PASSWORD: &str = "lab-trojan-pw";
+/// The ShadowTLS inbound's password.
+pub(crate) const SHADOW_TLS_PASSWORD: &str = "lab-shadow-tls-pw";
+/// The Shadowsocks inbound behind ShadowTLS.
+pub(crate) const SS_METHOD: &str = "2022-blake3-aes-128-gcm";
+pub(crate) const SS_PASSWORD: &str = "AAECAwQFBgcICQoLDA0ODw==";
+/// Where the ShadowTLS handshake server (a TLS server, sing-box's HTTP inbound) listens.
+const HANDSHAKE_PORT: u16 = 8443;
 
 /// The sing-box binary, downloaded on first use into the target directory; `None` (with
 /// the reason printed) only when the download fails.
@@ -99,6 +106,12 @@ pub(crate) enum Inbound {
     Tuic {
         quic_udp: bool,
     },
+    /// ShadowTLS (`version` 2 or 3) borrowing the handshake of a TLS server on the same
+    /// host, in front of a Shadowsocks inbound ([`SS_METHOD`]) that also takes UDP on
+    /// the same port.
+    ShadowTls {
+        version: u8,
+    },
 }
 
 /// The Salamander password of [`Inbound::Hysteria2`] with `obfs`.
@@ -109,6 +122,7 @@ impl Inbound {
         match self {
             Self::Vless { tls } | Self::Vmess { tls, .. } => tls,
             Self::Trojan | Self::Hysteria2 { .. } | Self::Tuic { .. } => true,
+            Self::ShadowTls { .. } => false,
         }
     }
 }
@@ -243,16 +257,25 @@ impl<'lab> SingBox<'lab> {
                 "tuic",
                 format!(r#""uuid": "{VLESS_UUID}", "password": "{TROJAN_PASSWORD}""#),
             ),
+            Inbound::ShadowTls { version } => {
+                ("shadowtls", shadow_tls_inbounds(lab, host, version))
+            }
         };
         let mut transport = carrier.sing_box();
         if inbound == (Inbound::Hysteria2 { obfs: true }) {
             transport = format!(r#", "obfs": {{"type": "salamander", "password": "{HY2_OBFS}"}}"#);
         }
+        let inbounds = match inbound {
+            Inbound::ShadowTls { .. } => user,
+            _ => format!(
+                r#"{{"type": "{kind}", "tag": "in", "listen": "::", "listen_port": {VLESS_PORT},
+    "users": [{{"name": "lab", {user}}}]{tls}{transport}}}"#
+            ),
+        };
         let config = format!(
             r#"{{
   "log": {{"level": "debug", "timestamp": true}},
-  "inbounds": [{{"type": "{kind}", "tag": "in", "listen": "::", "listen_port": {VLESS_PORT},
-    "users": [{{"name": "lab", {user}}}]{tls}{transport}}}],
+  "inbounds": [{inbounds}],
   "outbounds": [{{"type": "direct", "tag": "direct"}}]
 }}"#
         );
@@ -325,6 +348,14 @@ impl<'lab> SingBox<'lab> {
     /// password).
     pub(crate) fn proxy_yaml(&self, name: &str, uuid: &str) -> String {
         let server = self.host.v4;
+        if let Inbound::ShadowTls { version } = self.inbound {
+            return format!(
+                "{{name: {name}, type: ss, server: {server}, port: {VLESS_PORT}, \
+                 cipher: {SS_METHOD}, password: \"{SS_PASSWORD}\", udp: true, plugin: shadow-tls, \
+                 plugin-opts: {{host: {VLESS_SNI}, password: {uuid}, version: {version}, \
+                 skip-cert-verify: true}}}}"
+            );
+        }
         let (kind, extra) = match self.inbound {
             Inbound::Vless { .. } if self.carrier == Carrier::Tcp => {
                 ("vless", format!("uuid: {uuid}, udp: true, network: tcp"))
@@ -334,7 +365,6 @@ impl<'lab> SingBox<'lab> {
                 "vmess",
                 format!("uuid: {uuid}, alterId: 0, cipher: {cipher}, udp: true"),
             ),
-            Inbound::Trojan => ("trojan", format!("password: {uuid}, udp: true")),
             Inbound::Tuic { quic_udp } => (
                 "tuic",
                 format!(
@@ -350,6 +380,9 @@ impl<'lab> SingBox<'lab> {
                     format!("password: {uuid}")
                 },
             ),
+            Inbound::Trojan | Inbound::ShadowTls { .. } => {
+                ("trojan", format!("password: {uuid}, udp: true"))
+            }
         };
         let tls = match self.inbound {
             Inbound::Trojan | Inbound::Hysteria2 { .. } | Inbound::Tuic { .. } => {
@@ -369,6 +402,36 @@ impl<'lab> SingBox<'lab> {
     pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// ShadowTLS on the proxy port, borrowing the handshake of a TLS server (an HTTP inbound
+/// with a throwaway certificate) on [`HANDSHAKE_PORT`], handing its clients to a
+/// Shadowsocks inbound, which takes UDP on the proxy port itself.
+fn shadow_tls_inbounds(lab: &Lab, host: usize, version: u8) -> String {
+    let ck = rcgen::generate_simple_self_signed(vec![VLESS_SNI.to_owned()])
+        .expect("generate certificate");
+    let cert = lab.write_file(&format!("sing-box-h{host}.crt"), &ck.cert.pem());
+    let key = lab.write_file(
+        &format!("sing-box-h{host}.key"),
+        &ck.signing_key.serialize_pem(),
+    );
+    let auth = if version == 3 {
+        format!(r#""users": [{{"name": "lab", "password": "{SHADOW_TLS_PASSWORD}"}}]"#)
+    } else {
+        format!(r#""password": "{SHADOW_TLS_PASSWORD}""#)
+    };
+    format!(
+        r#"{{"type": "shadowtls", "tag": "in", "listen": "::", "listen_port": {VLESS_PORT},
+    "version": {version}, {auth}, "detour": "ss",
+    "handshake": {{"server": "127.0.0.1", "server_port": {HANDSHAKE_PORT}}}}},
+  {{"type": "shadowsocks", "tag": "ss", "listen": "::", "listen_port": {VLESS_PORT},
+    "network": "udp", "method": "{SS_METHOD}", "password": "{SS_PASSWORD}"}},
+  {{"type": "http", "tag": "handshake", "listen": "127.0.0.1", "listen_port": {HANDSHAKE_PORT},
+    "tls": {{"enabled": true, "server_name": "{VLESS_SNI}", "certificate_path": "{}",
+      "key_path": "{}"}}}}"#,
+        cert.display(),
+        key.display()
+    )
 }
 
 impl Drop for SingBox<'_> {

@@ -14,7 +14,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use shadowsocks_service::server::ServerBuilder;
-use shadowsocks_service::shadowsocks::config::{Mode, ServerConfig};
+pub(crate) use shadowsocks_service::shadowsocks::config::Mode;
+use shadowsocks_service::shadowsocks::config::ServerConfig;
 use shadowsocks_service::shadowsocks::crypto::CipherKind;
 use tokio::sync::oneshot;
 
@@ -35,6 +36,8 @@ pub(crate) struct SsServer<'lab> {
     pub(crate) host: &'lab WanHost,
     pub(crate) method: &'static str,
     pub(crate) password: &'static str,
+    port: u16,
+    mode: Mode,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -47,10 +50,25 @@ impl<'lab> SsServer<'lab> {
         method: &'static str,
         password: &'static str,
     ) -> Self {
+        Self::start_on(lab, host, method, password, SS_PORT, Mode::TcpAndUdp)
+    }
+
+    /// [`Self::start`] on `port`, for TCP, UDP or both (`mode`): behind a plugin, TCP comes
+    /// from the plugin's server while UDP comes straight to the plugin's port.
+    pub(crate) fn start_on(
+        lab: &'lab Lab,
+        host: usize,
+        method: &'static str,
+        password: &'static str,
+        port: u16,
+        mode: Mode,
+    ) -> Self {
         let mut s = Self {
             host: &lab.hosts[host],
             method,
             password,
+            port,
+            mode,
             stop: None,
             thread: None,
         };
@@ -60,7 +78,7 @@ impl<'lab> SsServer<'lab> {
 
     /// Where tpgate connects: the host's IPv4 address.
     pub(crate) fn addr(&self) -> SocketAddr {
-        SocketAddr::new(self.host.v4, SS_PORT)
+        SocketAddr::new(self.host.v4, self.port)
     }
 
     /// What a destination sees for traffic through this server.
@@ -80,9 +98,9 @@ impl<'lab> SsServer<'lab> {
     pub(crate) fn restart(&mut self) {
         self.stop();
         let method: CipherKind = self.method.parse().expect("cipher name");
-        let listen = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), SS_PORT);
+        let listen = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), self.port);
         let mut cfg = ServerConfig::new(listen, self.password, method).expect("server config");
-        cfg.set_mode(Mode::TcpAndUdp);
+        cfg.set_mode(self.mode);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         let thread = self.host.ns.spawn_thread(move || {
@@ -132,8 +150,8 @@ impl<'lab> SsServer<'lab> {
     /// The proxy entry for tpgate's config.
     pub(crate) fn proxy_yaml(&self, name: &str) -> String {
         format!(
-            "{{name: {name}, type: ss, server: {}, port: {SS_PORT}, cipher: {}, password: \"{}\", udp: true}}",
-            self.host.v4, self.method, self.password
+            "{{name: {name}, type: ss, server: {}, port: {}, cipher: {}, password: \"{}\", udp: true}}",
+            self.host.v4, self.port, self.method, self.password
         )
     }
 }

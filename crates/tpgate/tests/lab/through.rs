@@ -169,6 +169,32 @@ pub(crate) fn tcp_through(
     }
 }
 
+/// A process on the gateway (`intercept.local`) reaches the destination through `up` too.
+pub(crate) fn local_tcp_through(
+    lab: &Lab,
+    tp: &Tpgate<'_>,
+    egress: impl Fn(Family) -> IpAddr,
+    what: &str,
+) {
+    for family in [Family::V4, Family::V6] {
+        let server =
+            TcpEchoServer::start(&lab.server, SocketAddr::new(family.addrs().server, 8080));
+        let s = tcp_connect(&lab.gw, server.addr)
+            .unwrap_or_else(|e| panic!("{what} local {family:?}: {e}"));
+        let local = s.local_addr().expect("local addr");
+        let got = echo_exact(&s, b"from the gateway")
+            .unwrap_or_else(|e| panic!("{what} local {family:?}: {e}"));
+        assert_eq!(got, b"from the gateway", "{what} local {family:?}");
+        let peer = server.wait_peers(1)[0];
+        assert_eq!(
+            peer.ip(),
+            egress(family),
+            "{what} local {family:?}: the server saw"
+        );
+        tp.expect_flow("tcp", local, server.addr, "up");
+    }
+}
+
 /// A server-first protocol (the server greets, the client answers, as SMTP, SSH, FTP do)
 /// through the upstream: the greeting must arrive well before any long wait, the answer
 /// must reach the server, and the server must see the upstream's address.
@@ -301,30 +327,4 @@ pub(crate) fn lan_udp_burst(lab: &Lab, family: Family, server: &UdpEchoServer) -
             BURST + 1
         );
     })
-}
-
-/// A process on the gateway (`intercept.local`) reaches the destination through `up` too.
-pub(crate) fn local_tcp_through(
-    lab: &Lab,
-    tp: &Tpgate<'_>,
-    egress: impl Fn(Family) -> IpAddr,
-    what: &str,
-) {
-    for family in [Family::V4, Family::V6] {
-        let server =
-            TcpEchoServer::start(&lab.server, SocketAddr::new(family.addrs().server, 8080));
-        let s = tcp_connect(&lab.gw, server.addr)
-            .unwrap_or_else(|e| panic!("{what} local {family:?}: {e}"));
-        let local = s.local_addr().expect("local addr");
-        let got = echo_exact(&s, b"from the gateway")
-            .unwrap_or_else(|e| panic!("{what} local {family:?}: {e}"));
-        assert_eq!(got, b"from the gateway", "{what} local {family:?}");
-        let peer = server.wait_peers(1)[0];
-        assert_eq!(
-            peer.ip(),
-            egress(family),
-            "{what} local {family:?}: the server saw"
-        );
-        tp.expect_flow("tcp", local, server.addr, "up");
-    }
 }

@@ -35,7 +35,7 @@ fn ss_links_in_every_form() {
     assert_eq!(field(&f, "cipher"), Some(&s("chacha20-ietf-poly1305")));
     assert_eq!(field(&f, "port"), Some(&Field::Int(1234)));
     assert_eq!(field(&f, "name"), Some(&s("old")));
-    // A plugin is carried, so the proxy is skipped for it later.
+    // A plugin is carried, with its options in mihomo's keys.
     let f = parse_uri("ss://YWVzLTEyOC1nY206dGVzdA@192.0.2.1:8388/?plugin=obfs-local%3Bobfs%3Dhttp%3Bobfs-host%3Da.example#p").unwrap();
     assert_eq!(field(&f, "plugin"), Some(&s("obfs")));
     assert!(parse_uri("ss://garbage#x").is_err());

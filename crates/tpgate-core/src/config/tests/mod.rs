@@ -7,6 +7,7 @@ mod fuzz;
 mod groups;
 mod hysteria2;
 mod mihomo;
+mod plugins;
 mod proxies;
 mod targets;
 mod tuic;

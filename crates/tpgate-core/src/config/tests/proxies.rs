@@ -116,6 +116,7 @@ fn every_type_parses_into_the_model() {
             ProxyKind::Shadowsocks {
                 cipher: Cipher::Chacha20IetfPoly1305,
                 password: "pw".into(),
+                plugin: None,
             },
         ),
         proxy(
@@ -126,6 +127,7 @@ fn every_type_parses_into_the_model() {
             ProxyKind::Shadowsocks {
                 cipher: Cipher::Blake3Aes256Gcm2022,
                 password: K32.into(),
+                plugin: None,
             },
         ),
         proxy(
@@ -136,6 +138,7 @@ fn every_type_parses_into_the_model() {
             ProxyKind::Shadowsocks {
                 cipher: Cipher::Blake3Aes128Gcm2022,
                 password: format!("{K16}:{K16}"),
+                plugin: None,
             },
         ),
         proxy(
@@ -168,6 +171,7 @@ fn every_type_parses_into_the_model() {
             ProxyKind::Shadowsocks {
                 cipher: Cipher::Aes256Gcm,
                 password: "pw".into(),
+                plugin: None,
             },
         ),
     ];

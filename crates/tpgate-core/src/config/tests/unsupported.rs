@@ -42,9 +42,9 @@ fn wire_changing_fields_skip_the_proxy() {
     let trojan = "name: p, type: trojan, server: a, port: 1, password: x";
     for (item, col, what) in [
         (
-            format!("{{{ss}, plugin: obfs, plugin-opts: {{mode: tls}}}}"),
+            format!("{{{ss}, plugin: restls, plugin-opts: {{host: a}}}}"),
             79,
-            "plugin obfs",
+            "plugin restls",
         ),
         (format!("{{{ss}, smux: {{enabled: true}}}}"), 79, "`smux`"),
         (
@@ -148,7 +148,7 @@ fn other_fields_warn_and_are_ignored() {
             "12:5: proxies[0].colour: unknown field; ignored",
             "13:58: proxies[1].sni: only used with `tls: true`; ignored",
             "13:66: proxies[1].headers: not used by tpgate; ignored",
-            "14:79: proxies[2].plugin-opts: not used by tpgate; ignored",
+            "14:79: proxies[2].plugin-opts: no `plugin`; ignored",
         ]
     );
     assert_eq!(l.config.proxies.len(), 3);
