@@ -170,3 +170,46 @@ fn hysteria2_hops_among_ports() {
         tp.log_text()
     );
 }
+
+/// A relay chain with a hysteria2 first hop and a Trojan last hop (two sing-box servers):
+/// TCP and UDP from the LAN, IPv4 and IPv6, reach the destination from the Trojan host, and
+/// the Trojan server was reached from the hysteria2 host. UDP travels inside the Trojan
+/// stream, which itself is a stream of the hysteria2 connection.
+#[test]
+fn hysteria2_first_hop_of_a_chain_carries_tcp_and_udp() {
+    let Some(bin) = sing_box() else {
+        return;
+    };
+    let Some(lab) = Lab::with_wan_hosts("hy2chain", 2) else {
+        return;
+    };
+    let hy = SingBox::start(&lab, 0, &bin, Inbound::Hysteria2 { obfs: false });
+    let tj = SingBox::start(&lab, 1, &bin, Inbound::Trojan);
+    let config = lab.write_proxy_config(
+        &[
+            hy.proxy_yaml("hy", TROJAN_PASSWORD),
+            tj.proxy_yaml("tj", TROJAN_PASSWORD),
+        ],
+        &["{name: viaboth, type: relay, proxies: [hy, tj]}".to_owned()],
+        &["MATCH,viaboth"],
+    );
+    let tp = Tpgate::start(&lab, &config);
+    for family in [Family::V4, Family::V6] {
+        let a = family.addrs();
+        let server = TcpEchoServer::start(&lab.server, SocketAddr::new(a.server, 80));
+        let via = lan_tcp(&lab, &server, 1 << 20);
+        assert_via(via, tj.egress(family), &format!("chain tcp {family:?}"));
+        tp.expect_flow("tcp", via.local, server.addr, "viaboth(hy>tj)");
+        let udp = UdpEchoServer::start(&lab.server, SocketAddr::new(a.server, 7000));
+        let via = lan_udp(&lab, family, &udp, b"through two hops");
+        assert_via(via, tj.egress(family), &format!("chain udp {family:?}"));
+        tp.expect_flow("udp", via.local, udp.addr, "viaboth(hy>tj)");
+    }
+    // The Trojan server's peers were the hysteria2 host, never the gateway.
+    let hy_host = hy.egress(Family::V4).to_string();
+    let log = tj.log_text();
+    assert!(
+        log.contains(&format!("from {hy_host}:")),
+        "the Trojan server did not see the hysteria2 host {hy_host}:\n{log}"
+    );
+}

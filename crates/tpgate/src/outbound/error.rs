@@ -43,6 +43,10 @@ pub(crate) enum DialError {
         "{proxy}: hysteria2 runs over QUIC (UDP), so it can only be the first hop of a relay chain"
     )]
     QuicNotFirst { proxy: String },
+    /// UDP through a relay chain whose last hop sends UDP as datagrams of its own (socks5,
+    /// ss, hysteria2, tuic), which the chain's TCP stream cannot carry.
+    #[error("{proxy}: UDP through a relay chain needs a last hop that carries UDP in its stream (trojan, vless, vmess)")]
+    UdpNotInStream { proxy: String },
 }
 
 impl DialError {
@@ -52,9 +56,10 @@ impl DialError {
             Self::EmptyChain => io::ErrorKind::Other,
             Self::Hop { source, .. } => source.kind(),
             // Alive but unable to carry the flow: not a reason to fail the member over.
-            Self::UdpDisabled { .. } | Self::UdpOverHttp { .. } | Self::QuicNotFirst { .. } => {
-                io::ErrorKind::Unsupported
-            }
+            Self::UdpDisabled { .. }
+            | Self::UdpOverHttp { .. }
+            | Self::QuicNotFirst { .. }
+            | Self::UdpNotInStream { .. } => io::ErrorKind::Unsupported,
         }
     }
 }
@@ -186,7 +191,8 @@ pub(crate) fn failure_reason(e: &io::Error) -> &'static str {
             DialError::HandshakeTimeout { .. } => "handshake_timeout",
             DialError::UdpDisabled { .. }
             | DialError::UdpOverHttp { .. }
-            | DialError::QuicNotFirst { .. } => "unsupported",
+            | DialError::QuicNotFirst { .. }
+            | DialError::UdpNotInStream { .. } => "unsupported",
             DialError::EmptyChain => "other",
             DialError::Hop { source, .. } => failure_reason(source),
         };

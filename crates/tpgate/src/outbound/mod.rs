@@ -501,6 +501,42 @@ impl Outbounds {
         Ok(io)
     }
 
+    /// A UDP association to `dst` along `chain`: one proxy's own association, or, through
+    /// a relay chain, the last hop's UDP inside its stream, which reaches its server through
+    /// the earlier hops (so the last hop must carry UDP in its stream: trojan, vless, vmess).
+    pub(crate) async fn open_udp_chain(
+        &self,
+        chain: &[Arc<Upstream>],
+        dst: &Destination,
+    ) -> io::Result<(udp::UdpSend, udp::UdpRecv)> {
+        let (last, before) = match chain {
+            [] => return Err(DialError::EmptyChain.into()),
+            [one] => return one.open_udp(&self.ctx, dst).await,
+            [before @ .., last] => (last, before),
+        };
+        if !last.udp_in_stream() {
+            return Err(DialError::UdpNotInStream {
+                proxy: last.name.clone(),
+            }
+            .into());
+        }
+        let io = self
+            .connect_chain(before, &last.server.destination())
+            .await?;
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, last.open_udp_over(io, dst))
+            .await
+            .map_err(|_| DialError::HandshakeTimeout {
+                hop: last.name.clone(),
+            })?
+            .map_err(|source| {
+                DialError::Hop {
+                    hop: last.name.clone(),
+                    source,
+                }
+                .into()
+            })
+    }
+
     /// A marked TCP connection to `dst`, resolving a name with the marked resolver.
     pub(crate) async fn connect_direct(
         &self,

@@ -175,6 +175,36 @@ impl Upstream {
         }
     }
 
+    /// Whether this proxy carries UDP inside its own stream (so that stream may reach its
+    /// server through earlier hops of a relay chain).
+    pub(crate) fn udp_in_stream(&self) -> bool {
+        matches!(self.kind, Kind::Trojan(_) | Kind::Vless(_) | Kind::Vmess(_))
+    }
+
+    /// A UDP association for one flow to `dst` inside `io`, a stream that reaches this
+    /// proxy's server (through earlier hops); only for [`Self::udp_in_stream`] proxies.
+    pub(crate) async fn open_udp_over(
+        &self,
+        io: BoxIo,
+        dst: &Destination,
+    ) -> io::Result<(UdpSend, UdpRecv)> {
+        if !self.udp {
+            return Err(DialError::UdpDisabled {
+                proxy: self.name.clone(),
+            }
+            .into());
+        }
+        match &self.kind {
+            Kind::Trojan(t) => t.udp(io, dst).await,
+            Kind::Vless(v) => v.udp(io, dst).await,
+            Kind::Vmess(v) => v.udp(io, dst).await,
+            _ => Err(DialError::UdpNotInStream {
+                proxy: self.name.clone(),
+            }
+            .into()),
+        }
+    }
+
     /// A UDP association for one flow to `dst`.
     pub(crate) async fn open_udp(
         &self,

@@ -152,10 +152,6 @@ impl Nat {
         };
         let opened = match &route.exit {
             Exit::Reject | Exit::RejectDrop => return,
-            Exit::Chain(chain) if chain.len() > 1 => {
-                info!("udp {src} -> {dst} dropped: relay chains carry TCP only");
-                return;
-            }
             _ => {
                 let reg = self
                     .shared()
@@ -210,13 +206,11 @@ impl Nat {
                 self.open_direct_named(key, &name, last, entry)
             }
             (Exit::Direct, _) => self.open_direct(key, last, entry),
-            (Exit::Chain(chain), _) => match chain.first() {
-                Some(up) => {
-                    let hop = (up.clone(), route.clone());
-                    self.open_proxied(key, d.destination(), hop, last, entry)
-                }
-                None => Err(io::Error::new(io::ErrorKind::InvalidInput, "empty chain")),
-            },
+            (Exit::Chain(chain), _) if !chain.is_empty() => {
+                let hops = (chain.clone(), route.clone());
+                self.open_proxied(key, d.destination(), hops, last, entry)
+            }
+            (Exit::Chain(_), _) => Err(io::Error::new(io::ErrorKind::InvalidInput, "empty chain")),
             (Exit::Reject | Exit::RejectDrop, _) => {
                 Err(io::Error::new(io::ErrorKind::InvalidInput, "rejected"))
             }
@@ -266,13 +260,13 @@ impl Nat {
         Ok((FlowOut::Queue(tx), task.abort_handle()))
     }
 
-    /// A flow through one upstream: its task opens the association (datagrams meanwhile
-    /// wait in the bounded queue) and then pumps both ways.
+    /// A flow through an upstream (or a relay chain): its task opens the association
+    /// (datagrams meanwhile wait in the bounded queue) and then pumps both ways.
     fn open_proxied(
         self: &Arc<Self>,
         (src, dst): Key,
         target: Destination,
-        hop: (Arc<Upstream>, Route),
+        hop: (Vec<Arc<Upstream>>, Route),
         last: Arc<AtomicU64>,
         entry: Arc<Entry>,
     ) -> io::Result<(FlowOut, AbortHandle)> {

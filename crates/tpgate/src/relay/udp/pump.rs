@@ -178,17 +178,17 @@ fn closed(nat: &Nat, key: (SocketAddr, SocketAddr), last: &Arc<AtomicU64>) {
     nat.forget(key, last);
 }
 
-/// A flow through one upstream: open the association, then pump both ways.
+/// A flow through an upstream or a relay chain: open the association, then pump both ways.
 pub(super) async fn proxied(
     nat: Arc<Nat>,
-    (up, route): (Arc<Upstream>, Route),
+    (chain, route): (Vec<Arc<Upstream>>, Route),
     (client, dst, target): (SocketAddr, SocketAddr, Destination),
     (reply, mut rx): (Arc<UdpSocket>, mpsc::Receiver<Bytes>),
     last: Arc<AtomicU64>,
     entry: Arc<Entry>,
 ) {
     let outbounds = &nat.shared().outbounds;
-    let (mut tx_half, mut rx_half) = match up.open_udp(&outbounds.ctx, &target).await {
+    let (mut tx_half, mut rx_half) = match outbounds.open_udp_chain(&chain, &target).await {
         Ok(halves) => halves,
         Err(e) => {
             outbounds.report_error(&route, &e);
