@@ -172,6 +172,7 @@ pub(super) fn proxy_fields(kind: &str) -> &'static [&'static str] {
         ],
         "vless" => &[
             "uuid",
+            "flow",
             "tls",
             "sni",
             "servername",
@@ -328,7 +329,9 @@ mod tests {
         for kind in PROXY_TYPES {
             for field in proxy_fields(kind) {
                 assert!(!PROXY_COMMON.contains(field), "{field}");
-                assert!(!PROXY_TRANSPORT.contains(field), "{field}");
+                // vless reads `flow`; for the other types it still skips the proxy.
+                let vless_flow = (*kind, *field) == ("vless", "flow");
+                assert!(!PROXY_TRANSPORT.contains(field) || vless_flow, "{field}");
                 assert!(!PROXY_IGNORED.contains(field), "{field}");
             }
         }

@@ -1,7 +1,7 @@
 //! Sans-IO codecs for the client side of the upstream proxy protocols the outbounds speak:
-//! SOCKS5 (RFC 1928/1929), HTTP CONNECT, Trojan, VLESS and VMess (AEAD), plus the
-//! SOCKS-style address they share, and the V2Ray transports' own bytes (the WebSocket and
-//! HTTP-upgrade request, gRPC gun messages).
+//! SOCKS5 (RFC 1928/1929), HTTP CONNECT, Trojan, VLESS (with Vision's padding and XUDP)
+//! and VMess (AEAD), plus the SOCKS-style address they share, and the V2Ray transports' own
+//! bytes (the WebSocket and HTTP-upgrade request, gRPC gun messages).
 //!
 //! Every function here turns bytes into values or values into bytes and nothing else: no
 //! sockets, no timeouts, no retries, no TLS (Trojan runs inside a TLS stream the caller owns).
@@ -16,9 +16,11 @@ pub mod gun;
 pub mod http;
 pub mod socks5;
 pub mod trojan;
+pub mod vision;
 pub mod vless;
 pub mod vmess;
 pub mod ws;
+pub mod xudp;
 
 #[cfg(test)]
 mod arb;

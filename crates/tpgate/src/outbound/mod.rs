@@ -21,6 +21,7 @@ mod transport;
 mod trojan;
 pub(crate) mod udp;
 mod upstream;
+mod vision;
 mod vless;
 mod vmess;
 

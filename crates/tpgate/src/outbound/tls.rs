@@ -17,6 +17,8 @@ use super::BoxIo;
 #[derive(Clone)]
 pub(crate) struct TlsClient {
     connector: TlsConnector,
+    /// The connector's config, for a connection driven by hand (XTLS Vision).
+    config: Arc<ClientConfig>,
     name: ServerName<'static>,
 }
 
@@ -31,14 +33,17 @@ impl std::fmt::Debug for TlsClient {
 impl TlsClient {
     /// `server` is the upstream's host, the SNI when `tls.sni` is not set.
     pub(crate) fn new(tls: &Tls, server: &str) -> Result<Self, TlsError> {
-        let (connector, name) = Self::parts(tls, server, &[])?;
-        Ok(Self { connector, name })
+        Self::with_alpn(tls, server, &[])
     }
 
     /// Like [`Self::new`], offering `alpn` (the transports' protocols).
     pub(crate) fn with_alpn(tls: &Tls, server: &str, alpn: &[&[u8]]) -> Result<Self, TlsError> {
-        let (connector, name) = Self::parts(tls, server, alpn)?;
-        Ok(Self { connector, name })
+        let (config, name) = Self::config(tls, server, alpn)?;
+        Ok(Self {
+            connector: TlsConnector::from(config.clone()),
+            config,
+            name,
+        })
     }
 
     /// The connector and server name for `tls`, offering `alpn` (the DNS client's DoH
@@ -48,6 +53,20 @@ impl TlsClient {
         server: &str,
         alpn: &[&[u8]],
     ) -> Result<(TlsConnector, ServerName<'static>), TlsError> {
+        let (config, name) = Self::config(tls, server, alpn)?;
+        Ok((TlsConnector::from(config), name))
+    }
+
+    /// A client connection not yet started, for a caller that moves its records itself.
+    pub(crate) fn connection(&self) -> Result<rustls::ClientConnection, rustls::Error> {
+        rustls::ClientConnection::new(self.config.clone(), self.name.clone())
+    }
+
+    fn config(
+        tls: &Tls,
+        server: &str,
+        alpn: &[&[u8]],
+    ) -> Result<(Arc<ClientConfig>, ServerName<'static>), TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -66,7 +85,7 @@ impl TlsClient {
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let sni = tls.sni.as_deref().unwrap_or(server).to_string();
         let name = ServerName::try_from(sni).map_err(TlsError::ServerName)?;
-        Ok((TlsConnector::from(Arc::new(config)), name))
+        Ok((Arc::new(config), name))
     }
 
     pub(crate) async fn wrap(&self, io: BoxIo) -> io::Result<BoxIo> {

@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest, ReadHalf, WriteHalf};
 use tokio::net::UdpSocket;
 use tpgate_core::net::Destination;
-use tpgate_core::proto::{socks5, trojan, vless};
+use tpgate_core::proto::{socks5, trojan, vless, xudp};
 
 use super::ss::{SsControl, SsUdp};
 use super::BoxIo;
@@ -148,6 +148,12 @@ pub(crate) enum UdpSend {
     Vmess {
         wr: WriteHalf<BoxIo>,
     },
+    /// XUDP frames (VLESS with Vision): the first opens the session.
+    Xudp {
+        wr: WriteHalf<BoxIo>,
+        buf: Vec<u8>,
+        first: bool,
+    },
 }
 
 pub(crate) enum UdpRecv {
@@ -168,6 +174,10 @@ pub(crate) enum UdpRecv {
     /// One read of at most one chunk is one datagram.
     Vmess {
         rd: ReadHalf<BoxIo>,
+    },
+    Xudp {
+        rd: ReadHalf<BoxIo>,
+        acc: Vec<u8>,
     },
 }
 
@@ -241,6 +251,16 @@ impl UdpSend {
                 buf.clear();
                 for d in datagrams {
                     vless::encode_udp_packet(d, buf).map_err(invalid)?;
+                }
+                wr.write_all(buf).await?;
+                wr.flush().await?;
+                shrink(buf);
+            }
+            Self::Xudp { wr, buf, first } => {
+                buf.clear();
+                for d in datagrams {
+                    xudp::encode_packet(*first, dst, d, buf).map_err(invalid)?;
+                    *first = false;
                 }
                 wr.write_all(buf).await?;
                 wr.flush().await?;
@@ -338,6 +358,42 @@ impl UdpRecv {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "VLESS UDP stream closed",
+                    ));
+                }
+            },
+            Self::Xudp { rd, acc } => loop {
+                let mut used = 0;
+                while !out.full() {
+                    match xudp::parse_frame(&acc[used..]) {
+                        Ok(Some((frame, n))) => {
+                            used += n;
+                            match frame {
+                                xudp::Frame::Packet(p) => out.push(p),
+                                xudp::Frame::Nothing => {}
+                                xudp::Frame::End if out.is_empty() => {
+                                    return Err(io::Error::new(
+                                        io::ErrorKind::ConnectionAborted,
+                                        "XUDP session ended by the server",
+                                    ));
+                                }
+                                xudp::Frame::End => {
+                                    used -= n; // seen again on the next call
+                                    break;
+                                }
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => return Err(invalid(e)),
+                    }
+                }
+                acc.drain(..used);
+                if !out.is_empty() {
+                    return Ok(());
+                }
+                if rd.read_buf(acc).await? == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "XUDP stream closed",
                     ));
                 }
             },

