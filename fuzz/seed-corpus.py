@@ -232,6 +232,31 @@ seed("ws_upgrade", "http-upgrade", "HTTP/1.1 101 Switching Protocols\r\nConnecti
      "Upgrade: websocket\r\n\r\n\x00\x00")
 seed("ws_upgrade", "not-found", "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
 
+# vision: selector byte (bit 0: the user id goes in front; the rest: piece size), then what
+# an XTLS Vision server sends after its response header: padded frames, then plain bytes.
+def vision_frame(command, content, padding):
+    return bytes([command]) + struct.pack(">HH", len(content), padding) + content + b"\x00" * padding
+
+
+seed("vision", "direct", b"\x01" + vision_frame(0, b"\x16\x03\x03\x00\x7a\x02", 30)
+     + vision_frame(2, b"\x17\x03\x03\x00\x10", 5))
+seed("vision", "end-then-plain", b"\x21" + vision_frame(1, b"SSH-2.0-x\r\n", 200) + b"more")
+seed("vision", "not-padded", b"\x00HTTP/1.1 200 OK\r\n\r\n")
+
+# xudp: Mux.Cool frames of session 0 from the server: keep frames with and without an
+# address, a keep-alive, an end.
+def xudp(status, option, meta_rest=b"", data=None):
+    meta = b"\x00\x00" + bytes([status, option]) + meta_rest
+    out = struct.pack(">H", len(meta)) + meta
+    if data is not None:
+        out += struct.pack(">H", len(data)) + data
+    return out
+
+
+seed("xudp", "keep", xudp(2, 1, data=b"hello"))
+seed("xudp", "keep-v4", xudp(2, 1, b"\x02\x00\x35\x01\xc0\x00\x02\x01", b"reply") + xudp(4, 0))
+seed("xudp", "end", xudp(2, 1, data=b"x") + xudp(3, 0))
+
 for target, files in sorted(seeds.items()):
     d = CORPUS / target
     d.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,9 @@ pub mod sniff_quic;
 pub mod sniff_tls;
 pub mod socks5;
 pub mod trojan;
+pub mod vision;
 pub mod ws_upgrade;
+pub mod xudp;
 
 /// One target's body: takes one input, panics when an invariant is broken.
 pub type Target = fn(&[u8]);
@@ -42,5 +44,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("sniff_tls", sniff_tls::run),
     ("socks5", socks5::run),
     ("trojan", trojan::run),
+    ("vision", vision::run),
     ("ws_upgrade", ws_upgrade::run),
+    ("xudp", xudp::run),
 ];

@@ -222,7 +222,8 @@ pub(super) const PROXY_IGNORED: &[&str] = &[
     "certificate",
     "private-key",
     "plugin-opts",
-    // tpgate frames VLESS UDP the plain way, which servers speaking xudp accept too.
+    // tpgate frames VLESS UDP the plain way, which servers speaking xudp accept too (with a
+    // Vision flow, XUDP: what Vision servers take).
     "packet-encoding",
 ];
 

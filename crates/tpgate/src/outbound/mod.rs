@@ -22,6 +22,8 @@ mod trojan;
 pub(crate) mod udp;
 mod upstream;
 mod vision;
+#[cfg(test)]
+mod vision_tests;
 mod vless;
 mod vmess;
 
