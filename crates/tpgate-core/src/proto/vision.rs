@@ -73,6 +73,11 @@ pub fn encode_frame(
     padding: usize,
     out: &mut Vec<u8>,
 ) {
+    debug_assert!(
+        content.len() <= CONTENT_MAX,
+        "a frame of {} bytes",
+        content.len()
+    );
     let content_len = u16::try_from(content.len()).unwrap_or(u16::MAX);
     let padding = u16::try_from(padding).unwrap_or(u16::MAX);
     if let Some(id) = uuid {
