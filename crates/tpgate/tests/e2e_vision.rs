@@ -1,6 +1,7 @@
 //! End-to-end VLESS with `flow: xtls-rprx-vision` inside TLS against two server
 //! implementations, sing-box 1.14.4 and Xray 24.11: an inner TLS 1.3 connection from a LAN
-//! client (4 MiB echoed byte-exact, both directions logged going direct), plain TCP
+//! client (4 MiB echoed byte-exact, both directions logged going direct), an inner TLS 1.2
+//! one (padding ends, no direct), plain TCP
 //! (client-first, 1 MiB, server-first) to IPv4 and IPv6 destinations, the gateway's own
 //! TCP, UDP (XUDP) both families, UDP to port 443 refused as Xray refuses it, and a wrong
 //! uuid failing cleanly with one log line. The destination always sees the server's host.
@@ -106,6 +107,21 @@ const TLS_BULK: usize = 4 << 20;
 /// (rustls) sends [`TLS_BULK`] bytes and reads them back byte-exact. tpgate must log both
 /// directions going direct, and the echo server must see the proxy's host.
 fn inner_tls13(r: &Run<'_>, what: &str) {
+    inner_tls(r, what, &rustls::version::TLS13, 443);
+}
+
+/// The same with TLS 1.2 inside, on port 8443: padding ends at the first application
+/// data and the rest stays inside the outer TLS (Vision goes direct for TLS 1.3 only).
+fn inner_tls12(r: &Run<'_>, what: &str) {
+    inner_tls(r, what, &rustls::version::TLS12, 8443);
+}
+
+fn inner_tls(
+    r: &Run<'_>,
+    what: &str,
+    version: &'static rustls::SupportedProtocolVersion,
+    port: u16,
+) {
     // The server is named by its addresses: a name would be sniffed (tpgate sends the SNI
     // to the proxy, which cannot resolve it in the lab).
     let names = [Family::V4, Family::V6].map(|f| f.addrs().server.to_string());
@@ -122,7 +138,7 @@ fn inner_tls13(r: &Run<'_>, what: &str) {
     let mut roots = RootCertStore::empty();
     roots.add(cert).expect("root");
     let client = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(&[version])
         .expect("versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
@@ -134,7 +150,7 @@ fn inner_tls13(r: &Run<'_>, what: &str) {
         .build()
         .expect("runtime");
     for family in [Family::V4, Family::V6] {
-        let addr = SocketAddr::new(family.addrs().server, 443);
+        let addr = SocketAddr::new(family.addrs().server, port);
         let listener = r
             .lab
             .server
@@ -145,7 +161,7 @@ fn inner_tls13(r: &Run<'_>, what: &str) {
         let local = stream.local_addr().expect("local addr");
         stream.set_nonblocking(true).expect("nonblocking");
         let data = pattern(TLS_BULK, u64::from(local.port()));
-        let (got, version, peer) = rt.block_on(async {
+        let (got, got_version, peer) = rt.block_on(async {
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
             let acceptor = acceptor.clone();
             let server = tokio::spawn(async move {
@@ -175,7 +191,7 @@ fn inner_tls13(r: &Run<'_>, what: &str) {
             let peer = server.await.expect("server");
             (got, version, peer)
         });
-        assert_eq!(version, Some(ProtocolVersion::TLSv1_3), "{what}");
+        assert_eq!(got_version, Some(version.version), "{what}");
         if got != data {
             let first = got.iter().zip(&data).position(|(a, b)| a != b);
             panic!("{what} {family:?}: the TLS echo differs first at {first:?}");
@@ -186,11 +202,17 @@ fn inner_tls13(r: &Run<'_>, what: &str) {
             "{what} {family:?}: the server saw"
         );
         r.tp.expect_flow("tcp", local, addr, "up");
-        let dst = addr.to_string();
         for side in ["client", "server"] {
-            let line = format!("up: XTLS Vision to {dst}: the {side} went direct");
-            r.tp.wait_for_line(Duration::from_secs(5), |l| l.contains(&line))
-                .unwrap_or_else(|| panic!("{what}: no `{line}`; log:\n{}", r.tp.log_text()));
+            let line = format!("up: XTLS Vision to {addr}: the {side} went direct");
+            if version.version == ProtocolVersion::TLSv1_3 {
+                r.tp.wait_for_line(Duration::from_secs(5), |l| l.contains(&line))
+                    .unwrap_or_else(|| panic!("{what}: no `{line}`; log:\n{}", r.tp.log_text()));
+            } else {
+                assert!(
+                    !r.tp.log_text().contains(&line),
+                    "{what}: TLS 1.2 went direct"
+                );
+            }
         }
     }
 }
@@ -272,6 +294,7 @@ fn udp_443_refused(r: &Run<'_>) {
 fn tcp(tag: &str, server: Server, what: &str) {
     with_server(tag, server, |r| {
         inner_tls13(r, what);
+        inner_tls12(r, what);
         tcp_through(r.lab, r.tp, r.egress, what);
         local_tcp(r, what);
         wrong_uuid_fails_cleanly(r);

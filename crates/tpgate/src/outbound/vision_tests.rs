@@ -50,6 +50,18 @@ async fn client(io: tokio::io::DuplexStream) -> std::io::Result<VisionStream> {
 
 #[tokio::test]
 async fn raw_bytes_right_after_the_direct_frame_are_kept() {
+    direct_switch(usize::MAX).await;
+}
+
+#[tokio::test]
+async fn records_and_raw_bytes_in_small_pieces() {
+    for piece in [1, 3, 7] {
+        direct_switch(piece).await;
+    }
+}
+
+/// The server's last records and its first raw bytes go out in writes of `piece` bytes.
+async fn direct_switch(piece: usize) {
     let (ours, theirs) = tokio::io::duplex(1 << 16);
     let server = tokio::spawn(async move {
         let mut tls = acceptor().accept(theirs).await.unwrap();
@@ -69,7 +81,10 @@ async fn raw_bytes_right_after_the_direct_frame_are_kept() {
         // Raw bytes follow the last record at once, as one write.
         wire.extend_from_slice(b"raw world");
         let (io, _) = tls.get_mut();
-        io.write_all(&wire).await.unwrap();
+        for p in wire.chunks(piece) {
+            io.write_all(p).await.unwrap();
+            tokio::task::yield_now().await;
+        }
         io.write_all(b", and more").await.unwrap();
         io.shutdown().await.unwrap();
         // Keep the stream (and the client's request, unread) until the client is done.
