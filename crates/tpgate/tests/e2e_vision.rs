@@ -180,12 +180,31 @@ fn inner_tls(
             let version = tls.get_ref().1.protocol_version();
             let (mut rd, mut wr) = tokio::io::split(tls);
             let sent = data.clone();
-            let writer = tokio::spawn(async move { wr.write_all(&sent).await.map(|()| wr) });
+            // tokio-rustls may hold the last records until a flush.
+            let writer = tokio::spawn(async move {
+                wr.write_all(&sent).await?;
+                wr.flush().await.map(|()| wr)
+            });
             let mut got = vec![0u8; TLS_BULK];
-            tokio::time::timeout(Duration::from_secs(60), rd.read_exact(&mut got))
-                .await
-                .expect("echo in time")
-                .expect("echo");
+            let mut have = 0;
+            let read = tokio::time::timeout(Duration::from_secs(30), async {
+                while have < got.len() {
+                    match rd.read(&mut got[have..]).await {
+                        Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+                        Ok(n) => have += n,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            })
+            .await;
+            if !matches!(read, Ok(Ok(()))) {
+                let conns = Api::new(r.lab, None).request("GET", "/connections", None);
+                panic!(
+                    "{what} {family:?}: echo {read:?} after {have} bytes; connections: {}",
+                    conns.body
+                );
+            }
             drop(writer.await.expect("writer").expect("write"));
             drop(rd);
             let peer = server.await.expect("server");

@@ -1,9 +1,11 @@
 //! XTLS Vision (VLESS `flow: xtls-rprx-vision`), the client's codec: the padded frames the
 //! first packets travel in each way, the inner-TLS filter that decides when padding ends
 //! and whether the tunnel may go direct, and the unpadder for what the server sends.
-//! Byte for byte what Xray's `proxy/proxy.go` (`XtlsPadding`, `XtlsUnpadding`,
-//! `XtlsFilterTls`, `VisionWriter`) and sing-box's `vless/vision.go` do, since the server
-//! runs the same heuristics on its side.
+//! The frames and decisions of Xray's `proxy/proxy.go` (`XtlsPadding`, `XtlsUnpadding`,
+//! `XtlsFilterTls`, `VisionWriter`) and sing-box's `vless/vision.go`, since the server runs
+//! the same heuristics on its side; one addition: while padding lasts, writes are cut where
+//! the inner client's TLS records end, so the switch to direct does not depend on how the
+//! client's bytes happened to be read.
 //!
 //! A frame: `uuid (16, first frame only) | command | content length (u16 BE) | padding
 //! length (u16 BE) | content | padding`. Command 0 continues padding, 1 ends it (plain
@@ -177,6 +179,74 @@ pub struct Padder {
     /// Sent in front of the first frame, then `None`.
     uuid: Option<Uuid>,
     padding: bool,
+    records: Records,
+}
+
+/// Where the inner client's TLS records begin in what it writes. Xray decides to go
+/// direct on a write that starts with an application-data record, which only happens
+/// when writes fall on record boundaries; a client that writes faster than the proxy
+/// reads fills the socket and the reads lose that alignment. Cutting writes at record
+/// ends while padding lasts keeps it.
+#[derive(Debug, Clone, Default)]
+struct Records {
+    /// Bytes of the current record still to come; 0 at a record's start.
+    left: usize,
+    /// The start of a record header that a write cut short.
+    header: Vec<u8>,
+    /// The stream is not (or no longer looks like) TLS records.
+    lost: bool,
+}
+
+impl Records {
+    /// How many of `data`'s first bytes end where the current record does, at most `max`
+    /// (all `max` when that is not known).
+    fn cut(&self, data: &[u8], max: usize) -> usize {
+        let to_end = if self.lost {
+            max
+        } else if self.left > 0 {
+            self.left
+        } else {
+            let mut header = self.header.clone();
+            let need = 5 - header.len();
+            header.extend_from_slice(&data[..need.min(data.len())]);
+            match record_len(&header) {
+                Some(len) => need + len,
+                None => max,
+            }
+        };
+        to_end.clamp(1, max.max(1))
+    }
+
+    /// Moves past `data`.
+    fn advance(&mut self, mut data: &[u8]) {
+        while !data.is_empty() && !self.lost {
+            if self.left > 0 {
+                let n = self.left.min(data.len());
+                self.left -= n;
+                data = &data[n..];
+                continue;
+            }
+            let n = (5 - self.header.len()).min(data.len());
+            self.header.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.header.len() == 5 {
+                match record_len(&self.header) {
+                    Some(len) => self.left = len,
+                    None => self.lost = true,
+                }
+                self.header.clear();
+            }
+        }
+    }
+}
+
+/// The body length a whole TLS record header announces (content type 20 to 23, major
+/// version 3); `None` when `header` is not one (or not yet five bytes).
+fn record_len(header: &[u8]) -> Option<usize> {
+    match header {
+        &[20..=23, 3, _, hi, lo] => Some(usize::from(u16::from_be_bytes([hi, lo]))),
+        _ => None,
+    }
 }
 
 /// What the writer does with its bytes after a [`Padder::write`].
@@ -192,11 +262,19 @@ pub enum WriteMode {
 }
 
 impl Padder {
-    pub const fn new(uuid: Uuid) -> Self {
+    pub fn new(uuid: Uuid) -> Self {
         Self {
             uuid: Some(uuid),
             padding: true,
+            records: Records::default(),
         }
+    }
+
+    /// How much of `data` the next [`Self::write`] should take while padding lasts: one
+    /// frame's worth, ending where the inner client's TLS record does when it writes TLS,
+    /// so that the write carrying its first application data starts with it.
+    pub fn next_len(&self, data: &[u8]) -> usize {
+        self.records.cut(data, CONTENT_MAX - 1).min(data.len())
     }
 
     /// An empty frame with long padding: sent with the request when the client has nothing
@@ -226,6 +304,7 @@ impl Padder {
             out.extend_from_slice(data);
             return WriteMode::Plain;
         }
+        self.records.advance(data);
         let pieces = pieces(data);
         let mut long = filter.is_tls;
         let last = pieces.len().saturating_sub(1);

@@ -14,9 +14,7 @@ use std::task::{ready, Context, Poll};
 use rustls::ClientConnection;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tpgate_core::net::Destination;
-use tpgate_core::proto::vision::{
-    Padder, TlsFilter, UnpadError, Unpadded, Unpadder, WriteMode, CONTENT_MAX,
-};
+use tpgate_core::proto::vision::{Padder, TlsFilter, UnpadError, Unpadded, Unpadder, WriteMode};
 use tpgate_core::proto::vless::{self, Uuid};
 use tracing::{debug, info};
 
@@ -362,9 +360,10 @@ impl VisionStream {
             taken = buf.len().min(WRITE_MAX);
             self.encrypt(&buf[..taken])?;
         } else {
-            // One frame per write while padding: the write that starts with TLS application
-            // data goes direct at once, its rest raw on the next call.
-            taken = buf.len().min(CONTENT_MAX - 1);
+            // One frame per write while padding, ending with the inner client's TLS record:
+            // the write that starts with application data goes direct at once, the rest
+            // raw on the next call.
+            taken = self.padder.next_len(buf);
             let data = &buf[..taken];
             self.filter.observe(data);
             let mut framed = std::mem::take(&mut self.framed);

@@ -211,3 +211,67 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn writes_are_cut_at_inner_record_ends() {
+    let mut f = TlsFilter::default();
+    f.observe(CLIENT_HELLO);
+    f.observe(&server_hello(0x1301, true));
+    let mut p = Padder::new(ID);
+    // Finished, then two application-data records, read by the proxy as one lump that
+    // starts at the Finished.
+    let mut stream = b"\x14\x03\x03\x00\x01\x01\x17\x03\x03\x00\x02ab".to_vec();
+    for body in [300usize, 20000] {
+        stream.extend_from_slice(b"\x17\x03\x03");
+        stream.extend_from_slice(&u16::try_from(body).unwrap().to_be_bytes());
+        stream.resize(stream.len() + body, 0x55);
+    }
+    let mut wire = Vec::new();
+    let mut rest = &stream[..];
+    let mut modes = Vec::new();
+    // The first cut ends with the CCS record; the Finished record's write goes direct.
+    while !rest.is_empty() && modes.last() != Some(&WriteMode::Direct) {
+        let n = p.next_len(rest);
+        modes.push(p.write(&f, &rest[..n], || 7, &mut wire));
+        rest = &rest[n..];
+    }
+    assert_eq!(modes, [WriteMode::Padded, WriteMode::Direct]);
+    assert_eq!(stream.len() - rest.len(), 6 + 7);
+    // Not TLS: one frame's worth at a time.
+    let plain = Padder::new(ID);
+    assert_eq!(plain.next_len(&[b'G'; 20000]), CONTENT_MAX - 1);
+    assert_eq!(plain.next_len(b"GET"), 3);
+}
+
+proptest! {
+    #[test]
+    fn cuts_follow_records_in_any_pieces(
+        bodies in proptest::collection::vec(0usize..20000, 1..5),
+        pieces in proptest::collection::vec(1usize..9000, 1..20),
+    ) {
+        let mut stream = Vec::new();
+        let mut ends = Vec::new();
+        for b in &bodies {
+            stream.extend_from_slice(b"\x17\x03\x03");
+            stream.extend_from_slice(&u16::try_from(*b).unwrap().to_be_bytes());
+            stream.resize(stream.len() + b, 1);
+            ends.push(stream.len());
+        }
+        let mut r = Records::default();
+        let mut at = 0;
+        for &piece in pieces.iter().cycle() {
+            if at == stream.len() {
+                break;
+            }
+            let avail = &stream[at..stream.len().min(at + piece)];
+            let n = r.cut(avail, CONTENT_MAX - 1).min(avail.len());
+            prop_assert!(n >= 1);
+            r.advance(&avail[..n]);
+            at += n;
+            // A cut never crosses a record end.
+            let next_end = ends.iter().find(|&&e| e > at - n).copied().unwrap();
+            prop_assert!(at <= next_end);
+        }
+        prop_assert!(!r.lost);
+    }
+}
