@@ -265,6 +265,31 @@ seed("ss_plugins", "shadow-tls", b"\x01" + record(0x17, b"data") + record(0x17, 
 seed("ss_plugins", "mux-cool", b"\x02" + bytes([0, 4, 0, 0, 2, 1, 0, 2]) + b"hi"
      + bytes([0, 4, 0, 0, 4, 0]) + bytes([0, 4, 0, 0, 3, 0]))
 
+# vision: selector byte (bit 0: the user id goes in front; the rest: piece size), then what
+# an XTLS Vision server sends after its response header: padded frames, then plain bytes.
+def vision_frame(command, content, padding):
+    return bytes([command]) + struct.pack(">HH", len(content), padding) + content + b"\x00" * padding
+
+
+seed("vision", "direct", b"\x01" + vision_frame(0, b"\x16\x03\x03\x00\x7a\x02", 30)
+     + vision_frame(2, b"\x17\x03\x03\x00\x10", 5))
+seed("vision", "end-then-plain", b"\x21" + vision_frame(1, b"SSH-2.0-x\r\n", 200) + b"more")
+seed("vision", "not-padded", b"\x00HTTP/1.1 200 OK\r\n\r\n")
+
+# xudp: Mux.Cool frames of session 0 from the server: keep frames with and without an
+# address, a keep-alive, an end.
+def xudp(status, option, meta_rest=b"", data=None):
+    meta = b"\x00\x00" + bytes([status, option]) + meta_rest
+    out = struct.pack(">H", len(meta)) + meta
+    if data is not None:
+        out += struct.pack(">H", len(data)) + data
+    return out
+
+
+seed("xudp", "keep", xudp(2, 1, data=b"hello"))
+seed("xudp", "keep-v4", xudp(2, 1, b"\x02\x00\x35\x01\xc0\x00\x02\x01", b"reply") + xudp(4, 0))
+seed("xudp", "end", xudp(2, 1, data=b"x") + xudp(3, 0))
+
 for target, files in sorted(seeds.items()):
     d = CORPUS / target
     d.mkdir(parents=True, exist_ok=True)

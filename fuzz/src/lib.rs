@@ -23,7 +23,9 @@ pub mod socks5;
 pub mod ss_plugins;
 pub mod trojan;
 pub mod tuic;
+pub mod vision;
 pub mod ws_upgrade;
+pub mod xudp;
 
 /// One target's body: takes one input, panics when an invariant is broken.
 pub type Target = fn(&[u8]);
@@ -47,6 +49,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("socks5", socks5::run),
     ("trojan", trojan::run),
     ("tuic", tuic::run),
+    ("vision", vision::run),
     ("ws_upgrade", ws_upgrade::run),
+    ("xudp", xudp::run),
     ("ss_plugins", ss_plugins::run),
 ];

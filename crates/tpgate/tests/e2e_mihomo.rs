@@ -74,6 +74,9 @@ proxies:
     tls: true
     servername: jp.example.org
     client-fingerprint: chrome
+    reality-opts:
+      public-key: 9Kq3m5r2bXvT0JdYkZcW1hLpN8sG4fA7eU6iO2yRtQw
+      short-id: 6ba85179e30d4fc2
   - name: "SG anytls"
     type: anytls
     server: sg.example.org
@@ -229,14 +232,14 @@ fn expected_warnings(text: &str) -> Vec<String> {
         ),
         w(
             "type: vless",
-            "flow",
-            "proxies[1].flow: flow xtls-rprx-vision is not supported by tpgate; proxy `JP vless` \
-             skipped",
+            "client-fingerprint",
+            "proxies[1].client-fingerprint: not used by tpgate; ignored",
         ),
         w(
             "type: vless",
-            "client-fingerprint",
-            "proxies[1].client-fingerprint: not used by tpgate; ignored",
+            "reality-opts",
+            "proxies[1].reality-opts: `reality-opts` is not supported by tpgate; proxy \
+             `JP vless` skipped",
         ),
         w(
             "type: anytls",

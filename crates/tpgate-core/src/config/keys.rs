@@ -179,6 +179,7 @@ pub(super) fn proxy_fields(kind: &str) -> &'static [&'static str] {
         ],
         "vless" => &[
             "uuid",
+            "flow",
             "tls",
             "sni",
             "servername",
@@ -271,7 +272,8 @@ pub(super) const PROXY_IGNORED: &[&str] = &[
     "max-datagram-frame-size",
     "udp-over-stream",
     "udp-over-stream-version",
-    // tpgate frames VLESS UDP the plain way, which servers speaking xudp accept too.
+    // tpgate frames VLESS UDP the plain way, which servers speaking xudp accept too (with a
+    // Vision flow, XUDP: what Vision servers take).
     "packet-encoding",
 ];
 
@@ -378,8 +380,9 @@ mod tests {
         for kind in PROXY_TYPES {
             for field in proxy_fields(kind) {
                 assert!(!PROXY_COMMON.contains(field), "{field}");
-                // hysteria2's `obfs` is its own (salamander), read, not a skip reason.
-                let own = *kind == "hysteria2" && *field == "obfs";
+                // vless reads `flow` and hysteria2 its own `obfs` (salamander); for the other
+                // types they still skip the proxy.
+                let own = matches!((*kind, *field), ("vless", "flow") | ("hysteria2", "obfs"));
                 assert!(own || !PROXY_TRANSPORT.contains(field), "{field}");
                 assert!(!PROXY_IGNORED.contains(field), "{field}");
             }

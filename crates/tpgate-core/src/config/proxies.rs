@@ -10,7 +10,10 @@ use super::names::{self, Declared, Outcome};
 use super::network::network;
 use super::plugin::plugin;
 use super::yaml::{Node, Pos, Value};
-use super::{keys, value, Credentials, Diags, ProxyDef, ProxyKind, Tls, Uuid, VmessCipher};
+use super::{
+    keys, value, Credentials, Diags, ProxyDef, ProxyKind, ProxyNetwork, Tls, Uuid, VlessFlow,
+    VmessCipher,
+};
 
 pub(super) fn proxies(node: &Node, d: &mut Diags) -> Vec<Declared<ProxyDef>> {
     let Some(list) = check(d, node, "proxies", value::list(node)) else {
@@ -403,15 +406,63 @@ fn trojan(f: &Fields<'_>, at: Pos, who: &str, skip: &mut bool, d: &mut Diags) ->
     })
 }
 
-/// `vless`: the user id, optional TLS, the network. A `flow` (XTLS Vision) is a transport
-/// field, so such a proxy was already skipped by `other_fields`.
+/// `vless`: the user id, optional TLS, the network, the flow (XTLS Vision, which needs TLS
+/// over `network: tcp`, as in Xray and mihomo).
 fn vless(f: &Fields<'_>, at: Pos, who: &str, skip: &mut bool, d: &mut Diags) -> Option<ProxyKind> {
     let uuid = f.required(d, at, "uuid", |n| {
         value::string(n)?.parse::<Uuid>().map_err(|e| e.to_string())
     })?;
     let tls = optional_tls(f, d);
     let network = network(f, "vless", who, skip, d)?;
-    Some(ProxyKind::Vless { uuid, tls, network })
+    let flow = vless_flow(f, tls.is_some(), &network, who, skip, d);
+    Some(ProxyKind::Vless {
+        uuid,
+        tls,
+        network,
+        flow,
+    })
+}
+
+/// `flow` of a vless proxy; one tpgate cannot speak, or Vision without TLS over TCP, skips
+/// the proxy with a warning (`skip`).
+fn vless_flow(
+    f: &Fields<'_>,
+    tls: bool,
+    network: &ProxyNetwork,
+    who: &str,
+    skip: &mut bool,
+    d: &mut Diags,
+) -> Option<VlessFlow> {
+    let at = f.entries.iter().find(|e| e.key == "flow")?.key_pos;
+    let name = f.get(d, "flow", value::text)?;
+    let flow = match name.trim() {
+        "" => return None,
+        "xtls-rprx-vision" => VlessFlow::Vision,
+        "xtls-rprx-vision-udp443" => VlessFlow::VisionUdp443,
+        other => {
+            if !*skip {
+                let message = format!(
+                    "flow {other} is not supported by tpgate (supported: xtls-rprx-vision); {who} skipped"
+                );
+                d.warn(at, &f.path("flow"), message);
+            }
+            *skip = true;
+            return None;
+        }
+    };
+    let why = match network {
+        _ if !tls => Some("needs `tls: true`"),
+        ProxyNetwork::Tcp => None,
+        _ => Some("runs over `network: tcp` only"),
+    };
+    if let Some(why) = why {
+        if !*skip {
+            let message = format!("flow {} {why}; {who} skipped", name.trim());
+            d.warn(at, &f.path("flow"), message);
+        }
+        *skip = true;
+    }
+    Some(flow)
 }
 
 /// `vmess`: the AEAD header only (`alterId: 0`), the body ciphers tpgate has.

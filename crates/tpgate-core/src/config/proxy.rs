@@ -45,11 +45,13 @@ pub enum ProxyKind {
         tls: Tls,
         network: ProxyNetwork,
     },
-    /// `type: vless` without a flow (`tls: true`: inside TLS).
+    /// `type: vless` (`tls: true`: inside TLS), with XTLS Vision when `flow` is set (then
+    /// always TLS over `network: tcp`).
     Vless {
         uuid: Uuid,
         tls: Option<Tls>,
         network: ProxyNetwork,
+        flow: Option<VlessFlow>,
     },
     /// `type: vmess` with `alterId: 0` (AEAD header).
     Vmess {
@@ -164,6 +166,16 @@ pub enum UdpRelayMode {
     Native,
     /// One unidirectional stream per packet.
     Quic,
+}
+
+/// `flow:` of a vless proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VlessFlow {
+    /// `xtls-rprx-vision`: UDP to port 443 is refused (QUIC falls back to TCP), as Xray
+    /// and mihomo do.
+    Vision,
+    /// `xtls-rprx-vision-udp443`: the same, UDP to port 443 allowed.
+    VisionUdp443,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,8 +1,8 @@
 //! Sans-IO codecs for the client side of the upstream proxy protocols the outbounds speak:
-//! SOCKS5 (RFC 1928/1929), HTTP CONNECT, Trojan, VLESS, VMess (AEAD), Hysteria 2 and TUIC
-//! v5, plus the SOCKS-style address they share, the V2Ray transports' own bytes (the
-//! WebSocket and HTTP-upgrade request, gRPC gun messages) and the Shadowsocks plugins'
-//! (simple-obfs, ShadowTLS v2, v2ray-plugin's Mux.Cool).
+//! SOCKS5 (RFC 1928/1929), HTTP CONNECT, Trojan, VLESS (with Vision's padding and XUDP),
+//! VMess (AEAD), Hysteria 2 and TUIC v5, plus the SOCKS-style address they share, the V2Ray
+//! transports' own bytes (the WebSocket and HTTP-upgrade request, gRPC gun messages) and the
+//! Shadowsocks plugins' (simple-obfs, ShadowTLS v2, v2ray-plugin's Mux.Cool).
 //!
 //! Every function here turns bytes into values or values into bytes and nothing else: no
 //! sockets, no timeouts, no retries, no TLS (Trojan runs inside a TLS stream the caller owns).
@@ -23,9 +23,11 @@ pub mod shadow_tls;
 pub mod socks5;
 pub mod trojan;
 pub mod tuic;
+pub mod vision;
 pub mod vless;
 pub mod vmess;
 pub mod ws;
+pub mod xudp;
 
 #[cfg(test)]
 mod arb;

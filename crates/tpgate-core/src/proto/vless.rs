@@ -1,7 +1,8 @@
-//! VLESS client framing (version 0, no flow): the request header written once at the start
-//! of the stream, the response header the server puts before its first bytes, and the
-//! length-prefixed UDP packets of a `Udp` request. TLS, if any, is the caller's; the XTLS
-//! flows (Vision), Mux and XUDP are deliberately absent.
+//! VLESS client framing (version 0): the request header written once at the start of the
+//! stream (with the flow, if any, in its addons), the response header the server puts
+//! before its first bytes, and the length-prefixed UDP packets of a `Udp` request. TLS, if
+//! any, is the caller's; Vision's padding is [`super::vision`], the XUDP frames of a `Mux`
+//! request [`super::xudp`]. Mux streams other than XUDP are deliberately absent.
 //!
 //! Request: `version 0 | uuid (16) | addons length | addons | command | port (u16 BE) |
 //! address type (1 IPv4, 2 domain with a length byte, 3 IPv6) | address`. Response:
@@ -69,6 +70,9 @@ pub enum Command {
     /// Carry UDP packets to and from the destination, each framed by
     /// [`encode_udp_packet`].
     Udp,
+    /// Mux.Cool; tpgate sends only XUDP over it (UDP through a Vision flow). The request
+    /// carries no address: each frame names its own.
+    Mux,
 }
 
 impl Command {
@@ -76,6 +80,7 @@ impl Command {
         match self {
             Self::Tcp => 1,
             Self::Udp => 2,
+            Self::Mux => 3,
         }
     }
 }
@@ -92,6 +97,9 @@ pub enum VlessError {
     /// A UDP payload longer than the 16-bit length field can count.
     #[error("UDP payload of {0} bytes exceeds 65535")]
     PayloadTooLong(usize),
+    /// A flow name too long for the one-byte addons length.
+    #[error("flow name of {0} bytes is too long")]
+    FlowTooLong(usize),
 }
 
 /// Why the server's response header is not one.
@@ -102,26 +110,54 @@ pub enum ResponseError {
     Version(u8),
 }
 
-/// Appends the request header. Initial payload, if any, may follow it in the same write.
-/// The buffer is untouched on error.
+/// Appends the request header without a flow. Initial payload, if any, may follow it in
+/// the same write. The buffer is untouched on error.
 pub fn encode_request(
     uuid: &Uuid,
     cmd: Command,
     dst: &Destination,
     out: &mut Vec<u8>,
 ) -> Result<(), VlessError> {
-    if let Destination::Domain(name, _) = dst {
-        if name.is_empty() {
-            return Err(VlessError::EmptyDomain);
-        }
-        if name.len() > MAX_DOMAIN_LEN {
-            return Err(VlessError::DomainTooLong(name.len()));
-        }
+    encode_request_with_flow(uuid, cmd, dst, None, out)
+}
+
+/// [`encode_request`] naming `flow` in the addons (a protobuf message whose field 1, a
+/// string, is the flow). A `Mux` request ends after the command: `dst` is not written.
+pub fn encode_request_with_flow(
+    uuid: &Uuid,
+    cmd: Command,
+    dst: &Destination,
+    flow: Option<&str>,
+    out: &mut Vec<u8>,
+) -> Result<(), VlessError> {
+    let addons = flow.map_or(0, |f| 2 + f.len());
+    let addons = u8::try_from(addons)
+        .ok()
+        .filter(|_| flow.is_none_or(|f| f.len() < 128))
+        .ok_or(VlessError::FlowTooLong(flow.map_or(0, str::len)))?;
+    if cmd != Command::Mux {
+        check_domain(dst)?;
     }
     out.push(VERSION);
     out.extend_from_slice(&uuid.0);
-    out.push(0); // no addons: no flow
+    out.push(addons);
+    if let Some(flow) = flow {
+        // Field 1, wire type 2 (length-delimited); a length under 128 is one varint byte.
+        out.push(0x0a);
+        out.push(addons - 2);
+        out.extend_from_slice(flow.as_bytes());
+    }
     out.push(cmd.code());
+    if cmd == Command::Mux {
+        return Ok(());
+    }
+    encode_addr_port(dst, out);
+    Ok(())
+}
+
+/// Appends `port (u16 BE) | address type | address`, the form VLESS and XUDP share; the
+/// caller has checked a domain's length.
+pub(super) fn encode_addr_port(dst: &Destination, out: &mut Vec<u8>) {
     out.extend_from_slice(&dst.port().to_be_bytes());
     match dst {
         Destination::Addr(SocketAddr::V4(a)) => {
@@ -136,6 +172,18 @@ pub fn encode_request(
             out.push(ATYP_DOMAIN);
             out.push(u8::try_from(name.len()).unwrap_or(u8::MAX));
             out.extend_from_slice(name.as_bytes());
+        }
+    }
+}
+
+/// Refuses a domain that cannot be written.
+pub(super) fn check_domain(dst: &Destination) -> Result<(), VlessError> {
+    if let Destination::Domain(name, _) = dst {
+        if name.is_empty() {
+            return Err(VlessError::EmptyDomain);
+        }
+        if name.len() > MAX_DOMAIN_LEN {
+            return Err(VlessError::DomainTooLong(name.len()));
         }
     }
     Ok(())
@@ -275,6 +323,30 @@ mod tests {
         let err = encode_udp_packet(&big, &mut out);
         assert_eq!(err, Err(VlessError::PayloadTooLong(65536)));
         assert_eq!(out.len(), 6);
+    }
+
+    #[test]
+    fn request_with_flow_and_mux() {
+        let id = Uuid(ID_BYTES);
+        let mut out = Vec::new();
+        let v4 = Destination::Addr("192.0.2.1:80".parse().unwrap());
+        encode_request_with_flow(&id, Command::Tcp, &v4, Some("xtls-rprx-vision"), &mut out)
+            .unwrap();
+        assert_eq!(out[17], 18);
+        assert_eq!(&out[18..36], b"\x0a\x10xtls-rprx-vision");
+        assert_eq!(&out[36..], b"\x01\x00\x50\x01\xc0\x00\x02\x01");
+
+        out.clear();
+        encode_request_with_flow(&id, Command::Mux, &v4, Some("xtls-rprx-vision"), &mut out)
+            .unwrap();
+        assert_eq!(out.len(), 37);
+        assert_eq!(out[36], 3);
+
+        out.clear();
+        let long = "f".repeat(128);
+        let err = encode_request_with_flow(&id, Command::Tcp, &v4, Some(&long), &mut out);
+        assert_eq!(err, Err(VlessError::FlowTooLong(128)));
+        assert!(out.is_empty());
     }
 
     proptest! {

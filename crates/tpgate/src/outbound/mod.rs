@@ -25,6 +25,9 @@ mod trojan;
 mod tuic;
 pub(crate) mod udp;
 mod upstream;
+mod vision;
+#[cfg(test)]
+mod vision_tests;
 mod vless;
 mod vmess;
 

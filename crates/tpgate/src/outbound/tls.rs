@@ -17,6 +17,8 @@ use super::BoxIo;
 #[derive(Clone)]
 pub(crate) struct TlsClient {
     connector: TlsConnector,
+    /// The connector's config, for a connection driven by hand (XTLS Vision).
+    config: Arc<ClientConfig>,
     name: ServerName<'static>,
 }
 
@@ -31,14 +33,18 @@ impl std::fmt::Debug for TlsClient {
 impl TlsClient {
     /// `server` is the upstream's host, the SNI when `tls.sni` is not set.
     pub(crate) fn new(tls: &Tls, server: &str) -> Result<Self, TlsError> {
-        let (connector, name) = Self::parts(tls, server, &[])?;
-        Ok(Self { connector, name })
+        Self::with_alpn(tls, server, &[])
     }
 
     /// Like [`Self::new`], offering `alpn` (the transports' protocols).
     pub(crate) fn with_alpn(tls: &Tls, server: &str, alpn: &[&[u8]]) -> Result<Self, TlsError> {
-        let (connector, name) = Self::parts(tls, server, alpn)?;
-        Ok(Self { connector, name })
+        let (config, sni) = Self::config(tls, server, alpn)?;
+        let name = ServerName::try_from(sni).map_err(TlsError::ServerName)?;
+        Ok(Self {
+            connector: TlsConnector::from(config.clone()),
+            config,
+            name,
+        })
     }
 
     /// The connector and server name for `tls`, offering `alpn` (the DNS client's DoH
@@ -62,6 +68,11 @@ impl TlsClient {
         let (config, sni) = Self::config_with_versions(tls, server, alpn, versions)?;
         let name = ServerName::try_from(sni).map_err(TlsError::ServerName)?;
         Ok((TlsConnector::from(config), name))
+    }
+
+    /// A client connection not yet started, for a caller that moves its records itself.
+    pub(crate) fn connection(&self) -> Result<rustls::ClientConnection, rustls::Error> {
+        rustls::ClientConnection::new(self.config.clone(), self.name.clone())
     }
 
     /// The rustls client config for `tls` offering `alpn`, and the server name to ask for

@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest, ReadHalf, WriteHalf};
 use tokio::net::UdpSocket;
 use tpgate_core::net::Destination;
-use tpgate_core::proto::{socks5, trojan, vless};
+use tpgate_core::proto::{socks5, trojan, vless, xudp};
 
 use super::ss::{SsControl, SsUdp};
 use super::BoxIo;
@@ -152,6 +152,12 @@ pub(crate) enum UdpSend {
     Hysteria2(super::hysteria2::Hy2UdpSend),
     /// TUIC `Packet`s in QUIC datagrams or streams.
     Tuic(super::tuic::TuicUdpSend),
+    /// XUDP frames (VLESS with Vision): the first opens the session.
+    Xudp {
+        wr: WriteHalf<BoxIo>,
+        buf: Vec<u8>,
+        first: bool,
+    },
 }
 
 pub(crate) enum UdpRecv {
@@ -175,6 +181,10 @@ pub(crate) enum UdpRecv {
     },
     Hysteria2(super::hysteria2::Hy2UdpRecv),
     Tuic(super::tuic::TuicUdpRecv),
+    Xudp {
+        rd: ReadHalf<BoxIo>,
+        acc: Vec<u8>,
+    },
 }
 
 pub(crate) fn from_ss(s: SsUdp) -> (UdpSend, UdpRecv) {
@@ -247,6 +257,16 @@ impl UdpSend {
                 buf.clear();
                 for d in datagrams {
                     vless::encode_udp_packet(d, buf).map_err(invalid)?;
+                }
+                wr.write_all(buf).await?;
+                wr.flush().await?;
+                shrink(buf);
+            }
+            Self::Xudp { wr, buf, first } => {
+                buf.clear();
+                for d in datagrams {
+                    xudp::encode_packet(*first, dst, d, buf).map_err(invalid)?;
+                    *first = false;
                 }
                 wr.write_all(buf).await?;
                 wr.flush().await?;
@@ -346,6 +366,42 @@ impl UdpRecv {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "VLESS UDP stream closed",
+                    ));
+                }
+            },
+            Self::Xudp { rd, acc } => loop {
+                let mut used = 0;
+                while !out.full() {
+                    match xudp::parse_frame(&acc[used..]) {
+                        Ok(Some((frame, n))) => {
+                            used += n;
+                            match frame {
+                                xudp::Frame::Packet(p) => out.push(p),
+                                xudp::Frame::Nothing => {}
+                                xudp::Frame::End if out.is_empty() => {
+                                    return Err(io::Error::new(
+                                        io::ErrorKind::ConnectionAborted,
+                                        "XUDP session ended by the server",
+                                    ));
+                                }
+                                xudp::Frame::End => {
+                                    used -= n; // seen again on the next call
+                                    break;
+                                }
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => return Err(invalid(e)),
+                    }
+                }
+                acc.drain(..used);
+                if !out.is_empty() {
+                    return Ok(());
+                }
+                if rd.read_buf(acc).await? == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "XUDP stream closed",
                     ));
                 }
             },

@@ -94,11 +94,13 @@ impl Upstream {
                 uuid,
                 tls: t,
                 network,
+                flow,
             } => (
                 Kind::Vless(Vless::new(
                     &def.name,
                     *uuid,
                     transport(Protocol::Vless, network, t.as_ref())?,
+                    *flow,
                 )),
                 "Vless",
             ),

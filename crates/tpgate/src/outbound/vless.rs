@@ -3,20 +3,25 @@
 //! handshake does not wait for it (a client-first protocol would deadlock): the returned
 //! stream strips it from the first read instead, and a server that closes before sending
 //! it (a wrong uuid) ends the connection with an error logged once. UDP uses the same
-//! stream with length-prefixed packets.
+//! stream with length-prefixed packets. With `flow: xtls-rprx-vision` the stream is a
+//! [`VisionStream`] instead, and UDP goes as XUDP on a Mux request (what Xray and sing-box
+//! servers take from a Vision user).
 
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tpgate_core::config::VlessFlow;
 use tpgate_core::net::Destination;
+use tpgate_core::proto::vision;
 use tpgate_core::proto::vless::{self, Command, Uuid};
 use tracing::info;
 
 use super::error::HandshakeError;
 use super::transport::Transport;
 use super::udp::{UdpRecv, UdpSend};
+use super::vision::VisionStream;
 use super::BoxIo;
 
 #[derive(Debug)]
@@ -26,18 +31,38 @@ pub(crate) struct Vless {
     uuid: Uuid,
     /// TLS and/or the WebSocket or gRPC carrier, when configured.
     transport: Transport,
+    /// XTLS Vision (the config made sure it has TLS straight over TCP).
+    flow: Option<VlessFlow>,
+}
+
+/// Why a Vision proxy does not carry a flow.
+#[derive(Debug, thiserror::Error)]
+enum FlowError {
+    #[error("{0}: XTLS Vision refuses UDP to port 443 (QUIC falls back to TCP; flow xtls-rprx-vision-udp443 allows it)")]
+    Udp443(String),
+    #[error("{0}: XTLS Vision needs TLS straight over TCP")]
+    NoTls(String),
 }
 
 impl Vless {
-    pub(crate) fn new(name: &str, uuid: Uuid, transport: Transport) -> Self {
+    pub(crate) fn new(
+        name: &str,
+        uuid: Uuid,
+        transport: Transport,
+        flow: Option<VlessFlow>,
+    ) -> Self {
         Self {
             name: name.to_owned(),
             uuid,
             transport,
+            flow,
         }
     }
 
     async fn open(&self, io: BoxIo, cmd: Command, dst: &Destination) -> io::Result<BoxIo> {
+        if self.flow.is_some() {
+            return self.open_vision(io, cmd, dst).await;
+        }
         let mut io = self.transport.open(io).await?;
         let mut out = Vec::with_capacity(64);
         vless::encode_request(&self.uuid, cmd, dst, &mut out).map_err(HandshakeError::request)?;
@@ -50,11 +75,54 @@ impl Vless {
         }))
     }
 
+    /// TLS driven record by record, then the request naming the flow.
+    async fn open_vision(
+        &self,
+        mut io: BoxIo,
+        cmd: Command,
+        dst: &Destination,
+    ) -> io::Result<BoxIo> {
+        let tls = self.transport.tls_over_tcp().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                FlowError::NoTls(self.name.clone()),
+            )
+        })?;
+        let mut conn = tls
+            .connection()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        super::vision::handshake(&mut io, &mut conn).await?;
+        let mut request = Vec::with_capacity(64);
+        vless::encode_request_with_flow(&self.uuid, cmd, dst, Some(vision::FLOW), &mut request)
+            .map_err(HandshakeError::request)?;
+        let s = VisionStream::start(io, conn, self.uuid, &self.name, dst, &request).await?;
+        Ok(Box::new(s))
+    }
+
     pub(crate) async fn connect(&self, io: BoxIo, dst: &Destination) -> io::Result<BoxIo> {
         self.open(io, Command::Tcp, dst).await
     }
 
     pub(crate) async fn udp(&self, io: BoxIo, dst: &Destination) -> io::Result<(UdpSend, UdpRecv)> {
+        if let Some(flow) = self.flow {
+            if flow == VlessFlow::Vision && dst.port() == 443 {
+                let e = FlowError::Udp443(self.name.clone());
+                return Err(io::Error::new(io::ErrorKind::Unsupported, e));
+            }
+            let io = self.open(io, Command::Mux, dst).await?;
+            let (rd, wr) = tokio::io::split(io);
+            return Ok((
+                UdpSend::Xudp {
+                    wr,
+                    buf: Vec::with_capacity(2048),
+                    first: true,
+                },
+                UdpRecv::Xudp {
+                    rd,
+                    acc: Vec::with_capacity(4096),
+                },
+            ));
+        }
         let io = self.open(io, Command::Udp, dst).await?;
         let (rd, wr) = tokio::io::split(io);
         Ok((

