@@ -53,6 +53,7 @@ async fn get(url: &str, o: &Outbounds) -> Result<Bytes> {
                 alpn: Vec::new(),
                 sni: Some(u.host.clone()),
                 skip_cert_verify: false,
+                fingerprint: None,
             };
             TlsClient::new(&tls, &u.host)?.wrap(Box::new(tcp)).await?
         } else {

@@ -287,6 +287,7 @@ pub(crate) async fn fetch(
             alpn: Vec::new(),
             sni: Some(u.host.clone()),
             skip_cert_verify: false,
+            fingerprint: None,
         };
         TlsClient::new(&tls, &u.host)?.wrap(tcp).await?
     } else {

@@ -213,3 +213,93 @@ fn hysteria2_first_hop_of_a_chain_carries_tcp_and_udp() {
         "the Trojan server did not see the hysteria2 host {hy_host}:\n{log}"
     );
 }
+
+/// The SHA-256 of the first certificate in a PEM file, as hex (a small base64 decoder: the
+/// test has no base64 crate).
+fn pem_sha256_hex(pem: &str) -> String {
+    use sha2::{Digest, Sha256};
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let body: String = pem
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    let (mut der, mut acc, mut bits) = (Vec::new(), 0u32, 0);
+    for c in body.bytes().filter(|c| *c != b'=') {
+        let v = ALPHABET.iter().position(|a| *a == c).expect("base64") as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            der.push((acc >> bits) as u8);
+        }
+    }
+    Sha256::digest(&der)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `fingerprint` pins the server's certificate without trusting any CA: a hysteria2 (QUIC)
+/// and a Trojan (TLS over TCP) proxy with the right SHA-256 and no `skip-cert-verify` work;
+/// a wrong one fails that connection with a line naming the pin, and nothing reaches the
+/// destination.
+#[test]
+fn fingerprint_pins_the_server_certificate() {
+    let Some(bin) = sing_box() else {
+        return;
+    };
+    let Some(lab) = Lab::with_wan_hosts("hy2pin", 2) else {
+        return;
+    };
+    let hy = SingBox::start(&lab, 0, &bin, Inbound::Hysteria2 { obfs: false });
+    let tj = SingBox::start(&lab, 1, &bin, Inbound::Trojan);
+    let pin = |host: usize| {
+        let pem = std::fs::read_to_string(lab.dir.join(format!("sing-box-h{host}.crt")))
+            .expect("the server's certificate");
+        pem_sha256_hex(&pem)
+    };
+    let pinned = |yaml: String, fp: &str| {
+        yaml.replace("skip-cert-verify: true", &format!("fingerprint: \"{fp}\""))
+    };
+    let wrong = "00".repeat(32);
+    let config = lab.write_proxy_config(
+        &[
+            pinned(hy.proxy_yaml("hy", TROJAN_PASSWORD), &pin(0)),
+            pinned(hy.proxy_yaml("hybad", TROJAN_PASSWORD), &wrong),
+            pinned(tj.proxy_yaml("tj", TROJAN_PASSWORD), &pin(1)),
+        ],
+        &[],
+        &["DST-PORT,81,hybad", "DST-PORT,82,tj", "MATCH,hy"],
+    );
+    let tp = Tpgate::start(&lab, &config);
+    let a = Family::V4.addrs();
+    let server = TcpEchoServer::start(&lab.server, SocketAddr::new(a.server, 80));
+    assert_via(
+        lan_tcp(&lab, &server, 1000),
+        hy.egress(Family::V4),
+        "pinned hysteria2",
+    );
+    let server82 = TcpEchoServer::start(&lab.server, SocketAddr::new(a.server, 82));
+    assert_via(
+        lan_tcp(&lab, &server82, 1000),
+        tj.egress(Family::V4),
+        "pinned trojan",
+    );
+    let refused = TcpEchoServer::start(&lab.server, SocketAddr::new(a.server, 81));
+    let mut s = tcp_connect(&lab.client, refused.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    let _ = s.write_all(b"hello?");
+    let mut buf = [0u8; 16];
+    assert!(
+        matches!(s.read(&mut buf), Ok(0) | Err(_)),
+        "data through a proxy whose pin does not match"
+    );
+    tp.wait_for_line(Duration::from_secs(5), |l| {
+        l.contains("via hybad failed") && l.contains("pinned `fingerprint`")
+    })
+    .unwrap_or_else(|| panic!("no line for the pin mismatch; log:\n{}", tp.log_text()));
+    assert!(refused.peers().is_empty(), "{:?}", refused.peers());
+}

@@ -219,6 +219,7 @@ fn v2ray(opts: Option<&Node>, path: &str, d: &mut Diags) -> Result<Option<SsPlug
         sni: ws.host_header().map(str::to_owned),
         skip_cert_verify,
         alpn: Vec::new(),
+        fingerprint: None,
     });
     Ok(Some(SsPlugin::V2ray { ws, tls, mux }))
 }

@@ -291,7 +291,7 @@ fn plain(f: &Fields<'_>, kind: &str, d: &mut Diags) -> Option<ProxyKind> {
     let tls = if f.get(d, "tls", value::boolean).unwrap_or(false) {
         Some(tls(f, d))
     } else {
-        for key in ["sni", "skip-cert-verify"] {
+        for key in ["sni", "skip-cert-verify", "fingerprint"] {
             if let Some(e) = f.entries.iter().find(|e| e.key == key) {
                 d.warn(
                     e.key_pos,
@@ -325,7 +325,33 @@ fn tls(f: &Fields<'_>, d: &mut Diags) -> Tls {
             .get(d, "skip-cert-verify", value::boolean)
             .unwrap_or(false),
         alpn: Vec::new(),
+        fingerprint: f.get(d, "fingerprint", fingerprint).flatten(),
     }
+}
+
+/// `fingerprint`: a certificate's SHA-256 in hex, with or without `:` between the bytes
+/// (empty: none). mihomo also takes a uTLS name here in old configs (`chrome`...), which is
+/// `client-fingerprint`'s job: that is an error saying so.
+fn fingerprint(node: &Node) -> Result<Option<[u8; 32]>, String> {
+    let text = value::text(node)?;
+    let hex: String = text.trim().chars().filter(|c| *c != ':').collect();
+    if hex.is_empty() {
+        return Ok(None);
+    }
+    let bad = || {
+        format!(
+            "expected a certificate's SHA-256 as 64 hex digits (`openssl x509 -noout -fingerprint -sha256`), found `{}`",
+            text.trim()
+        )
+    };
+    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(Some(out))
 }
 
 /// `alpn`: a list of protocol names (or one name, or names separated by commas).
@@ -518,7 +544,13 @@ fn optional_tls(f: &Fields<'_>, d: &mut Diags) -> Option<Tls> {
         .unwrap_or(false)
         .then(|| tls_with_alpn(f, d));
     if tls.is_none() {
-        for key in ["sni", "servername", "skip-cert-verify", "alpn"] {
+        for key in [
+            "sni",
+            "servername",
+            "skip-cert-verify",
+            "alpn",
+            "fingerprint",
+        ] {
             if let Some(e) = f.entries.iter().find(|e| e.key == key) {
                 d.warn(
                     e.key_pos,

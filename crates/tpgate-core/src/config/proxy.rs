@@ -192,6 +192,9 @@ pub struct Tls {
     /// `alpn`; empty: the transport's default (`http/1.1` under a WebSocket, `h2` under
     /// gRPC, none over plain TCP).
     pub alpn: Vec<String>,
+    /// `fingerprint`: the SHA-256 of a certificate the server must present (pinning, as
+    /// mihomo does it: that certificate is trusted whoever signed it).
+    pub fingerprint: Option<[u8; 32]>,
 }
 
 /// `network:` of a vmess, vless or trojan proxy: what carries its stream to the server

@@ -70,6 +70,7 @@ impl Upstream {
                     alpn: Vec::new(),
                     sni: ns.sni.clone(),
                     skip_cert_verify: ns.skip_cert_verify,
+                    fingerprint: None,
                 };
                 let alpn: &[&[u8]] = if ns.transport == Transport::Https {
                     &[b"http/1.1"]

@@ -217,6 +217,7 @@ async fn probe_expecting(
                 alpn: Vec::new(),
                 sni: Some(url.host.clone()),
                 skip_cert_verify: false,
+                fingerprint: None,
             };
             TlsClient::new(&tls, &url.host)?.wrap(io).await?
         } else {

@@ -95,7 +95,15 @@ impl TlsClient {
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions)
             .map_err(TlsError::Versions)?;
-        let mut config = if tls.skip_cert_verify {
+        let mut config = if let Some(pin) = tls.fingerprint {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Pinned {
+                    sha256: pin,
+                    any: AcceptAny(provider),
+                }))
+                .with_no_client_auth()
+        } else if tls.skip_cert_verify {
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
@@ -114,6 +122,58 @@ impl TlsClient {
     pub(crate) async fn wrap(&self, io: BoxIo) -> io::Result<BoxIo> {
         let s = self.connector.connect(self.name.clone(), io).await?;
         Ok(Box::new(s))
+    }
+}
+
+/// `fingerprint`: the server's chain must hold the certificate with this SHA-256 (mihomo's
+/// pinning: names and issuers are not checked; the handshake's signatures are).
+#[derive(Debug)]
+struct Pinned {
+    sha256: [u8; 32],
+    any: AcceptAny,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let pinned = std::iter::once(end_entity).chain(intermediates).any(|c| {
+            ring::digest::digest(&ring::digest::SHA256, c.as_ref()).as_ref() == self.sha256
+        });
+        if pinned {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "no certificate of the server matches the pinned `fingerprint`".into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.any.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.any.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.any.supported_verify_schemes()
     }
 }
 

@@ -37,6 +37,7 @@ async fn client(io: tokio::io::DuplexStream) -> std::io::Result<VisionStream> {
         sni: Some("vision.test".into()),
         skip_cert_verify: true,
         alpn: Vec::new(),
+        fingerprint: None,
     };
     let mut conn = TlsClient::new(&tls, "vision.test")
         .unwrap()

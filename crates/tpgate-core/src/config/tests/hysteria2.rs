@@ -74,3 +74,22 @@ fn hysteria2_mistakes_are_errors_at_their_node() {
     let m = error_at(text, 2, col(text, "9-3"), "proxies[0].ports");
     assert!(m.contains("backwards"), "{m}");
 }
+
+#[test]
+fn fingerprint_pins_a_certificate_by_sha256() {
+    let hex = "AB:".repeat(31) + "AB";
+    let l = ok(&format!(
+        "proxies:\n  - {{name: a, type: hysteria2, server: h, port: 1, password: p, fingerprint: \"{hex}\"}}\n  - {{name: t, type: trojan, server: h, port: 1, password: p, fingerprint: \"{}\"}}\n",
+        "cd".repeat(32)
+    ));
+    assert_eq!(warnings(&l), Vec::<String>::new());
+    let (_, o) = opts(&l, 0);
+    assert_eq!(o.tls.fingerprint, Some([0xab; 32]));
+    match &l.config.proxies[1].kind {
+        ProxyKind::Trojan { tls, .. } => assert_eq!(tls.fingerprint, Some([0xcd; 32])),
+        other => panic!("{other:?}"),
+    }
+    let text = "proxies:\n  - {name: a, type: hysteria2, server: h, port: 1, password: p, fingerprint: chrome}\n";
+    let m = error_at(text, 2, col(text, "chrome"), "proxies[0].fingerprint");
+    assert!(m.contains("SHA-256"), "{m}");
+}

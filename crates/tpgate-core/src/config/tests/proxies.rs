@@ -37,6 +37,7 @@ fn tls(sni: Option<&str>, skip_cert_verify: bool) -> Tls {
         sni: sni.map(str::to_owned),
         skip_cert_verify,
         alpn: Vec::new(),
+        fingerprint: None,
     }
 }
 

@@ -48,6 +48,7 @@ impl ShadowTlsClient {
             sni: Some(host.to_owned()),
             skip_cert_verify,
             alpn: Vec::new(),
+            fingerprint: None,
         };
         let (connector, name) =
             TlsClient::parts_with_versions(&tls, host, &ALPN, &[&rustls::version::TLS12])?;
