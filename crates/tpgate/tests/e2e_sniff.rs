@@ -231,6 +231,9 @@ fn quic_initial_sni_drives_domain_rules() {
         flight.len() > 1,
         "the capture is a multi-datagram first flight"
     );
+    // The QUIC clients stay open to the end: the non-QUIC client below must not get the
+    // port of the IPv4 one, whose flow tpgate still holds as DIRECT.
+    let mut quic_clients = Vec::new();
     for family in [Family::V4, Family::V6] {
         let a = family.addrs();
         let dst = SocketAddr::new(a.server, 443);
@@ -264,6 +267,7 @@ fn quic_initial_sni_drives_domain_rules() {
         }
         let line = flow_line(&tp, dst, "multi.example.com");
         assert!(has_field(&line, "action", "DIRECT"), "{line}");
+        quic_clients.push(client);
     }
     // Not QUIC on a QUIC port: no name, decided on the address (REJECT here) at once.
     let a = Family::V4.addrs();
