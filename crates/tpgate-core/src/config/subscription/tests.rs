@@ -86,6 +86,17 @@ fn other_schemes() {
     let f = parse_uri("hy2://secret@h.example?insecure=1#H").unwrap();
     assert_eq!(field(&f, "type"), Some(&s("hysteria2")));
     assert_eq!(field(&f, "port"), Some(&Field::Int(443)));
+    // Port hopping, in the authority or as `mport`; a pinned certificate.
+    let f = parse_uri("hysteria2://pw@h.example:443,20000-30000/?sni=a.example#P").unwrap();
+    assert_eq!(field(&f, "server"), Some(&s("h.example")));
+    assert_eq!(field(&f, "port"), Some(&Field::Int(443)));
+    assert_eq!(field(&f, "ports"), Some(&s("443,20000-30000")));
+    let f = parse_uri("hy2://pw@[2001:db8::1]:8443?mport=9000-9010&pinSHA256=ab#M").unwrap();
+    assert_eq!(field(&f, "server"), Some(&s("2001:db8::1")));
+    assert_eq!(field(&f, "port"), Some(&Field::Int(8443)));
+    assert_eq!(field(&f, "ports"), Some(&s("9000-9010")));
+    assert_eq!(field(&f, "fingerprint"), Some(&s("ab")));
+    assert!(parse_uri("hy2://pw@h.example:x-y#B").is_err());
     let f = parse_uri("tuic://uuid:pw@t.example:443?congestion_control=bbr#U").unwrap();
     assert_eq!(field(&f, "uuid"), Some(&s("uuid")));
     let f = parse_uri("socks5://u:p@192.0.2.3:1080#S").unwrap();

@@ -110,6 +110,9 @@ struct Url {
     userinfo_raw: Option<String>,
     host: String,
     port: Option<u16>,
+    /// A port list written where the port goes (`host:443,20000-30000`, as Hysteria 2
+    /// links write port hopping); `port` is then its first port.
+    port_list: Option<String>,
     /// `(key, value)` pairs, decoded (`+` is a space).
     query: Vec<(String, String)>,
     /// Decoded; the proxy's name.
@@ -132,10 +135,27 @@ impl Url {
             Some((u, h)) => (Some(u), h),
             None => (None, authority),
         };
-        let (host, port) = host_port(hostport)?;
+        let (host, port, port_list) = match hostport.rsplit_once(':') {
+            Some((h, list))
+                if !hostport.ends_with(']') && (list.contains(',') || list.contains('-')) =>
+            {
+                let first = list
+                    .split([',', '-'])
+                    .next()
+                    .and_then(|p| p.trim().parse::<u16>().ok())
+                    .ok_or_else(|| format!("`{list}` is not a port list"))?;
+                let (host, _) = host_port(h)?;
+                (host, Some(first), Some(list.to_owned()))
+            }
+            _ => {
+                let (host, port) = host_port(hostport)?;
+                (host, port, None)
+            }
+        };
         let mut url = Self {
             host,
             port,
+            port_list,
             fragment,
             ..Self::default()
         };
@@ -575,6 +595,13 @@ fn hysteria2(link: &str) -> Result<Fields, String> {
     f.push(("skip-cert-verify", Field::Bool(truthy(url.get("insecure")))));
     if let Some(alpn) = url.get("alpn") {
         f.push(("alpn", list(alpn)));
+    }
+    // Port hopping: a port list in the authority, or `mport` (v2rayN and others).
+    if let Some(ports) = url.port_list.as_deref().or(url.get("mport")) {
+        f.push(("ports", Field::Str(ports.to_owned())));
+    }
+    if let Some(fp) = url.get("pinSHA256") {
+        f.push(("fingerprint", Field::Str(fp.to_owned())));
     }
     Ok(f)
 }
