@@ -290,6 +290,24 @@ seed("xudp", "keep", xudp(2, 1, data=b"hello"))
 seed("xudp", "keep-v4", xudp(2, 1, b"\x02\x00\x35\x01\xc0\x00\x02\x01", b"reply") + xudp(4, 0))
 seed("xudp", "end", xudp(2, 1, data=b"x") + xudp(3, 0))
 
+# reality: a 32-byte auth key, then what the server shows: a certificate shaped as
+# REALITY's (an Ed25519 key, the HMAC-SHA512 of that key as the signature), or a
+# ClientHello record with a 32-byte session id.
+import hashlib
+import hmac as hmac_mod
+
+REALITY_AUTH = bytes(range(32))
+ED_KEY = bytes([7] * 32)
+ED_SPKI = bytes.fromhex("302a300506032b6570032100")
+reality_sig = hmac_mod.new(REALITY_AUTH, ED_KEY, hashlib.sha512).digest()
+reality_cert = (bytes.fromhex("308201003081a0020100") + ED_SPKI + ED_KEY
+                + bytes.fromhex("300506032b6570") + b"\x03\x41\x00" + reality_sig)
+seed("reality", "cert", REALITY_AUTH + reality_cert)
+seed("reality", "cert-other-key", bytes(32) + reality_cert)
+hello_body = b"\x03\x03" + bytes(range(32)) + b"\x20" + bytes(32) + b"\x00\x02\x13\x01\x01\x00"
+hello_hs = b"\x01" + struct.pack(">I", len(hello_body))[1:] + hello_body
+seed("reality", "hello", REALITY_AUTH + b"\x16\x03\x01" + struct.pack(">H", len(hello_hs)) + hello_hs)
+
 for target, files in sorted(seeds.items()):
     d = CORPUS / target
     d.mkdir(parents=True, exist_ok=True)

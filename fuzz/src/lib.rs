@@ -14,6 +14,7 @@ pub mod geosite;
 pub mod gun;
 pub mod http_connect;
 pub mod hysteria2;
+pub mod reality;
 pub mod rule;
 pub mod ruleset;
 pub mod sniff_http;
@@ -41,6 +42,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("gun", gun::run),
     ("http_connect", http_connect::run),
     ("hysteria2", hysteria2::run),
+    ("reality", reality::run),
     ("rule", rule::run),
     ("ruleset", ruleset::run),
     ("sniff_http", sniff_http::run),

@@ -54,6 +54,7 @@ async fn get(url: &str, o: &Outbounds) -> Result<Bytes> {
                 sni: Some(u.host.clone()),
                 skip_cert_verify: false,
                 fingerprint: None,
+                reality: None,
             };
             TlsClient::new(&tls, &u.host)?.wrap(Box::new(tcp)).await?
         } else {

@@ -288,6 +288,7 @@ pub(crate) async fn fetch(
             sni: Some(u.host.clone()),
             skip_cert_verify: false,
             fingerprint: None,
+            reality: None,
         };
         TlsClient::new(&tls, &u.host)?.wrap(tcp).await?
     } else {

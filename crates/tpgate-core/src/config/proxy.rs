@@ -195,6 +195,18 @@ pub struct Tls {
     /// `fingerprint`: the SHA-256 of a certificate the server must present (pinning, as
     /// mihomo does it: that certificate is trusted whoever signed it).
     pub fingerprint: Option<[u8; 32]>,
+    /// `reality-opts`: the handshake is REALITY's, and the server is known by its key, not
+    /// by a certificate.
+    pub reality: Option<Reality>,
+}
+
+/// `reality-opts` of a vless, vmess or trojan proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reality {
+    /// `public-key`: the server's X25519 public key.
+    pub public_key: [u8; 32],
+    /// `short-id`, zero-padded to 8 bytes.
+    pub short_id: [u8; 8],
 }
 
 /// `network:` of a vmess, vless or trojan proxy: what carries its stream to the server

@@ -19,6 +19,7 @@ pub mod http;
 pub mod hysteria2;
 pub mod mux_cool;
 pub mod obfs;
+pub mod reality;
 pub mod shadow_tls;
 pub mod socks5;
 pub mod trojan;

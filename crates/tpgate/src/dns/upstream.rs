@@ -71,6 +71,7 @@ impl Upstream {
                     sni: ns.sni.clone(),
                     skip_cert_verify: ns.skip_cert_verify,
                     fingerprint: None,
+                    reality: None,
                 };
                 let alpn: &[&[u8]] = if ns.transport == Transport::Https {
                     &[b"http/1.1"]

@@ -218,6 +218,7 @@ async fn probe_expecting(
                 sni: Some(url.host.clone()),
                 skip_cert_verify: false,
                 fingerprint: None,
+                reality: None,
             };
             TlsClient::new(&tls, &url.host)?.wrap(io).await?
         } else {

@@ -15,6 +15,7 @@ mod hysteria2;
 mod plugin;
 mod provided;
 mod quic;
+mod reality;
 mod resolve;
 mod socks5;
 mod ss;

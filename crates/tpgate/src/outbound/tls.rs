@@ -1,5 +1,7 @@
 //! TLS toward upstreams (HTTPS proxies, SOCKS5 over TLS, Trojan), on rustls with the
-//! webpki roots; `skip-cert-verify` installs a verifier that accepts any certificate.
+//! webpki roots; `skip-cert-verify` installs a verifier that accepts any certificate,
+//! `fingerprint` one that pins a certificate, and `reality-opts` hands each connection to
+//! [`RealityClient`].
 
 use std::io;
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use tokio_rustls::TlsConnector;
 use tpgate_core::config::Tls;
 
 use super::error::TlsError;
+use super::reality::RealityClient;
 use super::BoxIo;
 
 /// A ready connector for one upstream's TLS settings.
@@ -20,6 +23,8 @@ pub(crate) struct TlsClient {
     /// The connector's config, for a connection driven by hand (XTLS Vision).
     config: Arc<ClientConfig>,
     name: ServerName<'static>,
+    /// `reality-opts`: each connection is REALITY's, not built from `config`.
+    reality: Option<Arc<RealityClient>>,
 }
 
 impl std::fmt::Debug for TlsClient {
@@ -40,10 +45,15 @@ impl TlsClient {
     pub(crate) fn with_alpn(tls: &Tls, server: &str, alpn: &[&[u8]]) -> Result<Self, TlsError> {
         let (config, sni) = Self::config(tls, server, alpn)?;
         let name = ServerName::try_from(sni).map_err(TlsError::ServerName)?;
+        let reality = tls
+            .reality
+            .clone()
+            .map(|r| Arc::new(RealityClient::new(r, name.clone(), alpn)));
         Ok(Self {
             connector: TlsConnector::from(config.clone()),
             config,
             name,
+            reality,
         })
     }
 
@@ -71,8 +81,12 @@ impl TlsClient {
     }
 
     /// A client connection not yet started, for a caller that moves its records itself.
-    pub(crate) fn connection(&self) -> Result<rustls::ClientConnection, rustls::Error> {
-        rustls::ClientConnection::new(self.config.clone(), self.name.clone())
+    pub(crate) fn connection(&self) -> io::Result<rustls::ClientConnection> {
+        match &self.reality {
+            Some(r) => Ok(r.connection()?),
+            None => rustls::ClientConnection::new(self.config.clone(), self.name.clone())
+                .map_err(io::Error::other),
+        }
     }
 
     /// The rustls client config for `tls` offering `alpn`, and the server name to ask for
@@ -120,8 +134,11 @@ impl TlsClient {
     }
 
     pub(crate) async fn wrap(&self, io: BoxIo) -> io::Result<BoxIo> {
-        let s = self.connector.connect(self.name.clone(), io).await?;
-        Ok(Box::new(s))
+        let connect = match &self.reality {
+            Some(r) => r.start(|config, name| TlsConnector::from(config).connect(name, io))?,
+            None => self.connector.connect(self.name.clone(), io),
+        };
+        Ok(Box::new(connect.await?))
     }
 }
 

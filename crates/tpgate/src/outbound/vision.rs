@@ -4,8 +4,8 @@
 //! the record that ends the server's direct frame, and writes push out every TLS byte
 //! before the first raw one. The framing and the decisions are
 //! `tpgate_core::proto::vision`'s; this holds the I/O. Each direction logs one debug line
-//! when it goes direct. Not here: the splice fast path after the switch (the raw bytes
-//! still pass through this stream), REALITY.
+//! when it goes direct. The connection may be REALITY's (`reality.rs` builds it). Not here:
+//! the splice fast path after the switch (the raw bytes still pass through this stream).
 
 use std::io::{self, Read, Write};
 use std::pin::Pin;

@@ -38,6 +38,7 @@ async fn client(io: tokio::io::DuplexStream) -> std::io::Result<VisionStream> {
         skip_cert_verify: true,
         alpn: Vec::new(),
         fingerprint: None,
+        reality: None,
     };
     let mut conn = TlsClient::new(&tls, "vision.test")
         .unwrap()

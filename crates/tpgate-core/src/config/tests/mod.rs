@@ -9,6 +9,7 @@ mod hysteria2;
 mod mihomo;
 mod plugins;
 mod proxies;
+mod reality;
 mod targets;
 mod tuic;
 mod unsupported;

@@ -38,6 +38,7 @@ fn tls(sni: Option<&str>, skip_cert_verify: bool) -> Tls {
         skip_cert_verify,
         alpn: Vec::new(),
         fingerprint: None,
+        reality: None,
     }
 }
 
@@ -617,10 +618,6 @@ fn vless_vision_needs_tls_over_tcp() {
         (
             "tls: true, flow: xtls-rprx-direct",
             "flow xtls-rprx-direct is not supported by tpgate (supported: xtls-rprx-vision); proxy `p` skipped",
-        ),
-        (
-            "tls: true, flow: xtls-rprx-vision, reality-opts: {public-key: k}",
-            "`reality-opts` is not supported by tpgate; proxy `p` skipped",
         ),
     ] {
         let l = ok(&with_proxies(&[&format!("{{{base}, {extra}}}")]));

@@ -53,11 +53,6 @@ fn wire_changing_fields_skip_the_proxy() {
             "`udp-over-tcp`",
         ),
         (
-            format!("{{{trojan}, reality-opts: {{public-key: k}}}}"),
-            62,
-            "`reality-opts`",
-        ),
-        (
             format!("{{{trojan}, flow: xtls-rprx-vision}}"),
             62,
             "flow xtls-rprx-vision",

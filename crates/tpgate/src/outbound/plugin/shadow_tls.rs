@@ -49,6 +49,7 @@ impl ShadowTlsClient {
             skip_cert_verify,
             alpn: Vec::new(),
             fingerprint: None,
+            reality: None,
         };
         let (connector, name) =
             TlsClient::parts_with_versions(&tls, host, &ALPN, &[&rustls::version::TLS12])?;
