@@ -61,6 +61,11 @@ impl<'a> Hello<'a> {
         Ok(Self { record })
     }
 
+    /// The whole record.
+    pub fn record(&self) -> &'a [u8] {
+        self.record
+    }
+
     pub fn random(&self) -> &'a [u8] {
         &self.record[RANDOM..RANDOM + 32]
     }

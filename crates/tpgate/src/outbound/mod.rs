@@ -17,6 +17,7 @@ mod provided;
 mod quic;
 mod reality;
 mod resolve;
+mod sealed;
 mod socks5;
 mod ss;
 mod state;
