@@ -7,6 +7,8 @@ the fuzzer or `cargo fuzz cmin` added.
 
     python3 fuzz/seed-corpus.py
 """
+import hashlib
+import hmac as hmac_mod
 import ipaddress
 import re
 import struct
@@ -265,6 +267,22 @@ seed("ss_plugins", "shadow-tls", b"\x01" + record(0x17, b"data") + record(0x17, 
 seed("ss_plugins", "mux-cool", b"\x02" + bytes([0, 4, 0, 0, 2, 1, 0, 2]) + b"hi"
      + bytes([0, 4, 0, 0, 4, 0]) + bytes([0, 4, 0, 0, 3, 0]))
 
+# ShadowTLS v3 data records as the server signs them (password "pw", server random all 3s
+# as the target derives it from the first byte).
+def v3_records(pieces):
+    sr = bytes([3] * 32)
+    chain = sr + b"S"
+    out = b""
+    for p in pieces:
+        chain += p
+        tag = hmac_mod.new(b"pw", chain, hashlib.sha1).digest()[:4]
+        chain += tag
+        out += record(0x17, tag + p)
+    return out
+
+
+seed("ss_plugins", "shadow-tls-v3", b"\x03" + v3_records([b"reply", b"more"]) + record(0x15, b"\x01\x00"))
+
 # vision: selector byte (bit 0: the user id goes in front; the rest: piece size), then what
 # an XTLS Vision server sends after its response header: padded frames, then plain bytes.
 def vision_frame(command, content, padding):
@@ -293,8 +311,6 @@ seed("xudp", "end", xudp(2, 1, data=b"x") + xudp(3, 0))
 # reality: a 32-byte auth key, then what the server shows: a certificate shaped as
 # REALITY's (an Ed25519 key, the HMAC-SHA512 of that key as the signature), or a
 # ClientHello record with a 32-byte session id.
-import hashlib
-import hmac as hmac_mod
 
 REALITY_AUTH = bytes(range(32))
 ED_KEY = bytes([7] * 32)

@@ -1,13 +1,12 @@
 //! End-to-end through the Shadowsocks plugins against their real servers: simple-obfs's
 //! `obfs-server` (HTTP and TLS modes) and v2ray-plugin's server (WebSocket, plain and in
-//! TLS) in front of shadowsocks-rust's server, and sing-box's ShadowTLS inbound (version 2)
-//! in front of its Shadowsocks inbound. For each: a LAN client's TCP (IPv4 and IPv6
+//! TLS) in front of shadowsocks-rust's server, and sing-box's ShadowTLS inbound (versions 2
+//! and 3) in front of its Shadowsocks inbound. For each: a LAN client's TCP (IPv4 and IPv6
 //! destinations, a byte-exact 1 MiB echo, a server-first exchange, whose greeting needs
 //! tpgate's request to go out alone through the plugin), its UDP (plain Shadowsocks to the
 //! plugin's port, as mihomo sends it), the gateway's own TCP for one plugin, and a wrong
 //! password that ends that one connection with one log line while the proxy goes on
-//! working; the destination sees the upstream host's address every time. ShadowTLS
-//! version 3 is skipped by the loader with a warning, checked against the server too.
+//! working; the destination sees the upstream host's address every time.
 
 mod lab;
 #[path = "lab/sing_box.rs"]
@@ -187,22 +186,21 @@ fn shadow_tls_v2() {
     });
 }
 
-/// Version 3 is skipped at load with one warning naming why; its rules are skipped too, so
-/// the traffic goes out directly (the destination sees the gateway), never to the server.
+/// Version 3: the ClientHello's session id signed, the handshake server's records unwrapped,
+/// then records signed both ways. A wrong password: the server relays the stranger to the
+/// handshake server untouched, and tpgate fails that one connection with one line.
 #[test]
-fn shadow_tls_v3_is_skipped_with_a_warning() {
-    through_shadow_tls("tpst3", 3, |lab, _up, tp| {
-        tp.wait_for_line(Duration::from_secs(5), |l| {
-            l.contains("shadow-tls version 3") && l.contains("not supported by tpgate")
-        })
-        .unwrap_or_else(|| panic!("no warning for shadow-tls v3; log:\n{}", tp.log_text()));
-        let a = Family::V4.addrs();
-        let server = TcpEchoServer::start(&lab.server, SocketAddr::new(a.server, 80));
-        let via = lan_tcp(lab, &server, 1000);
-        assert_eq!(
-            via.seen.ip(),
-            a.gw_wan,
-            "shadow-tls v3 traffic went out directly"
+fn shadow_tls_v3() {
+    through_shadow_tls("tpst3", 3, |lab, up, tp| {
+        let egress = |f: Family| up.egress(f);
+        tcp_through(lab, tp, egress, "ss over shadow-tls v3");
+        udp_through(lab, tp, egress, "ss over shadow-tls v3");
+        local_tcp_through(lab, tp, egress, "ss over shadow-tls v3");
+        wrong_password_fails_cleanly(
+            lab,
+            tp,
+            egress(Family::V4),
+            "shadow-tls v3: the handshake server's records are not signed for this password",
         );
     });
 }

@@ -1,14 +1,14 @@
 //! `plugin` and `plugin-opts` of Shadowsocks proxies, with mihomo's keys and defaults:
 //! `obfs` (simple-obfs, http or tls), `v2ray-plugin` (websocket, optionally in TLS) and
-//! `shadow-tls` version 2. Another plugin (restls, kcptun...), v2ray-plugin's quic mode or
-//! shadow-tls versions 1 and 3 skip the proxy with one warning: dialing it without its
+//! `shadow-tls` versions 2 and 3. Another plugin (restls, kcptun...), v2ray-plugin's quic
+//! mode or shadow-tls version 1 skip the proxy with one warning: dialing it without its
 //! plugin would fail.
 
 use super::decode::{check, entries, is_section, unknown_key};
 use super::network::headers;
 use super::proxies::Fields;
 use super::yaml::{Node, Pos, Value};
-use super::{value, Diags, ObfsMode, SsPlugin, Tls, WsOpts};
+use super::{value, Diags, ObfsMode, ShadowTlsVersion, SsPlugin, Tls, WsOpts};
 
 /// mihomo's host for obfs and v2ray-plugin when none is given.
 const DEFAULT_HOST: &str = "bing.com";
@@ -84,15 +84,7 @@ pub(super) fn plugin(
         },
         "shadow-tls" => match shadow_tls(opts, at, &path, d) {
             Ok(p) => p,
-            Err(version) => {
-                let why = if version == 3 {
-                    " (its ClientHello must carry an HMAC in the session id, which rustls \
-                     cannot set)"
-                } else {
-                    ""
-                };
-                return unsupported(d, format!("shadow-tls version {version}{why}"));
-            }
+            Err(version) => return unsupported(d, format!("shadow-tls version {version}")),
         },
         other => return unsupported(d, format!("plugin {other}")),
     };
@@ -223,7 +215,7 @@ fn v2ray(opts: Option<&Node>, path: &str, d: &mut Diags) -> Result<Option<SsPlug
     Ok(Some(SsPlugin::V2ray { ws, tls, mux }))
 }
 
-/// shadow-tls's options; `Err(version)` for a version other than 2.
+/// shadow-tls's options; `Err(version)` for a version other than 2 and 3.
 fn shadow_tls(
     opts: Option<&Node>,
     at: Pos,
@@ -245,9 +237,11 @@ fn shadow_tls(
             _ => unknown_key(d, &e, path, SHADOW_TLS_OPTS),
         }
     }
-    if version != 2 {
-        return Err(version);
-    }
+    let version = match version {
+        2 => ShadowTlsVersion::V2,
+        3 => ShadowTlsVersion::V3,
+        other => return Err(other),
+    };
     let mut missing = |key: &str| d.error(at, path, format!("shadow-tls needs `{key}`"));
     let host_name = host_name.filter(|h| !h.is_empty());
     let password = password.filter(|p| !p.is_empty());
@@ -263,5 +257,6 @@ fn shadow_tls(
             host,
             password,
             skip_cert_verify,
+            version,
         }))
 }

@@ -301,7 +301,17 @@ pub enum SsPlugin {
         host: String,
         password: String,
         skip_cert_verify: bool,
+        version: ShadowTlsVersion,
     },
+}
+
+/// `plugin-opts.version` of `plugin: shadow-tls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShadowTlsVersion {
+    /// A TLS 1.2 handshake, then the first record opens with an HMAC of what was read.
+    V2,
+    /// The ClientHello's session id carries an HMAC; TLS 1.3; every record signed.
+    V3,
 }
 
 /// `plugin-opts.mode` of `plugin: obfs`.

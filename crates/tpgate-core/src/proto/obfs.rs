@@ -184,6 +184,10 @@ pub enum RecordError {
     /// A record type that cannot come at this point.
     #[error("unexpected TLS record type {kind:#04x} {during}")]
     Unexpected { kind: u8, during: &'static str },
+    /// ShadowTLS v3: a record whose HMAC does not verify (altered on the way, or not this
+    /// connection's).
+    #[error("a record whose HMAC does not verify")]
+    BadMac,
 }
 
 /// The header at the start of `buf`; `Ok(None)` until five bytes have arrived.

@@ -9,6 +9,8 @@
 
 use ring::hmac;
 
+pub mod v3;
+
 use super::obfs::{record_header, RecordError, MAX_RECORD};
 
 /// Bytes of the MAC that open the first record.

@@ -106,6 +106,19 @@ impl TlsClient {
         versions: &[&'static rustls::SupportedProtocolVersion],
     ) -> Result<(Arc<ClientConfig>, String), TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let (config, sni) = Self::config_on(provider, tls, server, alpn, versions)?;
+        Ok((Arc::new(config), sni))
+    }
+
+    /// The rustls client config for `tls` on `provider` (ShadowTLS v3: the sealed-hello
+    /// one), offering `versions` and `alpn`, and the server name to ask for.
+    pub(crate) fn config_on(
+        provider: Arc<rustls::crypto::CryptoProvider>,
+        tls: &Tls,
+        server: &str,
+        alpn: &[&[u8]],
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Result<(ClientConfig, String), TlsError> {
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions)
             .map_err(TlsError::Versions)?;
@@ -130,7 +143,7 @@ impl TlsClient {
         };
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let sni = tls.sni.as_deref().unwrap_or(server).to_string();
-        Ok((Arc::new(config), sni))
+        Ok((config, sni))
     }
 
     pub(crate) async fn wrap(&self, io: BoxIo) -> io::Result<BoxIo> {

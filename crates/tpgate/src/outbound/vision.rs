@@ -55,6 +55,16 @@ impl From<VisionError> for io::Error {
 
 /// Runs the TLS handshake over `io` record by record, so nothing past it is read.
 pub(crate) async fn handshake(io: &mut BoxIo, tls: &mut ClientConnection) -> io::Result<()> {
+    handshake_with(io, tls, |_| Ok(())).await
+}
+
+/// [`handshake`], each record the server sends passed through `on_record` (which may
+/// rewrite it) before rustls reads it. ShadowTLS v3 unwraps the server's signed records so.
+pub(crate) async fn handshake_with(
+    io: &mut BoxIo,
+    tls: &mut ClientConnection,
+    mut on_record: impl FnMut(&mut Vec<u8>) -> io::Result<()>,
+) -> io::Result<()> {
     let mut record = Vec::new();
     let mut out = Vec::new();
     while tls.is_handshaking() {
@@ -71,6 +81,7 @@ pub(crate) async fn handshake(io: &mut BoxIo, tls: &mut ClientConnection) -> io:
         if !std::future::poll_fn(|cx| poll_record(io, &mut record, cx)).await? {
             return Err(HandshakeError::Closed.into());
         }
+        on_record(&mut record)?;
         feed(tls, &record)?;
     }
     while tls.wants_write() {

@@ -1,5 +1,5 @@
 //! A plugin's framing over a connection, both ways: simple-obfs's fake HTTP upgrade (then raw
-//! bytes) or fake TLS, ShadowTLS v2's application-data records after its handshake, and
+//! bytes) or fake TLS, ShadowTLS's application-data records after its handshake, and
 //! v2ray-plugin's Mux.Cool frames inside its WebSocket. The bytes come from
 //! `tpgate_core::proto::{obfs, shadow_tls, mux_cool}`; this only moves them.
 
@@ -13,7 +13,7 @@ use tpgate_core::proto::obfs::{
     encode_app_data, encode_client_hello, encode_http_request, HelloRandom, Step, TlsObfsReader,
     MAX_HELLO_DATA, MAX_RECORD, RECORD_HEADER,
 };
-use tpgate_core::proto::shadow_tls::{self, MAC_LEN, MAX_FIRST_DATA};
+use tpgate_core::proto::shadow_tls::{self, v3, MAC_LEN, MAX_FIRST_DATA};
 use tpgate_core::proto::ws::parse_upgrade_response;
 
 use super::PluginError;
@@ -32,6 +32,11 @@ pub(super) enum Framing {
     /// ShadowTLS v2 after the handshake: the first record opens with `mac` (taken when
     /// sent).
     ShadowTls { mac: Option<[u8; MAC_LEN]> },
+    /// ShadowTLS v3 after the handshake: records signed each way.
+    ShadowTlsV3 {
+        writer: Box<v3::Writer>,
+        reader: Box<v3::Reader>,
+    },
     /// v2ray-plugin's Mux.Cool: one session, opened with the first write.
     MuxCool,
 }
@@ -50,7 +55,7 @@ impl Framing {
     const fn plugin(&self) -> &'static str {
         match self {
             Self::ObfsHttp { .. } | Self::ObfsTls { .. } => "obfs",
-            Self::ShadowTls { .. } => "shadow-tls",
+            Self::ShadowTls { .. } | Self::ShadowTlsV3 { .. } => "shadow-tls",
             Self::MuxCool => "v2ray-plugin",
         }
     }
@@ -87,7 +92,10 @@ impl Framed {
     pub(super) fn new(inner: BoxIo, framing: Framing) -> Self {
         Self {
             inner,
-            head_read: matches!(framing, Framing::ShadowTls { .. }),
+            head_read: matches!(
+                framing,
+                Framing::ShadowTls { .. } | Framing::ShadowTlsV3 { .. }
+            ),
             framing,
             sent_first: false,
             out: Vec::new(),
@@ -263,6 +271,12 @@ impl Framed {
                 let _ = shadow_tls::encode_first(&mac, &data[..n], out);
                 (n, Ok(()))
             }
+            (Framing::ShadowTlsV3 { writer, .. }, _) => {
+                let n = data.len().min(v3::MAX_DATA);
+                // Cannot fail: `n` fits.
+                let _ = writer.encode(&data[..n], out);
+                (n, Ok(()))
+            }
             (Framing::MuxCool, first) => {
                 if first {
                     mux_cool::encode_new(out);
@@ -287,7 +301,14 @@ impl Framed {
         let pending = &self.buf[self.pos..];
         let plugin = self.framing.plugin();
         let records = |error| PluginError::Records { plugin, error };
-        Ok(match self.framing {
+        Ok(match &mut self.framing {
+            Framing::ShadowTlsV3 { reader, .. } => {
+                reader.next(pending).map_err(records)?.map(|n| match n {
+                    v3::Next::Skip(len) => Next::Skip(len),
+                    v3::Next::Data { header, len } => Next::Data { header, len },
+                    v3::Next::End { header } => Next::End { header },
+                })
+            }
             Framing::MuxCool => mux_cool::next_frame(pending)
                 .map_err(PluginError::Mux)?
                 .map(|f| match f {

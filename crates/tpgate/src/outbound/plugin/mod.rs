@@ -50,10 +50,12 @@ impl Plugin {
                 host,
                 password,
                 skip_cert_verify,
+                version,
             } => Self::ShadowTls(shadow_tls::ShadowTlsClient::new(
                 host,
                 password,
                 *skip_cert_verify,
+                *version,
             )?),
         })
     }
