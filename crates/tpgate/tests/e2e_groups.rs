@@ -356,6 +356,45 @@ fn relay_into_ss(tag: &str, port: u16, len: usize) {
     );
 }
 
+/// `dialer-proxy`: the ss proxy's server is reached through a select group holding dante,
+/// as a relay of both would. The destination sees the ss host, dante saw the gateway, the
+/// flow's line names the way (`ss[pick/dante]`), and the API shows the dialer.
+#[test]
+fn dialer_proxy_reaches_shadowsocks_through_a_group() {
+    let Some(lab) = Lab::with_wan_hosts("grpdialer", 2) else {
+        return;
+    };
+    let first = ProcUpstream::start_delayed(&lab, 0, ProcKind::Dante, Duration::ZERO);
+    let ss = SsServer::start(&lab, 1, SS2022_METHOD, SS2022_PASSWORD);
+    let ss_yaml = ss.proxy_yaml("ss");
+    let ss_yaml = format!(
+        "{}, dialer-proxy: pick}}",
+        ss_yaml.strip_suffix('}').expect("a flow mapping")
+    );
+    let tp = start(
+        &lab,
+        &[first.proxy_yaml("dante"), ss_yaml],
+        &["{name: pick, type: select, proxies: [dante]}".to_owned()],
+        &["MATCH,ss"],
+    );
+    for family in [Family::V4, Family::V6] {
+        let server = TcpEchoServer::start(&lab.server, SocketAddr::new(family.addrs().server, 81));
+        let via = lan_tcp(&lab, &server, 64 * 1024);
+        assert_via(via, ss.egress(family), "ss through its dialer");
+        tp.expect_flow("tcp", via.local, server.addr, "ss[pick/dante]");
+    }
+    let gw = Family::V4.addrs().gw_wan;
+    let at_first = connected_from_elsewhere(&first);
+    assert!(
+        !at_first.is_empty() && at_first.iter().all(|&ip| ip == gw),
+        "dante must see the gateway {gw}: {at_first:?}"
+    );
+    let shown = Api::new(&lab, Some(SECRET))
+        .request("GET", "/proxies/ss", None)
+        .json();
+    assert_eq!(shown["dialer-proxy"], "pick", "{shown}");
+}
+
 /// Who connected to a delayed upstream, leaving out its own host (the start-up probe that
 /// waits until it accepts connections).
 fn connected_from_elsewhere(up: &ProcUpstream<'_>) -> Vec<IpAddr> {

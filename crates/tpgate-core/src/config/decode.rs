@@ -401,19 +401,25 @@ fn upstreams(entries: &[Entry<'_>], config: &mut Config, d: &mut Diags) {
         .map(|n| proxy_providers(n, d))
         .unwrap_or_default();
     let names = Names::new(&declared_proxies, &declared_groups, d);
+    let mut dialers = Vec::new();
     config.proxies = declared_proxies
         .into_iter()
         .filter_map(|p| match p.outcome {
-            Outcome::Ready(p) => Some(p),
+            Outcome::Ready(r) => {
+                dialers.push((p.path, p.dialer));
+                Some(r)
+            }
             Outcome::Skipped | Outcome::Invalid => None,
         })
         .collect();
+    super::dialers::resolve(&mut config.proxies, &dialers, &names, d);
     let cx = Context {
         names: &names,
         proxies: &config.proxies,
         providers: &config.proxy_providers,
     };
     config.groups = resolve(&declared_groups, &cx, d);
+    super::dialers::report_cycles(&config.proxies, &config.groups, &dialers, d);
     empty_groups(&declared_groups, config, d);
     config.global_target = match names.get(GLOBAL) {
         Some(Known::Target(id)) if id.0 as usize >= config.proxies.len() => Some(id),

@@ -52,6 +52,7 @@ fn group<'a>(node: &'a Node, path: String, d: &mut Diags) -> Declared<RawGroup<'
         path,
         name: None,
         outcome: Outcome::Invalid,
+        dialer: None,
     };
     let path = out.path.clone();
     if !matches!(node.value, Value::Map(_)) {

@@ -108,7 +108,7 @@ pub(super) const MIHOMO_IGNORED: &[&str] = &[
 ];
 
 /// Fields every proxy has, whatever its type.
-pub(super) const PROXY_COMMON: &[&str] = &["name", "type", "server", "port"];
+pub(super) const PROXY_COMMON: &[&str] = &["name", "type", "server", "port", "dialer-proxy"];
 
 /// The proxy types tpgate speaks.
 pub(super) const PROXY_TYPES: &[&str] = &[
@@ -259,7 +259,6 @@ pub(super) const PROXY_IGNORED: &[&str] = &[
     "ip-version",
     "interface-name",
     "routing-mark",
-    "dialer-proxy",
     "client-fingerprint",
     "headers",
     "benchmark-url",

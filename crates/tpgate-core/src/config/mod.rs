@@ -12,6 +12,7 @@ mod cipher;
 mod controller;
 mod cycles;
 mod decode;
+mod dialers;
 mod dns;
 mod expand;
 mod file_diagnostic;

@@ -21,6 +21,8 @@ pub(super) struct Declared<T> {
     /// `None` when the name is missing or invalid (already reported).
     pub(super) name: Option<(String, Pos)>,
     pub(super) outcome: Outcome<T>,
+    /// A proxy's `dialer-proxy` as written, and where: resolved once every name is known.
+    pub(super) dialer: Option<(String, Pos)>,
 }
 
 pub(super) enum Outcome<T> {
@@ -177,6 +179,7 @@ mod tests {
             path: format!("x[{line}]"),
             name: Some((name.to_owned(), Pos { line, col: 3 })),
             outcome,
+            dialer: None,
         }
     }
 

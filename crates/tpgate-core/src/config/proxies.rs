@@ -72,6 +72,7 @@ pub(super) fn proxy(node: &Node, path: String, d: &mut Diags) -> Declared<ProxyD
         path,
         name: None,
         outcome: Outcome::Invalid,
+        dialer: None,
     };
     if !matches!(node.value, Value::Map(_)) {
         let found = node.value.describe();
@@ -87,10 +88,16 @@ pub(super) fn proxy(node: &Node, path: String, d: &mut Diags) -> Declared<ProxyD
     };
     let name = f.required(d, node.pos, "name", |n| names::name(n, false));
     let name_at = f.node("name").map(|n| n.pos);
+    let dialer = f
+        .get(d, "dialer-proxy", value::text)
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .zip(f.node("dialer-proxy").map(|n| n.pos));
     let declared = |outcome| Declared {
         path: f.path.clone(),
         name: name.clone().zip(name_at),
         outcome,
+        dialer: dialer.clone(),
     };
     let who = name
         .as_deref()
@@ -159,6 +166,8 @@ pub(super) fn proxy(node: &Node, path: String, d: &mut Diags) -> Declared<ProxyD
             udp: (udp || matches!(kind, ProxyKind::Hysteria2(_) | ProxyKind::Tuic(_)))
                 && !matches!(kind, ProxyKind::Http { .. }),
             kind,
+            dialer: None,
+            dialer_name: dialer.as_ref().map(|(n, _)| n.clone()),
         }),
         _ => Outcome::Invalid,
     };
@@ -171,6 +180,11 @@ fn direct(f: &Fields<'_>, name: Option<String>, d: &mut Diags, errors: usize) ->
     for e in &f.entries {
         match e.key {
             "name" | "type" | "udp" => {}
+            "dialer-proxy" => d.warn(
+                e.key_pos,
+                &f.path("dialer-proxy"),
+                "a direct proxy connects directly; ignored",
+            ),
             key if keys::PROXY_IGNORED.contains(&key) => {
                 d.warn(e.key_pos, &f.path(key), "not used by tpgate; ignored");
             }
@@ -189,6 +203,8 @@ fn direct(f: &Fields<'_>, name: Option<String>, d: &mut Diags, errors: usize) ->
             port: 0,
             udp,
             kind: ProxyKind::Direct,
+            dialer: None,
+            dialer_name: None,
         }),
         _ => Outcome::Invalid,
     }

@@ -19,6 +19,13 @@ pub struct ProxyDef {
     /// UDP flows that pick it fail. Always false for `http`.
     pub udp: bool,
     pub kind: ProxyKind,
+    /// `dialer-proxy`: the proxy or group this proxy's server is reached through (a chain
+    /// of two, as a `relay` of both); `None`: dialed directly. [`Member::Reject`] when
+    /// the named one was skipped: the proxy then rejects, never goes around it.
+    pub dialer: Option<Member>,
+    /// `dialer-proxy` as written. The loader resolves it into `dialer` for `proxies:`; a
+    /// provider's proxies are resolved when the daemon takes the provider's list.
+    pub dialer_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

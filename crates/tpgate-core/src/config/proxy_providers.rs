@@ -69,6 +69,8 @@ pub struct Override {
     pub additional_suffix: Option<String>,
     /// `proxy-name`: `(pattern, target)` replacements, in order.
     pub proxy_name: Vec<(Pattern, String)>,
+    /// `dialer-proxy`: every proxy of the provider is reached through this one.
+    pub dialer_proxy: Option<String>,
 }
 
 /// The outcome of reading a provider's content.
@@ -189,6 +191,9 @@ impl Override {
         }
         if let Some(b) = self.skip_cert_verify {
             set("skip-cert-verify", Value::Bool(b));
+        }
+        if let Some(dialer) = &self.dialer_proxy {
+            set("dialer-proxy", Value::Str(dialer.clone()));
         }
         let mut new = name.to_owned();
         if let Some(p) = &self.additional_prefix {
@@ -492,8 +497,11 @@ fn overrides(node: &Node, path: &str, d: &mut Diags) -> Override {
                     }
                 }
             }
-            "tfo" | "mptcp" | "udp-over-tcp" | "up" | "down" | "dialer-proxy"
-            | "interface-name" | "routing-mark" | "ip-version" => {
+            "dialer-proxy" => {
+                o.dialer_proxy = check(d, n, &p, value::text(n)).filter(|t| !t.trim().is_empty());
+            }
+            "tfo" | "mptcp" | "udp-over-tcp" | "up" | "down" | "interface-name"
+            | "routing-mark" | "ip-version" => {
                 d.warn(e.key_pos, &p, "not used by tpgate; ignored");
             }
             _ => unknown_key(

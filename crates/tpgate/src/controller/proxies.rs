@@ -96,7 +96,13 @@ pub(super) fn describe(api: &Api, name: &str) -> Option<Value> {
     let node = o.node(id)?;
     let udp = udp(o, Member::Target(id), 0);
     let mut m = match &node {
-        Node::Upstream(u) => common(api, &u.name, u.type_name, udp),
+        Node::Upstream(u) => {
+            let mut m = common(api, &u.name, u.type_name, udp);
+            if let Some(d) = u.dialer {
+                m.insert("dialer-proxy".into(), json!(o.member_name(d)));
+            }
+            m
+        }
         Node::Group(g) => {
             let mut m = common(api, &g.def.name, group_type(g), udp);
             let members = g.members();

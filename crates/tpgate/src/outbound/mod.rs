@@ -279,6 +279,30 @@ impl Outbounds {
     /// its outbound and id), and every group using `k` is expanded again. Connections
     /// already established keep the outbound they hold.
     pub(crate) fn set_provided(&self, k: usize, proxies: &[ProxyDef]) -> io::Result<()> {
+        // A provider's `dialer-proxy` names a proxy or group of the config (or of a
+        // provider): resolved now. An unknown one makes the proxy reject, never go around
+        // it; a loop back through the provider's own proxy rejects too (the depth bound).
+        let proxies: Vec<ProxyDef> = proxies
+            .iter()
+            .map(|p| {
+                let mut p = p.clone();
+                if let (None, Some(name)) = (p.dialer, &p.dialer_name) {
+                    p.dialer = match (self.id_of(name), name.as_str()) {
+                        (Some(id), _) => Some(Member::Target(id)),
+                        (None, "DIRECT") => None,
+                        (None, _) => {
+                            tracing::warn!(
+                                proxy = %p.name,
+                                "dialer-proxy `{name}` is no proxy or group: the proxy rejects its traffic"
+                            );
+                            Some(Member::Reject)
+                        }
+                    };
+                }
+                p
+            })
+            .collect();
+        let proxies = &proxies[..];
         {
             let mut t = self
                 .provided
@@ -389,7 +413,7 @@ impl Outbounds {
     }
 
     fn resolve(&self, m: Member, dst: &Destination, pick: &mut Route, depth: usize) -> Exit {
-        if !pick.label.is_empty() && !pick.label.ends_with('(') && !pick.label.ends_with('>') {
+        if !pick.label.is_empty() && !pick.label.ends_with(['(', '>', '[']) {
             pick.label.push('/');
         }
         let id = match m {
@@ -412,9 +436,23 @@ impl Outbounds {
             Node::Upstream(u) => {
                 pick.label.push_str(&u.name);
                 if u.is_direct() {
-                    Exit::Direct
-                } else {
-                    Exit::Chain(vec![u.clone()])
+                    return Exit::Direct;
+                }
+                let Some(dialer) = u.dialer else {
+                    return Exit::Chain(vec![u.clone()]);
+                };
+                // `dialer-proxy`: the chain to the dialer's exit, then this proxy; the label
+                // shows the dialer's way in brackets (`ss[pick/dante]`).
+                pick.label.push('[');
+                let before = self.resolve(dialer, dst, pick, depth + 1);
+                pick.label.push(']');
+                match before {
+                    Exit::Chain(mut chain) => {
+                        chain.push(u.clone());
+                        Exit::Chain(chain)
+                    }
+                    Exit::Direct => Exit::Chain(vec![u.clone()]),
+                    Exit::Reject | Exit::RejectDrop => Exit::Reject,
                 }
             }
             Node::Group(g) if g.is_relay() => {
@@ -751,5 +789,89 @@ mod tests {
         let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
         o.report_error(&pick, &refused);
         assert_eq!(o.pick(id, &dst).label, "fb/b", "a refused: fail over");
+    }
+
+    #[test]
+    fn a_dialer_proxy_goes_first_in_the_chain() {
+        let text = "state-file: /dev/null/tpgate-state.json\n\
+                    proxies:\n\
+                    \x20 - {name: a, type: socks5, server: 192.0.2.1, port: 1080}\n\
+                    \x20 - {name: b, type: socks5, server: 192.0.2.2, port: 1080, dialer-proxy: G}\n\
+                    \x20 - {name: c, type: socks5, server: 192.0.2.3, port: 1080, dialer-proxy: b}\n\
+                    \x20 - {name: r, type: socks5, server: 192.0.2.4, port: 1080, dialer-proxy: REJECT}\n\
+                    proxy-groups:\n\
+                    \x20 - {name: G, type: select, proxies: [a, DIRECT]}\n";
+        let config = tpgate_core::config::load(text).expect("config").config;
+        let o = Outbounds::new(&config).expect("outbounds");
+        let dst = Destination::Addr("203.0.113.2:443".parse().expect("addr"));
+        let names = |exit: &Exit| match exit {
+            Exit::Chain(c) => c.iter().map(|u| u.name.clone()).collect::<Vec<_>>(),
+            _ => Vec::new(),
+        };
+        let c = o.pick(o.id_of("c").expect("c"), &dst);
+        assert_eq!(c.label, "c[b[G/a]]");
+        assert_eq!(names(&c.exit), ["a", "b", "c"]);
+        // The dialer group chooses DIRECT: b is dialed directly.
+        o.select("G", "DIRECT").expect("select");
+        let b = o.pick(o.id_of("b").expect("b"), &dst);
+        assert_eq!(b.label, "b[G/DIRECT]");
+        assert_eq!(names(&b.exit), ["b"]);
+        // A rejecting dialer rejects: never around it.
+        let r = o.pick(o.id_of("r").expect("r"), &dst);
+        assert_eq!(r.label, "r[REJECT]");
+        assert!(matches!(r.exit, Exit::Reject));
+    }
+
+    #[test]
+    fn provider_proxies_take_their_dialer_when_the_list_is_set() {
+        let text = "state-file: /dev/null/tpgate-state.json\n\
+                    proxies:\n\
+                    \x20 - {name: a, type: socks5, server: 192.0.2.1, port: 1080}\n\
+                    proxy-providers:\n\
+                    \x20 sub:\n\
+                    \x20   type: inline\n\
+                    \x20   override: {dialer-proxy: a}\n\
+                    \x20   payload:\n\
+                    \x20     - {name: HK 1, type: socks5, server: 192.0.2.2, port: 1080}\n\
+                    \x20 own:\n\
+                    \x20   type: inline\n\
+                    \x20   payload:\n\
+                    \x20     - {name: JP 1, type: socks5, server: 192.0.2.3, port: 1080, dialer-proxy: HK 1}\n\
+                    \x20     - {name: JP 2, type: socks5, server: 192.0.2.4, port: 1080, dialer-proxy: nowhere}\n\
+                    proxy-groups:\n\
+                    \x20 - {name: G, type: select, use: [sub, own]}\n";
+        let config = tpgate_core::config::load(text).expect("config").config;
+        let o = Outbounds::new(&config).expect("outbounds");
+        for (k, p) in config.proxy_providers.iter().enumerate() {
+            o.set_provided(k, &p.proxies).expect("set");
+        }
+        let dst = Destination::Addr("203.0.113.2:443".parse().expect("addr"));
+        let chain = |name: &str| {
+            let p = o.pick(o.id_of(name).expect("proxy"), &dst);
+            let hops = match &p.exit {
+                Exit::Chain(c) => c.iter().map(|u| u.name.clone()).collect::<Vec<_>>(),
+                Exit::Reject | Exit::RejectDrop => vec!["REJECT".to_owned()],
+                Exit::Direct => vec!["DIRECT".to_owned()],
+            };
+            (p.label, hops)
+        };
+        assert_eq!(
+            chain("HK 1"),
+            (
+                "HK 1[a]".to_owned(),
+                vec!["a".to_owned(), "HK 1".to_owned()]
+            )
+        );
+        assert_eq!(
+            chain("JP 1"),
+            (
+                "JP 1[HK 1[a]]".to_owned(),
+                vec!["a".to_owned(), "HK 1".to_owned(), "JP 1".to_owned()]
+            )
+        );
+        assert_eq!(
+            chain("JP 2"),
+            ("JP 2[REJECT]".to_owned(), vec!["REJECT".to_owned()])
+        );
     }
 }

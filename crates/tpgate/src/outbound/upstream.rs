@@ -2,7 +2,7 @@
 
 use std::io;
 
-use tpgate_core::config::{ProxyDef, ProxyKind, ProxyNetwork, Tls};
+use tpgate_core::config::{Member, ProxyDef, ProxyKind, ProxyNetwork, Tls};
 use tpgate_core::net::Destination;
 
 use super::dial::ServerAddr;
@@ -30,6 +30,8 @@ pub(crate) struct Upstream {
     /// The protocol's type name, for the API (`Socks5`, `Http`, `Shadowsocks`, `Trojan`,
     /// `Vless`).
     pub(crate) type_name: &'static str,
+    /// `dialer-proxy`: the server is reached through this member (a chain of both).
+    pub(crate) dialer: Option<Member>,
     kind: Kind,
 }
 
@@ -130,6 +132,7 @@ impl Upstream {
             server: ServerAddr::new(&def.server, def.port),
             udp: def.udp,
             type_name,
+            dialer: def.dialer,
             kind,
         })
     }

@@ -2,6 +2,7 @@
 //! warnings a mihomo config earns. Helpers and the happy paths here; errors, mihomo
 //! compatibility and the no-panic properties in the submodules.
 
+mod dialers;
 mod errors;
 mod fuzz;
 mod groups;

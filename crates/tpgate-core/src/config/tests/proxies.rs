@@ -22,6 +22,8 @@ fn proxy(name: &str, server: &str, port: u16, udp: bool, kind: ProxyKind) -> Pro
         port,
         udp,
         kind,
+        dialer: None,
+        dialer_name: None,
     }
 }
 
