@@ -356,6 +356,59 @@ fn relay_into_ss(tag: &str, port: u16, len: usize) {
     );
 }
 
+/// UDP through a relay chain into Shadowsocks: [ss1, ss2], the last hop's packets sent to
+/// ss2 through ss1's UDP. ss2's host drops UDP from the gateway, so only the chain can reach
+/// it; its counter sees ss1's host; the destination sees ss2's host and the replies come
+/// back from the address the client asked, both families. TCP through the same chain too.
+#[test]
+fn relay_carries_udp_into_shadowsocks() {
+    let Some(lab) = Lab::with_wan_hosts("grprelssudp", 2) else {
+        return;
+    };
+    let ss1 = SsServer::start(&lab, 0, SS2022_METHOD, SS2022_PASSWORD);
+    let ss2 = SsServer::start(&lab, 1, SS2022_METHOD, SS2022_PASSWORD);
+    let port = ss2.addr().port();
+    let (gw4, gw6) = (Family::V4.addrs().gw_wan, Family::V6.addrs().gw_wan);
+    let hop = ss1.egress(Family::V4);
+    ss2.host.ns.sh(
+        "nft",
+        &[&format!(
+            "add table inet only; \
+             add chain inet only input {{ type filter hook input priority 0; }}; \
+             add rule inet only input ip saddr {gw4} udp dport {port} drop; \
+             add rule inet only input ip6 saddr {gw6} udp dport {port} drop; \
+             add rule inet only input ip saddr {hop} udp dport {port} counter"
+        )],
+    );
+    let tp = start(
+        &lab,
+        &[ss1.proxy_yaml("ss1"), ss2.proxy_yaml("ss2")],
+        &["{name: chain, type: relay, proxies: [ss1, ss2]}".to_owned()],
+        &["MATCH,chain"],
+    );
+    for family in [Family::V4, Family::V6] {
+        let a = family.addrs();
+        let server = UdpEchoServer::start(&lab.server, SocketAddr::new(a.server, 7000));
+        let via = lan_udp(&lab, family, &server, format!("udp {family:?}").as_bytes());
+        assert_via(via, ss2.egress(family), "udp through ss1 into ss2");
+        tp.expect_flow("udp", via.local, server.addr, "chain(ss1>ss2)");
+        let tcp = TcpEchoServer::start(&lab.server, SocketAddr::new(a.server, 81));
+        assert_via(lan_tcp(&lab, &tcp, 4096), ss2.egress(family), "tcp");
+    }
+    let counted = ss2
+        .host
+        .ns
+        .sh("nft", &["list", "chain", "inet", "only", "input"]);
+    let packets: u64 = counted
+        .lines()
+        .find(|l| l.contains(&format!("ip saddr {hop}")))
+        .and_then(|l| l.split("packets ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(packets >= 2, "ss2 saw no UDP from ss1's host:\n{counted}");
+}
+
 /// `dialer-proxy`: the ss proxy's server is reached through a select group holding dante,
 /// as a relay of both would. The destination sees the ss host, dante saw the gateway, the
 /// flow's line names the way (`ss[pick/dante]`), and the API shows the dialer.

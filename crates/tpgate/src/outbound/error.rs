@@ -43,9 +43,10 @@ pub(crate) enum DialError {
         "{proxy}: hysteria2 runs over QUIC (UDP), so it can only be the first hop of a relay chain"
     )]
     QuicNotFirst { proxy: String },
-    /// UDP through a relay chain whose last hop sends UDP as datagrams of its own (socks5,
-    /// ss, hysteria2, tuic), which the chain's TCP stream cannot carry.
-    #[error("{proxy}: UDP through a relay chain needs a last hop that carries UDP in its stream (trojan, vless, vmess)")]
+    /// UDP through a relay chain whose last hop is socks5, hysteria2 or tuic: their UDP
+    /// needs its own association or QUIC connection to their server, which the earlier
+    /// hops do not carry.
+    #[error("{proxy}: UDP through a relay chain needs a last hop that carries UDP in its stream (trojan, vless, vmess) or Shadowsocks")]
     UdpNotInStream { proxy: String },
 }
 

@@ -546,7 +546,8 @@ impl Outbounds {
 
     /// A UDP association to `dst` along `chain`: one proxy's own association, or, through
     /// a relay chain, the last hop's UDP inside its stream, which reaches its server through
-    /// the earlier hops (so the last hop must carry UDP in its stream: trojan, vless, vmess).
+    /// the earlier hops (trojan, vless, vmess), or a Shadowsocks last hop's packets sent to
+    /// its server through the UDP of the earlier hops (their own association to it).
     pub(crate) async fn open_udp_chain(
         &self,
         chain: &[Arc<Upstream>],
@@ -557,6 +558,11 @@ impl Outbounds {
             [one] => return one.open_udp(&self.ctx, dst).await,
             [before @ .., last] => (last, before),
         };
+        if let Some(packets) = last.ss_packets() {
+            let server = last.server.destination();
+            let inner = Box::pin(self.open_udp_chain(before, &server)).await?;
+            return Ok(udp::ss_over(packets?, server, inner));
+        }
         if !last.udp_in_stream() {
             return Err(DialError::UdpNotInStream {
                 proxy: last.name.clone(),

@@ -83,11 +83,20 @@ impl Shadowsocks {
     /// packet functions seal and open each datagram, so tpgate sends and receives them in
     /// batches.
     pub(crate) fn udp(&self, server: SocketAddr, mark: u32) -> io::Result<SsUdp> {
-        let cfg = self.server_config(server)?;
         let s = tpgate_sys::outbound_socket(server.is_ipv6(), Type::DGRAM, mark)?;
         s.connect(&server.into())?;
         Ok(SsUdp {
             sock: UdpSocket::from_std(s.into())?,
+            packets: self.packets()?,
+        })
+    }
+
+    /// The sealing and opening of this proxy's UDP packets, for packets that travel to
+    /// the server some other way (through a relay chain's UDP).
+    pub(crate) fn packets(&self) -> io::Result<SsPackets> {
+        // The address in the config only says where to send, which tpgate decides itself.
+        let cfg = self.server_config(SocketAddr::from(([0, 0, 0, 0], 0)))?;
+        Ok(SsPackets {
             context: self.context.clone(),
             method: cfg.method(),
             key: cfg.key().into(),
@@ -101,19 +110,35 @@ impl Shadowsocks {
 /// classic ciphers.
 pub(crate) struct SsControl(UdpSocketControlData);
 
+/// A marked UDP socket connected to the server, and the packets' cryptography.
 pub(crate) struct SsUdp {
     sock: UdpSocket,
-    context: SharedContext,
-    method: CipherKind,
-    key: Box<[u8]>,
-    identity_keys: Arc<Vec<Bytes>>,
+    packets: SsPackets,
 }
 
 impl SsUdp {
     pub(crate) fn socket(&self) -> &UdpSocket {
         &self.sock
     }
+}
 
+impl std::ops::Deref for SsUdp {
+    type Target = SsPackets;
+
+    fn deref(&self) -> &SsPackets {
+        &self.packets
+    }
+}
+
+/// One proxy's UDP packets: sealed for the server, opened from it.
+pub(crate) struct SsPackets {
+    context: SharedContext,
+    method: CipherKind,
+    key: Box<[u8]>,
+    identity_keys: Arc<Vec<Bytes>>,
+}
+
+impl SsPackets {
     /// A new session for one flow's datagrams.
     pub(crate) fn new_session(&self) -> SsControl {
         let mut ctrl = UdpSocketControlData::default();

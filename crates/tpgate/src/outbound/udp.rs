@@ -16,7 +16,7 @@ use tokio::net::UdpSocket;
 use tpgate_core::net::Destination;
 use tpgate_core::proto::{socks5, trojan, vless, xudp};
 
-use super::ss::{SsControl, SsUdp};
+use super::ss::{SsControl, SsPackets, SsUdp};
 use super::BoxIo;
 use crate::relay::udp::{send_batch_or_drop, with_reply_batch};
 
@@ -144,6 +144,13 @@ pub(crate) enum UdpSend {
         wr: WriteHalf<BoxIo>,
         buf: Vec<u8>,
     },
+    /// Shadowsocks packets sent to the server through a relay chain's UDP (`inner`).
+    ShadowsocksOver {
+        ss: Arc<SsPackets>,
+        ctrl: SsControl,
+        server: Destination,
+        inner: Box<Self>,
+    },
     /// One write is one sealed chunk is one datagram.
     Vmess {
         wr: WriteHalf<BoxIo>,
@@ -167,6 +174,13 @@ pub(crate) enum UdpRecv {
         ctrl: BoxIo,
     },
     Shadowsocks(Arc<SsUdp>),
+    /// Shadowsocks packets from the server through a relay chain's UDP (`inner`), read
+    /// into `raw` before they are opened.
+    ShadowsocksOver {
+        ss: Arc<SsPackets>,
+        inner: Box<Self>,
+        raw: Batch,
+    },
     Trojan {
         rd: ReadHalf<BoxIo>,
         acc: Vec<u8>,
@@ -196,6 +210,28 @@ pub(crate) fn from_ss(s: SsUdp) -> (UdpSend, UdpRecv) {
         out: Batch::default(),
     };
     (send, UdpRecv::Shadowsocks(ss))
+}
+
+/// Shadowsocks UDP to `server` carried by `inner`, an association through the earlier hops
+/// of a relay chain.
+pub(crate) fn ss_over(
+    ss: SsPackets,
+    server: Destination,
+    inner: (UdpSend, UdpRecv),
+) -> (UdpSend, UdpRecv) {
+    let ss = Arc::new(ss);
+    let send = UdpSend::ShadowsocksOver {
+        ctrl: ss.new_session(),
+        ss: ss.clone(),
+        server,
+        inner: Box::new(inner.0),
+    };
+    let recv = UdpRecv::ShadowsocksOver {
+        ss,
+        inner: Box::new(inner.1),
+        raw: Batch::default(),
+    };
+    (send, recv)
 }
 
 pub(crate) fn from_socks5(sock: UdpSocket, ctrl: BoxIo) -> (UdpSend, UdpRecv) {
@@ -243,6 +279,22 @@ impl UdpSend {
                 if sealed.capacity() > KEEP {
                     *sealed = BytesMut::new();
                 }
+            }
+            Self::ShadowsocksOver {
+                ss,
+                ctrl,
+                server,
+                inner,
+            } => {
+                let sealed: Vec<Bytes> = datagrams
+                    .iter()
+                    .map(|d| {
+                        let mut out = BytesMut::new();
+                        ss.seal(ctrl, dst, d, &mut out);
+                        out.freeze()
+                    })
+                    .collect();
+                Box::pin(inner.send_batch(server, &sealed)).await?;
             }
             Self::Trojan { wr, buf } => {
                 buf.clear();
@@ -313,6 +365,16 @@ impl UdpRecv {
                         out.push(&d[off..]); // fragmented or malformed: dropped
                     }
                 })?;
+                if !out.is_empty() {
+                    return Ok(());
+                }
+            },
+            Self::ShadowsocksOver { ss, inner, raw } => loop {
+                raw.clear();
+                Box::pin(inner.recv_batch(raw)).await?;
+                for d in raw.slices() {
+                    out.push_opened(d, |r| ss.open(r));
+                }
                 if !out.is_empty() {
                     return Ok(());
                 }

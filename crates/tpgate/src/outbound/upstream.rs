@@ -182,6 +182,19 @@ impl Upstream {
 
     /// Whether this proxy carries UDP inside its own stream (so that stream may reach its
     /// server through earlier hops of a relay chain).
+    /// A Shadowsocks proxy's UDP packets, to send through a relay chain's UDP; `None` for
+    /// other proxies (and when its `udp` is off: the error says so).
+    pub(crate) fn ss_packets(&self) -> Option<io::Result<super::ss::SsPackets>> {
+        match &self.kind {
+            Kind::Shadowsocks(s) if self.udp => Some(s.packets()),
+            Kind::Shadowsocks(_) => Some(Err(DialError::UdpDisabled {
+                proxy: self.name.clone(),
+            }
+            .into())),
+            _ => None,
+        }
+    }
+
     pub(crate) fn udp_in_stream(&self) -> bool {
         matches!(self.kind, Kind::Trojan(_) | Kind::Vless(_) | Kind::Vmess(_))
     }
