@@ -5,7 +5,8 @@
 //! failed-dial retry at once, through the health check within one interval) and returns to
 //! it when it is back; load-balance spreads destinations by consistent hashing and
 //! alternates with round-robin; relay chains two real proxies (the server sees the last hop,
-//! the first hop saw the gateway); select starts on its first member, switches through the
+//! the first hop saw the gateway), also UDP into Shadowsocks through Shadowsocks, and
+//! `dialer-proxy` makes the same chain through a group; select starts on its first member, switches through the
 //! external controller, keeps the choice across a restart and shrugs off bad requests, also
 //! when a member is itself a url-test group.
 //!
