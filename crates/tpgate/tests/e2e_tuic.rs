@@ -4,7 +4,9 @@
 //! be fragmented both ways) and in streams (`quic`), and the gateway's own TCP reach the
 //! destination through it, the destination seeing the server host's address. A wrong
 //! password (the server closes the connection: TUIC has no replies) ends that flow without
-//! data and tpgate goes on.
+//! data and tpgate goes on. Uploads to a destination that resets them end within seconds
+//! (the server passes the reset on as a plain end and stops reading; the relay ends a way
+//! that cannot write once the other has ended).
 
 mod lab;
 #[path = "lab/sing_box.rs"]
@@ -12,7 +14,7 @@ mod sing_box;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lab::*;
 use sing_box::{sing_box, Inbound, SingBox, TROJAN_PASSWORD};
@@ -99,4 +101,67 @@ fn tuic_carries_udp_in_streams() {
         udp_through(lab, tp, |f| up.egress(f), "tuic quic");
         long_datagrams(lab, up);
     });
+}
+
+/// A destination that reads a little and closes with the rest unread (a reset): a LAN
+/// client uploading through tuic sees its connection end within a few seconds, not after
+/// the QUIC idle timeout. 4 such uploads at once, as the benchmark found it.
+#[test]
+fn an_upload_ends_soon_after_the_destination_resets() {
+    let Some(bin) = sing_box() else {
+        return;
+    };
+    let Some(lab) = Lab::with_wan_hosts("tuicrst", 1) else {
+        return;
+    };
+    let up = SingBox::start(&lab, 0, &bin, Inbound::Tuic { quic_udp: false });
+    let text = lab.proxy_config_text(&[up.proxy_yaml("up", TROJAN_PASSWORD)], &[], &["MATCH,up"]);
+    let config = lab.write_file("tpgate.yaml", &format!("log-level: debug\n{text}"));
+    let _tp = Tpgate::start(&lab, &config);
+    {
+        let lab = &lab;
+        let a = Family::V4.addrs();
+        let addr = SocketAddr::new(a.server, 5201);
+        let listener = lab
+            .server
+            .enter(|| std::net::TcpListener::bind(addr))
+            .expect("bind");
+        let server = std::thread::spawn(move || {
+            for _ in 0..4 {
+                let (mut s, _) = listener.accept().expect("accept");
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                std::thread::sleep(Duration::from_millis(200));
+                drop(s);
+            }
+        });
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                let mut s = tcp_connect(&lab.client, addr).expect("connect");
+                s.set_write_timeout(Some(Duration::from_secs(30)))
+                    .expect("timeout");
+                std::thread::spawn(move || {
+                    let start = Instant::now();
+                    let chunk = vec![7u8; 64 * 1024];
+                    let mut sent = 0usize;
+                    // Bounded: 256 MiB at most; the destination stopped reading long before.
+                    while sent < 256 << 20 {
+                        match s.write(&chunk) {
+                            Ok(n) => sent += n,
+                            Err(_) => break,
+                        }
+                    }
+                    start.elapsed()
+                })
+            })
+            .collect();
+        for c in clients {
+            let took = c.join().expect("client");
+            assert!(
+                took < Duration::from_secs(10),
+                "the upload went on for {took:?} after the destination reset"
+            );
+        }
+        server.join().expect("server");
+    }
 }

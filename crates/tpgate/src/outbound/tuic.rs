@@ -409,6 +409,10 @@ struct Demux {
 
 impl Demux {
     fn take(&mut self, bytes: &[u8]) {
+        // The server's own keep-alive: nothing to hand on.
+        if bytes == proto::HEARTBEAT_COMMAND {
+            return;
+        }
         let Ok(Some((p, _))) = proto::parse_packet(bytes) else {
             debug!("tuic: dropped a malformed packet from the server");
             return;
@@ -422,6 +426,7 @@ impl Demux {
             self.defrag.remove(&p.assoc);
             return;
         };
+        // Unfragmented packets skip the map: an entry per flow would stay after it ends.
         let whole = if p.fragments == 1 {
             Some(p.payload.to_vec())
         } else {

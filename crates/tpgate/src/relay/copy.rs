@@ -25,6 +25,13 @@ const BUF: usize = 64 * 1024;
 /// The buffers of every copying relay.
 static POOL: BufPool = BufPool::new(BUF, 64);
 
+/// After one direction has ended, how long the other may sit with bytes it cannot write
+/// before the flow ends: its peer closed its side and stopped reading (a proxy server
+/// that passed a destination's reset on as a plain end of stream, and never stops the
+/// upload). A flow whose other direction still moves, or waits for bytes to read, is not
+/// affected.
+const HALF_CLOSED_STALL: Duration = Duration::from_secs(5);
+
 /// Reusable buffers, bounded; counts the ones handed out.
 pub(super) struct BufPool {
     free: Mutex<Vec<Box<[u8]>>>,
@@ -68,7 +75,8 @@ impl BufPool {
 
 /// Copies both ways between the client `a` and the server side `b` until both sides
 /// finished (EOF is passed on as a write shutdown, so a half-closed connection keeps flowing
-/// the other way) or nothing moved for `idle`. Returns bytes (a->b, b->a), or what ended it.
+/// the other way), nothing moved for `idle`, or one way ended and the other could not write
+/// for [`HALF_CLOSED_STALL`]. Returns bytes (a->b, b->a), or what ended it.
 /// `counters` (up: a->b) follow the bytes while it runs.
 pub(super) async fn relay<A, B>(
     a: A,
@@ -106,31 +114,93 @@ where
         last: last.clone(),
         start,
     };
+    let (up_state, down_state) = (DirState::new(), DirState::new());
     let (mut ab, mut ba) = (
-        OneWay::new(pool, &counters.up),
-        OneWay::new(pool, &counters.down),
+        OneWay::new(pool, &counters.up, &up_state, start),
+        OneWay::new(pool, &counters.down, &down_state, start),
     );
+    // `Ok(None)` once, when the first way ends: the timer then starts watching the other.
+    let mut told = false;
     let copy = poll_fn(|cx| {
         let up = ab.poll(cx, &mut a, &mut b).map_err(|f| f.broken(true))?;
         let down = ba.poll(cx, &mut b, &mut a).map_err(|f| f.broken(false))?;
         match (up, down) {
-            (Poll::Ready(up), Poll::Ready(down)) => Poll::Ready(Ok((up, down))),
+            (Poll::Ready(up), Poll::Ready(down)) => Poll::Ready(Ok(Some((up, down)))),
+            (Poll::Ready(_), Poll::Pending) | (Poll::Pending, Poll::Ready(_)) if !told => {
+                told = true;
+                Poll::Ready(Ok(None))
+            }
             _ => Poll::Pending,
         }
     });
     tokio::pin!(copy);
     let mut deadline = start + idle;
     loop {
+        // While one way has ended, look at the other every second.
+        let half_closed = up_state.done() || down_state.done();
+        let wake = if half_closed {
+            deadline.min(Instant::now() + Duration::from_secs(1))
+        } else {
+            deadline
+        };
         tokio::select! {
-            r = &mut copy => return r,
-            () = tokio::time::sleep_until(deadline) => {
+            r = &mut copy => match r {
+                Ok(Some(moved)) => return Ok(moved),
+                Ok(None) => {}
+                Err(e) => return Err(e),
+            },
+            () = tokio::time::sleep_until(wake) => {
+                let now = Instant::now();
+                if down_state.done() && up_state.stalled(start, now) {
+                    return Err(Broken::Server(stalled("the server")));
+                }
+                if up_state.done() && down_state.stalled(start, now) {
+                    return Err(Broken::Client(stalled("the client")));
+                }
                 let seen = start + Duration::from_millis(last.load(Ordering::Relaxed));
-                if seen + idle <= Instant::now() {
+                if seen + idle <= now {
                     return Err(Broken::Idle);
                 }
                 deadline = seen + idle;
             }
         }
+    }
+}
+
+fn stalled(who: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "{who} ended its side and took no more data for {} s",
+            HALF_CLOSED_STALL.as_secs()
+        ),
+    )
+}
+
+/// What the relay's timer sees of one direction.
+struct DirState {
+    /// The direction has ended (its write side shut down).
+    done: std::sync::atomic::AtomicBool,
+    /// Milliseconds since the relay's start when a write with bytes waiting first found
+    /// the sink full; `u64::MAX` while writes are moving (or nothing waits).
+    blocked_since: AtomicU64,
+}
+
+impl DirState {
+    fn new() -> Self {
+        Self {
+            done: std::sync::atomic::AtomicBool::new(false),
+            blocked_since: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.done.load(Ordering::Relaxed)
+    }
+
+    fn stalled(&self, start: Instant, now: Instant) -> bool {
+        let since = self.blocked_since.load(Ordering::Relaxed);
+        since != u64::MAX && start + Duration::from_millis(since) + HALF_CLOSED_STALL <= now
     }
 }
 
@@ -150,10 +220,12 @@ struct OneWay<'p> {
     /// Written since the last flush (TLS and cipher streams buffer).
     unflushed: bool,
     moved: u64,
+    state: &'p DirState,
+    start: Instant,
 }
 
 impl<'p> OneWay<'p> {
-    fn new(pool: &'p BufPool, counter: &'p AtomicU64) -> Self {
+    fn new(pool: &'p BufPool, counter: &'p AtomicU64, state: &'p DirState, start: Instant) -> Self {
         Self {
             pool,
             counter,
@@ -164,6 +236,8 @@ impl<'p> OneWay<'p> {
             done: false,
             unflushed: false,
             moved: 0,
+            state,
+            start,
         }
     }
 
@@ -183,6 +257,7 @@ impl<'p> OneWay<'p> {
         let res = self.poll_copy(cx, r, w);
         if let Poll::Ready(Ok(_)) = res {
             self.done = true;
+            self.state.done.store(true, Ordering::Relaxed);
         }
         if res.is_ready() {
             if let Some(b) = self.buf.take() {
@@ -205,8 +280,18 @@ impl<'p> OneWay<'p> {
         loop {
             if let Some(buf) = &self.buf {
                 while self.pos < self.cap {
-                    let n = ready!(Pin::new(&mut *w).poll_write(cx, &buf[self.pos..self.cap]))
-                        .map_err(Failed::Write)?;
+                    let written = Pin::new(&mut *w).poll_write(cx, &buf[self.pos..self.cap]);
+                    let blocked = &self.state.blocked_since;
+                    if written.is_pending() {
+                        if blocked.load(Ordering::Relaxed) == u64::MAX {
+                            let ms = u64::try_from(self.start.elapsed().as_millis())
+                                .unwrap_or(u64::MAX - 1);
+                            blocked.store(ms, Ordering::Relaxed);
+                        }
+                        return Poll::Pending;
+                    }
+                    blocked.store(u64::MAX, Ordering::Relaxed);
+                    let n = ready!(written).map_err(Failed::Write)?;
                     if n == 0 {
                         return Poll::Ready(Err(Failed::Write(io::ErrorKind::WriteZero.into())));
                     }
@@ -474,5 +559,68 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(11)).await;
         let err = relay.await.unwrap().unwrap_err();
         assert!(matches!(err, Broken::Idle), "{err:?}");
+    }
+
+    /// The server ends its side and stops reading while the client keeps sending (a proxy
+    /// that passed a destination's reset on as a plain end): the relay ends with a server
+    /// error once the upload has been stuck for the stall limit, well before the idle one.
+    #[tokio::test(start_paused = true)]
+    async fn an_upload_stuck_after_the_server_ended_its_side_ends_the_relay() {
+        let pool = BufPool::new(1024, 2);
+        let (mut client, proxy_a) = tokio::io::duplex(4096);
+        let (proxy_b, mut server) = tokio::io::duplex(4096);
+        let counters = Counters::default();
+        let started = Instant::now();
+        let relay = relay_with(&pool, proxy_a, proxy_b, Duration::from_secs(60), &counters);
+        let io = async {
+            server.shutdown().await.unwrap();
+            let chunk = [5u8; 1000];
+            // The server reads nothing: the client's writes fill both pipes, then wait.
+            while client.write_all(&chunk).await.is_ok() {}
+        };
+        let r = tokio::select! {
+            r = relay => r,
+            () = io => panic!("the client could write forever"),
+        };
+        let took = started.elapsed();
+        match r {
+            Err(Broken::Server(e)) => {
+                assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+                assert!(e.to_string().contains("took no more data"), "{e}");
+            }
+            other => panic!("expected a server stall, got {other:?}"),
+        }
+        assert!(
+            took >= HALF_CLOSED_STALL && took < HALF_CLOSED_STALL + Duration::from_secs(3),
+            "ended after {took:?}"
+        );
+        drop(server);
+    }
+
+    /// A half-closed flow whose remaining direction waits to read (the client sent its
+    /// request and its end; the server thinks for longer than the stall limit, then
+    /// answers) is not cut: only a direction that cannot write is.
+    #[tokio::test(start_paused = true)]
+    async fn a_half_closed_flow_waiting_to_read_is_kept() {
+        let pool = BufPool::new(1024, 2);
+        let (mut client, proxy_a) = tokio::io::duplex(4096);
+        let (proxy_b, mut server) = tokio::io::duplex(4096);
+        let counters = Counters::default();
+        let relay = relay_with(&pool, proxy_a, proxy_b, Duration::from_secs(60), &counters);
+        let io = async {
+            client.write_all(b"request").await.unwrap();
+            client.shutdown().await.unwrap();
+            let mut got = [0u8; 7];
+            server.read_exact(&mut got).await.unwrap();
+            tokio::time::sleep(HALF_CLOSED_STALL * 3).await;
+            server.write_all(b"late answer").await.unwrap();
+            server.shutdown().await.unwrap();
+            let mut answer = Vec::new();
+            client.read_to_end(&mut answer).await.unwrap();
+            answer
+        };
+        let (answer, r) = tokio::join!(io, relay);
+        assert_eq!(answer, b"late answer");
+        assert_eq!(r.unwrap(), (7, 11));
     }
 }
