@@ -6,7 +6,8 @@
 //! where the transport or protocol carries one), the destination seeing the upstream host's address and UDP
 //! replies coming from the address asked; a wrong uuid over a WebSocket fails that one
 //! connection with a log line, and tpgate goes on. VMess over ws and h2 inside TLS also
-//! against V2Ray (Debian's 4.x), a second server implementation.
+//! against V2Ray (Debian's 4.x), a second server implementation, and over V2Ray's HTTP
+//! header obfuscation (`network: http`, which sing-box does not serve).
 
 mod lab;
 #[path = "lab/sing_box.rs"]
@@ -227,7 +228,8 @@ fn vless_h2_tls() {
     });
 }
 
-/// VMess inside TLS over `carrier` through V2Ray: TCP and UDP, both families.
+/// VMess over `carrier` (inside TLS, or for the HTTP header bare) through V2Ray: TCP and
+/// UDP, both families, and the gateway's own TCP.
 fn through_v2ray(tag: &str, carrier: V2rayCarrier) {
     let Some(bin) = v2ray() else {
         return;
@@ -236,6 +238,15 @@ fn through_v2ray(tag: &str, carrier: V2rayCarrier) {
         return;
     };
     let up = V2ray::start(&lab, 0, &bin, carrier);
+    struct LogOnPanic<'a>(&'a V2ray<'a>);
+    impl Drop for LogOnPanic<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                eprintln!("v2ray log:\n{}", self.0.log_text());
+            }
+        }
+    }
+    let _log = LogOnPanic(&up);
     let config = lab.write_proxy_config(&[up.proxy_yaml("up", V2RAY_UUID)], &[], &["MATCH,up"]);
     let tp = Tpgate::start(&lab, &config);
     let what = format!("vmess {carrier:?} through v2ray");
@@ -252,4 +263,11 @@ fn vmess_ws_tls_through_v2ray() {
 #[test]
 fn vmess_h2_tls_through_v2ray() {
     through_v2ray("tv2h2", V2rayCarrier::H2);
+}
+
+/// `network: http`: V2Ray's HTTP header obfuscation (a request head before the first
+/// bytes, the server's response head read off), paths and `Host` picked per connection.
+#[test]
+fn vmess_http_header_through_v2ray() {
+    through_v2ray("tv2http", V2rayCarrier::HttpHeader);
 }

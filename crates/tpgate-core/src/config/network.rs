@@ -7,7 +7,7 @@
 use super::decode::{check, entries, is_section, unknown_key};
 use super::proxies::Fields;
 use super::yaml::{Node, Value};
-use super::{value, Diags, EarlyData, GrpcOpts, H2Opts, ProxyNetwork, WsOpts};
+use super::{value, Diags, EarlyData, GrpcOpts, H2Opts, HttpOpts, ProxyNetwork, WsOpts};
 
 /// Keys of `ws-opts`.
 const WS_OPTS: &[&str] = &[
@@ -24,6 +24,9 @@ const H2_OPTS: &[&str] = &["host", "path"];
 
 /// mihomo's host when `h2-opts.host` is empty.
 const DEFAULT_H2_HOST: &str = "www.example.com";
+
+/// Keys of `http-opts`.
+const HTTP_OPTS: &[&str] = &["method", "path", "headers"];
 
 /// Keys of `grpc-opts`.
 const GRPC_OPTS: &[&str] = &["grpc-service-name"];
@@ -73,6 +76,7 @@ pub(super) fn network(
         }
         "grpc" => Some(ProxyNetwork::Grpc(grpc_opts(f, d)?)),
         "h2" if kind != "trojan" => Some(ProxyNetwork::H2(h2_opts(f, d)?)),
+        "http" if kind != "trojan" => Some(ProxyNetwork::Http(http_opts(f, d)?)),
         other => {
             if !*skip {
                 let e = f.entries.iter().find(|e| e.key == "network")?;
@@ -82,7 +86,7 @@ pub(super) fn network(
                     if kind == "trojan" {
                         "tcp, ws, grpc"
                     } else {
-                        "tcp, ws, grpc, h2"
+                        "tcp, ws, grpc, h2, http"
                     }
                 );
                 d.warn(e.key_pos, &f.path("network"), message);
@@ -220,6 +224,102 @@ pub(super) fn headers(node: &Node, path: &str, d: &mut Diags) -> Vec<(String, St
         }
     }
     out
+}
+
+/// `http-opts`: `method`, `path` (a list, or one path), `headers` (each a list of values,
+/// or one value).
+fn http_opts(f: &Fields<'_>, d: &mut Diags) -> Option<HttpOpts> {
+    let mut http = HttpOpts {
+        method: "GET".to_owned(),
+        paths: vec!["/".to_owned()],
+        headers: Vec::new(),
+    };
+    let Some(node) = f.node("http-opts") else {
+        return Some(http);
+    };
+    let path = f.path("http-opts");
+    if !is_section(node, &path, d) {
+        return None;
+    }
+    let errors = d.errors.len();
+    let list = |n: &Node| match &n.value {
+        Value::Seq(items) => items.iter().map(value::text).collect::<Result<Vec<_>, _>>(),
+        _ => value::text(n).map(|t| vec![t]),
+    };
+    for e in entries(node, &path, d) {
+        let at = format!("{path}.{}", e.key);
+        match e.key {
+            "method" => {
+                let m = check(d, e.value, &at, value::text(e.value)).unwrap_or_default();
+                if !m.is_empty() {
+                    if m.bytes().all(|b| b.is_ascii_alphabetic()) {
+                        http.method = m.to_ascii_uppercase();
+                    } else {
+                        d.error(e.value.pos, &at, format!("`{m}` is not an HTTP method"));
+                    }
+                }
+            }
+            "path" => {
+                let paths: Vec<String> = check(d, e.value, &at, list(e.value))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        if p.starts_with('/') {
+                            p
+                        } else {
+                            format!("/{p}")
+                        }
+                    })
+                    .collect();
+                if paths.iter().any(|p| {
+                    p.bytes()
+                        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+                }) {
+                    d.error(
+                        e.value.pos,
+                        &at,
+                        "a path cannot hold spaces or control characters",
+                    );
+                } else if !paths.is_empty() {
+                    http.paths = paths;
+                }
+            }
+            "headers" => {
+                if !is_section(e.value, &at, d) {
+                    continue;
+                }
+                for h in entries(e.value, &at, d) {
+                    let hat = format!("{at}.{}", h.key);
+                    let name_ok = !h.key.is_empty()
+                        && h.key.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+                    if !name_ok {
+                        d.error(h.key_pos, &hat, "not a valid HTTP header name");
+                        continue;
+                    }
+                    let Some(values) = check(d, h.value, &hat, list(h.value)) else {
+                        continue;
+                    };
+                    if values
+                        .iter()
+                        .any(|v| v.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)))
+                    {
+                        d.error(
+                            h.value.pos,
+                            &hat,
+                            "a header value cannot hold CR, LF or NUL",
+                        );
+                        continue;
+                    }
+                    if !values.is_empty() {
+                        http.headers.push((h.key.to_owned(), values));
+                    }
+                }
+            }
+            _ => unknown_key(d, &e, &path, HTTP_OPTS),
+        }
+    }
+    (d.errors.len() == errors).then_some(http)
 }
 
 fn h2_opts(f: &Fields<'_>, d: &mut Diags) -> Option<H2Opts> {

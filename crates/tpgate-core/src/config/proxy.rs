@@ -231,6 +231,22 @@ pub enum ProxyNetwork {
     /// `network: h2` with `h2-opts`: the stream as the body of one HTTP/2 PUT (vmess and
     /// vless; for vmess always inside TLS, as mihomo does).
     H2(H2Opts),
+    /// `network: http` with `http-opts`: V2Ray's HTTP header obfuscation (vmess and
+    /// vless): an HTTP/1.1 request head before the client's first bytes, a response head
+    /// before the server's.
+    Http(HttpOpts),
+}
+
+/// `http-opts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpOpts {
+    /// `method`: default `GET`.
+    pub method: String,
+    /// `path`: one is picked per connection; default `/`.
+    pub paths: Vec<String>,
+    /// `headers`: each header's value is picked per connection from its list; a `Host`
+    /// among them is the request's host (else the server's name).
+    pub headers: Vec<(String, Vec<String>)>,
 }
 
 /// `h2-opts`.

@@ -16,6 +16,7 @@ pub mod addr;
 pub mod fragments;
 pub mod gun;
 pub mod http;
+pub mod http_header;
 pub mod hysteria2;
 pub mod mux_cool;
 pub mod obfs;

@@ -38,6 +38,9 @@ pub(crate) enum V2rayCarrier {
     Ws,
     /// h2 (V2Ray's `http` network): host `h2.test`, path `/h2`.
     H2,
+    /// TCP with V2Ray's HTTP header obfuscation (mihomo's `network: http`), without TLS,
+    /// as such nodes are usually set up.
+    HttpHeader,
 }
 
 /// A running v2ray on one WAN host; killed (by its pid) on drop.
@@ -66,18 +69,31 @@ impl<'lab> V2ray<'lab> {
             V2rayCarrier::H2 => {
                 r#""network": "http", "httpSettings": {"host": ["h2.test"], "path": "/h2"}"#
             }
+            V2rayCarrier::HttpHeader => {
+                r#""network": "tcp", "tcpSettings": {"header": {"type": "http",
+        "request": {"path": ["/obfs", "/video"], "headers": {"Host": ["cdn.example.com"]}},
+        "response": {"status": "200", "reason": "OK",
+          "headers": {"Content-Type": ["application/octet-stream"]}}}}"#
+            }
+        };
+        let security = if carrier == V2rayCarrier::HttpHeader {
+            r#""security": "none""#.to_owned()
+        } else {
+            format!(
+                r#""security": "tls",
+      "tlsSettings": {{"certificates": [{{"certificateFile": "{}", "keyFile": "{}"}}]}}"#,
+                cert.display(),
+                key.display()
+            )
         };
         let config = format!(
             r#"{{
   "log": {{"loglevel": "debug"}},
   "inbounds": [{{"port": {V2RAY_PORT}, "listen": "::", "protocol": "vmess",
     "settings": {{"clients": [{{"id": "{V2RAY_UUID}", "alterId": 0}}]}},
-    "streamSettings": {{{network}, "security": "tls",
-      "tlsSettings": {{"certificates": [{{"certificateFile": "{}", "keyFile": "{}"}}]}}}}}}],
+    "streamSettings": {{{network}, {security}}}}}],
   "outbounds": [{{"protocol": "freedom"}}]
-}}"#,
-            cert.display(),
-            key.display()
+}}"#
         );
         let conf = lab.write_file(&format!("v2ray-h{host}.json"), &config);
         let log = lab.dir.join(format!("v2ray-h{host}.log"));
@@ -134,6 +150,14 @@ impl<'lab> V2ray<'lab> {
         let network = match self.carrier {
             V2rayCarrier::Ws => "network: ws, ws-opts: {path: /ray, headers: {Host: ws.test}}",
             V2rayCarrier::H2 => "network: h2, h2-opts: {host: [h2.test], path: /h2}",
+            V2rayCarrier::HttpHeader => {
+                return format!(
+                    "{{name: {name}, type: vmess, server: {server}, port: {V2RAY_PORT}, \
+                     uuid: {uuid}, alterId: 0, cipher: auto, udp: true, network: http, \
+                     http-opts: {{method: GET, path: [/obfs, /video], \
+                     headers: {{Host: [cdn.example.com, www.example.com], Connection: [keep-alive]}}}}}}"
+                );
+            }
         };
         format!(
             "{{name: {name}, type: vmess, server: {server}, port: {V2RAY_PORT}, uuid: {uuid}, \

@@ -81,7 +81,7 @@ proxies:
     udp: true
     client-fingerprint: chrome
   - {name: sg-vmess, type: snell, server: sg.example.com, port: 443, uuid: 0, alterId: 0, cipher: auto}
-  - {name: http-vmess, type: vmess, server: h.example.com, port: 80, uuid: b831381d-6324-4d53-ad4f-8cda48b30811, network: http, http-opts: {path: [/t]}}
+  - {name: http-vmess, type: vmess, server: h.example.com, port: 80, uuid: b831381d-6324-4d53-ad4f-8cda48b30811, network: xhttp}
   - {name: old-ss, type: ss, server: 203.0.113.7, port: 8388, cipher: aes-256-cfb, password: x}
   - {name: home-socks, type: socks5, server: 192.0.2.5, port: 1080, username: me, password: 123456, udp: true}
   - {name: office-http, type: http, server: proxy.example.org, port: 3128, tls: true, udp: true}
@@ -137,8 +137,8 @@ fn realistic_mihomo_config_loads_with_warnings() {
             "42:5: proxies[2].client-fingerprint: not used by tpgate; ignored",
             "43:28: proxies[3].type: type snell is not supported by tpgate; proxy `sg-vmess` \
              skipped",
-            "44:114: proxies[4].network: network http is not supported by tpgate for vmess \
-             (supported: tcp, ws, grpc, h2); proxy `http-vmess` skipped",
+            "44:114: proxies[4].network: network xhttp is not supported by tpgate for vmess \
+             (supported: tcp, ws, grpc, h2, http); proxy `http-vmess` skipped",
             "45:71: proxies[5].cipher: cipher aes-256-cfb is not supported by tpgate \
              (supported: aes-128-gcm, aes-256-gcm, chacha20-ietf-poly1305, \
              2022-blake3-aes-128-gcm, 2022-blake3-aes-256-gcm, 2022-blake3-chacha20-poly1305); \

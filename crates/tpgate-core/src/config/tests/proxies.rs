@@ -629,3 +629,55 @@ fn vless_vision_needs_tls_over_tcp() {
         assert!(l.config.proxies.is_empty());
     }
 }
+
+#[test]
+fn network_http_reads_method_paths_and_header_lists() {
+    const ID: &str = "b831381d-6324-4d53-ad4f-8cda48b30811";
+    let base = format!(
+        "name: p, type: vmess, server: a, port: 80, uuid: {ID}, alterId: 0, cipher: auto, network: http"
+    );
+    let l = ok(&with_proxies(&[&format!(
+        "{{{base}, http-opts: {{method: post, path: [/a, b], headers: {{Host: [x.example, y.example], Connection: keep-alive}}}}}}"
+    )]));
+    assert_eq!(warnings(&l), Vec::<String>::new());
+    let ProxyKind::Vmess { network, .. } = &l.config.proxies[0].kind else {
+        panic!("{:?}", l.config.proxies[0].kind)
+    };
+    assert_eq!(
+        network,
+        &ProxyNetwork::Http(HttpOpts {
+            method: "POST".into(),
+            paths: vec!["/a".into(), "/b".into()],
+            headers: vec![
+                ("Host".into(), vec!["x.example".into(), "y.example".into()]),
+                ("Connection".into(), vec!["keep-alive".into()]),
+            ],
+        })
+    );
+    // Without http-opts: GET /.
+    let l = ok(&with_proxies(&[&format!("{{{base}}}")]));
+    let ProxyKind::Vmess { network, .. } = &l.config.proxies[0].kind else {
+        panic!()
+    };
+    assert_eq!(
+        network,
+        &ProxyNetwork::Http(HttpOpts {
+            method: "GET".into(),
+            paths: vec!["/".into()],
+            headers: Vec::new(),
+        })
+    );
+    // Bad values are errors at their place; trojan has no `network: http`.
+    for (opts, why) in [
+        ("{method: 'GE T'}", "is not an HTTP method"),
+        ("{path: ['/a b']}", "cannot hold spaces"),
+        ("{headers: {'X:Y': [v]}}", "not a valid HTTP header name"),
+    ] {
+        let e = errors(&with_proxies(&[&format!("{{{base}, http-opts: {opts}}}")]));
+        assert!(e.iter().any(|e| e.message.contains(why)), "{opts}: {e:#?}");
+    }
+    let l = ok(&with_proxies(&[
+        "{name: t, type: trojan, server: a, port: 443, password: x, network: http}",
+    ]));
+    assert!(l.config.proxies.is_empty());
+}

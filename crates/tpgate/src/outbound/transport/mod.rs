@@ -1,12 +1,14 @@
 //! What carries a VMess, VLESS or Trojan stream to its server (mihomo's `network`): TCP,
-//! a WebSocket or HTTP upgrade, gRPC (gun over HTTP/2) or `h2` (an HTTP/2 PUT), each inside
-//! TLS when the proxy has TLS. Every carrier yields a plain byte stream, so the protocols
-//! above it (and their UDP, which rides the same stream) do not know which one they run
-//! over. The carriers' own bytes come from `tpgate_core::proto::{ws, gun}`; framing after a
+//! a WebSocket or HTTP upgrade, gRPC (gun over HTTP/2), `h2` (an HTTP/2 PUT) or `http`
+//! (V2Ray's HTTP header), each inside TLS when the proxy has TLS. Every carrier yields a
+//! plain byte stream, so the protocols above it (and their UDP, which rides the same
+//! stream) do not know which one they run over. The carriers' own bytes come from
+//! `tpgate_core::proto::{ws, gun, http_header}`; framing after a
 //! WebSocket upgrade is tungstenite's, HTTP/2 is the `h2` crate's. Not here: sharing one
 //! HTTP/2 connection among tunnels (each tunnel dials its own).
 
 mod http2;
+mod http_header;
 mod ws;
 
 use std::io;
@@ -39,6 +41,8 @@ enum Carrier {
     Ws(Arc<ws::WsClient>),
     /// gRPC or `h2`: one HTTP/2 request.
     Http2(http2::Http2Client),
+    /// `http`: V2Ray's HTTP header obfuscation.
+    HttpHeader(http_header::HttpHeaderClient),
 }
 
 impl Transport {
@@ -103,6 +107,16 @@ impl Transport {
                 ));
                 (carrier, tls)
             }
+            ProxyNetwork::Http(opts) => {
+                let alpn: Vec<&[u8]> = tls
+                    .map(|t| t.alpn.iter().map(|a| a.as_bytes()).collect())
+                    .unwrap_or_default();
+                let tls = tls
+                    .map(|t| TlsClient::with_alpn(t, server, &alpn))
+                    .transpose()?;
+                let carrier = Carrier::HttpHeader(http_header::HttpHeaderClient::new(opts, server));
+                (carrier, tls)
+            }
             ProxyNetwork::H2(opts) => {
                 // mihomo: VMess over h2 is always inside TLS; VLESS only with `tls: true`.
                 let tls = match (tls, protocol) {
@@ -142,6 +156,7 @@ impl Transport {
             Carrier::Tcp => Ok(io),
             Carrier::Ws(ws) => ws::open(ws.clone(), io).await,
             Carrier::Http2(h) => h.open(io).await,
+            Carrier::HttpHeader(h) => h.open(io),
         }
     }
 }
