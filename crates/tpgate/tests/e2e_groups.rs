@@ -5,7 +5,8 @@
 //! failed-dial retry at once, through the health check within one interval) and returns to
 //! it when it is back; load-balance spreads destinations by consistent hashing and
 //! alternates with round-robin; relay chains two real proxies (the server sees the last hop,
-//! the first hop saw the gateway), also UDP into Shadowsocks through Shadowsocks, and
+//! the first hop saw the gateway), also UDP into Shadowsocks and into SOCKS5 (dante)
+//! through Shadowsocks, and
 //! `dialer-proxy` makes the same chain through a group; select starts on its first member, switches through the
 //! external controller, keeps the choice across a restart and shrugs off bad requests, also
 //! when a member is itself a url-test group.
@@ -408,6 +409,61 @@ fn relay_carries_udp_into_shadowsocks() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     assert!(packets >= 2, "ss2 saw no UDP from ss1's host:\n{counted}");
+}
+
+/// UDP through a relay chain into SOCKS5: [ss, dante]. The UDP ASSOCIATE goes through ss
+/// as a TCP stream, the datagrams to dante's relay through ss's UDP; dante's host drops
+/// every UDP datagram from the gateway and counts those from the ss host. The destination
+/// sees dante's host; TCP through the same chain too.
+#[test]
+fn relay_carries_udp_into_socks5() {
+    let Some(lab) = Lab::with_wan_hosts("grprelsocksudp", 2) else {
+        return;
+    };
+    let ss = SsServer::start(&lab, 0, SS2022_METHOD, SS2022_PASSWORD);
+    let dante = ProcUpstream::start(&lab, 1, ProcKind::Dante);
+    let (gw4, gw6) = (Family::V4.addrs().gw_wan, Family::V6.addrs().gw_wan);
+    let hop = ss.egress(Family::V4);
+    dante.host.ns.sh(
+        "nft",
+        &[&format!(
+            "add table inet only; \
+             add chain inet only input {{ type filter hook input priority 0; }}; \
+             add rule inet only input ip saddr {gw4} meta l4proto udp drop; \
+             add rule inet only input ip6 saddr {gw6} meta l4proto udp drop; \
+             add rule inet only input ip saddr {hop} meta l4proto udp counter"
+        )],
+    );
+    let tp = start(
+        &lab,
+        &[ss.proxy_yaml("ss"), dante.proxy_yaml("dante")],
+        &["{name: chain, type: relay, proxies: [ss, dante]}".to_owned()],
+        &["MATCH,chain"],
+    );
+    for family in [Family::V4, Family::V6] {
+        let a = family.addrs();
+        let server = UdpEchoServer::start(&lab.server, SocketAddr::new(a.server, 7000));
+        let via = lan_udp(&lab, family, &server, format!("udp {family:?}").as_bytes());
+        assert_via(via, dante.egress(family), "udp through ss into dante");
+        tp.expect_flow("udp", via.local, server.addr, "chain(ss>dante)");
+        let tcp = TcpEchoServer::start(&lab.server, SocketAddr::new(a.server, 81));
+        assert_via(lan_tcp(&lab, &tcp, 4096), dante.egress(family), "tcp");
+    }
+    let counted = dante
+        .host
+        .ns
+        .sh("nft", &["list", "chain", "inet", "only", "input"]);
+    let packets: u64 = counted
+        .lines()
+        .find(|l| l.contains(&format!("ip saddr {hop}")))
+        .and_then(|l| l.split("packets ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        packets >= 2,
+        "dante saw no UDP from the ss host:\n{counted}"
+    );
 }
 
 /// `dialer-proxy`: the ss proxy's server is reached through a select group holding dante,

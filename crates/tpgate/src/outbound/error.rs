@@ -43,10 +43,9 @@ pub(crate) enum DialError {
         "{proxy}: hysteria2 runs over QUIC (UDP), so it can only be the first hop of a relay chain"
     )]
     QuicNotFirst { proxy: String },
-    /// UDP through a relay chain whose last hop is socks5, hysteria2 or tuic: their UDP
-    /// needs its own association or QUIC connection to their server, which the earlier
-    /// hops do not carry.
-    #[error("{proxy}: UDP through a relay chain needs a last hop that carries UDP in its stream (trojan, vless, vmess) or Shadowsocks")]
+    /// UDP through a relay chain whose last hop is hysteria2 or tuic: their UDP rides their
+    /// own QUIC connection, which only a chain's first hop can have.
+    #[error("{proxy}: UDP through a relay chain needs a last hop that carries UDP in its stream (trojan, vless, vmess), Shadowsocks or SOCKS5")]
     UdpNotInStream { proxy: String },
 }
 

@@ -558,6 +558,23 @@ impl Outbounds {
             [one] => return one.open_udp(&self.ctx, dst).await,
             [before @ .., last] => (last, before),
         };
+        if let Some(s) = last.socks5() {
+            let s = s?;
+            let server = last.server.destination();
+            let io = self.connect_chain(before, &server).await?;
+            let (ctrl, relay) =
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, s.associate_over(io, &server))
+                    .await
+                    .map_err(|_| DialError::HandshakeTimeout {
+                        hop: last.name.clone(),
+                    })?
+                    .map_err(|source| DialError::Hop {
+                        hop: last.name.clone(),
+                        source,
+                    })?;
+            let inner = Box::pin(self.open_udp_chain(before, &relay)).await?;
+            return Ok(udp::socks5_over(ctrl, relay, inner));
+        }
         if let Some(packets) = last.ss_packets() {
             let server = last.server.destination();
             let inner = Box::pin(self.open_udp_chain(before, &server)).await?;

@@ -76,6 +76,26 @@ impl Socks5 {
 
     /// UDP ASSOCIATE over `io` (connected to the server at `server`): datagrams go to the
     /// relay address the server names (its own address when it names an unspecified one).
+    /// UDP ASSOCIATE over `io`, a stream that reaches the server through a relay chain's
+    /// earlier hops: the control stream, and where to send the datagrams (an unspecified
+    /// address means the server's host, `server`).
+    pub(crate) async fn associate_over(
+        &self,
+        io: BoxIo,
+        server: &Destination,
+    ) -> io::Result<(BoxIo, Destination)> {
+        let any = Destination::Addr(SocketAddr::from(([0u8; 4], 0)));
+        let (ctrl, bound, _) = self.request(io, Command::UdpAssociate, &any).await?;
+        let relay = match bound {
+            Destination::Addr(a) if a.ip().is_unspecified() => match server {
+                Destination::Addr(s) => Destination::Addr(SocketAddr::new(s.ip(), a.port())),
+                Destination::Domain(host, _) => Destination::Domain(host.clone(), a.port()),
+            },
+            other => other,
+        };
+        Ok((ctrl, relay))
+    }
+
     pub(crate) async fn udp(
         &self,
         io: BoxIo,

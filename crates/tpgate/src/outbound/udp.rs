@@ -144,6 +144,11 @@ pub(crate) enum UdpSend {
         wr: WriteHalf<BoxIo>,
         buf: Vec<u8>,
     },
+    /// SOCKS5 datagrams sent to the association's relay through a relay chain's UDP.
+    Socks5Over {
+        relay: Destination,
+        inner: Box<Self>,
+    },
     /// Shadowsocks packets sent to the server through a relay chain's UDP (`inner`).
     ShadowsocksOver {
         ss: Arc<SsPackets>,
@@ -174,6 +179,13 @@ pub(crate) enum UdpRecv {
         ctrl: BoxIo,
     },
     Shadowsocks(Arc<SsUdp>),
+    /// SOCKS5 datagrams from the relay through a relay chain's UDP (`inner`); the
+    /// association lives on `ctrl`, a stream through the chain.
+    Socks5Over {
+        ctrl: BoxIo,
+        inner: Box<Self>,
+        raw: Batch,
+    },
     /// Shadowsocks packets from the server through a relay chain's UDP (`inner`), read
     /// into `raw` before they are opened.
     ShadowsocksOver {
@@ -210,6 +222,25 @@ pub(crate) fn from_ss(s: SsUdp) -> (UdpSend, UdpRecv) {
         out: Batch::default(),
     };
     (send, UdpRecv::Shadowsocks(ss))
+}
+
+/// SOCKS5 UDP to the association's `relay` carried by `inner`, an association through the
+/// earlier hops of a relay chain; `ctrl` is the association's stream.
+pub(crate) fn socks5_over(
+    ctrl: BoxIo,
+    relay: Destination,
+    inner: (UdpSend, UdpRecv),
+) -> (UdpSend, UdpRecv) {
+    let send = UdpSend::Socks5Over {
+        relay,
+        inner: Box::new(inner.0),
+    };
+    let recv = UdpRecv::Socks5Over {
+        ctrl,
+        inner: Box::new(inner.1),
+        raw: Batch::default(),
+    };
+    (send, recv)
 }
 
 /// Shadowsocks UDP to `server` carried by `inner`, an association through the earlier hops
@@ -279,6 +310,15 @@ impl UdpSend {
                 if sealed.capacity() > KEEP {
                     *sealed = BytesMut::new();
                 }
+            }
+            Self::Socks5Over { relay, inner } => {
+                let mut framed = Vec::with_capacity(datagrams.len());
+                for d in datagrams {
+                    let mut v = Vec::with_capacity(d.len() + 32);
+                    socks5::encode_udp_datagram(dst, d, &mut v).map_err(invalid)?;
+                    framed.push(Bytes::from(v));
+                }
+                Box::pin(inner.send_batch(relay, &framed)).await?;
             }
             Self::ShadowsocksOver {
                 ss,
@@ -365,6 +405,25 @@ impl UdpRecv {
                         out.push(&d[off..]); // fragmented or malformed: dropped
                     }
                 })?;
+                if !out.is_empty() {
+                    return Ok(());
+                }
+            },
+            Self::Socks5Over { ctrl, inner, raw } => loop {
+                raw.clear();
+                let mut probe = [0u8; 1];
+                tokio::select! {
+                    r = Box::pin(inner.recv_batch(raw)) => r?,
+                    r = ctrl.read(&mut probe) => {
+                        r?;
+                        return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "SOCKS5 association closed by the server"));
+                    }
+                }
+                for d in raw.slices() {
+                    if let Ok((_, off)) = socks5::parse_udp_datagram(d) {
+                        out.push(&d[off..]); // fragmented or malformed: dropped
+                    }
+                }
                 if !out.is_empty() {
                     return Ok(());
                 }

@@ -195,6 +195,18 @@ impl Upstream {
         }
     }
 
+    /// A SOCKS5 proxy's client, for UDP through a relay chain's earlier hops.
+    pub(crate) fn socks5(&self) -> Option<io::Result<&Socks5>> {
+        match &self.kind {
+            Kind::Socks5(s) if self.udp => Some(Ok(s)),
+            Kind::Socks5(_) => Some(Err(DialError::UdpDisabled {
+                proxy: self.name.clone(),
+            }
+            .into())),
+            _ => None,
+        }
+    }
+
     pub(crate) fn udp_in_stream(&self) -> bool {
         matches!(self.kind, Kind::Trojan(_) | Kind::Vless(_) | Kind::Vmess(_))
     }
