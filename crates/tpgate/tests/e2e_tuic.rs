@@ -27,7 +27,7 @@ fn with_server(tag: &str, quic_udp: bool, test: impl FnOnce(&Lab, &SingBox<'_>, 
         return;
     };
     let up = SingBox::start(&lab, 0, &bin, Inbound::Tuic { quic_udp });
-    let config = lab.write_proxy_config(
+    let text = lab.proxy_config_text(
         &[
             up.proxy_yaml("up", TROJAN_PASSWORD),
             up.proxy_yaml("bad", "not-the-password"),
@@ -35,6 +35,7 @@ fn with_server(tag: &str, quic_udp: bool, test: impl FnOnce(&Lab, &SingBox<'_>, 
         &[],
         &["DST-PORT,81,bad", "MATCH,up"],
     );
+    let config = lab.write_file("tpgate.yaml", &format!("log-level: debug\n{text}"));
     let tp = Tpgate::start(&lab, &config);
     test(&lab, &up, &tp);
 }
@@ -157,8 +158,10 @@ fn an_upload_ends_soon_after_the_destination_resets() {
             .collect();
         for c in clients {
             let took = c.join().expect("client");
+            // The relay's idle timeout is 60 s; the stall limit 5 s once the upload is stuck
+            // (filling the QUIC stream's window first takes a while on a busy machine).
             assert!(
-                took < Duration::from_secs(10),
+                took < Duration::from_secs(25),
                 "the upload went on for {took:?} after the destination reset"
             );
         }

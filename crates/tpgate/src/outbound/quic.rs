@@ -90,3 +90,42 @@ pub(super) fn endpoint(
     endpoint.set_default_client_config(client);
     Ok(endpoint)
 }
+
+/// A QUIC stream's receiving half whose errors carry the connection's close reason (and
+/// `hint`, what that reason likely means for the protocol): a bare "connection lost" is
+/// all quinn says otherwise.
+pub(super) struct Explained {
+    inner: quinn::RecvStream,
+    conn: quinn::Connection,
+    hint: &'static str,
+}
+
+impl Explained {
+    pub(super) fn new(
+        inner: quinn::RecvStream,
+        conn: quinn::Connection,
+        hint: &'static str,
+    ) -> Self {
+        Self { inner, conn, hint }
+    }
+}
+
+impl tokio::io::AsyncRead for Explained {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        match r {
+            std::task::Poll::Ready(Err(e)) => {
+                let why = match self.conn.close_reason() {
+                    Some(reason) => format!("{e}: {reason}{}", self.hint),
+                    None => e.to_string(),
+                };
+                std::task::Poll::Ready(Err(io::Error::new(e.kind(), why)))
+            }
+            other => other,
+        }
+    }
+}

@@ -226,10 +226,11 @@ impl Tuic {
         tx.write_all(&header)
             .await
             .map_err(|e| io::Error::new(io::ErrorKind::ConnectionAborted, e))?;
-        let rx = Explained {
-            inner: rx,
-            conn: s.conn.clone(),
-        };
+        let rx = quic::Explained::new(
+            rx,
+            s.conn.clone(),
+            " (a TUIC server closes the connection on a wrong uuid or password)",
+        );
         Ok(Box::new(tokio::io::join(rx, tx)))
     }
 
@@ -270,35 +271,6 @@ impl Tuic {
                 rx,
             },
         ))
-    }
-}
-
-/// A stream's receiving half whose errors carry the connection's close reason: TUIC has no
-/// replies, so "connection lost" is all a refused password or a dead server would say.
-struct Explained {
-    inner: quinn::RecvStream,
-    conn: quinn::Connection,
-}
-
-impl tokio::io::AsyncRead for Explained {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        match r {
-            std::task::Poll::Ready(Err(e)) => {
-                let why = match self.conn.close_reason() {
-                    Some(reason) => format!(
-                        "{e}: {reason} (a TUIC server closes the connection on a wrong uuid or password)"
-                    ),
-                    None => e.to_string(),
-                };
-                std::task::Poll::Ready(Err(io::Error::new(e.kind(), why)))
-            }
-            other => other,
-        }
     }
 }
 

@@ -240,7 +240,7 @@ impl Hysteria2 {
         dst: &Destination,
     ) -> io::Result<BoxIo> {
         let s = self.session(server, ctx).await?;
-        let (mut tx, mut rx) = match s.conn.open_bi().await {
+        let (mut tx, rx) = match s.conn.open_bi().await {
             Ok(pair) => pair,
             Err(e) => {
                 // The connection died under us: forget it; the next flow reconnects.
@@ -248,6 +248,8 @@ impl Hysteria2 {
                 return Err(Hy2Error::Stream(e).into());
             }
         };
+        // Reads that fail say why the connection ended.
+        let mut rx = quic::Explained::new(rx, s.conn.clone(), "");
         let mut req = Vec::new();
         proto::encode_tcp_request(dst, &padding(), &mut req);
         tx.write_all(&req).await?;
