@@ -31,6 +31,7 @@ mod through;
 mod unprivileged;
 mod upstreams;
 mod wan;
+mod wheel;
 
 pub(crate) use clients::*;
 pub(crate) use daemon::*;
@@ -47,6 +48,7 @@ pub(crate) use through::*;
 pub(crate) use unprivileged::*;
 pub(crate) use upstreams::*;
 pub(crate) use wan::*;
+pub(crate) use wheel::*;
 
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

