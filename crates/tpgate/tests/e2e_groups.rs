@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use lab::{
     assert_via, health_addr, health_url, lan_tcp, lan_udp, poll, Api, Family, Http204Server, Lab,
-    ProcKind, ProcUpstream, TcpEchoServer, Tpgate, UdpEchoServer,
+    ProcKind, ProcUpstream, TcpEchoServer, Tpgate, UdpEchoServer, WanHost,
 };
 use ss_server::{SsServer, SS2022_METHOD, SS2022_PASSWORD};
 
@@ -370,18 +370,8 @@ fn relay_carries_udp_into_shadowsocks() {
     let ss1 = SsServer::start(&lab, 0, SS2022_METHOD, SS2022_PASSWORD);
     let ss2 = SsServer::start(&lab, 1, SS2022_METHOD, SS2022_PASSWORD);
     let port = ss2.addr().port();
-    let (gw4, gw6) = (Family::V4.addrs().gw_wan, Family::V6.addrs().gw_wan);
     let hop = ss1.egress(Family::V4);
-    ss2.host.ns.sh(
-        "nft",
-        &[&format!(
-            "add table inet only; \
-             add chain inet only input {{ type filter hook input priority 0; }}; \
-             add rule inet only input ip saddr {gw4} udp dport {port} drop; \
-             add rule inet only input ip6 saddr {gw6} udp dport {port} drop; \
-             add rule inet only input ip saddr {hop} udp dport {port} counter"
-        )],
-    );
+    only_through(ss2.host, hop, &format!("udp dport {port}"));
     let tp = start(
         &lab,
         &[ss1.proxy_yaml("ss1"), ss2.proxy_yaml("ss2")],
@@ -397,18 +387,10 @@ fn relay_carries_udp_into_shadowsocks() {
         let tcp = TcpEchoServer::start(&lab.server, SocketAddr::new(a.server, 81));
         assert_via(lan_tcp(&lab, &tcp, 4096), ss2.egress(family), "tcp");
     }
-    let counted = ss2
-        .host
-        .ns
-        .sh("nft", &["list", "chain", "inet", "only", "input"]);
-    let packets: u64 = counted
-        .lines()
-        .find(|l| l.contains(&format!("ip saddr {hop}")))
-        .and_then(|l| l.split("packets ").nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    assert!(packets >= 2, "ss2 saw no UDP from ss1's host:\n{counted}");
+    assert!(
+        through_count(ss2.host, hop) >= 2,
+        "ss2 saw no UDP from ss1's host"
+    );
 }
 
 /// UDP through a relay chain into SOCKS5: [ss, dante]. The UDP ASSOCIATE goes through ss
@@ -422,18 +404,8 @@ fn relay_carries_udp_into_socks5() {
     };
     let ss = SsServer::start(&lab, 0, SS2022_METHOD, SS2022_PASSWORD);
     let dante = ProcUpstream::start(&lab, 1, ProcKind::Dante);
-    let (gw4, gw6) = (Family::V4.addrs().gw_wan, Family::V6.addrs().gw_wan);
     let hop = ss.egress(Family::V4);
-    dante.host.ns.sh(
-        "nft",
-        &[&format!(
-            "add table inet only; \
-             add chain inet only input {{ type filter hook input priority 0; }}; \
-             add rule inet only input ip saddr {gw4} meta l4proto udp drop; \
-             add rule inet only input ip6 saddr {gw6} meta l4proto udp drop; \
-             add rule inet only input ip saddr {hop} meta l4proto udp counter"
-        )],
-    );
+    only_through(dante.host, hop, "meta l4proto udp");
     let tp = start(
         &lab,
         &[ss.proxy_yaml("ss"), dante.proxy_yaml("dante")],
@@ -449,20 +421,9 @@ fn relay_carries_udp_into_socks5() {
         let tcp = TcpEchoServer::start(&lab.server, SocketAddr::new(a.server, 81));
         assert_via(lan_tcp(&lab, &tcp, 4096), dante.egress(family), "tcp");
     }
-    let counted = dante
-        .host
-        .ns
-        .sh("nft", &["list", "chain", "inet", "only", "input"]);
-    let packets: u64 = counted
-        .lines()
-        .find(|l| l.contains(&format!("ip saddr {hop}")))
-        .and_then(|l| l.split("packets ").nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
     assert!(
-        packets >= 2,
-        "dante saw no UDP from the ss host:\n{counted}"
+        through_count(dante.host, hop) >= 2,
+        "dante saw no UDP from the ss host"
     );
 }
 
@@ -503,6 +464,36 @@ fn dialer_proxy_reaches_shadowsocks_through_a_group() {
         .request("GET", "/proxies/ss", None)
         .json();
     assert_eq!(shown["dialer-proxy"], "pick", "{shown}");
+}
+
+/// On `host`, drops what `matching` selects from the gateway (both families) and counts it
+/// from `hop`: only a chain through `hop` reaches it.
+fn only_through(host: &WanHost, hop: IpAddr, matching: &str) {
+    let (gw4, gw6) = (Family::V4.addrs().gw_wan, Family::V6.addrs().gw_wan);
+    host.ns.sh(
+        "nft",
+        &[&format!(
+            "add table inet only; \
+             add chain inet only input {{ type filter hook input priority 0; }}; \
+             add rule inet only input ip saddr {gw4} {matching} drop; \
+             add rule inet only input ip6 saddr {gw6} {matching} drop; \
+             add rule inet only input ip saddr {hop} {matching} counter"
+        )],
+    );
+}
+
+/// Packets [`only_through`] counted from `hop`.
+fn through_count(host: &WanHost, hop: IpAddr) -> u64 {
+    let listed = host
+        .ns
+        .sh("nft", &["list", "chain", "inet", "only", "input"]);
+    listed
+        .lines()
+        .find(|l| l.contains(&format!("ip saddr {hop}")))
+        .and_then(|l| l.split("packets ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no counter for {hop}:\n{listed}"))
 }
 
 /// Who connected to a delayed upstream, leaving out its own host (the start-up probe that
