@@ -279,10 +279,24 @@ impl Outbounds {
     /// its outbound and id), and every group using `k` is expanded again. Connections
     /// already established keep the outbound they hold.
     pub(crate) fn set_provided(&self, k: usize, proxies: &[ProxyDef]) -> io::Result<()> {
-        // A provider's `dialer-proxy` names a proxy or group of the config (or of a
-        // provider): resolved now. An unknown one makes the proxy reject, never go around
-        // it; a loop back through the provider's own proxy rejects too (the depth bound).
-        let proxies: Vec<ProxyDef> = proxies
+        // A provider's `dialer-proxy` names a proxy or group known by then, or a proxy of the
+        // same list: that one has an id only once the list is in, so it is looked up again
+        // after (rejecting meanwhile, never going around). A loop back through the proxy
+        // itself rejects too (the depth bound).
+        let (first, pending) = self.with_dialers(proxies, true);
+        self.set_provided_now(k, &first)?;
+        if pending {
+            let (again, _) = self.with_dialers(proxies, false);
+            self.set_provided_now(k, &again)?;
+        }
+        Ok(())
+    }
+
+    /// `proxies` with each `dialer-proxy` name looked up; also whether one names a proxy of
+    /// the list itself that is not known yet (left rejecting when `defer`).
+    fn with_dialers(&self, proxies: &[ProxyDef], defer: bool) -> (Vec<ProxyDef>, bool) {
+        let mut pending = false;
+        let list = proxies
             .iter()
             .map(|p| {
                 let mut p = p.clone();
@@ -290,6 +304,10 @@ impl Outbounds {
                     p.dialer = match (self.id_of(name), name.as_str()) {
                         (Some(id), _) => Some(Member::Target(id)),
                         (None, "DIRECT") => None,
+                        (None, _) if defer && proxies.iter().any(|q| &q.name == name) => {
+                            pending = true;
+                            Some(Member::Reject)
+                        }
                         (None, _) => {
                             tracing::warn!(
                                 proxy = %p.name,
@@ -302,7 +320,10 @@ impl Outbounds {
                 p
             })
             .collect();
-        let proxies = &proxies[..];
+        (list, pending)
+    }
+
+    fn set_provided_now(&self, k: usize, proxies: &[ProxyDef]) -> io::Result<()> {
         {
             let mut t = self
                 .provided
@@ -859,6 +880,7 @@ mod tests {
                     \x20 own:\n\
                     \x20   type: inline\n\
                     \x20   payload:\n\
+                    \x20     - {name: JP 0, type: socks5, server: 192.0.2.5, port: 1080, dialer-proxy: JP 1}\n\
                     \x20     - {name: JP 1, type: socks5, server: 192.0.2.3, port: 1080, dialer-proxy: HK 1}\n\
                     \x20     - {name: JP 2, type: socks5, server: 192.0.2.4, port: 1080, dialer-proxy: nowhere}\n\
                     proxy-groups:\n\
@@ -895,6 +917,14 @@ mod tests {
         assert_eq!(
             chain("JP 2"),
             ("JP 2[REJECT]".to_owned(), vec!["REJECT".to_owned()])
+        );
+        // A dialer of the same list, listed after: found once the list is in.
+        assert_eq!(
+            chain("JP 0"),
+            (
+                "JP 0[JP 1[HK 1[a]]]".to_owned(),
+                ["a", "HK 1", "JP 1", "JP 0"].map(String::from).to_vec()
+            )
         );
     }
 }
