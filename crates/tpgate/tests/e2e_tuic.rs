@@ -109,18 +109,7 @@ fn tuic_carries_udp_in_streams() {
 /// the QUIC idle timeout. 4 such uploads at once, as the benchmark found it.
 #[test]
 fn an_upload_ends_soon_after_the_destination_resets() {
-    let Some(bin) = sing_box() else {
-        return;
-    };
-    let Some(lab) = Lab::with_wan_hosts("tuicrst", 1) else {
-        return;
-    };
-    let up = SingBox::start(&lab, 0, &bin, Inbound::Tuic { quic_udp: false });
-    let text = lab.proxy_config_text(&[up.proxy_yaml("up", TROJAN_PASSWORD)], &[], &["MATCH,up"]);
-    let config = lab.write_file("tpgate.yaml", &format!("log-level: debug\n{text}"));
-    let _tp = Tpgate::start(&lab, &config);
-    {
-        let lab = &lab;
+    with_server("tuicrst", false, |lab, _up, _tp| {
         let a = Family::V4.addrs();
         let addr = SocketAddr::new(a.server, 5201);
         let listener = lab
@@ -166,5 +155,5 @@ fn an_upload_ends_soon_after_the_destination_resets() {
             );
         }
         server.join().expect("server");
-    }
+    });
 }

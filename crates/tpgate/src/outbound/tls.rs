@@ -209,7 +209,7 @@ impl ServerCertVerifier for Pinned {
 
 /// `skip-cert-verify: true`: the user chose to trust whatever answers.
 #[derive(Debug)]
-struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+pub(super) struct AcceptAny(pub(super) Arc<rustls::crypto::CryptoProvider>);
 
 impl ServerCertVerifier for AcceptAny {
     fn verify_server_cert(

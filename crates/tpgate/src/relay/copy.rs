@@ -290,7 +290,9 @@ impl<'p> OneWay<'p> {
                         }
                         return Poll::Pending;
                     }
-                    blocked.store(u64::MAX, Ordering::Relaxed);
+                    if blocked.load(Ordering::Relaxed) != u64::MAX {
+                        blocked.store(u64::MAX, Ordering::Relaxed);
+                    }
                     let n = ready!(written).map_err(Failed::Write)?;
                     if n == 0 {
                         return Poll::Ready(Err(Failed::Write(io::ErrorKind::WriteZero.into())));
