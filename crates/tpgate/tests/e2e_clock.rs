@@ -8,6 +8,7 @@
 
 mod lab;
 
+use crate::lab::PatientRecv;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::time::Duration;
@@ -74,7 +75,7 @@ fn timers_survive_wall_clock_jumps() {
             .expect("udp send");
         let mut buf = [0u8; 64];
         let (n, from) = u
-            .recv_from(&mut buf)
+            .recv_from_patiently(&mut buf)
             .unwrap_or_else(|e| panic!("{step}: udp: {e}"));
         assert_eq!(
             (&buf[..n], from),

@@ -10,6 +10,7 @@
 
 mod lab;
 
+use crate::lab::PatientRecv;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
@@ -118,7 +119,7 @@ fn query_udp(ns: &Netns, server: SocketAddr, name: &str, kind: RecordType) -> Op
     sock.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
     sock.send_to(&bytes, server).ok()?;
     let mut buf = vec![0u8; 4096];
-    let (n, _) = sock.recv_from(&mut buf).ok()?;
+    let (n, _) = sock.recv_from_patiently(&mut buf).ok()?;
     let m = Message::from_vec(&buf[..n]).ok()?;
     (m.id() == id).then_some(m)
 }
@@ -636,7 +637,7 @@ fn query_udp_any(ns: &Netns, server: SocketAddr, name: &str) -> Option<(SocketAd
     sock.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
     sock.send_to(&bytes, server).ok()?;
     let mut buf = vec![0u8; 4096];
-    let (n, from) = sock.recv_from(&mut buf).ok()?;
+    let (n, from) = sock.recv_from_patiently(&mut buf).ok()?;
     let m = Message::from_vec(&buf[..n]).ok()?;
     (m.id() == id).then_some((from, m))
 }

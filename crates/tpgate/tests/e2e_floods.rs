@@ -8,6 +8,7 @@
 
 mod lab;
 
+use crate::lab::PatientRecv;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -153,7 +154,7 @@ fn other_round(tcp: SocketAddr, udp: SocketAddr, round: usize) -> Result<(), Str
     for _ in 0..3 {
         u.send_to(payload.as_bytes(), udp)
             .map_err(|e| format!("udp send: {e}"))?;
-        if let Ok((n, from)) = u.recv_from(&mut buf) {
+        if let Ok((n, from)) = u.recv_from_patiently(&mut buf) {
             return if (from, &buf[..n]) == (udp, payload.as_bytes()) {
                 Ok(())
             } else {

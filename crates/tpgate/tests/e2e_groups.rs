@@ -18,6 +18,7 @@ mod lab;
 #[path = "lab/ss_server.rs"]
 mod ss_server;
 
+use crate::lab::PatientRecv;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -701,7 +702,7 @@ fn udp_flow_through_fallback_recovers_from_a_dead_member() {
     let reply = poll(Duration::from_secs(5), || {
         sent += 1;
         socket.send_to(b"again", udp.addr).expect("send");
-        socket.recv_from(&mut buf).ok()
+        socket.recv_from_patiently(&mut buf).ok()
     });
     let Some((n, from)) = reply else {
         panic!(

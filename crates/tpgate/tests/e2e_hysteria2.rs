@@ -10,7 +10,8 @@ mod lab;
 #[path = "lab/sing_box.rs"]
 mod sing_box;
 
-use std::io::{ErrorKind, Read, Write};
+use crate::lab::PatientRead;
+use std::io::{ErrorKind, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -65,7 +66,7 @@ fn wrong_password_fails_cleanly(lab: &Lab, up: &SingBox<'_>, tp: &Tpgate<'_>) {
         .expect("timeout");
     let _ = s.write_all(b"hello?");
     let mut buf = [0u8; 64];
-    match s.read(&mut buf) {
+    match s.read_patiently(&mut buf) {
         Ok(0) => {}
         Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
         Ok(n) => panic!("got {n} bytes with a wrong password: {:?}", &buf[..n]),
@@ -294,7 +295,7 @@ fn fingerprint_pins_the_server_certificate() {
     let _ = s.write_all(b"hello?");
     let mut buf = [0u8; 16];
     assert!(
-        matches!(s.read(&mut buf), Ok(0) | Err(_)),
+        matches!(s.read_patiently(&mut buf), Ok(0) | Err(_)),
         "data through a proxy whose pin does not match"
     );
     tp.wait_for_line(Duration::from_secs(5), |l| {

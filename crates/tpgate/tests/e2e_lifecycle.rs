@@ -5,6 +5,7 @@
 
 mod lab;
 
+use crate::lab::PatientRead;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -477,7 +478,7 @@ fn sigkill_under_load_leaves_traffic_flowing_and_a_new_instance_takes_over() {
     for (i, s) in idle.iter_mut().enumerate() {
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut b = [0u8; 1];
-        match s.read(&mut b) {
+        match s.read_patiently(&mut b) {
             Ok(0) | Err(_) => {}
             Ok(_) => panic!("idle connection {i} got data"),
         }

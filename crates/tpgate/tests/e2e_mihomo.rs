@@ -13,8 +13,9 @@ mod lab;
 #[path = "lab/ss_server.rs"]
 mod ss_server;
 
+use crate::lab::PatientRead;
 use std::collections::BTreeMap;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -375,7 +376,7 @@ fn expect_reset(lab: &Lab, dst: SocketAddr) {
     };
     let _ = s.write_all(b"hello?");
     let mut buf = [0u8; 16];
-    match s.read(&mut buf) {
+    match s.read_patiently(&mut buf) {
         Ok(0) => {}
         Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
         other => panic!("expected a reset from {dst}, got {other:?}"),

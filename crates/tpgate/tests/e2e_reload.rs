@@ -4,6 +4,7 @@
 
 mod lab;
 
+use crate::lab::PatientRecv;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
@@ -63,7 +64,7 @@ fn reload_swaps_rules_for_new_flows_and_keeps_established_ones() {
     let udp_round = |msg: &[u8]| {
         udp.send_to(msg, udp_server.addr).expect("udp send");
         let mut buf = [0u8; 64];
-        let (n, from) = udp.recv_from(&mut buf).expect("udp reply");
+        let (n, from) = udp.recv_from_patiently(&mut buf).expect("udp reply");
         assert_eq!((&buf[..n], from), (msg, udp_server.addr));
     };
     udp_round(b"udp before");
@@ -267,7 +268,7 @@ fn reloads_under_load(backend: Backend, tag: &str) {
                 sock.send_to(&msg, dst)
                     .map_err(|e| format!("udp send: {e}"))?;
                 let (n, from) = sock
-                    .recv_from(&mut buf)
+                    .recv_from_patiently(&mut buf)
                     .map_err(|e| format!("udp datagram {seq} unanswered: {e}"))?;
                 if (&buf[..n], from) != (&msg[..], dst) {
                     return Err(format!("udp datagram {seq}: {:?} from {from}", &buf[..n]));

@@ -5,7 +5,8 @@
 
 mod lab;
 
-use std::io::{Read, Write};
+use crate::lab::PatientRead;
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,7 +24,7 @@ fn serve_list(lab: &Lab, addr: SocketAddr, body: &'static str) -> Arc<AtomicUsiz
             let Ok(mut s) = s else { return };
             let mut buf = [0u8; 2048];
             let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-            if s.read(&mut buf).unwrap_or(0) == 0 {
+            if s.read_patiently(&mut buf).unwrap_or(0) == 0 {
                 continue;
             }
             count.fetch_add(1, Ordering::SeqCst);

@@ -6,6 +6,7 @@
 
 mod lab;
 
+use crate::lab::PatientRecv;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
@@ -252,7 +253,7 @@ fn quic_initial_sni_drives_domain_rules() {
         }
         let mut buf = vec![0u8; 65536];
         for (i, want) in flight.iter().enumerate() {
-            let (n, from) = got.recv_from(&mut buf).unwrap_or_else(|e| {
+            let (n, from) = got.recv_from_patiently(&mut buf).unwrap_or_else(|e| {
                 panic!(
                     "{family:?}: datagram {i} never arrived: {e}\n{}",
                     tp.log_text()

@@ -16,7 +16,8 @@ mod ss_plugins;
 #[path = "lab/ss_server.rs"]
 mod ss_server;
 
-use std::io::{ErrorKind, Read, Write};
+use crate::lab::PatientRead;
+use std::io::{ErrorKind, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -39,7 +40,7 @@ fn wrong_password_fails_cleanly(lab: &Lab, tp: &Tpgate<'_>, egress: std::net::Ip
         .expect("timeout");
     let _ = s.write_all(b"hello?");
     let mut buf = [0u8; 64];
-    match s.read(&mut buf) {
+    match s.read_patiently(&mut buf) {
         Ok(0) => {}
         Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
         Ok(n) => panic!("got {n} bytes with a wrong password: {:?}", &buf[..n]),

@@ -5,7 +5,8 @@
 
 mod lab;
 
-use std::io::{ErrorKind, Read, Write};
+use crate::lab::PatientRead;
+use std::io::{ErrorKind, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -257,7 +258,7 @@ fn reject_resets(family: Family) {
         Ok(mut s) => {
             let local = s.local_addr().expect("local addr");
             let mut buf = [0u8; 64];
-            match s.read(&mut buf) {
+            match s.read_patiently(&mut buf) {
                 Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
                 other => panic!("REJECT should reset the connection, read gave {other:?}"),
             }
@@ -301,7 +302,7 @@ fn reject_drop_tcp_v4_never_reaches_server() {
             .expect("timeout");
         let _ = s.write_all(b"hello");
         let mut buf = [0u8; 64];
-        if let Ok(n) = s.read(&mut buf) {
+        if let Ok(n) = s.read_patiently(&mut buf) {
             assert_eq!(n, 0, "REJECT-DROP echoed data: {:?}", &buf[..n]);
         }
         tp.expect_flow("tcp", local, server.addr, "REJECT-DROP");

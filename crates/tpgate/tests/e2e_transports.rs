@@ -15,7 +15,8 @@ mod sing_box;
 #[path = "lab/v2ray.rs"]
 mod v2ray;
 
-use std::io::{ErrorKind, Read, Write};
+use crate::lab::PatientRead;
+use std::io::{ErrorKind, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -87,7 +88,7 @@ fn wrong_credentials_fail_cleanly(lab: &Lab, up: &SingBox<'_>, tp: &Tpgate<'_>, 
         .expect("timeout");
     let _ = s.write_all(b"hello?");
     let mut buf = [0u8; 64];
-    match s.read(&mut buf) {
+    match s.read_patiently(&mut buf) {
         Ok(0) => {}
         Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
         Ok(n) => panic!("got {n} bytes with wrong credentials: {:?}", &buf[..n]),

@@ -12,7 +12,8 @@ mod lab;
 #[path = "lab/sing_box.rs"]
 mod sing_box;
 
-use std::io::{ErrorKind, Read, Write};
+use crate::lab::PatientRead;
+use std::io::{ErrorKind, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -65,7 +66,7 @@ fn wrong_password_fails_cleanly(lab: &Lab, up: &SingBox<'_>, tp: &Tpgate<'_>) {
         .expect("timeout");
     let _ = s.write_all(b"hello?");
     let mut buf = [0u8; 64];
-    match s.read(&mut buf) {
+    match s.read_patiently(&mut buf) {
         Ok(0) => {}
         Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
         Ok(n) => panic!("got {n} bytes with a wrong password: {:?}", &buf[..n]),
@@ -120,7 +121,7 @@ fn an_upload_ends_soon_after_the_destination_resets() {
             for _ in 0..4 {
                 let (mut s, _) = listener.accept().expect("accept");
                 let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf);
+                let _ = s.read_patiently(&mut buf);
                 std::thread::sleep(Duration::from_millis(200));
                 drop(s);
             }
@@ -138,6 +139,8 @@ fn an_upload_ends_soon_after_the_destination_resets() {
                     while sent < 256 << 20 {
                         match s.write(&chunk) {
                             Ok(n) => sent += n,
+                            // A stop and resume of the test process (see lab/patient.rs).
+                            Err(e) if e.kind() == ErrorKind::Interrupted => {}
                             Err(_) => break,
                         }
                     }

@@ -4,6 +4,7 @@
 
 mod lab;
 
+use crate::lab::PatientRecv;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
@@ -81,7 +82,7 @@ fn replies_keep_each_destination(family: Family) {
         let payload = format!("round {round}");
         socket.send_to(payload.as_bytes(), dst).expect("send");
         let (n, from) = socket
-            .recv_from(&mut buf)
+            .recv_from_patiently(&mut buf)
             .unwrap_or_else(|e| panic!("no reply from {dst} in round {round}: {e}"));
         assert_eq!(
             (from, &buf[..n]),
@@ -290,7 +291,7 @@ fn interleaved_flows_keep_order(family: Family) {
         }
         for (i, (s, dst)) in flows.iter().enumerate() {
             for seq in start..end {
-                let (n, from) = s.recv_from(&mut buf).unwrap_or_else(|e| {
+                let (n, from) = s.recv_from_patiently(&mut buf).unwrap_or_else(|e| {
                     panic!(
                         "flow {i}: no reply for datagram {seq}: {e}\n{}",
                         tp.log_text()
@@ -349,7 +350,7 @@ fn equal_bursts_arrive_whole(family: Family) {
             s.send_to(p, server.addr).expect("send");
         }
         for (i, want) in burst.iter().enumerate() {
-            let (n, from) = s.recv_from(&mut buf).unwrap_or_else(|e| {
+            let (n, from) = s.recv_from_patiently(&mut buf).unwrap_or_else(|e| {
                 panic!(
                     "size {size}: datagram {i} never came back: {e}\n{}",
                     tp.log_text()
@@ -410,7 +411,7 @@ fn udp_flows_spread_over_sharded_listeners_keep_to_one() {
             for (i, s) in sockets.iter().enumerate() {
                 let payload = format!("flow {i} round {round}");
                 s.send_to(payload.as_bytes(), server.addr).expect("send");
-                let (n, from) = s.recv_from(&mut buf).unwrap_or_else(|e| {
+                let (n, from) = s.recv_from_patiently(&mut buf).unwrap_or_else(|e| {
                     panic!("{family:?} flow {i} round {round}: no reply ({e})")
                 });
                 assert_eq!(from, server.addr, "reply source");

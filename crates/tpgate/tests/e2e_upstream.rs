@@ -12,7 +12,8 @@ mod ss_server;
 #[path = "lab/trojan_server.rs"]
 mod trojan_server;
 
-use std::io::{ErrorKind, Read, Write};
+use crate::lab::PatientRead;
+use std::io::{ErrorKind, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -195,7 +196,7 @@ fn expect_clean_failure(lab: &Lab, dst: SocketAddr) {
     };
     let _ = s.write_all(b"hello?");
     let mut buf = [0u8; 64];
-    match s.read(&mut buf) {
+    match s.read_patiently(&mut buf) {
         Ok(0) => {}
         Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
         Ok(n) => panic!("got {n} bytes through a failing upstream: {:?}", &buf[..n]),

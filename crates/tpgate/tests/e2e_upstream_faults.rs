@@ -16,6 +16,7 @@
 
 mod lab;
 
+use crate::lab::PatientRead;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -340,7 +341,7 @@ impl Load {
                         note(&broke, "load time exceeded".to_owned());
                         return end(got, &broke);
                     }
-                    match r.read(&mut buf) {
+                    match r.read_patiently(&mut buf) {
                         Ok(0) => {
                             note(&broke, format!("end of file after {got} bytes"));
                             return end(got, &broke);
@@ -459,7 +460,7 @@ impl IdleFlow {
             let ended = ended.clone();
             std::thread::spawn(move || {
                 let mut b = [0u8; 16];
-                let how = match stream.read(&mut b) {
+                let how = match stream.read_patiently(&mut b) {
                     Ok(0) => "end of file".to_owned(),
                     Ok(n) => format!("{n} unexpected bytes"),
                     Err(e) => e.to_string(),

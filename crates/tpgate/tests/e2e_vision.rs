@@ -17,7 +17,8 @@ mod sing_box;
 #[path = "lab/xray.rs"]
 mod xray;
 
-use std::io::{ErrorKind, Read, Write};
+use crate::lab::{PatientRead, PatientRecv};
+use std::io::{ErrorKind, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -332,7 +333,7 @@ fn fails_cleanly(r: &Run<'_>, port: u16, log: &str) {
         .expect("timeout");
     let _ = s.write_all(b"hello?");
     let mut buf = [0u8; 64];
-    match s.read(&mut buf) {
+    match s.read_patiently(&mut buf) {
         Ok(0) => {}
         Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
         Ok(n) => panic!("port {port}: got {n} bytes: {:?}", &buf[..n]),
@@ -373,7 +374,10 @@ fn udp_443_refused(r: &Run<'_>) {
     let line = "up: XTLS Vision refuses UDP to port 443";
     r.tp.wait_for_line(Duration::from_secs(5), |l| l.contains(line))
         .unwrap_or_else(|| panic!("no `{line}`; log:\n{}", r.tp.log_text()));
-    assert!(sock.recv_from(&mut [0u8; 64]).is_err(), "a reply came");
+    assert!(
+        sock.recv_from_patiently(&mut [0u8; 64]).is_err(),
+        "a reply came"
+    );
     assert!(server.peers().is_empty(), "{:?}", server.peers());
 }
 

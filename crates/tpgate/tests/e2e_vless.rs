@@ -8,7 +8,8 @@ mod lab;
 #[path = "lab/sing_box.rs"]
 mod sing_box;
 
-use std::io::{ErrorKind, Read, Write};
+use crate::lab::PatientRead;
+use std::io::{ErrorKind, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -51,7 +52,7 @@ fn wrong_uuid_fails_cleanly_with(lab: &Lab, up: &SingBox<'_>, tp: &Tpgate<'_>, l
         .expect("timeout");
     let _ = s.write_all(b"hello?");
     let mut buf = [0u8; 64];
-    match s.read(&mut buf) {
+    match s.read_patiently(&mut buf) {
         Ok(0) => {}
         Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
         Ok(n) => panic!("got {n} bytes with a wrong uuid: {:?}", &buf[..n]),

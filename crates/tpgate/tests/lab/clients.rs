@@ -2,6 +2,7 @@
 //! HTTP CONNECT), used to check the lab's upstream servers without tpgate. Blocking std I/O
 //! with the lab's timeouts; every error is an `io::Error` so tests can say what failed.
 
+use crate::lab::PatientRecv;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
@@ -150,7 +151,7 @@ pub(crate) fn socks5_udp_exchange(
     udp.set_read_timeout(Some(wait))?;
     udp.send_to(&dgram, relay)?;
     let mut buf = vec![0u8; 65536];
-    let (n, _) = udp.recv_from(&mut buf)?;
+    let (n, _) = udp.recv_from_patiently(&mut buf)?;
     let buf = &buf[..n];
     if buf.len() < 4 || buf[2] != 0 {
         return Err(bad(format!(

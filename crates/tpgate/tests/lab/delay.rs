@@ -6,6 +6,7 @@
 //! Chunks are queued with their due time, so the delay adds latency without cutting
 //! throughput; EOF is passed on in order (half-close preserved).
 
+use crate::lab::PatientRead;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -133,7 +134,7 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, delay_ms: &AtomicU64) {
     });
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let read = from.read(&mut buf);
+        let read = from.read_patiently(&mut buf);
         let due = Instant::now() + Duration::from_millis(delay_ms.load(Ordering::Relaxed));
         let chunk = match read {
             Ok(0) | Err(_) => None,

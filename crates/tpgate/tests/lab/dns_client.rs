@@ -1,6 +1,7 @@
 //! A minimal DNS client for tests that ask tpgate's DNS server: one query over UDP or TCP
 //! from inside a namespace, timed, so a test can tell an answer from SERVFAIL from silence.
 
+use crate::lab::PatientRecv;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, UdpSocket};
 use std::str::FromStr as _;
@@ -59,7 +60,7 @@ pub(crate) fn dns_udp(
         };
         sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
             .expect("timeout");
-        let Ok((n, _)) = sock.recv_from(&mut buf) else {
+        let Ok((n, _)) = sock.recv_from_patiently(&mut buf) else {
             break None;
         };
         match Message::from_vec(&buf[..n]) {

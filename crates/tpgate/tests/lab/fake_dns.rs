@@ -2,6 +2,7 @@
 //! one address in a lab namespace it answers every query as its current [`Fault`] says,
 //! and counts the queries it got, so a test can tell whether tpgate asked again.
 
+use crate::lab::PatientRecv;
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::str::FromStr as _;
@@ -105,7 +106,7 @@ impl Drop for FakeDns {
 fn serve_udp(sock: &UdpSocket, shared: &Shared) {
     let mut buf = vec![0u8; 4096];
     while !shared.stop.load(Ordering::SeqCst) {
-        let Ok((n, from)) = sock.recv_from(&mut buf) else {
+        let Ok((n, from)) = sock.recv_from_patiently(&mut buf) else {
             continue;
         };
         if let Some(out) = respond(&buf[..n], shared) {

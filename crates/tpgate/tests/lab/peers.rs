@@ -2,6 +2,7 @@
 //! and client helpers that check what comes back. Sockets are created inside a namespace
 //! with [`Netns::enter`] and then used from ordinary threads.
 
+use crate::lab::{PatientRead, PatientRecv};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -108,7 +109,7 @@ fn echo_tcp(mut stream: TcpStream) {
     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        match stream.read(&mut buf) {
+        match stream.read_patiently(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 if stream.write_all(&buf[..n]).is_err() {
@@ -141,7 +142,7 @@ impl UdpEchoServer {
             std::thread::spawn(move || {
                 let mut buf = vec![0u8; 65536];
                 while !stop.load(Ordering::Relaxed) {
-                    match socket.recv_from(&mut buf) {
+                    match socket.recv_from_patiently(&mut buf) {
                         Ok((n, peer)) => {
                             seen.peers.lock().expect("seen lock").push(peer);
                             let _ = socket.send_to(&buf[..n], peer);
@@ -245,7 +246,7 @@ pub(crate) fn udp_exchange(
     socket.send_to(data, dst)?;
     let local = socket.local_addr()?;
     let mut buf = vec![0u8; 65536];
-    let reply = match socket.recv_from(&mut buf) {
+    let reply = match socket.recv_from_patiently(&mut buf) {
         Ok((n, from)) => Some((from, buf[..n].to_vec())),
         Err(e)
             if matches!(

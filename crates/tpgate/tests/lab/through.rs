@@ -2,6 +2,7 @@
 //! server saw: the proof that a flow went through a given upstream (each upstream host has
 //! its own address) rather than out of the gateway (203.0.113.1) or not at all.
 
+use crate::lab::PatientRecv;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::time::Duration;
@@ -136,7 +137,7 @@ pub(crate) fn lan_udp_rounds(
             socket
                 .send_to(payload.as_bytes(), server.addr)
                 .expect("send");
-            let (n, from) = socket.recv_from(&mut buf).unwrap_or_else(|e| {
+            let (n, from) = socket.recv_from_patiently(&mut buf).unwrap_or_else(|e| {
                 panic!(
                     "round {round}: no UDP reply from {} ({e}); datagrams at the server: {:?}",
                     server.addr,
@@ -279,7 +280,7 @@ pub(crate) fn lan_udp_burst(lab: &Lab, family: Family, server: &UdpEchoServer) -
         let mut buf = vec![0u8; 4096];
         socket.send_to(b"burst opens", server.addr).expect("send");
         let (n, _) = socket
-            .recv_from(&mut buf)
+            .recv_from_patiently(&mut buf)
             .unwrap_or_else(|e| panic!("burst: no reply to the first datagram ({e})"));
         assert_eq!(&buf[..n], b"burst opens");
         let sent: Vec<Vec<u8>> = (0..BURST)
@@ -306,7 +307,7 @@ pub(crate) fn lan_udp_burst(lab: &Lab, family: Family, server: &UdpEchoServer) -
             .set_read_timeout(Some(Duration::from_secs(3)))
             .expect("timeout");
         while !missing.is_empty() {
-            let Ok((n, from)) = socket.recv_from(&mut buf) else {
+            let Ok((n, from)) = socket.recv_from_patiently(&mut buf) else {
                 break;
             };
             assert_eq!(from, server.addr, "burst: reply source");
