@@ -72,9 +72,9 @@ impl Dnsmasq {
             .spawn()
             .expect("spawn dnsmasq");
         let me = Self { child, log };
-        // Ready once it answers.
+        // Ready once it answers (each query waits 3 s: a busy machine gets several).
         let server = SocketAddr::new(listen, 53);
-        poll(Duration::from_secs(5), || {
+        poll(Duration::from_secs(15), || {
             query_udp(ns, server, "ready.invalid", RecordType::A).map(|_| ())
         })
         .expect("dnsmasq did not start");

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use lab::{
     assert_via, health_addr, health_url, lan_tcp, lan_udp, poll, Api, Family, Http204Server, Lab,
-    ProcKind, ProcUpstream, TcpEchoServer, Tpgate, UdpEchoServer, WanHost,
+    ProcKind, ProcUpstream, TcpEchoServer, Tpgate, UdpEchoServer,
 };
 use ss_server::{SsServer, SS2022_METHOD, SS2022_PASSWORD};
 
@@ -372,7 +372,7 @@ fn relay_carries_udp_into_shadowsocks() {
     let ss2 = SsServer::start(&lab, 1, SS2022_METHOD, SS2022_PASSWORD);
     let port = ss2.addr().port();
     let hop = ss1.egress(Family::V4);
-    only_through(ss2.host, hop, &format!("udp dport {port}"));
+    ss2.host.only_through(hop, &format!("udp dport {port}"));
     let tp = start(
         &lab,
         &[ss1.proxy_yaml("ss1"), ss2.proxy_yaml("ss2")],
@@ -389,7 +389,7 @@ fn relay_carries_udp_into_shadowsocks() {
         assert_via(lan_tcp(&lab, &tcp, 4096), ss2.egress(family), "tcp");
     }
     assert!(
-        through_count(ss2.host, hop) >= 2,
+        ss2.host.through_count(hop) >= 2,
         "ss2 saw no UDP from ss1's host"
     );
 }
@@ -406,7 +406,7 @@ fn relay_carries_udp_into_socks5() {
     let ss = SsServer::start(&lab, 0, SS2022_METHOD, SS2022_PASSWORD);
     let dante = ProcUpstream::start(&lab, 1, ProcKind::Dante);
     let hop = ss.egress(Family::V4);
-    only_through(dante.host, hop, "meta l4proto udp");
+    dante.host.only_through(hop, "meta l4proto udp");
     let tp = start(
         &lab,
         &[ss.proxy_yaml("ss"), dante.proxy_yaml("dante")],
@@ -423,7 +423,7 @@ fn relay_carries_udp_into_socks5() {
         assert_via(lan_tcp(&lab, &tcp, 4096), dante.egress(family), "tcp");
     }
     assert!(
-        through_count(dante.host, hop) >= 2,
+        dante.host.through_count(hop) >= 2,
         "dante saw no UDP from the ss host"
     );
 }
@@ -465,36 +465,6 @@ fn dialer_proxy_reaches_shadowsocks_through_a_group() {
         .request("GET", "/proxies/ss", None)
         .json();
     assert_eq!(shown["dialer-proxy"], "pick", "{shown}");
-}
-
-/// On `host`, drops what `matching` selects from the gateway (both families) and counts it
-/// from `hop`: only a chain through `hop` reaches it.
-fn only_through(host: &WanHost, hop: IpAddr, matching: &str) {
-    let (gw4, gw6) = (Family::V4.addrs().gw_wan, Family::V6.addrs().gw_wan);
-    host.ns.sh(
-        "nft",
-        &[&format!(
-            "add table inet only; \
-             add chain inet only input {{ type filter hook input priority 0; }}; \
-             add rule inet only input ip saddr {gw4} {matching} drop; \
-             add rule inet only input ip6 saddr {gw6} {matching} drop; \
-             add rule inet only input ip saddr {hop} {matching} counter"
-        )],
-    );
-}
-
-/// Packets [`only_through`] counted from `hop`.
-fn through_count(host: &WanHost, hop: IpAddr) -> u64 {
-    let listed = host
-        .ns
-        .sh("nft", &["list", "chain", "inet", "only", "input"]);
-    listed
-        .lines()
-        .find(|l| l.contains(&format!("ip saddr {hop}")))
-        .and_then(|l| l.split("packets ").nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no counter for {hop}:\n{listed}"))
 }
 
 /// Who connected to a delayed upstream, leaving out its own host (the start-up probe that

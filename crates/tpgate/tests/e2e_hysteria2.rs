@@ -9,6 +9,8 @@
 mod lab;
 #[path = "lab/sing_box.rs"]
 mod sing_box;
+#[path = "lab/ss_server.rs"]
+mod ss_server;
 
 use crate::lab::PatientRead;
 use std::io::{ErrorKind, Write};
@@ -17,6 +19,7 @@ use std::time::Duration;
 
 use lab::*;
 use sing_box::{sing_box, Inbound, SingBox, TROJAN_PASSWORD, VLESS_SNI};
+use ss_server::{SsServer, SS2022_METHOD, SS2022_PASSWORD};
 
 /// A lab with one WAN host running sing-box's hysteria2 inbound, and tpgate using it as
 /// `up` (and as `bad`, with a wrong password, for port 81).
@@ -303,4 +306,37 @@ fn fingerprint_pins_the_server_certificate() {
     })
     .unwrap_or_else(|| panic!("no line for the pin mismatch; log:\n{}", tp.log_text()));
     assert!(refused.peers().is_empty(), "{:?}", refused.peers());
+}
+
+/// Hysteria 2 as the later hop of a relay chain [ss, up]: its QUIC packets travel through
+/// the Shadowsocks hop's UDP. The hysteria2 host drops all UDP from the gateway and counts
+/// what comes from the ss host, so only the chain reaches it. TCP (a bulk echo and a
+/// server-first exchange) and UDP (several flows, rounds and a burst) reach the destination
+/// from the hysteria2 host, both families, and the flow's line names the chain.
+#[test]
+fn hysteria2_as_the_later_hop_of_a_relay_chain() {
+    let Some(bin) = sing_box() else {
+        return;
+    };
+    let Some(lab) = Lab::with_wan_hosts("hy2chain", 2) else {
+        return;
+    };
+    let ss = SsServer::start(&lab, 0, SS2022_METHOD, SS2022_PASSWORD);
+    let up = SingBox::start(&lab, 1, &bin, Inbound::Hysteria2 { obfs: true });
+    let hop = ss.egress(Family::V4);
+    up.host.only_through(hop, "meta l4proto udp");
+    let config = lab.write_proxy_config(
+        &[ss.proxy_yaml("ss"), up.proxy_yaml("up", TROJAN_PASSWORD)],
+        &["{name: chain, type: relay, proxies: [ss, up]}".to_owned()],
+        &["MATCH,chain"],
+    );
+    let tp = Tpgate::start(&lab, &config);
+    let what = "ss>hysteria2";
+    tcp_through_as(&lab, &tp, |f| up.egress(f), what, "chain(ss>up)");
+    udp_through_as(&lab, &tp, |f| up.egress(f), what, "chain(ss>up)");
+    long_datagrams(&lab, &up);
+    assert!(
+        up.host.through_count(hop) >= 10,
+        "the hysteria2 host saw no QUIC from the ss host"
+    );
 }

@@ -160,3 +160,41 @@ fn an_upload_ends_soon_after_the_destination_resets() {
         server.join().expect("server");
     });
 }
+
+/// TUIC reached through its `dialer-proxy`, a select group holding a Trojan proxy: TUIC's
+/// QUIC packets travel as UDP inside the Trojan stream. The TUIC host drops all UDP from
+/// the gateway and counts what comes from the Trojan host, so only that way reaches it.
+/// TCP and UDP (in QUIC datagrams, long ones fragmented) reach the destination from the
+/// TUIC host, both families, and the flow's line names the way (`up[pick/tj]`).
+#[test]
+fn tuic_through_its_dialer_proxy() {
+    let Some(bin) = sing_box() else {
+        return;
+    };
+    let Some(lab) = Lab::with_wan_hosts("tuicdialer", 2) else {
+        return;
+    };
+    let tj = SingBox::start(&lab, 0, &bin, Inbound::Trojan);
+    let up = SingBox::start(&lab, 1, &bin, Inbound::Tuic { quic_udp: false });
+    let hop = tj.egress(Family::V4);
+    up.host.only_through(hop, "meta l4proto udp");
+    let up_yaml = up.proxy_yaml("up", TROJAN_PASSWORD);
+    let up_yaml = format!(
+        "{}, dialer-proxy: pick}}",
+        up_yaml.strip_suffix('}').expect("a flow mapping")
+    );
+    let config = lab.write_proxy_config(
+        &[tj.proxy_yaml("tj", TROJAN_PASSWORD), up_yaml],
+        &["{name: pick, type: select, proxies: [tj]}".to_owned()],
+        &["MATCH,up"],
+    );
+    let tp = Tpgate::start(&lab, &config);
+    let what = "trojan>tuic";
+    tcp_through_as(&lab, &tp, |f| up.egress(f), what, "up[pick/tj]");
+    udp_through_as(&lab, &tp, |f| up.egress(f), what, "up[pick/tj]");
+    long_datagrams(&lab, &up);
+    assert!(
+        up.host.through_count(hop) >= 10,
+        "the TUIC host saw no QUIC from the Trojan host"
+    );
+}

@@ -37,15 +37,13 @@ pub(crate) enum DialError {
     /// A UDP flow picked an HTTP proxy, which carries TCP only.
     #[error("{proxy}: HTTP proxies carry TCP only")]
     UdpOverHttp { proxy: String },
-    /// A hysteria2 or tuic proxy after the first hop of a chain: it runs over QUIC, which a
-    /// TCP hop cannot carry.
-    #[error(
-        "{proxy}: hysteria2 runs over QUIC (UDP), so it can only be the first hop of a relay chain"
-    )]
+    /// A hysteria2 or tuic proxy asked to speak over another hop's stream: a chain
+    /// reaches a QUIC proxy through the earlier hops' UDP instead, so only a mistake in
+    /// tpgate gets here.
+    #[error("{proxy}: a QUIC proxy does not run over another hop's stream")]
     QuicNotFirst { proxy: String },
-    /// UDP through a relay chain whose last hop is hysteria2 or tuic: their UDP rides their
-    /// own QUIC connection, which only a chain's first hop can have.
-    #[error("{proxy}: UDP through a relay chain needs a last hop that carries UDP in its stream (trojan, vless, vmess), Shadowsocks or SOCKS5")]
+    /// UDP through a relay chain whose last hop carries no UDP (http, direct).
+    #[error("{proxy}: UDP through a relay chain needs a last hop that carries UDP (trojan, vless, vmess, Shadowsocks, SOCKS5, hysteria2, tuic)")]
     UdpNotInStream { proxy: String },
 }
 

@@ -38,6 +38,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tpgate_core::config::subscription::SubscriptionInfo;
 use tpgate_core::config::{Config, GroupDef, GroupKind, Member, ProxyDef, Slot, TargetId};
@@ -46,6 +47,7 @@ use tpgate_core::net::Destination;
 use tracing::warn;
 
 use error::DialError;
+use quic::Via;
 
 pub(crate) use dial::connect_marked;
 pub(crate) use group::{Group, DEAD};
@@ -527,29 +529,36 @@ impl Outbounds {
             Some(n) => n.server.destination(),
             None => dst.clone(),
         };
-        // A QUIC proxy (hysteria2) opens a stream on its own connection to the next hop;
-        // the others speak their protocol over a TCP connection to their server.
-        let (mut io, skip): (BoxIo, usize) = if first.is_quic() {
-            let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-                first.connect_quic(&self.ctx, &hop_dst(0)).await
-            })
-            .await
-            .map_err(|_| DialError::HandshakeTimeout {
-                hop: first.name.clone(),
-            })?
-            .unwrap_or_else(|| Err(DialError::EmptyChain.into()))
-            .map_err(|source| DialError::Hop {
-                hop: first.name.clone(),
-                source,
-            })?;
-            (stream, 1)
-        } else {
-            let tcp = first
-                .server
-                .connect(&self.ctx.resolver, self.ctx.mark)
-                .await?;
-            (Box::new(tcp), 0)
-        };
+        // The last QUIC proxy (hysteria2, tuic) of the chain opens a stream on its connection
+        // to the next hop: a connection of its own when it is first, else one whose packets
+        // go through the hops before it (their UDP association to its server). Without
+        // one, the first hop speaks its protocol over a TCP connection to its server. The
+        // hops after speak theirs over what came before.
+        let (mut io, skip): (BoxIo, usize) =
+            if let Some(q) = chain.iter().rposition(|h| h.is_quic()) {
+                let hop = &chain[q];
+                let before = &chain[..q];
+                let via = (!before.is_empty()).then(|| self.via(before, hop));
+                let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+                    hop.connect_quic(&self.ctx, via.as_ref(), &hop_dst(q)).await
+                })
+                .await
+                .map_err(|_| DialError::HandshakeTimeout {
+                    hop: hop.name.clone(),
+                })?
+                .unwrap_or_else(|| Err(DialError::EmptyChain.into()))
+                .map_err(|source| DialError::Hop {
+                    hop: hop.name.clone(),
+                    source,
+                })?;
+                (stream, q + 1)
+            } else {
+                let tcp = first
+                    .server
+                    .connect(&self.ctx.resolver, self.ctx.mark)
+                    .await?;
+                (Box::new(tcp), 0)
+            };
         for (i, hop) in chain.iter().enumerate().skip(skip) {
             let next = hop_dst(i);
             io = tokio::time::timeout(HANDSHAKE_TIMEOUT, hop.handshake(io, &next))
@@ -565,11 +574,34 @@ impl Outbounds {
         Ok(io)
     }
 
+    /// The way to `hop`, a QUIC proxy, through `before`: their UDP association to its
+    /// server.
+    fn via<'a>(&'a self, before: &'a [Arc<Upstream>], hop: &Upstream) -> Via<'a> {
+        Via {
+            key: chain_key(before),
+            server: hop.server.destination(),
+            outbounds: self,
+            before,
+        }
+    }
+
     /// A UDP association to `dst` along `chain`: one proxy's own association, or, through
     /// a relay chain, the last hop's UDP inside its stream, which reaches its server through
-    /// the earlier hops (trojan, vless, vmess), or a Shadowsocks last hop's packets sent to
-    /// its server through the UDP of the earlier hops (their own association to it).
-    pub(crate) async fn open_udp_chain(
+    /// the earlier hops (trojan, vless, vmess), or a Shadowsocks or QUIC last hop's packets
+    /// sent to its server through the UDP of the earlier hops (their own association to
+    /// it).
+    ///
+    /// Boxed, as a `Send` future, because it is also called from within its own set-up (a
+    /// QUIC hop's connection through the earlier hops).
+    pub(crate) fn open_udp_chain<'a>(
+        &'a self,
+        chain: &'a [Arc<Upstream>],
+        dst: &'a Destination,
+    ) -> BoxFuture<'a, io::Result<(udp::UdpSend, udp::UdpRecv)>> {
+        Box::pin(self.open_udp_chain_inner(chain, dst))
+    }
+
+    async fn open_udp_chain_inner(
         &self,
         chain: &[Arc<Upstream>],
         dst: &Destination,
@@ -579,6 +611,21 @@ impl Outbounds {
             [one] => return one.open_udp(&self.ctx, dst).await,
             [before @ .., last] => (last, before),
         };
+        if last.is_quic() {
+            let via = self.via(before, last);
+            return tokio::time::timeout(HANDSHAKE_TIMEOUT, last.open_quic_udp_via(&via))
+                .await
+                .map_err(|_| DialError::HandshakeTimeout {
+                    hop: last.name.clone(),
+                })?
+                .map_err(|source| {
+                    DialError::Hop {
+                        hop: last.name.clone(),
+                        source,
+                    }
+                    .into()
+                });
+        }
         if let Some(s) = last.socks5() {
             let s = s?;
             let server = last.server.destination();
@@ -593,12 +640,12 @@ impl Outbounds {
                         hop: last.name.clone(),
                         source,
                     })?;
-            let inner = Box::pin(self.open_udp_chain(before, &relay)).await?;
+            let inner = self.open_udp_chain(before, &relay).await?;
             return Ok(udp::socks5_over(ctrl, relay, inner));
         }
         if let Some(packets) = last.ss_packets() {
             let server = last.server.destination();
-            let inner = Box::pin(self.open_udp_chain(before, &server)).await?;
+            let inner = self.open_udp_chain(before, &server).await?;
             return Ok(udp::ss_over(packets?, server, inner));
         }
         if !last.udp_in_stream() {
@@ -729,6 +776,14 @@ impl Outbounds {
 /// mihomo's `GLOBAL`: a selector over DIRECT, REJECT, every proxy and every group, in config
 /// order; it starts on what `mode: global` used before there was a selector (the first
 /// proxy, else DIRECT).
+/// The names of a chain's hops, as a flow's line shows them (`ss1>ss2`).
+fn chain_key(hops: &[Arc<Upstream>]) -> String {
+    hops.iter()
+        .map(|h| h.name.as_str())
+        .collect::<Vec<_>>()
+        .join(">")
+}
+
 fn global_group(config: &Config, targets: usize) -> Group {
     let ids =
         (0..targets).filter_map(|i| u32::try_from(i).ok().map(|i| Member::Target(TargetId(i))));

@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,12 +24,10 @@ use tpgate_core::proto::fragments::Defragger;
 use tpgate_core::proto::tuic as proto;
 use tracing::debug;
 
-use super::dial::ServerAddr;
 use super::error::TlsError;
-use super::{quic, BoxIo, Ctx};
+use super::quic::{self, Place, Sessions, Way};
+use super::BoxIo;
 
-/// The QUIC handshake, at most.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Replies queued for one UDP flow before more are dropped.
 const UDP_QUEUE: usize = 256;
 /// Longest `Packet` read from a stream in `quic` mode (a datagram of 64 KiB and its header).
@@ -40,12 +37,12 @@ const MAX_STREAM_PACKET: usize = 70 * 1024;
 pub(crate) enum TuicError {
     #[error("QUIC connection to {addr}: {source}")]
     Quic {
-        addr: SocketAddr,
+        addr: String,
         #[source]
         source: quinn::ConnectionError,
     },
     #[error("QUIC handshake with {0} timed out after 10 s (nothing listening?)")]
-    Timeout(SocketAddr),
+    Timeout(String),
     #[error("the connection ended: {0} (a TUIC server closes the connection on a wrong uuid or password)")]
     Closed(#[from] quinn::ConnectionError),
     #[error("sending the Authenticate command: {0}")]
@@ -72,7 +69,8 @@ pub(crate) struct Tuic {
     opts: TuicOpts,
     server_name: String,
     client: quinn::ClientConfig,
-    conn: tokio::sync::Mutex<Option<Arc<Session>>>,
+    /// The live connections (one per way), shared by every flow through this proxy.
+    sessions: Sessions<Session>,
 }
 
 impl std::fmt::Debug for Tuic {
@@ -100,6 +98,12 @@ impl Drop for Session {
         for t in &self.tasks {
             t.abort();
         }
+    }
+}
+
+impl quic::Live for Session {
+    fn connection(&self) -> &quinn::Connection {
+        &self.conn
     }
 }
 
@@ -141,28 +145,28 @@ impl Tuic {
             opts: opts.clone(),
             server_name,
             client,
-            conn: tokio::sync::Mutex::new(None),
+            sessions: Sessions::default(),
         })
     }
 
-    async fn session(&self, server: &ServerAddr, ctx: &Ctx) -> io::Result<Arc<Session>> {
-        let mut slot = self.conn.lock().await;
-        if let Some(s) = slot.as_ref().filter(|s| s.conn.close_reason().is_none()) {
-            return Ok(s.clone());
-        }
-        *slot = None;
-        let addr = server.resolve(&ctx.resolver).await?;
-        let s = tokio::time::timeout(CONNECT_TIMEOUT, self.connect(addr, ctx.mark))
+    /// The live connection going `way`, made (and authenticated) when there is none.
+    async fn session(&self, way: &Way<'_, '_>) -> io::Result<Arc<Session>> {
+        self.sessions
+            .get(
+                way,
+                |label| TuicError::Timeout(label).into(),
+                |place| self.connect(place),
+            )
             .await
-            .map_err(|_| TuicError::Timeout(addr))?
-            .inspect_err(|_| server.invalidate())?;
-        let s = Arc::new(s);
-        *slot = Some(s.clone());
-        Ok(s)
     }
 
-    async fn connect(&self, addr: SocketAddr, mark: u32) -> io::Result<Session> {
-        let endpoint = quic::endpoint(addr, mark, self.client.clone(), |s| s)?;
+    async fn connect(&self, place: Place) -> io::Result<Session> {
+        let addr = place.remote;
+        let quic_error = |source| TuicError::Quic {
+            addr: place.label.clone(),
+            source,
+        };
+        let endpoint = quic::endpoint(&place, self.client.clone(), |s| s)?;
         let connecting = endpoint
             .connect(addr, &self.server_name)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -172,14 +176,10 @@ impl Tuic {
                     debug!(proxy = %self.name, "tuic: 0-RTT");
                     conn
                 }
-                Err(connecting) => connecting
-                    .await
-                    .map_err(|source| TuicError::Quic { addr, source })?,
+                Err(connecting) => connecting.await.map_err(quic_error)?,
             }
         } else {
-            connecting
-                .await
-                .map_err(|source| TuicError::Quic { addr, source })?
+            connecting.await.map_err(quic_error)?
         };
         let mut token = [0u8; 32];
         conn.export_keying_material(&mut token, &self.opts.uuid.0, self.opts.password.as_bytes())
@@ -189,13 +189,14 @@ impl Tuic {
             .await
             .map_err(|e| TuicError::Auth(e.to_string()))?;
         let _ = auth.finish();
-        debug!(proxy = %self.name, %addr, "tuic: authenticate sent");
+        debug!(proxy = %self.name, server = %place.label, "tuic: authenticate sent");
         let flows: Flows = Arc::default();
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(datagrams(conn.clone(), flows.clone())),
             tokio::spawn(uni_streams(conn.clone(), flows.clone())),
             tokio::spawn(heartbeat(conn.clone(), self.opts.heartbeat)),
         ];
+        tasks.extend(place.watch(&conn));
         Ok(Session {
             conn,
             tasks,
@@ -209,17 +210,16 @@ impl Tuic {
     /// usable at once, and a refusal shows as its end.
     pub(crate) async fn connect_tcp(
         &self,
-        server: &ServerAddr,
-        ctx: &Ctx,
+        way: &Way<'_, '_>,
         dst: &Destination,
     ) -> io::Result<BoxIo> {
-        let s = self.session(server, ctx).await?;
+        let s = self.session(way).await?;
         let mut header = Vec::with_capacity(32);
         proto::encode_connect(dst, &mut header).map_err(TuicError::from)?;
         let (mut tx, rx) = match s.conn.open_bi().await {
             Ok(pair) => pair,
             Err(e) => {
-                self.forget(&s).await;
+                self.sessions.forget(&s).await;
                 return Err(TuicError::Closed(e).into());
             }
         };
@@ -234,20 +234,9 @@ impl Tuic {
         Ok(Box::new(tokio::io::join(rx, tx)))
     }
 
-    async fn forget(&self, s: &Arc<Session>) {
-        let mut slot = self.conn.lock().await;
-        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, s)) {
-            *slot = None;
-        }
-    }
-
     /// A UDP association for one flow.
-    pub(crate) async fn udp(
-        &self,
-        server: &ServerAddr,
-        ctx: &Ctx,
-    ) -> io::Result<(TuicUdpSend, TuicUdpRecv)> {
-        let s = self.session(server, ctx).await?;
+    pub(crate) async fn udp(&self, way: &Way<'_, '_>) -> io::Result<(TuicUdpSend, TuicUdpRecv)> {
+        let s = self.session(way).await?;
         if self.opts.udp_relay_mode == UdpRelayMode::Native && s.conn.max_datagram_size().is_none()
         {
             return Err(TuicError::NoDatagrams.into());

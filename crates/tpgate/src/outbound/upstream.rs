@@ -10,6 +10,7 @@ use super::error::{DialError, TlsError};
 use super::http::Http;
 use super::hysteria2::Hysteria2;
 use super::plugin::Plugin;
+use super::quic::{Via, Way};
 use super::socks5::Socks5;
 use super::ss::Shadowsocks;
 use super::tls::TlsClient;
@@ -142,22 +143,64 @@ impl Upstream {
         matches!(self.kind, Kind::Direct)
     }
 
-    /// For a proxy over QUIC (hysteria2), a stream to `dst` on its own connection; `None`
-    /// for the proxies that run over a TCP connection tpgate dials.
+    /// For a proxy over QUIC (hysteria2, tuic), a stream to `dst` on its connection,
+    /// straight to its server or `via` earlier hops; `None` for the proxies that run over a
+    /// TCP connection tpgate dials.
     pub(crate) async fn connect_quic(
         &self,
         ctx: &Ctx,
+        via: Option<&Via<'_>>,
         dst: &Destination,
     ) -> Option<io::Result<BoxIo>> {
+        let way = self.way(ctx, via);
         match &self.kind {
-            Kind::Hysteria2(h) => Some(h.connect_tcp(&self.server, ctx, dst).await),
-            Kind::Tuic(t) => Some(t.connect_tcp(&self.server, ctx, dst).await),
+            Kind::Hysteria2(h) => Some(h.connect_tcp(&way, dst).await),
+            Kind::Tuic(t) => Some(t.connect_tcp(&way, dst).await),
             _ => None,
         }
     }
 
-    /// Whether this proxy runs over its own QUIC connection (so it can only be a chain's
-    /// first hop).
+    /// For a proxy over QUIC, a UDP flow on its connection through earlier hops (`via`).
+    pub(crate) async fn open_quic_udp_via(&self, via: &Via<'_>) -> io::Result<(UdpSend, UdpRecv)> {
+        if !self.udp {
+            return Err(DialError::UdpDisabled {
+                proxy: self.name.clone(),
+            }
+            .into());
+        }
+        self.quic_udp(&Way::Via(via)).await
+    }
+
+    /// A UDP flow on this QUIC proxy's connection going `way`.
+    async fn quic_udp(&self, way: &Way<'_, '_>) -> io::Result<(UdpSend, UdpRecv)> {
+        match &self.kind {
+            Kind::Hysteria2(h) => h
+                .udp(way)
+                .await
+                .map(|(s, r)| (UdpSend::Hysteria2(s), UdpRecv::Hysteria2(r))),
+            Kind::Tuic(t) => t
+                .udp(way)
+                .await
+                .map(|(s, r)| (UdpSend::Tuic(s), UdpRecv::Tuic(r))),
+            _ => Err(DialError::UdpNotInStream {
+                proxy: self.name.clone(),
+            }
+            .into()),
+        }
+    }
+
+    fn way<'a, 'v>(&'a self, ctx: &'a Ctx, via: Option<&'a Via<'v>>) -> Way<'a, 'v> {
+        match via {
+            Some(v) => Way::Via(v),
+            None => Way::Direct {
+                server: &self.server,
+                ctx,
+            },
+        }
+    }
+
+    /// Whether this proxy runs over a QUIC connection of its own (so in a chain it is not
+    /// dialed through the earlier hops' stream, but sends its packets through their UDP).
     pub(crate) fn is_quic(&self) -> bool {
         matches!(self.kind, Kind::Hysteria2(_) | Kind::Tuic(_))
     }
@@ -266,14 +309,7 @@ impl Upstream {
                 let tcp = self.server.connect(&ctx.resolver, ctx.mark).await?;
                 v.udp(Box::new(tcp), dst).await
             }
-            Kind::Hysteria2(h) => h
-                .udp(&self.server, ctx)
-                .await
-                .map(|(s, r)| (UdpSend::Hysteria2(s), UdpRecv::Hysteria2(r))),
-            Kind::Tuic(t) => t
-                .udp(&self.server, ctx)
-                .await
-                .map(|(s, r)| (UdpSend::Tuic(s), UdpRecv::Tuic(r))),
+            Kind::Hysteria2(_) | Kind::Tuic(_) => self.quic_udp(&self.way(ctx, None)).await,
             Kind::Http(_) | Kind::Direct => Err(DialError::UdpOverHttp {
                 proxy: self.name.clone(),
             }

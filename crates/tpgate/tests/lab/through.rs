@@ -158,12 +158,23 @@ pub(crate) fn tcp_through(
     egress: impl Fn(Family) -> IpAddr,
     what: &str,
 ) {
+    tcp_through_as(lab, tp, egress, what, "up");
+}
+
+/// [`tcp_through`] with tpgate logging `action={action}`.
+pub(crate) fn tcp_through_as(
+    lab: &Lab,
+    tp: &Tpgate<'_>,
+    egress: impl Fn(Family) -> IpAddr,
+    what: &str,
+    action: &str,
+) {
     for family in [Family::V4, Family::V6] {
         let a = family.addrs();
         let server = TcpEchoServer::start(&lab.server, SocketAddr::new(a.server, 80));
         let via = lan_tcp(lab, &server, 1000);
         assert_via(via, egress(family), &format!("{what} tcp {family:?}"));
-        tp.expect_flow("tcp", via.local, server.addr, "up");
+        tp.expect_flow("tcp", via.local, server.addr, action);
         let via = lan_tcp(lab, &server, BULK);
         assert_via(via, egress(family), &format!("{what} 1 MiB {family:?}"));
         server_first(lab, SocketAddr::new(a.server, 25), egress(family), what);
@@ -242,6 +253,17 @@ pub(crate) fn udp_through(
     egress: impl Fn(Family) -> IpAddr,
     what: &str,
 ) {
+    udp_through_as(lab, tp, egress, what, "up");
+}
+
+/// [`udp_through`] with tpgate logging `action={action}`.
+pub(crate) fn udp_through_as(
+    lab: &Lab,
+    tp: &Tpgate<'_>,
+    egress: impl Fn(Family) -> IpAddr,
+    what: &str,
+    action: &str,
+) {
     for family in [Family::V4, Family::V6] {
         let a = family.addrs();
         let server = UdpEchoServer::start(&lab.server, SocketAddr::new(a.server, 7000));
@@ -253,7 +275,7 @@ pub(crate) fn udp_through(
                 egress(family),
                 &format!("{what} udp {family:?} flow {flow}"),
             );
-            tp.expect_flow("udp", via.local, server.addr, "up");
+            tp.expect_flow("udp", via.local, server.addr, action);
         }
         let via = lan_udp_rounds(lab, family, &server, 3);
         assert_via(

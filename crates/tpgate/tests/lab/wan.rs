@@ -29,6 +29,36 @@ pub(crate) struct WanHost {
 pub(crate) const HOST_IF: &str = "eth0";
 
 impl WanHost {
+    /// Drops what `matching` (an nft match) selects from the gateway (both families) and
+    /// counts it from `hop`: only a chain through `hop` reaches this host.
+    pub(crate) fn only_through(&self, hop: IpAddr, matching: &str) {
+        let (gw4, gw6) = (Family::V4.addrs().gw_wan, Family::V6.addrs().gw_wan);
+        self.ns.sh(
+            "nft",
+            &[&format!(
+                "add table inet only; \
+                 add chain inet only input {{ type filter hook input priority 0; }}; \
+                 add rule inet only input ip saddr {gw4} {matching} drop; \
+                 add rule inet only input ip6 saddr {gw6} {matching} drop; \
+                 add rule inet only input ip saddr {hop} {matching} counter"
+            )],
+        );
+    }
+
+    /// Packets [`Self::only_through`] counted from `hop`.
+    pub(crate) fn through_count(&self, hop: IpAddr) -> u64 {
+        let listed = self
+            .ns
+            .sh("nft", &["list", "chain", "inet", "only", "input"]);
+        listed
+            .lines()
+            .find(|l| l.contains(&format!("ip saddr {hop}")))
+            .and_then(|l| l.split("packets ").nth(1))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no counter for {hop}:\n{listed}"))
+    }
+
     /// The host's address of `family`.
     pub(crate) const fn addr(&self, family: Family) -> IpAddr {
         match family {

@@ -1,17 +1,16 @@
 //! `type: hysteria2`: one QUIC connection per proxy (quinn, rustls), authenticated by an
 //! HTTP/3 `POST /auth` (the h3 crate); each TCP flow is a bidirectional stream opened with a
 //! TCPRequest, each UDP flow a session of QUIC datagrams. The connection is made on first
-//! use and again after it ends. The framing is `tpgate_core::proto::hysteria2`.
+//! use and again after it ends (one per way, when relay chains reach the server through
+//! earlier hops). The framing is `tpgate_core::proto::hysteria2`.
 
 mod brutal;
 mod socket;
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use rand::Rng as _;
@@ -22,13 +21,10 @@ use tpgate_core::net::Destination;
 use tpgate_core::proto::hysteria2::{self as proto, Defragger, Salamander, SALT_LEN};
 use tracing::debug;
 
-use super::dial::ServerAddr;
 use super::error::TlsError;
-use super::quic;
-use super::{BoxIo, Ctx};
+use super::quic::{self, Place, Sessions, Way};
+use super::BoxIo;
 
-/// The whole QUIC and HTTP/3 handshake, at most.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Replies queued for one UDP flow before more are dropped.
 const UDP_QUEUE: usize = 256;
 /// Random padding on requests, as Hysteria's own client sends.
@@ -39,12 +35,12 @@ const PADDING: std::ops::Range<usize> = 64..512;
 pub(crate) enum Hy2Error {
     #[error("QUIC connection to {addr}: {source}")]
     Quic {
-        addr: SocketAddr,
+        addr: String,
         #[source]
         source: quinn::ConnectionError,
     },
     #[error("QUIC handshake with {0} timed out after 10 s (nothing listening, or salamander or the port wrong)")]
-    Timeout(SocketAddr),
+    Timeout(String),
     #[error("HTTP/3 authentication: {0}")]
     Http3(String),
     #[error(transparent)]
@@ -82,8 +78,8 @@ pub(crate) struct Hysteria2 {
     client: quinn::ClientConfig,
     /// Brutal's sending rate for the live connection (0: Cubic), set once it is authenticated.
     rate: Arc<AtomicU64>,
-    /// The live connection, shared by every flow through this proxy.
-    conn: tokio::sync::Mutex<Option<Arc<Session>>>,
+    /// The live connections (one per way), shared by every flow through this proxy.
+    sessions: Sessions<Session>,
 }
 
 impl std::fmt::Debug for Hysteria2 {
@@ -102,6 +98,8 @@ struct Session {
     _h3: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
     driver: tokio::task::JoinHandle<()>,
     demux: tokio::task::JoinHandle<()>,
+    /// Closes the connection when the earlier hops under it end.
+    watch: Option<tokio::task::JoinHandle<()>>,
     udp: bool,
     flows: Arc<Mutex<HashMap<u32, mpsc::Sender<Vec<u8>>>>>,
     next_session: AtomicU32,
@@ -114,6 +112,15 @@ impl Drop for Session {
         self.conn.close(0u32.into(), b"");
         self.driver.abort();
         self.demux.abort();
+        if let Some(w) = &self.watch {
+            w.abort();
+        }
+    }
+}
+
+impl quic::Live for Session {
+    fn connection(&self) -> &quinn::Connection {
+        &self.conn
     }
 }
 
@@ -136,29 +143,24 @@ impl Hysteria2 {
             server_name,
             client,
             rate,
-            conn: tokio::sync::Mutex::new(None),
+            sessions: Sessions::default(),
         })
     }
 
-    /// The live connection, made (and authenticated) when there is none.
-    async fn session(&self, server: &ServerAddr, ctx: &Ctx) -> io::Result<Arc<Session>> {
-        let mut slot = self.conn.lock().await;
-        if let Some(s) = slot.as_ref().filter(|s| s.conn.close_reason().is_none()) {
-            return Ok(s.clone());
-        }
-        *slot = None;
-        let addr = server.resolve(&ctx.resolver).await?;
-        let s = tokio::time::timeout(CONNECT_TIMEOUT, self.connect(addr, ctx.mark))
+    /// The live connection going `way`, made (and authenticated) when there is none.
+    async fn session(&self, way: &Way<'_, '_>) -> io::Result<Arc<Session>> {
+        self.sessions
+            .get(
+                way,
+                |label| Hy2Error::Timeout(label).into(),
+                |place| self.connect(place),
+            )
             .await
-            .map_err(|_| Hy2Error::Timeout(addr))?
-            .inspect_err(|_| server.invalidate())?;
-        let s = Arc::new(s);
-        *slot = Some(s.clone());
-        Ok(s)
     }
 
-    async fn connect(&self, addr: SocketAddr, mark: u32) -> io::Result<Session> {
-        let endpoint = quic::endpoint(addr, mark, self.client.clone(), |inner| {
+    async fn connect(&self, place: Place) -> io::Result<Session> {
+        let addr = place.remote;
+        let endpoint = quic::endpoint(&place, self.client.clone(), |inner| {
             if self.opts.obfs.is_none() && self.opts.ports.is_empty() {
                 return inner;
             }
@@ -175,16 +177,20 @@ impl Hysteria2 {
             .connect(addr, &self.server_name)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
             .await
-            .map_err(|source| Hy2Error::Quic { addr, source })?;
+            .map_err(|source| Hy2Error::Quic {
+                addr: place.label.clone(),
+                source,
+            })?;
         let (h3, driver, auth) = self.authenticate(&conn).await?;
         self.rate.store(
             proto::send_rate(auth, self.opts.up).unwrap_or(0),
             Ordering::Relaxed,
         );
-        debug!(proxy = %self.name, %addr, udp = auth.udp, rx = ?auth.rx, "hysteria2: authenticated");
+        debug!(proxy = %self.name, server = %place.label, udp = auth.udp, rx = ?auth.rx, "hysteria2: authenticated");
         let flows: Arc<Mutex<HashMap<u32, mpsc::Sender<Vec<u8>>>>> = Arc::default();
         let demux = tokio::spawn(demux(conn.clone(), flows.clone()));
         Ok(Session {
+            watch: place.watch(&conn),
             conn,
             _h3: h3,
             driver,
@@ -235,16 +241,15 @@ impl Hysteria2 {
     /// A stream through the proxy to `dst`, once the server has connected to it.
     pub(crate) async fn connect_tcp(
         &self,
-        server: &ServerAddr,
-        ctx: &Ctx,
+        way: &Way<'_, '_>,
         dst: &Destination,
     ) -> io::Result<BoxIo> {
-        let s = self.session(server, ctx).await?;
+        let s = self.session(way).await?;
         let (mut tx, rx) = match s.conn.open_bi().await {
             Ok(pair) => pair,
             Err(e) => {
                 // The connection died under us: forget it; the next flow reconnects.
-                self.forget(&s).await;
+                self.sessions.forget(&s).await;
                 return Err(Hy2Error::Stream(e).into());
             }
         };
@@ -280,20 +285,9 @@ impl Hysteria2 {
         Ok(Box::new(tokio::io::join(rd, tx)))
     }
 
-    async fn forget(&self, s: &Arc<Session>) {
-        let mut slot = self.conn.lock().await;
-        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, s)) {
-            *slot = None;
-        }
-    }
-
     /// A UDP session for one flow: datagrams to the server with a session id of its own.
-    pub(crate) async fn udp(
-        &self,
-        server: &ServerAddr,
-        ctx: &Ctx,
-    ) -> io::Result<(Hy2UdpSend, Hy2UdpRecv)> {
-        let s = self.session(server, ctx).await?;
+    pub(crate) async fn udp(&self, way: &Way<'_, '_>) -> io::Result<(Hy2UdpSend, Hy2UdpRecv)> {
+        let s = self.session(way).await?;
         if !s.udp {
             return Err(Hy2Error::NoUdp.into());
         }
