@@ -321,7 +321,7 @@ fn hysteria2_as_the_later_hop_of_a_relay_chain() {
     let Some(lab) = Lab::with_wan_hosts("hy2chain", 2) else {
         return;
     };
-    let ss = SsServer::start(&lab, 0, SS2022_METHOD, SS2022_PASSWORD);
+    let mut ss = SsServer::start(&lab, 0, SS2022_METHOD, SS2022_PASSWORD);
     let up = SingBox::start(&lab, 1, &bin, Inbound::Hysteria2 { obfs: true });
     let hop = ss.egress(Family::V4);
     up.host.only_through(hop, "meta l4proto udp");
@@ -339,4 +339,34 @@ fn hysteria2_as_the_later_hop_of_a_relay_chain() {
         up.host.through_count(hop) >= 10,
         "the hysteria2 host saw no QUIC from the ss host"
     );
+
+    // The earlier hop goes away: a flow through the chain fails with a line naming the
+    // hysteria2 hop, and nothing else waits for QUIC's idle timeout. Once ss is back, the
+    // chain works again (on a new QUIC connection through it).
+    ss.stop();
+    let a = Family::V4.addrs();
+    let server = TcpEchoServer::start(&lab.server, SocketAddr::new(a.server, 82));
+    let started = std::time::Instant::now();
+    let failed = tcp_echo(&lab.client, server.addr, b"while ss is down");
+    assert!(
+        failed.as_ref().map_or(true, |x| x.echoed.is_empty()),
+        "echoed with the earlier hop down: {failed:?}"
+    );
+    let line = tp
+        .wait_for_line(Duration::from_secs(25), |l| {
+            l.contains("failed") && l.contains("up:")
+        })
+        .unwrap_or_else(|| panic!("no line for the broken chain; log:\n{}", tp.log_text()));
+    eprintln!("after {:?}: {line}", started.elapsed());
+    assert!(server.peers().is_empty(), "{:?}", server.peers());
+    ss.restart();
+    let back = poll(Duration::from_secs(30), || {
+        tcp_echo(&lab.client, server.addr, b"ss is back")
+            .ok()
+            .filter(|x| x.echoed == b"ss is back")
+    })
+    .unwrap_or_else(|| panic!("the chain did not come back; log:\n{}", tp.log_text()));
+    let peer = server.wait_peers(1)[0];
+    assert_eq!(peer.ip(), up.egress(Family::V4), "after ss came back");
+    tp.expect_flow("tcp", back.local, server.addr, "chain(ss>up)");
 }
