@@ -4,7 +4,9 @@
 //! too long for one QUIC datagram, so fragmented both ways) and the gateway's own TCP reach
 //! the destination through it, the destination seeing the server host's address; a wrong
 //! password fails that one connection with a log line saying so, and tpgate goes on. With
-//! `ports` (port hopping) the client moves among the server's ports.
+//! `ports` (port hopping) the client moves among the server's ports. As the later hop of a
+//! relay chain, its QUIC packets go through the Shadowsocks hop's UDP, and the chain
+//! survives that hop stopping and coming back.
 
 mod lab;
 #[path = "lab/sing_box.rs"]

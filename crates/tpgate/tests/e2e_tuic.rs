@@ -6,7 +6,8 @@
 //! password (the server closes the connection: TUIC has no replies) ends that flow without
 //! data and tpgate goes on. Uploads to a destination that resets them end within seconds
 //! (the server passes the reset on as a plain end and stops reading; the relay ends a way
-//! that cannot write once the other has ended).
+//! that cannot write once the other has ended). Through a `dialer-proxy`, its QUIC packets
+//! travel as UDP inside a Trojan stream.
 
 mod lab;
 #[path = "lab/sing_box.rs"]

@@ -96,6 +96,27 @@ impl AsyncWrite for Prefixed {
     }
 }
 
+/// Writes `out[*pos..]` to `inner`, then empties `out`: the bytes a framing stream (a
+/// Shadowsocks plugin, `network: http`) queued ahead of its caller's go out first, and a
+/// write that stops short resumes where it stopped.
+pub(super) fn poll_drain<W: AsyncWrite + Unpin + ?Sized>(
+    inner: &mut W,
+    cx: &mut Context<'_>,
+    out: &mut Vec<u8>,
+    pos: &mut usize,
+) -> Poll<io::Result<()>> {
+    while *pos < out.len() {
+        let n = std::task::ready!(Pin::new(&mut *inner).poll_write(cx, &out[*pos..]))?;
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        *pos += n;
+    }
+    out.clear();
+    *pos = 0;
+    Poll::Ready(Ok(()))
+}
+
 #[cfg(test)]
 mod tests {
     use tokio::io::AsyncWriteExt;

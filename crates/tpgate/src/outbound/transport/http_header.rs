@@ -97,16 +97,7 @@ struct HeaderStream {
 
 impl HeaderStream {
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.out_pos < self.out.len() {
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.out[self.out_pos..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.out_pos += n;
-        }
-        self.out = Vec::new();
-        self.out_pos = 0;
-        Poll::Ready(Ok(()))
+        crate::outbound::framing::poll_drain(&mut self.inner, cx, &mut self.out, &mut self.out_pos)
     }
 }
 
