@@ -22,7 +22,8 @@ use std::time::Duration;
 
 use lab::*;
 use sing_box::{
-    sing_box, Carrier, EarlyData, Inbound, SingBox, TROJAN_PASSWORD, VLESS_UUID, WRONG_UUID,
+    sing_box, Carrier, EarlyData, Inbound, SingBox, TROJAN_PASSWORD, VLESS_PORT, VLESS_UUID,
+    WRONG_UUID,
 };
 use v2ray::{v2ray, V2ray, V2rayCarrier, V2RAY_UUID};
 
@@ -190,10 +191,40 @@ fn vless_grpc_tls() {
     });
 }
 
+/// Over gRPC every tunnel (TCP, UDP, the gateway's own) of these tests is a request on one
+/// shared HTTP/2 connection: the server's host sees one TCP connection from the gateway.
 #[test]
 fn trojan_grpc() {
     with_server("ttjgr", Inbound::Trojan, Carrier::Grpc, |lab, up, tp| {
+        up.host.ns.sh(
+            "nft",
+            &[&format!(
+                "add table inet syns; \
+                 add chain inet syns input {{ type filter hook input priority 0; }}; \
+                 add rule inet syns input tcp dport {VLESS_PORT} tcp flags syn counter"
+            )],
+        );
         carries_tcp_and_udp(lab, up, tp, "trojan grpc");
+        let tunnels = tp
+            .lines()
+            .iter()
+            .filter(|l| l.contains("action=up"))
+            .count();
+        let listed = up
+            .host
+            .ns
+            .sh("nft", &["list", "chain", "inet", "syns", "input"]);
+        let connections: u64 = listed
+            .split("packets ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no counter:\n{listed}"));
+        assert!(tunnels >= 10, "{tunnels} tunnels");
+        assert_eq!(
+            connections, 1,
+            "TCP connections to the gRPC server for {tunnels} tunnels"
+        );
     });
 }
 

@@ -553,11 +553,19 @@ impl Outbounds {
                 })?;
                 (stream, q + 1)
             } else {
-                let tcp = first
-                    .server
-                    .connect(&self.ctx.resolver, self.ctx.mark)
-                    .await?;
-                (Box::new(tcp), 0)
+                // The first hop's link: a new connection, or a stream on its shared one.
+                let link = first.first_link(&self.ctx).await?;
+                let stream =
+                    tokio::time::timeout(HANDSHAKE_TIMEOUT, first.handshake_on(link, &hop_dst(0)))
+                        .await
+                        .map_err(|_| DialError::HandshakeTimeout {
+                            hop: first.name.clone(),
+                        })?
+                        .map_err(|source| DialError::Hop {
+                            hop: first.name.clone(),
+                            source,
+                        })?;
+                (stream, 1)
             };
         for (i, hop) in chain.iter().enumerate().skip(skip) {
             let next = hop_dst(i);

@@ -14,7 +14,7 @@ use tpgate_core::proto::trojan::{self, Command, PasswordHash};
 use tracing::info;
 
 use super::error::HandshakeError;
-use super::transport::Transport;
+use super::transport::{Link, Transport};
 use super::udp::{UdpRecv, UdpSend};
 use super::BoxIo;
 
@@ -35,6 +35,10 @@ impl std::fmt::Debug for Trojan {
 }
 
 impl Trojan {
+    pub(crate) fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
     pub(crate) fn new(name: &str, password: &str, transport: Transport) -> Self {
         Self {
             name: name.to_owned(),
@@ -43,8 +47,8 @@ impl Trojan {
         }
     }
 
-    async fn open(&self, io: BoxIo, cmd: Command, dst: &Destination) -> io::Result<BoxIo> {
-        let mut io = self.transport.open(io).await?;
+    async fn open(&self, link: Link, cmd: Command, dst: &Destination) -> io::Result<BoxIo> {
+        let mut io = self.transport.open(link).await?;
         let mut out = Vec::with_capacity(128);
         trojan::encode_request(&self.hash, cmd, dst, &mut out).map_err(HandshakeError::request)?;
         io.write_all(&out).await?;
@@ -52,16 +56,20 @@ impl Trojan {
         Ok(io)
     }
 
-    pub(crate) async fn connect(&self, io: BoxIo, dst: &Destination) -> io::Result<BoxIo> {
-        let inner = self.open(io, Command::Connect, dst).await?;
+    pub(crate) async fn connect(&self, link: Link, dst: &Destination) -> io::Result<BoxIo> {
+        let inner = self.open(link, Command::Connect, dst).await?;
         Ok(Box::new(Watched {
             inner,
             name: Some(self.name.clone()),
         }))
     }
 
-    pub(crate) async fn udp(&self, io: BoxIo, dst: &Destination) -> io::Result<(UdpSend, UdpRecv)> {
-        let io = self.open(io, Command::UdpAssociate, dst).await?;
+    pub(crate) async fn udp(
+        &self,
+        link: Link,
+        dst: &Destination,
+    ) -> io::Result<(UdpSend, UdpRecv)> {
+        let io = self.open(link, Command::UdpAssociate, dst).await?;
         let (rd, wr) = tokio::io::split(io);
         Ok((
             UdpSend::Trojan {

@@ -14,7 +14,7 @@ use super::quic::{Via, Way};
 use super::socks5::Socks5;
 use super::ss::Shadowsocks;
 use super::tls::TlsClient;
-use super::transport::{Protocol, Transport};
+use super::transport::{Link, Protocol, Transport};
 use super::trojan::Trojan;
 use super::tuic::Tuic;
 use super::udp::{UdpRecv, UdpSend};
@@ -205,21 +205,46 @@ impl Upstream {
         matches!(self.kind, Kind::Hysteria2(_) | Kind::Tuic(_))
     }
 
-    /// Speaks this proxy's protocol over `io`, which reaches this proxy's server, so that the
-    /// returned stream reaches `dst`.
+    /// What this proxy, the first hop, speaks over: a stream on its transport's shared
+    /// connection (gRPC) when there is a live one with room, else a new marked TCP
+    /// connection to its server.
+    pub(crate) async fn first_link(&self, ctx: &Ctx) -> io::Result<Link> {
+        let transport = match &self.kind {
+            Kind::Trojan(t) => Some(t.transport()),
+            Kind::Vless(v) => Some(v.transport()),
+            Kind::Vmess(v) => Some(v.transport()),
+            _ => None,
+        };
+        if let Some(carried) = transport.and_then(Transport::shared_stream) {
+            return carried.map(Link::Carried);
+        }
+        let tcp = self.server.connect(&ctx.resolver, ctx.mark).await?;
+        Ok(Link::Dialed {
+            io: Box::new(tcp),
+            direct: true,
+        })
+    }
+
+    /// Speaks this proxy's protocol over `io`, which reaches this proxy's server through
+    /// earlier hops, so that the returned stream reaches `dst`.
     pub(crate) async fn handshake(&self, io: BoxIo, dst: &Destination) -> io::Result<BoxIo> {
+        self.handshake_on(Link::through(io), dst).await
+    }
+
+    /// [`Self::handshake`] over any [`Link`].
+    pub(crate) async fn handshake_on(&self, link: Link, dst: &Destination) -> io::Result<BoxIo> {
         match &self.kind {
-            Kind::Socks5(s) => s.connect(io, dst).await,
-            Kind::Http(h) => h.connect(io, dst).await,
-            Kind::Shadowsocks(s) => s.wrap(io, dst).await,
-            Kind::Trojan(t) => t.connect(io, dst).await,
-            Kind::Vless(v) => v.connect(io, dst).await,
-            Kind::Vmess(v) => v.connect(io, dst).await,
+            Kind::Socks5(s) => s.connect(link.into_io(), dst).await,
+            Kind::Http(h) => h.connect(link.into_io(), dst).await,
+            Kind::Shadowsocks(s) => s.wrap(link.into_io(), dst).await,
+            Kind::Trojan(t) => t.connect(link, dst).await,
+            Kind::Vless(v) => v.connect(link, dst).await,
+            Kind::Vmess(v) => v.connect(link, dst).await,
             Kind::Hysteria2(_) | Kind::Tuic(_) => Err(DialError::QuicNotFirst {
                 proxy: self.name.clone(),
             }
             .into()),
-            Kind::Direct => Ok(io),
+            Kind::Direct => Ok(link.into_io()),
         }
     }
 
@@ -268,9 +293,9 @@ impl Upstream {
             .into());
         }
         match &self.kind {
-            Kind::Trojan(t) => t.udp(io, dst).await,
-            Kind::Vless(v) => v.udp(io, dst).await,
-            Kind::Vmess(v) => v.udp(io, dst).await,
+            Kind::Trojan(t) => t.udp(Link::through(io), dst).await,
+            Kind::Vless(v) => v.udp(Link::through(io), dst).await,
+            Kind::Vmess(v) => v.udp(Link::through(io), dst).await,
             _ => Err(DialError::UdpNotInStream {
                 proxy: self.name.clone(),
             }
@@ -297,18 +322,9 @@ impl Upstream {
                 s.udp(Box::new(tcp), server, ctx.mark).await
             }
             Kind::Shadowsocks(s) => s.udp(server, ctx.mark).map(super::udp::from_ss),
-            Kind::Trojan(t) => {
-                let tcp = self.server.connect(&ctx.resolver, ctx.mark).await?;
-                t.udp(Box::new(tcp), dst).await
-            }
-            Kind::Vless(v) => {
-                let tcp = self.server.connect(&ctx.resolver, ctx.mark).await?;
-                v.udp(Box::new(tcp), dst).await
-            }
-            Kind::Vmess(v) => {
-                let tcp = self.server.connect(&ctx.resolver, ctx.mark).await?;
-                v.udp(Box::new(tcp), dst).await
-            }
+            Kind::Trojan(t) => t.udp(self.first_link(ctx).await?, dst).await,
+            Kind::Vless(v) => v.udp(self.first_link(ctx).await?, dst).await,
+            Kind::Vmess(v) => v.udp(self.first_link(ctx).await?, dst).await,
             Kind::Hysteria2(_) | Kind::Tuic(_) => self.quic_udp(&self.way(ctx, None)).await,
             Kind::Http(_) | Kind::Direct => Err(DialError::UdpOverHttp {
                 proxy: self.name.clone(),

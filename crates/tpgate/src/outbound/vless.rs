@@ -19,7 +19,7 @@ use tpgate_core::proto::vless::{self, Command, Uuid};
 use tracing::info;
 
 use super::error::HandshakeError;
-use super::transport::Transport;
+use super::transport::{Link, Transport};
 use super::udp::{UdpRecv, UdpSend};
 use super::vision::VisionStream;
 use super::BoxIo;
@@ -45,6 +45,10 @@ enum FlowError {
 }
 
 impl Vless {
+    pub(crate) fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
     pub(crate) fn new(
         name: &str,
         uuid: Uuid,
@@ -59,11 +63,11 @@ impl Vless {
         }
     }
 
-    async fn open(&self, io: BoxIo, cmd: Command, dst: &Destination) -> io::Result<BoxIo> {
+    async fn open(&self, link: Link, cmd: Command, dst: &Destination) -> io::Result<BoxIo> {
         if self.flow.is_some() {
-            return self.open_vision(io, cmd, dst).await;
+            return self.open_vision(link.into_io(), cmd, dst).await;
         }
-        let mut io = self.transport.open(io).await?;
+        let mut io = self.transport.open(link).await?;
         let mut out = Vec::with_capacity(64);
         vless::encode_request(&self.uuid, cmd, dst, &mut out).map_err(HandshakeError::request)?;
         io.write_all(&out).await?;
@@ -97,17 +101,21 @@ impl Vless {
         Ok(Box::new(s))
     }
 
-    pub(crate) async fn connect(&self, io: BoxIo, dst: &Destination) -> io::Result<BoxIo> {
-        self.open(io, Command::Tcp, dst).await
+    pub(crate) async fn connect(&self, link: Link, dst: &Destination) -> io::Result<BoxIo> {
+        self.open(link, Command::Tcp, dst).await
     }
 
-    pub(crate) async fn udp(&self, io: BoxIo, dst: &Destination) -> io::Result<(UdpSend, UdpRecv)> {
+    pub(crate) async fn udp(
+        &self,
+        link: Link,
+        dst: &Destination,
+    ) -> io::Result<(UdpSend, UdpRecv)> {
         if let Some(flow) = self.flow {
             if flow == VlessFlow::Vision && dst.port() == 443 {
                 let e = FlowError::Udp443(self.name.clone());
                 return Err(io::Error::new(io::ErrorKind::Unsupported, e));
             }
-            let io = self.open(io, Command::Mux, dst).await?;
+            let io = self.open(link, Command::Mux, dst).await?;
             let (rd, wr) = tokio::io::split(io);
             return Ok((
                 UdpSend::Xudp {
@@ -121,7 +129,7 @@ impl Vless {
                 },
             ));
         }
-        let io = self.open(io, Command::Udp, dst).await?;
+        let io = self.open(link, Command::Udp, dst).await?;
         let (rd, wr) = tokio::io::split(io);
         Ok((
             UdpSend::Vless {

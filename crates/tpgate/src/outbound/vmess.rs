@@ -15,7 +15,7 @@ use tpgate_core::proto::vmess::{self, BodyCipher, Command, Randomness, Security}
 use tracing::info;
 
 use super::error::HandshakeError;
-use super::transport::Transport;
+use super::transport::{Link, Transport};
 use super::udp::{UdpRecv, UdpSend};
 use super::BoxIo;
 
@@ -35,6 +35,10 @@ pub(crate) struct Vmess {
 }
 
 impl Vmess {
+    pub(crate) fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
     pub(crate) fn new(name: &str, uuid: Uuid, security: Security, transport: Transport) -> Self {
         Self {
             name: name.to_owned(),
@@ -44,26 +48,30 @@ impl Vmess {
         }
     }
 
-    pub(crate) async fn connect(&self, io: BoxIo, dst: &Destination) -> io::Result<BoxIo> {
-        Ok(Box::new(self.open(io, Command::Tcp, dst, CHUNK).await?))
+    pub(crate) async fn connect(&self, link: Link, dst: &Destination) -> io::Result<BoxIo> {
+        Ok(Box::new(self.open(link, Command::Tcp, dst, CHUNK).await?))
     }
 
     /// UDP: one chunk per datagram both ways, the destination fixed by the request. A read
     /// returns at most one chunk, so a large enough buffer reads exactly one datagram.
-    pub(crate) async fn udp(&self, io: BoxIo, dst: &Destination) -> io::Result<(UdpSend, UdpRecv)> {
-        let io: BoxIo = Box::new(self.open(io, Command::Udp, dst, MAX_DATAGRAM).await?);
+    pub(crate) async fn udp(
+        &self,
+        link: Link,
+        dst: &Destination,
+    ) -> io::Result<(UdpSend, UdpRecv)> {
+        let io: BoxIo = Box::new(self.open(link, Command::Udp, dst, MAX_DATAGRAM).await?);
         let (rd, wr) = tokio::io::split(io);
         Ok((UdpSend::Vmess { wr }, UdpRecv::Vmess { rd }))
     }
 
     async fn open(
         &self,
-        io: BoxIo,
+        link: Link,
         cmd: Command,
         dst: &Destination,
         max_chunk: usize,
     ) -> io::Result<VmessStream> {
-        let mut io = self.transport.open(io).await?;
+        let mut io = self.transport.open(link).await?;
         let rand = randomness()?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -15,7 +15,7 @@ use std::io;
 use tpgate_core::config::{ProxyNetwork, SsPlugin};
 
 use super::error::TlsError;
-use super::transport::{Protocol, Transport};
+use super::transport::{Link, Protocol, Transport};
 use super::BoxIo;
 
 /// One proxy's plugin, ready to carry its connections.
@@ -65,7 +65,7 @@ impl Plugin {
         match self {
             Self::Obfs(o) => Ok(o.open(io)),
             Self::V2ray { transport, mux } => {
-                let io = transport.open(io).await?;
+                let io = transport.open(Link::through(io)).await?;
                 Ok(if *mux {
                     Box::new(framed::Framed::new(io, framed::Framing::MuxCool))
                 } else {

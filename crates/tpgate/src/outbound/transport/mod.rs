@@ -4,8 +4,8 @@
 //! plain byte stream, so the protocols above it (and their UDP, which rides the same
 //! stream) do not know which one they run over. The carriers' own bytes come from
 //! `tpgate_core::proto::{ws, gun, http_header}`; framing after a
-//! WebSocket upgrade is tungstenite's, HTTP/2 is the `h2` crate's. Not here: sharing one
-//! HTTP/2 connection among tunnels (each tunnel dials its own).
+//! WebSocket upgrade is tungstenite's, HTTP/2 is the `h2` crate's. gRPC tunnels share one
+//! HTTP/2 connection per proxy when it is dialed straight (see [`http2`]).
 
 mod http2;
 mod http_header;
@@ -146,8 +146,21 @@ impl Transport {
         }
     }
 
+    /// A stream on the connection this transport shares (gRPC), when it has a live one
+    /// with room: the proxy needs no new connection to its server.
+    pub(crate) fn shared_stream(&self) -> Option<io::Result<BoxIo>> {
+        match &self.carrier {
+            Carrier::Http2(h) => h.open_shared(),
+            _ => None,
+        }
+    }
+
     /// Turns a connection to the server into the stream the proxy protocol speaks over.
-    pub(crate) async fn open(&self, io: BoxIo) -> io::Result<BoxIo> {
+    pub(crate) async fn open(&self, link: Link) -> io::Result<BoxIo> {
+        let (io, direct) = match link {
+            Link::Carried(io) => return Ok(io),
+            Link::Dialed { io, direct } => (io, direct),
+        };
         let io = match &self.tls {
             Some(tls) => tls.wrap(io).await?,
             None => io,
@@ -155,8 +168,31 @@ impl Transport {
         match &self.carrier {
             Carrier::Tcp => Ok(io),
             Carrier::Ws(ws) => ws::open(ws.clone(), io).await,
-            Carrier::Http2(h) => h.open(io).await,
+            Carrier::Http2(h) => h.open(io, direct).await,
             Carrier::HttpHeader(h) => h.open(io),
+        }
+    }
+}
+
+/// What a proxy protocol speaks over.
+pub(crate) enum Link {
+    /// A connection that reaches the server, for the transport to wrap; `direct` when it
+    /// was dialed straight from the gateway (so a gRPC connection on it may be shared).
+    Dialed { io: BoxIo, direct: bool },
+    /// A stream the transport already carries: a tunnel on the shared gRPC connection.
+    Carried(BoxIo),
+}
+
+impl Link {
+    /// A connection through earlier hops.
+    pub(crate) fn through(io: BoxIo) -> Self {
+        Self::Dialed { io, direct: false }
+    }
+
+    /// The stream, whichever it is (for the protocols without a transport).
+    pub(crate) fn into_io(self) -> BoxIo {
+        match self {
+            Self::Dialed { io, .. } | Self::Carried(io) => io,
         }
     }
 }
