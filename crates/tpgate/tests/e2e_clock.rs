@@ -8,13 +8,13 @@
 
 mod lab;
 
-use crate::lab::PatientRecv;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::time::Duration;
 
 use lab::{
-    health_addr, poll, tcp_echo, Family, Http204Server, Lab, TcpEchoServer, Tpgate, UdpEchoServer,
+    health_addr, poll, tcp_echo, Family, Http204Server, Lab, PatientRecv, TcpEchoServer, Tpgate,
+    UdpEchoServer,
 };
 
 const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";

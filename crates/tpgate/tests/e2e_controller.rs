@@ -8,7 +8,6 @@
 
 mod lab;
 
-use crate::lab::PatientRecv;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::str::FromStr as _;
@@ -16,7 +15,7 @@ use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RData, RecordType};
-use lab::{poll, tcp_connect, Family, Lab, Netns, Tpgate};
+use lab::{poll, tcp_connect, Family, Lab, Netns, PatientRecv, Tpgate};
 
 const DNS_PORT: u16 = 1053;
 const API_PORT: u16 = 9090;

@@ -10,7 +10,6 @@
 
 mod lab;
 
-use crate::lab::PatientRecv;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
@@ -24,7 +23,7 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use lab::{
     has_field, have_program, poll, tcp_connect, tpgate_oneshot, udp_exchange, Family, Lab, Netns,
-    NetnsHosts, ProcKind, ProcUpstream, TcpEchoServer, Tpgate, UdpEchoServer,
+    NetnsHosts, PatientRecv, ProcKind, ProcUpstream, TcpEchoServer, Tpgate, UdpEchoServer,
 };
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 

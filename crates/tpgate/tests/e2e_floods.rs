@@ -8,14 +8,16 @@
 
 mod lab;
 
-use crate::lab::PatientRecv;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lab::{echo_exact, poll, Api, Family, Lab, TcpEchoServer, Tpgate, UdpEchoServer, CONTROLLER};
+use lab::{
+    echo_exact, poll, Api, Family, Lab, PatientRecv, TcpEchoServer, Tpgate, UdpEchoServer,
+    CONTROLLER,
+};
 use socket2::{Domain, Socket, Type};
 
 const MAX: usize = 2000;

@@ -18,14 +18,13 @@ mod lab;
 #[path = "lab/ss_server.rs"]
 mod ss_server;
 
-use crate::lab::PatientRecv;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use lab::{
     assert_via, health_addr, health_url, lan_tcp, lan_udp, poll, Api, Family, Http204Server, Lab,
-    ProcKind, ProcUpstream, TcpEchoServer, Tpgate, UdpEchoServer,
+    PatientRecv, ProcKind, ProcUpstream, TcpEchoServer, Tpgate, UdpEchoServer,
 };
 use ss_server::{SsServer, SS2022_METHOD, SS2022_PASSWORD};
 

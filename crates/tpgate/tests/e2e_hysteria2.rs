@@ -14,7 +14,6 @@ mod sing_box;
 #[path = "lab/ss_server.rs"]
 mod ss_server;
 
-use crate::lab::PatientRead;
 use std::io::{ErrorKind, Write};
 use std::net::SocketAddr;
 use std::time::Duration;

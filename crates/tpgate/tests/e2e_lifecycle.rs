@@ -5,14 +5,15 @@
 
 mod lab;
 
-use crate::lab::PatientRead;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use lab::{poll, tcp_connect, tcp_echo, tpgate_oneshot, Family, Lab, TcpEchoServer, Tpgate};
+use lab::{
+    poll, tcp_connect, tcp_echo, tpgate_oneshot, Family, Lab, PatientRead, TcpEchoServer, Tpgate,
+};
 
 /// Things in the gateway that are not tpgate's and must survive it untouched.
 struct Bystanders {

@@ -13,7 +13,6 @@ mod lab;
 #[path = "lab/ss_server.rs"]
 mod ss_server;
 
-use crate::lab::PatientRead;
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Write};
 use std::net::SocketAddr;
@@ -21,8 +20,8 @@ use std::time::Duration;
 
 use lab::{
     assert_via, health_addr, health_url, lan_tcp, lan_udp, tcp_connect, tpgate_oneshot, Api,
-    Family, Http204Server, Lab, ProcKind, ProcUpstream, TcpEchoServer, Tpgate, UdpEchoServer,
-    BYPASS_V4, BYPASS_V6,
+    Family, Http204Server, Lab, PatientRead, ProcKind, ProcUpstream, TcpEchoServer, Tpgate,
+    UdpEchoServer, BYPASS_V4, BYPASS_V6,
 };
 use ss_server::{SsServer, SS2022_METHOD, SS2022_PASSWORD};
 

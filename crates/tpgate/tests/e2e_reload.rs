@@ -4,14 +4,13 @@
 
 mod lab;
 
-use crate::lab::PatientRecv;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use lab::{
-    tcp_connect, tcp_echo, tpgate_oneshot, Backend, Family, Lab, TcpEchoServer, Tpgate,
-    UdpEchoServer,
+    tcp_connect, tcp_echo, tpgate_oneshot, Backend, Family, Lab, PatientRecv, TcpEchoServer,
+    Tpgate, UdpEchoServer,
 };
 
 fn reload(lab: &Lab, tp: &Tpgate<'_>, times: usize) {

@@ -5,14 +5,15 @@
 
 mod lab;
 
-use crate::lab::PatientRead;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lab::{has_field, lan_request_for, tpgate_oneshot, Family, Lab, TcpEchoServer, Tpgate};
+use lab::{
+    has_field, lan_request_for, tpgate_oneshot, Family, Lab, PatientRead, TcpEchoServer, Tpgate,
+};
 
 /// Serves `body` to every GET on `addr` (in the lab's server namespace), counting requests.
 fn serve_list(lab: &Lab, addr: SocketAddr, body: &'static str) -> Arc<AtomicUsize> {

@@ -6,14 +6,13 @@
 
 mod lab;
 
-use crate::lab::PatientRecv;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use lab::{
-    has_field, lan_request_for, poll, tcp_connect, Family, Lab, NetnsHosts, ProcKind, ProcUpstream,
-    TcpEchoServer, Tpgate,
+    has_field, lan_request_for, poll, tcp_connect, Family, Lab, NetnsHosts, PatientRecv, ProcKind,
+    ProcUpstream, TcpEchoServer, Tpgate,
 };
 
 /// From the LAN client: `curl https://NAME/` with NAME pinned to `addr`. The server is an

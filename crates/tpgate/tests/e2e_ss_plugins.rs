@@ -16,7 +16,6 @@ mod ss_plugins;
 #[path = "lab/ss_server.rs"]
 mod ss_server;
 
-use crate::lab::PatientRead;
 use std::io::{ErrorKind, Write};
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -5,14 +5,13 @@
 
 mod lab;
 
-use crate::lab::PatientRead;
 use std::io::{ErrorKind, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use lab::{
-    pattern, tcp_connect, tcp_echo, tcp_send_all_and_read, Family, Lab, TcpEchoServer, Tpgate,
-    TPROXY_PORT,
+    pattern, tcp_connect, tcp_echo, tcp_send_all_and_read, Family, Lab, PatientRead, TcpEchoServer,
+    Tpgate, TPROXY_PORT,
 };
 
 /// Builds a lab and starts tpgate in it with the standard config.

@@ -15,7 +15,6 @@ mod sing_box;
 #[path = "lab/v2ray.rs"]
 mod v2ray;
 
-use crate::lab::PatientRead;
 use std::io::{ErrorKind, Write};
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -13,7 +13,6 @@ mod lab;
 #[path = "lab/sing_box.rs"]
 mod sing_box;
 
-use crate::lab::PatientRead;
 use std::io::{ErrorKind, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

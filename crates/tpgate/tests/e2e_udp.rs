@@ -4,11 +4,10 @@
 
 mod lab;
 
-use crate::lab::PatientRecv;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use lab::{udp_exchange, Family, Lab, Tpgate, UdpEchoServer, UdpExchange};
+use lab::{udp_exchange, Family, Lab, PatientRecv, Tpgate, UdpEchoServer, UdpExchange};
 
 const REPLY_WAIT: Duration = Duration::from_secs(5);
 

@@ -12,7 +12,6 @@ mod ss_server;
 #[path = "lab/trojan_server.rs"]
 mod trojan_server;
 
-use crate::lab::PatientRead;
 use std::io::{ErrorKind, Write};
 use std::net::SocketAddr;
 use std::time::Duration;

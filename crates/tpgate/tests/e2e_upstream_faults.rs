@@ -16,7 +16,6 @@
 
 mod lab;
 
-use crate::lab::PatientRead;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,8 +24,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use lab::{
-    assert_via, health_addr, health_url, lan_tcp, poll, Api, Family, Http204Server, Lab, ProcKind,
-    ProcUpstream, TcpEchoServer, Tpgate,
+    assert_via, health_addr, health_url, lan_tcp, poll, Api, Family, Http204Server, Lab,
+    PatientRead, ProcKind, ProcUpstream, TcpEchoServer, Tpgate,
 };
 
 /// The controller's secret in these tests.

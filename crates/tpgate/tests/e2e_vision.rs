@@ -17,7 +17,6 @@ mod sing_box;
 #[path = "lab/xray.rs"]
 mod xray;
 
-use crate::lab::{PatientRead, PatientRecv};
 use std::io::{ErrorKind, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -2,12 +2,11 @@
 //! HTTP CONNECT), used to check the lab's upstream servers without tpgate. Blocking std I/O
 //! with the lab's timeouts; every error is an `io::Error` so tests can say what failed.
 
-use crate::lab::PatientRecv;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use super::{tcp_connect, Family, Netns};
+use super::{tcp_connect, Family, Netns, PatientRecv};
 
 fn bad(what: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.into())

@@ -6,7 +6,6 @@
 //! Chunks are queued with their due time, so the delay adds latency without cutting
 //! throughput; EOF is passed on in order (half-close preserved).
 
-use crate::lab::PatientRead;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::Netns;
+use super::{Netns, PatientRead};
 
 /// A delaying forwarder in a namespace; stops accepting on drop (open connections end when
 /// either side closes).

@@ -1,7 +1,6 @@
 //! A minimal DNS client for tests that ask tpgate's DNS server: one query over UDP or TCP
 //! from inside a namespace, timed, so a test can tell an answer from SERVFAIL from silence.
 
-use crate::lab::PatientRecv;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, UdpSocket};
 use std::str::FromStr as _;
@@ -10,7 +9,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 
-use super::{tcp_connect, Family, Netns};
+use super::{tcp_connect, Family, Netns, PatientRecv};
 
 /// A query for `name`/`kind` with a random id, as bytes.
 pub(crate) fn dns_query(name: &str, kind: RecordType) -> (u16, Vec<u8>) {

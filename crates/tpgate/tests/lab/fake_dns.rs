@@ -2,7 +2,6 @@
 //! one address in a lab namespace it answers every query as its current [`Fault`] says,
 //! and counts the queries it got, so a test can tell whether tpgate asked again.
 
-use crate::lab::PatientRecv;
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::str::FromStr as _;
@@ -15,7 +14,7 @@ use hickory_proto::op::{Message, MessageType, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use super::Netns;
+use super::{Netns, PatientRecv};
 
 /// The address [`Fault::OtherQuestion`] answers for `victim.example`: it must never
 /// reach a client, nor the cache.

@@ -2,7 +2,6 @@
 //! and client helpers that check what comes back. Sockets are created inside a namespace
 //! with [`Netns::enter`] and then used from ordinary threads.
 
-use crate::lab::{PatientRead, PatientRecv};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::{poll, Family, Netns};
+use super::{poll, Family, Netns, PatientRead, PatientRecv};
 
 /// Read/write timeout of every test socket: a stuck relay fails the test, never hangs it.
 pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(10);

@@ -2,14 +2,13 @@
 //! server saw: the proof that a flow went through a given upstream (each upstream host has
 //! its own address) rather than out of the gateway (203.0.113.1) or not at all.
 
-use crate::lab::PatientRecv;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::time::Duration;
 
 use super::{
-    echo_exact, pattern, poll, tcp_connect, udp_exchange, Family, Lab, TcpEchoServer, Tpgate,
-    UdpEchoServer,
+    echo_exact, pattern, poll, tcp_connect, udp_exchange, Family, Lab, PatientRecv, TcpEchoServer,
+    Tpgate, UdpEchoServer,
 };
 
 /// Bytes each way in the bulk echo through an upstream.
