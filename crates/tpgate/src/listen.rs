@@ -2,12 +2,15 @@
 //! installed (a busy port fails the start with nothing installed), and a reload that
 //! changes the tproxy port, `udp` or `ipv6` binds the new ones before the rules point at
 //! them and retires the old ones a moment after the rules stopped pointing at them (what
-//! was already queued on them is still served). Established TCP connections do not depend
-//! on their listener, and UDP flows live in the one NAT table every UDP listener shares,
-//! so both keep going across the change.
+//! was already queued on them is still served). A retiring listener the next reload wants
+//! again (the port changed back within those seconds) is kept instead of bound anew: a new
+//! one would join its port's `SO_REUSEPORT` group, and a datagram the kernel handed the old
+//! one just before it closed would be lost. Established TCP connections do not depend on
+//! their listener, and UDP flows live in the one NAT table every UDP listener shares, so
+//! both keep going across the change.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -52,6 +55,9 @@ pub(crate) struct Listening {
     nat: Arc<NatTable>,
     stop: Shutdown,
     running: Vec<(Key, Trigger)>,
+    /// Replaced, serving until [`RETIRE_AFTER`] has passed; by retirement.
+    retiring: Arc<Mutex<Vec<(u64, Key, Trigger)>>>,
+    retirements: u64,
 }
 
 /// The listening addresses `plan` needs.
@@ -129,6 +135,8 @@ impl Listening {
             nat,
             stop,
             running: Vec::new(),
+            retiring: Arc::default(),
+            retirements: 0,
         }
     }
 
@@ -154,8 +162,21 @@ impl Listening {
         }
     }
 
-    /// Binds what `plan` needs that is not served yet (nothing is changed on failure).
-    pub(crate) fn bind_missing(&self, plan: &Plan) -> Result<Bound> {
+    /// Binds what `plan` needs that is not served yet, first taking back the retiring
+    /// listeners it wants (nothing else is changed on failure; a listener taken back is
+    /// retired again by the next [`Self::retire_unwanted`] whose plan does not want it).
+    pub(crate) fn bind_missing(&mut self, plan: &Plan) -> Result<Bound> {
+        let want = wanted(plan);
+        if let Ok(mut retiring) = self.retiring.lock() {
+            let (back, stay): (Vec<_>, Vec<_>) = std::mem::take(&mut *retiring)
+                .into_iter()
+                .partition(|(_, k, _)| want.contains(k));
+            *retiring = stay;
+            for (_, key, trigger) in back {
+                debug!("{key} kept: wanted again before it closed");
+                self.running.push((key, trigger));
+            }
+        }
         let running: Vec<Key> = self.running.iter().map(|(k, _)| *k).collect();
         bind_except(plan, &running)
     }
@@ -176,9 +197,26 @@ impl Listening {
             "replaced listeners close in {}s (what they queued is still served)",
             RETIRE_AFTER.as_secs()
         );
+        self.retirements += 1;
+        let id = self.retirements;
+        if let Ok(mut retiring) = self.retiring.lock() {
+            retiring.extend(go.into_iter().map(|(k, t)| (id, k, t)));
+        }
+        let retiring = self.retiring.clone();
         tokio::spawn(async move {
             tokio::time::sleep(RETIRE_AFTER).await;
-            for (_, trigger) in go {
+            // What a reload took back in the meantime is no longer here.
+            let due: Vec<_> = match retiring.lock() {
+                Ok(mut r) => {
+                    let (due, stay) = std::mem::take(&mut *r)
+                        .into_iter()
+                        .partition(|(i, _, _)| *i == id);
+                    *r = stay;
+                    due
+                }
+                Err(_) => Vec::new(),
+            };
+            for (_, _, trigger) in due {
                 trigger.fire();
             }
         });
