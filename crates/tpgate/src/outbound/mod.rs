@@ -539,45 +539,22 @@ impl Outbounds {
                 let hop = &chain[q];
                 let before = &chain[..q];
                 let via = (!before.is_empty()).then(|| self.via(before, hop));
-                let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-                    hop.connect_quic(&self.ctx, via.as_ref(), &hop_dst(q)).await
+                let stream = hop_step(hop, async {
+                    hop.connect_quic(&self.ctx, via.as_ref(), &hop_dst(q))
+                        .await
+                        .unwrap_or_else(|| Err(DialError::EmptyChain.into()))
                 })
-                .await
-                .map_err(|_| DialError::HandshakeTimeout {
-                    hop: hop.name.clone(),
-                })?
-                .unwrap_or_else(|| Err(DialError::EmptyChain.into()))
-                .map_err(|source| DialError::Hop {
-                    hop: hop.name.clone(),
-                    source,
-                })?;
+                .await?;
                 (stream, q + 1)
             } else {
                 // The first hop's link: a new connection, or a stream on its shared one.
                 let link = first.first_link(&self.ctx).await?;
-                let stream =
-                    tokio::time::timeout(HANDSHAKE_TIMEOUT, first.handshake_on(link, &hop_dst(0)))
-                        .await
-                        .map_err(|_| DialError::HandshakeTimeout {
-                            hop: first.name.clone(),
-                        })?
-                        .map_err(|source| DialError::Hop {
-                            hop: first.name.clone(),
-                            source,
-                        })?;
+                let stream = hop_step(first, first.handshake_on(link, &hop_dst(0))).await?;
                 (stream, 1)
             };
         for (i, hop) in chain.iter().enumerate().skip(skip) {
             let next = hop_dst(i);
-            io = tokio::time::timeout(HANDSHAKE_TIMEOUT, hop.handshake(io, &next))
-                .await
-                .map_err(|_| DialError::HandshakeTimeout {
-                    hop: hop.name.clone(),
-                })?
-                .map_err(|source| DialError::Hop {
-                    hop: hop.name.clone(),
-                    source,
-                })?;
+            io = hop_step(hop, hop.handshake(io, &next)).await?;
         }
         Ok(io)
     }
@@ -621,33 +598,13 @@ impl Outbounds {
         };
         if last.is_quic() {
             let via = self.via(before, last);
-            return tokio::time::timeout(HANDSHAKE_TIMEOUT, last.open_quic_udp_via(&via))
-                .await
-                .map_err(|_| DialError::HandshakeTimeout {
-                    hop: last.name.clone(),
-                })?
-                .map_err(|source| {
-                    DialError::Hop {
-                        hop: last.name.clone(),
-                        source,
-                    }
-                    .into()
-                });
+            return hop_step(last, last.open_quic_udp_via(&via)).await;
         }
         if let Some(s) = last.socks5() {
             let s = s?;
             let server = last.server.destination();
             let io = self.connect_chain(before, &server).await?;
-            let (ctrl, relay) =
-                tokio::time::timeout(HANDSHAKE_TIMEOUT, s.associate_over(io, &server))
-                    .await
-                    .map_err(|_| DialError::HandshakeTimeout {
-                        hop: last.name.clone(),
-                    })?
-                    .map_err(|source| DialError::Hop {
-                        hop: last.name.clone(),
-                        source,
-                    })?;
+            let (ctrl, relay) = hop_step(last, s.associate_over(io, &server)).await?;
             let inner = self.open_udp_chain(before, &relay).await?;
             return Ok(udp::socks5_over(ctrl, relay, inner));
         }
@@ -665,18 +622,7 @@ impl Outbounds {
         let io = self
             .connect_chain(before, &last.server.destination())
             .await?;
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, last.open_udp_over(io, dst))
-            .await
-            .map_err(|_| DialError::HandshakeTimeout {
-                hop: last.name.clone(),
-            })?
-            .map_err(|source| {
-                DialError::Hop {
-                    hop: last.name.clone(),
-                    source,
-                }
-                .into()
-            })
+        hop_step(last, last.open_udp_over(io, dst)).await
     }
 
     /// A marked TCP connection to `dst`, resolving a name with the marked resolver.
@@ -784,6 +730,25 @@ impl Outbounds {
 /// mihomo's `GLOBAL`: a selector over DIRECT, REJECT, every proxy and every group, in config
 /// order; it starts on what `mode: global` used before there was a selector (the first
 /// proxy, else DIRECT).
+/// `step`, `hop`'s part of a dial, within [`HANDSHAKE_TIMEOUT`]; a failure names the hop.
+async fn hop_step<T>(
+    hop: &Upstream,
+    step: impl std::future::Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, step)
+        .await
+        .map_err(|_| DialError::HandshakeTimeout {
+            hop: hop.name.clone(),
+        })?
+        .map_err(|source| {
+            DialError::Hop {
+                hop: hop.name.clone(),
+                source,
+            }
+            .into()
+        })
+}
+
 /// The names of a chain's hops, as a flow's line shows them (`ss1>ss2`).
 fn chain_key(hops: &[Arc<Upstream>]) -> String {
     hops.iter()
